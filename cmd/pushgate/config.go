@@ -1,0 +1,147 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"time"
+)
+
+// Config is everything pushgate can be told. Every field is a flag with a
+// PUSHGATE_* environment variable (the flag name upper-cased, '-' → '_');
+// a flag on the command line wins over the environment.
+type Config struct {
+	HTTPAddr string // WebSocket, demo page, metrics and health. Default 127.0.0.1:8080.
+	GRPCAddr string // the backend API. Default 127.0.0.1:9090.
+	Insecure bool   // allow non-loopback addresses without client auth. Default false.
+
+	LogFormat string // text or json. Default text.
+	LogLevel  string // debug, info, warn or error. Default info.
+
+	HeartbeatInterval time.Duration // server ping period. Default 25s.
+	HeartbeatTimeout  time.Duration // pong deadline. Default 10s.
+	WriteTimeout      time.Duration // per write batch; slower peers are slow consumers. Default 10s.
+	QueueMessages     int           // per-connection send queue cap, messages. Default 1024.
+	QueueBytes        int           // per-connection send queue cap, bytes. Default 4 MiB.
+	ReadLimit         int           // largest client frame, bytes. Default 16 KiB.
+	AllowedOrigins    string        // comma-separated cross-origin host patterns. Default none.
+	ReadHeaderTimeout time.Duration // HTTP request header deadline. Default 5s.
+
+	MaxUserIDBytes  int // longest user id. Default 128.
+	MaxPayloadBytes int // largest message payload. Default 64 KiB.
+	MaxBatchUsers   int // most ids per SendToUsers/GetPresence/exclude list. Default 10000.
+
+	GRPCStopTimeout time.Duration // in-flight gRPC calls get this long at shutdown. Default 10s.
+	DrainWindow     time.Duration // client closes are spread over this at shutdown. Default 10s.
+}
+
+// parseConfig reads flags from args and PUSHGATE_* variables through getenv.
+// It returns flag.ErrHelp after writing the usage to out for -h/--help.
+func parseConfig(args []string, getenv func(string) string, out io.Writer) (Config, error) {
+	var c Config
+	fs := flag.NewFlagSet("pushgate", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:8080", "`address` for WebSocket clients (/ws), the demo page, /metrics, /healthz and /readyz")
+	fs.StringVar(&c.GRPCAddr, "grpc-addr", "127.0.0.1:9090", "`address` for the gRPC API (backends)")
+	fs.BoolVar(&c.Insecure, "insecure", false, "allow listening on non-loopback addresses with no client authentication")
+	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.DurationVar(&c.HeartbeatInterval, "heartbeat-interval", 25*time.Second, "how often the server pings each WebSocket connection")
+	fs.DurationVar(&c.HeartbeatTimeout, "heartbeat-timeout", 10*time.Second, "how long a ping may go unanswered before the connection is closed")
+	fs.DurationVar(&c.WriteTimeout, "write-timeout", 10*time.Second, "deadline for writing queued messages to a connection; slower clients are closed as slow consumers (4000)")
+	fs.IntVar(&c.QueueMessages, "queue-max-messages", 1024, "per-connection send queue limit, in messages; overflow closes the connection as a slow consumer (4000)")
+	fs.IntVar(&c.QueueBytes, "queue-max-bytes", 4<<20, "per-connection send queue limit, in bytes; overflow closes the connection as a slow consumer (4000)")
+	fs.IntVar(&c.ReadLimit, "read-limit", 16<<10, "largest frame accepted from a client, in bytes; larger closes with 1009")
+	fs.StringVar(&c.AllowedOrigins, "allowed-origins", "", "comma-separated `patterns` of cross-origin hosts allowed to open WebSockets, e.g. admin.example.com,*.example.com (same-origin is always allowed)")
+	fs.DurationVar(&c.ReadHeaderTimeout, "read-header-timeout", 5*time.Second, "deadline for reading an HTTP request's headers")
+	fs.IntVar(&c.MaxUserIDBytes, "max-user-id-bytes", 128, "longest user id accepted, in bytes")
+	fs.IntVar(&c.MaxPayloadBytes, "max-payload-bytes", 64<<10, "largest message payload accepted from a backend, in bytes")
+	fs.IntVar(&c.MaxBatchUsers, "max-batch-users", 10000, "most user ids in one SendToUsers, GetPresence or Broadcast exclude list")
+	fs.DurationVar(&c.GRPCStopTimeout, "grpc-stop-timeout", 10*time.Second, "at shutdown, how long in-flight gRPC calls may take before they are cut")
+	fs.DurationVar(&c.DrainWindow, "drain-window", 10*time.Second, "at shutdown, clients are closed with 1001 over this window (at most 1000 per second faster), so they do not reconnect all at once")
+
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: pushgate [flags]\n\npushgate pushes messages from backends (gRPC) to WebSocket clients.\nEvery flag can also be set with the environment variable shown.\n\nFlags:\n")
+		fs.VisitAll(func(f *flag.Flag) {
+			name, usage := flag.UnquoteUsage(f)
+			fmt.Fprintf(fs.Output(), "  --%s %s\n    \t%s\n    \t(default %q, env %s)\n", f.Name, name, usage, f.DefValue, envName(f.Name))
+		})
+	}
+
+	// Environment first, so that flags given on the command line override it.
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		if v := getenv(envName(f.Name)); v != "" && envErr == nil {
+			if err := fs.Set(f.Name, v); err != nil {
+				envErr = fmt.Errorf("%s=%q: %v", envName(f.Name), v, err)
+			}
+		}
+	})
+	if envErr != nil {
+		return c, envErr
+	}
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))
+	}
+	return c, c.validate()
+}
+
+func envName(flagName string) string {
+	return "PUSHGATE_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	check := func(ok bool, format string, args ...any) {
+		if !ok {
+			errs = append(errs, fmt.Errorf(format, args...))
+		}
+	}
+	check(c.LogFormat == "text" || c.LogFormat == "json", "--log-format must be text or json, got %q", c.LogFormat)
+	check(c.HeartbeatInterval > 0, "--heartbeat-interval must be positive")
+	check(c.HeartbeatTimeout > 0, "--heartbeat-timeout must be positive")
+	check(c.WriteTimeout > 0, "--write-timeout must be positive")
+	check(c.QueueMessages > 0, "--queue-max-messages must be positive")
+	check(c.QueueBytes > 0, "--queue-max-bytes must be positive")
+	check(c.ReadLimit > 0, "--read-limit must be positive")
+	check(c.MaxUserIDBytes > 0, "--max-user-id-bytes must be positive")
+	check(c.MaxPayloadBytes > 0, "--max-payload-bytes must be positive")
+	check(c.MaxBatchUsers > 0, "--max-batch-users must be positive")
+	check(c.GRPCStopTimeout >= 0, "--grpc-stop-timeout must not be negative")
+	check(c.DrainWindow >= 0, "--drain-window must not be negative")
+	for _, a := range []struct{ flag, addr string }{{"--http-addr", c.HTTPAddr}, {"--grpc-addr", c.GRPCAddr}} {
+		_, _, err := net.SplitHostPort(a.addr)
+		check(err == nil, "%s %q: %v", a.flag, a.addr, err)
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) origins() []string {
+	var out []string
+	for _, p := range strings.Split(c.AllowedOrigins, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// loopbackOnly reports whether addr can only be reached from this machine.
+// An empty host or an unspecified address (0.0.0.0, ::) is every interface.
+func loopbackOnly(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

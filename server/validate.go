@@ -1,0 +1,196 @@
+package server
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"hash/crc32"
+	"unicode/utf8"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	pb "pushgate/gen/pushgate/v1"
+	"pushgate/gateway"
+)
+
+// Page sizes for ListOnline.
+const (
+	DefaultPageSize = 100
+	MaxPageSize     = 1000
+)
+
+// Limits bound what a request may carry. The zero value of a field means its
+// default.
+type Limits struct {
+	// MaxUserIDBytes is the longest user id. Default 128.
+	MaxUserIDBytes int
+	// MaxPayloadBytes is the largest message payload. Default 64 KiB.
+	MaxPayloadBytes int
+	// MaxBatchUsers is the most user ids in one SendToUsers, GetPresence or
+	// Broadcast exclude list. Default 10,000.
+	MaxBatchUsers int
+}
+
+func (l *Limits) setDefaults() {
+	if l.MaxUserIDBytes <= 0 {
+		l.MaxUserIDBytes = 128
+	}
+	if l.MaxPayloadBytes <= 0 {
+		l.MaxPayloadBytes = 64 << 10
+	}
+	if l.MaxBatchUsers <= 0 {
+		l.MaxBatchUsers = 10000
+	}
+}
+
+const (
+	maxTypeBytes   = 64
+	maxReasonBytes = 100
+)
+
+// UnaryInterceptor validates every PushService request before its handler
+// runs. A bad request gets INVALID_ARGUMENT whose message starts with the
+// field's name, plus a google.rpc.BadRequest detail naming the field.
+func (l Limits) UnaryInterceptor() grpc.UnaryServerInterceptor {
+	l.setDefaults()
+	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if err := l.validate(req); err != nil {
+			return nil, err
+		}
+		return handler(ctx, req)
+	}
+}
+
+func (l *Limits) validate(req any) error {
+	switch r := req.(type) {
+	case *pb.SendToUserRequest:
+		if err := l.userID("user_id", r.GetUserId()); err != nil {
+			return err
+		}
+		return l.message("message", r.GetMessage())
+	case *pb.SendToUsersRequest:
+		if err := l.userIDs("user_ids", r.GetUserIds(), true); err != nil {
+			return err
+		}
+		return l.message("message", r.GetMessage())
+	case *pb.BroadcastRequest:
+		if err := l.message("message", r.GetMessage()); err != nil {
+			return err
+		}
+		return l.userIDs("exclude_user_ids", r.GetExcludeUserIds(), false)
+	case *pb.ListOnlineRequest:
+		if s := r.GetPageSize(); s < 0 || s > MaxPageSize {
+			return invalid("page_size", fmt.Sprintf("must be between 1 and %d (0 means %d), got %d", MaxPageSize, DefaultPageSize, s))
+		}
+		if _, err := decodePageToken(r.GetPageToken()); err != nil {
+			return invalid("page_token", "not a token returned by ListOnline")
+		}
+	case *pb.GetPresenceRequest:
+		return l.userIDs("user_ids", r.GetUserIds(), true)
+	case *pb.DisconnectRequest:
+		if err := l.userID("user_id", r.GetUserId()); err != nil {
+			return err
+		}
+		if n := len(r.GetReason()); n > maxReasonBytes || !utf8.ValidString(r.GetReason()) {
+			return invalid("reason", fmt.Sprintf("must be at most %d bytes of UTF-8, got %d bytes", maxReasonBytes, n))
+		}
+	}
+	return nil
+}
+
+func (l *Limits) userID(field, id string) error {
+	if err := gateway.ValidUserID(id, l.MaxUserIDBytes); err != nil {
+		return invalid(field, err.Error())
+	}
+	return nil
+}
+
+func (l *Limits) userIDs(field string, ids []string, required bool) error {
+	switch {
+	case required && len(ids) == 0:
+		return invalid(field, "must not be empty")
+	case len(ids) > l.MaxBatchUsers:
+		return invalid(field, fmt.Sprintf("at most %d ids per call, got %d", l.MaxBatchUsers, len(ids)))
+	}
+	for i, id := range ids {
+		if err := l.userID(fmt.Sprintf("%s[%d]", field, i), id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (l *Limits) message(field string, m *pb.Message) error {
+	if m == nil {
+		return invalid(field, "is required")
+	}
+	if t := m.GetType(); len(t) > maxTypeBytes || !utf8.ValidString(t) {
+		return invalid(field+".type", fmt.Sprintf("must be at most %d bytes of UTF-8", maxTypeBytes))
+	}
+	var name string
+	var size int
+	switch p := m.GetPayload().(type) {
+	case *pb.Message_Json:
+		name, size = "json", len(p.Json)
+		if size <= l.MaxPayloadBytes && !json.Valid([]byte(p.Json)) {
+			return invalid(field+".json", "is not valid JSON")
+		}
+	case *pb.Message_Text:
+		name, size = "text", len(p.Text)
+	case *pb.Message_Binary:
+		name, size = "binary", len(p.Binary)
+	default:
+		return invalid(field+".payload", "one of json, text or binary is required")
+	}
+	if size > l.MaxPayloadBytes {
+		return invalid(field+"."+name, fmt.Sprintf("payload is %d bytes, the limit is %d", size, l.MaxPayloadBytes))
+	}
+	return nil
+}
+
+// invalid is the one way a validation failure leaves the server.
+func invalid(field, desc string) error {
+	st := status.New(codes.InvalidArgument, field+": "+desc)
+	if d, err := st.WithDetails(&errdetails.BadRequest{
+		FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: field, Description: desc}},
+	}); err == nil {
+		st = d
+	}
+	return st.Err()
+}
+
+// Page tokens are opaque to callers: base64url of a version byte, the last
+// user id of the previous page, and a CRC-32 of both, so that garbage (or a
+// hand-edited token) is refused instead of silently starting elsewhere.
+const pageTokenVersion = 1
+
+func encodePageToken(lastUserID string) string {
+	b := make([]byte, 0, 1+len(lastUserID)+4)
+	b = append(b, pageTokenVersion)
+	b = append(b, lastUserID...)
+	b = binary.BigEndian.AppendUint32(b, crc32.ChecksumIEEE(b))
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func decodePageToken(tok string) (string, error) {
+	if tok == "" {
+		return "", nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(tok)
+	if err != nil {
+		return "", err
+	}
+	if len(b) < 6 || b[0] != pageTokenVersion {
+		return "", fmt.Errorf("bad page token")
+	}
+	body, sum := b[:len(b)-4], binary.BigEndian.Uint32(b[len(b)-4:])
+	if crc32.ChecksumIEEE(body) != sum {
+		return "", fmt.Errorf("bad page token")
+	}
+	return string(body[1:]), nil
+}
