@@ -1,0 +1,331 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	pb "pushgate/gen/pushgate/v1"
+)
+
+func TestMain(m *testing.M) {
+	// The end-to-end tests run this test binary as the real pushgate
+	// command (see startProcess): same main, same flags, same signals.
+	if os.Getenv("PUSHGATE_TEST_RUN_MAIN") == "1" {
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// testServer is a pushgate started in-process with the same wiring as run,
+// on free loopback ports.
+type testServer struct {
+	app    *App
+	api    pb.PushServiceClient
+	cancel context.CancelFunc
+	done   chan error
+	logs   *syncBuffer
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func startServer(t testing.TB, args ...string) *testServer {
+	t.Helper()
+	args = append([]string{"--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--drain-window", "100ms"}, args...)
+	cfg, err := parseConfig(args, func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	logs := &syncBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	app, err := newApp(cfg, log)
+	if err != nil {
+		t.Fatalf("newApp: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &testServer{app: app, cancel: cancel, done: make(chan error, 1), logs: logs}
+	go func() { s.done <- app.Serve(ctx) }()
+	cc, err := grpc.NewClient(app.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.api = pb.NewPushServiceClient(cc)
+	t.Cleanup(func() {
+		cc.Close()
+		s.stop(t)
+	})
+	return s
+}
+
+// stop shuts the server down and waits for Serve to return.
+func (s *testServer) stop(t testing.TB) {
+	s.cancel()
+	select {
+	case err := <-s.done:
+		if err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+		s.done <- err // let a second stop return too
+	case <-time.After(30 * time.Second):
+		t.Errorf("server did not stop within 30s")
+	}
+}
+
+func (s *testServer) wsURL(userID string) string {
+	return "ws://" + s.app.HTTPAddr() + "/ws/" + userID
+}
+
+// wsMsg is one message a test client received.
+type wsMsg struct {
+	typ  websocket.MessageType
+	data []byte
+}
+
+// wsClient is a real WebSocket client whose reader pushes every message to
+// msgs and the final error (a websocket.CloseError for a close frame) to end.
+type wsClient struct {
+	t    testing.TB
+	c    *websocket.Conn
+	msgs chan wsMsg
+	end  chan error
+}
+
+func dialWS(t testing.TB, url string) *wsClient {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, resp, err := websocket.Dial(ctx, url, nil)
+	if err != nil {
+		t.Fatalf("dial %s: %v", url, err)
+	}
+	if resp.Body != nil {
+		resp.Body.Close()
+	}
+	c.SetReadLimit(-1)
+	w := &wsClient{t: t, c: c, msgs: make(chan wsMsg, 4096), end: make(chan error, 1)}
+	go func() {
+		for {
+			typ, data, err := c.Read(context.Background())
+			if err != nil {
+				w.end <- err
+				close(w.msgs)
+				return
+			}
+			w.msgs <- wsMsg{typ, data}
+		}
+	}()
+	t.Cleanup(func() { c.CloseNow() })
+	return w
+}
+
+// dial connects a client for userID that reads in the background.
+func (s *testServer) dial(t testing.TB, userID string) *wsClient {
+	t.Helper()
+	return dialWS(t, s.wsURL(userID))
+}
+
+const waitFor = 15 * time.Second
+
+// next returns the next message or fails the test after waitFor.
+func (w *wsClient) next() wsMsg {
+	w.t.Helper()
+	select {
+	case m, ok := <-w.msgs:
+		if !ok {
+			w.t.Fatalf("connection ended while waiting for a message: %v", <-w.end)
+		}
+		return m
+	case <-time.After(waitFor):
+		w.t.Fatalf("no message within %v", waitFor)
+	}
+	return wsMsg{}
+}
+
+// expect fails unless the next message is exactly want as a text frame.
+func (w *wsClient) expect(want string) {
+	w.t.Helper()
+	m := w.next()
+	if m.typ != websocket.MessageText || string(m.data) != want {
+		w.t.Fatalf("got %v %q, want text %q", m.typ, m.data, want)
+	}
+}
+
+// closeCode waits for the connection to end and returns the close code the
+// server sent (-1 if it ended without a close frame).
+func (w *wsClient) closeCode() websocket.StatusCode {
+	w.t.Helper()
+	deadline := time.After(waitFor)
+	for {
+		select {
+		case _, ok := <-w.msgs:
+			if !ok {
+				err := <-w.end
+				w.end <- err
+				return websocket.CloseStatus(err)
+			}
+		case <-deadline:
+			w.t.Fatalf("connection still open after %v", waitFor)
+			return 0
+		}
+	}
+}
+
+// eventually polls cond until it holds or waitFor passes.
+func eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitFor)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func jsonMsg(s string) *pb.Message {
+	return &pb.Message{Payload: &pb.Message_Json{Json: s}}
+}
+
+func textMsg(s string) *pb.Message {
+	return &pb.Message{Payload: &pb.Message_Text{Text: s}}
+}
+
+// metric scrapes /metrics and returns the value of the exact series name
+// (with labels, as exposed), or fails.
+func (s *testServer) metric(t testing.TB, series string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + s.app.HTTPAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		if rest, ok := strings.CutPrefix(line, series+" "); ok {
+			var v float64
+			if _, err := fmt.Sscan(rest, &v); err != nil {
+				t.Fatalf("metric %s: %v", series, err)
+			}
+			return v
+		}
+	}
+	t.Fatalf("metric %s not exposed", series)
+	return 0
+}
+
+// online reports how many connections userID has, per GetPresence.
+func (s *testServer) online(t testing.TB, userID string) int32 {
+	t.Helper()
+	resp, err := s.api.GetPresence(context.Background(), &pb.GetPresenceRequest{UserIds: []string{userID}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.GetUsers()[0].GetConnections()
+}
+
+// freezeProxy forwards TCP to target until frozen; then it stops moving bytes
+// in both directions but keeps both sockets open, like a peer whose network
+// vanished without a FIN or RST.
+type freezeProxy struct {
+	ln     net.Listener
+	target string
+	frozen chan struct{}
+	done   chan struct{} // closed at test cleanup
+	once   sync.Once
+	mu     sync.Mutex
+	conns  []net.Conn
+}
+
+func newFreezeProxy(t testing.TB, target string) *freezeProxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &freezeProxy{ln: ln, target: target, frozen: make(chan struct{}), done: make(chan struct{})}
+	go p.serve()
+	t.Cleanup(func() {
+		close(p.done)
+		ln.Close()
+		p.mu.Lock()
+		for _, c := range p.conns {
+			c.Close()
+		}
+		p.mu.Unlock()
+	})
+	return p
+}
+
+func (p *freezeProxy) freeze() { p.once.Do(func() { close(p.frozen) }) }
+
+func (p *freezeProxy) serve() {
+	for {
+		in, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		out, err := net.Dial("tcp", p.target)
+		if err != nil {
+			in.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.conns = append(p.conns, in, out)
+		p.mu.Unlock()
+		go p.pipe(out, in)
+		go p.pipe(in, out)
+	}
+}
+
+func (p *freezeProxy) pipe(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		select {
+		case <-p.frozen:
+			<-p.done // hold the socket and move nothing until the test ends
+			return
+		default:
+		}
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			if !errors.Is(err, net.ErrClosed) {
+				dst.Close()
+			}
+			return
+		}
+	}
+}
