@@ -12,8 +12,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	pb "pushgate/gen/pushgate/v1"
 	"pushgate/gateway"
+	pb "pushgate/gen/pushgate/v1"
 )
 
 // Gateway is what the service needs from the WebSocket side. *gateway.Hub

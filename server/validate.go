@@ -14,8 +14,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	pb "pushgate/gen/pushgate/v1"
 	"pushgate/gateway"
+	pb "pushgate/gen/pushgate/v1"
 )
 
 // Page sizes for ListOnline.

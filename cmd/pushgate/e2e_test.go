@@ -553,4 +553,3 @@ func TestBadInputIsRejectedAndServiceKeepsServing(t *testing.T) {
 		canary.expect(want)
 	}
 }
-
