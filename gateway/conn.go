@@ -257,7 +257,7 @@ func isPing(p []byte) bool {
 	if string(p) == "ping" {
 		return true
 	}
-	if len(p) > 64 || p[0] != '{' || !bytes.Contains(p, []byte(`"ping"`)) {
+	if len(p) == 0 || len(p) > 64 || p[0] != '{' || !bytes.Contains(p, []byte(`"ping"`)) {
 		return false
 	}
 	var v struct {

@@ -553,3 +553,50 @@ func TestBadInputIsRejectedAndServiceKeepsServing(t *testing.T) {
 		canary.expect(want)
 	}
 }
+
+func TestHostileClientFrames(t *testing.T) {
+	s := startServer(t, "--read-limit", "1024")
+	canary := s.dial(t, "canary")
+	ctx := context.Background()
+	cases := []struct {
+		name string
+		typ  websocket.MessageType
+		data []byte
+		code websocket.StatusCode // 0: the connection stays open
+	}{
+		{"empty text frame", websocket.MessageText, nil, 0},
+		{"empty binary frame", websocket.MessageBinary, nil, 0},
+		{"binary garbage", websocket.MessageBinary, []byte{0xde, 0xad, 0xbe, 0xef, 0}, 0},
+		{"unknown text", websocket.MessageText, []byte(`{"type":"hello","x":1}`), 0},
+		{"invalid UTF-8 text", websocket.MessageText, []byte{'a', 0xff, 0xfe}, websocket.StatusInvalidFramePayloadData},
+		{"frame over --read-limit", websocket.MessageText, []byte(strings.Repeat("x", 2000)), websocket.StatusMessageTooBig},
+	}
+	for i, tc := range cases {
+		id := fmt.Sprint("attacker-", i)
+		c := s.dial(t, id)
+		if err := c.c.Write(ctx, tc.typ, tc.data); err != nil {
+			t.Fatalf("%s: write: %v", tc.name, err)
+		}
+		if tc.code != 0 {
+			if got := c.closeCode(); got != tc.code {
+				t.Fatalf("%s: close code %d, want %d", tc.name, got, tc.code)
+			}
+			eventually(t, "attacker gone", func() bool { return s.online(t, id) == 0 })
+		} else {
+			// Still connected and served: ping answered after the frame.
+			c.c.Write(ctx, websocket.MessageText, []byte("ping"))
+			c.expect(`{"type":"pong"}`)
+		}
+		want := fmt.Sprintf(`{"after":%d}`, i)
+		if _, err := s.api.SendToUser(ctx, &pb.SendToUserRequest{UserId: "canary", Message: jsonMsg(want)}); err != nil {
+			t.Fatal(err)
+		}
+		canary.expect(want)
+	}
+	if v := s.metric(t, `pushgate_connections_closed_total{reason="invalid_frame"}`); v != 1 {
+		t.Errorf("invalid_frame closes = %v, want 1", v)
+	}
+	eventually(t, "message_too_big counted", func() bool {
+		return s.metric(t, `pushgate_connections_closed_total{reason="message_too_big"}`) == 1
+	})
+}

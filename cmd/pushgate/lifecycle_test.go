@@ -1,0 +1,306 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	pb "pushgate/gen/pushgate/v1"
+)
+
+// proc is the pushgate command running as its own process.
+type proc struct {
+	cmd      *exec.Cmd
+	httpAddr string
+	grpcAddr string
+	stderr   *syncBuffer
+	exited   chan error
+}
+
+// startProcess runs this test binary as the pushgate command (see TestMain)
+// and waits for its "pushgate started" line.
+func startProcess(t *testing.T, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], append([]string{"--log-format", "json", "--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"}, args...)...)
+	cmd.Env = append(os.Environ(), "PUSHGATE_TEST_RUN_MAIN=1")
+	pr, pw := io.Pipe()
+	cmd.Stderr = pw
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{cmd: cmd, stderr: &syncBuffer{}, exited: make(chan error, 1)}
+	go func() { p.exited <- cmd.Wait(); pw.Close() }()
+	t.Cleanup(func() { cmd.Process.Kill() })
+
+	started := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			line := sc.Text()
+			fmt.Fprintln(p.stderr, line)
+			var rec struct{ Msg, HTTP, GRPC string }
+			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "pushgate started" {
+				p.httpAddr, p.grpcAddr = rec.HTTP, rec.GRPC
+				close(started)
+			}
+		}
+	}()
+	select {
+	case <-started:
+	case err := <-p.exited:
+		t.Fatalf("pushgate exited before starting: %v\n%s", err, p.stderr)
+	case <-time.After(waitFor):
+		t.Fatalf("pushgate did not start\n%s", p.stderr)
+	}
+	return p
+}
+
+func TestGracefulShutdownOfTheBinary(t *testing.T) {
+	p := startProcess(t, "--drain-window", "1s", "--grpc-stop-timeout", "5s")
+	cc, err := grpc.NewClient(p.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	api := pb.NewPushServiceClient(cc)
+
+	const users = 20
+	clients := make([]*wsClient, users)
+	for i := range clients {
+		clients[i] = dialWS(t, fmt.Sprintf("ws://%s/ws/u%d", p.httpAddr, i))
+	}
+	ctx := context.Background()
+	eventually(t, "all online", func() bool {
+		r, err := api.ListOnline(ctx, &pb.ListOnlineRequest{})
+		return err == nil && r.GetTotalConnections() == users
+	})
+
+	// Senders keep calling through the shutdown; every call must end OK (and
+	// then its message must arrive) or be refused as UNAVAILABLE.
+	accepted := make([][]string, users)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var badErrs []error
+	var calls sync.WaitGroup
+	calls.Add(users)
+	for i := range users {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for seq := 0; seq < 100000; seq++ {
+				if seq == 20 {
+					calls.Done()
+				}
+				body := fmt.Sprintf(`{"u":%d,"seq":%d}`, i, seq)
+				r, err := api.SendToUser(ctx, &pb.SendToUserRequest{UserId: fmt.Sprint("u", i), Message: jsonMsg(body)})
+				if err != nil {
+					if status.Code(err) != codes.Unavailable {
+						mu.Lock()
+						badErrs = append(badErrs, err)
+						mu.Unlock()
+					}
+					if seq < 20 {
+						calls.Done()
+					}
+					return
+				}
+				if r.GetDeliveredConnections() == 1 {
+					accepted[i] = append(accepted[i], body)
+				}
+			}
+		}()
+	}
+	calls.Wait()
+	start := time.Now()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-p.exited:
+		if err != nil {
+			t.Fatalf("exit: %v\n%s", err, p.stderr)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("still running 20s after SIGTERM\n%s", p.stderr)
+	}
+	took := time.Since(start)
+	wg.Wait()
+	for _, err := range badErrs {
+		t.Errorf("call failed with %v, want OK or UNAVAILABLE", err)
+	}
+	// Every accepted message arrived, in order, before the 1001 close.
+	for i, c := range clients {
+		for j, want := range accepted[i] {
+			if m := c.next(); string(m.data) != want {
+				t.Fatalf("u%d message %d = %s, want %s", i, j, m.data, want)
+			}
+		}
+		if code := c.closeCode(); code != websocket.StatusGoingAway {
+			t.Fatalf("u%d close code = %d, want 1001", i, code)
+		}
+	}
+	total := 0
+	for _, a := range accepted {
+		total += len(a)
+	}
+	t.Logf("exited 0 in %v after SIGTERM; %d accepted messages all arrived", took.Round(time.Millisecond), total)
+	if !strings.Contains(p.stderr.String(), "pushgate stopped") {
+		t.Fatalf("no stop line in logs:\n%s", p.stderr)
+	}
+}
+
+func TestProtectedModeRefusesNetworkAddresses(t *testing.T) {
+	for _, args := range [][]string{
+		{"--http-addr", "0.0.0.0:0"},
+		{"--grpc-addr", ":0"},
+		{"--http-addr", "[::]:0"},
+	} {
+		cmd := exec.Command(os.Args[0], append([]string{"--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"}, args...)...)
+		cmd.Env = append(os.Environ(), "PUSHGATE_TEST_RUN_MAIN=1")
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+			t.Fatalf("%v: exit = %v, want status 1\n%s", args, err, out)
+		}
+		if !strings.Contains(string(out), "protected mode: refusing to listen on") || !strings.Contains(string(out), "--insecure") {
+			t.Fatalf("%v: unclear message:\n%s", args, out)
+		}
+	}
+}
+
+func TestInsecureStartsOnAllInterfacesAndWarns(t *testing.T) {
+	p := startProcess(t, "--insecure", "--http-addr", "0.0.0.0:0")
+	if !strings.Contains(p.stderr.String(), "insecure mode") {
+		t.Fatalf("no warning:\n%s", p.stderr)
+	}
+	p.cmd.Process.Signal(syscall.SIGINT)
+	if err := <-p.exited; err != nil {
+		t.Fatalf("exit after SIGINT: %v", err)
+	}
+}
+
+func TestNoGoroutineLeakAfterManyConnections(t *testing.T) {
+	s := startServer(t)
+	cycle := func(i int) {
+		c := s.dial(t, fmt.Sprintf("cycler-%d", i%50))
+		if i%3 == 0 {
+			// Receive something first, so the write path runs too.
+			s.api.SendToUser(context.Background(), &pb.SendToUserRequest{UserId: fmt.Sprintf("cycler-%d", i%50), Message: textMsg("hi")})
+			for m := c.next(); string(m.data) != "hi"; m = c.next() {
+			}
+		}
+		if i%2 == 0 {
+			c.c.Close(websocket.StatusNormalClosure, "")
+		} else {
+			c.c.CloseNow()
+		}
+		<-c.end
+	}
+	cycle(0)
+	eventually(t, "warm-up closed", func() bool { return s.app.hub.Connections() == 0 })
+	runtime.GC()
+	base := runtime.NumGoroutine()
+
+	const cycles, workers = 2000, 8
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < cycles; i += workers {
+				cycle(i)
+			}
+		}()
+	}
+	wg.Wait()
+	eventually(t, "all connections gone", func() bool { return s.app.hub.Connections() == 0 && s.app.hub.Users() == 0 })
+	deadline := time.Now().Add(waitFor)
+	for runtime.NumGoroutine() > base {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("goroutines: %d now, %d at baseline\n%s", runtime.NumGoroutine(), base, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if v := s.metric(t, "pushgate_connections_accepted_total"); v != cycles+1 {
+		t.Fatalf("accepted = %v, want %d", v, cycles+1)
+	}
+}
+
+func TestConfigFromFlagsAndEnvironment(t *testing.T) {
+	env := map[string]string{
+		"PUSHGATE_HEARTBEAT_INTERVAL": "5s",
+		"PUSHGATE_QUEUE_MAX_MESSAGES": "77",
+		"PUSHGATE_GRPC_ADDR":          "127.0.0.1:7000",
+	}
+	cfg, err := parseConfig([]string{"--grpc-addr", "127.0.0.1:7001"}, func(k string) string { return env[k] }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.HeartbeatInterval != 5*time.Second || cfg.QueueMessages != 77 {
+		t.Fatalf("environment not applied: %+v", cfg)
+	}
+	if cfg.GRPCAddr != "127.0.0.1:7001" {
+		t.Fatalf("flag must win over environment, got %s", cfg.GRPCAddr)
+	}
+	if cfg.HTTPAddr != "127.0.0.1:8080" || cfg.DrainWindow != 10*time.Second {
+		t.Fatalf("defaults wrong: %+v", cfg)
+	}
+
+	_, err = parseConfig(nil, func(k string) string {
+		if k == "PUSHGATE_WRITE_TIMEOUT" {
+			return "soon"
+		}
+		return ""
+	}, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "PUSHGATE_WRITE_TIMEOUT") {
+		t.Fatalf("bad env value: err = %v, want it to name the variable", err)
+	}
+	for _, args := range [][]string{{"--log-format", "xml"}, {"--queue-max-bytes", "0"}, {"--http-addr", "nohost"}, {"--nope"}, {"extra"}} {
+		if _, err := parseConfig(args, func(string) string { return "" }, io.Discard); err == nil {
+			t.Errorf("%v: accepted", args)
+		}
+	}
+}
+
+func TestHelpListsEveryOption(t *testing.T) {
+	var out strings.Builder
+	_, err := parseConfig([]string{"--help"}, func(string) string { return "" }, &out)
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("err = %v", err)
+	}
+	fs := flag.NewFlagSet("", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	// Every flag parseConfig defines appears with its env var and default.
+	n := 0
+	for _, line := range strings.Split(out.String(), "\n") {
+		if strings.HasPrefix(line, "  --") {
+			name := strings.Fields(line)[0][2:]
+			if !strings.Contains(out.String(), envName(name)) {
+				t.Errorf("--%s: env var %s not shown", name, envName(name))
+			}
+			n++
+		}
+	}
+	if n < 18 || !strings.Contains(out.String(), `(default "127.0.0.1:9090", env PUSHGATE_GRPC_ADDR)`) {
+		t.Fatalf("help lists %d flags:\n%s", n, out.String())
+	}
+}

@@ -1,0 +1,655 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+)
+
+// The fan-out benchmarks run real WebSocket connections (real handshake, real
+// http.Server, real Hub.ServeHTTP) over net.Pipe instead of TCP: 10,000 TCP
+// connections need 20,000 file descriptors, more than one process may open
+// here. The harness itself allocates nothing per message, so that the
+// process-wide allocation counts the benchmarks report belong to the gateway
+// (and the WebSocket library's server side).
+
+// benchPayload is the 64-byte JSON document the benchmarks push.
+var benchPayload = []byte(`{"type":"bench","seq":1234567,"body":"0123456789abcdefghijklmn"}`)
+
+func init() {
+	if len(benchPayload) != 64 {
+		panic(fmt.Sprintf("benchPayload is %d bytes, want 64", len(benchPayload)))
+	}
+}
+
+// benchConfig is the hub configuration of the benchmarks: defaults, except
+// that heartbeats never fire during a run.
+func benchConfig() Config {
+	return Config{HeartbeatInterval: time.Hour}
+}
+
+// pipeListener is a net.Listener whose connections are net.Pipe ends: dial
+// hands the other end to the caller.
+type pipeListener struct {
+	conns  chan net.Conn
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newPipeListener() *pipeListener {
+	return &pipeListener{conns: make(chan net.Conn), closed: make(chan struct{})}
+}
+
+func (l *pipeListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *pipeListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return nil
+}
+
+func (l *pipeListener) Addr() net.Addr { return pipeAddr{} }
+
+func (l *pipeListener) dial(ctx context.Context) (net.Conn, error) {
+	server, client := net.Pipe()
+	select {
+	case l.conns <- &timerConn{Conn: server}:
+		return client, nil
+	case <-l.closed:
+	case <-ctx.Done():
+	}
+	server.Close()
+	client.Close()
+	return nil, net.ErrClosed
+}
+
+type pipeAddr struct{}
+
+func (pipeAddr) Network() string { return "pipe" }
+func (pipeAddr) String() string  { return "pipe" }
+
+// timerConn gives the server's end of a pipe TCP-like write deadlines.
+// net.Pipe allocates a timer and a closure on every SetWriteDeadline, where a
+// TCP socket allocates nothing, and the gateway sets two deadlines per batch
+// of writes: left alone, the harness's allocations would hide the gateway's.
+// timerConn keeps one timer per connection and, when it fires, expires the
+// pipe's deadline, which fails the blocked write with os.ErrDeadlineExceeded
+// exactly as a TCP socket would.
+type timerConn struct {
+	net.Conn
+
+	mu       sync.Mutex
+	timer    *time.Timer // nil until the first deadline
+	deadline time.Time   // zero: none
+	expired  bool        // the pipe's own write deadline has been set in the past
+}
+
+// aLongTimeAgo is a write deadline in the past.
+var aLongTimeAgo = time.Unix(1, 0)
+
+func (c *timerConn) SetWriteDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.deadline = t
+	if c.expired {
+		c.expired = false
+		if err := c.Conn.SetWriteDeadline(time.Time{}); err != nil {
+			return err
+		}
+	}
+	if t.IsZero() {
+		if c.timer != nil {
+			c.timer.Stop()
+		}
+		return nil
+	}
+	d := time.Until(t)
+	if d <= 0 {
+		c.expired = true
+		return c.Conn.SetWriteDeadline(aLongTimeAgo)
+	}
+	if c.timer == nil {
+		c.timer = time.AfterFunc(d, c.expire)
+	} else {
+		c.timer.Reset(d)
+	}
+	return nil
+}
+
+// expire runs on the timer's goroutine. The deadline may have moved since the
+// timer was armed; only a deadline that has really passed expires the pipe.
+func (c *timerConn) expire() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.deadline.IsZero() || time.Now().Before(c.deadline) || c.expired {
+		return
+	}
+	c.expired = true
+	_ = c.Conn.SetWriteDeadline(aLongTimeAgo)
+}
+
+func (c *timerConn) SetDeadline(t time.Time) error {
+	if err := c.Conn.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return c.SetWriteDeadline(t)
+}
+
+func (c *timerConn) Close() error {
+	c.mu.Lock()
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	c.deadline = time.Time{}
+	c.mu.Unlock()
+	return c.Conn.Close()
+}
+
+// pipeHarness is a Hub served by a real http.Server on a pipeListener, with
+// real WebSocket clients, each reading on its own goroutine.
+//
+// Clients count the frames they receive in got; when got reaches want, one
+// value is sent on reached. A test sets want before it makes the hub send,
+// then waits.
+type pipeHarness struct {
+	// Immutable after newPipeHarness.
+	tb      testing.TB
+	hub     *Hub
+	ln      *pipeListener
+	srv     *http.Server
+	served  chan error
+	tr      *http.Transport
+	clients []*pipeClient
+	record  bool   // clients keep a copy of every frame (tests)
+	expect  []byte // otherwise, every frame must equal this (benchmarks)
+
+	got     atomic.Int64
+	want    atomic.Int64
+	bad     atomic.Int64 // frames of the wrong type or content
+	reached chan struct{}
+	timer   *time.Timer // wait's timeout; reused so that waiting allocates nothing
+	closed  bool
+}
+
+// pipeClient is one client connection.
+type pipeClient struct {
+	userID string
+	ws     *websocket.Conn
+	done   chan struct{} // closed when the reader has returned
+
+	mu     sync.Mutex
+	frames [][]byte // guarded by mu; filled only when the harness records
+}
+
+// newPipeHarness starts a hub and n clients, one per user "u0".."u<n-1>",
+// and returns once the hub has registered all of them. With record, clients
+// keep every frame; otherwise they check each against expect.
+func newPipeHarness(tb testing.TB, cfg Config, n int, record bool, expect []byte) *pipeHarness {
+	tb.Helper()
+	h := &pipeHarness{
+		tb:      tb,
+		hub:     NewHub(cfg, slog.New(slog.DiscardHandler), prometheus.NewRegistry()),
+		ln:      newPipeListener(),
+		served:  make(chan error, 1),
+		record:  record,
+		expect:  expect,
+		reached: make(chan struct{}, 1),
+		timer:   time.NewTimer(time.Hour),
+	}
+	h.timer.Stop()
+	mux := http.NewServeMux()
+	mux.Handle("GET /ws/{userID}", h.hub)
+	h.srv = &http.Server{Handler: mux, ErrorLog: log.New(io.Discard, "", 0)}
+	go func() { h.served <- h.srv.Serve(h.ln) }()
+	h.tr = &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return h.ln.dial(ctx) },
+	}
+	tb.Cleanup(h.close)
+
+	h.clients = make([]*pipeClient, n)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var g errgroup.Group
+	g.SetLimit(4 * runtime.GOMAXPROCS(0))
+	for i := range h.clients {
+		c := &pipeClient{userID: fmt.Sprintf("u%d", i), done: make(chan struct{})}
+		h.clients[i] = c
+		g.Go(func() error {
+			ws, _, err := websocket.Dial(ctx, "ws://pipe/ws/"+c.userID, &websocket.DialOptions{
+				HTTPClient: &http.Client{Transport: h.tr},
+			})
+			if err != nil {
+				close(c.done)
+				return fmt.Errorf("dial %s: %w", c.userID, err)
+			}
+			c.ws = ws
+			go h.read(c)
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		tb.Fatal(err)
+	}
+	// The hub registers a connection after the handshake's response has
+	// been written, so a dialled client may not be in it yet.
+	for h.hub.Connections() != int64(n) {
+		if ctx.Err() != nil {
+			tb.Fatalf("hub has %d connections, want %d", h.hub.Connections(), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return h
+}
+
+// read is a client's reader. It reads each message into one reused buffer
+// (websocket.Conn.Read would allocate a new slice per message).
+func (h *pipeHarness) read(c *pipeClient) {
+	defer close(c.done)
+	ctx := context.Background() // no Done channel: no per-read timer in the library
+	buf := make([]byte, 256)
+	for {
+		typ, r, err := c.ws.Reader(ctx)
+		if err != nil {
+			return
+		}
+		n := 0
+		for {
+			if n == len(buf) {
+				buf = append(buf, make([]byte, len(buf))...)
+			}
+			m, err := r.Read(buf[n:])
+			n += m
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return
+			}
+		}
+		p := buf[:n]
+		switch {
+		case typ != websocket.MessageText:
+			h.bad.Add(1)
+		case h.record:
+			c.mu.Lock()
+			c.frames = append(c.frames, bytes.Clone(p))
+			c.mu.Unlock()
+		case !bytes.Equal(p, h.expect):
+			h.bad.Add(1)
+		}
+		if h.got.Add(1) == h.want.Load() {
+			select {
+			case h.reached <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// expectTotal sets how many frames, counted since the start, wait waits for.
+func (h *pipeHarness) expectTotal(n int64) {
+	h.want.Store(n)
+	if h.got.Load() >= n { // already there (or past it: wait reports that)
+		select {
+		case h.reached <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// wait blocks until the clients have received the expected total, and fails
+// the test after 30s. It allocates nothing.
+func (h *pipeHarness) wait() {
+	h.timer.Reset(30 * time.Second)
+	select {
+	case <-h.reached:
+		h.timer.Stop()
+	case <-h.timer.C:
+		h.tb.Fatalf("clients received %d frames, want %d", h.got.Load(), h.want.Load())
+	}
+	if got, want := h.got.Load(), h.want.Load(); got != want {
+		h.tb.Fatalf("clients received %d frames, want %d", got, want)
+	}
+	if bad := h.bad.Load(); bad > 0 {
+		h.tb.Fatalf("clients received %d frames of the wrong type or content", bad)
+	}
+}
+
+// close closes every client, waits for the server side of each connection
+// and every reader to end, and stops the HTTP server. Goroutines of the
+// gateway still running 10s later fail the test.
+func (h *pipeHarness) close() {
+	if h.closed {
+		return
+	}
+	h.closed = true
+	for _, c := range h.clients {
+		if c != nil && c.ws != nil {
+			_ = c.ws.CloseNow()
+		}
+	}
+	for _, c := range h.clients {
+		if c != nil {
+			<-c.done
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for h.hub.live.Load() > 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if n := h.hub.live.Load(); n > 0 {
+		h.tb.Errorf("%d connection handlers still running after the clients closed", n)
+	}
+	_ = h.srv.Close()
+	if err := <-h.served; err != http.ErrServerClosed {
+		h.tb.Errorf("http.Server.Serve: %v", err)
+	}
+	h.tr.CloseIdleConnections()
+	waitNoGatewayGoroutines(h.tb, 10*time.Second)
+}
+
+// waitNoGatewayGoroutines waits until no goroutine is running connection
+// code of this package (handlers, write loops, heartbeats, test clients).
+func waitNoGatewayGoroutines(tb testing.TB, d time.Duration) {
+	tb.Helper()
+	markers := []string{
+		"pushgate/gateway.(*Hub).ServeHTTP(",
+		"pushgate/gateway.(*Conn).",
+		"pushgate/gateway.(*pipeHarness).read(",
+	}
+	deadline := time.Now().Add(d)
+	var buf []byte
+	for {
+		n := runtime.NumGoroutine()
+		if len(buf) < n*4096 {
+			buf = make([]byte, n*4096+1<<16)
+		}
+		all := string(buf[:runtime.Stack(buf, true)])
+		var leaked []string
+		for g := range strings.SplitSeq(all, "\n\n") {
+			for _, m := range markers {
+				if strings.Contains(g, m) {
+					leaked = append(leaked, g)
+					break
+				}
+			}
+		}
+		if len(leaked) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Errorf("%d gateway goroutines still running; the first:\n%s", len(leaked), leaked[0])
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestPipeHarness checks the benchmarks' harness: a broadcast to 50 pipe
+// connections reaches each exactly once, byte for byte; a SendToUser reaches
+// only its user; and closing leaves no goroutine behind.
+func TestPipeHarness(t *testing.T) {
+	const n = 50
+	h := newPipeHarness(t, benchConfig(), n, true, nil)
+	ctx := context.Background()
+
+	h.expectTotal(n)
+	sent, err := h.hub.Broadcast(ctx, &Message{ID: NewID(), Kind: KindJSON, Data: benchPayload}, nil)
+	if err != nil || sent != n {
+		t.Fatalf("Broadcast = %d, %v; want %d, nil", sent, err, n)
+	}
+	h.wait()
+
+	one := []byte(`{"to":"u7"}`)
+	h.expectTotal(n + 1)
+	d, err := h.hub.SendToUser(ctx, "u7", &Message{ID: NewID(), Kind: KindJSON, Data: one})
+	if err != nil || d != (Delivery{UserID: "u7", Online: true, Delivered: 1}) {
+		t.Fatalf("SendToUser = %+v, %v", d, err)
+	}
+	h.wait()
+
+	for _, c := range h.clients {
+		c.mu.Lock()
+		frames := c.frames
+		c.mu.Unlock()
+		want := [][]byte{benchPayload}
+		if c.userID == "u7" {
+			want = append(want, one)
+		}
+		if len(frames) != len(want) {
+			t.Errorf("%s received %d frames, want %d", c.userID, len(frames), len(want))
+			continue
+		}
+		for i := range want {
+			if !bytes.Equal(frames[i], want[i]) {
+				t.Errorf("%s frame %d = %q, want %q", c.userID, i, frames[i], want[i])
+			}
+		}
+	}
+
+	h.close()
+	if got := h.hub.Connections(); got != 0 {
+		t.Errorf("hub still has %d connections after the clients closed", got)
+	}
+}
+
+// TestPipeHarnessWriteDeadline checks that the harness's write deadlines
+// behave like a socket's: a client that stops reading is closed as a slow
+// consumer once WriteTimeout passes, while the others keep receiving.
+func TestPipeHarnessWriteDeadline(t *testing.T) {
+	cfg := benchConfig()
+	cfg.WriteTimeout = 50 * time.Millisecond
+	h := newPipeHarness(t, cfg, 2, true, nil)
+	ctx := context.Background()
+
+	// A client that never reads: the server's write to it blocks (net.Pipe
+	// has no buffer) until the write deadline fails it.
+	ws, _, err := websocket.Dial(ctx, "ws://pipe/ws/stuck", &websocket.DialOptions{
+		HTTPClient: &http.Client{Transport: h.tr},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	for h.hub.Connections() != 3 {
+		time.Sleep(time.Millisecond)
+	}
+
+	h.expectTotal(2)
+	if _, err := h.hub.Broadcast(ctx, &Message{Kind: KindJSON, Data: benchPayload}, nil); err != nil {
+		t.Fatal(err)
+	}
+	h.wait()
+
+	deadline := time.Now().Add(10 * time.Second)
+	for h.hub.Connections() != 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the connection nobody reads is still open after its write deadline")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	// Nothing of the frame reached the stuck client; at most the close frame.
+	_, _, err = ws.Read(ctx)
+	if err == nil {
+		t.Fatalf("the slow client read a message, want the connection closed")
+	}
+	if code := websocket.CloseStatus(err); code != -1 && code != CloseSlowConsumer.Code {
+		t.Errorf("the slow client was closed with %d, want %d", code, CloseSlowConsumer.Code)
+	}
+}
+
+// BenchmarkFanout measures one Hub.Broadcast of a 64-byte JSON message to N
+// WebSocket connections, from the call until every client has read the
+// frame. ns/delivery and allocs/delivery divide by b.N×N; allocations are
+// counted process-wide (the harness's clients allocate nothing per message).
+func BenchmarkFanout(b *testing.B) {
+	for _, n := range []int{1, 100, 10000} {
+		b.Run(fmt.Sprintf("conns=%d", n), func(b *testing.B) {
+			h := newPipeHarness(b, benchConfig(), n, false, benchPayload)
+			defer h.close()
+			ctx := context.Background()
+			m := &Message{ID: NewID(), Kind: KindJSON, Data: benchPayload}
+			warm(b, h, m, 3)
+
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			b.ReportAllocs()
+			b.ResetTimer()
+			base := h.got.Load()
+			for i := range b.N {
+				h.expectTotal(base + int64(i+1)*int64(n))
+				if sent, _ := h.hub.Broadcast(ctx, m, nil); sent != int64(n) {
+					b.Fatalf("Broadcast queued on %d connections, want %d", sent, n)
+				}
+				h.wait()
+			}
+			b.StopTimer()
+			runtime.ReadMemStats(&after)
+			deliveries := float64(b.N) * float64(n)
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/deliveries, "ns/delivery")
+			b.ReportMetric(float64(after.Mallocs-before.Mallocs)/deliveries, "allocs/delivery")
+		})
+	}
+}
+
+// BenchmarkFanoutEnqueue measures Hub.Broadcast alone: the time to queue a
+// message on N idle connections (starting each one's write loop), with the
+// clients connected and draining. The timer stops while the frames are
+// written and read, so ns/op and allocs/op are Broadcast's; the write loops
+// it starts run concurrently on other Ps, but neither they nor the clients
+// allocate in the steady state, so allocs/op is Broadcast's own.
+//
+// Waiting for delivery after each op keeps every connection idle, as it is
+// between pushes in production; it also makes a run take far longer than the
+// timed part, so prefer -benchtime=Nx.
+func BenchmarkFanoutEnqueue(b *testing.B) {
+	for _, n := range []int{1, 100, 10000} {
+		b.Run(fmt.Sprintf("conns=%d", n), func(b *testing.B) {
+			h := newPipeHarness(b, benchConfig(), n, false, benchPayload)
+			defer h.close()
+			ctx := context.Background()
+			m := &Message{ID: NewID(), Kind: KindJSON, Data: benchPayload}
+			warm(b, h, m, 3)
+
+			b.ReportAllocs()
+			b.ResetTimer()
+			base := h.got.Load()
+			for i := range b.N {
+				h.expectTotal(base + int64(i+1)*int64(n))
+				b.StartTimer()
+				sent, _ := h.hub.Broadcast(ctx, m, nil)
+				b.StopTimer()
+				if sent != int64(n) {
+					b.Fatalf("Broadcast queued on %d connections, want %d", sent, n)
+				}
+				h.wait()
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/(float64(b.N)*float64(n)), "ns/enqueue")
+		})
+	}
+}
+
+// warm sends k broadcasts before the timer starts, so that per-connection
+// buffers (the queue and its spare, the library's write buffers) exist.
+func warm(b *testing.B, h *pipeHarness, m *Message, k int) {
+	b.Helper()
+	n := int64(len(h.clients))
+	for range k {
+		h.expectTotal(h.got.Load() + n)
+		if _, err := h.hub.Broadcast(context.Background(), m, nil); err != nil {
+			b.Fatal(err)
+		}
+		h.wait()
+	}
+}
+
+// BenchmarkSendToUser measures Hub.SendToUser to a user with one connection,
+// from the call until the client has read the frame.
+func BenchmarkSendToUser(b *testing.B) {
+	h := newPipeHarness(b, benchConfig(), 1, false, benchPayload)
+	defer h.close()
+	ctx := context.Background()
+	m := &Message{ID: NewID(), Kind: KindJSON, Data: benchPayload}
+	warm(b, h, m, 3)
+	user := h.clients[0].userID
+
+	b.ReportAllocs()
+	b.ResetTimer()
+	base := h.got.Load()
+	for i := range b.N {
+		h.expectTotal(base + int64(i+1))
+		if d, _ := h.hub.SendToUser(ctx, user, m); d.Delivered != 1 {
+			b.Fatalf("SendToUser = %+v, want one delivery", d)
+		}
+		h.wait()
+	}
+}
+
+// BenchmarkRawFrame measures framing a message for the raw protocol, which
+// Broadcast and SendToUser do once per call.
+func BenchmarkRawFrame(b *testing.B) {
+	for _, k := range []struct {
+		name string
+		kind Kind
+	}{{"json", KindJSON}, {"binary", KindBinary}} {
+		b.Run(k.name, func(b *testing.B) {
+			m := &Message{ID: NewID(), Kind: k.kind, Data: benchPayload}
+			b.ReportAllocs()
+			var f frame
+			for b.Loop() {
+				f = m.rawFrame()
+			}
+			if len(f.data) != len(benchPayload) {
+				b.Fatalf("frame is %d bytes, want %d", len(f.data), len(benchPayload))
+			}
+		})
+	}
+}
+
+// BenchmarkNewID measures making a message id, from one goroutine and from
+// all Ps at once (ids share one lock).
+func BenchmarkNewID(b *testing.B) {
+	b.Run("serial", func(b *testing.B) {
+		b.ReportAllocs()
+		var id string
+		for b.Loop() {
+			id = NewID()
+		}
+		if len(id) != 26 {
+			b.Fatalf("id %q is %d characters, want 26", id, len(id))
+		}
+	})
+	b.Run("parallel", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			var id string
+			for pb.Next() {
+				id = NewID()
+			}
+			if len(id) != 26 {
+				b.Errorf("id %q is %d characters, want 26", id, len(id))
+			}
+		})
+	})
+}
