@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -599,4 +601,36 @@ func TestHostileClientFrames(t *testing.T) {
 	eventually(t, "message_too_big counted", func() bool {
 		return s.metric(t, `pushgate_connections_closed_total{reason="message_too_big"}`) == 1
 	})
+}
+
+func TestDemoPageAndHealthEndpoints(t *testing.T) {
+	s := startServer(t)
+	get := func(path string) (int, string) {
+		resp, err := http.Get("http://" + s.app.HTTPAddr() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	code, page := get("/")
+	if code != 200 || !strings.Contains(page, "pushgate.v1.PushService/SendToUser") || !strings.Contains(page, s.app.GRPCAddr()) {
+		t.Fatalf("demo page: %d, missing the grpcurl command or the gRPC address", code)
+	}
+	if code, _ := get("/healthz"); code != 200 {
+		t.Fatalf("/healthz = %d", code)
+	}
+	eventually(t, "ready", func() bool { code, _ := get("/readyz"); return code == 200 })
+	if code, _ := get("/nope"); code != 404 {
+		t.Fatalf("/nope = %d", code)
+	}
+	// A plain GET on /ws is not an upgrade: refused with a clear status.
+	if code, body := get("/ws/someone"); code != http.StatusUpgradeRequired {
+		t.Fatalf("/ws without upgrade = %d %s", code, body)
+	}
+	// An invalid user id is refused before the upgrade.
+	if code, _ := get("/ws?user_id=" + strings.Repeat("x", 200)); code != http.StatusBadRequest {
+		t.Fatalf("long user id = %d", code)
+	}
 }
