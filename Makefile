@@ -1,6 +1,6 @@
 # pushgate — build, test and code generation.
 #
-#   make run        run pushgate with its defaults (memory engine, loopback)
+#   make run        run pushgate with its defaults (one node, loopback only)
 #   make test       everything CI checks: lint, generated code, go test -race
 #   make generate   regenerate gen/ from proto/
 #   make bench      the Go benchmarks

@@ -37,4 +37,7 @@ var (
 	// closeClient: the client closed the connection or it broke. Not sent;
 	// used for accounting.
 	closeClient = CloseReason{websocket.StatusNormalClosure, "", "client", true}
+	// closeHandshakeFailed: the upgrade was refused (bad Origin, missing
+	// headers). Never sent; the client got an HTTP error instead.
+	closeHandshakeFailed = CloseReason{websocket.StatusProtocolError, "", "handshake_failed", false}
 )

@@ -35,15 +35,19 @@ type Conn struct {
 	userID string
 	remote string
 	opened time.Time
-	ws     *websocket.Conn
-	nc     net.Conn // the hijacked socket, for write deadlines
 	hub    *Hub
+
+	// Set once by attach, before ready; read-only after. Only the write loop
+	// (which starts after ready), the heartbeat and the read loop use them.
+	ws *websocket.Conn
+	nc net.Conn // the hijacked socket, for write deadlines
 
 	// Guarded by mu.
 	mu      sync.Mutex
 	queue   []frame // frames waiting for the write loop
 	spare   []frame // the write loop's last batch, reused as the next queue
 	queued  int     // bytes in queue
+	ready   bool    // the handshake is done; until then frames only queue
 	writing bool    // a write loop goroutine is running (or finishing the close)
 	closing bool    // set once: no more enqueues; reason says why
 	reason  CloseReason
@@ -70,8 +74,7 @@ func (c *Conn) enqueue(f frame) bool {
 	}
 	c.queue = append(c.queue, f)
 	c.queued += len(f.data)
-	start := !c.writing
-	c.writing = true
+	start := c.startWriterLocked()
 	c.mu.Unlock()
 	if start {
 		go c.writeLoop()
@@ -101,8 +104,11 @@ func (c *Conn) closeWith(r CloseReason) {
 		c.queue = c.queue[:0]
 		c.queued = 0
 	}
-	start := !c.writing
-	c.writing = true
+	var nc net.Conn
+	if c.ready {
+		nc = c.nc
+	}
+	start := c.startWriterLocked()
 	c.mu.Unlock()
 
 	c.hub.remove(c)
@@ -112,12 +118,37 @@ func (c *Conn) closeWith(r CloseReason) {
 		c.hub.metrics.droppedSlow.Add(float64(dropped))
 		// Unblock a write stuck on a peer that does not read, and bound the
 		// close frame's write.
-		_ = c.nc.SetWriteDeadline(time.Now().Add(closeWriteTimeout))
+		if nc != nil {
+			_ = nc.SetWriteDeadline(time.Now().Add(closeWriteTimeout))
+		}
 	case CloseKicked.Code:
 		c.hub.metrics.droppedKicked.Add(float64(dropped))
 	default:
 		c.hub.metrics.droppedClosing.Add(float64(dropped))
 	}
+	if start {
+		go c.writeLoop()
+	}
+}
+
+// startWriterLocked reports whether the caller must start the write loop,
+// and marks it started. Called with mu held, after queueing or closing.
+func (c *Conn) startWriterLocked() bool {
+	if !c.ready || c.writing || (len(c.queue) == 0 && !c.closing) {
+		return false
+	}
+	c.writing = true
+	return true
+}
+
+// attach hands the connection its socket once the handshake is done. Frames
+// queued (and a close requested) before then are written now.
+func (c *Conn) attach(ws *websocket.Conn, nc net.Conn) {
+	c.mu.Lock()
+	c.ws, c.nc = ws, nc
+	c.ready = true
+	start := c.startWriterLocked()
+	c.mu.Unlock()
 	if start {
 		go c.writeLoop()
 	}

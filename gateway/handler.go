@@ -31,32 +31,35 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	hc := &hijackCapture{ResponseWriter: w}
-	ws, err := websocket.Accept(hc, r, &websocket.AcceptOptions{OriginPatterns: h.cfg.OriginPatterns})
-	if err != nil {
-		// Accept has written the HTTP error response.
-		h.metrics.rejected.WithLabelValues("handshake").Inc()
-		h.log.Info("websocket handshake refused", "remote", r.RemoteAddr, "origin", r.Header.Get("Origin"), "err", err)
-		return
-	}
-	ws.SetReadLimit(h.cfg.ReadLimit)
-
+	// The connection joins the registry before the handshake completes, so
+	// that a backend reacting to the page's "open" event already finds the
+	// user online; frames sent meanwhile wait in the queue.
 	c := &Conn{
 		id:     h.nextID.Add(1),
 		userID: userID,
 		remote: r.RemoteAddr,
 		opened: time.Now(),
-		ws:     ws,
-		nc:     hc.conn,
 		hub:    h,
 	}
 	h.live.Add(1)
 	defer h.live.Add(-1)
 	h.add(c)
+
+	hc := &hijackCapture{ResponseWriter: w}
+	ws, err := websocket.Accept(hc, r, &websocket.AcceptOptions{OriginPatterns: h.cfg.OriginPatterns})
+	if err != nil {
+		// Accept has written the HTTP error response.
+		c.closeWith(closeHandshakeFailed)
+		h.metrics.rejected.WithLabelValues("handshake").Inc()
+		h.log.Info("websocket handshake refused", "remote", r.RemoteAddr, "origin", r.Header.Get("Origin"), "err", err)
+		return
+	}
+	ws.SetReadLimit(h.cfg.ReadLimit)
 	h.metrics.accepted.Inc()
 	if h.closing.Load() { // Shutdown's sweep may have missed us
 		c.closeWith(CloseGoingAway)
 	}
+	c.attach(ws, hc.conn)
 	c.startHeartbeat()
 	h.log.Debug("connection opened", "user", userID, "conn", c.id, "remote", c.remote)
 

@@ -106,6 +106,23 @@ func newApp(cfg Config, log *slog.Logger) (*App, error) {
 	return a, nil
 }
 
+// httpStopTimeout bounds plain HTTP requests (metrics scrapes, the demo
+// page) still running at shutdown.
+const httpStopTimeout = 5 * time.Second
+
+// browsable turns a listen address into one a browser on this machine can
+// open: an unspecified host (0.0.0.0, ::) becomes 127.0.0.1.
+func browsable(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}
+
 // HTTPAddr and GRPCAddr are the bound addresses.
 func (a *App) HTTPAddr() string { return a.httpLn.Addr().String() }
 func (a *App) GRPCAddr() string { return a.grpcLn.Addr().String() }
@@ -127,7 +144,7 @@ func (a *App) Serve(ctx context.Context) error {
 	a.ready.Store(true)
 	a.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	a.log.Info("pushgate started", "http", a.HTTPAddr(), "grpc", a.GRPCAddr(),
-		"demo", "http://"+a.HTTPAddr()+"/")
+		"demo", "http://"+browsable(a.HTTPAddr())+"/")
 
 	var serveErr error
 	select {
@@ -144,12 +161,16 @@ func (a *App) shutdown() {
 	start := time.Now()
 	a.ready.Store(false)
 	a.health.Shutdown() // every service NOT_SERVING
+	if a.cfg.ShutdownDelay > 0 {
+		a.log.Info("not ready; waiting before refusing connections", "delay", a.cfg.ShutdownDelay)
+		time.Sleep(a.cfg.ShutdownDelay)
+	}
 
 	// Stop accepting HTTP (WebSocket upgrades included). Hijacked WebSocket
 	// connections are not the HTTP server's to wait for; the hub closes them.
 	httpDone := make(chan struct{})
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), a.cfg.GRPCStopTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), httpStopTimeout)
 		defer cancel()
 		_ = a.http.Shutdown(ctx)
 		close(httpDone)

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"strings"
 	"time"
@@ -34,6 +35,7 @@ type Config struct {
 	MaxPayloadBytes int // largest message payload. Default 64 KiB.
 	MaxBatchUsers   int // most ids per SendToUsers/GetPresence/exclude list. Default 10000.
 
+	ShutdownDelay   time.Duration // not-ready time before listeners close at shutdown. Default 0.
 	GRPCStopTimeout time.Duration // in-flight gRPC calls get this long at shutdown. Default 10s.
 	DrainWindow     time.Duration // client closes are spread over this at shutdown. Default 10s.
 }
@@ -61,13 +63,17 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (Conf
 	fs.IntVar(&c.MaxPayloadBytes, "max-payload-bytes", 64<<10, "largest message payload accepted from a backend, in bytes")
 	fs.IntVar(&c.MaxBatchUsers, "max-batch-users", 10000, "most user ids in one SendToUsers, GetPresence or Broadcast exclude list")
 	fs.DurationVar(&c.GRPCStopTimeout, "grpc-stop-timeout", 10*time.Second, "at shutdown, how long in-flight gRPC calls may take before they are cut")
-	fs.DurationVar(&c.DrainWindow, "drain-window", 10*time.Second, "at shutdown, clients are closed with 1001 over this window (at most 1000 per second faster), so they do not reconnect all at once")
+	fs.DurationVar(&c.DrainWindow, "drain-window", 10*time.Second, "at shutdown, clients are closed with 1001 at a steady 1000 per second, faster only when needed to finish within this window, so they do not all reconnect at once")
+	fs.DurationVar(&c.ShutdownDelay, "shutdown-delay", 0, "at shutdown, how long /readyz and gRPC health report not ready before new connections are refused (give load balancers time to notice)")
 
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: pushgate [flags]\n\npushgate pushes messages from backends (gRPC) to WebSocket clients.\nEvery flag can also be set with the environment variable shown.\n\nFlags:\n")
 		fs.VisitAll(func(f *flag.Flag) {
 			name, usage := flag.UnquoteUsage(f)
-			fmt.Fprintf(fs.Output(), "  --%s %s\n    \t%s\n    \t(default %q, env %s)\n", f.Name, name, usage, f.DefValue, envName(f.Name))
+			if name != "" {
+				name = " " + name
+			}
+			fmt.Fprintf(fs.Output(), "  --%s%s\n    \t%s\n    \t(default %q, env %s)\n", f.Name, name, usage, f.DefValue, envName(f.Name))
 		})
 	}
 
@@ -104,6 +110,8 @@ func (c *Config) validate() error {
 		}
 	}
 	check(c.LogFormat == "text" || c.LogFormat == "json", "--log-format must be text or json, got %q", c.LogFormat)
+	var lvl slog.Level
+	check(lvl.UnmarshalText([]byte(c.LogLevel)) == nil, "--log-level must be debug, info, warn or error, got %q", c.LogLevel)
 	check(c.HeartbeatInterval > 0, "--heartbeat-interval must be positive")
 	check(c.HeartbeatTimeout > 0, "--heartbeat-timeout must be positive")
 	check(c.WriteTimeout > 0, "--write-timeout must be positive")
@@ -115,6 +123,7 @@ func (c *Config) validate() error {
 	check(c.MaxBatchUsers > 0, "--max-batch-users must be positive")
 	check(c.GRPCStopTimeout >= 0, "--grpc-stop-timeout must not be negative")
 	check(c.DrainWindow >= 0, "--drain-window must not be negative")
+	check(c.ShutdownDelay >= 0, "--shutdown-delay must not be negative")
 	for _, a := range []struct{ flag, addr string }{{"--http-addr", c.HTTPAddr}, {"--grpc-addr", c.GRPCAddr}} {
 		_, _, err := net.SplitHostPort(a.addr)
 		check(err == nil, "%s %q: %v", a.flag, a.addr, err)
@@ -139,9 +148,18 @@ func loopbackOnly(addr string) bool {
 	if err != nil || host == "" {
 		return false
 	}
-	if host == "localhost" {
-		return true
+	if ip := net.ParseIP(host); ip != nil {
+		return ip.IsLoopback()
 	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	// A name: every address it resolves to must be loopback.
+	ips, err := net.LookupIP(host)
+	if err != nil || len(ips) == 0 {
+		return false
+	}
+	for _, ip := range ips {
+		if !ip.IsLoopback() {
+			return false
+		}
+	}
+	return true
 }

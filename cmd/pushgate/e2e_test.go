@@ -634,3 +634,43 @@ func TestDemoPageAndHealthEndpoints(t *testing.T) {
 		t.Fatalf("long user id = %d", code)
 	}
 }
+
+func TestUserIsOnlineAsSoonAsTheHandshakeReturns(t *testing.T) {
+	s := startServer(t)
+	for i := range 50 {
+		id := fmt.Sprint("fresh-", i)
+		c := s.dial(t, id) // no waiting: the page's "open" event has fired
+		r, err := s.api.SendToUser(context.Background(), &pb.SendToUserRequest{UserId: id, Message: textMsg("welcome")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !r.GetOnline() || r.GetDeliveredConnections() != 1 {
+			t.Fatalf("right after the handshake: %v", r)
+		}
+		c.expect("welcome")
+	}
+}
+
+func TestNotReadyBeforeRefusingConnections(t *testing.T) {
+	s := startServer(t, "--shutdown-delay", "2s")
+	url := "http://" + s.app.HTTPAddr() + "/readyz"
+	eventually(t, "ready", func() bool {
+		r, err := http.Get(url)
+		if err != nil {
+			return false
+		}
+		r.Body.Close()
+		return r.StatusCode == 200
+	})
+	s.cancel()
+	// During the delay the listener still answers, with 503.
+	eventually(t, "not ready", func() bool {
+		r, err := http.Get(url)
+		if err != nil {
+			t.Fatalf("connection refused before /readyz reported not ready: %v", err)
+		}
+		r.Body.Close()
+		return r.StatusCode == http.StatusServiceUnavailable
+	})
+	s.stop(t)
+}

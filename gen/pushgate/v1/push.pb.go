@@ -29,8 +29,8 @@ const (
 type Message struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Type is a short label for the message (for example "order.paid"), at most
-	// 64 bytes. Raw WebSocket clients do not see it (they receive the payload
-	// exactly as sent); it is used in logs.
+	// 64 bytes of UTF-8. Raw WebSocket clients do not see it: they receive the
+	// payload exactly as sent.
 	Type string `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
 	// The payload. Required: a Message without one is rejected with
 	// INVALID_ARGUMENT naming "message.payload".

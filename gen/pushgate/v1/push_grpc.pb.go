@@ -36,10 +36,11 @@ const (
 //
 // PushService pushes messages to WebSocket clients and reports presence.
 //
-// Every call is safe to retry only where noted. Errors are gRPC status codes:
-// INVALID_ARGUMENT (the message names the offending field), UNAUTHENTICATED,
-// RESOURCE_EXHAUSTED (over a limit) and UNAVAILABLE (engine down). A user who
-// is offline is not an error: the response says so.
+// Errors are gRPC status codes: INVALID_ARGUMENT when a request is malformed
+// or over a size limit (the status message starts with the offending field's
+// name, and a google.rpc.BadRequest detail names it too), INTERNAL for a
+// server fault (details are logged, not returned). A user who is offline is
+// not an error: the response says so.
 type PushServiceClient interface {
 	// Broadcast sends the message to every open connection, except those of the
 	// users listed in exclude_user_ids.
@@ -134,10 +135,11 @@ func (c *pushServiceClient) Disconnect(ctx context.Context, in *DisconnectReques
 //
 // PushService pushes messages to WebSocket clients and reports presence.
 //
-// Every call is safe to retry only where noted. Errors are gRPC status codes:
-// INVALID_ARGUMENT (the message names the offending field), UNAUTHENTICATED,
-// RESOURCE_EXHAUSTED (over a limit) and UNAVAILABLE (engine down). A user who
-// is offline is not an error: the response says so.
+// Errors are gRPC status codes: INVALID_ARGUMENT when a request is malformed
+// or over a size limit (the status message starts with the offending field's
+// name, and a google.rpc.BadRequest detail names it too), INTERNAL for a
+// server fault (details are logged, not returned). A user who is offline is
+// not an error: the response says so.
 type PushServiceServer interface {
 	// Broadcast sends the message to every open connection, except those of the
 	// users listed in exclude_user_ids.
