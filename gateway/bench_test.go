@@ -174,15 +174,15 @@ func (c *timerConn) Close() error {
 // then waits.
 type pipeHarness struct {
 	// Immutable after newPipeHarness.
-	tb      testing.TB
 	hub     *Hub
 	ln      *pipeListener
 	srv     *http.Server
 	served  chan error
 	tr      *http.Transport
 	clients []*pipeClient
-	record  bool   // clients keep a copy of every frame (tests)
-	expect  []byte // otherwise, every frame must equal this (benchmarks)
+	conns   []*Conn // the server's side of clients, in no particular order
+	record  bool    // clients keep a copy of every frame (tests)
+	expect  []byte  // otherwise, every frame must equal this (benchmarks)
 
 	got     atomic.Int64
 	want    atomic.Int64
@@ -204,11 +204,11 @@ type pipeClient struct {
 
 // newPipeHarness starts a hub and n clients, one per user "u0".."u<n-1>",
 // and returns once the hub has registered all of them. With record, clients
-// keep every frame; otherwise they check each against expect.
+// keep every frame; otherwise they check each against expect. The caller
+// must call close.
 func newPipeHarness(tb testing.TB, cfg Config, n int, record bool, expect []byte) *pipeHarness {
 	tb.Helper()
 	h := &pipeHarness{
-		tb:      tb,
 		hub:     NewHub(cfg, slog.New(slog.DiscardHandler), prometheus.NewRegistry()),
 		ln:      newPipeListener(),
 		served:  make(chan error, 1),
@@ -225,7 +225,6 @@ func newPipeHarness(tb testing.TB, cfg Config, n int, record bool, expect []byte
 	h.tr = &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return h.ln.dial(ctx) },
 	}
-	tb.Cleanup(h.close)
 
 	h.clients = make([]*pipeClient, n)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -249,15 +248,22 @@ func newPipeHarness(tb testing.TB, cfg Config, n int, record bool, expect []byte
 		})
 	}
 	if err := g.Wait(); err != nil {
+		h.close(tb)
 		tb.Fatal(err)
 	}
 	// The hub registers a connection after the handshake's response has
 	// been written, so a dialled client may not be in it yet.
 	for h.hub.Connections() != int64(n) {
 		if ctx.Err() != nil {
+			h.close(tb)
 			tb.Fatalf("hub has %d connections, want %d", h.hub.Connections(), n)
 		}
 		time.Sleep(time.Millisecond)
+	}
+	for i := range h.hub.shards {
+		for _, p := range h.hub.shards[i].users {
+			h.conns = append(h.conns, p.conns...)
+		}
 	}
 	return h
 }
@@ -319,27 +325,49 @@ func (h *pipeHarness) expectTotal(n int64) {
 }
 
 // wait blocks until the clients have received the expected total, and fails
-// the test after 30s. It allocates nothing.
-func (h *pipeHarness) wait() {
+// tb after 30s. It allocates nothing.
+func (h *pipeHarness) wait(tb testing.TB) {
 	h.timer.Reset(30 * time.Second)
 	select {
 	case <-h.reached:
 		h.timer.Stop()
 	case <-h.timer.C:
-		h.tb.Fatalf("clients received %d frames, want %d", h.got.Load(), h.want.Load())
+		tb.Fatalf("clients received %d frames, want %d", h.got.Load(), h.want.Load())
 	}
 	if got, want := h.got.Load(), h.want.Load(); got != want {
-		h.tb.Fatalf("clients received %d frames, want %d", got, want)
+		tb.Fatalf("clients received %d frames, want %d", got, want)
 	}
 	if bad := h.bad.Load(); bad > 0 {
-		h.tb.Fatalf("clients received %d frames of the wrong type or content", bad)
+		tb.Fatalf("clients received %d frames of the wrong type or content", bad)
+	}
+}
+
+// waitIdle waits until no connection has a write loop running, so that the
+// next message finds every connection idle, as pushes that are not
+// back-to-back do in production. (A client receives its frame a little before
+// the write loop that wrote it has noticed its queue is empty and exited.)
+func (h *pipeHarness) waitIdle(tb testing.TB) {
+	deadline := time.Now().Add(30 * time.Second)
+	for _, c := range h.conns {
+		for {
+			c.mu.Lock()
+			writing := c.writing
+			c.mu.Unlock()
+			if !writing {
+				break
+			}
+			if time.Now().After(deadline) {
+				tb.Fatalf("connection %d still has a write loop running after 30s", c.id)
+			}
+			runtime.Gosched()
+		}
 	}
 }
 
 // close closes every client, waits for the server side of each connection
 // and every reader to end, and stops the HTTP server. Goroutines of the
-// gateway still running 10s later fail the test.
-func (h *pipeHarness) close() {
+// gateway still running 10s later fail tb. Calling it again does nothing.
+func (h *pipeHarness) close(tb testing.TB) {
 	if h.closed {
 		return
 	}
@@ -355,18 +383,18 @@ func (h *pipeHarness) close() {
 		}
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for h.hub.live.Load() > 0 && time.Now().Before(deadline) {
+	for h.hub.Connections() > 0 && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
-	if n := h.hub.live.Load(); n > 0 {
-		h.tb.Errorf("%d connection handlers still running after the clients closed", n)
+	if n := h.hub.Connections(); n > 0 {
+		tb.Errorf("the hub still has %d connections 10s after the clients closed", n)
 	}
 	_ = h.srv.Close()
 	if err := <-h.served; err != http.ErrServerClosed {
-		h.tb.Errorf("http.Server.Serve: %v", err)
+		tb.Errorf("http.Server.Serve: %v", err)
 	}
 	h.tr.CloseIdleConnections()
-	waitNoGatewayGoroutines(h.tb, 10*time.Second)
+	waitNoGatewayGoroutines(tb, 10*time.Second)
 }
 
 // waitNoGatewayGoroutines waits until no goroutine is running connection
@@ -412,22 +440,23 @@ func waitNoGatewayGoroutines(tb testing.TB, d time.Duration) {
 func TestPipeHarness(t *testing.T) {
 	const n = 50
 	h := newPipeHarness(t, benchConfig(), n, true, nil)
+	defer h.close(t)
 	ctx := context.Background()
 
 	h.expectTotal(n)
-	sent, err := h.hub.Broadcast(ctx, &Message{ID: NewID(), Kind: KindJSON, Data: benchPayload}, nil)
+	sent, err := h.hub.Broadcast(ctx, &Message{Kind: KindJSON, Data: benchPayload}, nil)
 	if err != nil || sent != n {
 		t.Fatalf("Broadcast = %d, %v; want %d, nil", sent, err, n)
 	}
-	h.wait()
+	h.wait(t)
 
 	one := []byte(`{"to":"u7"}`)
 	h.expectTotal(n + 1)
-	d, err := h.hub.SendToUser(ctx, "u7", &Message{ID: NewID(), Kind: KindJSON, Data: one})
-	if err != nil || d != (Delivery{UserID: "u7", Online: true, Delivered: 1}) {
+	d, err := h.hub.SendToUser(ctx, "u7", &Message{Kind: KindJSON, Data: one})
+	if err != nil || d.UserID != "u7" || !d.Online || d.Delivered != 1 {
 		t.Fatalf("SendToUser = %+v, %v", d, err)
 	}
-	h.wait()
+	h.wait(t)
 
 	for _, c := range h.clients {
 		c.mu.Lock()
@@ -448,7 +477,7 @@ func TestPipeHarness(t *testing.T) {
 		}
 	}
 
-	h.close()
+	h.close(t)
 	if got := h.hub.Connections(); got != 0 {
 		t.Errorf("hub still has %d connections after the clients closed", got)
 	}
@@ -461,6 +490,7 @@ func TestPipeHarnessWriteDeadline(t *testing.T) {
 	cfg := benchConfig()
 	cfg.WriteTimeout = 50 * time.Millisecond
 	h := newPipeHarness(t, cfg, 2, true, nil)
+	defer h.close(t)
 	ctx := context.Background()
 
 	// A client that never reads: the server's write to it blocks (net.Pipe
@@ -480,7 +510,7 @@ func TestPipeHarnessWriteDeadline(t *testing.T) {
 	if _, err := h.hub.Broadcast(ctx, &Message{Kind: KindJSON, Data: benchPayload}, nil); err != nil {
 		t.Fatal(err)
 	}
-	h.wait()
+	h.wait(t)
 
 	deadline := time.Now().Add(10 * time.Second)
 	for h.hub.Connections() != 2 {
@@ -499,32 +529,78 @@ func TestPipeHarnessWriteDeadline(t *testing.T) {
 	}
 }
 
-// BenchmarkFanout measures one Hub.Broadcast of a 64-byte JSON message to N
-// WebSocket connections, from the call until every client has read the
-// frame. ns/delivery and allocs/delivery divide by b.N×N; allocations are
-// counted process-wide (the harness's clients allocate nothing per message).
-func BenchmarkFanout(b *testing.B) {
-	for _, n := range []int{1, 100, 10000} {
-		b.Run(fmt.Sprintf("conns=%d", n), func(b *testing.B) {
-			h := newPipeHarness(b, benchConfig(), n, false, benchPayload)
-			defer h.close()
-			ctx := context.Background()
-			m := &Message{ID: NewID(), Kind: KindJSON, Data: benchPayload}
-			warm(b, h, m, 3)
+// The fan-out benchmarks: one sub-benchmark per connection count.
+var fanoutConns = []int{1, 100, 10000}
 
+// withHarness runs bench as the sub-benchmark name on a harness of n
+// connections. The harness is built the first time the testing package calls
+// the sub-benchmark and shared by its later calls (it calls it with b.N=1
+// first, then with the real b.N), so that 10,000 connections are set up once.
+func withHarness(b *testing.B, name string, n int, bench func(b *testing.B, h *pipeHarness)) {
+	var h *pipeHarness
+	b.Run(name, func(b *testing.B) {
+		if h == nil {
+			h = newPipeHarness(b, benchConfig(), n, false, benchPayload)
+			warm(b, h, 3)
+		}
+		bench(b, h)
+	})
+	if h != nil {
+		h.close(b)
+	}
+}
+
+// newBenchMessage returns a new push of benchPayload. Every send needs its
+// own Message: the hub stamps it with an id and a time.
+func newBenchMessage() *Message {
+	return &Message{Type: "bench", Kind: KindJSON, Data: benchPayload}
+}
+
+// warm sends k broadcasts, so that per-connection buffers (the queue and its
+// spare, the library's write buffers) exist before a timer starts.
+func warm(b *testing.B, h *pipeHarness, k int) {
+	b.Helper()
+	n := int64(len(h.clients))
+	for range k {
+		h.expectTotal(h.got.Load() + n)
+		if _, err := h.hub.Broadcast(context.Background(), newBenchMessage(), nil); err != nil {
+			b.Fatal(err)
+		}
+		h.wait(b)
+	}
+}
+
+// BenchmarkFanout measures one Hub.Broadcast of a 64-byte JSON message to N
+// idle WebSocket connections, from the call until every client has read the
+// frame. ns/delivery and allocs/delivery divide by b.N×N. allocs/delivery
+// counts every allocation in the process during the loop, but the harness
+// allocates nothing per message, so they are the gateway's and the WebSocket
+// library's.
+func BenchmarkFanout(b *testing.B) {
+	for _, n := range fanoutConns {
+		withHarness(b, fmt.Sprintf("conns=%d", n), n, func(b *testing.B, h *pipeHarness) {
+			ctx := context.Background()
+			msgs := make([]*Message, b.N) // made here so that allocs/delivery does not count them
+			for i := range msgs {
+				msgs[i] = newBenchMessage()
+			}
 			var before, after runtime.MemStats
 			runtime.ReadMemStats(&before)
 			b.ReportAllocs()
 			b.ResetTimer()
+			b.StopTimer()
 			base := h.got.Load()
 			for i := range b.N {
+				h.waitIdle(b)
 				h.expectTotal(base + int64(i+1)*int64(n))
-				if sent, _ := h.hub.Broadcast(ctx, m, nil); sent != int64(n) {
+				b.StartTimer()
+				sent, _ := h.hub.Broadcast(ctx, msgs[i], nil)
+				h.wait(b)
+				b.StopTimer()
+				if sent != int64(n) {
 					b.Fatalf("Broadcast queued on %d connections, want %d", sent, n)
 				}
-				h.wait()
 			}
-			b.StopTimer()
 			runtime.ReadMemStats(&after)
 			deliveries := float64(b.N) * float64(n)
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/deliveries, "ns/delivery")
@@ -534,80 +610,69 @@ func BenchmarkFanout(b *testing.B) {
 }
 
 // BenchmarkFanoutEnqueue measures Hub.Broadcast alone: the time to queue a
-// message on N idle connections (starting each one's write loop), with the
+// message on N idle connections, starting each one's write loop, with the
 // clients connected and draining. The timer stops while the frames are
-// written and read, so ns/op and allocs/op are Broadcast's; the write loops
-// it starts run concurrently on other Ps, but neither they nor the clients
-// allocate in the steady state, so allocs/op is Broadcast's own.
+// written and read, so ns/op and allocs/op are Broadcast's. (The write loops
+// it starts run concurrently on other Ps, but in the steady state neither they
+// nor the clients allocate.)
 //
-// Waiting for delivery after each op keeps every connection idle, as it is
-// between pushes in production; it also makes a run take far longer than the
-// timed part, so prefer -benchtime=Nx.
+// Each op starts with every connection idle (see waitIdle), as pushes that
+// are not back-to-back find them in production. Waiting for that after each
+// op makes a run take far longer than its timed part: prefer -benchtime=Nx.
 func BenchmarkFanoutEnqueue(b *testing.B) {
-	for _, n := range []int{1, 100, 10000} {
-		b.Run(fmt.Sprintf("conns=%d", n), func(b *testing.B) {
-			h := newPipeHarness(b, benchConfig(), n, false, benchPayload)
-			defer h.close()
+	for _, n := range fanoutConns {
+		withHarness(b, fmt.Sprintf("conns=%d", n), n, func(b *testing.B, h *pipeHarness) {
 			ctx := context.Background()
-			m := &Message{ID: NewID(), Kind: KindJSON, Data: benchPayload}
-			warm(b, h, m, 3)
-
 			b.ReportAllocs()
 			b.ResetTimer()
+			b.StopTimer()
 			base := h.got.Load()
 			for i := range b.N {
+				h.waitIdle(b)
 				h.expectTotal(base + int64(i+1)*int64(n))
+				m := newBenchMessage()
 				b.StartTimer()
 				sent, _ := h.hub.Broadcast(ctx, m, nil)
 				b.StopTimer()
 				if sent != int64(n) {
 					b.Fatalf("Broadcast queued on %d connections, want %d", sent, n)
 				}
-				h.wait()
+				h.wait(b)
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/(float64(b.N)*float64(n)), "ns/enqueue")
 		})
 	}
 }
 
-// warm sends k broadcasts before the timer starts, so that per-connection
-// buffers (the queue and its spare, the library's write buffers) exist.
-func warm(b *testing.B, h *pipeHarness, m *Message, k int) {
-	b.Helper()
-	n := int64(len(h.clients))
-	for range k {
-		h.expectTotal(h.got.Load() + n)
-		if _, err := h.hub.Broadcast(context.Background(), m, nil); err != nil {
-			b.Fatal(err)
-		}
-		h.wait()
-	}
-}
-
-// BenchmarkSendToUser measures Hub.SendToUser to a user with one connection,
-// from the call until the client has read the frame.
+// BenchmarkSendToUser measures Hub.SendToUser to a user with one idle
+// connection, from the call until the client has read the frame.
 func BenchmarkSendToUser(b *testing.B) {
 	h := newPipeHarness(b, benchConfig(), 1, false, benchPayload)
-	defer h.close()
+	defer h.close(b)
+	warm(b, h, 3)
 	ctx := context.Background()
-	m := &Message{ID: NewID(), Kind: KindJSON, Data: benchPayload}
-	warm(b, h, m, 3)
 	user := h.clients[0].userID
 
 	b.ReportAllocs()
 	b.ResetTimer()
+	b.StopTimer()
 	base := h.got.Load()
 	for i := range b.N {
+		h.waitIdle(b)
 		h.expectTotal(base + int64(i+1))
-		if d, _ := h.hub.SendToUser(ctx, user, m); d.Delivered != 1 {
+		m := newBenchMessage()
+		b.StartTimer()
+		d, _ := h.hub.SendToUser(ctx, user, m)
+		h.wait(b)
+		b.StopTimer()
+		if d.Delivered != 1 {
 			b.Fatalf("SendToUser = %+v, want one delivery", d)
 		}
-		h.wait()
 	}
 }
 
-// BenchmarkRawFrame measures framing a message for the raw protocol, which
-// Broadcast and SendToUser do once per call.
+// BenchmarkRawFrame measures framing a message for a raw connection, which
+// the write loop does for each frame it writes.
 func BenchmarkRawFrame(b *testing.B) {
 	for _, k := range []struct {
 		name string
@@ -616,12 +681,37 @@ func BenchmarkRawFrame(b *testing.B) {
 		b.Run(k.name, func(b *testing.B) {
 			m := &Message{ID: NewID(), Kind: k.kind, Data: benchPayload}
 			b.ReportAllocs()
-			var f frame
+			var data []byte
 			for b.Loop() {
-				f = m.rawFrame()
+				_, data = m.raw()
 			}
-			if len(f.data) != len(benchPayload) {
-				b.Fatalf("frame is %d bytes, want %d", len(f.data), len(benchPayload))
+			if len(data) != len(benchPayload) {
+				b.Fatalf("frame is %d bytes, want %d", len(data), len(benchPayload))
+			}
+		})
+	}
+}
+
+// BenchmarkEnvelope measures encoding a message for envelope connections,
+// which happens once per message however many connections it goes to.
+func BenchmarkEnvelope(b *testing.B) {
+	for _, k := range []struct {
+		name string
+		kind Kind
+	}{{"json", KindJSON}, {"text", KindText}, {"binary", KindBinary}} {
+		b.Run(k.name, func(b *testing.B) {
+			id, now := NewID(), time.Now()
+			m := new(Message)
+			b.ReportAllocs()
+			var env []byte
+			for b.Loop() {
+				// A new message each time (the encoding is made once per message);
+				// reset in place so that allocating it is not counted.
+				*m = Message{ID: id, Type: "bench", Kind: k.kind, Data: benchPayload, Time: now}
+				env = m.envelope()
+			}
+			if !bytes.HasPrefix(env, []byte(`{"op":"message","id":"`+id+`"`)) {
+				b.Fatalf("envelope %s does not start with the op and id", env)
 			}
 		})
 	}
@@ -643,7 +733,7 @@ func BenchmarkNewID(b *testing.B) {
 	b.Run("parallel", func(b *testing.B) {
 		b.ReportAllocs()
 		b.RunParallel(func(pb *testing.PB) {
-			var id string
+			id := NewID()
 			for pb.Next() {
 				id = NewID()
 			}

@@ -8,6 +8,8 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"path"
+	"strconv"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -15,8 +17,8 @@ import (
 	"github.com/coder/websocket"
 )
 
-// pongFrame answers a client's application-level "ping".
-var pongFrame = frame{websocket.MessageText, []byte(`{"type":"pong"}`)}
+// rawPong answers a raw client's application-level "ping".
+var rawPong = frame{data: []byte(`{"type":"pong"}`), typ: websocket.MessageText}
 
 // closeWriteError: a write to the socket failed (the peer went away). Used
 // for accounting; no close frame can be sent.
@@ -31,11 +33,14 @@ var closeWriteError = CloseReason{websocket.StatusAbnormalClosure, "", "write_er
 // reader) and no buffers beyond the socket's.
 type Conn struct {
 	// Immutable after construction.
-	id     uint64
-	userID string
-	remote string
-	opened time.Time
-	hub    *Hub
+	id         uint64
+	userID     string
+	remote     string
+	opened     time.Time
+	hub        *Hub
+	envelope   bool     // speaks the envelope protocol (PROTOCOL.md), not raw
+	topicRules []string // topics this connection may join; nil: any
+	topicList  []string // topics joined at connect, for the hello
 
 	// Set once by attach, before ready; read-only after. Only the write loop
 	// (which starts after ready), the heartbeat and the read loop use them.
@@ -51,41 +56,70 @@ type Conn struct {
 	writing bool    // a write loop goroutine is running (or finishing the close)
 	closing bool    // set once: no more enqueues; reason says why
 	reason  CloseReason
-	hb      *time.Timer // heartbeat; re-armed only while !closing
+	hb      *time.Timer         // heartbeat; re-armed only while !closing
+	topics  map[string]struct{} // subscriptions (the registry is in Hub.topicShards)
 }
 
-// enqueue queues f for writing and reports whether it was accepted. It never
-// blocks: a connection whose queue is over its message or byte cap is closed
-// as a slow consumer instead. A frame is always accepted by an empty queue,
-// whatever its size.
-func (c *Conn) enqueue(f frame) bool {
+func (c *Conn) idString() string { return "c" + strconv.FormatUint(c.id, 10) }
+
+// enqueueResult says what enqueue did with a frame.
+type enqueueResult uint8
+
+const (
+	queued     enqueueResult = iota
+	closing                  // the connection is closing; dropped
+	overflowed               // over the queue caps: the caller must closeWith(CloseSlowConsumer)
+)
+
+// enqueue queues f for writing. It never blocks on the network and never
+// closes the connection itself (callers may hold a shard lock, which
+// closing needs): on overflow the caller closes it as a slow consumer. A
+// frame is always accepted by an empty queue, whatever its size.
+func (c *Conn) enqueue(f frame) enqueueResult {
 	cfg := &c.hub.cfg
 	c.mu.Lock()
 	if c.closing {
 		c.mu.Unlock()
 		c.hub.metrics.droppedClosing.Inc()
-		return false
+		return closing
 	}
-	if len(c.queue) > 0 && (len(c.queue) >= cfg.QueueMessages || c.queued+len(f.data) > cfg.QueueBytes) {
+	if len(c.queue) > 0 && (len(c.queue) >= cfg.QueueMessages || c.queued+f.size() > cfg.QueueBytes) {
 		c.mu.Unlock()
 		c.hub.metrics.droppedSlow.Inc() // this frame; closeWith counts the queued ones
-		c.closeWith(CloseSlowConsumer)
-		return false
+		return overflowed
 	}
 	c.queue = append(c.queue, f)
-	c.queued += len(f.data)
+	c.queued += f.size()
 	start := c.startWriterLocked()
 	c.mu.Unlock()
 	if start {
 		go c.writeLoop()
 	}
-	return true
+	return queued
+}
+
+// queueLocked queues f on a connection that is not ready yet (no writer
+// can start); used by register under the shard lock. No caps apply: what is
+// queued at connect is bounded by the inbox limits.
+func (c *Conn) queueLocked(f frame) {
+	c.mu.Lock()
+	c.queue = append(c.queue, f)
+	c.queued += f.size()
+	c.mu.Unlock()
+}
+
+// send queues a control frame and closes the connection if that overflows.
+func (c *Conn) send(f frame) {
+	if c.enqueue(f) == overflowed {
+		c.closeWith(CloseSlowConsumer)
+	}
 }
 
 // closeWith starts closing the connection for reason r. Only the first call
 // has an effect. The connection leaves the online list at once; the close
 // frame is written by the write loop. On CloseGoingAway what is already queued
 // is written first; for every other reason it is dropped (and counted).
+// Callers must not hold a shard lock.
 func (c *Conn) closeWith(r CloseReason) {
 	c.mu.Lock()
 	if c.closing {
@@ -158,10 +192,14 @@ func (c *Conn) attach(ws *websocket.Conn, nc net.Conn) {
 // be reading.
 const closeWriteTimeout = time.Second
 
+// maxBatchFrame caps one frame that joins several envelopes.
+const maxBatchFrame = 256 << 10
+
+var batchBufs = sync.Pool{New: func() any { b := make([]byte, 0, 8<<10); return &b }}
+
 // writeLoop writes queued frames until the queue is empty, then exits; if the
 // connection is closing it writes the close frame instead of exiting.
 func (c *Conn) writeLoop() {
-	metrics := c.hub.metrics
 	for {
 		c.mu.Lock()
 		batch := c.queue
@@ -182,20 +220,15 @@ func (c *Conn) writeLoop() {
 		c.mu.Unlock()
 
 		_ = c.nc.SetWriteDeadline(time.Now().Add(c.hub.cfg.WriteTimeout))
-		for i := range batch {
-			f := batch[i]
-			if err := c.ws.Write(context.Background(), f.typ, f.data); err != nil {
-				if errors.Is(err, os.ErrDeadlineExceeded) {
-					c.closeWith(CloseSlowConsumer)
-				} else {
-					c.closeWith(closeWriteError)
-				}
-				break
-			}
-			metrics.delivered.Inc()
-			metrics.bytesOut.Add(float64(len(f.data)))
-		}
+		err := c.writeBatch(batch)
 		_ = c.nc.SetWriteDeadline(time.Time{})
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				c.closeWith(CloseSlowConsumer)
+			} else {
+				c.closeWith(closeWriteError)
+			}
+		}
 		clear(batch)
 		if cap(batch) > 64 {
 			batch = nil // let a burst's buffer go; idle connections stay small
@@ -204,6 +237,69 @@ func (c *Conn) writeLoop() {
 		c.spare = batch[:0]
 		c.mu.Unlock()
 	}
+}
+
+// writeBatch writes frames in order. An envelope connection gets all the
+// pending envelopes of a backlog in one frame (separated by "\n") and one
+// write; a raw connection gets one frame per message, as sent.
+func (c *Conn) writeBatch(batch []frame) error {
+	m := c.hub.metrics
+	if c.envelope && len(batch) > 1 {
+		bp := batchBufs.Get().(*[]byte)
+		defer batchBufs.Put(bp)
+		for i := 0; i < len(batch); {
+			buf := (*bp)[:0]
+			n := 0
+			for ; i < len(batch) && (n == 0 || len(buf)+len(c.bytes(&batch[i])) < maxBatchFrame); i++ {
+				if n > 0 {
+					buf = append(buf, '\n')
+				}
+				buf = append(buf, c.bytes(&batch[i])...)
+				n++
+			}
+			*bp = buf
+			if err := c.ws.Write(context.Background(), websocket.MessageText, buf); err != nil {
+				return err
+			}
+			m.delivered.Add(float64(n))
+			m.bytesOut.Add(float64(len(buf)))
+		}
+		return nil
+	}
+	var acks []string
+	for i := range batch {
+		f := &batch[i]
+		typ, data := f.typ, f.data
+		if f.msg != nil {
+			if c.envelope {
+				typ, data = websocket.MessageText, f.msg.envelope()
+			} else {
+				typ, data = f.msg.raw()
+				if f.msg.stored {
+					acks = append(acks, f.msg.ID)
+				}
+			}
+		}
+		if err := c.ws.Write(context.Background(), typ, data); err != nil {
+			return err
+		}
+		m.delivered.Inc()
+		m.bytesOut.Add(float64(len(data)))
+	}
+	if len(acks) > 0 {
+		// A raw client cannot acknowledge: written counts as delivered, so a
+		// reload never shows the same order twice.
+		c.hub.ack(c, acks, true)
+	}
+	return nil
+}
+
+// bytes returns an envelope connection's encoding of f.
+func (c *Conn) bytes(f *frame) []byte {
+	if f.msg != nil {
+		return f.msg.envelope()
+	}
+	return f.data
 }
 
 // finish ends the connection: a close frame (and the close handshake, bounded
@@ -223,9 +319,6 @@ func (c *Conn) finish(r CloseReason) {
 // so pings of connections that arrived together do not stay in step.
 func (c *Conn) startHeartbeat() {
 	iv := c.hub.cfg.HeartbeatInterval
-	if iv <= 0 {
-		return
-	}
 	first := iv - rand.N(iv/4+1)
 	c.mu.Lock()
 	if !c.closing {
@@ -255,8 +348,8 @@ func (c *Conn) heartbeat() {
 	c.mu.Unlock()
 }
 
-// readLoop reads client frames until the connection ends and returns the
-// reason it ended for. It runs on the HTTP handler's goroutine.
+// readLoop reads client frames until the connection ends. It runs on the
+// HTTP handler's goroutine.
 func (c *Conn) readLoop() {
 	for {
 		typ, data, err := c.ws.Read(context.Background())
@@ -271,18 +364,139 @@ func (c *Conn) readLoop() {
 			c.closeWith(CloseInvalidFrame)
 			continue // keep reading to complete the close handshake
 		}
-		if isPing(data) {
-			c.hub.metrics.pingsIn.Inc()
-			c.enqueue(pongFrame)
+		if c.envelope {
+			c.handleOp(typ, data)
 		} else {
-			c.hub.metrics.otherIn.Inc()
+			c.handleRaw(typ, data)
 		}
 	}
 }
 
-// isPing reports whether a client frame is an application heartbeat: the
-// text "ping" (what mini-program heartbeats send) or a small JSON object whose
-// type is "ping".
+// handleRaw serves a raw client's frame: "ping" gets a pong; anything else
+// goes to WatchEvents if the user may send upstream, and is counted.
+func (c *Conn) handleRaw(typ websocket.MessageType, data []byte) {
+	m := c.hub.metrics
+	if isPing(data) {
+		m.pingsIn.Inc()
+		c.send(rawPong)
+		return
+	}
+	m.otherIn.Inc()
+	if c.hub.upstreamAllowed(c.userID, "") {
+		kind := KindText
+		if typ == websocket.MessageBinary {
+			kind = KindBinary
+		}
+		c.hub.emit(Event{Kind: EventClientMessage, UserID: c.userID, ConnID: c.idString(), DataKind: kind, Data: data})
+		m.upstream.Inc()
+	} else {
+		m.upstreamRefused.Inc()
+	}
+}
+
+// handleOp serves an envelope client's frame (PROTOCOL.md).
+func (c *Conn) handleOp(typ websocket.MessageType, data []byte) {
+	m := c.hub.metrics
+	if typ == websocket.MessageText && bytes.Equal(bytes.TrimSpace(data), []byte("ping")) {
+		m.pingsIn.Inc()
+		c.send(envPong)
+		return
+	}
+	if typ != websocket.MessageText {
+		m.otherIn.Inc()
+		c.send(errorFrame(nil, "bad_request", "binary frames are not part of the envelope protocol"))
+		return
+	}
+	op, err := parseClientOp(data)
+	if err != nil {
+		m.otherIn.Inc()
+		c.send(errorFrame(op.Ref, "bad_request", err.Error()))
+		return
+	}
+	switch op.Op {
+	case "ping":
+		m.pingsIn.Inc()
+		c.send(envPong)
+	case "ack":
+		m.acksIn.Inc()
+		ids := op.IDs
+		if op.ID != "" {
+			ids = append(ids, op.ID)
+		}
+		if len(ids) == 0 || len(ids) > maxAckIDs {
+			c.send(errorFrame(op.Ref, "bad_request", "ack needs \"id\" or 1 to 1000 \"ids\""))
+			return
+		}
+		c.hub.ack(c, ids, false)
+	case "subscribe":
+		m.otherIn.Inc()
+		if err := ValidTopic(op.Topic); err != nil {
+			c.send(errorFrame(op.Ref, "bad_topic", "topic: "+err.Error()))
+			return
+		}
+		switch err := c.hub.subscribe(c, op.Topic); {
+		case errors.Is(err, errForbiddenTopic):
+			m.subscribeRefused.Inc()
+			c.send(errorFrame(op.Ref, "forbidden", "not allowed to subscribe to "+op.Topic))
+		case errors.Is(err, errTooManyTopics):
+			m.subscribeRefused.Inc()
+			c.send(errorFrame(op.Ref, "too_many_topics", err.Error()))
+		case err == nil:
+			c.send(replyFrame("subscribed", op.Ref, op.Topic))
+		}
+	case "unsubscribe":
+		m.otherIn.Inc()
+		if err := ValidTopic(op.Topic); err != nil {
+			c.send(errorFrame(op.Ref, "bad_topic", "topic: "+err.Error()))
+			return
+		}
+		c.hub.unsubscribe(c, op.Topic)
+		c.send(replyFrame("unsubscribed", op.Ref, op.Topic))
+	case "send":
+		m.otherIn.Inc()
+		if op.Topic != "" {
+			if err := ValidTopic(op.Topic); err != nil {
+				c.send(errorFrame(op.Ref, "bad_topic", "topic: "+err.Error()))
+				return
+			}
+		}
+		if len(op.Data) == 0 {
+			c.send(errorFrame(op.Ref, "bad_request", "send needs \"data\""))
+			return
+		}
+		if !c.hub.upstreamAllowed(c.userID, op.Topic) {
+			m.upstreamRefused.Inc()
+			c.send(errorFrame(op.Ref, "forbidden", "this connection may not send messages"))
+			return
+		}
+		c.hub.emit(Event{Kind: EventClientMessage, UserID: c.userID, ConnID: c.idString(), Topic: op.Topic, Type: op.Type, DataKind: KindJSON, Data: op.Data})
+		m.upstream.Inc()
+		if len(op.Ref) > 0 {
+			c.send(replyFrame("sent", op.Ref, ""))
+		}
+	default:
+		m.otherIn.Inc()
+		c.send(errorFrame(op.Ref, "unknown_op", "unknown op "+strconv.Quote(op.Op)))
+	}
+}
+
+// maxAckIDs caps the ids in one ack frame.
+const maxAckIDs = 1000
+
+// upstreamAllowed reports whether userID may send a message upstream,
+// optionally addressed to topic.
+func (h *Hub) upstreamAllowed(userID, topic string) bool {
+	for _, p := range h.cfg.UpstreamUsers {
+		if ok, _ := path.Match(p, userID); ok {
+			return true
+		}
+	}
+	return topic != "" && len(h.cfg.UpstreamTopics) > 0 && TopicAllowed(h.cfg.UpstreamTopics, topic)
+}
+
+// isPing reports whether a raw client frame is an application heartbeat:
+// the text "ping" (what mini-program heartbeats send) or a small JSON object
+// whose type is "ping".
 func isPing(p []byte) bool {
 	p = bytes.TrimSpace(p)
 	if string(p) == "ping" {

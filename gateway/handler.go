@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -17,36 +18,82 @@ import (
 // ServeHTTP accepts a WebSocket connection at /ws/{userId} or
 // /ws?user_id=... (development identity: no authentication) and serves it
 // until it closes. The handler's goroutine is the connection's reader.
+//
+// Query parameters: topics=a,b joins topics at connect (both protocols);
+// last_id=<message id> resumes an envelope connection after that message.
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	userID := r.PathValue("userID")
+	q := r.URL.Query()
 	if userID == "" {
-		userID = r.URL.Query().Get("user_id")
+		userID = q.Get("user_id")
 	}
 	if err := ValidUserID(userID, h.cfg.MaxUserIDBytes); err != nil {
 		h.reject(w, r, http.StatusBadRequest, "bad_user_id", "user id: "+err.Error())
 		return
 	}
+	h.serve(w, r, userID, nil)
+}
+
+// serve runs the connection of an identified user. topicRules limits the
+// topics it may join (nil: any).
+func (h *Hub) serve(w http.ResponseWriter, r *http.Request, userID string, topicRules []string) {
 	if h.closing.Load() {
 		h.reject(w, r, http.StatusServiceUnavailable, "shutting_down", "server shutting down")
+		return
+	}
+	q := r.URL.Query()
+	envelope := offersSubprotocol(r, Subprotocol)
+	var topics []string
+	if list := q.Get("topics"); list != "" {
+		topics = strings.Split(list, ",")
+		if len(topics) > h.cfg.MaxTopicsPerConn {
+			h.reject(w, r, http.StatusBadRequest, "bad_topic", fmt.Sprintf("topics: at most %d", h.cfg.MaxTopicsPerConn))
+			return
+		}
+		for _, t := range topics {
+			if err := ValidTopic(t); err != nil {
+				h.reject(w, r, http.StatusBadRequest, "bad_topic", fmt.Sprintf("topics: %q: %v", t, err))
+				return
+			}
+			if !TopicAllowed(topicRules, t) {
+				h.reject(w, r, http.StatusForbidden, "forbidden_topic", fmt.Sprintf("topics: not allowed to join %q", t))
+				return
+			}
+		}
+	}
+	lastID := q.Get("last_id")
+	if lastID != "" && !ValidID(lastID) {
+		h.reject(w, r, http.StatusBadRequest, "bad_last_id", "last_id: not a message id")
 		return
 	}
 
 	// The connection joins the registry before the handshake completes, so
 	// that a backend reacting to the page's "open" event already finds the
-	// user online; frames sent meanwhile wait in the queue.
+	// user online; what is sent meanwhile waits in the queue, behind the
+	// hello and the replayed inbox.
 	c := &Conn{
-		id:     h.nextID.Add(1),
-		userID: userID,
-		remote: r.RemoteAddr,
-		opened: time.Now(),
-		hub:    h,
+		id:         h.nextID.Add(1),
+		userID:     userID,
+		remote:     r.RemoteAddr,
+		opened:     time.Now(),
+		hub:        h,
+		envelope:   envelope,
+		topicRules: topicRules,
+		topicList:  topics,
 	}
 	h.live.Add(1)
 	defer h.live.Add(-1)
-	h.add(c)
+	h.register(c, lastID, lastID != "")
+	for _, t := range topics {
+		_ = h.subscribe(c, t) // checked above; fails only if already closing
+	}
 
 	hc := &hijackCapture{ResponseWriter: w}
-	ws, err := websocket.Accept(hc, r, &websocket.AcceptOptions{OriginPatterns: h.cfg.OriginPatterns})
+	opts := &websocket.AcceptOptions{OriginPatterns: h.cfg.OriginPatterns}
+	if envelope {
+		opts.Subprotocols = []string{Subprotocol}
+	}
+	ws, err := websocket.Accept(hc, r, opts)
 	if err != nil {
 		// Accept has written the HTTP error response.
 		c.closeWith(closeHandshakeFailed)
@@ -61,7 +108,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	c.attach(ws, hc.conn)
 	c.startHeartbeat()
-	h.log.Debug("connection opened", "user", userID, "conn", c.id, "remote", c.remote)
+	h.log.Debug("connection opened", "user", userID, "conn", c.idString(), "remote", c.remote, "envelope", envelope)
 
 	c.readLoop()
 
@@ -69,8 +116,21 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	reason := c.reason
 	c.mu.Unlock()
 	h.metrics.closed.WithLabelValues(reason.Label).Inc()
-	h.log.Debug("connection closed", "user", userID, "conn", c.id, "remote", c.remote,
+	h.log.Debug("connection closed", "user", userID, "conn", c.idString(), "remote", c.remote,
 		"reason", reason.Label, "duration", time.Since(c.opened).Round(time.Millisecond))
+}
+
+// offersSubprotocol reports whether the client listed proto in
+// Sec-WebSocket-Protocol.
+func offersSubprotocol(r *http.Request, proto string) bool {
+	for _, v := range r.Header.Values("Sec-WebSocket-Protocol") {
+		for _, p := range strings.Split(v, ",") {
+			if strings.TrimSpace(p) == proto {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (h *Hub) reject(w http.ResponseWriter, r *http.Request, code int, label, msg string) {

@@ -17,7 +17,7 @@ import (
 // Config tunes the gateway. The zero value of a field means its default.
 type Config struct {
 	// HeartbeatInterval is how often the server pings each connection.
-	// Default 25s. Negative turns pings off.
+	// Default 25s.
 	HeartbeatInterval time.Duration
 	// HeartbeatTimeout is how long a ping may go unanswered before the
 	// connection is closed. Default 10s.
@@ -40,6 +40,27 @@ type Config struct {
 	// (see websocket.AcceptOptions.OriginPatterns). Same-origin is always
 	// allowed; empty means same-origin only.
 	OriginPatterns []string
+
+	// InboxMessages and InboxBytes cap one user's inbox; past them the
+	// oldest entries are dropped (and counted). Defaults 100 and 256 KiB.
+	InboxMessages int
+	InboxBytes    int
+	// InboxMaxTTL is the longest ttl a message may ask for, and how long a
+	// loss (trimmed or expired entry) is remembered for resuming clients.
+	// Default 24h.
+	InboxMaxTTL time.Duration
+	// PresenceGrace is how long a user may be gone before WatchEvents
+	// reports them offline, so that a page reload reports nothing. Default
+	// 5s; negative means report at once.
+	PresenceGrace time.Duration
+	// MaxTopicsPerConn caps one connection's subscriptions. Default 64.
+	MaxTopicsPerConn int
+	// UpstreamUsers and UpstreamTopics say who may send messages upstream
+	// (to WatchEvents): users whose id matches one of UpstreamUsers (path.Match
+	// patterns, "*" for everyone), or envelope messages addressed to a topic
+	// matching UpstreamTopics (exact or "prefix*"). Empty: nobody.
+	UpstreamUsers  []string
+	UpstreamTopics []string
 }
 
 func (c *Config) setDefaults() {
@@ -51,28 +72,37 @@ func (c *Config) setDefaults() {
 	def(&c.HeartbeatInterval, 25*time.Second)
 	def(&c.HeartbeatTimeout, 10*time.Second)
 	def(&c.WriteTimeout, 10*time.Second)
-	if c.QueueMessages <= 0 {
-		c.QueueMessages = 1024
+	def(&c.InboxMaxTTL, 24*time.Hour)
+	def(&c.PresenceGrace, 5*time.Second)
+	defInt := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
 	}
-	if c.QueueBytes <= 0 {
-		c.QueueBytes = 4 << 20
-	}
+	defInt(&c.QueueMessages, 1024)
+	defInt(&c.QueueBytes, 4<<20)
+	defInt(&c.MaxUserIDBytes, 128)
+	defInt(&c.InboxMessages, 100)
+	defInt(&c.InboxBytes, 256<<10)
+	defInt(&c.MaxTopicsPerConn, 64)
 	if c.ReadLimit <= 0 {
 		c.ReadLimit = 16 << 10
-	}
-	if c.MaxUserIDBytes <= 0 {
-		c.MaxUserIDBytes = 128
 	}
 }
 
 const numShards = 64
 
-// Hub is the registry of open connections on this node, indexed by user, and
-// the fan-out that pushes messages to them.
+// Hub is the registry of open connections on this node (by user and by
+// topic), the users' inboxes, and the fan-out that pushes messages.
 //
 // All methods are safe for concurrent use. No method writes to a socket:
 // they enqueue on connections, whose own write loops do the I/O, so no lock
 // of the Hub is ever held during network I/O.
+//
+// Ordering: a message to a user gets its id, goes into the inbox and is
+// queued on the user's connections in one critical section of the user's
+// shard, so every connection of a user receives that user's messages in id
+// order, and resuming "after id X" is exact.
 type Hub struct {
 	// Immutable after construction.
 	cfg     Config
@@ -80,19 +110,26 @@ type Hub struct {
 	metrics *Metrics
 	seed    maphash.Seed
 
-	shards  [numShards]shard
+	shards      [numShards]shard
+	topicShards [numShards]topicShard
+	watchers    watchers
+
 	users   atomic.Int64
 	conns   atomic.Int64
+	inboxed atomic.Int64 // messages in all inboxes
 	nextID  atomic.Uint64
 	closing atomic.Bool  // Shutdown started: refuse new connections
 	live    atomic.Int64 // connection handlers still running
+	stop    chan struct{}
 
 	targets sync.Pool // *[]*Conn, fan-out scratch space
 }
 
 type shard struct {
-	mu    sync.RWMutex
-	users map[string]*presence // guarded by mu
+	mu      sync.RWMutex
+	users   map[string]*presence   // guarded by mu
+	inboxes map[string]*inbox      // guarded by mu
+	leaving map[string]*time.Timer // users within PresenceGrace of going offline; guarded by mu
 }
 
 // presence is one online user's connections, oldest first.
@@ -100,15 +137,20 @@ type presence struct {
 	conns []*Conn
 }
 
-// NewHub returns an empty hub whose metrics are registered on reg.
+// NewHub returns an empty hub whose metrics are registered on reg. It runs
+// one goroutine (inbox expiry) until Shutdown.
 func NewHub(cfg Config, log *slog.Logger, reg prometheus.Registerer) *Hub {
 	cfg.setDefaults()
-	h := &Hub{cfg: cfg, log: log, seed: maphash.MakeSeed()}
+	h := &Hub{cfg: cfg, log: log, seed: maphash.MakeSeed(), stop: make(chan struct{})}
 	for i := range h.shards {
 		h.shards[i].users = make(map[string]*presence)
+		h.shards[i].inboxes = make(map[string]*inbox)
+		h.shards[i].leaving = make(map[string]*time.Timer)
+		h.topicShards[i].topics = make(map[string]map[*Conn]struct{})
 	}
 	h.targets.New = func() any { s := make([]*Conn, 0, 256); return &s }
 	h.metrics = NewMetrics(reg, h)
+	go h.expireLoop()
 	return h
 }
 
@@ -121,26 +163,72 @@ func (h *Hub) Users() int64 { return h.users.Load() }
 // Connections returns the number of open connections.
 func (h *Hub) Connections() int64 { return h.conns.Load() }
 
-func (h *Hub) shard(userID string) *shard {
-	return &h.shards[maphash.String(h.seed, userID)%numShards]
+// Inboxed returns the number of messages held in inboxes.
+func (h *Hub) Inboxed() int64 { return h.inboxed.Load() }
+
+func (h *Hub) shardIndex(userID string) int {
+	return int(maphash.String(h.seed, userID) % numShards)
 }
 
-func (h *Hub) add(c *Conn) {
+func (h *Hub) shard(userID string) *shard { return &h.shards[h.shardIndex(userID)] }
+
+// register adds c to the registry and, in the same critical section, queues
+// what the connection must see first: for envelope connections the hello,
+// then the inbox entries after lastID (all of them for raw connections, or
+// when lastID is ""). resume says whether the client gave a lastID.
+func (h *Hub) register(c *Conn, lastID string, resume bool) {
 	s := h.shard(c.userID)
+	now := time.Now()
 	s.mu.Lock()
 	p := s.users[c.userID]
 	if p == nil {
 		p = &presence{}
 		s.users[c.userID] = p
 		h.users.Add(1)
+		if t, ok := s.leaving[c.userID]; ok {
+			t.Stop() // back within the grace: no offline, no online
+			delete(s.leaving, c.userID)
+		} else {
+			h.emit(Event{Kind: EventUserOnline, UserID: c.userID, ConnID: c.idString(), Time: now})
+		}
 	}
 	p.conns = append(p.conns, c)
 	h.conns.Add(1)
+
+	var replay []*Message
+	complete := true
+	if b := s.inboxes[c.userID]; b != nil {
+		replay, complete = b.after(lastID, now)
+	}
+	if c.envelope {
+		hl := hello{
+			ConnID: c.idString(), UserID: c.userID, Replayed: len(replay),
+			Heartbeat: helloHeartbeat{h.cfg.HeartbeatInterval.Milliseconds(), h.cfg.HeartbeatTimeout.Milliseconds()},
+			Topics:    c.topicList,
+		}
+		if resume {
+			hl.Recovered = &complete
+		}
+		c.queueLocked(helloFrame(hl))
+	}
+	for _, m := range replay {
+		c.queueLocked(frame{msg: m})
+	}
 	s.mu.Unlock()
+	h.metrics.replayed.Add(float64(len(replay)))
 }
 
-// remove takes c out of the registry; calling it again is a no-op.
+// remove takes c out of the registry and its topics; calling it again is a
+// no-op. Called once c is closing.
 func (h *Hub) remove(c *Conn) {
+	c.mu.Lock()
+	topics := c.topics
+	c.topics = nil
+	c.mu.Unlock()
+	for t := range topics {
+		h.dropSubscriber(c, t)
+	}
+
 	s := h.shard(c.userID)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -154,10 +242,30 @@ func (h *Hub) remove(c *Conn) {
 	}
 	p.conns = slices.Delete(p.conns, i, i+1)
 	h.conns.Add(-1)
-	if len(p.conns) == 0 {
-		delete(s.users, c.userID)
-		h.users.Add(-1)
+	if len(p.conns) > 0 {
+		return
 	}
+	delete(s.users, c.userID)
+	h.users.Add(-1)
+	userID := c.userID
+	if h.cfg.PresenceGrace < 0 {
+		h.emit(Event{Kind: EventUserOffline, UserID: userID})
+		return
+	}
+	var t *time.Timer
+	t = time.AfterFunc(h.cfg.PresenceGrace, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.leaving[userID] != t {
+			return // came back, or a newer timer owns it
+		}
+		delete(s.leaving, userID)
+		h.emit(Event{Kind: EventUserOffline, UserID: userID})
+	})
+	if old := s.leaving[userID]; old != nil {
+		old.Stop()
+	}
+	s.leaving[userID] = t
 }
 
 // Delivery is the outcome of a message for one user.
@@ -165,56 +273,114 @@ type Delivery struct {
 	UserID    string
 	Online    bool // the user had at least one open connection
 	Delivered int  // connections the message was queued on
+	Stored    bool // the message went into the user's inbox
 }
 
-// SendToUser queues m on every connection of userID.
+// SendToUser queues m on every connection of userID and, when m.TTL > 0,
+// keeps it in the user's inbox. It sets m.ID and m.Time.
 func (h *Hub) SendToUser(_ context.Context, userID string, m *Message) (Delivery, error) {
-	var buf [8]*Conn
-	targets := h.userConns(buf[:0], userID)
-	d := Delivery{UserID: userID, Online: len(targets) > 0}
-	f := m.rawFrame()
-	for _, c := range targets {
-		if c.enqueue(f) {
-			d.Delivered++
-		}
-	}
-	clear(targets)
+	s := h.shard(userID)
+	var slow [4]*Conn
+	s.mu.Lock()
+	m.ID, m.Time = NewID(), time.Now()
+	d, overflow := h.sendLocked(s, userID, m, slow[:0])
+	s.mu.Unlock()
+	closeSlow(overflow)
 	return d, nil
 }
 
-// SendToUsers queues m on every connection of each user. Results are in the
-// order of userIDs; a repeated id is delivered and reported once.
-func (h *Hub) SendToUsers(ctx context.Context, userIDs []string, m *Message) ([]Delivery, error) {
-	out := make([]Delivery, 0, len(userIDs))
+// SendToUsers queues m for each user, like SendToUser, with one id for all.
+// Results are in the order of userIDs; a repeated id is delivered and
+// reported once. The shards of all the users are locked together (in index
+// order) so that the shared id keeps every user's stream in id order.
+func (h *Hub) SendToUsers(_ context.Context, userIDs []string, m *Message) ([]Delivery, error) {
 	seen := make(map[string]struct{}, len(userIDs))
+	ids := make([]string, 0, len(userIDs))
+	var locked [numShards]bool
 	for _, id := range userIDs {
 		if _, dup := seen[id]; dup {
 			continue
 		}
 		seen[id] = struct{}{}
-		d, err := h.SendToUser(ctx, id, m)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, d)
+		ids = append(ids, id)
+		locked[h.shardIndex(id)] = true
 	}
+	for i := range h.shards {
+		if locked[i] {
+			h.shards[i].mu.Lock()
+		}
+	}
+	m.ID, m.Time = NewID(), time.Now()
+	out := make([]Delivery, len(ids))
+	var overflow []*Conn
+	for i, id := range ids {
+		out[i], overflow = h.sendLocked(h.shard(id), id, m, overflow)
+	}
+	for i := range h.shards {
+		if locked[i] {
+			h.shards[i].mu.Unlock()
+		}
+	}
+	closeSlow(overflow)
 	return out, nil
 }
 
-// userConns appends userID's connections to dst, copied under the shard's
-// read lock so that the caller enqueues without holding it.
-func (h *Hub) userConns(dst []*Conn, userID string) []*Conn {
-	s := h.shard(userID)
-	s.mu.RLock()
-	if p := s.users[userID]; p != nil {
-		dst = append(dst, p.conns...)
+// sendLocked stores and queues m for one user; s is locked. Connections
+// whose queue overflowed are appended to overflow, to be closed by the
+// caller once the lock is released.
+func (h *Hub) sendLocked(s *shard, userID string, m *Message, overflow []*Conn) (Delivery, []*Conn) {
+	d := Delivery{UserID: userID}
+	if m.TTL > 0 {
+		b := s.inboxes[userID]
+		if b == nil {
+			b = &inbox{}
+			s.inboxes[userID] = b
+		}
+		m.stored = true
+		trimmed := b.add(m, m.Time, h.cfg.InboxMessages, h.cfg.InboxBytes, h.cfg.InboxMaxTTL)
+		h.inboxed.Add(int64(1 - trimmed))
+		h.metrics.inboxTrimmed.Add(float64(trimmed))
+		d.Stored = true
 	}
-	s.mu.RUnlock()
-	return dst
+	if p := s.users[userID]; p != nil {
+		d.Online = true
+		for _, c := range p.conns {
+			switch c.enqueue(frame{msg: m}) {
+			case queued:
+				d.Delivered++
+			case overflowed:
+				overflow = append(overflow, c)
+			}
+		}
+	}
+	return d, overflow
+}
+
+func closeSlow(cs []*Conn) {
+	for _, c := range cs {
+		c.closeWith(CloseSlowConsumer)
+	}
+}
+
+// fanout queues m on every connection in targets and returns how many took
+// it; it closes the ones whose queue overflowed.
+func fanout(targets []*Conn, m *Message) int64 {
+	var n int64
+	f := frame{msg: m}
+	for _, c := range targets {
+		switch c.enqueue(f) {
+		case queued:
+			n++
+		case overflowed:
+			c.closeWith(CloseSlowConsumer)
+		}
+	}
+	return n
 }
 
 // Broadcast queues m on every connection except those of the users in
-// exclude, and returns how many connections it was queued on.
+// exclude, and returns how many connections it was queued on. Broadcasts are
+// live only (never stored). It sets m.ID and m.Time.
 func (h *Hub) Broadcast(_ context.Context, m *Message, exclude []string) (int64, error) {
 	var skip map[string]struct{}
 	if len(exclude) > 0 {
@@ -223,7 +389,7 @@ func (h *Hub) Broadcast(_ context.Context, m *Message, exclude []string) (int64,
 			skip[id] = struct{}{}
 		}
 	}
-	f := m.rawFrame()
+	m.ID, m.Time, m.broadcast = NewID(), time.Now(), true
 	tp := h.targets.Get().(*[]*Conn)
 	var n int64
 	for i := range h.shards {
@@ -239,16 +405,86 @@ func (h *Hub) Broadcast(_ context.Context, m *Message, exclude []string) (int64,
 			targets = append(targets, p.conns...)
 		}
 		s.mu.RUnlock()
-		for _, c := range targets {
-			if c.enqueue(f) {
-				n++
-			}
-		}
+		n += fanout(targets, m)
 		clear(targets)
 		*tp = targets[:0]
 	}
 	h.targets.Put(tp)
 	return n, nil
+}
+
+// Publish queues m on every connection subscribed to topic and returns how
+// many. Topic messages are live only. It sets m.ID, m.Time and m.Topic.
+func (h *Hub) Publish(_ context.Context, topic string, m *Message) (int64, error) {
+	m.ID, m.Time, m.Topic = NewID(), time.Now(), topic
+	ts := h.topicShard(topic)
+	tp := h.targets.Get().(*[]*Conn)
+	targets := (*tp)[:0]
+	ts.mu.RLock()
+	for c := range ts.topics[topic] {
+		targets = append(targets, c)
+	}
+	ts.mu.RUnlock()
+	n := fanout(targets, m)
+	clear(targets)
+	*tp = targets[:0]
+	h.targets.Put(tp)
+	return n, nil
+}
+
+// ack removes acknowledged messages from c's user's inbox and reports each
+// one that was there to the watchers. implicit: written to a raw client.
+func (h *Hub) ack(c *Conn, ids []string, implicit bool) {
+	s := h.shard(c.userID)
+	now := time.Now()
+	s.mu.Lock()
+	b := s.inboxes[c.userID]
+	if b == nil {
+		s.mu.Unlock()
+		return
+	}
+	for _, id := range ids {
+		if b.ack(id) {
+			h.inboxed.Add(-1)
+			h.metrics.acked.Inc()
+			h.emit(Event{Kind: EventMessageAcked, UserID: c.userID, ConnID: c.idString(), MessageID: id, Implicit: implicit, Time: now})
+		}
+	}
+	if b.empty(now) {
+		delete(s.inboxes, c.userID)
+	}
+	s.mu.Unlock()
+}
+
+// expireLoop drops expired inbox entries once a second until Shutdown.
+func (h *Hub) expireLoop() {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.stop:
+			return
+		case now := <-t.C:
+			h.expire(now)
+		}
+	}
+}
+
+func (h *Hub) expire(now time.Time) {
+	for i := range h.shards {
+		s := &h.shards[i]
+		s.mu.Lock()
+		for id, b := range s.inboxes {
+			if n := b.expire(now, h.cfg.InboxMaxTTL); n > 0 {
+				h.inboxed.Add(int64(-n))
+				h.metrics.inboxExpired.Add(float64(n))
+			}
+			if b.empty(now) {
+				delete(s.inboxes, id)
+			}
+		}
+		s.mu.Unlock()
+	}
 }
 
 // OnlineUser is the presence of one user on this node.
@@ -334,6 +570,18 @@ func (u *userHeap) Pop() any {
 	return x
 }
 
+// userConns appends userID's connections to dst, copied under the shard's
+// read lock so that the caller acts on them without holding it.
+func (h *Hub) userConns(dst []*Conn, userID string) []*Conn {
+	s := h.shard(userID)
+	s.mu.RLock()
+	if p := s.users[userID]; p != nil {
+		dst = append(dst, p.conns...)
+	}
+	s.mu.RUnlock()
+	return dst
+}
+
 // Disconnect closes every connection of userID with CloseKicked (and the
 // given close-frame text, if any) and returns how many it closed.
 func (h *Hub) Disconnect(_ context.Context, userID, text string) (int, error) {
@@ -350,12 +598,16 @@ func (h *Hub) Disconnect(_ context.Context, userID, text string) (int, error) {
 }
 
 // Shutdown refuses new connections and closes the open ones with 1001
-// (going away) at a steady pace: spread over window, or 1,000 per second
-// when that is faster, so clients do not all reconnect at the same instant.
-// Messages already queued are written before each close frame. It returns
-// when every connection is gone or ctx ends.
+// (going away) at a steady pace: 1,000 per second, faster only when needed
+// to finish within window, so clients do not all reconnect at the same
+// instant. Messages already queued are written before each close frame;
+// inboxes are kept until the process ends. It returns when every connection
+// is gone or ctx ends.
 func (h *Hub) Shutdown(ctx context.Context, window time.Duration) error {
-	h.closing.Store(true)
+	if h.closing.Swap(true) {
+		return nil
+	}
+	close(h.stop)
 	var all []*Conn
 	for i := range h.shards {
 		s := &h.shards[i]

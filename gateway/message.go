@@ -3,6 +3,7 @@ package gateway
 import (
 	"crypto/rand"
 	"encoding/binary"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,28 +22,47 @@ const (
 	KindBinary
 )
 
-// Message is one push, ready for the wire. It is immutable once handed to
-// the Hub and shared by every recipient: fan-out never copies or re-encodes
-// it.
+// Message is one push, ready for the wire. The hub assigns ID; after that
+// it is immutable and shared by every recipient: fan-out never copies it,
+// and each wire encoding is made at most once.
 type Message struct {
-	ID   string // unique, sortable by creation time (see NewID)
-	Type string // label from the backend; not sent to raw clients
-	Kind Kind
-	Data []byte
+	ID    string        // unique, sortable by creation time (see NewID); set by the Hub
+	Type  string        // label from the backend; envelope clients see it
+	Kind  Kind          // how Data is framed
+	Data  []byte        // the payload exactly as the backend sent it
+	Topic string        // set by Publish
+	TTL   time.Duration // > 0: kept in recipients' inboxes (SendToUser/SendToUsers)
+	Time  time.Time     // when the hub accepted it; set by the Hub
+
+	broadcast bool // set by Broadcast; envelope clients see it
+	stored    bool // in at least one inbox, so a raw write acks it
+
+	envOnce sync.Once
+	env     []byte // the envelope encoding, made once on first use
 }
 
-// frame is one queued WebSocket message. Frames share the Message's bytes.
+// frame is one queued WebSocket message: a push (encoded per the
+// connection's protocol) or a control frame of this connection's own.
 type frame struct {
+	msg  *Message
+	data []byte // control frame bytes, when msg == nil
 	typ  websocket.MessageType
-	data []byte
 }
 
-// rawFrame is the raw-protocol encoding of m: the payload exactly as sent.
-func (m *Message) rawFrame() frame {
-	if m.Kind == KindBinary {
-		return frame{websocket.MessageBinary, m.Data}
+// size is what the frame counts against the queue's byte cap.
+func (f *frame) size() int {
+	if f.msg != nil {
+		return len(f.msg.Data)
 	}
-	return frame{websocket.MessageText, m.Data}
+	return len(f.data)
+}
+
+// raw returns the raw-protocol encoding: the payload exactly as sent.
+func (m *Message) raw() (websocket.MessageType, []byte) {
+	if m.Kind == KindBinary {
+		return websocket.MessageBinary, m.Data
+	}
+	return websocket.MessageText, m.Data
 }
 
 // ids hands out message ids: 26 characters of Crockford base32 encoding a
@@ -94,4 +114,17 @@ func NewID() string {
 		h >>= 5
 	}
 	return string(out[:])
+}
+
+// ValidID reports whether s has the form of a message id.
+func ValidID(s string) bool {
+	if len(s) != 26 || s[0] > '7' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if strings.IndexByte(crockford, s[i]) < 0 {
+			return false
+		}
+	}
+	return true
 }

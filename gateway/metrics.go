@@ -12,68 +12,81 @@ type Metrics struct {
 	rejected   *prometheus.CounterVec
 	delivered  prometheus.Counter
 	bytesOut   prometheus.Counter
-	dropped    *prometheus.CounterVec
-	framesIn   *prometheus.CounterVec
 	slow       prometheus.Counter
 	hbTimeouts prometheus.Counter
 
 	droppedSlow    prometheus.Counter
 	droppedClosing prometheus.Counter
 	droppedKicked  prometheus.Counter
-	pingsIn        prometheus.Counter
-	otherIn        prometheus.Counter
+
+	pingsIn          prometheus.Counter
+	acksIn           prometheus.Counter
+	otherIn          prometheus.Counter
+	upstream         prometheus.Counter
+	upstreamRefused  prometheus.Counter
+	subscribeRefused prometheus.Counter
+	subscriptions    prometheus.Gauge
+
+	acked        prometheus.Counter
+	replayed     prometheus.Counter
+	inboxTrimmed prometheus.Counter
+	inboxExpired prometheus.Counter
+
+	watchers    prometheus.Gauge
+	watchersCut prometheus.Counter
 }
 
 // NewMetrics creates the gateway metrics and registers them, with gauges for
 // the hub's live totals, on reg.
 func NewMetrics(reg prometheus.Registerer, h *Hub) *Metrics {
-	m := &Metrics{
-		accepted: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "pushgate_connections_accepted_total",
-			Help: "WebSocket connections accepted.",
-		}),
-		closed: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "pushgate_connections_closed_total",
-			Help: "WebSocket connections closed, by reason (client, write_error, going_away, slow_consumer, heartbeat_timeout, kicked, invalid_frame, message_too_big).",
-		}, []string{"reason"}),
-		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "pushgate_handshakes_rejected_total",
-			Help: "WebSocket handshakes refused before upgrade, by reason.",
-		}, []string{"reason"}),
-		delivered: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "pushgate_messages_delivered_total",
-			Help: "Messages written to client sockets.",
-		}),
-		bytesOut: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "pushgate_bytes_out_total",
-			Help: "Payload bytes written to client sockets.",
-		}),
-		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "pushgate_messages_dropped_total",
-			Help: "Messages queued for a connection but not written, by reason (slow_consumer, closing, kicked).",
-		}, []string{"reason"}),
-		framesIn: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "pushgate_client_frames_total",
-			Help: "Frames received from clients, by kind (ping, other).",
-		}, []string{"kind"}),
-		slow: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "pushgate_slow_consumers_total",
-			Help: "Connections closed because their send queue overflowed or a write timed out.",
-		}),
-		hbTimeouts: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "pushgate_heartbeat_timeouts_total",
-			Help: "Connections closed because a ping went unanswered.",
-		}),
+	counter := func(name, help string) prometheus.Counter {
+		c := prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
+		reg.MustRegister(c)
+		return c
 	}
-	m.droppedSlow = m.dropped.WithLabelValues("slow_consumer")
-	m.droppedClosing = m.dropped.WithLabelValues("closing")
-	m.droppedKicked = m.dropped.WithLabelValues("kicked")
-	m.pingsIn = m.framesIn.WithLabelValues("ping")
-	m.otherIn = m.framesIn.WithLabelValues("other")
+	vec := func(name, help, label string) *prometheus.CounterVec {
+		c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, []string{label})
+		reg.MustRegister(c)
+		return c
+	}
+	gauge := func(name, help string) prometheus.Gauge {
+		g := prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
+		reg.MustRegister(g)
+		return g
+	}
+	m := &Metrics{
+		accepted: counter("pushgate_connections_accepted_total", "WebSocket connections accepted."),
+		closed: vec("pushgate_connections_closed_total",
+			"WebSocket connections closed, by reason (client, write_error, going_away, slow_consumer, heartbeat_timeout, kicked, invalid_frame, message_too_big).", "reason"),
+		rejected:   vec("pushgate_handshakes_rejected_total", "WebSocket handshakes refused before upgrade, by reason.", "reason"),
+		delivered:  counter("pushgate_messages_delivered_total", "Messages written to client sockets."),
+		bytesOut:   counter("pushgate_bytes_out_total", "Bytes of messages written to client sockets."),
+		slow:       counter("pushgate_slow_consumers_total", "Connections closed because their send queue overflowed or a write timed out."),
+		hbTimeouts: counter("pushgate_heartbeat_timeouts_total", "Connections closed because a ping went unanswered."),
+		upstream:   counter("pushgate_upstream_messages_total", "Messages from clients passed to WatchEvents."),
+		upstreamRefused: counter("pushgate_upstream_refused_total",
+			"Messages from clients refused because the user or topic may not send upstream."),
+		subscribeRefused: counter("pushgate_subscribe_refused_total", "Topic subscriptions refused (not allowed, or too many)."),
+		subscriptions:    gauge("pushgate_subscriptions", "Topic subscriptions held by open connections."),
+		acked:            counter("pushgate_messages_acked_total", "Inbox messages acknowledged by clients (or written to raw clients)."),
+		replayed:         counter("pushgate_messages_replayed_total", "Inbox messages queued to connections at connect or resume."),
+		inboxTrimmed:     counter("pushgate_inbox_trimmed_total", "Inbox messages dropped to stay within --inbox-max-messages / --inbox-max-bytes."),
+		inboxExpired:     counter("pushgate_inbox_expired_total", "Inbox messages dropped because their ttl passed unacknowledged."),
+		watchers:         gauge("pushgate_watchers", "Open WatchEvents streams."),
+		watchersCut:      counter("pushgate_watchers_cut_total", "WatchEvents streams ended because they fell too far behind."),
+	}
+	dropped := vec("pushgate_messages_dropped_total", "Messages queued for a connection but not written, by reason (slow_consumer, closing, kicked).", "reason")
+	m.droppedSlow = dropped.WithLabelValues("slow_consumer")
+	m.droppedClosing = dropped.WithLabelValues("closing")
+	m.droppedKicked = dropped.WithLabelValues("kicked")
+	framesIn := vec("pushgate_client_frames_total", "Frames received from clients, by kind (ping, ack, other).", "kind")
+	m.pingsIn = framesIn.WithLabelValues("ping")
+	m.acksIn = framesIn.WithLabelValues("ack")
+	m.otherIn = framesIn.WithLabelValues("other")
 	for _, r := range []CloseReason{closeClient, closeWriteError, CloseGoingAway, CloseSlowConsumer, CloseHeartbeatTimeout, CloseKicked, CloseInvalidFrame, CloseMessageTooBig} {
 		m.closed.WithLabelValues(r.Label)
 	}
-	reg.MustRegister(m.accepted, m.closed, m.rejected, m.delivered, m.bytesOut, m.dropped, m.framesIn, m.slow, m.hbTimeouts,
+	reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "pushgate_connections",
 			Help: "Open WebSocket connections on this node.",
@@ -82,6 +95,10 @@ func NewMetrics(reg prometheus.Registerer, h *Hub) *Metrics {
 			Name: "pushgate_users",
 			Help: "Users with at least one open connection on this node.",
 		}, func() float64 { return float64(h.Users()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "pushgate_inbox_messages",
+			Help: "Messages held in user inboxes.",
+		}, func() float64 { return float64(h.Inboxed()) }),
 	)
 	return m
 }

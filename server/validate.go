@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash/crc32"
+	"time"
 	"unicode/utf8"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -34,6 +35,8 @@ type Limits struct {
 	// MaxBatchUsers is the most user ids in one SendToUsers, GetPresence or
 	// Broadcast exclude list. Default 10,000.
 	MaxBatchUsers int
+	// MaxTTL is the longest message ttl. Default 24h.
+	MaxTTL time.Duration
 }
 
 func (l *Limits) setDefaults() {
@@ -46,11 +49,15 @@ func (l *Limits) setDefaults() {
 	if l.MaxBatchUsers <= 0 {
 		l.MaxBatchUsers = 10000
 	}
+	if l.MaxTTL <= 0 {
+		l.MaxTTL = 24 * time.Hour
+	}
 }
 
 const (
 	maxTypeBytes   = 64
 	maxReasonBytes = 100
+	maxKeyBytes    = 128
 )
 
 // UnaryInterceptor validates every PushService request before its handler
@@ -72,17 +79,22 @@ func (l *Limits) validate(req any) error {
 		if err := l.userID("user_id", r.GetUserId()); err != nil {
 			return err
 		}
-		return l.message("message", r.GetMessage())
+		return l.message("message", r.GetMessage(), true)
 	case *pb.SendToUsersRequest:
 		if err := l.userIDs("user_ids", r.GetUserIds(), true); err != nil {
 			return err
 		}
-		return l.message("message", r.GetMessage())
+		return l.message("message", r.GetMessage(), true)
 	case *pb.BroadcastRequest:
-		if err := l.message("message", r.GetMessage()); err != nil {
+		if err := l.message("message", r.GetMessage(), false); err != nil {
 			return err
 		}
 		return l.userIDs("exclude_user_ids", r.GetExcludeUserIds(), false)
+	case *pb.PublishRequest:
+		if err := gateway.ValidTopic(r.GetTopic()); err != nil {
+			return invalid("topic", err.Error())
+		}
+		return l.message("message", r.GetMessage(), false)
 	case *pb.ListOnlineRequest:
 		if s := r.GetPageSize(); s < 0 || s > MaxPageSize {
 			return invalid("page_size", fmt.Sprintf("must be between 1 and %d (0 means %d), got %d", MaxPageSize, DefaultPageSize, s))
@@ -125,9 +137,26 @@ func (l *Limits) userIDs(field string, ids []string, required bool) error {
 	return nil
 }
 
-func (l *Limits) message(field string, m *pb.Message) error {
+// message validates a Message; storable says whether a ttl is allowed.
+func (l *Limits) message(field string, m *pb.Message, storable bool) error {
 	if m == nil {
 		return invalid(field, "is required")
+	}
+	if k := m.GetIdempotencyKey(); len(k) > maxKeyBytes || !utf8.ValidString(k) {
+		return invalid(field+".idempotency_key", fmt.Sprintf("must be at most %d bytes of UTF-8", maxKeyBytes))
+	}
+	if ttl := m.GetTtl(); ttl != nil {
+		if err := ttl.CheckValid(); err != nil {
+			return invalid(field+".ttl", err.Error())
+		}
+		switch d := ttl.AsDuration(); {
+		case d < 0:
+			return invalid(field+".ttl", "must not be negative")
+		case d > 0 && !storable:
+			return invalid(field+".ttl", "Broadcast and Publish are live only; use SendToUser or SendToUsers to keep a message")
+		case d > l.MaxTTL:
+			return invalid(field+".ttl", fmt.Sprintf("at most %v", l.MaxTTL))
+		}
 	}
 	if t := m.GetType(); len(t) > maxTypeBytes || !utf8.ValidString(t) {
 		return invalid(field+".type", fmt.Sprintf("must be at most %d bytes of UTF-8", maxTypeBytes))

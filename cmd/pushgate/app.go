@@ -29,6 +29,7 @@ type App struct {
 	log    *slog.Logger
 	hub    *gateway.Hub
 	health *health.Server
+	svc    *server.Service
 	grpc   *grpc.Server
 	http   *http.Server
 	grpcLn net.Listener
@@ -64,12 +65,20 @@ func newApp(cfg Config, log *slog.Logger) (*App, error) {
 		QueueBytes:        cfg.QueueBytes,
 		ReadLimit:         int64(cfg.ReadLimit),
 		MaxUserIDBytes:    cfg.MaxUserIDBytes,
-		OriginPatterns:    cfg.origins(),
+		OriginPatterns:    list(cfg.AllowedOrigins),
+		InboxMessages:     cfg.InboxMessages,
+		InboxBytes:        cfg.InboxBytes,
+		InboxMaxTTL:       cfg.InboxMaxTTL,
+		PresenceGrace:     cfg.PresenceGrace,
+		MaxTopicsPerConn:  cfg.MaxTopicsPerConn,
+		UpstreamUsers:     list(cfg.UpstreamUsers),
+		UpstreamTopics:    list(cfg.UpstreamTopics),
 	}, log, reg)
 
 	a.health = health.NewServer()
-	limits := server.Limits{MaxUserIDBytes: cfg.MaxUserIDBytes, MaxPayloadBytes: cfg.MaxPayloadBytes, MaxBatchUsers: cfg.MaxBatchUsers}
-	a.grpc = server.NewGRPCServer(server.NewService(a.hub, log), a.health, limits, log)
+	limits := server.Limits{MaxUserIDBytes: cfg.MaxUserIDBytes, MaxPayloadBytes: cfg.MaxPayloadBytes, MaxBatchUsers: cfg.MaxBatchUsers, MaxTTL: cfg.InboxMaxTTL}
+	a.svc = server.NewService(a.hub, log, server.Options{IdempotencyWindow: cfg.IdempotencyWindow, WatchBuffer: cfg.WatchBuffer})
+	a.grpc = server.NewGRPCServer(a.svc, a.health, limits, log)
 
 	var err error
 	if a.grpcLn, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
@@ -178,6 +187,7 @@ func (a *App) shutdown() {
 
 	// In-flight gRPC calls finish before clients are closed, so that what
 	// they queued is written first.
+	a.svc.Drain() // WatchEvents streams end now; GracefulStop waits for the rest
 	stopped := make(chan struct{})
 	go func() { a.grpc.GracefulStop(); close(stopped) }()
 	select {

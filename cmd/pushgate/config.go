@@ -36,6 +36,16 @@ type Config struct {
 	MaxBatchUsers   int // most ids per SendToUsers/GetPresence/exclude list. Default 10000.
 
 	ShutdownDelay   time.Duration // not-ready time before listeners close at shutdown. Default 0.
+	InboxMessages     int           // per-user inbox cap, messages. Default 100.
+	InboxBytes        int           // per-user inbox cap, bytes. Default 256 KiB.
+	InboxMaxTTL       time.Duration // longest message ttl. Default 24h.
+	PresenceGrace     time.Duration // offline events wait this long. Default 5s.
+	MaxTopicsPerConn  int           // subscriptions per connection. Default 64.
+	UpstreamUsers     string        // comma-separated user id patterns allowed to send upstream. Default none.
+	UpstreamTopics    string        // comma-separated topic patterns clients may send to. Default none.
+	IdempotencyWindow time.Duration // how long idempotency keys are remembered. Default 5m.
+	WatchBuffer       int           // events a WatchEvents stream may lag. Default 4096.
+
 	GRPCStopTimeout time.Duration // in-flight gRPC calls get this long at shutdown. Default 10s.
 	DrainWindow     time.Duration // client closes are spread over this at shutdown. Default 10s.
 }
@@ -62,6 +72,15 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (Conf
 	fs.IntVar(&c.MaxUserIDBytes, "max-user-id-bytes", 128, "longest user id accepted, in bytes")
 	fs.IntVar(&c.MaxPayloadBytes, "max-payload-bytes", 64<<10, "largest message payload accepted from a backend, in bytes")
 	fs.IntVar(&c.MaxBatchUsers, "max-batch-users", 10000, "most user ids in one SendToUsers, GetPresence or Broadcast exclude list")
+	fs.IntVar(&c.InboxMessages, "inbox-max-messages", 100, "per-user inbox limit, in messages (messages sent with a ttl wait there); the oldest are dropped past it")
+	fs.IntVar(&c.InboxBytes, "inbox-max-bytes", 256<<10, "per-user inbox limit, in payload bytes; the oldest are dropped past it")
+	fs.DurationVar(&c.InboxMaxTTL, "inbox-max-ttl", 24*time.Hour, "longest ttl a message may ask for (also how long a dropped message is remembered, so resuming clients learn of the gap)")
+	fs.DurationVar(&c.PresenceGrace, "presence-grace", 5*time.Second, "how long a user may be gone before WatchEvents reports them offline (a page reload reports nothing)")
+	fs.IntVar(&c.MaxTopicsPerConn, "max-topics-per-connection", 64, "most topics one connection may subscribe to")
+	fs.StringVar(&c.UpstreamUsers, "upstream-users", "", "comma-separated user id `patterns` (path.Match, * for all) whose clients may send messages to WatchEvents")
+	fs.StringVar(&c.UpstreamTopics, "upstream-topics", "", "comma-separated topic `patterns` (exact, or prefix*) that clients may send messages to")
+	fs.DurationVar(&c.IdempotencyWindow, "idempotency-window", 5*time.Minute, "how long a call with an idempotency_key is remembered (repeats get the first response)")
+	fs.IntVar(&c.WatchBuffer, "watch-buffer", 4096, "events a WatchEvents stream may fall behind before it is ended with RESOURCE_EXHAUSTED")
 	fs.DurationVar(&c.GRPCStopTimeout, "grpc-stop-timeout", 10*time.Second, "at shutdown, how long in-flight gRPC calls may take before they are cut")
 	fs.DurationVar(&c.DrainWindow, "drain-window", 10*time.Second, "at shutdown, clients are closed with 1001 at a steady 1000 per second, faster only when needed to finish within this window, so they do not all reconnect at once")
 	fs.DurationVar(&c.ShutdownDelay, "shutdown-delay", 0, "at shutdown, how long /readyz and gRPC health report not ready before new connections are refused (give load balancers time to notice)")
@@ -122,6 +141,12 @@ func (c *Config) validate() error {
 	check(c.MaxPayloadBytes > 0, "--max-payload-bytes must be positive")
 	check(c.MaxBatchUsers > 0, "--max-batch-users must be positive")
 	check(c.GRPCStopTimeout >= 0, "--grpc-stop-timeout must not be negative")
+	check(c.InboxMessages > 0, "--inbox-max-messages must be positive")
+	check(c.InboxBytes > 0, "--inbox-max-bytes must be positive")
+	check(c.InboxMaxTTL > 0, "--inbox-max-ttl must be positive")
+	check(c.MaxTopicsPerConn > 0, "--max-topics-per-connection must be positive")
+	check(c.IdempotencyWindow > 0, "--idempotency-window must be positive")
+	check(c.WatchBuffer > 0, "--watch-buffer must be positive")
 	check(c.DrainWindow >= 0, "--drain-window must not be negative")
 	check(c.ShutdownDelay >= 0, "--shutdown-delay must not be negative")
 	for _, a := range []struct{ flag, addr string }{{"--http-addr", c.HTTPAddr}, {"--grpc-addr", c.GRPCAddr}} {
@@ -131,9 +156,10 @@ func (c *Config) validate() error {
 	return errors.Join(errs...)
 }
 
-func (c *Config) origins() []string {
+// list splits a comma-separated option.
+func list(s string) []string {
 	var out []string
-	for _, p := range strings.Split(c.AllowedOrigins, ",") {
+	for _, p := range strings.Split(s, ",") {
 		if p = strings.TrimSpace(p); p != "" {
 			out = append(out, p)
 		}

@@ -12,6 +12,7 @@ package pushgatev1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -24,6 +25,68 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+// EventKind names the kinds of events WatchEvents reports.
+type EventKind int32
+
+const (
+	// Not a kind; never sent.
+	EventKind_EVENT_KIND_UNSPECIFIED EventKind = 0
+	// A user who had no connection opened one.
+	EventKind_EVENT_KIND_USER_ONLINE EventKind = 1
+	// A user's last connection closed and they did not come back within
+	// --presence-grace (so a page reload produces no offline/online pair).
+	EventKind_EVENT_KIND_USER_OFFLINE EventKind = 2
+	// A client acknowledged a message (or it was written to a raw client).
+	EventKind_EVENT_KIND_MESSAGE_ACKED EventKind = 3
+	// A client sent a message upstream.
+	EventKind_EVENT_KIND_CLIENT_MESSAGE EventKind = 4
+)
+
+// Enum value maps for EventKind.
+var (
+	EventKind_name = map[int32]string{
+		0: "EVENT_KIND_UNSPECIFIED",
+		1: "EVENT_KIND_USER_ONLINE",
+		2: "EVENT_KIND_USER_OFFLINE",
+		3: "EVENT_KIND_MESSAGE_ACKED",
+		4: "EVENT_KIND_CLIENT_MESSAGE",
+	}
+	EventKind_value = map[string]int32{
+		"EVENT_KIND_UNSPECIFIED":    0,
+		"EVENT_KIND_USER_ONLINE":    1,
+		"EVENT_KIND_USER_OFFLINE":   2,
+		"EVENT_KIND_MESSAGE_ACKED":  3,
+		"EVENT_KIND_CLIENT_MESSAGE": 4,
+	}
+)
+
+func (x EventKind) Enum() *EventKind {
+	p := new(EventKind)
+	*p = x
+	return p
+}
+
+func (x EventKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (EventKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_pushgate_v1_push_proto_enumTypes[0].Descriptor()
+}
+
+func (EventKind) Type() protoreflect.EnumType {
+	return &file_pushgate_v1_push_proto_enumTypes[0]
+}
+
+func (x EventKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use EventKind.Descriptor instead.
+func (EventKind) EnumDescriptor() ([]byte, []int) {
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{0}
+}
 
 // Message is what is pushed to clients. Exactly one payload must be set.
 type Message struct {
@@ -40,7 +103,19 @@ type Message struct {
 	//	*Message_Json
 	//	*Message_Text
 	//	*Message_Binary
-	Payload       isMessage_Payload `protobuf_oneof:"payload"`
+	Payload isMessage_Payload `protobuf_oneof:"payload"`
+	// Optional. Calls with the same idempotency_key (from the same API caller,
+	// within --idempotency-window, 5 minutes by default) deliver once and all
+	// get the first call's response, so a retried call never shows a pop-up
+	// twice. Reusing a key for a different request is INVALID_ARGUMENT. At most
+	// 128 bytes.
+	IdempotencyKey string `protobuf:"bytes,5,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	// Optional, SendToUser and SendToUsers only. When set (> 0), the message is
+	// also kept in each recipient's inbox for this long: a user who is offline
+	// or reconnecting receives it when they connect. It leaves the inbox when an
+	// envelope client acknowledges it, when it is written to a raw client, or
+	// when the ttl passes. At most --inbox-max-ttl (24h by default).
+	Ttl           *durationpb.Duration `protobuf:"bytes,6,opt,name=ttl,proto3" json:"ttl,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -112,6 +187,20 @@ func (x *Message) GetBinary() []byte {
 		if x, ok := x.Payload.(*Message_Binary); ok {
 			return x.Binary
 		}
+	}
+	return nil
+}
+
+func (x *Message) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
+}
+
+func (x *Message) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
 	}
 	return nil
 }
@@ -208,7 +297,9 @@ type SendToUserResponse struct {
 	Online bool `protobuf:"varint,2,opt,name=online,proto3" json:"online,omitempty"`
 	// How many of the user's connections the message was queued on for writing.
 	DeliveredConnections int32 `protobuf:"varint,3,opt,name=delivered_connections,json=deliveredConnections,proto3" json:"delivered_connections,omitempty"`
-	// True when the message was kept for later delivery (always false today).
+	// True when the message was put in the user's inbox (ttl > 0): it will
+	// reach the user on their next connection if no connection receives it
+	// first.
 	Stored        bool `protobuf:"varint,4,opt,name=stored,proto3" json:"stored,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -392,7 +483,7 @@ type Delivery struct {
 	Online bool `protobuf:"varint,2,opt,name=online,proto3" json:"online,omitempty"`
 	// How many of the user's connections the message was queued on for writing.
 	DeliveredConnections int32 `protobuf:"varint,3,opt,name=delivered_connections,json=deliveredConnections,proto3" json:"delivered_connections,omitempty"`
-	// True when the message was kept for later delivery (always false today).
+	// True when the message was put in the user's inbox (ttl > 0).
 	Stored        bool `protobuf:"varint,4,opt,name=stored,proto3" json:"stored,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -456,6 +547,599 @@ func (x *Delivery) GetStored() bool {
 	return false
 }
 
+// PublishRequest addresses every subscriber of a topic.
+type PublishRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The topic: 1 to 128 bytes of letters, digits and "._:@/-" (for example
+	// "todo:team-7" or "store:1").
+	Topic string `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	// The message to push. Required; ttl must be unset.
+	Message       *Message `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PublishRequest) Reset() {
+	*x = PublishRequest{}
+	mi := &file_pushgate_v1_push_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PublishRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PublishRequest) ProtoMessage() {}
+
+func (x *PublishRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pushgate_v1_push_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PublishRequest.ProtoReflect.Descriptor instead.
+func (*PublishRequest) Descriptor() ([]byte, []int) {
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *PublishRequest) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *PublishRequest) GetMessage() *Message {
+	if x != nil {
+		return x.Message
+	}
+	return nil
+}
+
+// PublishResponse reports how far the message went.
+type PublishResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Server-assigned id of the message.
+	MessageId string `protobuf:"bytes,1,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	// How many subscribed connections the message was queued on for writing.
+	DeliveredConnections int64 `protobuf:"varint,2,opt,name=delivered_connections,json=deliveredConnections,proto3" json:"delivered_connections,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *PublishResponse) Reset() {
+	*x = PublishResponse{}
+	mi := &file_pushgate_v1_push_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PublishResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PublishResponse) ProtoMessage() {}
+
+func (x *PublishResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pushgate_v1_push_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PublishResponse.ProtoReflect.Descriptor instead.
+func (*PublishResponse) Descriptor() ([]byte, []int) {
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *PublishResponse) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+func (x *PublishResponse) GetDeliveredConnections() int64 {
+	if x != nil {
+		return x.DeliveredConnections
+	}
+	return 0
+}
+
+// WatchEventsRequest opens an event stream.
+type WatchEventsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Which kinds of events to receive; empty means all of them.
+	Kinds         []EventKind `protobuf:"varint,1,rep,packed,name=kinds,proto3,enum=pushgate.v1.EventKind" json:"kinds,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchEventsRequest) Reset() {
+	*x = WatchEventsRequest{}
+	mi := &file_pushgate_v1_push_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchEventsRequest) ProtoMessage() {}
+
+func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pushgate_v1_push_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchEventsRequest.ProtoReflect.Descriptor instead.
+func (*WatchEventsRequest) Descriptor() ([]byte, []int) {
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *WatchEventsRequest) GetKinds() []EventKind {
+	if x != nil {
+		return x.Kinds
+	}
+	return nil
+}
+
+// Event is one thing that happened on the client side.
+type Event struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// When it happened, on the node that saw it.
+	Time *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=time,proto3" json:"time,omitempty"`
+	// What happened; exactly one is set.
+	//
+	// Types that are valid to be assigned to Event:
+	//
+	//	*Event_UserOnline
+	//	*Event_UserOffline
+	//	*Event_MessageAcked
+	//	*Event_ClientMessage
+	Event         isEvent_Event `protobuf_oneof:"event"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Event) Reset() {
+	*x = Event{}
+	mi := &file_pushgate_v1_push_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Event) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Event) ProtoMessage() {}
+
+func (x *Event) ProtoReflect() protoreflect.Message {
+	mi := &file_pushgate_v1_push_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Event.ProtoReflect.Descriptor instead.
+func (*Event) Descriptor() ([]byte, []int) {
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Event) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *Event) GetEvent() isEvent_Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+func (x *Event) GetUserOnline() *UserOnline {
+	if x != nil {
+		if x, ok := x.Event.(*Event_UserOnline); ok {
+			return x.UserOnline
+		}
+	}
+	return nil
+}
+
+func (x *Event) GetUserOffline() *UserOffline {
+	if x != nil {
+		if x, ok := x.Event.(*Event_UserOffline); ok {
+			return x.UserOffline
+		}
+	}
+	return nil
+}
+
+func (x *Event) GetMessageAcked() *MessageAcked {
+	if x != nil {
+		if x, ok := x.Event.(*Event_MessageAcked); ok {
+			return x.MessageAcked
+		}
+	}
+	return nil
+}
+
+func (x *Event) GetClientMessage() *ClientMessage {
+	if x != nil {
+		if x, ok := x.Event.(*Event_ClientMessage); ok {
+			return x.ClientMessage
+		}
+	}
+	return nil
+}
+
+type isEvent_Event interface {
+	isEvent_Event()
+}
+
+type Event_UserOnline struct {
+	// A user came online.
+	UserOnline *UserOnline `protobuf:"bytes,2,opt,name=user_online,json=userOnline,proto3,oneof"`
+}
+
+type Event_UserOffline struct {
+	// A user went offline.
+	UserOffline *UserOffline `protobuf:"bytes,3,opt,name=user_offline,json=userOffline,proto3,oneof"`
+}
+
+type Event_MessageAcked struct {
+	// A message was acknowledged.
+	MessageAcked *MessageAcked `protobuf:"bytes,4,opt,name=message_acked,json=messageAcked,proto3,oneof"`
+}
+
+type Event_ClientMessage struct {
+	// A client sent a message.
+	ClientMessage *ClientMessage `protobuf:"bytes,5,opt,name=client_message,json=clientMessage,proto3,oneof"`
+}
+
+func (*Event_UserOnline) isEvent_Event() {}
+
+func (*Event_UserOffline) isEvent_Event() {}
+
+func (*Event_MessageAcked) isEvent_Event() {}
+
+func (*Event_ClientMessage) isEvent_Event() {}
+
+// UserOnline: the user now has at least one connection.
+type UserOnline struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The user.
+	UserId        string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UserOnline) Reset() {
+	*x = UserOnline{}
+	mi := &file_pushgate_v1_push_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UserOnline) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UserOnline) ProtoMessage() {}
+
+func (x *UserOnline) ProtoReflect() protoreflect.Message {
+	mi := &file_pushgate_v1_push_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UserOnline.ProtoReflect.Descriptor instead.
+func (*UserOnline) Descriptor() ([]byte, []int) {
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *UserOnline) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+// UserOffline: the user has had no connection for the grace period.
+type UserOffline struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The user.
+	UserId        string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UserOffline) Reset() {
+	*x = UserOffline{}
+	mi := &file_pushgate_v1_push_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UserOffline) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UserOffline) ProtoMessage() {}
+
+func (x *UserOffline) ProtoReflect() protoreflect.Message {
+	mi := &file_pushgate_v1_push_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UserOffline.ProtoReflect.Descriptor instead.
+func (*UserOffline) Descriptor() ([]byte, []int) {
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *UserOffline) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+// MessageAcked: a user has received a message.
+type MessageAcked struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The user who acknowledged.
+	UserId string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// The message's id, as returned by the send call.
+	MessageId string `protobuf:"bytes,2,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	// The connection that acknowledged.
+	ConnectionId string `protobuf:"bytes,3,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	// True when the acknowledgement is implied: the message was written to a
+	// raw client, which cannot acknowledge explicitly.
+	Implicit      bool `protobuf:"varint,4,opt,name=implicit,proto3" json:"implicit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MessageAcked) Reset() {
+	*x = MessageAcked{}
+	mi := &file_pushgate_v1_push_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MessageAcked) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MessageAcked) ProtoMessage() {}
+
+func (x *MessageAcked) ProtoReflect() protoreflect.Message {
+	mi := &file_pushgate_v1_push_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MessageAcked.ProtoReflect.Descriptor instead.
+func (*MessageAcked) Descriptor() ([]byte, []int) {
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *MessageAcked) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *MessageAcked) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+func (x *MessageAcked) GetConnectionId() string {
+	if x != nil {
+		return x.ConnectionId
+	}
+	return ""
+}
+
+func (x *MessageAcked) GetImplicit() bool {
+	if x != nil {
+		return x.Implicit
+	}
+	return false
+}
+
+// ClientMessage is a message a client sent upstream.
+type ClientMessage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The sender.
+	UserId string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// The sender's connection.
+	ConnectionId string `protobuf:"bytes,2,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	// The topic the client addressed, if any.
+	Topic string `protobuf:"bytes,3,opt,name=topic,proto3" json:"topic,omitempty"`
+	// The client's label for the message, if any.
+	Type string `protobuf:"bytes,4,opt,name=type,proto3" json:"type,omitempty"`
+	// The content, as the client sent it.
+	//
+	// Types that are valid to be assigned to Payload:
+	//
+	//	*ClientMessage_Json
+	//	*ClientMessage_Text
+	//	*ClientMessage_Binary
+	Payload       isClientMessage_Payload `protobuf_oneof:"payload"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClientMessage) Reset() {
+	*x = ClientMessage{}
+	mi := &file_pushgate_v1_push_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClientMessage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClientMessage) ProtoMessage() {}
+
+func (x *ClientMessage) ProtoReflect() protoreflect.Message {
+	mi := &file_pushgate_v1_push_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClientMessage.ProtoReflect.Descriptor instead.
+func (*ClientMessage) Descriptor() ([]byte, []int) {
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ClientMessage) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *ClientMessage) GetConnectionId() string {
+	if x != nil {
+		return x.ConnectionId
+	}
+	return ""
+}
+
+func (x *ClientMessage) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *ClientMessage) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *ClientMessage) GetPayload() isClientMessage_Payload {
+	if x != nil {
+		return x.Payload
+	}
+	return nil
+}
+
+func (x *ClientMessage) GetJson() string {
+	if x != nil {
+		if x, ok := x.Payload.(*ClientMessage_Json); ok {
+			return x.Json
+		}
+	}
+	return ""
+}
+
+func (x *ClientMessage) GetText() string {
+	if x != nil {
+		if x, ok := x.Payload.(*ClientMessage_Text); ok {
+			return x.Text
+		}
+	}
+	return ""
+}
+
+func (x *ClientMessage) GetBinary() []byte {
+	if x != nil {
+		if x, ok := x.Payload.(*ClientMessage_Binary); ok {
+			return x.Binary
+		}
+	}
+	return nil
+}
+
+type isClientMessage_Payload interface {
+	isClientMessage_Payload()
+}
+
+type ClientMessage_Json struct {
+	// A JSON value (envelope clients' "data").
+	Json string `protobuf:"bytes,5,opt,name=json,proto3,oneof"`
+}
+
+type ClientMessage_Text struct {
+	// Text (a raw client's text frame).
+	Text string `protobuf:"bytes,6,opt,name=text,proto3,oneof"`
+}
+
+type ClientMessage_Binary struct {
+	// Bytes (a raw client's binary frame).
+	Binary []byte `protobuf:"bytes,7,opt,name=binary,proto3,oneof"`
+}
+
+func (*ClientMessage_Json) isClientMessage_Payload() {}
+
+func (*ClientMessage_Text) isClientMessage_Payload() {}
+
+func (*ClientMessage_Binary) isClientMessage_Payload() {}
+
 // BroadcastRequest addresses every connection.
 type BroadcastRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -470,7 +1154,7 @@ type BroadcastRequest struct {
 
 func (x *BroadcastRequest) Reset() {
 	*x = BroadcastRequest{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[6]
+	mi := &file_pushgate_v1_push_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -482,7 +1166,7 @@ func (x *BroadcastRequest) String() string {
 func (*BroadcastRequest) ProtoMessage() {}
 
 func (x *BroadcastRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[6]
+	mi := &file_pushgate_v1_push_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -495,7 +1179,7 @@ func (x *BroadcastRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BroadcastRequest.ProtoReflect.Descriptor instead.
 func (*BroadcastRequest) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{6}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *BroadcastRequest) GetMessage() *Message {
@@ -525,7 +1209,7 @@ type BroadcastResponse struct {
 
 func (x *BroadcastResponse) Reset() {
 	*x = BroadcastResponse{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[7]
+	mi := &file_pushgate_v1_push_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -537,7 +1221,7 @@ func (x *BroadcastResponse) String() string {
 func (*BroadcastResponse) ProtoMessage() {}
 
 func (x *BroadcastResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[7]
+	mi := &file_pushgate_v1_push_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -550,7 +1234,7 @@ func (x *BroadcastResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BroadcastResponse.ProtoReflect.Descriptor instead.
 func (*BroadcastResponse) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{7}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *BroadcastResponse) GetMessageId() string {
@@ -581,7 +1265,7 @@ type ListOnlineRequest struct {
 
 func (x *ListOnlineRequest) Reset() {
 	*x = ListOnlineRequest{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[8]
+	mi := &file_pushgate_v1_push_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -593,7 +1277,7 @@ func (x *ListOnlineRequest) String() string {
 func (*ListOnlineRequest) ProtoMessage() {}
 
 func (x *ListOnlineRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[8]
+	mi := &file_pushgate_v1_push_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -606,7 +1290,7 @@ func (x *ListOnlineRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOnlineRequest.ProtoReflect.Descriptor instead.
 func (*ListOnlineRequest) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{8}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListOnlineRequest) GetPageSize() int32 {
@@ -642,7 +1326,7 @@ type ListOnlineResponse struct {
 
 func (x *ListOnlineResponse) Reset() {
 	*x = ListOnlineResponse{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[9]
+	mi := &file_pushgate_v1_push_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -654,7 +1338,7 @@ func (x *ListOnlineResponse) String() string {
 func (*ListOnlineResponse) ProtoMessage() {}
 
 func (x *ListOnlineResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[9]
+	mi := &file_pushgate_v1_push_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -667,7 +1351,7 @@ func (x *ListOnlineResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOnlineResponse.ProtoReflect.Descriptor instead.
 func (*ListOnlineResponse) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{9}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListOnlineResponse) GetUsers() []*OnlineUser {
@@ -713,7 +1397,7 @@ type OnlineUser struct {
 
 func (x *OnlineUser) Reset() {
 	*x = OnlineUser{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[10]
+	mi := &file_pushgate_v1_push_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -725,7 +1409,7 @@ func (x *OnlineUser) String() string {
 func (*OnlineUser) ProtoMessage() {}
 
 func (x *OnlineUser) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[10]
+	mi := &file_pushgate_v1_push_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -738,7 +1422,7 @@ func (x *OnlineUser) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OnlineUser.ProtoReflect.Descriptor instead.
 func (*OnlineUser) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{10}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *OnlineUser) GetUserId() string {
@@ -773,7 +1457,7 @@ type GetPresenceRequest struct {
 
 func (x *GetPresenceRequest) Reset() {
 	*x = GetPresenceRequest{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[11]
+	mi := &file_pushgate_v1_push_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -785,7 +1469,7 @@ func (x *GetPresenceRequest) String() string {
 func (*GetPresenceRequest) ProtoMessage() {}
 
 func (x *GetPresenceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[11]
+	mi := &file_pushgate_v1_push_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -798,7 +1482,7 @@ func (x *GetPresenceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPresenceRequest.ProtoReflect.Descriptor instead.
 func (*GetPresenceRequest) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{11}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetPresenceRequest) GetUserIds() []string {
@@ -819,7 +1503,7 @@ type GetPresenceResponse struct {
 
 func (x *GetPresenceResponse) Reset() {
 	*x = GetPresenceResponse{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[12]
+	mi := &file_pushgate_v1_push_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -831,7 +1515,7 @@ func (x *GetPresenceResponse) String() string {
 func (*GetPresenceResponse) ProtoMessage() {}
 
 func (x *GetPresenceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[12]
+	mi := &file_pushgate_v1_push_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -844,7 +1528,7 @@ func (x *GetPresenceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPresenceResponse.ProtoReflect.Descriptor instead.
 func (*GetPresenceResponse) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{12}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetPresenceResponse) GetUsers() []*OnlineUser {
@@ -868,7 +1552,7 @@ type DisconnectRequest struct {
 
 func (x *DisconnectRequest) Reset() {
 	*x = DisconnectRequest{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[13]
+	mi := &file_pushgate_v1_push_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -880,7 +1564,7 @@ func (x *DisconnectRequest) String() string {
 func (*DisconnectRequest) ProtoMessage() {}
 
 func (x *DisconnectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[13]
+	mi := &file_pushgate_v1_push_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -893,7 +1577,7 @@ func (x *DisconnectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisconnectRequest.ProtoReflect.Descriptor instead.
 func (*DisconnectRequest) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{13}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DisconnectRequest) GetUserId() string {
@@ -921,7 +1605,7 @@ type DisconnectResponse struct {
 
 func (x *DisconnectResponse) Reset() {
 	*x = DisconnectResponse{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[14]
+	mi := &file_pushgate_v1_push_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -933,7 +1617,7 @@ func (x *DisconnectResponse) String() string {
 func (*DisconnectResponse) ProtoMessage() {}
 
 func (x *DisconnectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[14]
+	mi := &file_pushgate_v1_push_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -946,7 +1630,7 @@ func (x *DisconnectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisconnectResponse.ProtoReflect.Descriptor instead.
 func (*DisconnectResponse) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{14}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DisconnectResponse) GetClosedConnections() int32 {
@@ -960,12 +1644,14 @@ var File_pushgate_v1_push_proto protoreflect.FileDescriptor
 
 const file_pushgate_v1_push_proto_rawDesc = "" +
 	"\n" +
-	"\x16pushgate/v1/push.proto\x12\vpushgate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"n\n" +
+	"\x16pushgate/v1/push.proto\x12\vpushgate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc4\x01\n" +
 	"\aMessage\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x14\n" +
 	"\x04json\x18\x02 \x01(\tH\x00R\x04json\x12\x14\n" +
 	"\x04text\x18\x03 \x01(\tH\x00R\x04text\x12\x18\n" +
-	"\x06binary\x18\x04 \x01(\fH\x00R\x06binaryB\t\n" +
+	"\x06binary\x18\x04 \x01(\fH\x00R\x06binary\x12'\n" +
+	"\x0fidempotency_key\x18\x05 \x01(\tR\x0eidempotencyKey\x12+\n" +
+	"\x03ttl\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x03ttlB\t\n" +
 	"\apayload\"\\\n" +
 	"\x11SendToUserRequest\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12.\n" +
@@ -987,7 +1673,44 @@ const file_pushgate_v1_push_proto_rawDesc = "" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x16\n" +
 	"\x06online\x18\x02 \x01(\bR\x06online\x123\n" +
 	"\x15delivered_connections\x18\x03 \x01(\x05R\x14deliveredConnections\x12\x16\n" +
-	"\x06stored\x18\x04 \x01(\bR\x06stored\"l\n" +
+	"\x06stored\x18\x04 \x01(\bR\x06stored\"V\n" +
+	"\x0ePublishRequest\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12.\n" +
+	"\amessage\x18\x02 \x01(\v2\x14.pushgate.v1.MessageR\amessage\"e\n" +
+	"\x0fPublishResponse\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\x01 \x01(\tR\tmessageId\x123\n" +
+	"\x15delivered_connections\x18\x02 \x01(\x03R\x14deliveredConnections\"B\n" +
+	"\x12WatchEventsRequest\x12,\n" +
+	"\x05kinds\x18\x01 \x03(\x0e2\x16.pushgate.v1.EventKindR\x05kinds\"\xc2\x02\n" +
+	"\x05Event\x12.\n" +
+	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12:\n" +
+	"\vuser_online\x18\x02 \x01(\v2\x17.pushgate.v1.UserOnlineH\x00R\n" +
+	"userOnline\x12=\n" +
+	"\fuser_offline\x18\x03 \x01(\v2\x18.pushgate.v1.UserOfflineH\x00R\vuserOffline\x12@\n" +
+	"\rmessage_acked\x18\x04 \x01(\v2\x19.pushgate.v1.MessageAckedH\x00R\fmessageAcked\x12C\n" +
+	"\x0eclient_message\x18\x05 \x01(\v2\x1a.pushgate.v1.ClientMessageH\x00R\rclientMessageB\a\n" +
+	"\x05event\"%\n" +
+	"\n" +
+	"UserOnline\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\"&\n" +
+	"\vUserOffline\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\"\x87\x01\n" +
+	"\fMessageAcked\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\x02 \x01(\tR\tmessageId\x12#\n" +
+	"\rconnection_id\x18\x03 \x01(\tR\fconnectionId\x12\x1a\n" +
+	"\bimplicit\x18\x04 \x01(\bR\bimplicit\"\xc8\x01\n" +
+	"\rClientMessage\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12#\n" +
+	"\rconnection_id\x18\x02 \x01(\tR\fconnectionId\x12\x14\n" +
+	"\x05topic\x18\x03 \x01(\tR\x05topic\x12\x12\n" +
+	"\x04type\x18\x04 \x01(\tR\x04type\x12\x14\n" +
+	"\x04json\x18\x05 \x01(\tH\x00R\x04json\x12\x14\n" +
+	"\x04text\x18\x06 \x01(\tH\x00R\x04text\x12\x18\n" +
+	"\x06binary\x18\a \x01(\fH\x00R\x06binaryB\t\n" +
+	"\apayload\"l\n" +
 	"\x10BroadcastRequest\x12.\n" +
 	"\amessage\x18\x01 \x01(\v2\x14.pushgate.v1.MessageR\amessage\x12(\n" +
 	"\x10exclude_user_ids\x18\x02 \x03(\tR\x0eexcludeUserIds\"g\n" +
@@ -1018,7 +1741,13 @@ const file_pushgate_v1_push_proto_rawDesc = "" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"C\n" +
 	"\x12DisconnectResponse\x12-\n" +
-	"\x12closed_connections\x18\x01 \x01(\x05R\x11closedConnections2\xea\x03\n" +
+	"\x12closed_connections\x18\x01 \x01(\x05R\x11closedConnections*\x9d\x01\n" +
+	"\tEventKind\x12\x1a\n" +
+	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16EVENT_KIND_USER_ONLINE\x10\x01\x12\x1b\n" +
+	"\x17EVENT_KIND_USER_OFFLINE\x10\x02\x12\x1c\n" +
+	"\x18EVENT_KIND_MESSAGE_ACKED\x10\x03\x12\x1d\n" +
+	"\x19EVENT_KIND_CLIENT_MESSAGE\x10\x042\xf6\x04\n" +
 	"\vPushService\x12J\n" +
 	"\tBroadcast\x12\x1d.pushgate.v1.BroadcastRequest\x1a\x1e.pushgate.v1.BroadcastResponse\x12M\n" +
 	"\n" +
@@ -1028,7 +1757,9 @@ const file_pushgate_v1_push_proto_rawDesc = "" +
 	"ListOnline\x12\x1e.pushgate.v1.ListOnlineRequest\x1a\x1f.pushgate.v1.ListOnlineResponse\x12P\n" +
 	"\vGetPresence\x12\x1f.pushgate.v1.GetPresenceRequest\x1a .pushgate.v1.GetPresenceResponse\x12M\n" +
 	"\n" +
-	"Disconnect\x12\x1e.pushgate.v1.DisconnectRequest\x1a\x1f.pushgate.v1.DisconnectResponseBB\n" +
+	"Disconnect\x12\x1e.pushgate.v1.DisconnectRequest\x1a\x1f.pushgate.v1.DisconnectResponse\x12D\n" +
+	"\aPublish\x12\x1b.pushgate.v1.PublishRequest\x1a\x1c.pushgate.v1.PublishResponse\x12D\n" +
+	"\vWatchEvents\x12\x1f.pushgate.v1.WatchEventsRequest\x1a\x12.pushgate.v1.Event0\x01BB\n" +
 	"\x0eio.pushgate.v1B\tPushProtoP\x01Z#pushgate/gen/pushgate/v1;pushgatev1b\x06proto3"
 
 var (
@@ -1043,50 +1774,73 @@ func file_pushgate_v1_push_proto_rawDescGZIP() []byte {
 	return file_pushgate_v1_push_proto_rawDescData
 }
 
-var file_pushgate_v1_push_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_pushgate_v1_push_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_pushgate_v1_push_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_pushgate_v1_push_proto_goTypes = []any{
-	(*Message)(nil),               // 0: pushgate.v1.Message
-	(*SendToUserRequest)(nil),     // 1: pushgate.v1.SendToUserRequest
-	(*SendToUserResponse)(nil),    // 2: pushgate.v1.SendToUserResponse
-	(*SendToUsersRequest)(nil),    // 3: pushgate.v1.SendToUsersRequest
-	(*SendToUsersResponse)(nil),   // 4: pushgate.v1.SendToUsersResponse
-	(*Delivery)(nil),              // 5: pushgate.v1.Delivery
-	(*BroadcastRequest)(nil),      // 6: pushgate.v1.BroadcastRequest
-	(*BroadcastResponse)(nil),     // 7: pushgate.v1.BroadcastResponse
-	(*ListOnlineRequest)(nil),     // 8: pushgate.v1.ListOnlineRequest
-	(*ListOnlineResponse)(nil),    // 9: pushgate.v1.ListOnlineResponse
-	(*OnlineUser)(nil),            // 10: pushgate.v1.OnlineUser
-	(*GetPresenceRequest)(nil),    // 11: pushgate.v1.GetPresenceRequest
-	(*GetPresenceResponse)(nil),   // 12: pushgate.v1.GetPresenceResponse
-	(*DisconnectRequest)(nil),     // 13: pushgate.v1.DisconnectRequest
-	(*DisconnectResponse)(nil),    // 14: pushgate.v1.DisconnectResponse
-	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
+	(EventKind)(0),                // 0: pushgate.v1.EventKind
+	(*Message)(nil),               // 1: pushgate.v1.Message
+	(*SendToUserRequest)(nil),     // 2: pushgate.v1.SendToUserRequest
+	(*SendToUserResponse)(nil),    // 3: pushgate.v1.SendToUserResponse
+	(*SendToUsersRequest)(nil),    // 4: pushgate.v1.SendToUsersRequest
+	(*SendToUsersResponse)(nil),   // 5: pushgate.v1.SendToUsersResponse
+	(*Delivery)(nil),              // 6: pushgate.v1.Delivery
+	(*PublishRequest)(nil),        // 7: pushgate.v1.PublishRequest
+	(*PublishResponse)(nil),       // 8: pushgate.v1.PublishResponse
+	(*WatchEventsRequest)(nil),    // 9: pushgate.v1.WatchEventsRequest
+	(*Event)(nil),                 // 10: pushgate.v1.Event
+	(*UserOnline)(nil),            // 11: pushgate.v1.UserOnline
+	(*UserOffline)(nil),           // 12: pushgate.v1.UserOffline
+	(*MessageAcked)(nil),          // 13: pushgate.v1.MessageAcked
+	(*ClientMessage)(nil),         // 14: pushgate.v1.ClientMessage
+	(*BroadcastRequest)(nil),      // 15: pushgate.v1.BroadcastRequest
+	(*BroadcastResponse)(nil),     // 16: pushgate.v1.BroadcastResponse
+	(*ListOnlineRequest)(nil),     // 17: pushgate.v1.ListOnlineRequest
+	(*ListOnlineResponse)(nil),    // 18: pushgate.v1.ListOnlineResponse
+	(*OnlineUser)(nil),            // 19: pushgate.v1.OnlineUser
+	(*GetPresenceRequest)(nil),    // 20: pushgate.v1.GetPresenceRequest
+	(*GetPresenceResponse)(nil),   // 21: pushgate.v1.GetPresenceResponse
+	(*DisconnectRequest)(nil),     // 22: pushgate.v1.DisconnectRequest
+	(*DisconnectResponse)(nil),    // 23: pushgate.v1.DisconnectResponse
+	(*durationpb.Duration)(nil),   // 24: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
 }
 var file_pushgate_v1_push_proto_depIdxs = []int32{
-	0,  // 0: pushgate.v1.SendToUserRequest.message:type_name -> pushgate.v1.Message
-	0,  // 1: pushgate.v1.SendToUsersRequest.message:type_name -> pushgate.v1.Message
-	5,  // 2: pushgate.v1.SendToUsersResponse.results:type_name -> pushgate.v1.Delivery
-	0,  // 3: pushgate.v1.BroadcastRequest.message:type_name -> pushgate.v1.Message
-	10, // 4: pushgate.v1.ListOnlineResponse.users:type_name -> pushgate.v1.OnlineUser
-	15, // 5: pushgate.v1.OnlineUser.online_since:type_name -> google.protobuf.Timestamp
-	10, // 6: pushgate.v1.GetPresenceResponse.users:type_name -> pushgate.v1.OnlineUser
-	6,  // 7: pushgate.v1.PushService.Broadcast:input_type -> pushgate.v1.BroadcastRequest
-	1,  // 8: pushgate.v1.PushService.SendToUser:input_type -> pushgate.v1.SendToUserRequest
-	3,  // 9: pushgate.v1.PushService.SendToUsers:input_type -> pushgate.v1.SendToUsersRequest
-	8,  // 10: pushgate.v1.PushService.ListOnline:input_type -> pushgate.v1.ListOnlineRequest
-	11, // 11: pushgate.v1.PushService.GetPresence:input_type -> pushgate.v1.GetPresenceRequest
-	13, // 12: pushgate.v1.PushService.Disconnect:input_type -> pushgate.v1.DisconnectRequest
-	7,  // 13: pushgate.v1.PushService.Broadcast:output_type -> pushgate.v1.BroadcastResponse
-	2,  // 14: pushgate.v1.PushService.SendToUser:output_type -> pushgate.v1.SendToUserResponse
-	4,  // 15: pushgate.v1.PushService.SendToUsers:output_type -> pushgate.v1.SendToUsersResponse
-	9,  // 16: pushgate.v1.PushService.ListOnline:output_type -> pushgate.v1.ListOnlineResponse
-	12, // 17: pushgate.v1.PushService.GetPresence:output_type -> pushgate.v1.GetPresenceResponse
-	14, // 18: pushgate.v1.PushService.Disconnect:output_type -> pushgate.v1.DisconnectResponse
-	13, // [13:19] is the sub-list for method output_type
-	7,  // [7:13] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	24, // 0: pushgate.v1.Message.ttl:type_name -> google.protobuf.Duration
+	1,  // 1: pushgate.v1.SendToUserRequest.message:type_name -> pushgate.v1.Message
+	1,  // 2: pushgate.v1.SendToUsersRequest.message:type_name -> pushgate.v1.Message
+	6,  // 3: pushgate.v1.SendToUsersResponse.results:type_name -> pushgate.v1.Delivery
+	1,  // 4: pushgate.v1.PublishRequest.message:type_name -> pushgate.v1.Message
+	0,  // 5: pushgate.v1.WatchEventsRequest.kinds:type_name -> pushgate.v1.EventKind
+	25, // 6: pushgate.v1.Event.time:type_name -> google.protobuf.Timestamp
+	11, // 7: pushgate.v1.Event.user_online:type_name -> pushgate.v1.UserOnline
+	12, // 8: pushgate.v1.Event.user_offline:type_name -> pushgate.v1.UserOffline
+	13, // 9: pushgate.v1.Event.message_acked:type_name -> pushgate.v1.MessageAcked
+	14, // 10: pushgate.v1.Event.client_message:type_name -> pushgate.v1.ClientMessage
+	1,  // 11: pushgate.v1.BroadcastRequest.message:type_name -> pushgate.v1.Message
+	19, // 12: pushgate.v1.ListOnlineResponse.users:type_name -> pushgate.v1.OnlineUser
+	25, // 13: pushgate.v1.OnlineUser.online_since:type_name -> google.protobuf.Timestamp
+	19, // 14: pushgate.v1.GetPresenceResponse.users:type_name -> pushgate.v1.OnlineUser
+	15, // 15: pushgate.v1.PushService.Broadcast:input_type -> pushgate.v1.BroadcastRequest
+	2,  // 16: pushgate.v1.PushService.SendToUser:input_type -> pushgate.v1.SendToUserRequest
+	4,  // 17: pushgate.v1.PushService.SendToUsers:input_type -> pushgate.v1.SendToUsersRequest
+	17, // 18: pushgate.v1.PushService.ListOnline:input_type -> pushgate.v1.ListOnlineRequest
+	20, // 19: pushgate.v1.PushService.GetPresence:input_type -> pushgate.v1.GetPresenceRequest
+	22, // 20: pushgate.v1.PushService.Disconnect:input_type -> pushgate.v1.DisconnectRequest
+	7,  // 21: pushgate.v1.PushService.Publish:input_type -> pushgate.v1.PublishRequest
+	9,  // 22: pushgate.v1.PushService.WatchEvents:input_type -> pushgate.v1.WatchEventsRequest
+	16, // 23: pushgate.v1.PushService.Broadcast:output_type -> pushgate.v1.BroadcastResponse
+	3,  // 24: pushgate.v1.PushService.SendToUser:output_type -> pushgate.v1.SendToUserResponse
+	5,  // 25: pushgate.v1.PushService.SendToUsers:output_type -> pushgate.v1.SendToUsersResponse
+	18, // 26: pushgate.v1.PushService.ListOnline:output_type -> pushgate.v1.ListOnlineResponse
+	21, // 27: pushgate.v1.PushService.GetPresence:output_type -> pushgate.v1.GetPresenceResponse
+	23, // 28: pushgate.v1.PushService.Disconnect:output_type -> pushgate.v1.DisconnectResponse
+	8,  // 29: pushgate.v1.PushService.Publish:output_type -> pushgate.v1.PublishResponse
+	10, // 30: pushgate.v1.PushService.WatchEvents:output_type -> pushgate.v1.Event
+	23, // [23:31] is the sub-list for method output_type
+	15, // [15:23] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_pushgate_v1_push_proto_init() }
@@ -1099,18 +1853,30 @@ func file_pushgate_v1_push_proto_init() {
 		(*Message_Text)(nil),
 		(*Message_Binary)(nil),
 	}
+	file_pushgate_v1_push_proto_msgTypes[9].OneofWrappers = []any{
+		(*Event_UserOnline)(nil),
+		(*Event_UserOffline)(nil),
+		(*Event_MessageAcked)(nil),
+		(*Event_ClientMessage)(nil),
+	}
+	file_pushgate_v1_push_proto_msgTypes[13].OneofWrappers = []any{
+		(*ClientMessage_Json)(nil),
+		(*ClientMessage_Text)(nil),
+		(*ClientMessage_Binary)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pushgate_v1_push_proto_rawDesc), len(file_pushgate_v1_push_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   15,
+			NumEnums:      1,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_pushgate_v1_push_proto_goTypes,
 		DependencyIndexes: file_pushgate_v1_push_proto_depIdxs,
+		EnumInfos:         file_pushgate_v1_push_proto_enumTypes,
 		MessageInfos:      file_pushgate_v1_push_proto_msgTypes,
 	}.Build()
 	File_pushgate_v1_push_proto = out.File

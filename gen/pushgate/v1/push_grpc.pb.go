@@ -28,6 +28,8 @@ const (
 	PushService_ListOnline_FullMethodName  = "/pushgate.v1.PushService/ListOnline"
 	PushService_GetPresence_FullMethodName = "/pushgate.v1.PushService/GetPresence"
 	PushService_Disconnect_FullMethodName  = "/pushgate.v1.PushService/Disconnect"
+	PushService_Publish_FullMethodName     = "/pushgate.v1.PushService/Publish"
+	PushService_WatchEvents_FullMethodName = "/pushgate.v1.PushService/WatchEvents"
 )
 
 // PushServiceClient is the client API for PushService service.
@@ -59,6 +61,21 @@ type PushServiceClient interface {
 	// Disconnect closes every connection of a user (logout, ban) with close
 	// code 4100 ("kicked"), which tells clients not to reconnect by themselves.
 	Disconnect(ctx context.Context, in *DisconnectRequest, opts ...grpc.CallOption) (*DisconnectResponse, error)
+	// Publish sends the message to every connection subscribed to a topic
+	// (for example "todo:team-7"). Topic messages are live only: a ttl is
+	// refused.
+	Publish(ctx context.Context, in *PublishRequest, opts ...grpc.CallOption) (*PublishResponse, error)
+	// WatchEvents streams what happens on the client side: users coming online
+	// and going offline, messages acknowledged, and messages sent by clients
+	// (when allowed by --upstream-users / --upstream-topics). Several watchers
+	// may run at once; each gets every event. A watcher that falls more than
+	// --watch-buffer events behind is ended with RESOURCE_EXHAUSTED and should
+	// call again.
+	//
+	// The response type is named Event (not WatchEventsResponse) because that
+	// name is part of the published contract.
+	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+	WatchEvents(ctx context.Context, in *WatchEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Event], error)
 }
 
 type pushServiceClient struct {
@@ -129,6 +146,35 @@ func (c *pushServiceClient) Disconnect(ctx context.Context, in *DisconnectReques
 	return out, nil
 }
 
+func (c *pushServiceClient) Publish(ctx context.Context, in *PublishRequest, opts ...grpc.CallOption) (*PublishResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PublishResponse)
+	err := c.cc.Invoke(ctx, PushService_Publish_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *pushServiceClient) WatchEvents(ctx context.Context, in *WatchEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Event], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &PushService_ServiceDesc.Streams[0], PushService_WatchEvents_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchEventsRequest, Event]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type PushService_WatchEventsClient = grpc.ServerStreamingClient[Event]
+
 // PushServiceServer is the server API for PushService service.
 // All implementations must embed UnimplementedPushServiceServer
 // for forward compatibility.
@@ -158,6 +204,21 @@ type PushServiceServer interface {
 	// Disconnect closes every connection of a user (logout, ban) with close
 	// code 4100 ("kicked"), which tells clients not to reconnect by themselves.
 	Disconnect(context.Context, *DisconnectRequest) (*DisconnectResponse, error)
+	// Publish sends the message to every connection subscribed to a topic
+	// (for example "todo:team-7"). Topic messages are live only: a ttl is
+	// refused.
+	Publish(context.Context, *PublishRequest) (*PublishResponse, error)
+	// WatchEvents streams what happens on the client side: users coming online
+	// and going offline, messages acknowledged, and messages sent by clients
+	// (when allowed by --upstream-users / --upstream-topics). Several watchers
+	// may run at once; each gets every event. A watcher that falls more than
+	// --watch-buffer events behind is ended with RESOURCE_EXHAUSTED and should
+	// call again.
+	//
+	// The response type is named Event (not WatchEventsResponse) because that
+	// name is part of the published contract.
+	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+	WatchEvents(*WatchEventsRequest, grpc.ServerStreamingServer[Event]) error
 	mustEmbedUnimplementedPushServiceServer()
 }
 
@@ -185,6 +246,12 @@ func (UnimplementedPushServiceServer) GetPresence(context.Context, *GetPresenceR
 }
 func (UnimplementedPushServiceServer) Disconnect(context.Context, *DisconnectRequest) (*DisconnectResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Disconnect not implemented")
+}
+func (UnimplementedPushServiceServer) Publish(context.Context, *PublishRequest) (*PublishResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Publish not implemented")
+}
+func (UnimplementedPushServiceServer) WatchEvents(*WatchEventsRequest, grpc.ServerStreamingServer[Event]) error {
+	return status.Error(codes.Unimplemented, "method WatchEvents not implemented")
 }
 func (UnimplementedPushServiceServer) mustEmbedUnimplementedPushServiceServer() {}
 func (UnimplementedPushServiceServer) testEmbeddedByValue()                     {}
@@ -315,6 +382,35 @@ func _PushService_Disconnect_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PushService_Publish_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PublishRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PushServiceServer).Publish(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PushService_Publish_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PushServiceServer).Publish(ctx, req.(*PublishRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PushService_WatchEvents_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchEventsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(PushServiceServer).WatchEvents(m, &grpc.GenericServerStream[WatchEventsRequest, Event]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type PushService_WatchEventsServer = grpc.ServerStreamingServer[Event]
+
 // PushService_ServiceDesc is the grpc.ServiceDesc for PushService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -346,7 +442,17 @@ var PushService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "Disconnect",
 			Handler:    _PushService_Disconnect_Handler,
 		},
+		{
+			MethodName: "Publish",
+			Handler:    _PushService_Publish_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "WatchEvents",
+			Handler:       _PushService_WatchEvents_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "pushgate/v1/push.proto",
 }

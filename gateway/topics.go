@@ -1,0 +1,138 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"strings"
+	"sync"
+)
+
+// MaxTopicBytes is the longest topic name.
+const MaxTopicBytes = 128
+
+// ValidTopic checks a topic name: 1 to 128 bytes of ASCII letters, digits
+// and . _ : @ / -.
+func ValidTopic(t string) error {
+	if t == "" {
+		return errors.New("empty")
+	}
+	if len(t) > MaxTopicBytes {
+		return fmt.Errorf("longer than %d bytes", MaxTopicBytes)
+	}
+	for i := 0; i < len(t); i++ {
+		c := t[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("._:@/-", c) >= 0) {
+			return fmt.Errorf("character %q not allowed (letters, digits and . _ : @ / - only)", c)
+		}
+	}
+	return nil
+}
+
+// TopicAllowed reports whether topic matches one of the rules: an exact
+// name, or a prefix followed by "*" ("store:*" matches "store:1"). A nil
+// rule list allows everything (development identity).
+func TopicAllowed(rules []string, topic string) bool {
+	if rules == nil {
+		return true
+	}
+	for _, r := range rules {
+		if p, ok := strings.CutSuffix(r, "*"); ok {
+			if strings.HasPrefix(topic, p) {
+				return true
+			}
+		} else if r == topic {
+			return true
+		}
+	}
+	return false
+}
+
+// topicShard holds the subscribers of the topics that hash to it.
+type topicShard struct {
+	mu     sync.RWMutex
+	topics map[string]map[*Conn]struct{} // guarded by mu
+}
+
+func (h *Hub) topicShard(topic string) *topicShard {
+	return &h.topicShards[maphash.String(h.seed, topic)%numShards]
+}
+
+// subscribe adds c to topic. It fails if the connection is closing, the
+// topic is not allowed for it, or it holds too many topics. Subscribing
+// twice is not an error.
+func (h *Hub) subscribe(c *Conn, topic string) error {
+	if !TopicAllowed(c.topicRules, topic) {
+		return errForbiddenTopic
+	}
+	// c.mu is held while the registry changes so that remove, which takes
+	// the topic list under c.mu after closing is set, cannot miss it.
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return errClosing
+	}
+	if _, ok := c.topics[topic]; ok {
+		return nil
+	}
+	if len(c.topics) >= h.cfg.MaxTopicsPerConn {
+		return errTooManyTopics
+	}
+	if c.topics == nil {
+		c.topics = make(map[string]struct{})
+	}
+	c.topics[topic] = struct{}{}
+	ts := h.topicShard(topic)
+	ts.mu.Lock()
+	subs := ts.topics[topic]
+	if subs == nil {
+		subs = make(map[*Conn]struct{})
+		ts.topics[topic] = subs
+	}
+	subs[c] = struct{}{}
+	ts.mu.Unlock()
+	h.metrics.subscriptions.Inc()
+	return nil
+}
+
+// unsubscribe removes c from topic; it reports whether c was subscribed.
+func (h *Hub) unsubscribe(c *Conn, topic string) bool {
+	c.mu.Lock()
+	_, ok := c.topics[topic]
+	delete(c.topics, topic)
+	c.mu.Unlock()
+	if ok {
+		h.dropSubscriber(c, topic)
+	}
+	return ok
+}
+
+func (h *Hub) dropSubscriber(c *Conn, topic string) {
+	ts := h.topicShard(topic)
+	ts.mu.Lock()
+	if subs := ts.topics[topic]; subs != nil {
+		delete(subs, c)
+		if len(subs) == 0 {
+			delete(ts.topics, topic)
+		}
+	}
+	ts.mu.Unlock()
+	h.metrics.subscriptions.Dec()
+}
+
+// subscribedTopics lists c's topics.
+func (c *Conn) subscribedTopics() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]string, 0, len(c.topics))
+	for t := range c.topics {
+		out = append(out, t)
+	}
+	return out
+}
+
+var (
+	errForbiddenTopic = errors.New("topic not allowed for this connection")
+	errTooManyTopics  = errors.New("too many topics on this connection")
+	errClosing        = errors.New("connection is closing")
+)
