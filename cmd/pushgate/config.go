@@ -35,7 +35,7 @@ type Config struct {
 	MaxPayloadBytes int // largest message payload. Default 64 KiB.
 	MaxBatchUsers   int // most ids per SendToUsers/GetPresence/exclude list. Default 10000.
 
-	ShutdownDelay   time.Duration // not-ready time before listeners close at shutdown. Default 0.
+	ShutdownDelay     time.Duration // not-ready time before listeners close at shutdown. Default 0.
 	InboxMessages     int           // per-user inbox cap, messages. Default 100.
 	InboxBytes        int           // per-user inbox cap, bytes. Default 256 KiB.
 	InboxMaxTTL       time.Duration // longest message ttl. Default 24h.
