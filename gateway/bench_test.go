@@ -169,7 +169,7 @@ func (c *timerConn) Close() error {
 // pipeHarness is a Hub served by a real http.Server on a pipeListener, with
 // real WebSocket clients, each reading on its own goroutine.
 //
-// Clients count the frames they receive in got; when got reaches want, one
+// Clients count the messages they receive in got; when got reaches want, one
 // value is sent on reached. A test sets want before it makes the hub send,
 // then waits.
 type pipeHarness struct {
@@ -181,12 +181,12 @@ type pipeHarness struct {
 	tr      *http.Transport
 	clients []*pipeClient
 	conns   []*Conn // the server's side of clients, in no particular order
-	record  bool    // clients keep a copy of every frame (tests)
-	expect  []byte  // otherwise, every frame must equal this (benchmarks)
+	opts    pipeOptions
+	envTail []byte // with opts.envelope: how an envelope of opts.expect ends
 
 	got     atomic.Int64
 	want    atomic.Int64
-	bad     atomic.Int64 // frames of the wrong type or content
+	bad     atomic.Int64 // messages of the wrong type or content
 	reached chan struct{}
 	timer   *time.Timer // wait's timeout; reused so that waiting allocates nothing
 	closed  bool
@@ -198,22 +198,38 @@ type pipeClient struct {
 	ws     *websocket.Conn
 	done   chan struct{} // closed when the reader has returned
 
-	mu     sync.Mutex
-	frames [][]byte // guarded by mu; filled only when the harness records
+	mu       sync.Mutex
+	messages [][]byte // guarded by mu; filled only when the harness records
 }
 
+// pipeOptions say how a harness's clients speak and what they check.
+type pipeOptions struct {
+	// envelope: clients ask for the envelope subprotocol. A message is then
+	// one envelope (several may share a frame); the hello is not counted.
+	// Otherwise a message is one raw frame.
+	envelope bool
+	// record: clients keep a copy of every message (tests). Otherwise each
+	// must carry expect: be it (raw), or end with it as the data (envelope).
+	record bool
+	expect []byte
+}
+
+var (
+	helloPrefix   = []byte(`{"op":"hello"`)
+	messagePrefix = []byte(`{"op":"message"`)
+)
+
 // newPipeHarness starts a hub and n clients, one per user "u0".."u<n-1>",
-// and returns once the hub has registered all of them. With record, clients
-// keep every frame; otherwise they check each against expect. The caller
-// must call close.
-func newPipeHarness(tb testing.TB, cfg Config, n int, record bool, expect []byte) *pipeHarness {
+// and returns once the hub has registered all of them. The caller must call
+// close.
+func newPipeHarness(tb testing.TB, cfg Config, n int, opts pipeOptions) *pipeHarness {
 	tb.Helper()
 	h := &pipeHarness{
 		hub:     NewHub(cfg, slog.New(slog.DiscardHandler), prometheus.NewRegistry()),
 		ln:      newPipeListener(),
 		served:  make(chan error, 1),
-		record:  record,
-		expect:  expect,
+		opts:    opts,
+		envTail: append(append([]byte(`,"data":`), opts.expect...), '}'),
 		reached: make(chan struct{}, 1),
 		timer:   time.NewTimer(time.Hour),
 	}
@@ -226,6 +242,10 @@ func newPipeHarness(tb testing.TB, cfg Config, n int, record bool, expect []byte
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return h.ln.dial(ctx) },
 	}
 
+	dialOpts := websocket.DialOptions{HTTPClient: &http.Client{Transport: h.tr}}
+	if opts.envelope {
+		dialOpts.Subprotocols = []string{Subprotocol}
+	}
 	h.clients = make([]*pipeClient, n)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -235,12 +255,15 @@ func newPipeHarness(tb testing.TB, cfg Config, n int, record bool, expect []byte
 		c := &pipeClient{userID: fmt.Sprintf("u%d", i), done: make(chan struct{})}
 		h.clients[i] = c
 		g.Go(func() error {
-			ws, _, err := websocket.Dial(ctx, "ws://pipe/ws/"+c.userID, &websocket.DialOptions{
-				HTTPClient: &http.Client{Transport: h.tr},
-			})
+			ws, _, err := websocket.Dial(ctx, "ws://pipe/ws/"+c.userID, &dialOpts)
 			if err != nil {
 				close(c.done)
 				return fmt.Errorf("dial %s: %w", c.userID, err)
+			}
+			if opts.envelope && ws.Subprotocol() != Subprotocol {
+				_ = ws.CloseNow()
+				close(c.done)
+				return fmt.Errorf("dial %s: subprotocol %q, want %q", c.userID, ws.Subprotocol(), Subprotocol)
 			}
 			c.ws = ws
 			go h.read(c)
@@ -251,8 +274,8 @@ func newPipeHarness(tb testing.TB, cfg Config, n int, record bool, expect []byte
 		h.close(tb)
 		tb.Fatal(err)
 	}
-	// The hub registers a connection after the handshake's response has
-	// been written, so a dialled client may not be in it yet.
+	// Every client is through its handshake; make sure the hub counts them
+	// all before looking for their server sides.
 	for h.hub.Connections() != int64(n) {
 		if ctx.Err() != nil {
 			h.close(tb)
@@ -261,9 +284,12 @@ func newPipeHarness(tb testing.TB, cfg Config, n int, record bool, expect []byte
 		time.Sleep(time.Millisecond)
 	}
 	for i := range h.hub.shards {
-		for _, p := range h.hub.shards[i].users {
+		s := &h.hub.shards[i]
+		s.mu.RLock()
+		for _, p := range s.users {
 			h.conns = append(h.conns, p.conns...)
 		}
+		s.mu.RUnlock()
 	}
 	return h
 }
@@ -294,21 +320,61 @@ func (h *pipeHarness) read(c *pipeClient) {
 			}
 		}
 		p := buf[:n]
-		switch {
-		case typ != websocket.MessageText:
+		if typ != websocket.MessageText {
 			h.bad.Add(1)
-		case h.record:
-			c.mu.Lock()
-			c.frames = append(c.frames, bytes.Clone(p))
-			c.mu.Unlock()
-		case !bytes.Equal(p, h.expect):
+			h.count(1)
+			continue
+		}
+		if !h.opts.envelope {
+			h.check(c, p)
+			h.count(1)
+			continue
+		}
+		k := 0
+		for len(p) > 0 {
+			line := p
+			if i := bytes.IndexByte(p, '\n'); i >= 0 {
+				line, p = p[:i], p[i+1:]
+			} else {
+				p = nil
+			}
+			if bytes.HasPrefix(line, helloPrefix) {
+				continue
+			}
+			h.check(c, line)
+			k++
+		}
+		h.count(k)
+	}
+}
+
+// check records or checks one message.
+func (h *pipeHarness) check(c *pipeClient, m []byte) {
+	switch {
+	case h.opts.record:
+		c.mu.Lock()
+		c.messages = append(c.messages, bytes.Clone(m))
+		c.mu.Unlock()
+	case h.opts.envelope:
+		if !bytes.HasPrefix(m, messagePrefix) || !bytes.HasSuffix(m, h.envTail) {
 			h.bad.Add(1)
 		}
-		if h.got.Add(1) == h.want.Load() {
-			select {
-			case h.reached <- struct{}{}:
-			default:
-			}
+	case !bytes.Equal(m, h.opts.expect):
+		h.bad.Add(1)
+	}
+}
+
+// count adds k received messages and signals reached if that makes the
+// expected total.
+func (h *pipeHarness) count(k int) {
+	if k == 0 {
+		return
+	}
+	n, w := h.got.Add(int64(k)), h.want.Load()
+	if n >= w && n-int64(k) < w {
+		select {
+		case h.reached <- struct{}{}:
+		default:
 		}
 	}
 }
@@ -389,23 +455,28 @@ func (h *pipeHarness) close(tb testing.TB) {
 	if n := h.hub.Connections(); n > 0 {
 		tb.Errorf("the hub still has %d connections 10s after the clients closed", n)
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := h.hub.Shutdown(ctx, 0); err != nil { // stops the hub's own goroutine
+		tb.Errorf("Hub.Shutdown: %v", err)
+	}
 	_ = h.srv.Close()
 	if err := <-h.served; err != http.ErrServerClosed {
 		tb.Errorf("http.Server.Serve: %v", err)
 	}
 	h.tr.CloseIdleConnections()
-	waitNoGatewayGoroutines(tb, 10*time.Second)
-}
-
-// waitNoGatewayGoroutines waits until no goroutine is running connection
-// code of this package (handlers, write loops, heartbeats, test clients).
-func waitNoGatewayGoroutines(tb testing.TB, d time.Duration) {
-	tb.Helper()
-	markers := []string{
+	waitGoroutinesGone(tb, 10*time.Second,
 		"pushgate/gateway.(*Hub).ServeHTTP(",
 		"pushgate/gateway.(*Conn).",
 		"pushgate/gateway.(*pipeHarness).read(",
-	}
+		fmt.Sprintf("pushgate/gateway.(*Hub).expireLoop(%p", h.hub),
+	)
+}
+
+// waitGoroutinesGone waits up to d until no goroutine's stack contains one
+// of markers, and fails tb if some still do.
+func waitGoroutinesGone(tb testing.TB, d time.Duration, markers ...string) {
+	tb.Helper()
 	deadline := time.Now().Add(d)
 	var buf []byte
 	for {
@@ -427,7 +498,7 @@ func waitNoGatewayGoroutines(tb testing.TB, d time.Duration) {
 			return
 		}
 		if time.Now().After(deadline) {
-			tb.Errorf("%d gateway goroutines still running; the first:\n%s", len(leaked), leaked[0])
+			tb.Errorf("%d goroutines still running; the first:\n%s", len(leaked), leaked[0])
 			return
 		}
 		time.Sleep(5 * time.Millisecond)
@@ -439,7 +510,7 @@ func waitNoGatewayGoroutines(tb testing.TB, d time.Duration) {
 // only its user; and closing leaves no goroutine behind.
 func TestPipeHarness(t *testing.T) {
 	const n = 50
-	h := newPipeHarness(t, benchConfig(), n, true, nil)
+	h := newPipeHarness(t, benchConfig(), n, pipeOptions{record: true})
 	defer h.close(t)
 	ctx := context.Background()
 
@@ -459,27 +530,56 @@ func TestPipeHarness(t *testing.T) {
 	h.wait(t)
 
 	for _, c := range h.clients {
-		c.mu.Lock()
-		frames := c.frames
-		c.mu.Unlock()
 		want := [][]byte{benchPayload}
 		if c.userID == "u7" {
 			want = append(want, one)
 		}
-		if len(frames) != len(want) {
-			t.Errorf("%s received %d frames, want %d", c.userID, len(frames), len(want))
-			continue
-		}
-		for i := range want {
-			if !bytes.Equal(frames[i], want[i]) {
-				t.Errorf("%s frame %d = %q, want %q", c.userID, i, frames[i], want[i])
-			}
-		}
+		checkMessages(t, c, want, bytes.Equal)
 	}
 
 	h.close(t)
 	if got := h.hub.Connections(); got != 0 {
 		t.Errorf("hub still has %d connections after the clients closed", got)
+	}
+}
+
+// TestPipeHarnessEnvelope checks the harness with envelope clients: the
+// hello is not counted, and each client gets the broadcast as one envelope
+// whose data is the payload.
+func TestPipeHarnessEnvelope(t *testing.T) {
+	const n = 20
+	h := newPipeHarness(t, benchConfig(), n, pipeOptions{envelope: true, record: true})
+	defer h.close(t)
+
+	h.expectTotal(n)
+	m := &Message{Type: "bench", Kind: KindJSON, Data: benchPayload}
+	if sent, err := h.hub.Broadcast(context.Background(), m, nil); err != nil || sent != n {
+		t.Fatalf("Broadcast = %d, %v; want %d, nil", sent, err, n)
+	}
+	h.wait(t)
+	want := []byte(`{"op":"message","id":"` + m.ID + `","type":"bench","broadcast":true,"ts":`)
+	tail := append(append([]byte(`,"data":`), benchPayload...), '}')
+	for _, c := range h.clients {
+		checkMessages(t, c, [][]byte{want}, func(got, want []byte) bool {
+			return bytes.HasPrefix(got, want) && bytes.HasSuffix(got, tail)
+		})
+	}
+}
+
+// checkMessages checks what client c recorded against want.
+func checkMessages(t *testing.T, c *pipeClient, want [][]byte, match func(got, want []byte) bool) {
+	t.Helper()
+	c.mu.Lock()
+	got := c.messages
+	c.mu.Unlock()
+	if len(got) != len(want) {
+		t.Errorf("%s received %d messages %q, want %d", c.userID, len(got), got, len(want))
+		return
+	}
+	for i := range want {
+		if !match(got[i], want[i]) {
+			t.Errorf("%s message %d = %s, want %s", c.userID, i, got[i], want[i])
+		}
 	}
 }
 
@@ -489,7 +589,7 @@ func TestPipeHarness(t *testing.T) {
 func TestPipeHarnessWriteDeadline(t *testing.T) {
 	cfg := benchConfig()
 	cfg.WriteTimeout = 50 * time.Millisecond
-	h := newPipeHarness(t, cfg, 2, true, nil)
+	h := newPipeHarness(t, cfg, 2, pipeOptions{record: true})
 	defer h.close(t)
 	ctx := context.Background()
 
@@ -536,11 +636,11 @@ var fanoutConns = []int{1, 100, 10000}
 // connections. The harness is built the first time the testing package calls
 // the sub-benchmark and shared by its later calls (it calls it with b.N=1
 // first, then with the real b.N), so that 10,000 connections are set up once.
-func withHarness(b *testing.B, name string, n int, bench func(b *testing.B, h *pipeHarness)) {
+func withHarness(b *testing.B, name string, n int, envelope bool, bench func(b *testing.B, h *pipeHarness)) {
 	var h *pipeHarness
 	b.Run(name, func(b *testing.B) {
 		if h == nil {
-			h = newPipeHarness(b, benchConfig(), n, false, benchPayload)
+			h = newPipeHarness(b, benchConfig(), n, pipeOptions{envelope: envelope, expect: benchPayload})
 			warm(b, h, 3)
 		}
 		bench(b, h)
@@ -571,14 +671,20 @@ func warm(b *testing.B, h *pipeHarness, k int) {
 }
 
 // BenchmarkFanout measures one Hub.Broadcast of a 64-byte JSON message to N
-// idle WebSocket connections, from the call until every client has read the
-// frame. ns/delivery and allocs/delivery divide by b.N×N. allocs/delivery
+// idle WebSocket connections of the raw protocol, from the call until every
+// client has read the frame. ns/delivery and allocs/delivery divide by b.N×N. allocs/delivery
 // counts every allocation in the process during the loop, but the harness
 // allocates nothing per message, so they are the gateway's and the WebSocket
 // library's.
-func BenchmarkFanout(b *testing.B) {
+func BenchmarkFanout(b *testing.B) { benchmarkFanout(b, false) }
+
+// BenchmarkFanoutEnvelope is BenchmarkFanout with clients of the envelope
+// protocol: the message is encoded once and the encoding shared.
+func BenchmarkFanoutEnvelope(b *testing.B) { benchmarkFanout(b, true) }
+
+func benchmarkFanout(b *testing.B, envelope bool) {
 	for _, n := range fanoutConns {
-		withHarness(b, fmt.Sprintf("conns=%d", n), n, func(b *testing.B, h *pipeHarness) {
+		withHarness(b, fmt.Sprintf("conns=%d", n), n, envelope, func(b *testing.B, h *pipeHarness) {
 			ctx := context.Background()
 			msgs := make([]*Message, b.N) // made here so that allocs/delivery does not count them
 			for i := range msgs {
@@ -621,7 +727,7 @@ func BenchmarkFanout(b *testing.B) {
 // op makes a run take far longer than its timed part: prefer -benchtime=Nx.
 func BenchmarkFanoutEnqueue(b *testing.B) {
 	for _, n := range fanoutConns {
-		withHarness(b, fmt.Sprintf("conns=%d", n), n, func(b *testing.B, h *pipeHarness) {
+		withHarness(b, fmt.Sprintf("conns=%d", n), n, false, func(b *testing.B, h *pipeHarness) {
 			ctx := context.Background()
 			b.ReportAllocs()
 			b.ResetTimer()
@@ -647,7 +753,7 @@ func BenchmarkFanoutEnqueue(b *testing.B) {
 // BenchmarkSendToUser measures Hub.SendToUser to a user with one idle
 // connection, from the call until the client has read the frame.
 func BenchmarkSendToUser(b *testing.B) {
-	h := newPipeHarness(b, benchConfig(), 1, false, benchPayload)
+	h := newPipeHarness(b, benchConfig(), 1, pipeOptions{expect: benchPayload})
 	defer h.close(b)
 	warm(b, h, 3)
 	ctx := context.Background()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -45,7 +46,7 @@ type grpcHarness struct {
 	expect   []byte
 
 	recv   chan struct{} // one value per frame read that equals expect
-	bad    chan []byte   // frames that did not (a copy), or nil when the reader fails
+	bad    chan []byte   // a copy of each frame that did not
 	timer  *time.Timer   // waitFrame's timeout, reused so that waiting allocates nothing
 	closed bool
 }
@@ -73,6 +74,7 @@ func newGRPCHarness(tb testing.TB, log *slog.Logger) *grpcHarness {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		h.httpSrv.Close()
+		shutdownHub(tb, h.hub)
 		tb.Fatal(err)
 	}
 	h.grpcSrv = NewGRPCServer(h.svc, health.NewServer(), Limits{}, log)
@@ -87,14 +89,14 @@ func newGRPCHarness(tb testing.TB, log *slog.Logger) *grpcHarness {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	url := "ws" + strings.TrimPrefix(h.httpSrv.URL, "http") + "/ws/u1"
-	h.ws, _, err = websocket.Dial(ctx, url, &websocket.DialOptions{HTTPClient: h.httpSrv.Client()})
+	ws, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPClient: h.httpSrv.Client()})
 	if err != nil {
-		close(h.readDone)
 		h.close(tb)
 		tb.Fatalf("dial %s: %v", url, err)
 	}
+	h.ws = ws
 	go h.read()
-	for h.hub.Connections() != 1 { // registered just after the handshake
+	for h.hub.Connections() != 1 {
 		if ctx.Err() != nil {
 			h.close(tb)
 			tb.Fatal("the hub never registered the WebSocket connection")
@@ -129,11 +131,22 @@ func (h *grpcHarness) read() {
 				return
 			}
 		}
+		// Never block: the reader must keep reading until the connection ends.
 		if typ != websocket.MessageText || !bytes.Equal(buf[:n], h.expect) {
-			h.bad <- bytes.Clone(buf[:n])
+			select {
+			case h.bad <- bytes.Clone(buf[:n]):
+			default:
+			}
 			continue
 		}
-		h.recv <- struct{}{}
+		select {
+		case h.recv <- struct{}{}:
+		default: // a harness bug: report it as a bad frame
+			select {
+			case h.bad <- []byte("(over 1024 frames read and not waited for)"):
+			default:
+			}
+		}
 	}
 }
 
@@ -159,10 +172,10 @@ func (h *grpcHarness) close(tb testing.TB) {
 		return
 	}
 	h.closed = true
-	if h.ws != nil {
+	if h.ws != nil { // the reader is running
 		_ = h.ws.CloseNow()
+		<-h.readDone
 	}
-	<-h.readDone
 	deadline := time.Now().Add(10 * time.Second)
 	for h.hub.Connections() > 0 && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
@@ -178,18 +191,28 @@ func (h *grpcHarness) close(tb testing.TB) {
 		tb.Errorf("grpc.Server.Serve: %v", err)
 	}
 	h.httpSrv.Close()
-	waitNoGatewayGoroutines(tb, 10*time.Second)
-}
-
-// waitNoGatewayGoroutines waits until no goroutine is running connection
-// code of the gateway or this harness's client reader.
-func waitNoGatewayGoroutines(tb testing.TB, d time.Duration) {
-	tb.Helper()
-	markers := []string{
+	shutdownHub(tb, h.hub)
+	waitGoroutinesGone(tb, 10*time.Second,
 		"pushgate/gateway.(*Hub).ServeHTTP(",
 		"pushgate/gateway.(*Conn).",
 		"pushgate/server.(*grpcHarness).read(",
+		fmt.Sprintf("pushgate/gateway.(*Hub).expireLoop(%p", h.hub),
+	)
+}
+
+// shutdownHub stops hub, which ends its own goroutine.
+func shutdownHub(tb testing.TB, hub *gateway.Hub) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := hub.Shutdown(ctx, 0); err != nil {
+		tb.Errorf("Hub.Shutdown: %v", err)
 	}
+}
+
+// waitGoroutinesGone waits up to d until no goroutine's stack contains one
+// of markers, and fails tb if some still do.
+func waitGoroutinesGone(tb testing.TB, d time.Duration, markers ...string) {
+	tb.Helper()
 	deadline := time.Now().Add(d)
 	var buf []byte
 	for {
@@ -210,7 +233,7 @@ func waitNoGatewayGoroutines(tb testing.TB, d time.Duration) {
 			return
 		}
 		if time.Now().After(deadline) {
-			tb.Errorf("%d gateway goroutines still running; the first:\n%s", len(leaked), leaked[0])
+			tb.Errorf("%d goroutines still running; the first:\n%s", len(leaked), leaked[0])
 			return
 		}
 		time.Sleep(5 * time.Millisecond)
@@ -326,6 +349,7 @@ func BenchmarkSendToUserGRPC(b *testing.B) {
 func BenchmarkSendToUserHandler(b *testing.B) {
 	b.Run("offline", func(b *testing.B) {
 		hub := gateway.NewHub(gateway.Config{HeartbeatInterval: time.Hour}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+		defer shutdownHub(b, hub)
 		svc := NewService(hub, slog.New(slog.DiscardHandler), Options{})
 		ctx := context.Background()
 		req := sendToUserRequest("u1")
@@ -340,6 +364,7 @@ func BenchmarkSendToUserHandler(b *testing.B) {
 
 	b.Run("offline+validate", func(b *testing.B) {
 		hub := gateway.NewHub(gateway.Config{HeartbeatInterval: time.Hour}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+		defer shutdownHub(b, hub)
 		svc := NewService(hub, slog.New(slog.DiscardHandler), Options{})
 		validate := Limits{}.UnaryInterceptor()
 		info := &grpc.UnaryServerInfo{Server: svc, FullMethod: pb.PushService_SendToUser_FullMethodName}

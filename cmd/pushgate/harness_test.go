@@ -67,7 +67,9 @@ func startServer(t testing.TB, args ...string) *testServer {
 		t.Fatalf("config: %v", err)
 	}
 	logs := &syncBuffer{}
-	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	var lvl slog.Level
+	lvl.UnmarshalText([]byte(cfg.LogLevel))
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: lvl}))
 	app, err := newApp(cfg, log)
 	if err != nil {
 		t.Fatalf("newApp: %v", err)
