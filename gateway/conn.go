@@ -416,7 +416,7 @@ func (c *Conn) handleOp(typ websocket.MessageType, data []byte) {
 	switch op.Op {
 	case "ping":
 		m.pingsIn.Inc()
-		c.send(envPong)
+		c.send(pongFrame(op.Ref))
 	case "ack":
 		m.acksIn.Inc()
 		ids := op.IDs
@@ -428,6 +428,9 @@ func (c *Conn) handleOp(typ websocket.MessageType, data []byte) {
 			return
 		}
 		c.hub.ack(c, ids, false)
+		if len(op.Ref) > 0 {
+			c.send(replyFrame("acked", op.Ref, ""))
+		}
 	case "subscribe":
 		m.otherIn.Inc()
 		if err := ValidTopic(op.Topic); err != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"github.com/coder/websocket"
 	"strconv"
 	"time"
@@ -16,7 +17,7 @@ const Subprotocol = "pushgate.v1"
 
 // envelope returns the envelope encoding of m, made once:
 //
-//	{"op":"message","id":"…","type":"…","topic":"…","broadcast":true,"ts":1732…,"data":…}
+//	{"op":"message","id":"…","type":"…","topic":"…","broadcast":true,"stored":true,"ts":1732…,"data":…}
 //
 // JSON payloads are embedded as JSON (compacted: whitespace removed, every
 // number and string kept exactly as written), text as a JSON string, and
@@ -38,6 +39,9 @@ func (m *Message) envelope() []byte {
 		}
 		if m.broadcast {
 			b = append(b, `,"broadcast":true`...)
+		}
+		if m.stored {
+			b = append(b, `,"stored":true`...)
 		}
 		b = append(b, `,"ts":`...)
 		b = strconv.AppendInt(b, m.Time.UnixMilli(), 10)
@@ -96,23 +100,45 @@ func parseClientOp(p []byte) (clientOp, error) {
 		return op, errNotObject
 	}
 	if err := json.Unmarshal(p, &op); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Field != "" {
+			return clientOp{Ref: safeRef(op.Ref)}, fmt.Errorf("field %q has the wrong type", te.Field)
+		}
 		return clientOp{}, errNotObject
+	}
+	if len(op.Ref) > 0 && safeRef(op.Ref) == nil {
+		op.Ref = nil
+		return op, errBadRef
 	}
 	if op.Op == "" {
 		return op, errNoOp
 	}
-	if len(op.Ref) > 0 {
-		if len(op.Ref) > 64 || (op.Ref[0] != '"' && (op.Ref[0] < '0' || op.Ref[0] > '9') && op.Ref[0] != '-') {
-			op.Ref = nil
-			return op, errBadRef
-		}
-	}
 	return op, nil
+}
+
+// safeRef returns ref if it is a string or a number of at most 64 bytes
+// (so it can be echoed), else nil.
+func safeRef(ref json.RawMessage) json.RawMessage {
+	if len(ref) == 0 || len(ref) > 64 {
+		return nil
+	}
+	if c := ref[0]; c != '"' && c != '-' && (c < '0' || c > '9') {
+		return nil
+	}
+	return ref
 }
 
 // Control frames the server sends to envelope clients.
 
 var envPong = frame{data: []byte(`{"op":"pong"}`), typ: websocket.MessageText}
+
+// pongFrame answers an envelope ping, echoing its ref if any.
+func pongFrame(ref json.RawMessage) frame {
+	if len(ref) == 0 {
+		return envPong
+	}
+	return replyFrame("pong", ref, "")
+}
 
 // replyFrame builds {"op":op,"ref":ref,"topic":topic}.
 func replyFrame(op string, ref json.RawMessage, topic string) frame {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -20,7 +21,8 @@ import (
 // until it closes. The handler's goroutine is the connection's reader.
 //
 // Query parameters: topics=a,b joins topics at connect (both protocols);
-// last_id=<message id> resumes an envelope connection after that message.
+// last_id=<message id> resumes after that message: only the inbox entries
+// sent after it are replayed (raw connections may pass it too).
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	userID := r.PathValue("userID")
 	q := r.URL.Query()
@@ -46,6 +48,8 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, userID string, topic
 	var topics []string
 	if list := q.Get("topics"); list != "" {
 		topics = strings.Split(list, ",")
+		slices.Sort(topics)
+		topics = slices.Compact(topics)
 		if len(topics) > h.cfg.MaxTopicsPerConn {
 			h.reject(w, r, http.StatusBadRequest, "bad_topic", fmt.Sprintf("topics: at most %d", h.cfg.MaxTopicsPerConn))
 			return
