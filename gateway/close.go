@@ -27,8 +27,15 @@ var (
 	// client most likely never sees this code; it is what the server logs and
 	// counts.
 	CloseHeartbeatTimeout = CloseReason{4001, "heartbeat timeout", "heartbeat_timeout", true}
+	// CloseRateLimited: the client sent more frames than --upstream-rate
+	// allows. Reconnect, with backoff.
+	CloseRateLimited = CloseReason{4002, "too many messages", "rate_limited", true}
 	// CloseKicked: a backend called Disconnect for this user. Do not reconnect.
 	CloseKicked = CloseReason{4100, "kicked", "kicked", false}
+	// CloseTokenExpired: the token the connection was opened with expired
+	// (and was not refreshed). Do not reconnect with the same token: get a
+	// new one first.
+	CloseTokenExpired = CloseReason{4101, "token expired", "token_expired", false}
 	// CloseInvalidFrame: the client sent a frame the server cannot accept
 	// (text that is not UTF-8). Do not reconnect; it would happen again.
 	CloseInvalidFrame = CloseReason{websocket.StatusInvalidFramePayloadData, "invalid frame", "invalid_frame", false}

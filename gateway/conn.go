@@ -15,6 +15,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/coder/websocket"
+
+	"pushgate/gateway/limit"
 )
 
 // rawPong answers a raw client's application-level "ping".
@@ -57,7 +59,11 @@ type Conn struct {
 	closing bool    // set once: no more enqueues; reason says why
 	reason  CloseReason
 	hb      *time.Timer         // heartbeat; re-armed only while !closing
+	expiry  *time.Timer         // token expiry; nil without auth
 	topics  map[string]struct{} // subscriptions (the registry is in Hub.topicShards)
+
+	// Owned by the read loop.
+	upstream *limit.Bucket // made on the first frame; nil when unlimited
 }
 
 func (c *Conn) idString() string { return "c" + strconv.FormatUint(c.id, 10) }
@@ -130,6 +136,9 @@ func (c *Conn) closeWith(r CloseReason) {
 	c.reason = r
 	if c.hb != nil {
 		c.hb.Stop()
+	}
+	if c.expiry != nil {
+		c.expiry.Stop()
 	}
 	var dropped int
 	if r.Code != CloseGoingAway.Code {
@@ -348,9 +357,27 @@ func (c *Conn) heartbeat() {
 	c.mu.Unlock()
 }
 
+// setExpiry closes the connection with CloseTokenExpired at t, unless a
+// later setExpiry (a token refresh) moves it.
+func (c *Conn) setExpiry(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return
+	}
+	if c.expiry == nil {
+		c.expiry = time.AfterFunc(time.Until(t), func() { c.closeWith(CloseTokenExpired) })
+		return
+	}
+	c.expiry.Reset(time.Until(t))
+}
+
 // readLoop reads client frames until the connection ends. It runs on the
 // HTTP handler's goroutine.
 func (c *Conn) readLoop() {
+	if r := c.hub.cfg.UpstreamPerSecond; r > 0 {
+		c.upstream = limit.NewBucket(r, int(2*r)+1)
+	}
 	for {
 		typ, data, err := c.ws.Read(context.Background())
 		if err != nil {
@@ -360,9 +387,14 @@ func (c *Conn) readLoop() {
 			c.closeWith(closeClient)
 			return
 		}
+		if !c.upstream.Allow() {
+			c.hub.metrics.rateLimited.Inc()
+			c.closeWith(CloseRateLimited)
+			continue // keep reading to complete the close handshake
+		}
 		if typ == websocket.MessageText && !utf8.Valid(data) {
 			c.closeWith(CloseInvalidFrame)
-			continue // keep reading to complete the close handshake
+			continue
 		}
 		if c.envelope {
 			c.handleOp(typ, data)
@@ -455,6 +487,9 @@ func (c *Conn) handleOp(typ websocket.MessageType, data []byte) {
 		}
 		c.hub.unsubscribe(c, op.Topic)
 		c.send(replyFrame("unsubscribed", op.Ref, op.Topic))
+	case "refresh":
+		m.otherIn.Inc()
+		c.refresh(op)
 	case "send":
 		m.otherIn.Inc()
 		if op.Topic != "" {
@@ -481,6 +516,29 @@ func (c *Conn) handleOp(typ websocket.MessageType, data []byte) {
 		m.otherIn.Inc()
 		c.send(errorFrame(op.Ref, "unknown_op", "unknown op "+strconv.Quote(op.Op)))
 	}
+}
+
+// refresh replaces the connection's token with a fresh one for the same
+// user, moving its expiry; the reply is "refreshed" with the new expiry.
+func (c *Conn) refresh(op clientOp) {
+	auth := c.hub.cfg.Auth
+	if auth == nil {
+		c.send(errorFrame(op.Ref, "bad_request", "this server does not use tokens"))
+		return
+	}
+	claims, err := auth.Verify(op.Token)
+	switch {
+	case err != nil:
+		c.send(errorFrame(op.Ref, "bad_token", "invalid token: "+err.Error()))
+		return
+	case claims.Subject != c.userID:
+		c.send(errorFrame(op.Ref, "bad_token", "the token is for another user"))
+		return
+	}
+	c.setExpiry(claims.Expires)
+	f := replyFrame("refreshed", op.Ref, "")
+	f.data = append(f.data[:len(f.data)-1], `,"exp":`+strconv.FormatInt(claims.Expires.UnixMilli(), 10)+`}`...)
+	c.send(f)
 }
 
 // maxAckIDs caps the ids in one ack frame.

@@ -6,9 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/coder/websocket"
 	"strconv"
 	"time"
+
+	"github.com/coder/websocket"
 )
 
 // Subprotocol is the WebSocket subprotocol of the envelope format
@@ -82,6 +83,7 @@ type clientOp struct {
 	Topic string          `json:"topic,omitempty"`
 	Type  string          `json:"type,omitempty"`
 	Data  json.RawMessage `json:"data,omitempty"`
+	Token string          `json:"token,omitempty"` // refresh
 }
 
 // Errors in parsing a client frame; the client gets an error frame with code

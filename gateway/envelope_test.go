@@ -96,7 +96,7 @@ func testHub(t *testing.T, cfg Config, rules []string) (*Hub, *httptest.Server) 
 	h := NewHub(cfg, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /ws/{userID}", func(w http.ResponseWriter, r *http.Request) {
-		h.serve(w, r, r.PathValue("userID"), rules)
+		h.serve(w, r, r.PathValue("userID"), rules, time.Time{})
 	})
 	srv := httptest.NewServer(mux)
 	t.Cleanup(func() {

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
+	"path"
 	"slices"
 	"strings"
 	"time"
@@ -14,31 +16,141 @@ import (
 	"unicode/utf8"
 
 	"github.com/coder/websocket"
+
+	"pushgate/gateway/token"
 )
 
-// ServeHTTP accepts a WebSocket connection at /ws/{userId} or
-// /ws?user_id=... (development identity: no authentication) and serves it
-// until it closes. The handler's goroutine is the connection's reader.
+// ServeHTTP accepts a WebSocket connection and serves it until it closes.
+// The handler's goroutine is the connection's reader.
+//
+// Identity: with Config.Auth, the user is the token's "sub" (token from the
+// Authorization: Bearer header, the token query parameter or the
+// configured cookie); a user id in the path must then be the same. Without
+// it, the development identity: /ws/{userId} or /ws?user_id=.
 //
 // Query parameters: topics=a,b joins topics at connect (both protocols);
 // last_id=<message id> resumes after that message: only the inbox entries
 // sent after it are replayed (raw connections may pass it too).
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	userID := r.PathValue("userID")
-	q := r.URL.Query()
-	if userID == "" {
-		userID = q.Get("user_id")
-	}
-	if err := ValidUserID(userID, h.cfg.MaxUserIDBytes); err != nil {
-		h.reject(w, r, http.StatusBadRequest, "bad_user_id", "user id: "+err.Error())
+	if !h.newConn.Allow() {
+		w.Header().Set("Retry-After", "1")
+		h.reject(w, r, http.StatusTooManyRequests, "rate_limited", "too many new connections; retry shortly")
 		return
 	}
-	h.serve(w, r, userID, nil)
+	if h.cfg.MaxConns > 0 && h.conns.Load() >= int64(h.cfg.MaxConns) {
+		w.Header().Set("Retry-After", "5")
+		h.reject(w, r, http.StatusServiceUnavailable, "node_limit", "server at its connection limit; retry later or elsewhere")
+		return
+	}
+	if !h.originAllowed(r) {
+		h.log.Warn("websocket origin refused", "origin", r.Header.Get("Origin"), "host", r.Host,
+			"allow_with", "--allowed-origins "+originHost(r.Header.Get("Origin")))
+		h.reject(w, r, http.StatusForbidden, "origin", "origin not allowed")
+		return
+	}
+	q := r.URL.Query()
+	claimed := r.PathValue("userID")
+	if claimed == "" {
+		claimed = q.Get("user_id")
+	}
+	if h.cfg.Auth == nil {
+		if err := ValidUserID(claimed, h.cfg.MaxUserIDBytes); err != nil {
+			h.reject(w, r, http.StatusBadRequest, "bad_user_id", "user id: "+err.Error())
+			return
+		}
+		h.serve(w, r, claimed, nil, time.Time{})
+		return
+	}
+	tok := tokenFrom(r, h.cfg.TokenCookie)
+	if tok == "" {
+		h.authFailed(w, r, "missing_token", "missing token")
+		return
+	}
+	claims, err := h.cfg.Auth.Verify(tok)
+	if err != nil {
+		var te *token.Error
+		reason := "invalid"
+		if errors.As(err, &te) {
+			reason = te.Reason
+		}
+		h.authFailed(w, r, reason, "invalid token: "+err.Error())
+		return
+	}
+	if err := ValidUserID(claims.Subject, h.cfg.MaxUserIDBytes); err != nil {
+		h.authFailed(w, r, "bad_subject", "invalid token: sub is not a valid user id")
+		return
+	}
+	if claimed != "" && claimed != claims.Subject {
+		h.reject(w, r, http.StatusForbidden, "wrong_user", "the token is for another user")
+		return
+	}
+	rules := claims.Topics
+	if rules == nil {
+		rules = []string{} // no topics claim: no topics
+	}
+	h.serve(w, r, claims.Subject, rules, claims.Expires)
+}
+
+// authFailed refuses a handshake with 401 and counts the reason.
+func (h *Hub) authFailed(w http.ResponseWriter, r *http.Request, reason, msg string) {
+	h.metrics.authFailures.WithLabelValues(reason).Inc()
+	h.reject(w, r, http.StatusUnauthorized, "auth", msg)
+}
+
+// tokenFrom finds the client's token: Authorization: Bearer, the token
+// query parameter, or the cookie.
+func tokenFrom(r *http.Request, cookie string) string {
+	if a := r.Header.Get("Authorization"); len(a) > 7 && strings.EqualFold(a[:7], "bearer ") {
+		return strings.TrimSpace(a[7:])
+	}
+	if t := r.URL.Query().Get("token"); t != "" {
+		return t
+	}
+	if cookie != "" {
+		if c, err := r.Cookie(cookie); err == nil {
+			return c.Value
+		}
+	}
+	return ""
+}
+
+// originAllowed applies the same rule as websocket.Accept (same host, or a
+// host matching OriginPatterns), so that a refusal can be logged with the
+// option that would allow it.
+func (h *Hub) originAllowed(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	u, err := url.Parse(origin)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(u.Host, r.Host) {
+		return true
+	}
+	for _, p := range h.cfg.OriginPatterns {
+		target := u.Host
+		if strings.Contains(p, "://") {
+			target = u.Scheme + "://" + u.Host
+		}
+		if ok, _ := path.Match(strings.ToLower(p), strings.ToLower(target)); ok {
+			return true
+		}
+	}
+	return false
+}
+
+func originHost(origin string) string {
+	if u, err := url.Parse(origin); err == nil && u.Host != "" {
+		return u.Host
+	}
+	return origin
 }
 
 // serve runs the connection of an identified user. topicRules limits the
-// topics it may join (nil: any).
-func (h *Hub) serve(w http.ResponseWriter, r *http.Request, userID string, topicRules []string) {
+// topics it may join (nil: any); expires, if set, is when its token expires.
+func (h *Hub) serve(w http.ResponseWriter, r *http.Request, userID string, topicRules []string, expires time.Time) {
 	if h.closing.Load() {
 		h.reject(w, r, http.StatusServiceUnavailable, "shutting_down", "server shutting down")
 		return
@@ -87,7 +199,11 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, userID string, topic
 	}
 	h.live.Add(1)
 	defer h.live.Add(-1)
-	h.register(c, lastID, lastID != "")
+	if err := h.register(c, lastID, lastID != ""); err != nil {
+		w.Header().Set("Retry-After", "5")
+		h.reject(w, r, http.StatusTooManyRequests, "user_limit", err.Error())
+		return
+	}
 	for _, t := range topics {
 		_ = h.subscribe(c, t) // checked above; fails only if already closing
 	}
@@ -112,6 +228,9 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, userID string, topic
 	}
 	c.attach(ws, hc.conn)
 	c.startHeartbeat()
+	if !expires.IsZero() {
+		c.setExpiry(expires)
+	}
 	h.log.Debug("connection opened", "user", userID, "conn", c.idString(), "remote", c.remote, "envelope", envelope)
 
 	c.readLoop()

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"container/heap"
 	"context"
+	"errors"
 	"hash/maphash"
 	"log/slog"
 	"slices"
@@ -12,6 +13,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"pushgate/gateway/limit"
+	"pushgate/gateway/token"
 )
 
 // Config tunes the gateway. The zero value of a field means its default.
@@ -61,6 +65,24 @@ type Config struct {
 	// matching UpstreamTopics (exact or "prefix*"). Empty: nobody.
 	UpstreamUsers  []string
 	UpstreamTopics []string
+
+	// Auth, when set, identifies clients by token (JWT "sub") instead of
+	// the development identity in the URL. The token comes from the
+	// Authorization: Bearer header, the token query parameter, or the
+	// TokenCookie cookie.
+	Auth        *token.Verifier
+	TokenCookie string
+
+	// MaxConns caps open connections on this node (HTTP 503 past it);
+	// MaxConnsPerUser caps one user's (HTTP 429). 0: no cap.
+	MaxConns        int
+	MaxConnsPerUser int
+	// NewConnsPerSecond limits new connections on this node (HTTP 429 past
+	// it, burst of one second's worth). 0: no limit.
+	NewConnsPerSecond float64
+	// UpstreamPerSecond limits the frames one client may send (burst of
+	// twice that); past it the connection is closed with 4002. 0: no limit.
+	UpstreamPerSecond float64
 }
 
 func (c *Config) setDefaults() {
@@ -121,6 +143,7 @@ type Hub struct {
 	closing atomic.Bool  // Shutdown started: refuse new connections
 	live    atomic.Int64 // connection handlers still running
 	stop    chan struct{}
+	newConn *limit.Bucket // nil: unlimited
 
 	targets sync.Pool // *[]*Conn, fan-out scratch space
 }
@@ -142,6 +165,7 @@ type presence struct {
 func NewHub(cfg Config, log *slog.Logger, reg prometheus.Registerer) *Hub {
 	cfg.setDefaults()
 	h := &Hub{cfg: cfg, log: log, seed: maphash.MakeSeed(), stop: make(chan struct{})}
+	h.newConn = limit.NewBucket(cfg.NewConnsPerSecond, int(cfg.NewConnsPerSecond)+1)
 	for i := range h.shards {
 		h.shards[i].users = make(map[string]*presence)
 		h.shards[i].inboxes = make(map[string]*inbox)
@@ -172,15 +196,22 @@ func (h *Hub) shardIndex(userID string) int {
 
 func (h *Hub) shard(userID string) *shard { return &h.shards[h.shardIndex(userID)] }
 
+// errUserLimit: the user already holds MaxConnsPerUser connections.
+var errUserLimit = errors.New("too many connections for this user")
+
 // register adds c to the registry and, in the same critical section, queues
 // what the connection must see first: for envelope connections the hello,
 // then the inbox entries after lastID (all of them for raw connections, or
 // when lastID is ""). resume says whether the client gave a lastID.
-func (h *Hub) register(c *Conn, lastID string, resume bool) {
+func (h *Hub) register(c *Conn, lastID string, resume bool) error {
 	s := h.shard(c.userID)
 	now := time.Now()
 	s.mu.Lock()
 	p := s.users[c.userID]
+	if p != nil && h.cfg.MaxConnsPerUser > 0 && len(p.conns) >= h.cfg.MaxConnsPerUser {
+		s.mu.Unlock()
+		return errUserLimit
+	}
 	if p == nil {
 		p = &presence{}
 		s.users[c.userID] = p
@@ -216,6 +247,7 @@ func (h *Hub) register(c *Conn, lastID string, resume bool) {
 	}
 	s.mu.Unlock()
 	h.metrics.replayed.Add(float64(len(replay)))
+	return nil
 }
 
 // remove takes c out of the registry and its topics; calling it again is a

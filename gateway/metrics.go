@@ -34,6 +34,9 @@ type Metrics struct {
 
 	watchers    prometheus.Gauge
 	watchersCut prometheus.Counter
+
+	authFailures *prometheus.CounterVec
+	rateLimited  prometheus.Counter
 }
 
 // NewMetrics creates the gateway metrics and registers them, with gauges for
@@ -57,7 +60,7 @@ func NewMetrics(reg prometheus.Registerer, h *Hub) *Metrics {
 	m := &Metrics{
 		accepted: counter("pushgate_connections_accepted_total", "WebSocket connections accepted."),
 		closed: vec("pushgate_connections_closed_total",
-			"WebSocket connections closed, by reason (client, write_error, going_away, slow_consumer, heartbeat_timeout, kicked, invalid_frame, message_too_big).", "reason"),
+			"WebSocket connections closed, by reason (client, write_error, going_away, slow_consumer, heartbeat_timeout, rate_limited, kicked, token_expired, invalid_frame, message_too_big).", "reason"),
 		rejected:   vec("pushgate_handshakes_rejected_total", "WebSocket handshakes refused before upgrade, by reason.", "reason"),
 		delivered:  counter("pushgate_messages_delivered_total", "Messages written to client sockets."),
 		bytesOut:   counter("pushgate_bytes_out_total", "Bytes of messages written to client sockets."),
@@ -74,6 +77,9 @@ func NewMetrics(reg prometheus.Registerer, h *Hub) *Metrics {
 		inboxExpired:     counter("pushgate_inbox_expired_total", "Inbox messages dropped because their ttl passed unacknowledged."),
 		watchers:         gauge("pushgate_watchers", "Open WatchEvents streams."),
 		watchersCut:      counter("pushgate_watchers_cut_total", "WatchEvents streams ended because they fell too far behind."),
+		authFailures: vec("pushgate_auth_failures_total",
+			"WebSocket handshakes refused for their token, by reason (missing_token, malformed, bad_alg, bad_signature, expired, not_yet_valid, bad_audience, bad_issuer, unknown_kid, no_subject, no_expiry, bad_subject).", "reason"),
+		rateLimited: counter("pushgate_upstream_rate_limited_total", "Connections closed with 4002 for sending faster than --upstream-rate."),
 	}
 	dropped := vec("pushgate_messages_dropped_total", "Messages queued for a connection but not written, by reason (slow_consumer, closing, kicked).", "reason")
 	m.droppedSlow = dropped.WithLabelValues("slow_consumer")
@@ -83,7 +89,7 @@ func NewMetrics(reg prometheus.Registerer, h *Hub) *Metrics {
 	m.pingsIn = framesIn.WithLabelValues("ping")
 	m.acksIn = framesIn.WithLabelValues("ack")
 	m.otherIn = framesIn.WithLabelValues("other")
-	for _, r := range []CloseReason{closeClient, closeWriteError, CloseGoingAway, CloseSlowConsumer, CloseHeartbeatTimeout, CloseKicked, CloseInvalidFrame, CloseMessageTooBig} {
+	for _, r := range []CloseReason{closeClient, closeWriteError, CloseGoingAway, CloseSlowConsumer, CloseHeartbeatTimeout, CloseRateLimited, CloseKicked, CloseTokenExpired, CloseInvalidFrame, CloseMessageTooBig} {
 		m.closed.WithLabelValues(r.Label)
 	}
 	reg.MustRegister(

@@ -77,7 +77,7 @@ func newGRPCHarness(tb testing.TB, log *slog.Logger) *grpcHarness {
 		shutdownHub(tb, h.hub)
 		tb.Fatal(err)
 	}
-	h.grpcSrv = NewGRPCServer(h.svc, health.NewServer(), Limits{}, log)
+	h.grpcSrv = NewGRPCServer(h.svc, health.NewServer(), ServerOptions{}, log)
 	go func() { h.served <- h.grpcSrv.Serve(ln) }()
 	h.cc, err = grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

@@ -4,9 +4,16 @@ import (
 	"context"
 	"log/slog"
 	"runtime/debug"
+	"strings"
+	"time"
 
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/auth"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/ratelimit"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
@@ -14,36 +21,146 @@ import (
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
+	"pushgate/gateway/limit"
 	pb "pushgate/gen/pushgate/v1"
 )
 
+// ServerOptions configure the gRPC server around the service.
+type ServerOptions struct {
+	Limits Limits
+	// APIKeys, when it holds keys, must authenticate every PushService call.
+	// Health and reflection stay open.
+	APIKeys *APIKeys
+	// RatePerCaller limits PushService calls per second per API caller
+	// (RESOURCE_EXHAUSTED past it; burst of one second's worth). 0: none.
+	RatePerCaller float64
+	// NoReflection turns server reflection off.
+	NoReflection bool
+	// Registerer receives the gRPC metrics; nil: not registered.
+	Registerer prometheus.Registerer
+	// GRPC are extra server options (TLS credentials, message sizes).
+	GRPC []grpc.ServerOption
+
+	metrics *grpcMetrics
+}
+
+type grpcMetrics struct {
+	calls        *prometheus.CounterVec
+	latency      *prometheus.HistogramVec
+	authFailures *prometheus.CounterVec
+	rateLimited  prometheus.Counter
+}
+
+func newGRPCMetrics(reg prometheus.Registerer) *grpcMetrics {
+	m := &grpcMetrics{
+		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pushgate_grpc_calls_total",
+			Help: "gRPC calls handled, by API caller, method and status code.",
+		}, []string{"caller", "method", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "pushgate_grpc_call_seconds",
+			Help:    "gRPC unary call latency, by method.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
+		}, []string{"method"}),
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pushgate_grpc_auth_failures_total",
+			Help: "gRPC calls refused for their API key, by reason (missing_key, bad_key).",
+		}, []string{"reason"}),
+		rateLimited: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pushgate_grpc_rate_limited_total",
+			Help: "gRPC calls refused with RESOURCE_EXHAUSTED by --grpc-rate.",
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.calls, m.latency, m.authFailures, m.rateLimited)
+	}
+	return m
+}
+
 // NewGRPCServer returns a gRPC server with the PushService, gRPC health and
-// server reflection registered, and the interceptor chain in its fixed
-// order: logging (outermost, so it sees the final status) → validation →
-// recovery (innermost, so a panic in a handler becomes INTERNAL and is
-// logged with its stack).
-func NewGRPCServer(svc *Service, hs *health.Server, limits Limits, log *slog.Logger, opts ...grpc.ServerOption) *grpc.Server {
-	logOpts := []logging.Option{logging.WithLogOnEvents(logging.FinishCall)}
+// (unless turned off) server reflection registered. The interceptor chain
+// is fixed: caller slot → logging and metrics (outermost, so they see the
+// final status and the caller) → API-key auth and per-caller rate limit
+// (PushService only) → validation → recovery (innermost, so a panic in a
+// handler becomes INTERNAL and is logged with its stack).
+func NewGRPCServer(svc *Service, hs *health.Server, o ServerOptions, log *slog.Logger) *grpc.Server {
+	o.metrics = newGRPCMetrics(o.Registerer)
+	logOpts := []logging.Option{
+		logging.WithLogOnEvents(logging.FinishCall),
+		logging.WithFieldsFromContext(func(ctx context.Context) logging.Fields {
+			if c := Caller(ctx); c != "" {
+				return logging.Fields{"caller", c}
+			}
+			return nil
+		}),
+	}
 	recOpts := []recovery.Option{recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
 		log.ErrorContext(ctx, "panic in gRPC handler", "panic", p, "stack", string(debug.Stack()))
 		return status.Error(codes.Internal, "internal error")
 	})}
-	opts = append(opts,
+	pushOnly := selector.MatchFunc(func(_ context.Context, c interceptors.CallMeta) bool {
+		return c.Service == pb.PushService_ServiceDesc.ServiceName
+	})
+	limiter := callerLimiter{buckets: limit.NewKeyed(o.RatePerCaller, int(o.RatePerCaller)+1), metrics: o.metrics}
+	opts := append(o.GRPC,
 		grpc.ChainUnaryInterceptor(
+			unaryCallerSlot,
 			logging.UnaryServerInterceptor(slogAdapter(log), logOpts...),
-			limits.UnaryInterceptor(),
+			o.metrics.unary,
+			selector.UnaryServerInterceptor(auth.UnaryServerInterceptor(o.authenticate), pushOnly),
+			selector.UnaryServerInterceptor(ratelimit.UnaryServerInterceptor(limiter), pushOnly),
+			o.Limits.UnaryInterceptor(),
 			recovery.UnaryServerInterceptor(recOpts...),
 		),
 		grpc.ChainStreamInterceptor(
+			streamCallerSlot,
 			logging.StreamServerInterceptor(slogAdapter(log), logOpts...),
+			o.metrics.stream,
+			selector.StreamServerInterceptor(auth.StreamServerInterceptor(o.authenticate), pushOnly),
+			selector.StreamServerInterceptor(ratelimit.StreamServerInterceptor(limiter), pushOnly),
 			recovery.StreamServerInterceptor(recOpts...),
 		),
 	)
 	s := grpc.NewServer(opts...)
 	pb.RegisterPushServiceServer(s, svc)
 	healthpb.RegisterHealthServer(s, hs)
-	reflection.Register(s)
+	if !o.NoReflection {
+		reflection.Register(s)
+	}
 	return s
+}
+
+func unaryCallerSlot(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	ctx, _ = withCallerSlot(ctx)
+	return handler(ctx, req)
+}
+
+func streamCallerSlot(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	ctx, _ := withCallerSlot(ss.Context())
+	return handler(srv, &ctxStream{ss, ctx})
+}
+
+type ctxStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *ctxStream) Context() context.Context { return s.ctx }
+
+func (m *grpcMetrics) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	start := time.Now()
+	resp, err := handler(ctx, req)
+	method := info.FullMethod[strings.LastIndexByte(info.FullMethod, '/')+1:]
+	m.latency.WithLabelValues(method).Observe(time.Since(start).Seconds())
+	m.calls.WithLabelValues(Caller(ctx), method, status.Code(err).String()).Inc()
+	return resp, err
+}
+
+func (m *grpcMetrics) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	err := handler(srv, ss)
+	method := info.FullMethod[strings.LastIndexByte(info.FullMethod, '/')+1:]
+	m.calls.WithLabelValues(Caller(ss.Context()), method, status.Code(err).String()).Inc()
+	return err
 }
 
 func slogAdapter(l *slog.Logger) logging.Logger {

@@ -10,21 +10,6 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-type callerKey struct{}
-
-// WithCaller returns ctx carrying the name of the API caller (the API key's
-// name); idempotency keys are scoped by it.
-func WithCaller(ctx context.Context, name string) context.Context {
-	return context.WithValue(ctx, callerKey{}, name)
-}
-
-// Caller returns the API caller's name from ctx, or "" when calls are not
-// authenticated.
-func Caller(ctx context.Context) string {
-	s, _ := ctx.Value(callerKey{}).(string)
-	return s
-}
-
 // idempotency remembers the responses of calls made with an idempotency key
 // for a window, per caller. A repeated call gets the first response and does
 // nothing; a concurrent repeat waits for the first to finish. A call that

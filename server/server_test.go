@@ -48,7 +48,7 @@ func (b *lockedBuf) String() string {
 func serve(t *testing.T, gw Gateway, log *slog.Logger) *grpc.ClientConn {
 	t.Helper()
 	hs := health.NewServer()
-	srv := NewGRPCServer(NewService(gw, log, Options{}), hs, Limits{}, log)
+	srv := NewGRPCServer(NewService(gw, log, Options{}), hs, ServerOptions{}, log)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -2,11 +2,15 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -14,10 +18,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"pushgate/gateway"
+	"pushgate/gateway/token"
 	"pushgate/gateway/web"
 	"pushgate/server"
 )
@@ -40,17 +46,36 @@ type App struct {
 // newApp wires pushgate and binds its listeners (so their addresses are known
 // before Serve), refusing network-reachable addresses in protected mode.
 func newApp(cfg Config, log *slog.Logger) (*App, error) {
-	if !cfg.Insecure {
-		for _, a := range []struct{ flag, addr string }{{"--http-addr", cfg.HTTPAddr}, {"--grpc-addr", cfg.GRPCAddr}} {
-			if !loopbackOnly(a.addr) {
-				return nil, fmt.Errorf("protected mode: refusing to listen on %s (%s) without client authentication, "+
-					"because anyone who can reach it could connect as any user and call the API; "+
-					"use a loopback address such as 127.0.0.1, or pass --insecure (PUSHGATE_INSECURE=true) to accept the risk", a.addr, a.flag)
-			}
+	var verifier *token.Verifier
+	if cfg.Auth == "jwt" {
+		var err error
+		verifier, err = token.NewVerifier(token.Config{
+			Secret:        []byte(cfg.JWTSecret),
+			PublicKeyFile: cfg.JWTPublicKey,
+			JWKSFile:      cfg.JWTJWKS,
+			Audience:      cfg.JWTAudience,
+			Issuer:        cfg.JWTIssuer,
+			Leeway:        cfg.JWTLeeway,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("--auth jwt: %w", err)
 		}
-		log.Info("protected mode: no client authentication configured, listening on loopback only")
-	} else {
-		log.Warn("insecure mode: no client authentication, and the listeners may be reachable from the network; anyone can connect as any user and call the API")
+	}
+	keys, err := server.ParseAPIKeys(cfg.APIKeys)
+	if err != nil {
+		return nil, fmt.Errorf("--api-keys: %w", err)
+	}
+	if cfg.APIKeysFile != "" {
+		fileKeys, err := server.LoadAPIKeys(cfg.APIKeysFile)
+		if err != nil {
+			return nil, fmt.Errorf("--api-keys-file: %w", err)
+		}
+		if keys, err = keys.Merge(fileKeys); err != nil {
+			return nil, err
+		}
+	}
+	if err := protectedMode(cfg, verifier != nil, keys.Len() > 0, log); err != nil {
+		return nil, err
 	}
 
 	reg := prometheus.NewRegistry()
@@ -73,14 +98,29 @@ func newApp(cfg Config, log *slog.Logger) (*App, error) {
 		MaxTopicsPerConn:  cfg.MaxTopicsPerConn,
 		UpstreamUsers:     list(cfg.UpstreamUsers),
 		UpstreamTopics:    list(cfg.UpstreamTopics),
+		Auth:              verifier,
+		TokenCookie:       cfg.TokenCookie,
+		MaxConns:          cfg.MaxConns,
+		MaxConnsPerUser:   cfg.MaxConnsPerUser,
+		NewConnsPerSecond: cfg.NewConnsPerSec,
+		UpstreamPerSecond: cfg.UpstreamRate,
 	}, log, reg)
 
 	a.health = health.NewServer()
-	limits := server.Limits{MaxUserIDBytes: cfg.MaxUserIDBytes, MaxPayloadBytes: cfg.MaxPayloadBytes, MaxBatchUsers: cfg.MaxBatchUsers, MaxTTL: cfg.InboxMaxTTL}
+	grpcOpts, err := grpcTLS(cfg)
+	if err != nil {
+		return nil, err
+	}
 	a.svc = server.NewService(a.hub, log, server.Options{IdempotencyWindow: cfg.IdempotencyWindow, WatchBuffer: cfg.WatchBuffer})
-	a.grpc = server.NewGRPCServer(a.svc, a.health, limits, log)
+	a.grpc = server.NewGRPCServer(a.svc, a.health, server.ServerOptions{
+		Limits:        server.Limits{MaxUserIDBytes: cfg.MaxUserIDBytes, MaxPayloadBytes: cfg.MaxPayloadBytes, MaxBatchUsers: cfg.MaxBatchUsers, MaxTTL: cfg.InboxMaxTTL},
+		APIKeys:       keys,
+		RatePerCaller: cfg.GRPCRate,
+		NoReflection:  cfg.NoReflection,
+		Registerer:    reg,
+		GRPC:          grpcOpts,
+	}, log)
 
-	var err error
 	if a.grpcLn, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
 		return nil, fmt.Errorf("--grpc-addr: %w", err)
 	}
@@ -115,6 +155,73 @@ func newApp(cfg Config, log *slog.Logger) (*App, error) {
 	return a, nil
 }
 
+// protectedMode refuses listeners reachable from the network when nothing
+// guards them: the WebSocket side needs client auth (--auth jwt), the gRPC
+// side needs API keys. --insecure overrides, with a warning.
+func protectedMode(cfg Config, clientAuth, apiKeys bool, log *slog.Logger) error {
+	var open []string
+	for _, l := range []struct {
+		flag, addr, guard string
+		guarded           bool
+	}{
+		{"--http-addr", cfg.HTTPAddr, "--auth jwt", clientAuth},
+		{"--grpc-addr", cfg.GRPCAddr, "--api-keys", apiKeys},
+	} {
+		if l.guarded || loopbackOnly(l.addr) {
+			continue
+		}
+		if !cfg.Insecure {
+			return fmt.Errorf("protected mode: refusing to listen on %s (%s) without %s, "+
+				"because anyone who can reach it could connect as any user or call the API; "+
+				"use a loopback address such as 127.0.0.1, configure %s, or pass --insecure (PUSHGATE_INSECURE=true) to accept the risk",
+				l.addr, l.flag, l.guard, l.guard)
+		}
+		open = append(open, l.flag+" "+l.addr)
+	}
+	switch {
+	case len(open) > 0:
+		log.Warn("insecure mode: reachable from the network with no authentication on " + strings.Join(open, " and ") + "; anyone can connect as any user or call the API")
+	case !clientAuth || !apiKeys:
+		log.Info(fmt.Sprintf("protected mode: client auth %s, API keys %s; unauthenticated listeners are on loopback only", onOff(clientAuth), onOff(apiKeys)))
+	default:
+		log.Info("client auth (jwt) and API keys are on")
+	}
+	return nil
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}
+
+// grpcTLS returns the gRPC server's TLS credentials, if configured, with
+// client certificates required when a client CA is given (mTLS).
+func grpcTLS(cfg Config) ([]grpc.ServerOption, error) {
+	if cfg.GRPCTLSCert == "" {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(cfg.GRPCTLSCert, cfg.GRPCTLSKey)
+	if err != nil {
+		return nil, fmt.Errorf("--grpc-tls-cert: %w", err)
+	}
+	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if cfg.GRPCClientCA != "" {
+		pemBytes, err := os.ReadFile(cfg.GRPCClientCA)
+		if err != nil {
+			return nil, fmt.Errorf("--grpc-client-ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pemBytes) {
+			return nil, fmt.Errorf("--grpc-client-ca: no certificates in %s", cfg.GRPCClientCA)
+		}
+		tc.ClientCAs = pool
+		tc.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return []grpc.ServerOption{grpc.Creds(credentials.NewTLS(tc))}, nil
+}
+
 // httpStopTimeout bounds plain HTTP requests (metrics scrapes, the demo
 // page) still running at shutdown.
 const httpStopTimeout = 5 * time.Second
@@ -144,7 +251,12 @@ func (a *App) Serve(ctx context.Context) error {
 	errc := make(chan error, 2)
 	go func() { errc <- a.grpc.Serve(a.grpcLn) }()
 	go func() {
-		err := a.http.Serve(a.httpLn)
+		var err error
+		if a.cfg.HTTPTLSCert != "" {
+			err = a.http.ServeTLS(a.httpLn, a.cfg.HTTPTLSCert, a.cfg.HTTPTLSKey)
+		} else {
+			err = a.http.Serve(a.httpLn)
+		}
 		if errors.Is(err, http.ErrServerClosed) {
 			err = nil
 		}
@@ -152,8 +264,12 @@ func (a *App) Serve(ctx context.Context) error {
 	}()
 	a.ready.Store(true)
 	a.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	scheme := "http://"
+	if a.cfg.HTTPTLSCert != "" {
+		scheme = "https://"
+	}
 	a.log.Info("pushgate started", "http", a.HTTPAddr(), "grpc", a.GRPCAddr(),
-		"demo", "http://"+browsable(a.HTTPAddr())+"/")
+		"demo", scheme+browsable(a.HTTPAddr())+"/")
 
 	var serveErr error
 	select {

@@ -46,6 +46,27 @@ type Config struct {
 	IdempotencyWindow time.Duration // how long idempotency keys are remembered. Default 5m.
 	WatchBuffer       int           // events a WatchEvents stream may lag. Default 4096.
 
+	Auth            string        // client auth: none or jwt. Default none.
+	JWTSecret       string        // HS256 secret. Default none.
+	JWTPublicKey    string        // PEM public key file (RS256, ES256, EdDSA). Default none.
+	JWTJWKS         string        // JWKS file (keys by kid, re-read on change). Default none.
+	JWTAudience     string        // required aud. Default none.
+	JWTIssuer       string        // required iss. Default none.
+	JWTLeeway       time.Duration // clock skew allowed on exp/nbf. Default 5s.
+	TokenCookie     string        // cookie carrying the token. Default none.
+	APIKeys         string        // name:key,... for gRPC callers. Default none.
+	APIKeysFile     string        // file of name:key lines. Default none.
+	GRPCRate        float64       // calls per second per API key. Default 10000.
+	NoReflection    bool          // turn gRPC server reflection off. Default false.
+	GRPCTLSCert     string        // PEM certificate for gRPC TLS. Default none.
+	GRPCTLSKey      string        // its key. Default none.
+	GRPCClientCA    string        // PEM CA bundle: require client certificates (mTLS). Default none.
+	HTTPTLSCert     string        // PEM certificate for wss/https. Default none.
+	HTTPTLSKey      string        // its key. Default none.
+	MaxConns        int           // open connections per node. Default 100000.
+	MaxConnsPerUser int           // open connections per user. Default 32.
+	NewConnsPerSec  float64       // new connections per second per node. Default 5000.
+	UpstreamRate    float64       // frames per second per client connection. Default 20.
 	GRPCStopTimeout time.Duration // in-flight gRPC calls get this long at shutdown. Default 10s.
 	DrainWindow     time.Duration // client closes are spread over this at shutdown. Default 10s.
 }
@@ -81,12 +102,33 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (Conf
 	fs.StringVar(&c.UpstreamTopics, "upstream-topics", "", "comma-separated topic `patterns` (exact, or prefix*) that clients may send messages to")
 	fs.DurationVar(&c.IdempotencyWindow, "idempotency-window", 5*time.Minute, "how long a call with an idempotency_key is remembered (repeats get the first response)")
 	fs.IntVar(&c.WatchBuffer, "watch-buffer", 4096, "events a WatchEvents stream may fall behind before it is ended with RESOURCE_EXHAUSTED")
+	fs.StringVar(&c.Auth, "auth", "none", "client authentication: none (development identity from the URL) or jwt (user id from a token's sub)")
+	fs.StringVar(&c.JWTSecret, "jwt-secret", "", "HS256 `secret` that signs client tokens (at least 32 bytes)")
+	fs.StringVar(&c.JWTPublicKey, "jwt-public-key", "", "PEM public key `file` that verifies client tokens: RSA (RS256), EC P-256 (ES256) or Ed25519 (EdDSA)")
+	fs.StringVar(&c.JWTJWKS, "jwt-jwks", "", "JWKS `file` of keys by kid; re-read when it changes, so keys can rotate")
+	fs.StringVar(&c.JWTAudience, "jwt-audience", "", "when set, tokens must carry this aud")
+	fs.StringVar(&c.JWTIssuer, "jwt-issuer", "", "when set, tokens must carry this iss")
+	fs.DurationVar(&c.JWTLeeway, "jwt-leeway", 5*time.Second, "clock skew allowed when checking a token's exp and nbf")
+	fs.StringVar(&c.TokenCookie, "token-cookie", "", "`name` of a cookie that may carry the client token (besides the Authorization header and the token query parameter)")
+	fs.StringVar(&c.APIKeys, "api-keys", "", "comma-separated `name:key` pairs; gRPC callers must send \"authorization: Bearer <key>\"")
+	fs.StringVar(&c.APIKeysFile, "api-keys-file", "", "`file` of name:key lines (# comments), added to --api-keys")
+	fs.Float64Var(&c.GRPCRate, "grpc-rate", 10000, "PushService calls per second allowed per API key (RESOURCE_EXHAUSTED past it); 0 for no limit")
+	fs.BoolVar(&c.NoReflection, "no-reflection", false, "turn gRPC server reflection off")
+	fs.StringVar(&c.GRPCTLSCert, "grpc-tls-cert", "", "PEM certificate `file`: serve gRPC over TLS")
+	fs.StringVar(&c.GRPCTLSKey, "grpc-tls-key", "", "PEM key `file` for --grpc-tls-cert")
+	fs.StringVar(&c.GRPCClientCA, "grpc-client-ca", "", "PEM CA `file`: gRPC callers must present a certificate it signed (mTLS)")
+	fs.StringVar(&c.HTTPTLSCert, "http-tls-cert", "", "PEM certificate `file`: serve the HTTP side over TLS (wss://, https://)")
+	fs.StringVar(&c.HTTPTLSKey, "http-tls-key", "", "PEM key `file` for --http-tls-cert")
+	fs.IntVar(&c.MaxConns, "max-connections", 100000, "most open WebSocket connections on this node (HTTP 503 past it)")
+	fs.IntVar(&c.MaxConnsPerUser, "max-connections-per-user", 32, "most open connections of one user (HTTP 429 past it)")
+	fs.Float64Var(&c.NewConnsPerSec, "max-new-connections", 5000, "new WebSocket connections per second on this node (HTTP 429 past it); 0 for no limit")
+	fs.Float64Var(&c.UpstreamRate, "upstream-rate", 20, "frames per second a client may send, bursts of twice that (closed with 4002 past it); 0 for no limit")
 	fs.DurationVar(&c.GRPCStopTimeout, "grpc-stop-timeout", 10*time.Second, "at shutdown, how long in-flight gRPC calls may take before they are cut")
 	fs.DurationVar(&c.DrainWindow, "drain-window", 10*time.Second, "at shutdown, clients are closed with 1001 at a steady 1000 per second, faster only when needed to finish within this window, so they do not all reconnect at once")
 	fs.DurationVar(&c.ShutdownDelay, "shutdown-delay", 0, "at shutdown, how long /readyz and gRPC health report not ready before new connections are refused (give load balancers time to notice)")
 
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: pushgate [flags]\n\npushgate pushes messages from backends (gRPC) to WebSocket clients.\nEvery flag can also be set with the environment variable shown.\n\nFlags:\n")
+		fmt.Fprintf(fs.Output(), "Usage: pushgate [flags]\n       pushgate token --user ID [--ttl 1h] [--topics a,b]   (mint a client token; see pushgate token --help)\n\npushgate pushes messages from backends (gRPC) to WebSocket clients.\nEvery flag can also be set with the environment variable shown.\n\nFlags:\n")
 		fs.VisitAll(func(f *flag.Flag) {
 			name, usage := flag.UnquoteUsage(f)
 			if name != "" {
@@ -147,6 +189,14 @@ func (c *Config) validate() error {
 	check(c.MaxTopicsPerConn > 0, "--max-topics-per-connection must be positive")
 	check(c.IdempotencyWindow > 0, "--idempotency-window must be positive")
 	check(c.WatchBuffer > 0, "--watch-buffer must be positive")
+	check(c.Auth == "none" || c.Auth == "jwt", "--auth must be none or jwt, got %q", c.Auth)
+	hasKey := c.JWTSecret != "" || c.JWTPublicKey != "" || c.JWTJWKS != ""
+	check(c.Auth != "jwt" || hasKey, "--auth jwt needs --jwt-secret, --jwt-public-key or --jwt-jwks")
+	check(c.JWTSecret == "" || len(c.JWTSecret) >= 32, "--jwt-secret must be at least 32 bytes")
+	check((c.GRPCTLSCert == "") == (c.GRPCTLSKey == ""), "--grpc-tls-cert and --grpc-tls-key go together")
+	check(c.GRPCClientCA == "" || c.GRPCTLSCert != "", "--grpc-client-ca needs --grpc-tls-cert and --grpc-tls-key")
+	check((c.HTTPTLSCert == "") == (c.HTTPTLSKey == ""), "--http-tls-cert and --http-tls-key go together")
+	check(c.MaxConns >= 0 && c.MaxConnsPerUser >= 0 && c.NewConnsPerSec >= 0 && c.UpstreamRate >= 0 && c.GRPCRate >= 0, "limits must not be negative")
 	check(c.DrainWindow >= 0, "--drain-window must not be negative")
 	check(c.ShutdownDelay >= 0, "--shutdown-delay must not be negative")
 	for _, a := range []struct{ flag, addr string }{{"--http-addr", c.HTTPAddr}, {"--grpc-addr", c.GRPCAddr}} {

@@ -32,7 +32,11 @@ func main() {
 
 // run parses the configuration, starts pushgate and serves until ctx ends,
 // then shuts down in order. It returns nil after a clean shutdown.
+// "pushgate token ..." mints a client token instead.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "token" {
+		return runToken(args[1:], getenv, stdout)
+	}
 	cfg, err := parseConfig(args, getenv, stdout)
 	if err != nil {
 		return err

@@ -1,0 +1,24 @@
+package limit
+
+import "testing"
+
+func TestBucket(t *testing.T) {
+	b := NewBucket(1, 5) // refills one per second: none during this test
+	n := 0
+	for range 100 {
+		if b.Allow() {
+			n++
+		}
+	}
+	if n < 5 || n > 6 {
+		t.Fatalf("allowed %d of 100 with burst 5", n)
+	}
+	var none *Bucket
+	if !none.Allow() || NewBucket(0, 1) != nil {
+		t.Fatal("a nil bucket must allow everything")
+	}
+	k := NewKeyed(1, 2)
+	if !k.Allow("a") || !k.Allow("a") || k.Allow("a") || !k.Allow("b") {
+		t.Fatal("keyed buckets must be independent")
+	}
+}
