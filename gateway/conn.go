@@ -258,19 +258,22 @@ func (c *Conn) writeBatch(batch []frame) error {
 		defer batchBufs.Put(bp)
 		for i := 0; i < len(batch); {
 			buf := (*bp)[:0]
-			n := 0
+			n, msgs := 0, 0
 			for ; i < len(batch) && (n == 0 || len(buf)+len(c.bytes(&batch[i])) < maxBatchFrame); i++ {
 				if n > 0 {
 					buf = append(buf, '\n')
 				}
 				buf = append(buf, c.bytes(&batch[i])...)
 				n++
+				if batch[i].msg != nil {
+					msgs++
+				}
 			}
 			*bp = buf
 			if err := c.ws.Write(context.Background(), websocket.MessageText, buf); err != nil {
 				return err
 			}
-			m.delivered.Add(float64(n))
+			m.delivered.Add(float64(msgs))
 			m.bytesOut.Add(float64(len(buf)))
 		}
 		return nil
@@ -292,7 +295,9 @@ func (c *Conn) writeBatch(batch []frame) error {
 		if err := c.ws.Write(context.Background(), typ, data); err != nil {
 			return err
 		}
-		m.delivered.Inc()
+		if f.msg != nil {
+			m.delivered.Inc()
+		}
 		m.bytesOut.Add(float64(len(data)))
 	}
 	if len(acks) > 0 {
@@ -408,7 +413,7 @@ func (c *Conn) readLoop() {
 // goes to WatchEvents if the user may send upstream, and is counted.
 func (c *Conn) handleRaw(typ websocket.MessageType, data []byte) {
 	m := c.hub.metrics
-	if isPing(data) {
+	if typ == websocket.MessageText && isPing(data) {
 		m.pingsIn.Inc()
 		c.send(rawPong)
 		return

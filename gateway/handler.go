@@ -155,6 +155,14 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, userID string, topic
 		h.reject(w, r, http.StatusServiceUnavailable, "shutting_down", "server shutting down")
 		return
 	}
+	if !looksLikeUpgrade(r) {
+		// Not a WebSocket handshake: let Accept answer it (426, 400, 405)
+		// without the connection ever joining the registry.
+		_, err := websocket.Accept(w, r, nil)
+		h.metrics.rejected.WithLabelValues("handshake").Inc()
+		h.log.Info("websocket handshake refused", "remote", r.RemoteAddr, "err", err)
+		return
+	}
 	q := r.URL.Query()
 	envelope := offersSubprotocol(r, Subprotocol)
 	var topics []string
@@ -241,6 +249,26 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, userID string, topic
 	h.metrics.closed.WithLabelValues(reason.Label).Inc()
 	h.log.Debug("connection closed", "user", userID, "conn", c.idString(), "remote", c.remote,
 		"reason", reason.Label, "duration", time.Since(c.opened).Round(time.Millisecond))
+}
+
+// looksLikeUpgrade reports whether r has what websocket.Accept requires of
+// a handshake (Origin is checked separately), so that a connection joins
+// the registry only when its upgrade will succeed.
+func looksLikeUpgrade(r *http.Request) bool {
+	return r.Method == http.MethodGet && r.ProtoAtLeast(1, 1) &&
+		headerHasToken(r.Header, "Connection", "upgrade") && headerHasToken(r.Header, "Upgrade", "websocket") &&
+		r.Header.Get("Sec-WebSocket-Version") == "13" && len(r.Header.Values("Sec-WebSocket-Key")) == 1
+}
+
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // offersSubprotocol reports whether the client listed proto in

@@ -201,8 +201,9 @@ var errUserLimit = errors.New("too many connections for this user")
 
 // register adds c to the registry and, in the same critical section, queues
 // what the connection must see first: for envelope connections the hello,
-// then the inbox entries after lastID (all of them for raw connections, or
-// when lastID is ""). resume says whether the client gave a lastID.
+// then the inbox entries after lastID (all of them when lastID is ""; raw
+// clients have no ids and normally pass none). resume says whether the
+// client gave a lastID.
 func (h *Hub) register(c *Conn, lastID string, resume bool) error {
 	s := h.shard(c.userID)
 	now := time.Now()

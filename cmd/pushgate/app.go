@@ -94,7 +94,7 @@ func newApp(cfg Config, log *slog.Logger) (*App, error) {
 		InboxMessages:     cfg.InboxMessages,
 		InboxBytes:        cfg.InboxBytes,
 		InboxMaxTTL:       cfg.InboxMaxTTL,
-		PresenceGrace:     cfg.PresenceGrace,
+		PresenceGrace:     presenceGrace(cfg.PresenceGrace),
 		MaxTopicsPerConn:  cfg.MaxTopicsPerConn,
 		UpstreamUsers:     list(cfg.UpstreamUsers),
 		UpstreamTopics:    list(cfg.UpstreamTopics),
@@ -187,6 +187,15 @@ func protectedMode(cfg Config, clientAuth, apiKeys bool, log *slog.Logger) error
 		log.Info("client auth (jwt) and API keys are on")
 	}
 	return nil
+}
+
+// presenceGrace maps --presence-grace 0 ("report at once") to the hub's
+// negative value for it (its zero means the default).
+func presenceGrace(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 func onOff(b bool) string {

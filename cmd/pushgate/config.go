@@ -96,7 +96,7 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (Conf
 	fs.IntVar(&c.InboxMessages, "inbox-max-messages", 100, "per-user inbox limit, in messages (messages sent with a ttl wait there); the oldest are dropped past it")
 	fs.IntVar(&c.InboxBytes, "inbox-max-bytes", 256<<10, "per-user inbox limit, in payload bytes; the oldest are dropped past it")
 	fs.DurationVar(&c.InboxMaxTTL, "inbox-max-ttl", 24*time.Hour, "longest ttl a message may ask for (also how long a dropped message is remembered, so resuming clients learn of the gap)")
-	fs.DurationVar(&c.PresenceGrace, "presence-grace", 5*time.Second, "how long a user may be gone before WatchEvents reports them offline (a page reload reports nothing)")
+	fs.DurationVar(&c.PresenceGrace, "presence-grace", 5*time.Second, "how long a user may be gone before WatchEvents reports them offline (a page reload reports nothing); 0 reports at once")
 	fs.IntVar(&c.MaxTopicsPerConn, "max-topics-per-connection", 64, "most topics one connection may subscribe to")
 	fs.StringVar(&c.UpstreamUsers, "upstream-users", "", "comma-separated user id `patterns` (path.Match, * for all) whose clients may send messages to WatchEvents")
 	fs.StringVar(&c.UpstreamTopics, "upstream-topics", "", "comma-separated topic `patterns` (exact, or prefix*) that clients may send messages to")
@@ -188,6 +188,7 @@ func (c *Config) validate() error {
 	check(c.InboxMaxTTL > 0, "--inbox-max-ttl must be positive")
 	check(c.MaxTopicsPerConn > 0, "--max-topics-per-connection must be positive")
 	check(c.IdempotencyWindow > 0, "--idempotency-window must be positive")
+	check(c.PresenceGrace >= 0, "--presence-grace must not be negative")
 	check(c.WatchBuffer > 0, "--watch-buffer must be positive")
 	check(c.Auth == "none" || c.Auth == "jwt", "--auth must be none or jwt, got %q", c.Auth)
 	hasKey := c.JWTSecret != "" || c.JWTPublicKey != "" || c.JWTJWKS != ""

@@ -402,7 +402,7 @@ func TestWatchEventsOnlineOfflineAckUpstream(t *testing.T) {
 }
 
 func TestSlowWatcherIsCutOff(t *testing.T) {
-	s := startServer(t, "--watch-buffer", "8", "--presence-grace", "-1s")
+	s := startServer(t, "--watch-buffer", "8", "--presence-grace", "0")
 	ctx := context.Background()
 	st, err := s.api.WatchEvents(ctx, &pb.WatchEventsRequest{}, grpc.MaxCallRecvMsgSize(1<<20))
 	if err != nil {

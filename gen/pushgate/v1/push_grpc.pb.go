@@ -40,9 +40,13 @@ const (
 //
 // Errors are gRPC status codes: INVALID_ARGUMENT when a request is malformed
 // or over a size limit (the status message starts with the offending field's
-// name, and a google.rpc.BadRequest detail names it too), INTERNAL for a
-// server fault (details are logged, not returned). A user who is offline is
-// not an error: the response says so.
+// name, and a google.rpc.BadRequest detail names it too); UNAUTHENTICATED
+// when API keys are configured and the call has no valid
+// "authorization: Bearer <key>"; RESOURCE_EXHAUSTED over the per-key rate
+// limit (retry with backoff) or for a WatchEvents stream that fell behind;
+// UNAVAILABLE while the server shuts down; INTERNAL for a server fault
+// (details are logged, not returned). A user who is offline is not an error:
+// the response says so.
 type PushServiceClient interface {
 	// Broadcast sends the message to every open connection, except those of the
 	// users listed in exclude_user_ids.
@@ -183,9 +187,13 @@ type PushService_WatchEventsClient = grpc.ServerStreamingClient[Event]
 //
 // Errors are gRPC status codes: INVALID_ARGUMENT when a request is malformed
 // or over a size limit (the status message starts with the offending field's
-// name, and a google.rpc.BadRequest detail names it too), INTERNAL for a
-// server fault (details are logged, not returned). A user who is offline is
-// not an error: the response says so.
+// name, and a google.rpc.BadRequest detail names it too); UNAUTHENTICATED
+// when API keys are configured and the call has no valid
+// "authorization: Bearer <key>"; RESOURCE_EXHAUSTED over the per-key rate
+// limit (retry with backoff) or for a WatchEvents stream that fell behind;
+// UNAVAILABLE while the server shuts down; INTERNAL for a server fault
+// (details are logged, not returned). A user who is offline is not an error:
+// the response says so.
 type PushServiceServer interface {
 	// Broadcast sends the message to every open connection, except those of the
 	// users listed in exclude_user_ids.
