@@ -109,25 +109,25 @@ func TestInvalidArgumentCarriesFieldViolation(t *testing.T) {
 
 func TestPageTokenRoundTrip(t *testing.T) {
 	for _, id := range []string{"a", "merchant-42", "用户", strings.Repeat("z", 128)} {
-		got, err := decodePageToken(encodePageToken(id))
-		if err != nil || got != id {
-			t.Fatalf("%q: got %q, %v", id, got, err)
+		got, size, err := decodePageToken(encodePageToken(id, 250))
+		if err != nil || got != id || size != 250 {
+			t.Fatalf("%q: got %q, %d, %v", id, got, size, err)
 		}
 	}
-	for _, bad := range []string{"!!", "AQ", "AXh5eg", encodePageToken("abc") + "A", strings.ToUpper(encodePageToken("abc"))} {
-		if _, err := decodePageToken(bad); err == nil {
+	for _, bad := range []string{"!!", "AQ", "AXh5eg", encodePageToken("abc", 10) + "A", strings.ToUpper(encodePageToken("abc", 10))} {
+		if _, _, err := decodePageToken(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
 	}
 }
 
 func FuzzPageToken(f *testing.F) {
-	f.Add(encodePageToken("merchant-42"))
+	f.Add(encodePageToken("merchant-42", 100))
 	f.Add("")
 	f.Add("AQ")
 	f.Fuzz(func(t *testing.T, tok string) {
-		id, err := decodePageToken(tok)
-		if err == nil && tok != "" && encodePageToken(id) != tok {
+		id, size, err := decodePageToken(tok)
+		if err == nil && tok != "" && encodePageToken(id, size) != tok {
 			t.Fatalf("%q decodes to %q, which encodes differently", tok, id)
 		}
 	})

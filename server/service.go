@@ -230,12 +230,12 @@ func toEvent(e gateway.Event) *pb.Event {
 
 // ListOnline implements PushService.ListOnline.
 func (s *Service) ListOnline(ctx context.Context, req *pb.ListOnlineRequest) (*pb.ListOnlineResponse, error) {
-	after, _ := decodePageToken(req.GetPageToken()) // validated by the interceptor
-	size := int(req.GetPageSize())
+	after, _, _ := decodePageToken(req.GetPageToken()) // validated by the interceptor
+	size := req.GetPageSize()
 	if size == 0 {
 		size = DefaultPageSize
 	}
-	page, err := s.gw.ListOnline(ctx, after, size)
+	page, err := s.gw.ListOnline(ctx, after, int(size))
 	if err != nil {
 		return nil, s.internal(ctx, "ListOnline", err)
 	}
@@ -248,7 +248,7 @@ func (s *Service) ListOnline(ctx context.Context, req *pb.ListOnlineRequest) (*p
 		resp.Users[i] = onlineUser(u)
 	}
 	if page.More && len(page.Users) > 0 {
-		resp.NextPageToken = encodePageToken(page.Users[len(page.Users)-1].UserID)
+		resp.NextPageToken = encodePageToken(page.Users[len(page.Users)-1].UserID, size)
 	}
 	return resp, nil
 }

@@ -99,8 +99,15 @@ func (l *Limits) validate(req any) error {
 		if s := r.GetPageSize(); s < 0 || s > MaxPageSize {
 			return invalid("page_size", fmt.Sprintf("must be between 1 and %d (0 means %d), got %d", MaxPageSize, DefaultPageSize, s))
 		}
-		if _, err := decodePageToken(r.GetPageToken()); err != nil {
+		size := r.GetPageSize()
+		if size == 0 {
+			size = DefaultPageSize
+		}
+		switch _, tokSize, err := decodePageToken(r.GetPageToken()); {
+		case err != nil:
 			return invalid("page_token", "not a token returned by ListOnline")
+		case tokSize != 0 && tokSize != size:
+			return invalid("page_token", fmt.Sprintf("belongs to a listing with page_size %d, not %d; keep the page size while paging", tokSize, size))
 		}
 	case *pb.GetPresenceRequest:
 		return l.userIDs("user_ids", r.GetUserIds(), true)
@@ -193,33 +200,37 @@ func invalid(field, desc string) error {
 	return st.Err()
 }
 
-// Page tokens are opaque to callers: base64url of a version byte, the last
-// user id of the previous page, and a CRC-32 of both, so that garbage (or a
-// hand-edited token) is refused instead of silently starting elsewhere.
-const pageTokenVersion = 1
+// Page tokens are opaque to callers: base64url of a version byte, the page
+// size of the listing, the last user id of the previous page, and a CRC-32
+// of all that, so that garbage, a hand-edited token or a token of another
+// listing is refused instead of silently starting elsewhere.
+const pageTokenVersion = 2
 
-func encodePageToken(lastUserID string) string {
-	b := make([]byte, 0, 1+len(lastUserID)+4)
+func encodePageToken(lastUserID string, pageSize int32) string {
+	b := make([]byte, 0, 1+2+len(lastUserID)+4)
 	b = append(b, pageTokenVersion)
+	b = binary.BigEndian.AppendUint16(b, uint16(pageSize))
 	b = append(b, lastUserID...)
 	b = binary.BigEndian.AppendUint32(b, crc32.ChecksumIEEE(b))
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-func decodePageToken(tok string) (string, error) {
+// decodePageToken returns the last user id and page size a token carries
+// ("", 0 for the empty token).
+func decodePageToken(tok string) (string, int32, error) {
 	if tok == "" {
-		return "", nil
+		return "", 0, nil
 	}
 	b, err := base64.RawURLEncoding.DecodeString(tok)
 	if err != nil {
-		return "", err
+		return "", 0, err
 	}
-	if len(b) < 6 || b[0] != pageTokenVersion {
-		return "", fmt.Errorf("bad page token")
+	if len(b) < 1+2+1+4 || b[0] != pageTokenVersion {
+		return "", 0, fmt.Errorf("bad page token")
 	}
 	body, sum := b[:len(b)-4], binary.BigEndian.Uint32(b[len(b)-4:])
 	if crc32.ChecksumIEEE(body) != sum {
-		return "", fmt.Errorf("bad page token")
+		return "", 0, fmt.Errorf("bad page token")
 	}
-	return string(body[1:]), nil
+	return string(body[3:]), int32(binary.BigEndian.Uint16(body[1:3])), nil
 }
