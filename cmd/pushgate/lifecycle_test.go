@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"runtime"
@@ -302,5 +303,78 @@ func TestHelpListsEveryOption(t *testing.T) {
 	}
 	if n < 18 || !strings.Contains(out.String(), `(default "127.0.0.1:9090", env PUSHGATE_GRPC_ADDR)`) {
 		t.Fatalf("help lists %d flags:\n%s", n, out.String())
+	}
+}
+
+func TestProtectedModeNeedsAuthPerListener(t *testing.T) {
+	secret := "0123456789abcdef0123456789abcdef"
+	cases := []struct {
+		args    []string
+		refused string // the flag named in the refusal, or "" to start
+	}{
+		{[]string{"--http-addr", "0.0.0.0:0"}, "--auth jwt"},
+		{[]string{"--http-addr", "0.0.0.0:0", "--auth", "jwt", "--jwt-secret", secret}, ""},
+		{[]string{"--grpc-addr", "0.0.0.0:0", "--auth", "jwt", "--jwt-secret", secret}, "--api-keys"},
+		{[]string{"--grpc-addr", "0.0.0.0:0", "--api-keys", "orders:0123456789abcdef"}, ""},
+		{[]string{"--http-addr", "0.0.0.0:0", "--grpc-addr", "0.0.0.0:0", "--auth", "jwt", "--jwt-secret", secret, "--api-keys", "orders:0123456789abcdef"}, ""},
+	}
+	for _, tc := range cases {
+		args := append([]string{"--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"}, tc.args...)
+		cfg, err := parseConfig(args, func(string) string { return "" }, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		logs := &syncBuffer{}
+		app, err := newApp(cfg, slog.New(slog.NewTextHandler(logs, nil)))
+		if tc.refused != "" {
+			if err == nil || !strings.Contains(err.Error(), "protected mode") || !strings.Contains(err.Error(), tc.refused) {
+				t.Errorf("%v: err = %v, want a refusal naming %s", tc.args, err, tc.refused)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%v: %v", tc.args, err)
+			continue
+		}
+		app.grpcLn.Close()
+		app.httpLn.Close()
+		app.hub.Shutdown(context.Background(), 0)
+	}
+}
+
+func TestTokenExpiryClosesAndRefreshExtends(t *testing.T) {
+	secret := "0123456789abcdef0123456789abcdef"
+	s := startServer(t, "--auth", "jwt", "--jwt-secret", secret, "--jwt-leeway", "0s")
+	mint := func(user string, ttl time.Duration) string {
+		var out strings.Builder
+		if err := runToken([]string{"--user", user, "--ttl", ttl.String()}, func(k string) string {
+			if k == "PUSHGATE_JWT_SECRET" {
+				return secret
+			}
+			return ""
+		}, &out); err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(out.String())
+	}
+	ws := "ws://" + s.app.HTTPAddr() + "/ws?token="
+	// Raw client: closed with 4101 when its token expires.
+	short := dialWS(t, ws+mint("u1", 1500*time.Millisecond))
+	if code := short.closeCode(); code != 4101 {
+		t.Fatalf("close code = %d, want 4101", code)
+	}
+	// Envelope client: refreshes before expiry and stays.
+	e := dialEnv(t, ws+mint("u2", 1500*time.Millisecond))
+	e.send(map[string]any{"op": "refresh", "token": mint("u2", time.Hour), "ref": 1})
+	if f := e.next(); f.Op != "refreshed" {
+		t.Fatalf("refresh reply = %+v", f)
+	}
+	time.Sleep(2 * time.Second) // past the first token's expiry: the refreshed one holds
+	s.api.SendToUser(context.Background(), &pb.SendToUserRequest{UserId: "u2", Message: textMsg("still here")})
+	if m := e.nextMessage(); string(m.Data) != `"still here"` {
+		t.Fatalf("after refresh: %+v", m)
+	}
+	if v := s.metric(t, `pushgate_connections_closed_total{reason="token_expired"}`); v != 1 {
+		t.Fatalf("token_expired closes = %v, want 1", v)
 	}
 }
