@@ -541,9 +541,7 @@ func (c *Conn) refresh(op clientOp) {
 		return
 	}
 	c.setExpiry(claims.Expires)
-	f := replyFrame("refreshed", op.Ref, "")
-	f.data = append(f.data[:len(f.data)-1], `,"exp":`+strconv.FormatInt(claims.Expires.UnixMilli(), 10)+`}`...)
-	c.send(f)
+	c.send(refreshedFrame(op.Ref, claims.Expires))
 }
 
 // maxAckIDs caps the ids in one ack frame.

@@ -159,6 +159,13 @@ func replyFrame(op string, ref json.RawMessage, topic string) frame {
 	return frame{data: append(b, '}'), typ: websocket.MessageText}
 }
 
+// refreshedFrame builds {"op":"refreshed","ref":ref,"exp":<unix ms>}.
+func refreshedFrame(ref json.RawMessage, exp time.Time) frame {
+	f := replyFrame("refreshed", ref, "")
+	f.data = append(f.data[:len(f.data)-1], `,"exp":`+strconv.FormatInt(exp.UnixMilli(), 10)+`}`...)
+	return f
+}
+
 // errorFrame builds {"op":"error","ref":ref,"code":code,"message":msg}.
 // Codes are listed in PROTOCOL.md.
 func errorFrame(ref json.RawMessage, code, msg string) frame {

@@ -64,7 +64,7 @@ func TestProtocolExamples(t *testing.T) {
 			continue
 		}
 		switch op.Op {
-		case "ping", "ack", "subscribe", "unsubscribe", "send":
+		case "ping", "ack", "subscribe", "unsubscribe", "send", "refresh":
 		default:
 			t.Errorf("client example uses unknown op %q", op.Op)
 		}
@@ -90,6 +90,7 @@ func checkServerFrame(t *testing.T, ex string) {
 		Ref       json.RawMessage `json:"ref"`
 		Code      string          `json:"code"`
 		Message   string          `json:"message"`
+		Exp       int64           `json:"exp"`
 	}
 	if err := json.Unmarshal([]byte(ex), &f); err != nil {
 		t.Errorf("%s: %v", ex, err)
@@ -127,6 +128,8 @@ func checkServerFrame(t *testing.T, ex string) {
 		want, _ = json.Marshal(h)
 	case "pong":
 		want = pongFrame(f.Ref).data
+	case "refreshed":
+		want = refreshedFrame(f.Ref, time.UnixMilli(f.Exp)).data
 	case "acked", "subscribed", "unsubscribed", "sent":
 		want = replyFrame(f.Op, f.Ref, f.Topic).data
 	case "error":
