@@ -51,12 +51,13 @@ type Conn struct {
 
 	// Guarded by mu.
 	mu      sync.Mutex
-	queue   []frame // frames waiting for the write loop
-	spare   []frame // the write loop's last batch, reused as the next queue
-	queued  int     // bytes in queue
-	ready   bool    // the handshake is done; until then frames only queue
-	writing bool    // a write loop goroutine is running (or finishing the close)
-	closing bool    // set once: no more enqueues; reason says why
+	queue   []frame   // frames waiting for the write loop
+	spare   []frame   // the write loop's last batch, reused as the next queue
+	queued  int       // bytes in queue
+	since   time.Time // when the oldest queued frame was queued
+	ready   bool      // the handshake is done; until then frames only queue
+	writing bool      // a write loop goroutine is running (or finishing the close)
+	closing bool      // set once: no more enqueues; reason says why
 	reason  CloseReason
 	hb      *time.Timer         // heartbeat; re-armed only while !closing
 	expiry  *time.Timer         // token expiry; nil without auth
@@ -94,6 +95,9 @@ func (c *Conn) enqueue(f frame) enqueueResult {
 		c.hub.metrics.droppedSlow.Inc() // this frame; closeWith counts the queued ones
 		return overflowed
 	}
+	if len(c.queue) == 0 {
+		c.since = time.Now()
+	}
 	c.queue = append(c.queue, f)
 	c.queued += f.size()
 	start := c.startWriterLocked()
@@ -109,6 +113,9 @@ func (c *Conn) enqueue(f frame) enqueueResult {
 // queued at connect is bounded by the inbox limits.
 func (c *Conn) queueLocked(f frame) {
 	c.mu.Lock()
+	if len(c.queue) == 0 {
+		c.since = time.Now()
+	}
 	c.queue = append(c.queue, f)
 	c.queued += f.size()
 	c.mu.Unlock()
@@ -226,11 +233,16 @@ func (c *Conn) writeLoop() {
 		c.queue = c.spare[:0]
 		c.spare = nil
 		c.queued = 0
+		since := c.since
 		c.mu.Unlock()
 
 		_ = c.nc.SetWriteDeadline(time.Now().Add(c.hub.cfg.WriteTimeout))
 		err := c.writeBatch(batch)
 		_ = c.nc.SetWriteDeadline(time.Time{})
+		if err == nil {
+			// How long the batch's oldest frame waited to be written.
+			c.hub.metrics.writeLatency.Observe(time.Since(since).Seconds())
+		}
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				c.closeWith(CloseSlowConsumer)

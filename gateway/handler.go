@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -43,7 +44,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !h.originAllowed(r) {
-		h.log.Warn("websocket origin refused", "origin", r.Header.Get("Origin"), "host", r.Host,
+		h.logLimited(slog.LevelWarn, "websocket origin refused", "origin", r.Header.Get("Origin"), "host", r.Host,
 			"allow_with", "--allowed-origins "+originHost(r.Header.Get("Origin")))
 		h.reject(w, r, http.StatusForbidden, "origin", "origin not allowed")
 		return
@@ -160,7 +161,7 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, userID string, topic
 		// without the connection ever joining the registry.
 		_, err := websocket.Accept(w, r, nil)
 		h.metrics.rejected.WithLabelValues("handshake").Inc()
-		h.log.Info("websocket handshake refused", "remote", r.RemoteAddr, "err", err)
+		h.logLimited(slog.LevelInfo, "websocket handshake refused", "remote", r.RemoteAddr, "err", err)
 		return
 	}
 	q := r.URL.Query()
@@ -226,7 +227,7 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, userID string, topic
 		// Accept has written the HTTP error response.
 		c.closeWith(closeHandshakeFailed)
 		h.metrics.rejected.WithLabelValues("handshake").Inc()
-		h.log.Info("websocket handshake refused", "remote", r.RemoteAddr, "origin", r.Header.Get("Origin"), "err", err)
+		h.logLimited(slog.LevelInfo, "websocket handshake refused", "remote", r.RemoteAddr, "origin", r.Header.Get("Origin"), "err", err)
 		return
 	}
 	ws.SetReadLimit(h.cfg.ReadLimit)
@@ -239,7 +240,7 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, userID string, topic
 	if !expires.IsZero() {
 		c.setExpiry(expires)
 	}
-	h.log.Debug("connection opened", "user", userID, "conn", c.idString(), "remote", c.remote, "envelope", envelope)
+	h.log.Info("connection opened", "user", userID, "conn", c.idString(), "remote", c.remote, "envelope", envelope)
 
 	c.readLoop()
 
@@ -247,7 +248,7 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, userID string, topic
 	reason := c.reason
 	c.mu.Unlock()
 	h.metrics.closed.WithLabelValues(reason.Label).Inc()
-	h.log.Debug("connection closed", "user", userID, "conn", c.idString(), "remote", c.remote,
+	h.log.Info("connection closed", "user", userID, "conn", c.idString(), "remote", c.remote,
 		"reason", reason.Label, "duration", time.Since(c.opened).Round(time.Millisecond))
 }
 
@@ -286,10 +287,27 @@ func offersSubprotocol(r *http.Request, proto string) bool {
 
 func (h *Hub) reject(w http.ResponseWriter, r *http.Request, code int, label, msg string) {
 	h.metrics.rejected.WithLabelValues(label).Inc()
-	h.log.LogAttrs(r.Context(), slog.LevelInfo, "websocket handshake refused",
-		slog.String("remote", r.RemoteAddr), slog.String("reason", label))
+	h.logLimited(slog.LevelInfo, "websocket handshake refused", "remote", r.RemoteAddr, "reason", label)
 	http.Error(w, msg, code)
 }
+
+// logLimited logs lines that clients can provoke at will (refused
+// handshakes) at most logBurst per second; the next line that gets through
+// says how many were suppressed.
+func (h *Hub) logLimited(level slog.Level, msg string, args ...any) {
+	if !h.logBucket.Allow() {
+		h.logSuppressed.Add(1)
+		return
+	}
+	if n := h.logSuppressed.Swap(0); n > 0 {
+		args = append(args, "suppressed_before", n)
+	}
+	h.log.Log(context.Background(), level, msg, args...)
+}
+
+// logBurst is how many client-provoked lines logLimited lets through per
+// second.
+const logBurst = 20
 
 // ValidUserID checks the rules for user ids: 1 to max bytes of valid UTF-8
 // with only printable characters (no control characters, no line breaks).

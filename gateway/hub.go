@@ -145,6 +145,9 @@ type Hub struct {
 	stop    chan struct{}
 	newConn *limit.Bucket // nil: unlimited
 
+	logBucket     *limit.Bucket
+	logSuppressed atomic.Int64
+
 	targets sync.Pool // *[]*Conn, fan-out scratch space
 }
 
@@ -166,6 +169,7 @@ func NewHub(cfg Config, log *slog.Logger, reg prometheus.Registerer) *Hub {
 	cfg.setDefaults()
 	h := &Hub{cfg: cfg, log: log, seed: maphash.MakeSeed(), stop: make(chan struct{})}
 	h.newConn = limit.NewBucket(cfg.NewConnsPerSecond, int(cfg.NewConnsPerSecond)+1)
+	h.logBucket = limit.NewBucket(logBurst, logBurst)
 	for i := range h.shards {
 		h.shards[i].users = make(map[string]*presence)
 		h.shards[i].inboxes = make(map[string]*inbox)
@@ -631,9 +635,8 @@ func (h *Hub) Disconnect(_ context.Context, userID, text string) (int, error) {
 }
 
 // Shutdown refuses new connections and closes the open ones with 1001
-// (going away) at a steady pace: 1,000 per second, faster only when needed
-// to finish within window, so clients do not all reconnect at the same
-// instant. Messages already queued are written before each close frame;
+// (going away) at a steady pace spread over window, so that clients do not
+// all reconnect at the same instant. Messages already queued are written before each close frame;
 // inboxes are kept until the process ends. It returns when every connection
 // is gone or ctx ends.
 func (h *Hub) Shutdown(ctx context.Context, window time.Duration) error {
@@ -653,8 +656,8 @@ func (h *Hub) Shutdown(ctx context.Context, window time.Duration) error {
 	if len(all) > 0 {
 		h.log.Info("closing client connections", "connections", len(all), "window", window)
 	}
-	step := time.Millisecond
-	if len(all) > 0 && window/time.Duration(len(all)) < step {
+	var step time.Duration
+	if len(all) > 0 {
 		step = window / time.Duration(len(all))
 	}
 	start := time.Now()

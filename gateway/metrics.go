@@ -37,6 +37,7 @@ type Metrics struct {
 
 	authFailures *prometheus.CounterVec
 	rateLimited  prometheus.Counter
+	writeLatency prometheus.Histogram
 }
 
 // NewMetrics creates the gateway metrics and registers them, with gauges for
@@ -81,6 +82,12 @@ func NewMetrics(reg prometheus.Registerer, h *Hub) *Metrics {
 			"WebSocket handshakes refused for their token, by reason (missing_token, malformed, bad_alg, bad_signature, expired, not_yet_valid, bad_audience, bad_issuer, unknown_kid, no_subject, no_expiry, bad_subject).", "reason"),
 		rateLimited: counter("pushgate_upstream_rate_limited_total", "Connections closed with 4002 for sending faster than --upstream-rate."),
 	}
+	m.writeLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "pushgate_write_latency_seconds",
+		Help:    "Time from queueing a message on a connection to writing it to the socket (per write batch, oldest message).",
+		Buckets: []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+	})
+	reg.MustRegister(m.writeLatency)
 	dropped := vec("pushgate_messages_dropped_total", "Messages queued for a connection but not written, by reason (slow_consumer, closing, kicked).", "reason")
 	m.droppedSlow = dropped.WithLabelValues("slow_consumer")
 	m.droppedClosing = dropped.WithLabelValues("closing")

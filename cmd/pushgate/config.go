@@ -7,8 +7,12 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"sort"
 	"strings"
 	"time"
+
+	"gopkg.in/yaml.v3"
 )
 
 // Config is everything pushgate can be told. Every field is a flag with a
@@ -68,12 +72,23 @@ type Config struct {
 	NewConnsPerSec  float64       // new connections per second per node. Default 5000.
 	UpstreamRate    float64       // frames per second per client connection. Default 20.
 	GRPCStopTimeout time.Duration // in-flight gRPC calls get this long at shutdown. Default 10s.
+	ConfigFile      string        // YAML file of settings. Default none.
 	DrainWindow     time.Duration // client closes are spread over this at shutdown. Default 10s.
 }
 
-// parseConfig reads flags from args and PUSHGATE_* variables through getenv.
-// It returns flag.ErrHelp after writing the usage to out for -h/--help.
+// parseConfig reads the configuration: flags from args, over PUSHGATE_*
+// variables read through getenv, over the YAML file named by --config (or
+// PUSHGATE_CONFIG), over the defaults. It returns flag.ErrHelp after
+// writing the usage to out for -h/--help.
 func parseConfig(args []string, getenv func(string) string, out io.Writer) (Config, error) {
+	c, _, err := loadConfig(args, getenv, out)
+	return c, err
+}
+
+// secretFlags are masked by "pushgate config print".
+var secretFlags = map[string]bool{"jwt-secret": true, "api-keys": true, "admin-password": true}
+
+func loadConfig(args []string, getenv func(string) string, out io.Writer) (Config, *flag.FlagSet, error) {
 	var c Config
 	fs := flag.NewFlagSet("pushgate", flag.ContinueOnError)
 	fs.SetOutput(out)
@@ -124,8 +139,10 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (Conf
 	fs.Float64Var(&c.NewConnsPerSec, "max-new-connections", 5000, "new WebSocket connections per second on this node (HTTP 429 past it); 0 for no limit")
 	fs.Float64Var(&c.UpstreamRate, "upstream-rate", 20, "frames per second a client may send, bursts of twice that (closed with 4002 past it); 0 for no limit")
 	fs.DurationVar(&c.GRPCStopTimeout, "grpc-stop-timeout", 10*time.Second, "at shutdown, how long in-flight gRPC calls may take before they are cut")
-	fs.DurationVar(&c.DrainWindow, "drain-window", 10*time.Second, "at shutdown, clients are closed with 1001 at a steady 1000 per second, faster only when needed to finish within this window, so they do not all reconnect at once")
+	fs.DurationVar(&c.DrainWindow, "drain-window", 10*time.Second, "at shutdown, clients are closed with 1001 at a steady pace over this window, so they do not all reconnect at once (0: all at once)")
 	fs.DurationVar(&c.ShutdownDelay, "shutdown-delay", 0, "at shutdown, how long /readyz and gRPC health report not ready before new connections are refused (give load balancers time to notice)")
+
+	fs.StringVar(&c.ConfigFile, "config", "", "YAML `file` of settings, keys named like the flags (http-addr: ...); flags and environment variables override it")
 
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: pushgate [flags]\n       pushgate token --user ID [--ttl 1h] [--topics a,b]   (mint a client token; see pushgate token --help)\n\npushgate pushes messages from backends (gRPC) to WebSocket clients.\nEvery flag can also be set with the environment variable shown.\n\nFlags:\n")
@@ -138,7 +155,21 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (Conf
 		})
 	}
 
-	// Environment first, so that flags given on the command line override it.
+	// The file first, then the environment, then the command line, each
+	// overriding what came before.
+	file := getenv("PUSHGATE_CONFIG")
+	for i, a := range args {
+		if v, ok := strings.CutPrefix(strings.TrimLeft(a, "-"), "config="); ok && strings.HasPrefix(a, "-") {
+			file = v
+		} else if (a == "--config" || a == "-config") && i+1 < len(args) {
+			file = args[i+1]
+		}
+	}
+	if file != "" {
+		if err := applyFile(fs, file); err != nil {
+			return c, fs, err
+		}
+	}
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
 		if v := getenv(envName(f.Name)); v != "" && envErr == nil {
@@ -148,15 +179,76 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (Conf
 		}
 	})
 	if envErr != nil {
-		return c, envErr
+		return c, fs, envErr
 	}
 	if err := fs.Parse(args); err != nil {
-		return c, err
+		return c, fs, err
 	}
 	if fs.NArg() > 0 {
-		return c, fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))
+		return c, fs, fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))
 	}
-	return c, c.validate()
+	return c, fs, c.validate()
+}
+
+// applyFile sets flags from a YAML mapping of flag names to values. A key
+// that is not a flag is an error naming it; a list becomes a comma list.
+func applyFile(fs *flag.FlagSet, path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("--config: %w", err)
+	}
+	var m map[string]any
+	if err := yaml.Unmarshal(b, &m); err != nil {
+		return fmt.Errorf("--config %s: %w", path, err)
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		f := fs.Lookup(k)
+		if f == nil || k == "config" {
+			return fmt.Errorf("--config %s: unknown key %q (keys are the flag names, see --help)", path, k)
+		}
+		var v string
+		switch x := m[k].(type) {
+		case nil:
+			continue
+		case []any:
+			parts := make([]string, len(x))
+			for i, p := range x {
+				parts[i] = fmt.Sprint(p)
+			}
+			v = strings.Join(parts, ",")
+		case map[string]any:
+			return fmt.Errorf("--config %s: key %q: want a value or a list, not a mapping", path, k)
+		default:
+			v = fmt.Sprint(x)
+		}
+		if err := fs.Set(k, v); err != nil {
+			return fmt.Errorf("--config %s: key %q: %v", path, k, err)
+		}
+	}
+	return nil
+}
+
+// printConfig writes the effective configuration as YAML (loadable with
+// --config), secrets masked.
+func printConfig(fs *flag.FlagSet, w io.Writer) error {
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if f.Name == "config" || err != nil {
+			return
+		}
+		v := f.Value.String()
+		if secretFlags[f.Name] && v != "" {
+			v = "********"
+		}
+		q, _ := yaml.Marshal(v)
+		_, err = fmt.Fprintf(w, "%s: %s", f.Name, q)
+	})
+	return err
 }
 
 func envName(flagName string) string {

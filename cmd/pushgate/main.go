@@ -37,6 +37,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if len(args) > 0 && args[0] == "token" {
 		return runToken(args[1:], getenv, stdout)
 	}
+	if len(args) > 1 && args[0] == "config" && args[1] == "print" {
+		_, fs, err := loadConfig(args[2:], getenv, stdout)
+		if err != nil {
+			return err
+		}
+		return printConfig(fs, stdout)
+	}
 	cfg, err := parseConfig(args, getenv, stdout)
 	if err != nil {
 		return err
