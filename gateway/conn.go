@@ -44,6 +44,10 @@ type Conn struct {
 	topicRules []string // topics this connection may join; nil: any
 	topicList  []string // topics joined at connect, for the hello
 
+	// writeFn is c.writeLoop, bound once: "go c.writeLoop()" would allocate
+	// a closure on every start of the write loop, that is per delivery.
+	writeFn func()
+
 	// Set once by attach, before ready; read-only after. Only the write loop
 	// (which starts after ready), the heartbeat and the read loop use them.
 	ws *websocket.Conn
@@ -103,7 +107,7 @@ func (c *Conn) enqueue(f frame) enqueueResult {
 	start := c.startWriterLocked()
 	c.mu.Unlock()
 	if start {
-		go c.writeLoop()
+		go c.writeFn()
 	}
 	return queued
 }
@@ -177,7 +181,7 @@ func (c *Conn) closeWith(r CloseReason) {
 		c.hub.metrics.droppedClosing.Add(float64(dropped))
 	}
 	if start {
-		go c.writeLoop()
+		go c.writeFn()
 	}
 }
 
@@ -200,7 +204,7 @@ func (c *Conn) attach(ws *websocket.Conn, nc net.Conn) {
 	start := c.startWriterLocked()
 	c.mu.Unlock()
 	if start {
-		go c.writeLoop()
+		go c.writeFn()
 	}
 }
 

@@ -49,13 +49,13 @@ func (m *Message) envelope() []byte {
 		b = append(b, `,"data":`...)
 		switch m.Kind {
 		case KindJSON:
-			var buf bytes.Buffer
-			if err := json.Compact(&buf, m.Data); err != nil {
+			buf := bytes.NewBuffer(b)
+			if err := json.Compact(buf, m.Data); err != nil {
 				// Validated at the API edge; never reached. Send it as text
 				// rather than break the frame.
 				b = appendJSONString(b, string(m.Data))
 			} else {
-				b = append(b, buf.Bytes()...)
+				b = buf.Bytes()
 			}
 		case KindText:
 			b = appendJSONString(b, string(m.Data))

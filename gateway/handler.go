@@ -206,6 +206,7 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, userID string, topic
 		topicRules: topicRules,
 		topicList:  topics,
 	}
+	c.writeFn = c.writeLoop
 	h.live.Add(1)
 	defer h.live.Add(-1)
 	if err := h.register(c, lastID, lastID != ""); err != nil {

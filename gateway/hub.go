@@ -138,6 +138,7 @@ type Hub struct {
 
 	users   atomic.Int64
 	conns   atomic.Int64
+	envs    atomic.Int64 // envelope connections among conns
 	inboxed atomic.Int64 // messages in all inboxes
 	nextID  atomic.Uint64
 	closing atomic.Bool  // Shutdown started: refuse new connections
@@ -230,6 +231,9 @@ func (h *Hub) register(c *Conn, lastID string, resume bool) error {
 	}
 	p.conns = append(p.conns, c)
 	h.conns.Add(1)
+	if c.envelope {
+		h.envs.Add(1)
+	}
 
 	var replay []*Message
 	complete := true
@@ -279,6 +283,9 @@ func (h *Hub) remove(c *Conn) {
 	}
 	p.conns = slices.Delete(p.conns, i, i+1)
 	h.conns.Add(-1)
+	if c.envelope {
+		h.envs.Add(-1)
+	}
 	if len(p.conns) > 0 {
 		return
 	}
@@ -415,6 +422,14 @@ func fanout(targets []*Conn, m *Message) int64 {
 	return n
 }
 
+// preEncode makes m's envelope before a fan-out when envelope connections
+// exist, so that their write loops do not wait on one another to make it.
+func (h *Hub) preEncode(m *Message) {
+	if h.envs.Load() > 0 {
+		m.envelope()
+	}
+}
+
 // Broadcast queues m on every connection except those of the users in
 // exclude, and returns how many connections it was queued on. Broadcasts are
 // live only (never stored). It sets m.ID and m.Time.
@@ -427,6 +442,7 @@ func (h *Hub) Broadcast(_ context.Context, m *Message, exclude []string) (int64,
 		}
 	}
 	m.ID, m.Time, m.broadcast = NewID(), time.Now(), true
+	h.preEncode(m)
 	tp := h.targets.Get().(*[]*Conn)
 	var n int64
 	for i := range h.shards {
@@ -454,6 +470,7 @@ func (h *Hub) Broadcast(_ context.Context, m *Message, exclude []string) (int64,
 // many. Topic messages are live only. It sets m.ID, m.Time and m.Topic.
 func (h *Hub) Publish(_ context.Context, topic string, m *Message) (int64, error) {
 	m.ID, m.Time, m.Topic = NewID(), time.Now(), topic
+	h.preEncode(m)
 	ts := h.topicShard(topic)
 	tp := h.targets.Get().(*[]*Conn)
 	targets := (*tp)[:0]
@@ -562,7 +579,13 @@ type OnlinePage struct {
 
 // ListOnline returns up to limit online users whose id sorts after the given
 // one ("" for the first page). Cost is O(users × log limit) per page.
-func (h *Hub) ListOnline(_ context.Context, after string, limit int) (OnlinePage, error) {
+func (h *Hub) ListOnline(ctx context.Context, after string, limit int) (OnlinePage, error) {
+	return h.ListOnlineMatching(ctx, after, limit, nil)
+}
+
+// ListOnlineMatching is ListOnline restricted to the user ids for which
+// match returns true (nil: all).
+func (h *Hub) ListOnlineMatching(_ context.Context, after string, limit int, match func(userID string) bool) (OnlinePage, error) {
 	// A max-heap of the limit+1 smallest ids after `after`; the extra one
 	// tells whether there is a next page.
 	top := &userHeap{}
@@ -571,7 +594,7 @@ func (h *Hub) ListOnline(_ context.Context, after string, limit int) (OnlinePage
 		s := &h.shards[i]
 		s.mu.RLock()
 		for id, p := range s.users {
-			if id <= after && after != "" {
+			if id <= after && after != "" || match != nil && !match(id) {
 				continue
 			}
 			if top.Len() < keep {

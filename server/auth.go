@@ -101,6 +101,12 @@ func (k *APIKeys) Len() int {
 	return len(k.keys)
 }
 
+// Valid reports whether key is one of the keys.
+func (k *APIKeys) Valid(key string) bool {
+	_, ok := k.lookup(key)
+	return ok
+}
+
 // lookup returns the name of the key given, comparing against every key in
 // constant time (hashes of equal length, no early exit).
 func (k *APIKeys) lookup(given string) (string, bool) {

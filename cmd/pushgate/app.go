@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -40,12 +41,16 @@ type App struct {
 	http   *http.Server
 	grpcLn net.Listener
 	httpLn net.Listener
+	ops    *http.Server // nil without --ops-addr
+	opsLn  net.Listener
 	ready  atomic.Bool
 }
 
 // newApp wires pushgate and binds its listeners (so their addresses are known
 // before Serve), refusing network-reachable addresses in protected mode.
 func newApp(cfg Config, log *slog.Logger) (*App, error) {
+	recent := web.NewRecent(log.Handler(), 100) // recent warnings and errors, for the admin page
+	log = slog.New(recent)
 	var verifier *token.Verifier
 	if cfg.Auth == "jwt" {
 		var err error
@@ -136,23 +141,87 @@ func newApp(cfg Config, log *slog.Logger) (*App, error) {
 	mux := http.NewServeMux()
 	mux.Handle("GET /ws", a.hub)
 	mux.Handle("GET /ws/{userID}", a.hub)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+	mux.Handle("GET /{$}", demo)
+	a.http = a.httpServer(mux)
+
+	// Metrics, health, admin and pprof: on the ops listener if there is one,
+	// else next to /ws.
+	ops, opsAddr := mux, cfg.HTTPAddr
+	if cfg.OpsAddr != "" {
+		if a.opsLn, err = net.Listen("tcp", cfg.OpsAddr); err != nil {
+			a.grpcLn.Close()
+			a.httpLn.Close()
+			return nil, fmt.Errorf("--ops-addr: %w", err)
+		}
+		ops, opsAddr = http.NewServeMux(), cfg.OpsAddr
+		a.ops = a.httpServer(ops)
+	}
+	ops.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	ops.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	ops.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !a.ready.Load() {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ready")
 	})
-	mux.Handle("GET /{$}", demo)
-	a.http = &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
-		MaxHeaderBytes:    16 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	admin := web.AdminConfig{
+		Hub: a.hub, Node: cfg.NodeName, Errors: recent.Entries, Password: cfg.AdminPassword, Started: time.Now(),
+		Counters: func() map[string]float64 {
+			return counters(reg, map[string]string{
+				"pushgate_messages_delivered_total": "delivered",
+				"pushgate_slow_consumers_total":     "slow_consumers",
+			})
+		},
+	}
+	if keys.Len() > 0 {
+		admin.APIKey = keys.Valid
+	}
+	switch {
+	case admin.Password != "" || admin.APIKey != nil || loopbackOnly(opsAddr):
+		adminHandler := web.AdminHandler(admin)
+		ops.Handle("/admin", adminHandler)
+		ops.Handle("/admin/", adminHandler)
+	default:
+		log.Warn("admin page off: it would be reachable from the network with no password; set --admin-password or API keys", "addr", opsAddr)
+	}
+	if cfg.Pprof {
+		ops.HandleFunc("/debug/pprof/", pprof.Index)
+		ops.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		ops.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		ops.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		ops.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	return a, nil
+}
+
+func (a *App) httpServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: a.cfg.ReadHeaderTimeout,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
+	}
+}
+
+// counters reads the current value of the named counters from reg, keyed
+// by the given short names.
+func counters(reg prometheus.Gatherer, names map[string]string) map[string]float64 {
+	out := map[string]float64{}
+	mfs, err := reg.Gather()
+	if err != nil {
+		return out
+	}
+	for _, mf := range mfs {
+		short, ok := names[mf.GetName()]
+		if !ok {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			out[short] += m.GetCounter().GetValue()
+		}
+	}
+	return out
 }
 
 // protectedMode refuses listeners reachable from the network when nothing
@@ -248,6 +317,14 @@ func browsable(addr string) string {
 	return net.JoinHostPort(host, port)
 }
 
+// OpsAddr is the ops listener's address (the HTTP one without --ops-addr).
+func (a *App) OpsAddr() string {
+	if a.opsLn != nil {
+		return a.opsLn.Addr().String()
+	}
+	return a.HTTPAddr()
+}
+
 // HTTPAddr and GRPCAddr are the bound addresses.
 func (a *App) HTTPAddr() string { return a.httpLn.Addr().String() }
 func (a *App) GRPCAddr() string { return a.grpcLn.Addr().String() }
@@ -259,6 +336,13 @@ func (a *App) GRPCAddr() string { return a.grpcLn.Addr().String() }
 func (a *App) Serve(ctx context.Context) error {
 	errc := make(chan error, 2)
 	go func() { errc <- a.grpc.Serve(a.grpcLn) }()
+	if a.ops != nil {
+		go func() {
+			if err := a.ops.Serve(a.opsLn); !errors.Is(err, http.ErrServerClosed) {
+				errc <- err
+			}
+		}()
+	}
 	go func() {
 		var err error
 		if a.cfg.HTTPTLSCert != "" {
@@ -277,7 +361,7 @@ func (a *App) Serve(ctx context.Context) error {
 	if a.cfg.HTTPTLSCert != "" {
 		scheme = "https://"
 	}
-	a.log.Info("pushgate started", "http", a.HTTPAddr(), "grpc", a.GRPCAddr(),
+	a.log.Info("pushgate started", "http", a.HTTPAddr(), "grpc", a.GRPCAddr(), "ops", a.OpsAddr(),
 		"demo", scheme+browsable(a.HTTPAddr())+"/")
 
 	var serveErr error
@@ -331,5 +415,10 @@ func (a *App) shutdown() {
 		a.log.Warn("some client connections did not close in time", "remaining", a.hub.Connections())
 	}
 	<-httpDone
+	if a.ops != nil { // last, so health and metrics answered during the drain
+		ctx, cancel := context.WithTimeout(context.Background(), httpStopTimeout)
+		_ = a.ops.Shutdown(ctx)
+		cancel()
+	}
 	a.log.Info("pushgate stopped", "took", time.Since(start).Round(time.Millisecond))
 }

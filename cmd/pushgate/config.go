@@ -73,6 +73,10 @@ type Config struct {
 	UpstreamRate    float64       // frames per second per client connection. Default 20.
 	GRPCStopTimeout time.Duration // in-flight gRPC calls get this long at shutdown. Default 10s.
 	ConfigFile      string        // YAML file of settings. Default none.
+	OpsAddr         string        // separate listener for metrics, health, admin, pprof. Default none.
+	AdminPassword   string        // admin page password (user "admin"). Default none.
+	Pprof           bool          // serve /debug/pprof on the ops listener. Default false.
+	NodeName        string        // this node's name. Default the host name.
 	DrainWindow     time.Duration // client closes are spread over this at shutdown. Default 10s.
 }
 
@@ -142,6 +146,11 @@ func loadConfig(args []string, getenv func(string) string, out io.Writer) (Confi
 	fs.DurationVar(&c.DrainWindow, "drain-window", 10*time.Second, "at shutdown, clients are closed with 1001 at a steady pace over this window, so they do not all reconnect at once (0: all at once)")
 	fs.DurationVar(&c.ShutdownDelay, "shutdown-delay", 0, "at shutdown, how long /readyz and gRPC health report not ready before new connections are refused (give load balancers time to notice)")
 
+	host, _ := os.Hostname()
+	fs.StringVar(&c.OpsAddr, "ops-addr", "", "separate `address` for /metrics, /healthz, /readyz, /admin and /debug/pprof (default: served on --http-addr)")
+	fs.StringVar(&c.AdminPassword, "admin-password", "", "password for the /admin page (user \"admin\"); API keys are accepted too. Without either, /admin is served only on a loopback listener")
+	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go profiling at /debug/pprof (with the ops endpoints)")
+	fs.StringVar(&c.NodeName, "node-name", host, "this node's name, shown on the admin page")
 	fs.StringVar(&c.ConfigFile, "config", "", "YAML `file` of settings, keys named like the flags (http-addr: ...); flags and environment variables override it")
 
 	fs.Usage = func() {

@@ -1,0 +1,222 @@
+package web
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	_ "embed"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"pushgate/gateway"
+)
+
+//go:embed admin.html
+var adminPage []byte
+
+// AdminHub is what the admin page needs from the gateway. *gateway.Hub
+// implements it.
+type AdminHub interface {
+	Users() int64
+	Connections() int64
+	Inboxed() int64
+	ListOnlineMatching(ctx context.Context, after string, limit int, match func(string) bool) (gateway.OnlinePage, error)
+	Disconnect(ctx context.Context, userID, text string) (int, error)
+	SendToUser(ctx context.Context, userID string, m *gateway.Message) (gateway.Delivery, error)
+	Publish(ctx context.Context, topic string, m *gateway.Message) (int64, error)
+	Broadcast(ctx context.Context, m *gateway.Message, exclude []string) (int64, error)
+}
+
+// AdminConfig configures the admin page.
+type AdminConfig struct {
+	Hub      AdminHub
+	Node     string                   // this node's name, shown with each user
+	Errors   func() []LogEntry        // recent warnings and errors
+	Password string                   // HTTP Basic password (user "admin"); "" with no API key check: open
+	APIKey   func(key string) bool    // accepts "Authorization: Bearer <API key>"; nil: not accepted
+	Started  time.Time                // for the uptime
+	Counters func() map[string]float64 // selected counters for the page
+}
+
+// AdminHandler serves /admin (the page) and /admin/api/* (its JSON API).
+// When a password or API keys are configured, every request must present
+// one. State-changing calls are POSTs with a JSON body, which a cross-site
+// form cannot send.
+func AdminHandler(cfg AdminConfig) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /admin", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Header().Set("Content-Security-Policy", "default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'")
+		w.Header().Set("X-Frame-Options", "DENY")
+		w.Write(adminPage)
+	})
+	mux.HandleFunc("GET /admin/api/stats", func(w http.ResponseWriter, r *http.Request) {
+		out := map[string]any{
+			"node":        cfg.Node,
+			"users":       cfg.Hub.Users(),
+			"connections": cfg.Hub.Connections(),
+			"inbox":       cfg.Hub.Inboxed(),
+			"uptime_s":    int64(time.Since(cfg.Started).Seconds()),
+		}
+		if cfg.Counters != nil {
+			out["counters"] = cfg.Counters()
+		}
+		writeJSON(w, http.StatusOK, out)
+	})
+	mux.HandleFunc("GET /admin/api/users", func(w http.ResponseWriter, r *http.Request) {
+		q := strings.ToLower(r.URL.Query().Get("q"))
+		limit, _ := strconv.Atoi(r.URL.Query().Get("limit"))
+		if limit <= 0 || limit > 500 {
+			limit = 50
+		}
+		var match func(string) bool
+		if q != "" {
+			match = func(id string) bool { return strings.Contains(strings.ToLower(id), q) }
+		}
+		page, err := cfg.Hub.ListOnlineMatching(r.Context(), r.URL.Query().Get("after"), limit, match)
+		if err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
+			return
+		}
+		type user struct {
+			UserID      string    `json:"user_id"`
+			Connections int       `json:"connections"`
+			Since       time.Time `json:"online_since"`
+			Node        string    `json:"node"`
+		}
+		out := struct {
+			Users []user `json:"users"`
+			Next  string `json:"next,omitempty"`
+			Total int64  `json:"total_users"`
+		}{Users: []user{}, Total: page.TotalUsers}
+		for _, u := range page.Users {
+			out.Users = append(out.Users, user{u.UserID, u.Connections, u.Since, cfg.Node})
+		}
+		if page.More && len(page.Users) > 0 {
+			out.Next = page.Users[len(page.Users)-1].UserID
+		}
+		writeJSON(w, http.StatusOK, out)
+	})
+	mux.HandleFunc("GET /admin/api/errors", func(w http.ResponseWriter, r *http.Request) {
+		var out []LogEntry
+		if cfg.Errors != nil {
+			out = cfg.Errors()
+		}
+		if out == nil {
+			out = []LogEntry{}
+		}
+		writeJSON(w, http.StatusOK, out)
+	})
+	mux.HandleFunc("POST /admin/api/kick", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			UserID string `json:"user_id"`
+		}
+		if !readJSON(w, r, &req) {
+			return
+		}
+		if err := gateway.ValidUserID(req.UserID, 1024); err != nil {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "user_id: " + err.Error()})
+			return
+		}
+		n, err := cfg.Hub.Disconnect(r.Context(), req.UserID, "kicked by an administrator")
+		if err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]int{"closed_connections": n})
+	})
+	mux.HandleFunc("POST /admin/api/send", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Target string `json:"target"` // user, topic or all
+			UserID string `json:"user_id"`
+			Topic  string `json:"topic"`
+			Text   string `json:"text"`
+		}
+		if !readJSON(w, r, &req) {
+			return
+		}
+		if req.Text == "" || len(req.Text) > 64<<10 {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "text: 1 byte to 64 KiB"})
+			return
+		}
+		// Valid JSON goes out as JSON (the page's own shape), else as text.
+		m := &gateway.Message{Type: "admin.test", Kind: gateway.KindText, Data: []byte(req.Text)}
+		if json.Valid(m.Data) {
+			m.Kind = gateway.KindJSON
+		}
+		var delivered int64
+		var err error
+		switch req.Target {
+		case "user":
+			if err = gateway.ValidUserID(req.UserID, 1024); err != nil {
+				writeJSON(w, http.StatusBadRequest, map[string]string{"error": "user_id: " + err.Error()})
+				return
+			}
+			var d gateway.Delivery
+			d, err = cfg.Hub.SendToUser(r.Context(), req.UserID, m)
+			delivered = int64(d.Delivered)
+		case "topic":
+			if err = gateway.ValidTopic(req.Topic); err != nil {
+				writeJSON(w, http.StatusBadRequest, map[string]string{"error": "topic: " + err.Error()})
+				return
+			}
+			delivered, err = cfg.Hub.Publish(r.Context(), req.Topic, m)
+		case "all":
+			delivered, err = cfg.Hub.Broadcast(r.Context(), m, nil)
+		default:
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "target: user, topic or all"})
+			return
+		}
+		if err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"message_id": m.ID, "delivered_connections": delivered})
+	})
+	return cfg.guard(mux)
+}
+
+// guard requires the password or an API key when either is configured.
+func (cfg AdminConfig) guard(next http.Handler) http.Handler {
+	if cfg.Password == "" && cfg.APIKey == nil {
+		return next
+	}
+	want := sha256.Sum256([]byte(cfg.Password))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if user, pass, ok := r.BasicAuth(); ok && cfg.Password != "" {
+			got := sha256.Sum256([]byte(pass))
+			if subtle.ConstantTimeCompare(got[:], want[:]) == 1 && user == "admin" {
+				next.ServeHTTP(w, r)
+				return
+			}
+		}
+		if key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok && cfg.APIKey != nil && cfg.APIKey(key) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		w.Header().Set("WWW-Authenticate", `Basic realm="pushgate admin", charset="UTF-8"`)
+		http.Error(w, "admin: authentication required", http.StatusUnauthorized)
+	})
+}
+
+func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	if !strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
+		writeJSON(w, http.StatusUnsupportedMediaType, map[string]string{"error": "send application/json"})
+		return false
+	}
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 128<<10)).Decode(v); err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "bad JSON: " + err.Error()})
+		return false
+	}
+	return true
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}
