@@ -33,11 +33,11 @@ type AdminHub interface {
 // AdminConfig configures the admin page.
 type AdminConfig struct {
 	Hub      AdminHub
-	Node     string                   // this node's name, shown with each user
-	Errors   func() []LogEntry        // recent warnings and errors
-	Password string                   // HTTP Basic password (user "admin"); "" with no API key check: open
-	APIKey   func(key string) bool    // accepts "Authorization: Bearer <API key>"; nil: not accepted
-	Started  time.Time                // for the uptime
+	Node     string                    // this node's name, shown with each user
+	Errors   func() []LogEntry         // recent warnings and errors
+	Password string                    // HTTP Basic password (user "admin"); "" with no API key check: open
+	APIKey   func(key string) bool     // accepts "Authorization: Bearer <API key>"; nil: not accepted
+	Started  time.Time                 // for the uptime
 	Counters func() map[string]float64 // selected counters for the page
 }
 
