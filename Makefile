@@ -14,7 +14,7 @@ BUF_VERSION                := v1.75.0
 PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 
-.PHONY: run test generate lint check-generated tools bench
+.PHONY: run test test-go test-js generate lint check-generated tools bench e2e-binary js-deps chromium
 
 run:
 	$(GO) run ./cmd/pushgate
@@ -45,8 +45,33 @@ lint: tools
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-test: lint check-generated
-	$(GO) test -race -count=1 -timeout 15m ./...
+test: lint check-generated test-go test-js
+
+test-go:
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+# The JavaScript client and the pages, against the real binary, in Node and
+# headless Chromium. Screenshots land in test-artifacts/.
+JS := gateway/web/js
+test-js: e2e-binary js-deps chromium
+	cd $(JS) && node --test --test-concurrency=1 test/
+
+e2e-binary:
+	$(GO) build -o .tools/pushgate-e2e ./cmd/pushgate
+
+js-deps:
+	@command -v npm >/dev/null || $(call need,npm,nodejs npm)
+	cd $(JS) && npm ci --no-audit --no-fund --loglevel=error
+
+chromium:
+	@command -v chromium >/dev/null || $(call need,chromium,chromium)
+
+# need installs Debian packages when a command is missing: through apt as
+# root, otherwise it says what to install and fails.
+define need
+	{ if [ "$$(id -u)" = 0 ]; then echo "installing $(2)"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) >/dev/null; \
+	  else echo "$(1) is missing: install it with 'sudo apt-get install $(2)'"; exit 1; fi; }
+endef
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...

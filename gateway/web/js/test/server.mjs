@@ -1,0 +1,59 @@
+// Starts the real pushgate binary for a test and tells its addresses.
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { mkdirSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+export const repoRoot = path.resolve(here, '../../../..');
+export const binary = process.env.PUSHGATE_BIN || path.join(repoRoot, '.tools/pushgate-e2e');
+export const artifacts = process.env.PUSHGATE_ARTIFACTS || path.join(repoRoot, 'test-artifacts');
+mkdirSync(artifacts, { recursive: true });
+
+// start runs pushgate on free loopback ports with extra flags and resolves
+// once it logs "pushgate started".
+export function start(args = [], env = {}) {
+  const child = spawn(binary, [
+    '--log-format', 'json', '--http-addr', '127.0.0.1:0', '--grpc-addr', '127.0.0.1:0',
+    '--drain-window', '200ms', ...args,
+  ], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+  const logs = [];
+  const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('pushgate did not start:\n' + logs.join('\n'))), 15000);
+    createInterface({ input: child.stderr }).on('line', (line) => {
+      logs.push(line);
+      let rec;
+      try { rec = JSON.parse(line); } catch { return; }
+      if (rec.msg === 'pushgate started') {
+        clearTimeout(timer);
+        resolve({
+          http: rec.http, grpc: rec.grpc, ops: rec.ops, logs, child, exited,
+          async stop() {
+            if (child.exitCode === null) child.kill('SIGTERM');
+            return exited;
+          },
+        });
+      }
+    });
+    child.on('exit', (code) => { clearTimeout(timer); reject(new Error(`pushgate exited ${code}:\n` + logs.join('\n'))); });
+  });
+}
+
+// waitFor polls cond until it is truthy or the deadline passes.
+export async function waitFor(what, cond, ms = 15000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await cond();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error('timed out waiting for ' + what);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+export const chromiumPath = process.env.CHROMIUM || '/usr/bin/chromium';
+export const chromiumArgs = [
+  '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+];
