@@ -32,6 +32,7 @@ type proc struct {
 	cmd      *exec.Cmd
 	httpAddr string
 	grpcAddr string
+	opsAddr  string
 	stderr   *syncBuffer
 	exited   chan error
 }
@@ -57,9 +58,9 @@ func startProcess(t *testing.T, args ...string) *proc {
 		for sc.Scan() {
 			line := sc.Text()
 			fmt.Fprintln(p.stderr, line)
-			var rec struct{ Msg, HTTP, GRPC string }
+			var rec struct{ Msg, HTTP, GRPC, Ops string }
 			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "pushgate started" {
-				p.httpAddr, p.grpcAddr = rec.HTTP, rec.GRPC
+				p.httpAddr, p.grpcAddr, p.opsAddr = rec.HTTP, rec.GRPC, rec.Ops
 				close(started)
 			}
 		}

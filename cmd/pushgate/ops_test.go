@@ -1,0 +1,282 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	pb "pushgate/gen/pushgate/v1"
+)
+
+func TestDrainOf1000Clients(t *testing.T) {
+	const clients = 1000
+	const window = 2 * time.Second
+	p := startProcess(t, "--ops-addr", "127.0.0.1:0", "--drain-window", window.String(), "--shutdown-delay", "300ms")
+
+	type closed struct {
+		at   time.Time
+		code websocket.StatusCode
+	}
+	results := make(chan closed, clients)
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 50)
+	for i := range clients {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			c, _, err := websocket.Dial(context.Background(), fmt.Sprintf("ws://%s/ws/drain-%d", p.httpAddr, i), nil)
+			<-sem
+			if err != nil {
+				t.Errorf("dial %d: %v", i, err)
+				return
+			}
+			go func() {
+				for {
+					if _, _, err := c.Read(context.Background()); err != nil {
+						results <- closed{time.Now(), websocket.CloseStatus(err)}
+						return
+					}
+				}
+			}()
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	ready := func() int {
+		r, err := http.Get("http://" + p.opsAddr + "/readyz")
+		if err != nil {
+			return 0
+		}
+		r.Body.Close()
+		return r.StatusCode
+	}
+	eventually(t, "ready with 1000 clients", func() bool { return ready() == 200 })
+
+	// Watch readiness from the moment of the signal.
+	notReady := make(chan time.Time, 1)
+	go func() {
+		for {
+			if code := ready(); code == http.StatusServiceUnavailable {
+				notReady <- time.Now()
+				return
+			} else if code == 0 {
+				close(notReady) // the ops listener went away before saying not ready
+				return
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+	sent := time.Now()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	var times []time.Time
+	for range clients {
+		select {
+		case r := <-results:
+			if r.code != websocket.StatusGoingAway {
+				t.Fatalf("a client was closed with %d, want 1001", r.code)
+			}
+			times = append(times, r.at)
+		case <-time.After(30 * time.Second):
+			t.Fatalf("only %d of %d clients closed", len(times), clients)
+		}
+	}
+	select {
+	case err := <-p.exited:
+		if err != nil {
+			t.Fatalf("exit: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("still running after the drain")
+	}
+	nr, ok := <-notReady
+	if !ok {
+		t.Fatal("/readyz never answered 503 before the ops listener closed")
+	}
+	sort.Slice(times, func(i, j int) bool { return times[i].Before(times[j]) })
+	first, last := times[0], times[len(times)-1]
+	if !nr.Before(first) {
+		t.Fatalf("not ready at +%v, after the first close at +%v", nr.Sub(sent), first.Sub(sent))
+	}
+	// Spread: the closes fill most of the window, in many separate moments.
+	spread := last.Sub(first)
+	buckets := map[int64]bool{}
+	for _, at := range times {
+		buckets[at.Sub(first).Milliseconds()/100] = true
+	}
+	t.Logf("not ready +%v; closes from +%v to +%v (spread %v over %d of the window's 100 ms slots)",
+		nr.Sub(sent).Round(time.Millisecond), first.Sub(sent).Round(time.Millisecond), last.Sub(sent).Round(time.Millisecond), spread.Round(time.Millisecond), len(buckets))
+	if spread < window*3/4 || len(buckets) < 15 {
+		t.Fatalf("closes not spread over the %v window: spread %v in %d slots", window, spread, len(buckets))
+	}
+}
+
+func TestMetricsAfterAScriptedScenario(t *testing.T) {
+	secret := "0123456789abcdef0123456789abcdef"
+	s := startServer(t, "--auth", "jwt", "--jwt-secret", secret, "--queue-max-messages", "4",
+		"--max-payload-bytes", "1048576", "--write-timeout", "1s")
+	mint := func(user string) string {
+		var out strings.Builder
+		runToken([]string{"--user", user, "--jwt-secret", secret}, func(string) string { return "" }, &out)
+		return strings.TrimSpace(out.String())
+	}
+	ws := "ws://" + s.app.HTTPAddr() + "/ws?token="
+	// 5 auth failures: none, garbage, wrong signature ×3.
+	for _, tok := range []string{"", "garbage", mint("x")[:40] + "AAAA", mint("y") + "x", mint("z")[:len(mint("z"))-2] + "zz"} {
+		if code, _ := dialStatus(t, ws+tok, nil); code != 401 {
+			t.Fatalf("bad token %q: HTTP %d", tok, code)
+		}
+	}
+	// 3 connections: one reads, two never read.
+	reader := dialWS(t, ws+mint("reader"))
+	ctx := context.Background()
+	var stuck []*websocket.Conn
+	for _, u := range []string{"stuck-1", "stuck-2"} {
+		c, _, err := websocket.Dial(ctx, ws+mint(u), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.CloseNow()
+		stuck = append(stuck, c)
+	}
+	eventually(t, "3 connections", func() bool { return s.metric(t, "pushgate_connections") == 3 })
+	// 4 messages to the reader.
+	for i := range 4 {
+		s.api.SendToUser(ctx, &pb.SendToUserRequest{UserId: "reader", Message: textMsg(fmt.Sprint(i))})
+		reader.expect(fmt.Sprint(i))
+	}
+	// The two that never read become slow consumers.
+	big := textMsg(strings.Repeat("x", 512<<10))
+	for _, u := range []string{"stuck-1", "stuck-2"} {
+		for i := 0; ; i++ {
+			r, err := s.api.SendToUser(ctx, &pb.SendToUserRequest{UserId: u, Message: big})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !r.GetOnline() {
+				break
+			}
+			if i > 500 {
+				t.Fatalf("%s never became a slow consumer", u)
+			}
+		}
+	}
+	want := map[string]float64{
+		"pushgate_connections":                                      1,
+		"pushgate_connections_accepted_total":                       3,
+		`pushgate_connections_closed_total{reason="slow_consumer"}`: 2,
+		"pushgate_slow_consumers_total":                             2,
+		`pushgate_auth_failures_total{reason="missing_token"}`:      1,
+		`pushgate_auth_failures_total{reason="malformed"}`:          2,
+		`pushgate_auth_failures_total{reason="bad_signature"}`:      2,
+		`pushgate_handshakes_rejected_total{reason="auth"}`:         5,
+	}
+	eventually(t, "slow consumers closed", func() bool {
+		return s.metric(t, `pushgate_connections_closed_total{reason="slow_consumer"}`) == 2
+	})
+	for series, v := range want {
+		if got := s.metric(t, series); got != v {
+			t.Errorf("%s = %v, want %v", series, got, v)
+		}
+	}
+	// The reader's 4 messages were delivered; the stuck ones got some
+	// before their socket buffers filled, so at least 4 in total.
+	if got := s.metric(t, "pushgate_messages_delivered_total"); got < 4 {
+		t.Errorf("delivered = %v, want at least 4", got)
+	}
+	if got := s.metric(t, `pushgate_grpc_calls_total{caller="",code="OK",method="SendToUser"}`); got < 6 {
+		t.Errorf("SendToUser calls = %v", got)
+	}
+}
+
+func TestConfigFilePrecedenceAndPrint(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "pushgate.yaml")
+	os.WriteFile(file, []byte(`# example
+http-addr: 127.0.0.1:7001
+grpc-addr: 127.0.0.1:7002
+queue-max-messages: 11
+allowed-origins: [a.example.com, "b.example.com"]
+jwt-secret: "0123456789abcdef0123456789abcdef-file"
+api-keys: orders:0123456789abcdef-file
+drain-window: 3s
+`), 0o600)
+	env := map[string]string{"PUSHGATE_GRPC_ADDR": "127.0.0.1:7102", "PUSHGATE_DRAIN_WINDOW": "4s"}
+	getenv := func(k string) string { return env[k] }
+	cfg, err := parseConfig([]string{"--config", file, "--drain-window", "5s"}, getenv, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ what, got, want string }{
+		{"file over default", cfg.HTTPAddr, "127.0.0.1:7001"},
+		{"env over file", cfg.GRPCAddr, "127.0.0.1:7102"},
+		{"flag over env and file", cfg.DrainWindow.String(), "5s"},
+		{"list from the file", cfg.AllowedOrigins, "a.example.com,b.example.com"},
+		{"number from the file", fmt.Sprint(cfg.QueueMessages), "11"},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s: got %s, want %s", c.what, c.got, c.want)
+		}
+	}
+	// PUSHGATE_CONFIG names the file too.
+	cfg, err = parseConfig(nil, func(k string) string {
+		if k == "PUSHGATE_CONFIG" {
+			return file
+		}
+		return ""
+	}, io.Discard)
+	if err != nil || cfg.QueueMessages != 11 {
+		t.Fatalf("PUSHGATE_CONFIG: %+v, %v", cfg.QueueMessages, err)
+	}
+
+	for _, bad := range []struct{ body, want string }{
+		{"htp-addr: x\n", `unknown key "htp-addr"`},
+		{"queue-max-messages: lots\n", `key "queue-max-messages"`},
+		{"heartbeat-interval: {a: 1}\n", `key "heartbeat-interval"`},
+		{"- not a mapping\n", "pushgate.yaml"},
+	} {
+		os.WriteFile(file, []byte(bad.body), 0o600)
+		_, err := parseConfig([]string{"--config", file}, func(string) string { return "" }, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("%q: err = %v, want it to mention %s", bad.body, err, bad.want)
+		}
+	}
+
+	// config print: effective values, secrets masked, loadable again.
+	var out strings.Builder
+	err = run(context.Background(), []string{"config", "print", "--jwt-secret", "0123456789abcdef0123456789abcdef-flag",
+		"--api-keys", "orders:0123456789abcdef-key", "--admin-password", "hunter2hunter2", "--queue-max-messages", "42"},
+		func(string) string { return "" }, &out, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	printed := out.String()
+	for _, secret := range []string{"0123456789abcdef0123456789abcdef-flag", "0123456789abcdef-key", "hunter2"} {
+		if strings.Contains(printed, secret) {
+			t.Errorf("config print shows a secret: %s", secret)
+		}
+	}
+	if !strings.Contains(printed, "queue-max-messages: \"42\"") || !strings.Contains(printed, `jwt-secret: '********'`) {
+		t.Fatalf("config print:\n%s", printed)
+	}
+	os.WriteFile(file, []byte(strings.ReplaceAll(printed, `'********'`, `""`)), 0o600)
+	again, err := parseConfig([]string{"--config", file}, func(string) string { return "" }, io.Discard)
+	if err != nil || again.QueueMessages != 42 {
+		t.Fatalf("printed config does not load back: %v", err)
+	}
+}
