@@ -191,6 +191,7 @@ type hello struct {
 	Topics    []string       `json:"topics"`
 	Replayed  int            `json:"replayed"`
 	Recovered *bool          `json:"recovered,omitempty"` // only when last_id was given
+	Epoch     string         `json:"epoch"`
 	ServerTS  int64          `json:"ts"`
 }
 

@@ -31,7 +31,8 @@ import (
 //
 // Query parameters: topics=a,b joins topics at connect (both protocols);
 // last_id=<message id> resumes after that message: only the inbox entries
-// sent after it are replayed (raw connections may pass it too).
+// sent after it are replayed (raw connections may pass it too); epoch=<the
+// hello's epoch> lets the server tell whether those inboxes still exist.
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !h.newConn.Allow() {
 		w.Header().Set("Retry-After", "1")
@@ -209,7 +210,7 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, userID string, topic
 	c.writeFn = c.writeLoop
 	h.live.Add(1)
 	defer h.live.Add(-1)
-	if err := h.register(c, lastID, lastID != ""); err != nil {
+	if err := h.register(c, lastID, q.Get("epoch"), lastID != ""); err != nil {
 		w.Header().Set("Retry-After", "5")
 		h.reject(w, r, http.StatusTooManyRequests, "user_limit", err.Error())
 		return

@@ -66,6 +66,11 @@ type Config struct {
 	UpstreamUsers  []string
 	UpstreamTopics []string
 
+	// Epoch names the lifetime of the inboxes: a client resuming with
+	// another epoch's last_id is told recovered:false. Default: random at
+	// start (memory inboxes die with the process).
+	Epoch string
+
 	// Auth, when set, identifies clients by token (JWT "sub") instead of
 	// the development identity in the URL. The token comes from the
 	// Authorization: Bearer header, the token query parameter, or the
@@ -90,6 +95,9 @@ func (c *Config) setDefaults() {
 		if *v == 0 {
 			*v = d
 		}
+	}
+	if c.Epoch == "" {
+		c.Epoch = NewID()[16:]
 	}
 	def(&c.HeartbeatInterval, 25*time.Second)
 	def(&c.HeartbeatTimeout, 10*time.Second)
@@ -209,7 +217,7 @@ var errUserLimit = errors.New("too many connections for this user")
 // then the inbox entries after lastID (all of them when lastID is ""; raw
 // clients have no ids and normally pass none). resume says whether the
 // client gave a lastID.
-func (h *Hub) register(c *Conn, lastID string, resume bool) error {
+func (h *Hub) register(c *Conn, lastID, epoch string, resume bool) error {
 	s := h.shard(c.userID)
 	now := time.Now()
 	s.mu.Lock()
@@ -240,11 +248,15 @@ func (h *Hub) register(c *Conn, lastID string, resume bool) error {
 	if b := s.inboxes[c.userID]; b != nil {
 		replay, complete = b.after(lastID, now)
 	}
+	if epoch != "" && epoch != h.cfg.Epoch {
+		complete = false // last_id is from inboxes that no longer exist
+	}
 	if c.envelope {
 		hl := hello{
 			ConnID: c.idString(), UserID: c.userID, Replayed: len(replay),
 			Heartbeat: helloHeartbeat{h.cfg.HeartbeatInterval.Milliseconds(), h.cfg.HeartbeatTimeout.Milliseconds()},
 			Topics:    c.topicList,
+			Epoch:     h.cfg.Epoch,
 		}
 		if resume {
 			hl.Recovered = &complete

@@ -187,6 +187,18 @@ func TestResumeFromTrimmedOrExpiredSaysNotRecovered(t *testing.T) {
 	if m := c.nextMessage(); m.ID != ids[3] {
 		t.Fatalf("first replayed = %s, want %s", m.ID, ids[3])
 	}
+	// The same resume point from another epoch (inboxes of a server that
+	// restarted) cannot be vouched for.
+	c.c.CloseNow()
+	c = s.dialEnv(t, "/u?last_id="+ids[2]+"&epoch=OTHEREPOCH")
+	if c.hello.Recovered == nil || *c.hello.Recovered {
+		t.Fatalf("resume from another epoch: hello %+v, want recovered false", c.hello)
+	}
+	c.c.CloseNow()
+	c = s.dialEnv(t, "/u?last_id="+ids[2]+"&epoch="+c.hello.Epoch)
+	if c.hello.Recovered == nil || !*c.hello.Recovered {
+		t.Fatalf("resume with the hello's epoch: hello %+v, want recovered true", c.hello)
+	}
 	if v := s.metric(t, "pushgate_inbox_trimmed_total"); v != 2 {
 		t.Fatalf("trimmed = %v, want 2", v)
 	}
