@@ -29,6 +29,7 @@ type env struct {
 	UserID    string          `json:"user_id"`
 	Replayed  int             `json:"replayed"`
 	Recovered *bool           `json:"recovered"`
+	Epoch     string          `json:"epoch"`
 	Topics    []string        `json:"topics"`
 	Heartbeat struct {
 		IntervalMS int64 `json:"interval_ms"`
