@@ -245,10 +245,20 @@ func (h *Hub) register(c *Conn, lastID, epoch string, resume bool) error {
 
 	var replay []*Message
 	complete := true
+	sameEpoch := epoch == "" || epoch == h.cfg.Epoch
 	if b := s.inboxes[c.userID]; b != nil {
 		replay, complete = b.after(lastID, now)
+		if resume && sameEpoch {
+			// The client has everything up to lastID: that counts as its
+			// ack, even if an ack frame was lost with the old connection.
+			for _, id := range b.ackThrough(lastID) {
+				h.inboxed.Add(-1)
+				h.metrics.acked.Inc()
+				h.emit(Event{Kind: EventMessageAcked, UserID: c.userID, ConnID: c.idString(), MessageID: id, Implicit: true, Time: now})
+			}
+		}
 	}
-	if epoch != "" && epoch != h.cfg.Epoch {
+	if !sameEpoch {
 		complete = false // last_id is from inboxes that no longer exist
 	}
 	if c.envelope {

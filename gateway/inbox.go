@@ -66,6 +66,23 @@ func (b *inbox) ack(id string) bool {
 	return ok
 }
 
+// ackThrough removes the entries with an id up to lastID (a resuming client
+// has them) and returns their ids.
+func (b *inbox) ackThrough(lastID string) []string {
+	n := 0
+	for n < len(b.entries) && b.entries[n].ID <= lastID {
+		n++
+	}
+	ids := make([]string, n)
+	for i := range n {
+		ids[i] = b.entries[i].ID
+		b.bytes -= len(b.entries[i].Data)
+	}
+	b.entries = slices.Delete(b.entries, 0, n)
+	b.expires = slices.Delete(b.expires, 0, n)
+	return ids
+}
+
 // expire drops entries past their ttl and returns how many.
 func (b *inbox) expire(now time.Time, remember time.Duration) (n int) {
 	for i := 0; i < len(b.entries); {

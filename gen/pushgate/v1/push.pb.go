@@ -936,7 +936,7 @@ type MessageAcked struct {
 	// The connection that acknowledged.
 	ConnectionId string `protobuf:"bytes,3,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
 	// True when the acknowledgement is implied: the message was written to a
-	// raw client, which cannot acknowledge explicitly.
+	// raw client (which cannot acknowledge), or a client resumed after it.
 	Implicit      bool `protobuf:"varint,4,opt,name=implicit,proto3" json:"implicit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

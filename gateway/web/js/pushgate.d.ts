@@ -1,0 +1,113 @@
+// Type declarations for pushgate.js / pushgate.mjs.
+
+export type State = 'connecting' | 'connected' | 'disconnected' | 'closed';
+
+/** A message pushed by a backend (an envelope "message" frame). */
+export interface PushMessage {
+  /** Message id: 26 time-sortable characters. */
+  id: string;
+  /** The backend's label, "" when none. */
+  type: string;
+  /** Set for messages published to a topic. */
+  topic: string;
+  /** True for broadcasts to everyone. */
+  broadcast: boolean;
+  /** True when the message waited in the inbox for an ack (acked automatically unless autoAck is false). */
+  stored: boolean;
+  /** Server time of the message, Unix milliseconds. */
+  ts: number;
+  /** The payload: parsed JSON, a string for text, the bytes for binary. */
+  data: unknown;
+  /** The bytes of a binary payload, else null. */
+  binary: Uint8Array | null;
+}
+
+/** A WebSocket-like object, as made by a socket factory. */
+export interface SocketLike {
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+  onopen: ((ev: unknown) => void) | null;
+  onmessage: ((ev: { data: unknown }) => void) | null;
+  onclose: ((ev: { code: number; reason: string }) => void) | null;
+  onerror: ((ev: unknown) => void) | null;
+}
+
+export type SocketFactory = (url: string, protocols: string[], headers?: Record<string, string>) => SocketLike;
+
+export interface Options {
+  /** Base WebSocket URL, e.g. "wss://push.example.com/ws". */
+  url: string;
+  /** A token, or a function returning one (called before each connect and to refresh). */
+  token?: string | (() => string | Promise<string>);
+  /** Development identity, for servers without --auth jwt. */
+  userId?: string;
+  /** Topics to join at connect (kept across reconnects). */
+  topics?: string[];
+  /** Acknowledge stored messages after the "message" handlers ran. Default true. */
+  autoAck?: boolean;
+  /** First reconnect delay cap, ms. Default 500. */
+  minDelay?: number;
+  /** Largest reconnect delay, ms. Default 30000. */
+  maxDelay?: number;
+  /** How long a connection must last before the backoff resets, ms. Default 10000. */
+  stableAfter?: number;
+  /** Makes the socket; default the global WebSocket. */
+  socket?: SocketFactory;
+  /** Send the token in an Authorization header (socket factories that can). */
+  headerToken?: boolean;
+  /** Random source for the backoff. */
+  random?: () => number;
+}
+
+export interface Reply {
+  op: string;
+  ref: number;
+  topic?: string;
+  exp?: number;
+}
+
+export interface EventMap {
+  message: PushMessage;
+  state: State;
+  recovered: { recovered: boolean; replayed: number };
+  hello: Record<string, unknown>;
+  error: Error & { code?: string };
+  close: { code: number; reason: string; willReconnect: boolean };
+  reconnecting: { attempt: number; delay: number };
+}
+
+export class PushgateClient {
+  constructor(options: Options);
+  readonly state: State;
+  /** Id of the last personal message received: the resume point. */
+  lastId: string;
+  /** The server's inbox epoch, sent back on resume. */
+  epoch: string;
+  /** The user the server says this is (after hello). */
+  userId?: string;
+  connect(): this;
+  close(): void;
+  on<K extends keyof EventMap>(event: K, fn: (arg: EventMap[K]) => void): this;
+  off<K extends keyof EventMap>(event: K, fn: (arg: EventMap[K]) => void): this;
+  subscribe(topic: string): Promise<Reply>;
+  unsubscribe(topic: string): Promise<Reply>;
+  send(data: unknown, opts?: { type?: string; topic?: string }): Promise<Reply>;
+  ack(ids: string | string[]): void;
+}
+
+/** Adapts the WeChat mini-program / uni-app `wx` API to the socket option. */
+export function wxSocket(wx: unknown): SocketFactory;
+/** The reconnect delay before attempt n: full jitter, capped. */
+export function backoffDelay(attempt: number, minDelay: number, maxDelay: number, random?: () => number): number;
+/** Whether a close code means "do not reconnect". */
+export function isTerminal(code: number): boolean;
+export const SUBPROTOCOL: 'pushgate.v1';
+
+declare const Pushgate: {
+  PushgateClient: typeof PushgateClient;
+  wxSocket: typeof wxSocket;
+  backoffDelay: typeof backoffDelay;
+  isTerminal: typeof isTerminal;
+  SUBPROTOCOL: typeof SUBPROTOCOL;
+};
+export default Pushgate;
