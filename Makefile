@@ -14,7 +14,7 @@ BUF_VERSION                := v1.75.0
 PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 
-.PHONY: run test test-go test-js generate lint check-generated tools bench e2e-binary js-deps chromium
+.PHONY: run test test-go test-js generate lint check-generated tools bench e2e-binary deps
 
 run:
 	$(GO) run ./cmd/pushgate
@@ -45,7 +45,7 @@ lint: tools
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-test: lint check-generated test-go test-js
+test: lint check-generated deps test-go test-js
 
 test-go:
 	$(GO) test -race -count=1 -timeout 20m ./...
@@ -53,25 +53,29 @@ test-go:
 # The JavaScript client and the pages, against the real binary, in Node and
 # headless Chromium. Screenshots land in test-artifacts/.
 JS := gateway/web/js
-test-js: e2e-binary js-deps chromium
+test-js: e2e-binary deps
+	cd $(JS) && npm ci --no-audit --no-fund --loglevel=error
 	cd $(JS) && node --test --test-concurrency=1 test/
 
 e2e-binary:
 	$(GO) build -o .tools/pushgate-e2e ./cmd/pushgate
 
-js-deps:
-	@command -v npm >/dev/null || $(call need,npm,nodejs npm)
-	cd $(JS) && npm ci --no-audit --no-fund --loglevel=error
-
-chromium:
-	@command -v chromium >/dev/null || $(call need,chromium,chromium)
-
-# need installs Debian packages when a command is missing: through apt as
-# root, otherwise it says what to install and fails.
-define need
-	{ if [ "$$(id -u)" = 0 ]; then echo "installing $(2)"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) >/dev/null; \
-	  else echo "$(1) is missing: install it with 'sudo apt-get install $(2)'"; exit 1; fi; }
-endef
+# What the tests need beyond Go: Chromium (browser tests), the Java, Python
+# and Node gRPC toolchains (the backend examples), and Node itself. Installed
+# through apt when missing and running as root; otherwise the missing
+# packages are named and the target fails.
+DEBIAN_PKGS := chromium protobuf-compiler libprotobuf-dev protobuf-compiler-grpc-java-plugin \
+	libgrpc-java libprotobuf-java libnetty-java libperfmark-java libguava-java \
+	libgeronimo-annotation-1.3-spec-java python3-grpcio python3-grpc-tools
+deps:
+	@missing=$$(for p in $(DEBIAN_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	command -v javac >/dev/null || missing="$$missing default-jdk-headless"; \
+	command -v npm >/dev/null || missing="$$missing nodejs npm"; \
+	missing=$$(echo $$missing); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then echo "missing packages: sudo apt-get install $$missing"; exit 1; fi; \
+	echo "installing: $$missing"; \
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"path"
 	"slices"
@@ -91,6 +92,37 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rules = []string{} // no topics claim: no topics
 	}
 	h.serve(w, r, claims.Subject, rules, claims.Expires)
+}
+
+// clientAddr is the client's address: the socket's, or, behind a trusted
+// proxy, the last X-Forwarded-For hop that is not a trusted proxy.
+func (h *Hub) clientAddr(r *http.Request) string {
+	if len(h.cfg.TrustedProxies) == 0 {
+		return r.RemoteAddr
+	}
+	trusted := func(s string) bool {
+		ip, err := netip.ParseAddr(strings.TrimSpace(s))
+		if err != nil {
+			return false
+		}
+		for _, p := range h.cfg.TrustedProxies {
+			if p.Contains(ip.Unmap()) {
+				return true
+			}
+		}
+		return false
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil || !trusted(host) {
+		return r.RemoteAddr
+	}
+	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+	for i := len(hops) - 1; i >= 0; i-- {
+		if hop := strings.TrimSpace(hops[i]); hop != "" && !trusted(hop) {
+			return hop
+		}
+	}
+	return r.RemoteAddr
 }
 
 // authFailed refuses a handshake with 401 and counts the reason.
@@ -200,7 +232,7 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, userID string, topic
 	c := &Conn{
 		id:         h.nextID.Add(1),
 		userID:     userID,
-		remote:     r.RemoteAddr,
+		remote:     h.clientAddr(r),
 		opened:     time.Now(),
 		hub:        h,
 		envelope:   envelope,

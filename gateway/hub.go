@@ -7,6 +7,7 @@ import (
 	"errors"
 	"hash/maphash"
 	"log/slog"
+	"net/netip"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -77,6 +78,11 @@ type Config struct {
 	// TokenCookie cookie.
 	Auth        *token.Verifier
 	TokenCookie string
+
+	// TrustedProxies are the proxies whose X-Forwarded-For is believed: a
+	// connection from one of them is logged with the client address it
+	// names. Empty: the socket's address.
+	TrustedProxies []netip.Prefix
 
 	// MaxConns caps open connections on this node (HTTP 503 past it);
 	// MaxConnsPerUser caps one user's (HTTP 429). 0: no cap.

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
@@ -103,6 +104,10 @@ func NewGRPCServer(svc *Service, hs *health.Server, o ServerOptions, log *slog.L
 	})
 	limiter := callerLimiter{buckets: limit.NewKeyed(o.RatePerCaller, int(o.RatePerCaller)+1), metrics: o.metrics}
 	opts := append(o.GRPC,
+		// Pings keep idle streams (WatchEvents) alive through proxies and
+		// NAT, and find dead callers.
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.ChainUnaryInterceptor(
 			unaryCallerSlot,
 			logging.UnaryServerInterceptor(slogAdapter(log), logOpts...),

@@ -83,6 +83,7 @@ func newApp(cfg Config, log *slog.Logger) (*App, error) {
 		return nil, err
 	}
 
+	proxies, _ := cfg.proxies() // validated with the config
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
@@ -109,6 +110,7 @@ func newApp(cfg Config, log *slog.Logger) (*App, error) {
 		MaxConnsPerUser:   cfg.MaxConnsPerUser,
 		NewConnsPerSecond: cfg.NewConnsPerSec,
 		UpstreamPerSecond: cfg.UpstreamRate,
+		TrustedProxies:    proxies,
 	}, log, reg)
 
 	a.health = health.NewServer()
@@ -134,7 +136,10 @@ func newApp(cfg Config, log *slog.Logger) (*App, error) {
 		return nil, fmt.Errorf("--http-addr: %w", err)
 	}
 
-	demo, err := web.DemoHandler(a.grpcLn.Addr().String())
+	// The demo's backend panel may send for real only in local development:
+	// no client auth, loopback only.
+	devSend := verifier == nil && loopbackOnly(cfg.HTTPAddr)
+	demo, err := web.DemoHandler(a.grpcLn.Addr().String(), devSend)
 	if err != nil {
 		return nil, err
 	}
@@ -142,6 +147,13 @@ func newApp(cfg Config, log *slog.Logger) (*App, error) {
 	mux.Handle("GET /ws", a.hub)
 	mux.Handle("GET /ws/{userID}", a.hub)
 	mux.Handle("GET /{$}", demo)
+	client := web.ClientHandler()
+	for _, f := range []string{"/pushgate.js", "/pushgate.mjs", "/pushgate.d.ts"} {
+		mux.Handle("GET "+f, client)
+	}
+	if devSend {
+		mux.Handle("POST /demo/send", web.DevSendHandler(a.hub))
+	}
 	a.http = a.httpServer(mux)
 
 	// Metrics, health, admin and pprof: on the ops listener if there is one,
@@ -177,20 +189,28 @@ func newApp(cfg Config, log *slog.Logger) (*App, error) {
 	if keys.Len() > 0 {
 		admin.APIKey = keys.Valid
 	}
+	// The admin page and pprof need a password or an API key, unless only
+	// this machine can reach them.
+	guarded := admin.Password != "" || admin.APIKey != nil || loopbackOnly(opsAddr)
 	switch {
-	case admin.Password != "" || admin.APIKey != nil || loopbackOnly(opsAddr):
+	case guarded:
 		adminHandler := web.AdminHandler(admin)
 		ops.Handle("/admin", adminHandler)
 		ops.Handle("/admin/", adminHandler)
 	default:
 		log.Warn("admin page off: it would be reachable from the network with no password; set --admin-password or API keys", "addr", opsAddr)
 	}
-	if cfg.Pprof {
-		ops.HandleFunc("/debug/pprof/", pprof.Index)
-		ops.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		ops.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		ops.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		ops.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	switch {
+	case cfg.Pprof && guarded:
+		prof := http.NewServeMux()
+		prof.HandleFunc("/debug/pprof/", pprof.Index)
+		prof.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		prof.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		prof.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		prof.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		ops.Handle("/debug/pprof/", admin.Guard(prof))
+	case cfg.Pprof:
+		log.Warn("pprof off: it would be reachable from the network with no password; set --admin-password or API keys", "addr", opsAddr)
 	}
 	return a, nil
 }

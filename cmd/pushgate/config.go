@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"sort"
 	"strings"
@@ -77,6 +78,7 @@ type Config struct {
 	AdminPassword   string        // admin page password (user "admin"). Default none.
 	Pprof           bool          // serve /debug/pprof on the ops listener. Default false.
 	NodeName        string        // this node's name. Default the host name.
+	TrustedProxies  string        // CIDRs whose X-Forwarded-For is believed. Default none.
 	DrainWindow     time.Duration // client closes are spread over this at shutdown. Default 10s.
 }
 
@@ -151,6 +153,7 @@ func loadConfig(args []string, getenv func(string) string, out io.Writer) (Confi
 	fs.StringVar(&c.AdminPassword, "admin-password", "", "password for the /admin page (user \"admin\"); API keys are accepted too. Without either, /admin is served only on a loopback listener")
 	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go profiling at /debug/pprof (with the ops endpoints)")
 	fs.StringVar(&c.NodeName, "node-name", host, "this node's name, shown on the admin page")
+	fs.StringVar(&c.TrustedProxies, "trusted-proxies", "", "comma-separated `CIDRs` of proxies (e.g. 127.0.0.1/32 for a local nginx) whose X-Forwarded-For names the client address in logs")
 	fs.StringVar(&c.ConfigFile, "config", "", "YAML `file` of settings, keys named like the flags (http-addr: ...); flags and environment variables override it")
 
 	fs.Usage = func() {
@@ -289,6 +292,8 @@ func (c *Config) validate() error {
 	check(c.InboxMaxTTL > 0, "--inbox-max-ttl must be positive")
 	check(c.MaxTopicsPerConn > 0, "--max-topics-per-connection must be positive")
 	check(c.IdempotencyWindow > 0, "--idempotency-window must be positive")
+	_, err := c.proxies()
+	check(err == nil, "--trusted-proxies: %v", err)
 	check(c.PresenceGrace >= 0, "--presence-grace must not be negative")
 	check(c.WatchBuffer > 0, "--watch-buffer must be positive")
 	check(c.Auth == "none" || c.Auth == "jwt", "--auth must be none or jwt, got %q", c.Auth)
@@ -301,11 +306,26 @@ func (c *Config) validate() error {
 	check(c.MaxConns >= 0 && c.MaxConnsPerUser >= 0 && c.NewConnsPerSec >= 0 && c.UpstreamRate >= 0 && c.GRPCRate >= 0, "limits must not be negative")
 	check(c.DrainWindow >= 0, "--drain-window must not be negative")
 	check(c.ShutdownDelay >= 0, "--shutdown-delay must not be negative")
-	for _, a := range []struct{ flag, addr string }{{"--http-addr", c.HTTPAddr}, {"--grpc-addr", c.GRPCAddr}} {
+	for _, a := range []struct{ flag, addr string }{{"--http-addr", c.HTTPAddr}, {"--grpc-addr", c.GRPCAddr}, {"--ops-addr", c.OpsAddr}} {
+		if a.addr == "" && a.flag == "--ops-addr" {
+			continue
+		}
 		_, _, err := net.SplitHostPort(a.addr)
 		check(err == nil, "%s %q: %v", a.flag, a.addr, err)
 	}
 	return errors.Join(errs...)
+}
+
+func (c *Config) proxies() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range list(c.TrustedProxies) {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, nil
 }
 
 // list splits a comma-separated option.

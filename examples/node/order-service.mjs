@@ -87,7 +87,7 @@ class OrderService {
         return resp;
       } catch (err) {
         if (!RETRYABLE.has(err.code) || attempt === MAX_ATTEMPTS) throw err;
-        // Full jitter, so that many senders do not retry in step.
+        // Jitter (half to all of the backoff), so that many senders do not retry in step.
         const wait = Math.round(backoff / 2 + Math.random() * (backoff / 2));
         console.log(`${type}: ${grpc.status[err.code]} (attempt ${attempt} of ${MAX_ATTEMPTS}), retrying in ${wait} ms with the same idempotency key`);
         await sleep(wait);

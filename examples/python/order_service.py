@@ -72,7 +72,7 @@ class OrderService:
             except grpc.RpcError as e:
                 if e.code() not in RETRYABLE or attempt == MAX_ATTEMPTS:
                     raise
-                # Full jitter, so that many senders do not retry in step.
+                # Jitter (half to all of the backoff), so that many senders do not retry in step.
                 sleep = random.uniform(backoff / 2, backoff)
                 print("%s: %s (attempt %d of %d), retrying in %d ms with the same idempotency key"
                       % (type_, e.code().name, attempt, MAX_ATTEMPTS, sleep * 1000), flush=True)

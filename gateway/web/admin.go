@@ -176,11 +176,11 @@ func AdminHandler(cfg AdminConfig) http.Handler {
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"message_id": m.ID, "delivered_connections": delivered})
 	})
-	return cfg.guard(mux)
+	return cfg.Guard(mux)
 }
 
-// guard requires the password or an API key when either is configured.
-func (cfg AdminConfig) guard(next http.Handler) http.Handler {
+// Guard requires the password or an API key when either is configured.
+func (cfg AdminConfig) Guard(next http.Handler) http.Handler {
 	if cfg.Password == "" && cfg.APIKey == nil {
 		return next
 	}

@@ -1,33 +1,107 @@
-// Package web holds the pages pushgate serves, embedded in the binary.
+// Package web holds the pages and the JavaScript client pushgate serves,
+// embedded in the binary.
 package web
 
 import (
 	"bytes"
+	"context"
 	"embed"
+	"encoding/json"
 	"html/template"
 	"net/http"
+	"path"
 	"time"
+
+	"pushgate/gateway"
 )
 
-//go:embed demo.html
+//go:embed demo.html js/pushgate.js js/pushgate.mjs js/pushgate.d.ts
 var files embed.FS
 
-// DemoHandler serves the demo page: connect as a user over WebSocket and
-// watch messages arrive, with the grpcurl command that sends one.
-func DemoHandler(grpcAddr string) (http.Handler, error) {
+var started = time.Now()
+
+// DemoHandler serves the demo page: connect as a user with the JavaScript
+// client and watch messages arrive; a second panel plays the backend, with
+// the grpcurl command that does the same. devSend says whether the page may
+// use the development send endpoint (DevSendHandler).
+func DemoHandler(grpcAddr string, devSend bool) (http.Handler, error) {
 	t, err := template.ParseFS(files, "demo.html")
 	if err != nil {
 		return nil, err
 	}
 	var buf bytes.Buffer
-	if err := t.Execute(&buf, struct{ GRPCAddr string }{grpcAddr}); err != nil {
+	if err := t.Execute(&buf, struct {
+		GRPCAddr string
+		DevSend  bool
+	}{grpcAddr, devSend}); err != nil {
 		return nil, err
 	}
 	page := buf.Bytes()
-	mod := time.Now()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		w.Header().Set("Content-Security-Policy", "default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self' ws: wss:")
-		http.ServeContent(w, r, "demo.html", mod, bytes.NewReader(page))
+		w.Header().Set("Content-Security-Policy", "default-src 'self'; style-src 'unsafe-inline'; script-src 'self' 'unsafe-inline'; connect-src 'self' ws: wss:")
+		http.ServeContent(w, r, "demo.html", started, bytes.NewReader(page))
 	}), nil
+}
+
+// ClientHandler serves the JavaScript client: /pushgate.js (plain script,
+// global Pushgate), /pushgate.mjs (ES module) and /pushgate.d.ts.
+func ClientHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		name := path.Base(r.URL.Path)
+		b, err := files.ReadFile("js/" + name)
+		if err != nil {
+			http.NotFound(w, r)
+			return
+		}
+		ct := "text/javascript; charset=utf-8"
+		if path.Ext(name) == ".ts" {
+			ct = "text/plain; charset=utf-8"
+		}
+		w.Header().Set("Content-Type", ct)
+		w.Header().Set("Cache-Control", "no-cache")
+		w.Header().Set("Access-Control-Allow-Origin", "*") // a script, not data: any page may load it
+		http.ServeContent(w, r, name, started, bytes.NewReader(b))
+	})
+}
+
+// Sender is what the development send endpoint needs.
+type Sender interface {
+	SendToUser(ctx context.Context, userID string, m *gateway.Message) (gateway.Delivery, error)
+}
+
+// DevSendHandler is POST /demo/send for the demo page's backend panel:
+// {"user_id": ..., "json": ..., "ttl_seconds": ...} → SendToUser. It is for
+// local development only: the caller registers it when clients are not
+// authenticated and the listener is loopback-only.
+func DevSendHandler(s Sender) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			UserID     string `json:"user_id"`
+			JSON       string `json:"json"`
+			TTLSeconds int    `json:"ttl_seconds"`
+		}
+		if !readJSON(w, r, &req) {
+			return
+		}
+		if err := gateway.ValidUserID(req.UserID, 1024); err != nil {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "user_id: " + err.Error()})
+			return
+		}
+		if !json.Valid([]byte(req.JSON)) || len(req.JSON) > 64<<10 {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "json: not valid JSON (or over 64 KiB)"})
+			return
+		}
+		if req.TTLSeconds < 0 || req.TTLSeconds > 86400 {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "ttl_seconds: 0 to 86400"})
+			return
+		}
+		m := &gateway.Message{Type: "order.paid", Kind: gateway.KindJSON, Data: []byte(req.JSON), TTL: time.Duration(req.TTLSeconds) * time.Second}
+		d, err := s.SendToUser(r.Context(), req.UserID, m)
+		if err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"message_id": m.ID, "online": d.Online, "delivered_connections": d.Delivered, "stored": d.Stored})
+	})
 }

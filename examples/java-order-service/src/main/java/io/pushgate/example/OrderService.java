@@ -101,7 +101,7 @@ public final class OrderService {
                 if (!retryable(code) || attempt == MAX_ATTEMPTS) {
                     throw e;
                 }
-                // Full jitter, so that many senders do not retry in step.
+                // Jitter (half to all of the backoff), so that many senders do not retry in step.
                 long sleep = ThreadLocalRandom.current().nextLong(backoff / 2, backoff + 1);
                 System.out.printf("%s: %s (attempt %d of %d), retrying in %d ms with the same idempotency key%n",
                         type, code, attempt, MAX_ATTEMPTS, sleep);

@@ -1,0 +1,65 @@
+// The demo page, built on pushgate.js, in headless Chromium.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { chromium } from 'playwright-core';
+import { start, waitFor, artifacts, chromiumPath, chromiumArgs } from './server.mjs';
+import { api } from './api.mjs';
+import { proxy } from './util.mjs';
+
+const ttl = { seconds: 600 };
+const order = (n, type = 1) => `{"type":${type},"orderId":${1786543212345678901n + BigInt(n)},"content":"订单号: 2026112200${n}"}`;
+
+test('demo page: an order pops up; after a cut, what was sent meanwhile appears once', async (t) => {
+  const pg = await start();
+  t.after(() => pg.stop());
+  // The browser reaches pushgate through a proxy we can cut.
+  const px = await proxy(pg.http);
+  t.after(() => px.close());
+  const backend = api(pg.grpc);
+  t.after(() => backend.close());
+
+  const browser = await chromium.launch({ executablePath: chromiumPath, args: chromiumArgs, headless: true });
+  t.after(() => browser.close());
+  const page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
+  const pageErrors = [];
+  page.on('pageerror', (e) => pageErrors.push(e));
+  await page.goto(`http://${px.addr}/`);
+  await page.waitForFunction(() => document.getElementById('state').textContent === 'connected');
+
+  // The backend's SendToUser pops up an order card.
+  const r = await backend.sendToUser({ user_id: 'merchant-42', message: { type: 'order.paid', json: order(1), ttl } });
+  assert.equal(r.delivered_connections, 1);
+  await page.waitForSelector(`li.msg[data-id="${r.message_id}"] .card`);
+  assert.match(await page.textContent(`li.msg[data-id="${r.message_id}"] .card`), /New order.*订单号: 20261122001/);
+  await page.screenshot({ path: path.join(artifacts, 'demo-order.png'), fullPage: true });
+
+  // The network goes away; three orders arrive meanwhile (kept with a ttl).
+  px.down();
+  await page.waitForFunction(() => document.getElementById('state').textContent !== 'connected');
+  const ids = [];
+  for (let n = 2; n <= 4; n++) {
+    const s = await backend.sendToUser({ user_id: 'merchant-42', message: { type: 'order.paid', json: order(n, n === 4 ? 2 : 1), ttl } });
+    assert.equal(s.online, false);
+    ids.push(s.message_id);
+  }
+  px.up();
+  await page.waitForFunction(() => document.getElementById('state').textContent === 'connected');
+  for (const id of ids) await page.waitForSelector(`li.msg[data-id="${id}"] .card`);
+  // Once each, and nothing else: 4 messages in all.
+  await backend.sendToUser({ user_id: 'merchant-42', message: { text: 'end' } });
+  await page.waitForFunction(() => document.getElementById('messages').textContent.includes('end'));
+  const shown = await page.$$eval('li.msg', (els) => els.map((e) => e.dataset.id));
+  assert.equal(shown.length, 5);
+  assert.equal(new Set(shown).size, 5, 'a message appeared twice');
+  assert.match(await page.textContent(`li.msg[data-id="${ids[2]}"] .card`), /Customer reminder/);
+  assert.match(await page.textContent('#log'), /resumed: nothing missed/);
+  await page.screenshot({ path: path.join(artifacts, 'demo-after-reconnect.png'), fullPage: true });
+
+  // The backend panel sends through the development endpoint.
+  await page.fill('#payload', order(5));
+  await page.click('#send button[type=submit]');
+  await page.waitForFunction(() => /delivered to 1 connection/.test(document.getElementById('sent').textContent));
+  await page.waitForFunction(() => document.querySelectorAll('li.msg').length === 6);
+  assert.deepEqual(pageErrors, []);
+});
