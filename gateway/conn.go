@@ -409,8 +409,13 @@ func (c *Conn) readLoop() {
 			return
 		}
 		if !c.upstream.Allow() {
-			c.hub.metrics.rateLimited.Inc()
-			c.closeWith(CloseRateLimited)
+			c.mu.Lock()
+			first := !c.closing
+			c.mu.Unlock()
+			if first {
+				c.hub.metrics.rateLimited.Inc()
+				c.closeWith(CloseRateLimited)
+			}
 			continue // keep reading to complete the close handshake
 		}
 		if typ == websocket.MessageText && !utf8.Valid(data) {

@@ -30,12 +30,18 @@ type apiKey struct {
 // minKeyLen is the shortest API key accepted.
 const minKeyLen = 16
 
-// ParseAPIKeys reads "name:key" entries separated by commas or newlines
-// (blank lines and lines starting with # are skipped).
+// ParseAPIKeys reads "name:key" entries separated by commas (the flag and
+// environment form).
 func ParseAPIKeys(entries string) (*APIKeys, error) {
+	return parseKeys(strings.ReplaceAll(entries, ",", "\n"), "entry")
+}
+
+// parseKeys reads "name:key" lines (blank lines and lines starting with #
+// are skipped); what names a line in errors.
+func parseKeys(text, what string) (*APIKeys, error) {
 	k := &APIKeys{}
 	seen := map[string]bool{}
-	sc := bufio.NewScanner(strings.NewReader(strings.ReplaceAll(entries, ",", "\n")))
+	sc := bufio.NewScanner(strings.NewReader(text))
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
 		if line == "" || strings.HasPrefix(line, "#") {
@@ -45,15 +51,15 @@ func ParseAPIKeys(entries string) (*APIKeys, error) {
 		name, key = strings.TrimSpace(name), strings.TrimSpace(key)
 		switch {
 		case !ok || name == "":
-			return nil, fmt.Errorf("entry %d: want name:key", n)
+			return nil, fmt.Errorf("%s %d: want name:key", what, n)
 		case strings.ContainsFunc(name, func(r rune) bool {
 			return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.')
 		}):
-			return nil, fmt.Errorf("entry %d: name %q: use letters, digits, '-', '_' and '.'", n, name)
+			return nil, fmt.Errorf("%s %d: name %q: use letters, digits, '-', '_' and '.'", what, n, name)
 		case len(key) < minKeyLen:
-			return nil, fmt.Errorf("entry %d (%s): key shorter than %d characters", n, name, minKeyLen)
+			return nil, fmt.Errorf("%s %d (%s): key shorter than %d characters", what, n, name, minKeyLen)
 		case seen[name]:
-			return nil, fmt.Errorf("entry %d: name %q used twice", n, name)
+			return nil, fmt.Errorf("%s %d: name %q used twice", what, n, name)
 		}
 		seen[name] = true
 		k.keys = append(k.keys, apiKey{name: name, hash: sha256.Sum256([]byte(key))})
@@ -67,7 +73,7 @@ func LoadAPIKeys(path string) (*APIKeys, error) {
 	if err != nil {
 		return nil, err
 	}
-	k, err := ParseAPIKeys(string(b))
+	k, err := parseKeys(string(b), "line")
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -157,9 +163,10 @@ func (o *ServerOptions) authenticate(ctx context.Context) (context.Context, erro
 		o.metrics.authFailures.WithLabelValues("missing_key").Inc()
 		return nil, status.Error(codes.Unauthenticated, `missing API key: send metadata "authorization: Bearer <key>"`)
 	}
-	key, ok := strings.CutPrefix(given, "Bearer ")
-	if !ok {
-		key, ok = strings.CutPrefix(given, "bearer ")
+	ok := len(given) > 7 && strings.EqualFold(given[:7], "bearer ")
+	key := ""
+	if ok {
+		key = given[7:]
 	}
 	name, found := o.APIKeys.lookup(strings.TrimSpace(key))
 	if !ok || !found {

@@ -79,7 +79,8 @@ func newApp(cfg Config, log *slog.Logger) (*App, error) {
 			return nil, err
 		}
 	}
-	if err := protectedMode(cfg, verifier != nil, keys.Len() > 0, log); err != nil {
+	// Client certificates (mTLS) authenticate gRPC callers as well as keys.
+	if err := protectedMode(cfg, verifier != nil, keys.Len() > 0 || cfg.GRPCClientCA != "", log); err != nil {
 		return nil, err
 	}
 
@@ -138,7 +139,7 @@ func newApp(cfg Config, log *slog.Logger) (*App, error) {
 
 	// The demo's backend panel may send for real only in local development:
 	// no client auth, loopback only.
-	devSend := verifier == nil && loopbackOnly(cfg.HTTPAddr)
+	devSend := verifier == nil && keys.Len() == 0 && loopbackOnly(cfg.HTTPAddr)
 	demo, err := web.DemoHandler(a.grpcLn.Addr().String(), devSend)
 	if err != nil {
 		return nil, err
@@ -254,7 +255,7 @@ func protectedMode(cfg Config, clientAuth, apiKeys bool, log *slog.Logger) error
 		guarded           bool
 	}{
 		{"--http-addr", cfg.HTTPAddr, "--auth jwt", clientAuth},
-		{"--grpc-addr", cfg.GRPCAddr, "--api-keys", apiKeys},
+		{"--grpc-addr", cfg.GRPCAddr, "--api-keys (or --grpc-client-ca)", apiKeys},
 	} {
 		if l.guarded || loopbackOnly(l.addr) {
 			continue

@@ -46,7 +46,7 @@ type Config struct {
 // Claims is what a verified token says.
 type Claims struct {
 	Subject string    // the user id
-	Expires time.Time // from exp (always present)
+	Expires time.Time // exp plus the leeway: when the token stops being accepted
 	Topics  []string  // topic rules from "topics"; nil when the claim is absent
 }
 
@@ -161,7 +161,9 @@ func (v *Verifier) Verify(tok string) (Claims, error) {
 	if claims.Subject == "" {
 		return Claims{}, &Error{"no_subject", "token has no sub"}
 	}
-	return Claims{Subject: claims.Subject, Expires: claims.ExpiresAt.Time, Topics: claims.Topics}, nil
+	// Expires includes the leeway, so that a connection lives exactly as
+	// long as its token would be accepted.
+	return Claims{Subject: claims.Subject, Expires: claims.ExpiresAt.Time.Add(v.cfg.Leeway), Topics: claims.Topics}, nil
 }
 
 var errUnknownKid = errors.New("unknown kid")
@@ -227,16 +229,16 @@ func classify(err error) error {
 		return &Error{"bad_signature", "bad signature"}
 	case errors.Is(err, jwt.ErrTokenUnverifiable):
 		return &Error{"bad_alg", "algorithm or key not accepted"}
+	case errors.Is(err, jwt.ErrTokenInvalidAudience):
+		return &Error{"bad_audience", "wrong or missing audience"}
+	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
+		return &Error{"bad_issuer", "wrong or missing issuer"}
 	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
 		return &Error{"no_expiry", "token has no exp"}
 	case errors.Is(err, jwt.ErrTokenExpired):
 		return &Error{"expired", "token expired"}
 	case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
 		return &Error{"not_yet_valid", "token not valid yet"}
-	case errors.Is(err, jwt.ErrTokenInvalidAudience):
-		return &Error{"bad_audience", "wrong audience"}
-	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
-		return &Error{"bad_issuer", "wrong issuer"}
 	}
 	return &Error{"malformed", "invalid token"}
 }
