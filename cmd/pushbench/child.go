@@ -33,8 +33,8 @@ type command struct {
 
 // childReport is a child's answer to "report".
 type childReport struct {
-	Users     map[string][]int32 `json:"users"`      // received sequence numbers, per user
-	Latencies []int32            `json:"latencies"`  // per delivery, microseconds
+	Users     map[string][]int32 `json:"users"`       // received sequence numbers, per user
+	Latencies []int32            `json:"latencies"`   // per delivery, microseconds
 	LastBySeq map[int32]int32    `json:"last_by_seq"` // per sequence number, the latest delivery, microseconds
 }
 
