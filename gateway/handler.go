@@ -22,8 +22,7 @@ import (
 	"pushgate/gateway/token"
 )
 
-// ServeHTTP accepts a WebSocket connection and serves it until it closes.
-// The handler's goroutine is the connection's reader.
+// ServeHTTP accepts a WebSocket connection and starts its reader.
 //
 // Identity: with Config.Auth, the user is the token's "sub" (token from the
 // Authorization: Bearer header, the token query parameter or the
@@ -241,7 +240,12 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, userID string, topic
 	}
 	c.writeFn = c.writeLoop
 	h.live.Add(1)
-	defer h.live.Add(-1)
+	served := false // the read loop took over, with the live count
+	defer func() {
+		if !served {
+			h.live.Add(-1)
+		}
+	}()
 	if err := h.register(c, lastID, q.Get("epoch"), lastID != ""); err != nil {
 		w.Header().Set("Retry-After", "5")
 		h.reject(w, r, http.StatusTooManyRequests, "user_limit", err.Error())
@@ -276,14 +280,20 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, userID string, topic
 	}
 	h.log.Info("connection opened", "user", userID, "conn", c.idString(), "remote", c.remote, "envelope", envelope)
 
-	c.readLoop()
-
-	c.mu.Lock()
-	reason := c.reason
-	c.mu.Unlock()
-	h.metrics.closed.WithLabelValues(reason.Label).Inc()
-	h.log.Info("connection closed", "user", userID, "conn", c.idString(), "remote", c.remote,
-		"reason", reason.Label, "duration", time.Since(c.opened).Round(time.Millisecond))
+	// The reader gets a goroutine of its own and this handler returns: the
+	// HTTP server's goroutine has grown a deep stack serving the handshake,
+	// which an idle connection would otherwise keep for its whole life.
+	served = true
+	go func() {
+		defer h.live.Add(-1)
+		c.readLoop()
+		c.mu.Lock()
+		reason := c.reason
+		c.mu.Unlock()
+		h.metrics.closed.WithLabelValues(reason.Label).Inc()
+		h.log.Info("connection closed", "user", userID, "conn", c.idString(), "remote", c.remote,
+			"reason", reason.Label, "duration", time.Since(c.opened).Round(time.Millisecond))
+	}()
 }
 
 // looksLikeUpgrade reports whether r has what websocket.Accept requires of

@@ -36,8 +36,7 @@ type Result struct {
 
 	ServerRSSBytes   int64   `json:"server_rss_bytes,omitempty"`
 	ServerRSSPerConn float64 `json:"server_rss_per_conn_bytes,omitempty"`
-	ServerCPUPerSec  float64 `json:"server_cpu_seconds_per_second,omitempty"`
-	serverCPU        float64
+	ServerCPUPerSec  float64 `json:"server_cpu_seconds_per_second,omitempty"` // during the send phase and the wait for deliveries
 }
 
 // Percentiles of a latency sample, microseconds.
@@ -101,7 +100,6 @@ func (r *Result) server(before, now procSample) {
 	if r.Connected > 0 {
 		r.ServerRSSPerConn = float64(now.rss-before.rss) / float64(r.Connected)
 	}
-	r.serverCPU = now.cpu - before.cpu
 }
 
 func (r *Result) table(w io.Writer) {

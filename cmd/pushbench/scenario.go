@@ -177,6 +177,7 @@ func runScenario(ctx context.Context, cfg Config, stderr io.Writer) (*Result, er
 	var broadcasts int32
 	var callLat []int32
 	var callErrs atomic.Int64
+	sendStart := sampleProc(cfg.ServerPID) // CPU counts from here: the send phase
 	interval := time.Duration(float64(time.Second) / cfg.Rate)
 	deadline := time.Now().Add(cfg.Duration)
 	start := time.Now()
@@ -286,8 +287,11 @@ func runScenario(ctx context.Context, cfg Config, stderr io.Writer) (*Result, er
 		window = lastDelivery(start, sendEnd, lats, end)
 	}
 	res.DeliveriesPerSec = float64(res.Delivered) / window.Seconds()
-	res.server(before, sampleProc(cfg.ServerPID))
-	res.ServerCPUPerSec = res.serverCPU / end.Sub(start).Seconds()
+	after := sampleProc(cfg.ServerPID)
+	res.server(before, after)
+	if after.ok {
+		res.ServerCPUPerSec = (after.cpu - sendStart.cpu) / end.Sub(start).Seconds()
+	}
 	return res, nil
 }
 
