@@ -2,9 +2,11 @@ package gateway
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -380,12 +382,28 @@ type hijackCapture struct {
 	conn net.Conn
 }
 
+//
+// It also swaps net/http's 4 KiB read and write buffers for smaller ones
+// (connBufSize): an idle connection holds them for its whole life, and push
+// traffic is small frames. Bytes the client sent after its handshake are
+// kept; larger frames bypass the buffers.
 func (h *hijackCapture) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	hj, ok := h.ResponseWriter.(http.Hijacker)
 	if !ok {
 		return nil, nil, errors.New("response writer cannot hijack")
 	}
 	c, brw, err := hj.Hijack()
+	if err != nil {
+		return c, brw, err
+	}
 	h.conn = c
-	return c, brw, err
+	var r io.Reader = c
+	if n := brw.Reader.Buffered(); n > 0 {
+		early, _ := brw.Reader.Peek(n)
+		r = io.MultiReader(bytes.NewReader(bytes.Clone(early)), c)
+	}
+	return c, bufio.NewReadWriter(bufio.NewReaderSize(r, connBufSize), bufio.NewWriterSize(c, connBufSize)), nil
 }
+
+// connBufSize is each connection's read and write buffer.
+const connBufSize = 1024
