@@ -110,7 +110,7 @@ func NewGRPCServer(svc *Service, hs *health.Server, o ServerOptions, log *slog.L
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.ChainUnaryInterceptor(
 			unaryCallerSlot,
-			logging.UnaryServerInterceptor(slogAdapter(log), logOpts...),
+			whenInfo(log, logging.UnaryServerInterceptor(slogAdapter(log), logOpts...)),
 			o.metrics.unary,
 			selector.UnaryServerInterceptor(auth.UnaryServerInterceptor(o.authenticate), pushOnly),
 			selector.UnaryServerInterceptor(ratelimit.UnaryServerInterceptor(limiter), pushOnly),
@@ -133,6 +133,18 @@ func NewGRPCServer(svc *Service, hs *health.Server, o ServerOptions, log *slog.L
 		reflection.Register(s)
 	}
 	return s
+}
+
+// whenInfo runs the call-logging interceptor only while info lines are
+// enabled: it builds its fields before the logger could drop them, which is
+// a large share of a call's cost when nothing is written.
+func whenInfo(log *slog.Logger, i grpc.UnaryServerInterceptor) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if !log.Enabled(ctx, slog.LevelInfo) {
+			return handler(ctx, req)
+		}
+		return i(ctx, req, info, handler)
+	}
 }
 
 func unaryCallerSlot(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
