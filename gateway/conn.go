@@ -35,14 +35,13 @@ var closeWriteError = CloseReason{websocket.StatusAbnormalClosure, "", "write_er
 // reader) and no buffers beyond the socket's.
 type Conn struct {
 	// Immutable after construction.
-	id         uint64
-	userID     string
-	remote     string
-	opened     time.Time
-	hub        *Hub
-	envelope   bool     // speaks the envelope protocol (PROTOCOL.md), not raw
-	topicRules []string // topics this connection may join; nil: any
-	topicList  []string // topics joined at connect, for the hello
+	id        uint64
+	userID    string
+	remote    string
+	opened    time.Time
+	hub       *Hub
+	envelope  bool     // speaks the envelope protocol (PROTOCOL.md), not raw
+	topicList []string // topics joined at connect, for the hello
 
 	// writeFn is c.writeLoop, bound once: "go c.writeLoop()" would allocate
 	// a closure on every start of the write loop, that is per delivery.
@@ -66,6 +65,7 @@ type Conn struct {
 	hb      *time.Timer         // heartbeat; re-armed only while !closing
 	expiry  *time.Timer         // token expiry; nil without auth
 	topics  map[string]struct{} // subscriptions (the registry is in Hub.topicShards)
+	rules   []string            // topics this connection may join (from its token); nil: any
 
 	// Owned by the read loop.
 	upstream *limit.Bucket // made on the first frame; nil when unlimited
@@ -241,11 +241,13 @@ func (c *Conn) writeLoop() {
 		c.mu.Unlock()
 
 		_ = c.nc.SetWriteDeadline(time.Now().Add(c.hub.cfg.WriteTimeout))
-		err := c.writeBatch(batch)
+		written, err := c.writeBatch(batch)
 		_ = c.nc.SetWriteDeadline(time.Time{})
 		if err == nil {
 			// How long the batch's oldest frame waited to be written.
 			c.hub.metrics.writeLatency.Observe(time.Since(since).Seconds())
+		} else {
+			c.hub.metrics.droppedWrite.Add(float64(len(batch) - written))
 		}
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
@@ -264,14 +266,16 @@ func (c *Conn) writeLoop() {
 	}
 }
 
-// writeBatch writes frames in order. An envelope connection gets all the
-// pending envelopes of a backlog in one frame (separated by "\n") and one
-// write; a raw connection gets one frame per message, as sent.
-func (c *Conn) writeBatch(batch []frame) error {
+// writeBatch writes frames in order and returns how many it wrote. An
+// envelope connection gets all the pending envelopes of a backlog in one
+// frame (separated by "\n") and one write; a raw connection gets one frame
+// per message, as sent.
+func (c *Conn) writeBatch(batch []frame) (int, error) {
 	m := c.hub.metrics
 	if c.envelope && len(batch) > 1 {
 		bp := batchBufs.Get().(*[]byte)
 		defer batchBufs.Put(bp)
+		written := 0
 		for i := 0; i < len(batch); {
 			buf := (*bp)[:0]
 			n, msgs := 0, 0
@@ -287,12 +291,13 @@ func (c *Conn) writeBatch(batch []frame) error {
 			}
 			*bp = buf
 			if err := c.ws.Write(context.Background(), websocket.MessageText, buf); err != nil {
-				return err
+				return written, err
 			}
+			written += n
 			m.delivered.Add(float64(msgs))
 			m.bytesOut.Add(float64(len(buf)))
 		}
-		return nil
+		return written, nil
 	}
 	var acks []string
 	for i := range batch {
@@ -309,7 +314,7 @@ func (c *Conn) writeBatch(batch []frame) error {
 			}
 		}
 		if err := c.ws.Write(context.Background(), typ, data); err != nil {
-			return err
+			return i, err
 		}
 		if f.msg != nil {
 			m.delivered.Inc()
@@ -321,7 +326,7 @@ func (c *Conn) writeBatch(batch []frame) error {
 		// reload never shows the same order twice.
 		c.hub.ack(c, acks, true)
 	}
-	return nil
+	return len(batch), nil
 }
 
 // bytes returns an envelope connection's encoding of f.
@@ -407,6 +412,12 @@ func (c *Conn) readLoop() {
 			}
 			c.closeWith(closeClient)
 			return
+		}
+		c.mu.Lock()
+		closing := c.closing
+		c.mu.Unlock()
+		if closing {
+			continue // read only to finish the close handshake
 		}
 		if !c.upstream.Allow() {
 			c.mu.Lock()
@@ -560,6 +571,25 @@ func (c *Conn) refresh(op clientOp) {
 	case claims.Subject != c.userID:
 		c.send(errorFrame(op.Ref, "bad_token", "the token is for another user"))
 		return
+	}
+	// The new token's topic rules replace the old ones: subscriptions they
+	// no longer allow end now.
+	rules := claims.Topics
+	if rules == nil {
+		rules = []string{}
+	}
+	var revoked []string
+	c.mu.Lock()
+	c.rules = rules
+	for t := range c.topics {
+		if !TopicAllowed(rules, t) {
+			revoked = append(revoked, t)
+		}
+	}
+	c.mu.Unlock()
+	for _, t := range revoked {
+		c.hub.unsubscribe(c, t)
+		c.send(replyFrame("unsubscribed", nil, t))
 	}
 	c.setExpiry(claims.Expires)
 	c.send(refreshedFrame(op.Ref, claims.Expires))

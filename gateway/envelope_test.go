@@ -1,10 +1,13 @@
 package gateway
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -171,5 +174,41 @@ func TestTopicRulesAreEnforced(t *testing.T) {
 		if got := read(); got != tc.want {
 			t.Fatalf("subscribe %s: %s, want %s", tc.topic, got, tc.want)
 		}
+	}
+}
+
+// A client may send its first frame in the same packet as its handshake;
+// those bytes sit in net/http's buffer and must reach the connection.
+func TestFrameRightBehindTheHandshake(t *testing.T) {
+	_, srv := testHub(t, Config{}, nil)
+	c, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	mask := [4]byte{1, 2, 3, 4}
+	frame := []byte{0x81, 0x80 | 4, mask[0], mask[1], mask[2], mask[3]}
+	for i, b := range []byte("ping") {
+		frame = append(frame, b^mask[i%4])
+	}
+	req := "GET /ws/early HTTP/1.1\r\nHost: " + srv.Listener.Addr().String() + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+	if _, err := c.Write(append([]byte(req), frame...)); err != nil { // one write: handshake and frame together
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("handshake: %v %v", resp, err)
+	}
+	head := make([]byte, 2)
+	if _, err := io.ReadFull(br, head); err != nil {
+		t.Fatal(err)
+	}
+	body := make([]byte, head[1]&0x7f)
+	io.ReadFull(br, body)
+	if head[0] != 0x81 || string(body) != `{"type":"pong"}` {
+		t.Fatalf("got frame %x %q, want the pong", head, body)
 	}
 }

@@ -36,6 +36,14 @@ import (
 // sent after it are replayed (raw connections may pass it too); epoch=<the
 // hello's epoch> lets the server tell whether those inboxes still exist.
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !looksLikeUpgrade(r) {
+		// Not a WebSocket handshake: let Accept answer it (426, 400, 405)
+		// without the connection ever joining the registry.
+		_, err := websocket.Accept(w, r, nil)
+		h.metrics.rejected.WithLabelValues("handshake").Inc()
+		h.logLimited(slog.LevelInfo, "websocket handshake refused", "remote", r.RemoteAddr, "err", err)
+		return
+	}
 	if !h.newConn.Allow() {
 		w.Header().Set("Retry-After", "1")
 		h.reject(w, r, http.StatusTooManyRequests, "rate_limited", "too many new connections; retry shortly")
@@ -186,16 +194,17 @@ func originHost(origin string) string {
 // serve runs the connection of an identified user. topicRules limits the
 // topics it may join (nil: any); expires, if set, is when its token expires.
 func (h *Hub) serve(w http.ResponseWriter, r *http.Request, userID string, topicRules []string, expires time.Time) {
+	// Counted live before the closing check, so that Shutdown, which sets
+	// closing and then waits for live to reach zero, cannot miss it.
+	h.live.Add(1)
+	served := false // the read loop took over, with the live count
+	defer func() {
+		if !served {
+			h.live.Add(-1)
+		}
+	}()
 	if h.closing.Load() {
 		h.reject(w, r, http.StatusServiceUnavailable, "shutting_down", "server shutting down")
-		return
-	}
-	if !looksLikeUpgrade(r) {
-		// Not a WebSocket handshake: let Accept answer it (426, 400, 405)
-		// without the connection ever joining the registry.
-		_, err := websocket.Accept(w, r, nil)
-		h.metrics.rejected.WithLabelValues("handshake").Inc()
-		h.logLimited(slog.LevelInfo, "websocket handshake refused", "remote", r.RemoteAddr, "err", err)
 		return
 	}
 	q := r.URL.Query()
@@ -231,23 +240,16 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, userID string, topic
 	// user online; what is sent meanwhile waits in the queue, behind the
 	// hello and the replayed inbox.
 	c := &Conn{
-		id:         h.nextID.Add(1),
-		userID:     userID,
-		remote:     h.clientAddr(r),
-		opened:     time.Now(),
-		hub:        h,
-		envelope:   envelope,
-		topicRules: topicRules,
-		topicList:  topics,
+		id:        h.nextID.Add(1),
+		userID:    userID,
+		remote:    h.clientAddr(r),
+		opened:    time.Now(),
+		hub:       h,
+		envelope:  envelope,
+		topicList: topics,
+		rules:     topicRules,
 	}
 	c.writeFn = c.writeLoop
-	h.live.Add(1)
-	served := false // the read loop took over, with the live count
-	defer func() {
-		if !served {
-			h.live.Add(-1)
-		}
-	}()
 	if err := h.register(c, lastID, q.Get("epoch"), lastID != ""); err != nil {
 		w.Header().Set("Retry-After", "5")
 		h.reject(w, r, http.StatusTooManyRequests, "user_limit", err.Error())
@@ -382,8 +384,8 @@ type hijackCapture struct {
 	conn net.Conn
 }
 
-//
-// It also swaps net/http's 4 KiB read and write buffers for smaller ones
+// Hijack hands the hijacked socket to websocket.Accept and keeps it. It also
+// swaps net/http's 4 KiB read and write buffers for smaller ones
 // (connBufSize): an idle connection holds them for its whole life, and push
 // traffic is small frames. Bytes the client sent after its handshake are
 // kept; larger frames bypass the buffers.
@@ -397,12 +399,22 @@ func (h *hijackCapture) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return c, brw, err
 	}
 	h.conn = c
-	var r io.Reader = c
-	if n := brw.Reader.Buffered(); n > 0 {
-		early, _ := brw.Reader.Peek(n)
-		r = io.MultiReader(bytes.NewReader(bytes.Clone(early)), c)
+	n := brw.Reader.Buffered()
+	if n > connBufSize {
+		return c, brw, nil // the client sent a lot ahead; keep net/http's buffers
 	}
-	return c, bufio.NewReadWriter(bufio.NewReaderSize(r, connBufSize), bufio.NewWriterSize(c, connBufSize)), nil
+	br := bufio.NewReaderSize(c, connBufSize)
+	if n > 0 {
+		// Frames the client sent right behind its handshake must be in the
+		// new reader's buffer: websocket.Accept takes what is buffered there
+		// and reads the rest from the socket.
+		early, _ := brw.Reader.Peek(n)
+		br = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(early)), c), connBufSize)
+		if _, err := br.Peek(n); err != nil {
+			return c, brw, nil
+		}
+	}
+	return c, bufio.NewReadWriter(br, bufio.NewWriterSize(c, connBufSize)), nil
 }
 
 // connBufSize is each connection's read and write buffer.

@@ -253,6 +253,12 @@ func (h *Hub) register(c *Conn, lastID, epoch string, resume bool) error {
 	complete := true
 	sameEpoch := epoch == "" || epoch == h.cfg.Epoch
 	if b := s.inboxes[c.userID]; b != nil {
+		// Entries past their ttl that the sweep has not reached yet are a
+		// loss, not an ack.
+		if n := b.expire(now, h.cfg.InboxMaxTTL); n > 0 {
+			h.inboxed.Add(int64(-n))
+			h.metrics.inboxExpired.Add(float64(n))
+		}
 		replay, complete = b.after(lastID, now)
 		if resume && sameEpoch {
 			// The client has everything up to lastID: that counts as its
@@ -353,6 +359,7 @@ type Delivery struct {
 func (h *Hub) SendToUser(_ context.Context, userID string, m *Message) (Delivery, error) {
 	s := h.shard(userID)
 	var slow [4]*Conn
+	m.stored = m.TTL > 0 // set before any write loop can see m
 	s.mu.Lock()
 	m.ID, m.Time = NewID(), time.Now()
 	d, overflow := h.sendLocked(s, userID, m, slow[:0])
@@ -377,6 +384,7 @@ func (h *Hub) SendToUsers(_ context.Context, userIDs []string, m *Message) ([]De
 		ids = append(ids, id)
 		locked[h.shardIndex(id)] = true
 	}
+	m.stored = m.TTL > 0 // set before any write loop can see m
 	for i := range h.shards {
 		if locked[i] {
 			h.shards[i].mu.Lock()
@@ -408,7 +416,6 @@ func (h *Hub) sendLocked(s *shard, userID string, m *Message, overflow []*Conn) 
 			b = &inbox{}
 			s.inboxes[userID] = b
 		}
-		m.stored = true
 		trimmed := b.add(m, m.Time, h.cfg.InboxMessages, h.cfg.InboxBytes, h.cfg.InboxMaxTTL)
 		h.inboxed.Add(int64(1 - trimmed))
 		h.metrics.inboxTrimmed.Add(float64(trimmed))

@@ -18,6 +18,7 @@ type Metrics struct {
 	droppedSlow    prometheus.Counter
 	droppedClosing prometheus.Counter
 	droppedKicked  prometheus.Counter
+	droppedWrite   prometheus.Counter
 
 	pingsIn          prometheus.Counter
 	acksIn           prometheus.Counter
@@ -88,10 +89,11 @@ func NewMetrics(reg prometheus.Registerer, h *Hub) *Metrics {
 		Buckets: []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 	})
 	reg.MustRegister(m.writeLatency)
-	dropped := vec("pushgate_messages_dropped_total", "Messages queued for a connection but not written, by reason (slow_consumer, closing, kicked).", "reason")
+	dropped := vec("pushgate_messages_dropped_total", "Messages queued for a connection but not written, by reason (slow_consumer, closing, kicked, write_error).", "reason")
 	m.droppedSlow = dropped.WithLabelValues("slow_consumer")
 	m.droppedClosing = dropped.WithLabelValues("closing")
 	m.droppedKicked = dropped.WithLabelValues("kicked")
+	m.droppedWrite = dropped.WithLabelValues("write_error")
 	framesIn := vec("pushgate_client_frames_total", "Frames received from clients, by kind (ping, ack, other).", "kind")
 	m.pingsIn = framesIn.WithLabelValues("ping")
 	m.acksIn = framesIn.WithLabelValues("ack")

@@ -62,15 +62,15 @@ func (h *Hub) topicShard(topic string) *topicShard {
 // topic is not allowed for it, or it holds too many topics. Subscribing
 // twice is not an error.
 func (h *Hub) subscribe(c *Conn, topic string) error {
-	if !TopicAllowed(c.topicRules, topic) {
-		return errForbiddenTopic
-	}
 	// c.mu is held while the registry changes so that remove, which takes
 	// the topic list under c.mu after closing is set, cannot miss it.
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closing {
 		return errClosing
+	}
+	if !TopicAllowed(c.rules, topic) {
+		return errForbiddenTopic
 	}
 	if _, ok := c.topics[topic]; ok {
 		return nil

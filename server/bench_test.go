@@ -300,9 +300,9 @@ func TestGRPCHarness(t *testing.T) {
 // gateway, and the WebSocket library on both sides.
 //
 // The logging interceptor logs every call at INFO. log=discard uses
-// slog.DiscardHandler, which turns records away before they are built, so it
-// measures the interceptor's own work; log=json writes JSON lines to
-// io.Discard, which is what a production log costs short of the I/O.
+// slog.DiscardHandler, with which the interceptor is skipped (info is off);
+// log=json writes JSON lines to io.Discard, which is what a production log
+// costs short of the I/O.
 func BenchmarkSendToUserGRPC(b *testing.B) {
 	for _, l := range []struct {
 		name string

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -156,6 +157,10 @@ func newApp(cfg Config, log *slog.Logger) (*App, error) {
 		mux.Handle("POST /demo/send", web.DevSendHandler(a.hub))
 	}
 	a.http = a.httpServer(mux)
+	if verifier == nil && loopbackOnly(cfg.HTTPAddr) {
+		// Nothing authenticates this listener; only this machine may use it.
+		a.http.Handler = loopbackHostOnly(mux)
+	}
 
 	// Metrics, health, admin and pprof: on the ops listener if there is one,
 	// else next to /ws.
@@ -168,6 +173,9 @@ func newApp(cfg Config, log *slog.Logger) (*App, error) {
 		}
 		ops, opsAddr = http.NewServeMux(), cfg.OpsAddr
 		a.ops = a.httpServer(ops)
+		if cfg.AdminPassword == "" && keys.Len() == 0 && loopbackOnly(opsAddr) {
+			a.ops.Handler = loopbackHostOnly(ops)
+		}
 	}
 	ops.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	ops.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
@@ -216,10 +224,30 @@ func newApp(cfg Config, log *slog.Logger) (*App, error) {
 	return a, nil
 }
 
+// loopbackHostOnly refuses requests whose Host is not a loopback name or
+// address. A listener that only this machine can reach, and that nothing
+// authenticates, is otherwise open to DNS rebinding: a web page whose name
+// resolves to 127.0.0.1 would be same-origin with it.
+func loopbackHostOnly(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := r.Host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		ip := net.ParseIP(strings.Trim(host, "[]"))
+		if host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			http.Error(w, "this listener serves requests to localhost only (Host "+strconv.Quote(r.Host)+"); configure authentication to serve other names", http.StatusForbidden)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
 func (a *App) httpServer(h http.Handler) *http.Server {
 	return &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: a.cfg.ReadHeaderTimeout,
+		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
 	}

@@ -630,8 +630,9 @@ func TestDemoPageAndHealthEndpoints(t *testing.T) {
 		t.Fatalf("/ws without upgrade = %d %s", code, body)
 	}
 	// An invalid user id is refused before the upgrade.
-	if code, _ := get("/ws?user_id=" + strings.Repeat("x", 200)); code != http.StatusBadRequest {
-		t.Fatalf("long user id = %d", code)
+	_, resp, err := websocket.Dial(context.Background(), "ws://"+s.app.HTTPAddr()+"/ws?user_id="+strings.Repeat("x", 200), nil)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("long user id: %v %v", resp, err)
 	}
 }
 
@@ -673,4 +674,34 @@ func TestNotReadyBeforeRefusingConnections(t *testing.T) {
 		return r.StatusCode == http.StatusServiceUnavailable
 	})
 	s.stop(t)
+}
+
+func TestLoopbackListenerRefusesOtherHostNames(t *testing.T) {
+	s := startServer(t)
+	for _, tc := range []struct {
+		host string
+		want int
+	}{
+		{"evil.example.com", http.StatusForbidden},
+		{"evil.example.com:80", http.StatusForbidden},
+		{"localhost:8080", http.StatusOK},
+		{s.app.HTTPAddr(), http.StatusOK},
+	} {
+		req, _ := http.NewRequest("GET", "http://"+s.app.HTTPAddr()+"/healthz", nil)
+		req.Host = tc.host
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("Host %s: %d, want %d", tc.host, resp.StatusCode, tc.want)
+		}
+	}
+	// A WebSocket from a rebound name is refused before the upgrade.
+	req := http.Header{"Host": {"evil.example.com"}}
+	_, resp, err := websocket.Dial(context.Background(), "ws://"+s.app.HTTPAddr()+"/ws/victim", &websocket.DialOptions{Host: "evil.example.com", HTTPHeader: req})
+	if err == nil || resp == nil || resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("rebound WebSocket: %v %v", resp, err)
+	}
 }

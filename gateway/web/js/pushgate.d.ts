@@ -20,6 +20,8 @@ export interface PushMessage {
   data: unknown;
   /** The bytes of a binary payload, else null. */
   binary: Uint8Array | null;
+  /** The payload's JSON text exactly as sent (integers above 2^53 intact); null for binary. */
+  json: string | null;
 }
 
 /** A WebSocket-like object, as made by a socket factory. */

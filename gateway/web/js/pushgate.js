@@ -81,7 +81,9 @@
    *   random      random source for the backoff (tests)
    *
    * Events (client.on(name, fn)):
-   *   message    {id, type, topic, broadcast, stored, ts, data, binary}
+   *   message    {id, type, topic, broadcast, stored, ts, data, json, binary}
+   *              (json: the payload's JSON text, exactly as sent, when it is JSON
+   *              or text; JSON.parse rounds integers above 2^53)
    *   state      "connecting" | "connected" | "disconnected" | "closed"
    *   recovered  {recovered, replayed} after a resume
    *   hello      the server's hello frame
@@ -230,12 +232,12 @@
         this._emit('error', new Error('pushgate: unreadable frame'));
         continue;
       }
-      this._onEnvelope(f, acks);
+      this._onEnvelope(f, acks, lines[i]);
     }
     if (acks.length) this._sendNow({ op: 'ack', ids: acks });
   };
 
-  PushgateClient.prototype._onEnvelope = function (f, acks) {
+  PushgateClient.prototype._onEnvelope = function (f, acks, line) {
     switch (f.op) {
       case 'hello':
         this._onHello(f);
@@ -243,8 +245,15 @@
       case 'message':
         var msg = {
           id: f.id, type: f.type || '', topic: f.topic || '', broadcast: !!f.broadcast,
-          stored: !!f.stored, ts: f.ts, data: f.data, binary: null,
+          stored: !!f.stored, ts: f.ts, data: f.data, binary: null, json: null,
         };
+        // The payload's JSON text as sent (data is the last field of a
+        // non-binary envelope), for numbers JSON.parse would round, such as
+        // 64-bit order ids.
+        if (f.encoding !== 'base64' && line) {
+          var at = line.indexOf(',"data":');
+          if (at >= 0) msg.json = line.slice(at + 8, -1);
+        }
         if (f.encoding === 'base64') {
           msg.binary = base64ToBytes(f.data);
           msg.data = msg.binary;

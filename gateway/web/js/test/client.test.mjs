@@ -63,6 +63,9 @@ test('a cut connection resumes with nothing lost or doubled', async (t) => {
 
   const seen = personal(ev).filter((m) => m.data !== 'end').map((m) => m.data.content);
   assert.deepEqual(seen, [0, 1, 2, 3, 4, 5, 6, 7].map((n) => `订单号: ${n}`));
+  // The JSON text keeps the 64-bit order id that JSON.parse rounds.
+  assert.equal(personal(ev)[7].json, order(7));
+  assert.match(personal(ev)[7].json, /"orderId":1786543212345678908,/);
   assert.equal(ev.recovered.length, 1);
   assert.deepEqual(ev.recovered[0], { recovered: true, replayed: 5 });
   // Stored messages were acked, so nothing waits in the inbox.
@@ -84,7 +87,7 @@ test('a server restart: reconnects by itself; the memory engine reports recovere
   await waitFor('first message', () => ev.messages.length === 1);
   backend.close();
   await pg.stop();
-  await waitFor('noticed', () => ev.closes.length === 1);
+  await waitFor('noticed', () => ev.closes.length >= 1);
   assert.equal(ev.closes[0].code, 1001);
   assert.equal(ev.closes[0].willReconnect, true);
 
