@@ -275,6 +275,9 @@
         }
         break;
       default: // subscribed, unsubscribed, sent, acked, refreshed
+        if (f.op === 'unsubscribed' && f.ref === undefined && f.topic) {
+          delete this.topics[f.topic]; // ended by the server (a refreshed token no longer allows it)
+        }
         if (f.ref !== undefined && this._waiting[f.ref]) {
           this._waiting[f.ref].resolve(f);
           delete this._waiting[f.ref];
