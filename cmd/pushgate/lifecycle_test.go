@@ -379,3 +379,45 @@ func TestTokenExpiryClosesAndRefreshExtends(t *testing.T) {
 		t.Fatalf("token_expired closes = %v, want 1", v)
 	}
 }
+
+func TestRefreshWithNarrowerTopicsEndsSubscriptions(t *testing.T) {
+	secret := "0123456789abcdef0123456789abcdef"
+	s := startServer(t, "--auth", "jwt", "--jwt-secret", secret)
+	mint := func(topics string) string {
+		var out strings.Builder
+		if err := runToken([]string{"--user", "u1", "--jwt-secret", secret, "--topics", topics}, func(string) string { return "" }, &out); err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(out.String())
+	}
+	e := dialEnv(t, "ws://"+s.app.HTTPAddr()+"/ws?token="+mint("store:1,store:2")+"&topics=store:1,store:2")
+	if len(e.hello.Topics) != 2 {
+		t.Fatalf("hello topics = %v", e.hello.Topics)
+	}
+	e.send(map[string]any{"op": "refresh", "token": mint("store:1"), "ref": 1})
+	if f := e.next(); f.Op != "unsubscribed" || f.Topic != "store:2" || len(f.Ref) != 0 {
+		t.Fatalf("want unsubscribed store:2, got %+v", f)
+	}
+	if f := e.next(); f.Op != "refreshed" {
+		t.Fatalf("want refreshed, got %+v", f)
+	}
+	ctx := context.Background()
+	for topic, want := range map[string]int64{"store:1": 1, "store:2": 0} {
+		r, err := s.api.Publish(ctx, &pb.PublishRequest{Topic: topic, Message: jsonMsg(`{}`)})
+		if err != nil || r.GetDeliveredConnections() != want {
+			t.Fatalf("publish %s: %v %v, want %d", topic, r, err, want)
+		}
+	}
+	// And it cannot join it again.
+	e.send(map[string]any{"op": "subscribe", "topic": "store:2", "ref": 2})
+	for {
+		f := e.next()
+		if f.Op == "message" {
+			continue // the store:1 publish
+		}
+		if f.Op != "error" || f.Code != "forbidden" {
+			t.Fatalf("resubscribe: %+v", f)
+		}
+		break
+	}
+}
