@@ -87,17 +87,29 @@ const (
 // closing needs): on overflow the caller closes it as a slow consumer. A
 // frame is always accepted by an empty queue, whatever its size.
 func (c *Conn) enqueue(f frame) enqueueResult {
+	r, start := c.push(f)
+	if start {
+		go c.writeFn()
+	}
+	return r
+}
+
+// push is enqueue without starting the write loop: when it returns true the
+// caller must start it (go c.writeFn()). A fan-out queues on every target
+// first and starts the write loops after, so that the goroutine doing the
+// fan-out is not queued behind thousands of new write loops on a busy core.
+func (c *Conn) push(f frame) (enqueueResult, bool) {
 	cfg := &c.hub.cfg
 	c.mu.Lock()
 	if c.closing {
 		c.mu.Unlock()
 		c.hub.metrics.droppedClosing.Inc()
-		return closing
+		return closing, false
 	}
 	if len(c.queue) > 0 && (len(c.queue) >= cfg.QueueMessages || c.queued+f.size() > cfg.QueueBytes) {
 		c.mu.Unlock()
 		c.hub.metrics.droppedSlow.Inc() // this frame; closeWith counts the queued ones
-		return overflowed
+		return overflowed, false
 	}
 	if len(c.queue) == 0 {
 		c.since = time.Now()
@@ -106,10 +118,7 @@ func (c *Conn) enqueue(f frame) enqueueResult {
 	c.queued += f.size()
 	start := c.startWriterLocked()
 	c.mu.Unlock()
-	if start {
-		go c.writeFn()
-	}
-	return queued
+	return queued, start
 }
 
 // queueLocked queues f on a connection that is not ready yet (no writer

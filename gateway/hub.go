@@ -442,19 +442,33 @@ func closeSlow(cs []*Conn) {
 }
 
 // fanout queues m on every connection in targets and returns how many took
-// it; it closes the ones whose queue overflowed.
-func fanout(targets []*Conn, m *Message) int64 {
+// it; it closes the ones whose queue overflowed. The connections whose write
+// loop must start are appended to starts, for the caller to start once the
+// whole fan-out is queued (startWriters).
+func fanout(targets []*Conn, m *Message, starts []*Conn) (int64, []*Conn) {
 	var n int64
 	f := frame{msg: m}
 	for _, c := range targets {
-		switch c.enqueue(f) {
+		r, start := c.push(f)
+		switch r {
 		case queued:
 			n++
+			if start {
+				starts = append(starts, c)
+			}
 		case overflowed:
 			c.closeWith(CloseSlowConsumer)
 		}
 	}
-	return n
+	return n, starts
+}
+
+// startWriters starts the write loops fanout asked for, and clears the list.
+func startWriters(starts []*Conn) {
+	for _, c := range starts {
+		go c.writeFn()
+	}
+	clear(starts)
 }
 
 // preEncode makes m's envelope before a fan-out when envelope connections
@@ -479,6 +493,8 @@ func (h *Hub) Broadcast(_ context.Context, m *Message, exclude []string) (int64,
 	m.ID, m.Time, m.broadcast = NewID(), time.Now(), true
 	h.preEncode(m)
 	tp := h.targets.Get().(*[]*Conn)
+	sp := h.targets.Get().(*[]*Conn)
+	starts := (*sp)[:0]
 	var n int64
 	for i := range h.shards {
 		s := &h.shards[i]
@@ -493,11 +509,16 @@ func (h *Hub) Broadcast(_ context.Context, m *Message, exclude []string) (int64,
 			targets = append(targets, p.conns...)
 		}
 		s.mu.RUnlock()
-		n += fanout(targets, m)
+		var k int64
+		k, starts = fanout(targets, m, starts)
+		n += k
 		clear(targets)
 		*tp = targets[:0]
 	}
+	startWriters(starts)
+	*sp = starts[:0]
 	h.targets.Put(tp)
+	h.targets.Put(sp)
 	return n, nil
 }
 
@@ -514,10 +535,14 @@ func (h *Hub) Publish(_ context.Context, topic string, m *Message) (int64, error
 		targets = append(targets, c)
 	}
 	ts.mu.RUnlock()
-	n := fanout(targets, m)
+	sp := h.targets.Get().(*[]*Conn)
+	n, starts := fanout(targets, m, (*sp)[:0])
+	startWriters(starts)
+	*sp = starts[:0]
 	clear(targets)
 	*tp = targets[:0]
 	h.targets.Put(tp)
+	h.targets.Put(sp)
 	return n, nil
 }
 
