@@ -55,7 +55,7 @@ test-go:
 JS := gateway/web/js
 test-js: e2e-binary deps
 	cd $(JS) && npm ci --no-audit --no-fund --loglevel=error
-	cd $(JS) && node --test --test-concurrency=1 test/
+	cd $(JS) && node --test --test-concurrency=1 test/*.test.mjs
 
 e2e-binary:
 	$(GO) build -o .tools/pushgate-e2e ./cmd/pushgate
