@@ -43,7 +43,8 @@ func TestEnvelopeEncoding(t *testing.T) {
 		if !json.Valid([]byte(got)) {
 			t.Errorf("envelope is not JSON: %s", got)
 		}
-		if &tc.m.envelope()[0] != &tc.m.envelope()[0] {
+		first, again := tc.m.envelope(), tc.m.envelope()
+		if &first[0] != &again[0] {
 			t.Error("envelope encoded twice")
 		}
 	}

@@ -120,17 +120,6 @@ func (h *Hub) dropSubscriber(c *Conn, topic string) {
 	h.metrics.subscriptions.Dec()
 }
 
-// subscribedTopics lists c's topics.
-func (c *Conn) subscribedTopics() []string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	out := make([]string, 0, len(c.topics))
-	for t := range c.topics {
-		out = append(out, t)
-	}
-	return out
-}
-
 var (
 	errForbiddenTopic = errors.New("topic not allowed for this connection")
 	errTooManyTopics  = errors.New("too many topics on this connection")

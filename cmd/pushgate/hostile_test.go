@@ -37,13 +37,11 @@ import (
 // API keys and tight limits, and a way to sign tokens for it.
 type secureServer struct {
 	*testServer
-	rsa     *rsa.PrivateKey
-	rsaPEM  []byte // the public key, as configured
-	ec      *ecdsa.PrivateKey
-	orders  pb.PushServiceClient // authenticated with the "orders" key
-	anon    pb.PushServiceClient // no key
-	ordKey  string
-	grpcCon *grpc.ClientConn
+	rsa    *rsa.PrivateKey
+	rsaPEM []byte // the public key, as configured
+	ec     *ecdsa.PrivateKey
+	orders pb.PushServiceClient // authenticated with the "orders" key
+	anon   pb.PushServiceClient // no key
 }
 
 const ordersKey = "orders-key-0123456789abcdef"

@@ -145,14 +145,12 @@ func TestMetricsAfterAScriptedScenario(t *testing.T) {
 	// 3 connections: one reads, two never read.
 	reader := dialWS(t, ws+mint("reader"))
 	ctx := context.Background()
-	var stuck []*websocket.Conn
 	for _, u := range []string{"stuck-1", "stuck-2"} {
 		c, _, err := websocket.Dial(ctx, ws+mint(u), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer c.CloseNow()
-		stuck = append(stuck, c)
+		defer c.CloseNow() // never read: the server must give up on it
 	}
 	eventually(t, "3 connections", func() bool { return s.metric(t, "pushgate_connections") == 3 })
 	// 4 messages to the reader.

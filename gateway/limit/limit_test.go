@@ -18,7 +18,8 @@ func TestBucket(t *testing.T) {
 		t.Fatal("a nil bucket must allow everything")
 	}
 	k := NewKeyed(1, 2)
-	if !k.Allow("a") || !k.Allow("a") || k.Allow("a") || !k.Allow("b") {
-		t.Fatal("keyed buckets must be independent")
+	got := []bool{k.Allow("a"), k.Allow("a"), k.Allow("a"), k.Allow("b")}
+	if !got[0] || !got[1] || got[2] || !got[3] {
+		t.Fatalf("keyed buckets must be independent: %v", got)
 	}
 }

@@ -351,9 +351,13 @@ func parseJWKS(b []byte) (map[string]jwk, error) {
 			if err := errors.Join(err1, err2); err != nil {
 				return nil, fmt.Errorf("key %q: bad EC x/y", k.Kid)
 			}
-			pk := &ecdsa.PublicKey{Curve: elliptic.P256(), X: new(big.Int).SetBytes(x), Y: new(big.Int).SetBytes(y)}
-			if !pk.Curve.IsOnCurve(pk.X, pk.Y) { //nolint:staticcheck // validating untrusted input
-				return nil, fmt.Errorf("key %q: point not on P-256", k.Kid)
+			if len(x) != 32 || len(y) != 32 {
+				return nil, fmt.Errorf("key %q: EC x and y must be 32 bytes", k.Kid)
+			}
+			// The uncompressed point; parsing checks that it is on the curve.
+			pk, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), append(append([]byte{4}, x...), y...))
+			if err != nil {
+				return nil, fmt.Errorf("key %q: %v", k.Kid, err)
 			}
 			key, alg = pk, "ES256"
 		case "OKP":
