@@ -20,6 +20,7 @@ var adminPage []byte
 // AdminHub is what the admin page needs from the gateway. *gateway.Hub
 // implements it.
 type AdminHub interface {
+	Config() gateway.Config
 	Users() int64
 	Connections() int64
 	Inboxed() int64
@@ -117,7 +118,7 @@ func AdminHandler(cfg AdminConfig) http.Handler {
 		if !readJSON(w, r, &req) {
 			return
 		}
-		if err := gateway.ValidUserID(req.UserID, 1024); err != nil {
+		if err := gateway.ValidUserID(req.UserID, cfg.Hub.Config().MaxUserIDBytes); err != nil {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "user_id: " + err.Error()})
 			return
 		}
@@ -151,7 +152,7 @@ func AdminHandler(cfg AdminConfig) http.Handler {
 		var err error
 		switch req.Target {
 		case "user":
-			if err = gateway.ValidUserID(req.UserID, 1024); err != nil {
+			if err = gateway.ValidUserID(req.UserID, cfg.Hub.Config().MaxUserIDBytes); err != nil {
 				writeJSON(w, http.StatusBadRequest, map[string]string{"error": "user_id: " + err.Error()})
 				return
 			}

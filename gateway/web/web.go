@@ -67,6 +67,7 @@ func ClientHandler() http.Handler {
 
 // Sender is what the development send endpoint needs.
 type Sender interface {
+	Config() gateway.Config
 	SendToUser(ctx context.Context, userID string, m *gateway.Message) (gateway.Delivery, error)
 }
 
@@ -84,7 +85,7 @@ func DevSendHandler(s Sender) http.Handler {
 		if !readJSON(w, r, &req) {
 			return
 		}
-		if err := gateway.ValidUserID(req.UserID, 1024); err != nil {
+		if err := gateway.ValidUserID(req.UserID, s.Config().MaxUserIDBytes); err != nil {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "user_id: " + err.Error()})
 			return
 		}
