@@ -67,6 +67,12 @@ type Conn struct {
 	topics  map[string]struct{} // subscriptions (the registry is in Hub.topicShards)
 	rules   []string            // topics this connection may join (from its token); nil: any
 
+	// Cluster engine only; guarded by the user's shard mu.
+	joining bool       // registered, waiting for the cluster's replay: live messages are held
+	pending []*Message // held while joining
+	last    string     // the highest message id queued from the cluster (or replayed)
+	joinSeq string     // the last id handed out when the connection joined
+
 	// Owned by the read loop.
 	upstream *limit.Bucket // made on the first frame; nil when unlimited
 }
@@ -505,7 +511,10 @@ func (c *Conn) handleOp(typ websocket.MessageType, data []byte) {
 			c.send(errorFrame(op.Ref, "bad_request", "ack needs \"id\" or 1 to 1000 \"ids\""))
 			return
 		}
-		c.hub.ack(c, ids, false)
+		if err := c.hub.ack(c, ids, false); err != nil {
+			c.send(errorFrame(op.Ref, "unavailable", "acks cannot be recorded now; send them again"))
+			return
+		}
 		if len(op.Ref) > 0 {
 			c.send(replyFrame("acked", op.Ref, ""))
 		}
@@ -522,6 +531,8 @@ func (c *Conn) handleOp(typ websocket.MessageType, data []byte) {
 		case errors.Is(err, errTooManyTopics):
 			m.subscribeRefused.Inc()
 			c.send(errorFrame(op.Ref, "too_many_topics", err.Error()))
+		case errors.Is(err, ErrUnavailable):
+			c.send(errorFrame(op.Ref, "unavailable", "subscriptions cannot be made now; try again"))
 		case err == nil:
 			c.send(replyFrame("subscribed", op.Ref, op.Topic))
 		}

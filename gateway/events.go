@@ -99,6 +99,17 @@ func (h *Hub) Unwatch(w *Watcher) {
 // emit hands e to every watcher that wants it. A watcher whose buffer is
 // full is cut off (Lost closes) rather than allowed to stall delivery.
 func (h *Hub) emit(e Event) {
+	if h.cl != nil {
+		// Online, offline and acks come from the engine, to every node.
+		if e.Kind == EventClientMessage {
+			h.cl.Upstream(e)
+		}
+		return
+	}
+	h.emitLocal(e)
+}
+
+func (h *Hub) emitLocal(e Event) {
 	cur := h.watchers.list.Load()
 	if cur == nil || len(*cur) == 0 {
 		return

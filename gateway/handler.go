@@ -252,11 +252,22 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, userID string, topic
 	c.writeFn = c.writeLoop
 	if err := h.register(c, lastID, q.Get("epoch"), lastID != ""); err != nil {
 		w.Header().Set("Retry-After", "5")
+		if errors.Is(err, ErrUnavailable) {
+			h.reject(w, r, http.StatusServiceUnavailable, "engine_unavailable", "push engine unavailable, retry later")
+			return
+		}
 		h.reject(w, r, http.StatusTooManyRequests, "user_limit", err.Error())
 		return
 	}
 	for _, t := range topics {
-		_ = h.subscribe(c, t) // checked above; fails only if already closing
+		// Checked above: fails only if already closing, or when the cluster
+		// engine cannot be reached.
+		if err := h.subscribe(c, t); errors.Is(err, ErrUnavailable) {
+			c.closeWith(closeHandshakeFailed)
+			w.Header().Set("Retry-After", "5")
+			h.reject(w, r, http.StatusServiceUnavailable, "engine_unavailable", "push engine unavailable, retry later")
+			return
+		}
 	}
 
 	hc := &hijackCapture{ResponseWriter: w}

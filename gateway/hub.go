@@ -164,6 +164,8 @@ type Hub struct {
 	logSuppressed atomic.Int64
 
 	targets sync.Pool // *[]*Conn, fan-out scratch space
+
+	cl Cluster // nil: memory engine (this node only); set by SetCluster before serving
 }
 
 type shard struct {
@@ -224,6 +226,9 @@ var errUserLimit = errors.New("too many connections for this user")
 // clients have no ids and normally pass none). resume says whether the
 // client gave a lastID.
 func (h *Hub) register(c *Conn, lastID, epoch string, resume bool) error {
+	if h.cl != nil {
+		return h.registerCluster(c, lastID, epoch, resume)
+	}
 	s := h.shard(c.userID)
 	now := time.Now()
 	s.mu.Lock()
@@ -302,6 +307,10 @@ func (h *Hub) remove(c *Conn) {
 	c.mu.Unlock()
 	for t := range topics {
 		h.dropSubscriber(c, t)
+	}
+	if h.cl != nil {
+		h.removeCluster(c)
+		return
 	}
 
 	s := h.shard(c.userID)
@@ -483,6 +492,11 @@ func (h *Hub) preEncode(m *Message) {
 // exclude, and returns how many connections it was queued on. Broadcasts are
 // live only (never stored). It sets m.ID and m.Time.
 func (h *Hub) Broadcast(_ context.Context, m *Message, exclude []string) (int64, error) {
+	m.ID, m.Time, m.broadcast = NewID(), time.Now(), true
+	return h.broadcast(m, exclude), nil
+}
+
+func (h *Hub) broadcast(m *Message, exclude []string) int64 {
 	var skip map[string]struct{}
 	if len(exclude) > 0 {
 		skip = make(map[string]struct{}, len(exclude))
@@ -490,7 +504,6 @@ func (h *Hub) Broadcast(_ context.Context, m *Message, exclude []string) (int64,
 			skip[id] = struct{}{}
 		}
 	}
-	m.ID, m.Time, m.broadcast = NewID(), time.Now(), true
 	h.preEncode(m)
 	tp := h.targets.Get().(*[]*Conn)
 	sp := h.targets.Get().(*[]*Conn)
@@ -519,13 +532,17 @@ func (h *Hub) Broadcast(_ context.Context, m *Message, exclude []string) (int64,
 	*sp = starts[:0]
 	h.targets.Put(tp)
 	h.targets.Put(sp)
-	return n, nil
+	return n
 }
 
 // Publish queues m on every connection subscribed to topic and returns how
 // many. Topic messages are live only. It sets m.ID, m.Time and m.Topic.
 func (h *Hub) Publish(_ context.Context, topic string, m *Message) (int64, error) {
 	m.ID, m.Time, m.Topic = NewID(), time.Now(), topic
+	return h.publish(topic, m), nil
+}
+
+func (h *Hub) publish(topic string, m *Message) int64 {
 	h.preEncode(m)
 	ts := h.topicShard(topic)
 	tp := h.targets.Get().(*[]*Conn)
@@ -543,19 +560,29 @@ func (h *Hub) Publish(_ context.Context, topic string, m *Message) (int64, error
 	*tp = targets[:0]
 	h.targets.Put(tp)
 	h.targets.Put(sp)
-	return n, nil
+	return n
 }
 
 // ack removes acknowledged messages from c's user's inbox and reports each
 // one that was there to the watchers. implicit: written to a raw client.
-func (h *Hub) ack(c *Conn, ids []string, implicit bool) {
+func (h *Hub) ack(c *Conn, ids []string, implicit bool) error {
+	if h.cl != nil {
+		if implicit {
+			// From a write loop, which must not wait on the engine.
+			go func() { _ = h.cl.Ack(context.Background(), c.userID, c.idString(), ids, true) }()
+			return nil
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), h.cfg.WriteTimeout)
+		defer cancel()
+		return h.cl.Ack(ctx, c.userID, c.idString(), ids, false)
+	}
 	s := h.shard(c.userID)
 	now := time.Now()
 	s.mu.Lock()
 	b := s.inboxes[c.userID]
 	if b == nil {
 		s.mu.Unlock()
-		return
+		return nil
 	}
 	for _, id := range ids {
 		if b.ack(id) {
@@ -568,6 +595,7 @@ func (h *Hub) ack(c *Conn, ids []string, implicit bool) {
 		delete(s.inboxes, c.userID)
 	}
 	s.mu.Unlock()
+	return nil
 }
 
 // expireLoop drops expired inbox entries once a second until Shutdown.
@@ -705,6 +733,10 @@ func (h *Hub) userConns(dst []*Conn, userID string) []*Conn {
 // Disconnect closes every connection of userID with CloseKicked (and the
 // given close-frame text, if any) and returns how many it closed.
 func (h *Hub) Disconnect(_ context.Context, userID, text string) (int, error) {
+	return h.disconnect(userID, text)
+}
+
+func (h *Hub) disconnect(userID, text string) (int, error) {
 	var buf [8]*Conn
 	targets := h.userConns(buf[:0], userID)
 	r := CloseKicked

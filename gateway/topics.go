@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"hash/maphash"
@@ -62,6 +63,21 @@ func (h *Hub) topicShard(topic string) *topicShard {
 // topic is not allowed for it, or it holds too many topics. Subscribing
 // twice is not an error.
 func (h *Hub) subscribe(c *Conn, topic string) error {
+	if err := h.subscribeLocal(c, topic); err != nil {
+		return err
+	}
+	if h.cl != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), h.cfg.WriteTimeout)
+		defer cancel()
+		if err := h.cl.SubscribeTopic(ctx, topic); err != nil {
+			h.unsubscribe(c, topic)
+			return ErrUnavailable
+		}
+	}
+	return nil
+}
+
+func (h *Hub) subscribeLocal(c *Conn, topic string) error {
 	// c.mu is held while the registry changes so that remove, which takes
 	// the topic list under c.mu after closing is set, cannot miss it.
 	c.mu.Lock()
@@ -118,6 +134,9 @@ func (h *Hub) dropSubscriber(c *Conn, topic string) {
 	}
 	ts.mu.Unlock()
 	h.metrics.subscriptions.Dec()
+	if h.cl != nil {
+		h.cl.TopicChanged(topic)
+	}
 }
 
 var (

@@ -285,7 +285,7 @@ func onlineUser(u gateway.OnlineUser) *pb.OnlineUser {
 
 // ErrUnavailable marks gateway errors that mean the engine cannot be reached;
 // they become UNAVAILABLE.
-var ErrUnavailable = errors.New("engine unavailable")
+var ErrUnavailable = gateway.ErrUnavailable
 
 // internal maps a gateway error to a status in one place: the detail is
 // logged, never returned.

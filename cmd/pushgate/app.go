@@ -13,18 +13,21 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"pushgate/gateway"
+	"pushgate/gateway/redisengine"
 	"pushgate/gateway/token"
 	"pushgate/gateway/web"
 	"pushgate/server"
@@ -36,6 +39,9 @@ type App struct {
 	cfg    Config
 	log    *slog.Logger
 	hub    *gateway.Hub
+	gw     gatewayAPI            // the hub, or the Redis engine over it
+	eng    *redisengine.Engine   // nil with the memory engine
+	rdb    redis.UniversalClient // the engine's client
 	health *health.Server
 	svc    *server.Service
 	grpc   *grpc.Server
@@ -115,12 +121,28 @@ func newApp(cfg Config, log *slog.Logger) (*App, error) {
 		TrustedProxies:    proxies,
 	}, log, reg)
 
+	a.gw = a.hub
+	if cfg.Engine == "redis" {
+		opts, _ := cfg.redisOptions() // validated with the config
+		// go-redis's logger is process-wide.
+		redisLogOnce.Do(func() { redis.SetLogger(redisLog{log}) })
+		rdb := redis.NewUniversalClient(opts)
+		a.eng, err = redisengine.New(context.Background(), a.hub, rdb, log, reg, redisengine.Options{
+			Prefix: cfg.RedisPrefix, NodeTTL: cfg.NodeTTL, Timeout: cfg.RedisTimeout,
+		})
+		if err != nil {
+			rdb.Close()
+			return nil, fmt.Errorf("--engine redis: %w", err)
+		}
+		a.gw, a.rdb = a.eng, rdb
+	}
+
 	a.health = health.NewServer()
 	grpcOpts, err := grpcTLS(cfg)
 	if err != nil {
 		return nil, err
 	}
-	a.svc = server.NewService(a.hub, log, server.Options{IdempotencyWindow: cfg.IdempotencyWindow, WatchBuffer: cfg.WatchBuffer})
+	a.svc = server.NewService(a.gw, log, server.Options{IdempotencyWindow: cfg.IdempotencyWindow, WatchBuffer: cfg.WatchBuffer})
 	a.grpc = server.NewGRPCServer(a.svc, a.health, server.ServerOptions{
 		Limits:        server.Limits{MaxUserIDBytes: cfg.MaxUserIDBytes, MaxPayloadBytes: cfg.MaxPayloadBytes, MaxBatchUsers: cfg.MaxBatchUsers, MaxTTL: cfg.InboxMaxTTL},
 		APIKeys:       keys,
@@ -154,7 +176,7 @@ func newApp(cfg Config, log *slog.Logger) (*App, error) {
 		mux.Handle("GET "+f, client)
 	}
 	if devSend {
-		mux.Handle("POST /demo/send", web.DevSendHandler(a.hub))
+		mux.Handle("POST /demo/send", web.DevSendHandler(a.gw))
 	}
 	a.http = a.httpServer(mux)
 	if verifier == nil && loopbackOnly(cfg.HTTPAddr) {
@@ -187,7 +209,7 @@ func newApp(cfg Config, log *slog.Logger) (*App, error) {
 		fmt.Fprintln(w, "ready")
 	})
 	admin := web.AdminConfig{
-		Hub: a.hub, Node: cfg.NodeName, Errors: recent.Entries, Password: cfg.AdminPassword, Started: time.Now(),
+		Hub: a.gw, Node: cfg.NodeName, Errors: recent.Entries, Password: cfg.AdminPassword, Started: time.Now(),
 		Counters: func() map[string]float64 {
 			return counters(reg, map[string]string{
 				"pushgate_messages_delivered_total": "delivered",
@@ -464,10 +486,36 @@ func (a *App) shutdown() {
 		a.log.Warn("some client connections did not close in time", "remaining", a.hub.Connections())
 	}
 	<-httpDone
+	if a.eng != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := a.eng.Close(ctx); err != nil {
+			a.log.Warn("could not remove this node from redis; other nodes will reap it", "err", err)
+		}
+		cancel()
+		a.rdb.Close()
+	}
 	if a.ops != nil { // last, so health and metrics answered during the drain
 		ctx, cancel := context.WithTimeout(context.Background(), httpStopTimeout)
 		_ = a.ops.Shutdown(ctx)
 		cancel()
 	}
 	a.log.Info("pushgate stopped", "took", time.Since(start).Round(time.Millisecond))
+}
+
+// gatewayAPI is what the gRPC service and the admin page use: the hub
+// (memory engine) or the Redis engine.
+type gatewayAPI interface {
+	server.Gateway
+	web.AdminHub
+}
+
+// redisLog passes go-redis's own messages (dial retries and the like) to
+// the log at debug level; the engine logs what matters (lost and restored
+// subscriptions, failed writes) itself.
+type redisLog struct{ log *slog.Logger }
+
+var redisLogOnce sync.Once
+
+func (l redisLog) Printf(ctx context.Context, format string, v ...any) {
+	l.log.DebugContext(ctx, "redis client: "+fmt.Sprintf(format, v...))
 }

@@ -80,6 +80,14 @@ type Config struct {
 	NodeName        string        // this node's name. Default the host name.
 	TrustedProxies  string        // CIDRs whose X-Forwarded-For is believed. Default none.
 	DrainWindow     time.Duration // client closes are spread over this at shutdown. Default 10s.
+
+	Engine          string        // memory or redis. Default memory.
+	RedisURL        string        // redis:// or rediss:// URL; several hosts comma-separated. Default redis://127.0.0.1:6379/0.
+	RedisMasterName string        // Sentinel master name (the URL's hosts are the sentinels). Default none.
+	RedisCluster    bool          // the URL's hosts are a Redis Cluster. Default false.
+	RedisPrefix     string        // key and channel prefix (a Cluster hash tag). Default pushgate.
+	RedisTimeout    time.Duration // per Redis call. Default 2s.
+	NodeTTL         time.Duration // a node that stops beating leaves the cluster after this. Default 15s.
 }
 
 // parseConfig reads the configuration: flags from args, over PUSHGATE_*
@@ -92,7 +100,7 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (Conf
 }
 
 // secretFlags are masked by "pushgate config print".
-var secretFlags = map[string]bool{"jwt-secret": true, "api-keys": true, "admin-password": true}
+var secretFlags = map[string]bool{"jwt-secret": true, "api-keys": true, "admin-password": true, "redis-url": true}
 
 func loadConfig(args []string, getenv func(string) string, out io.Writer) (Config, *flag.FlagSet, error) {
 	var c Config
@@ -154,6 +162,13 @@ func loadConfig(args []string, getenv func(string) string, out io.Writer) (Confi
 	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go profiling at /debug/pprof (with the ops endpoints)")
 	fs.StringVar(&c.NodeName, "node-name", host, "this node's name, shown on the admin page")
 	fs.StringVar(&c.TrustedProxies, "trusted-proxies", "", "comma-separated `CIDRs` of proxies (e.g. 127.0.0.1/32 for a local nginx) whose X-Forwarded-For names the client address in logs")
+	fs.StringVar(&c.Engine, "engine", "memory", "where presence, inboxes and fan-out live: memory (this node only, nothing to install) or redis (several nodes share them through --redis-url)")
+	fs.StringVar(&c.RedisURL, "redis-url", "redis://127.0.0.1:6379/0", "Redis `URL` for --engine redis: redis:// or rediss:// (TLS), with user:password@ and /db; several hosts comma-separated (redis://h1:6379,h2:6379) for Sentinel or Cluster")
+	fs.StringVar(&c.RedisMasterName, "redis-master-name", "", "Sentinel master `name`: the --redis-url hosts are sentinels")
+	fs.BoolVar(&c.RedisCluster, "redis-cluster", false, "the --redis-url hosts are a Redis Cluster (pushgate's keys share one hash slot)")
+	fs.StringVar(&c.RedisPrefix, "redis-prefix", "pushgate", "prefix of pushgate's Redis keys and channels (nodes of one cluster use the same)")
+	fs.DurationVar(&c.RedisTimeout, "redis-timeout", 2*time.Second, "deadline for one Redis call; calls that cannot reach Redis answer UNAVAILABLE")
+	fs.DurationVar(&c.NodeTTL, "node-ttl", 15*time.Second, "with --engine redis: a node that stops (kill -9, network cut) leaves the online list after this, plus up to a third of it")
 	fs.StringVar(&c.ConfigFile, "config", "", "YAML `file` of settings, keys named like the flags (http-addr: ...); flags and environment variables override it")
 
 	fs.Usage = func() {
@@ -305,6 +320,15 @@ func (c *Config) validate() error {
 	check((c.HTTPTLSCert == "") == (c.HTTPTLSKey == ""), "--http-tls-cert and --http-tls-key go together")
 	check(c.MaxConns >= 0 && c.MaxConnsPerUser >= 0 && c.NewConnsPerSec >= 0 && c.UpstreamRate >= 0 && c.GRPCRate >= 0, "limits must not be negative")
 	check(c.DrainWindow >= 0, "--drain-window must not be negative")
+	check(c.Engine == "memory" || c.Engine == "redis", "--engine must be memory or redis, got %q", c.Engine)
+	if c.Engine == "redis" {
+		_, err := c.redisOptions()
+		check(err == nil, "--redis-url: %v", err)
+		check(c.RedisPrefix != "" && !strings.ContainsAny(c.RedisPrefix, "{}"), "--redis-prefix must be non-empty, without { or }")
+		check(c.RedisTimeout > 0, "--redis-timeout must be positive")
+		check(c.NodeTTL >= 3*time.Second, "--node-ttl must be at least 3s")
+		check(!(c.RedisCluster && c.RedisMasterName != ""), "--redis-cluster and --redis-master-name exclude each other")
+	}
 	check(c.ShutdownDelay >= 0, "--shutdown-delay must not be negative")
 	for _, a := range []struct{ flag, addr string }{{"--http-addr", c.HTTPAddr}, {"--grpc-addr", c.GRPCAddr}, {"--ops-addr", c.OpsAddr}} {
 		if a.addr == "" && a.flag == "--ops-addr" {

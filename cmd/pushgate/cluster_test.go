@@ -1,0 +1,432 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"pushgate/gateway/redisengine/redistest"
+	pb "pushgate/gen/pushgate/v1"
+)
+
+// startNodes starts n pushgate nodes sharing the Redis r.
+func startNodes(t *testing.T, r *redistest.Server, n int, args ...string) []*testServer {
+	t.Helper()
+	nodes := make([]*testServer, n)
+	for i := range nodes {
+		nodes[i] = startServer(t, append([]string{"--engine", "redis", "--redis-url", r.URL()}, args...)...)
+	}
+	return nodes
+}
+
+// listAll pages through ListOnline with the given page size and returns
+// "user:connections" entries and the totals of the first page.
+func listAll(t *testing.T, s *testServer, size int32) (users []string, totalUsers, totalConns int64) {
+	t.Helper()
+	token := ""
+	for page := 0; ; page++ {
+		r, err := s.api.ListOnline(context.Background(), &pb.ListOnlineRequest{PageSize: size, PageToken: token})
+		if err != nil {
+			t.Fatalf("ListOnline: %v", err)
+		}
+		if page == 0 {
+			totalUsers, totalConns = r.GetTotalUsers(), r.GetTotalConnections()
+		}
+		if len(r.GetUsers()) > int(size) {
+			t.Fatalf("page of %d users, size %d", len(r.GetUsers()), size)
+		}
+		for _, u := range r.GetUsers() {
+			users = append(users, fmt.Sprintf("%s:%d", u.GetUserId(), u.GetConnections()))
+		}
+		if token = r.GetNextPageToken(); token == "" {
+			return users, totalUsers, totalConns
+		}
+	}
+}
+
+// expectNothingBut checks that the next message each client gets is the
+// marker: nothing else arrived before it.
+func expectMarker(t *testing.T, marker string, clients ...*wsClient) {
+	t.Helper()
+	for i, c := range clients {
+		m := c.next()
+		if string(m.data) != marker {
+			t.Fatalf("client %d: got %q before the marker %q", i, m.data, marker)
+		}
+	}
+}
+
+// Must-show 1: three nodes on one Redis, users on different nodes; every call
+// from any node reaches exactly the right connections, and ListOnline from
+// every node returns the same pages and totals.
+func TestClusterThreeNodesRouteEveryCall(t *testing.T) {
+	r := redistest.Start(t)
+	n := startNodes(t, r, 3, "--presence-grace", "0")
+	a, b, c := n[0], n[1], n[2]
+	ctx := context.Background()
+
+	u1a := a.dial(t, "u1")
+	u1b := b.dial(t, "u1") // one user, two nodes
+	u2 := b.dialQuery(t, "u2", "topics=news")
+	u3 := c.dial(t, "u3")
+	by := a.dial(t, "bystander")
+	all := []*wsClient{u1a, u1b, u2, u3, by}
+	want := []string{"bystander:1", "u1:2", "u2:1", "u3:1"}
+	for i, s := range n {
+		eventually(t, fmt.Sprintf("node %d lists everyone", i), func() bool {
+			users, tu, tc := listAll(t, s, 2)
+			return slices.Equal(users, want) && tu == 4 && tc == 5
+		})
+	}
+
+	// SendToUser from C reaches u1 on A and on B.
+	r1, err := c.api.SendToUser(ctx, &pb.SendToUserRequest{UserId: "u1", Message: jsonMsg(`{"n":1}`)})
+	if err != nil || !r1.GetOnline() || r1.GetDeliveredConnections() != 2 {
+		t.Fatalf("SendToUser = %v, %v; want online, 2 connections", r1, err)
+	}
+	u1a.expect(`{"n":1}`)
+	u1b.expect(`{"n":1}`)
+
+	// SendToUsers from A: one id, each user's result.
+	r2, err := a.api.SendToUsers(ctx, &pb.SendToUsersRequest{UserIds: []string{"u2", "u3", "nobody"}, Message: jsonMsg(`{"n":2}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := []string{}
+	for _, d := range r2.GetResults() {
+		got = append(got, fmt.Sprintf("%s:%v:%d", d.GetUserId(), d.GetOnline(), d.GetDeliveredConnections()))
+	}
+	if want := []string{"u2:true:1", "u3:true:1", "nobody:false:0"}; !slices.Equal(got, want) {
+		t.Fatalf("SendToUsers results %v, want %v", got, want)
+	}
+	u2.expect(`{"n":2}`)
+	u3.expect(`{"n":2}`)
+
+	// Broadcast from B, excluding u3.
+	r3, err := b.api.Broadcast(ctx, &pb.BroadcastRequest{Message: jsonMsg(`{"n":3}`), ExcludeUserIds: []string{"u3"}})
+	if err != nil || r3.GetDeliveredConnections() != 4 {
+		t.Fatalf("Broadcast = %v, %v; want 4 connections", r3, err)
+	}
+	for _, cl := range []*wsClient{u1a, u1b, u2, by} {
+		cl.expect(`{"n":3}`)
+	}
+
+	// Publish from A reaches the subscriber on B only.
+	r4, err := a.api.Publish(ctx, &pb.PublishRequest{Topic: "news", Message: jsonMsg(`{"n":4}`)})
+	if err != nil || r4.GetDeliveredConnections() != 1 {
+		t.Fatalf("Publish = %v, %v; want 1 connection", r4, err)
+	}
+	u2.expect(`{"n":4}`)
+
+	// Nothing else arrived anywhere: the next message of each is the marker.
+	if _, err := c.api.Broadcast(ctx, &pb.BroadcastRequest{Message: jsonMsg(`"marker"`)}); err != nil {
+		t.Fatal(err)
+	}
+	expectMarker(t, `"marker"`, all...)
+
+	// Disconnect from C closes u1 on A and on B.
+	r5, err := c.api.Disconnect(ctx, &pb.DisconnectRequest{UserId: "u1"})
+	if err != nil || r5.GetClosedConnections() != 2 {
+		t.Fatalf("Disconnect = %v, %v; want 2", r5, err)
+	}
+	for _, cl := range []*wsClient{u1a, u1b} {
+		if code := cl.closeCode(); code != 4100 {
+			t.Fatalf("close code %d, want 4100", code)
+		}
+	}
+	want = []string{"bystander:1", "u2:1", "u3:1"}
+	for i, s := range n {
+		eventually(t, fmt.Sprintf("node %d lists the rest", i), func() bool {
+			users, tu, tc := listAll(t, s, 1)
+			return slices.Equal(users, want) && tu == 3 && tc == 3
+		})
+	}
+	p, err := b.api.GetPresence(ctx, &pb.GetPresenceRequest{UserIds: []string{"u1", "u3"}})
+	if err != nil || p.GetUsers()[0].GetConnections() != 0 || p.GetUsers()[1].GetConnections() != 1 || p.GetUsers()[1].GetOnlineSince() == nil {
+		t.Fatalf("GetPresence = %v, %v", p, err)
+	}
+}
+
+func (s *testServer) dialQuery(t testing.TB, userID, query string) *wsClient {
+	t.Helper()
+	return dialWS(t, s.wsURL(userID)+"?"+query)
+}
+
+// Must-show 4: a user reconnecting from node A to node B resumes from the
+// last id exactly.
+func TestClusterResumeOnAnotherNode(t *testing.T) {
+	r := redistest.Start(t)
+	n := startNodes(t, r, 2)
+	a, b := n[0], n[1]
+	ctx := context.Background()
+	ttl := durationpb.New(time.Hour)
+
+	c1 := a.dialEnv(t, "/merchant-42")
+	var ids []string
+	for i := range 5 {
+		resp, err := b.api.SendToUser(ctx, &pb.SendToUserRequest{UserId: "merchant-42", Message: &pb.Message{Payload: &pb.Message_Json{Json: fmt.Sprintf(`{"n":%d}`, i)}, Ttl: ttl}})
+		if err != nil || !resp.GetStored() || resp.GetDeliveredConnections() != 1 {
+			t.Fatalf("send %d = %v, %v", i, resp, err)
+		}
+		ids = append(ids, resp.GetMessageId())
+	}
+	if !slices.IsSorted(ids) {
+		t.Fatalf("ids not in order: %v", ids)
+	}
+	for i := range 3 {
+		if m := c1.nextMessage(); m.ID != ids[i] {
+			t.Fatalf("message %d id %s, want %s", i, m.ID, ids[i])
+		}
+	}
+	epoch := c1.hello.Epoch
+	c1.c.CloseNow() // gone, having seen (and acked nothing beyond) ids[2]
+	eventually(t, "the first connection to leave", func() bool { return a.online(t, "merchant-42") == 0 })
+	for i := 5; i < 7; i++ {
+		resp, err := a.api.SendToUser(ctx, &pb.SendToUserRequest{UserId: "merchant-42", Message: &pb.Message{Payload: &pb.Message_Json{Json: fmt.Sprintf(`{"n":%d}`, i)}, Ttl: ttl}})
+		if err != nil || !resp.GetStored() || resp.GetOnline() {
+			t.Fatalf("send %d = %v, %v", i, resp, err)
+		}
+		ids = append(ids, resp.GetMessageId())
+	}
+
+	c2 := b.dialEnv(t, "/merchant-42?last_id="+ids[2]+"&epoch="+epoch)
+	if c2.hello.Recovered == nil || !*c2.hello.Recovered || c2.hello.Replayed != 4 || c2.hello.Epoch != epoch {
+		t.Fatalf("hello %+v, want recovered, 4 replayed, epoch %s", c2.hello, epoch)
+	}
+	for i := 3; i < 7; i++ {
+		if m := c2.nextMessage(); m.ID != ids[i] || string(m.Data) != fmt.Sprintf(`{"n":%d}`, i) {
+			t.Fatalf("replayed %s %s, want %s", m.ID, m.Data, ids[i])
+		}
+	}
+	// Live again, from either node, after the replay.
+	resp, err := a.api.SendToUser(ctx, &pb.SendToUserRequest{UserId: "merchant-42", Message: jsonMsg(`{"n":7}`)})
+	if err != nil || resp.GetDeliveredConnections() != 1 {
+		t.Fatalf("live send = %v, %v", resp, err)
+	}
+	if m := c2.nextMessage(); string(m.Data) != `{"n":7}` {
+		t.Fatalf("got %s, want the live message", m.Data)
+	}
+}
+
+// A user's connections on different nodes get the same messages in the same
+// order while two nodes send to them concurrently.
+func TestClusterConcurrentSendersOneOrder(t *testing.T) {
+	r := redistest.Start(t)
+	n := startNodes(t, r, 3)
+	ctx := context.Background()
+	c0 := n[0].dialEnv(t, "/shop")
+	c1 := n[1].dialEnv(t, "/shop")
+	c2 := n[2].dialEnv(t, "/shop")
+	const per = 200
+	errc := make(chan error, 2)
+	for s := range 2 {
+		go func() {
+			for i := range per {
+				_, err := n[s].api.SendToUser(ctx, &pb.SendToUserRequest{UserId: "shop", Message: jsonMsg(fmt.Sprintf(`"%d-%d"`, s, i))})
+				if err != nil {
+					errc <- err
+					return
+				}
+			}
+			errc <- nil
+		}()
+	}
+	for range 2 {
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+	}
+	var seqs [3][]string
+	for k, c := range []*envClient{c0, c1, c2} {
+		for range 2 * per {
+			m := c.nextMessage()
+			seqs[k] = append(seqs[k], m.ID+" "+string(m.Data))
+		}
+		if !slices.IsSorted(seqs[k]) {
+			t.Fatalf("connection %d: ids out of order", k)
+		}
+	}
+	if !slices.Equal(seqs[0], seqs[1]) || !slices.Equal(seqs[0], seqs[2]) {
+		t.Fatal("connections on different nodes saw different sequences")
+	}
+}
+
+var _ = strings.Contains
+var _ = websocket.MessageText
+
+// Must-show 2: kill -9 of a node. Its users leave the online list within the
+// bound (--node-ttl plus a third of it); sends meanwhile are stored and
+// reported honestly (not delivered); the clients reconnect to another node
+// and resume with nothing lost.
+func TestClusterNodeKilledUsersLeaveAndResumeElsewhere(t *testing.T) {
+	r := redistest.Start(t)
+	const nodeTTL = 3 * time.Second
+	victim := startProcess(t, "--engine", "redis", "--redis-url", r.URL(), "--node-ttl", nodeTTL.String(), "--presence-grace", "0")
+	b := startServer(t, "--engine", "redis", "--redis-url", r.URL(), "--node-ttl", nodeTTL.String(), "--presence-grace", "0")
+	ctx := context.Background()
+	ttl := durationpb.New(time.Hour)
+
+	const users = 10
+	clients := make([]*envClient, users)
+	for i := range clients {
+		clients[i] = dialEnv(t, fmt.Sprintf("ws://%s/ws/k%d", victim.httpAddr, i))
+	}
+	stay := b.dial(t, "stays")
+	send := func(u string, n int) *pb.SendToUserResponse {
+		t.Helper()
+		resp, err := b.api.SendToUser(ctx, &pb.SendToUserRequest{UserId: u, Message: &pb.Message{Payload: &pb.Message_Json{Json: fmt.Sprintf(`{"n":%d}`, n)}, Ttl: ttl}})
+		if err != nil {
+			t.Fatalf("send to %s: %v", u, err)
+		}
+		return resp
+	}
+	last := make([]string, users)
+	for i := range users {
+		if resp := send(fmt.Sprintf("k%d", i), 0); resp.GetDeliveredConnections() != 1 {
+			t.Fatalf("before the kill: %v", resp)
+		}
+		last[i] = clients[i].nextMessage().ID
+	}
+	epoch := clients[0].hello.Epoch
+
+	if err := victim.cmd.Process.Kill(); err != nil { // SIGKILL: no goodbye to Redis
+		t.Fatal(err)
+	}
+	<-victim.exited
+	killed := time.Now()
+
+	// Sent while the node is dead but not yet reaped: stored, and not
+	// reported as delivered (the dead node's channel has no listener).
+	missed := make([][]string, users)
+	for n := 1; n <= 2; n++ {
+		for i := range users {
+			resp := send(fmt.Sprintf("k%d", i), n)
+			if resp.GetDeliveredConnections() != 0 || resp.GetOnline() || !resp.GetStored() {
+				t.Fatalf("send to a dead node's user = %v; want stored, not delivered", resp)
+			}
+			missed[i] = append(missed[i], resp.GetMessageId())
+		}
+	}
+
+	eventually(t, "the dead node's users to leave the online list", func() bool {
+		users, tu, tc := listAll(t, b, 100)
+		return slices.Equal(users, []string{"stays:1"}) && tu == 1 && tc == 1
+	})
+	took := time.Since(killed)
+	t.Logf("dead node's users gone after %v (node ttl %v)", took.Round(time.Millisecond), nodeTTL)
+	if bound := nodeTTL + nodeTTL/3 + time.Second; took > bound {
+		t.Fatalf("users left after %v, bound %v", took, bound)
+	}
+
+	// The clients come back on the surviving node and resume exactly.
+	for i := range users {
+		c := dialEnv(t, fmt.Sprintf("ws://%s/ws/k%d?last_id=%s&epoch=%s", b.app.HTTPAddr(), i, last[i], epoch))
+		if c.hello.Recovered == nil || !*c.hello.Recovered || c.hello.Replayed != 2 {
+			t.Fatalf("k%d hello %+v, want recovered with 2 replayed", i, c.hello)
+		}
+		for n, id := range missed[i] {
+			if m := c.nextMessage(); m.ID != id || string(m.Data) != fmt.Sprintf(`{"n":%d}`, n+1) {
+				t.Fatalf("k%d replay %d: %s %s, want %s", i, n, m.ID, m.Data, id)
+			}
+		}
+	}
+	_ = stay
+}
+
+// Must-show 3: Redis restarted (its data gone) in the middle of a stream of
+// sends. Calls during the outage fail with UNAVAILABLE; none returns OK
+// without its message arriving; after Redis is back, delivery resumes by
+// itself, with no node restart.
+func TestClusterRedisRestartMidStream(t *testing.T) {
+	r := redistest.Start(t)
+	args := []string{"--redis-timeout", "500ms", "--node-ttl", "3s"}
+	n := startNodes(t, r, 2, args...)
+	a, b := n[0], n[1]
+
+	const users = 6
+	clients := make([]*envClient, users)
+	for i := range clients {
+		clients[i] = n[i%2].dialEnv(t, fmt.Sprintf("/r%d", i))
+	}
+
+	type sent struct {
+		user int
+		data string
+	}
+	var ok []sent
+	unavailable, afterRestart := 0, 0
+	restarted := false
+	ttl := durationpb.New(time.Minute)
+	for i := 0; afterRestart < 60; i++ {
+		if i == 40 {
+			r.Kill()
+		}
+		if i == 60 {
+			r.Restart()
+			restarted = true
+		}
+		u := i % users
+		data := fmt.Sprintf(`{"i":%d}`, i)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		resp, err := a.api.SendToUser(ctx, &pb.SendToUserRequest{UserId: fmt.Sprintf("r%d", u), Message: &pb.Message{Payload: &pb.Message_Json{Json: data}, Ttl: ttl}})
+		cancel()
+		switch {
+		case err == nil:
+			if !resp.GetStored() {
+				t.Fatalf("send %d: OK but not stored: %v", i, resp)
+			}
+			ok = append(ok, sent{u, data})
+			if restarted {
+				afterRestart++
+			}
+		case status.Code(err) == codes.Unavailable:
+			unavailable++
+		default:
+			t.Fatalf("send %d: %v; want OK or UNAVAILABLE", i, err)
+		}
+		if i > 10000 {
+			t.Fatal("delivery did not resume")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if unavailable == 0 {
+		t.Fatal("no call saw the outage")
+	}
+	t.Logf("%d calls OK, %d UNAVAILABLE", len(ok), unavailable)
+
+	// Every OK'd message arrives, in order, on its user's connection.
+	for u, c := range clients {
+		var want []string
+		for _, s := range ok {
+			if s.user == u {
+				want = append(want, s.data)
+			}
+		}
+		for k, w := range want {
+			if m := c.nextMessage(); string(m.Data) != w {
+				t.Fatalf("r%d message %d: %s, want %s", u, k, m.Data, w)
+			}
+		}
+	}
+	for i, s := range n {
+		if v := s.metric(t, "pushgate_redis_reconnects_total"); v < 1 {
+			t.Fatalf("node %d: reconnects %v", i, v)
+		}
+		if v := s.metric(t, "pushgate_redis_up"); v != 1 {
+			t.Fatalf("node %d: redis_up %v", i, v)
+		}
+	}
+	// Presence came back without any client reconnecting.
+	eventually(t, "presence rewritten after the restart", func() bool {
+		_, tu, tc := listAll(t, b, 100)
+		return tu == users && tc == users
+	})
+}

@@ -1,0 +1,225 @@
+package redisengine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"pushgate/gateway"
+)
+
+// The API the gRPC service uses (server.Gateway), cluster-wide. Results
+// count connections as Redis knows them when the call runs: a node that
+// holds them and heard the message (see README, "Cluster mode").
+
+// SendToUser stores (ttl > 0) and publishes m to userID's nodes. It sets
+// m.ID and m.Time.
+func (e *Engine) SendToUser(ctx context.Context, userID string, m *gateway.Message) (gateway.Delivery, error) {
+	ds, err := e.send(ctx, []string{userID}, m)
+	if err != nil {
+		return gateway.Delivery{}, err
+	}
+	return ds[0], nil
+}
+
+// SendToUsers is SendToUser for several users with one id (one script, so
+// the id is in order in every recipient's stream). A repeated id is
+// delivered and reported once.
+func (e *Engine) SendToUsers(ctx context.Context, userIDs []string, m *gateway.Message) ([]gateway.Delivery, error) {
+	seen := make(map[string]struct{}, len(userIDs))
+	ids := make([]string, 0, len(userIDs))
+	for _, id := range userIDs {
+		if _, dup := seen[id]; !dup {
+			seen[id] = struct{}{}
+			ids = append(ids, id)
+		}
+	}
+	return e.send(ctx, ids, m)
+}
+
+func (e *Engine) send(ctx context.Context, users []string, m *gateway.Message) ([]gateway.Delivery, error) {
+	m.ID, m.Time = gateway.NewID(), time.Now()
+	args := make([]any, 0, 7+len(users))
+	args = append(args, m.ID, m.TTL.Milliseconds(), e.cfg.InboxMessages, e.cfg.InboxBytes,
+		e.cfg.InboxMaxTTL.Milliseconds(), len(m.Data), gateway.EncodeMessage(m))
+	for _, u := range users {
+		args = append(args, u)
+	}
+	v, err := e.call(ctx, "send", args...)
+	if err != nil {
+		return nil, err
+	}
+	r, _ := v.([]any)
+	if len(r) != 1+3*len(users) {
+		return nil, fmt.Errorf("redis send: unexpected reply %v", v)
+	}
+	m.ID = str(r[0])
+	out := make([]gateway.Delivery, len(users))
+	trimmed := 0
+	for i, u := range users {
+		n := num(r[1+3*i])
+		out[i] = gateway.Delivery{UserID: u, Online: n > 0, Delivered: int(n), Stored: num(r[2+3*i]) == 1}
+		trimmed += int(num(r[3+3*i]))
+	}
+	e.hub.CountInbox(trimmed, 0)
+	return out, nil
+}
+
+// Broadcast publishes m to every node; each queues it on its connections
+// except the excluded users'. It returns the connections on live nodes
+// less the excluded users' (0 when no node heard it).
+func (e *Engine) Broadcast(ctx context.Context, m *gateway.Message, exclude []string) (int64, error) {
+	m.ID, m.Time = gateway.NewID(), time.Now()
+	args := make([]any, 0, 2+len(exclude))
+	args = append(args, m.ID, gateway.EncodeBroadcast(m))
+	for _, u := range exclude {
+		args = append(args, u)
+	}
+	return e.idCount(ctx, "broadcast", m, args)
+}
+
+// Publish sends m to the nodes with subscribers of topic; it returns the
+// subscribers on the nodes that heard it.
+func (e *Engine) Publish(ctx context.Context, topic string, m *gateway.Message) (int64, error) {
+	m.ID, m.Time, m.Topic = gateway.NewID(), time.Now(), topic
+	return e.idCount(ctx, "publish", m, []any{m.ID, topic, gateway.EncodeMessage(m)})
+}
+
+func (e *Engine) idCount(ctx context.Context, script string, m *gateway.Message, args []any) (int64, error) {
+	v, err := e.call(ctx, script, args...)
+	if err != nil {
+		return 0, err
+	}
+	r, _ := v.([]any)
+	if len(r) != 2 {
+		return 0, fmt.Errorf("redis %s: unexpected reply %v", script, v)
+	}
+	m.ID = str(r[0])
+	return num(r[1]), nil
+}
+
+// Disconnect asks the user's nodes to close the user's connections (with
+// CloseKicked) and returns how many they hold.
+func (e *Engine) Disconnect(ctx context.Context, userID, text string) (int, error) {
+	v, err := e.call(ctx, "kick", userID, text)
+	if err != nil {
+		return 0, err
+	}
+	return int(num(v)), nil
+}
+
+// ListOnline returns a page of the cluster's online users, by id.
+func (e *Engine) ListOnline(ctx context.Context, after string, limit int) (gateway.OnlinePage, error) {
+	return e.ListOnlineMatching(ctx, after, limit, nil)
+}
+
+// ListOnlineMatching is ListOnline restricted to the ids match accepts
+// (nil: all); it reads the online list in pages until it has enough.
+func (e *Engine) ListOnlineMatching(ctx context.Context, after string, limit int, match func(string) bool) (gateway.OnlinePage, error) {
+	var page gateway.OnlinePage
+	batch := max(limit, 1)
+	if match != nil {
+		batch = max(limit, 500)
+	}
+	for {
+		v, err := e.call(ctx, "list", after, batch)
+		if err != nil {
+			return gateway.OnlinePage{}, err
+		}
+		r, _ := v.([]any)
+		if len(r) < 2 || (len(r)-2)%3 != 0 {
+			return gateway.OnlinePage{}, fmt.Errorf("redis list: unexpected reply %v", v)
+		}
+		page.TotalUsers, page.TotalConnections = num(r[0]), num(r[1])
+		got := (len(r) - 2) / 3
+		more := got > batch
+		for i := range min(got, batch) {
+			u := str(r[2+3*i])
+			after = u
+			n := num(r[3+3*i])
+			if n == 0 || match != nil && !match(u) {
+				continue // on a dead node not reaped yet, or filtered out
+			}
+			if len(page.Users) == limit {
+				page.More = true
+				return page, nil
+			}
+			page.Users = append(page.Users, gateway.OnlineUser{UserID: u, Connections: int(n), Since: time.UnixMilli(num(r[4+3*i]))})
+		}
+		if !more {
+			return page, nil
+		}
+	}
+}
+
+// Presence reports each of userIDs, cluster-wide.
+func (e *Engine) Presence(ctx context.Context, userIDs []string) ([]gateway.OnlineUser, error) {
+	args := make([]any, len(userIDs))
+	for i, u := range userIDs {
+		args[i] = u
+	}
+	v, err := e.call(ctx, "presenceof", args...)
+	if err != nil {
+		return nil, err
+	}
+	r, _ := v.([]any)
+	if len(r) != 2*len(userIDs) {
+		return nil, fmt.Errorf("redis presence: unexpected reply %v", v)
+	}
+	out := make([]gateway.OnlineUser, len(userIDs))
+	for i, u := range userIDs {
+		out[i] = gateway.OnlineUser{UserID: u, Connections: int(num(r[2*i]))}
+		if out[i].Connections > 0 {
+			out[i].Since = time.UnixMilli(num(r[2*i+1]))
+		}
+	}
+	return out, nil
+}
+
+// Watch registers a watcher on this node; events come from every node.
+func (e *Engine) Watch(kinds []gateway.EventKind, buffer int) *gateway.Watcher {
+	return e.hub.Watch(kinds, buffer)
+}
+
+// Unwatch removes w.
+func (e *Engine) Unwatch(w *gateway.Watcher) { e.hub.Unwatch(w) }
+
+// Users returns the cluster's online users (-1 when Redis cannot be reached).
+func (e *Engine) Users() int64 {
+	p, err := e.ListOnline(context.Background(), "", 0)
+	if err != nil {
+		return -1
+	}
+	return p.TotalUsers
+}
+
+// Connections returns the connections on the cluster's live nodes (-1 when
+// Redis cannot be reached).
+func (e *Engine) Connections() int64 {
+	p, err := e.ListOnline(context.Background(), "", 0)
+	if err != nil {
+		return -1
+	}
+	return p.TotalConnections
+}
+
+// Inboxed returns the messages in all inboxes (-1 when Redis cannot be
+// reached).
+func (e *Engine) Inboxed() int64 {
+	ctx, cancel := context.WithTimeout(context.Background(), e.opt.Timeout)
+	defer cancel()
+	n, err := e.rdb.Get(ctx, e.P+":inboxed").Int64()
+	if err != nil {
+		if errors.Is(err, redis.Nil) {
+			return 0
+		}
+		return -1
+	}
+	return n
+}
+
+// Config returns the hub's configuration.
+func (e *Engine) Config() gateway.Config { return e.cfg }

@@ -1,0 +1,294 @@
+// Package redisengine lets several pushgate nodes share presence, inboxes,
+// topics and fan-out through Redis.
+//
+// Every call that changes shared state is one Lua script (scripts.lua), so
+// it is atomic: a message gets its id, goes into the inbox and is published
+// to the nodes holding its users in one step, and ids grow in the order the
+// scripts run. Each node subscribes to its own channel (messages for its
+// users and topics, kicks), to the broadcast channel and to the event
+// channel, and delivers what it receives in order. So every connection of a
+// user, whatever its node, gets the user's messages in id order, and a
+// connection that joins (one script: presence + replay) misses nothing and
+// gets nothing twice.
+//
+// All keys share one Redis Cluster hash tag ({prefix}), so the engine runs
+// on a single Redis, Sentinel or a Cluster (where one slot holds them).
+package redisengine
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"pushgate/gateway"
+)
+
+//go:embed scripts.lua
+var scriptSource string
+
+// Options configure an Engine. The zero value of a field means its default.
+type Options struct {
+	// Node names this process in Redis; it must be unique in the cluster.
+	// Default: host name, pid and a random suffix (a restarted process is a
+	// new node; the old one is reaped).
+	Node string
+	// Prefix goes in front of every key and channel, as a Redis Cluster
+	// hash tag. Default "pushgate".
+	Prefix string
+	// NodeTTL is how long a node that stops beating (killed, cut off) keeps
+	// its users online; it beats every NodeTTL/3 and every node reaps dead
+	// ones as often. Default 15s, so a dead node's users leave the online
+	// list within NodeTTL + NodeTTL/3 = 20s.
+	NodeTTL time.Duration
+	// Timeout bounds one Redis call. Default 2s.
+	Timeout time.Duration
+}
+
+func (o *Options) setDefaults() {
+	if o.Prefix == "" {
+		o.Prefix = "pushgate"
+	}
+	if o.NodeTTL <= 0 {
+		o.NodeTTL = 15 * time.Second
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 2 * time.Second
+	}
+	if o.Node == "" {
+		host, _ := os.Hostname()
+		o.Node = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), strings.ToLower(gateway.NewID()[20:]))
+	}
+}
+
+const stripes = 64
+
+// Engine is the Redis engine of one node. It implements gateway.Cluster (for
+// the hub) and the API the gRPC service and admin page use.
+type Engine struct {
+	hub  *gateway.Hub
+	rdb  redis.UniversalClient
+	log  *slog.Logger
+	opt  Options
+	cfg  gateway.Config
+	seed maphash.Seed
+	P    string // key prefix, "{prefix}"
+
+	scripts map[string]*redis.Script
+
+	nodeChan, allChan, evChan string
+
+	// Presence and topic writes for one user (topic) are serialized by its
+	// stripe: a write reads the local count and runs its script under it,
+	// so writes reach Redis in the order of the counts they carry.
+	umu [stripes]sync.Mutex
+	tmu [stripes]struct {
+		sync.Mutex
+		known map[string]bool // topics Redis routes to this node; guarded
+	}
+
+	dirtyMu     sync.Mutex
+	dirtyUsers  map[string]struct{} // guarded by dirtyMu
+	dirtyTopics map[string]struct{} // guarded by dirtyMu
+	resync      bool                // guarded by dirtyMu: rewrite everything
+	wake        chan struct{}
+
+	up      atomic.Bool
+	stop    chan struct{}
+	stopped sync.WaitGroup
+	ps      *redis.PubSub
+	closed  atomic.Bool
+
+	m metrics
+}
+
+type metrics struct {
+	errors     *prometheus.CounterVec
+	reconnects prometheus.Counter
+	resyncs    prometheus.Counter
+	reaped     prometheus.Counter
+	received   prometheus.Counter
+}
+
+// New connects the engine to the hub (hub.SetCluster) and to Redis, and
+// starts it: it subscribes, writes the node's state and starts beating. It
+// fails when Redis cannot be reached at start. Call Close when done.
+func New(ctx context.Context, hub *gateway.Hub, rdb redis.UniversalClient, log *slog.Logger, reg prometheus.Registerer, opt Options) (*Engine, error) {
+	opt.setDefaults()
+	e := &Engine{
+		hub: hub, rdb: rdb, log: log, opt: opt, cfg: hub.Config(), seed: maphash.MakeSeed(),
+		P:           "{" + opt.Prefix + "}",
+		scripts:     make(map[string]*redis.Script),
+		dirtyUsers:  make(map[string]struct{}),
+		dirtyTopics: make(map[string]struct{}),
+		wake:        make(chan struct{}, 1),
+		stop:        make(chan struct{}),
+	}
+	for i := range e.tmu {
+		e.tmu[i].known = make(map[string]bool)
+	}
+	e.nodeChan, e.allChan, e.evChan = e.P+":n:"+opt.Node, e.P+":all", e.P+":ev"
+	if err := e.parseScripts(); err != nil {
+		return nil, err
+	}
+	e.m = metrics{
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pushgate_redis_errors_total",
+			Help: "Redis calls that failed, by operation."}, []string{"op"}),
+		reconnects: prometheus.NewCounter(prometheus.CounterOpts{Name: "pushgate_redis_reconnects_total",
+			Help: "Times the node's Redis subscription was restored after a loss."}),
+		resyncs: prometheus.NewCounter(prometheus.CounterOpts{Name: "pushgate_redis_resyncs_total",
+			Help: "Times the node wrote its whole state to Redis again (after a reconnect or data loss)."}),
+		reaped: prometheus.NewCounter(prometheus.CounterOpts{Name: "pushgate_redis_nodes_reaped_total",
+			Help: "Dead nodes this node removed from Redis."}),
+		received: prometheus.NewCounter(prometheus.CounterOpts{Name: "pushgate_redis_messages_received_total",
+			Help: "Pub/sub messages this node received from Redis."}),
+	}
+	up := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pushgate_redis_up",
+		Help: "1 while the node's Redis subscription is up."}, func() float64 {
+		if e.up.Load() {
+			return 1
+		}
+		return 0
+	})
+	for _, c := range []prometheus.Collector{e.m.errors, e.m.reconnects, e.m.resyncs, e.m.reaped, e.m.received, up} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+
+	cctx, cancel := context.WithTimeout(ctx, opt.Timeout)
+	defer cancel()
+	if err := rdb.Ping(cctx).Err(); err != nil {
+		return nil, fmt.Errorf("redis: %w", err)
+	}
+	for name, s := range e.scripts {
+		if err := s.Load(cctx, rdb).Err(); err != nil {
+			return nil, fmt.Errorf("redis: loading script %s: %w", name, err)
+		}
+	}
+	e.ps = rdb.Subscribe(ctx)
+	if err := e.ps.Subscribe(cctx, e.nodeChan, e.allChan, e.evChan); err != nil {
+		_ = e.ps.Close()
+		return nil, fmt.Errorf("redis: subscribe: %w", err)
+	}
+	if err := e.beat(cctx); err != nil {
+		_ = e.ps.Close()
+		return nil, fmt.Errorf("redis: %w", err)
+	}
+	e.up.Store(true)
+	hub.SetCluster(e)
+	e.stopped.Add(2)
+	go e.receiveLoop()
+	go e.workLoop()
+	log.Info("redis engine started", "node", opt.Node, "prefix", opt.Prefix, "node_ttl", opt.NodeTTL)
+	return e, nil
+}
+
+func (e *Engine) parseScripts() error {
+	parts := strings.Split(scriptSource, "\n-- @")
+	var prelude string
+	for _, p := range parts[1:] {
+		name, body, _ := strings.Cut(p, "\n")
+		switch {
+		case name == "prelude":
+			prelude = body
+		case strings.HasPrefix(name, "script "):
+			e.scripts[strings.TrimPrefix(name, "script ")] = redis.NewScript(prelude + "\n" + body)
+		default:
+			return fmt.Errorf("scripts.lua: unknown section %q", name)
+		}
+	}
+	return nil
+}
+
+// Node returns this node's name in Redis.
+func (e *Engine) Node() string { return e.opt.Node }
+
+// Close stops the engine: pending presence writes are flushed, then the
+// node removes itself from Redis (its users leave the online list at once
+// unless held by another node). Call it after the hub's Shutdown.
+func (e *Engine) Close(ctx context.Context) error {
+	if e.closed.Swap(true) {
+		return nil
+	}
+	close(e.stop)
+	_ = e.ps.Close() // ends a read in progress
+	e.stopped.Wait()
+	cctx, cancel := context.WithTimeout(ctx, e.opt.Timeout)
+	defer cancel()
+	return e.run(cctx, "leave", e.opt.Node).Err()
+}
+
+// run calls a script with the prefix as ARGV[1].
+func (e *Engine) run(ctx context.Context, name string, args ...any) *redis.Cmd {
+	argv := make([]any, 0, len(args)+1)
+	argv = append(argv, e.P)
+	argv = append(argv, args...)
+	cmd := e.scripts[name].Run(ctx, e.rdb, []string{e.P + ":lastid"}, argv...)
+	if err := cmd.Err(); err != nil && !errors.Is(err, redis.Nil) {
+		e.m.errors.WithLabelValues(name).Inc()
+	}
+	return cmd
+}
+
+// call runs a script for an API call: bounded by the engine's timeout, its
+// failures are ErrUnavailable unless the caller gave up.
+func (e *Engine) call(ctx context.Context, name string, args ...any) (any, error) {
+	cctx, cancel := context.WithTimeout(ctx, e.opt.Timeout)
+	defer cancel()
+	v, err := e.run(cctx, name, args...).Result()
+	if err != nil {
+		return nil, e.wrap(ctx, name, err)
+	}
+	return v, nil
+}
+
+func (e *Engine) wrap(ctx context.Context, op string, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	var rerr redis.Error
+	if errors.As(err, &rerr) && !isTransient(rerr) {
+		return fmt.Errorf("redis %s: %w", op, err) // a script failed: a bug, INTERNAL
+	}
+	return fmt.Errorf("%w: redis %s: %v", gateway.ErrUnavailable, op, err)
+}
+
+// isTransient reports whether a Redis error reply means "not now" rather
+// than "this request is wrong".
+func isTransient(err redis.Error) bool {
+	msg := err.Error()
+	for _, p := range []string{"LOADING", "READONLY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "BUSY", "NOSCRIPT", "MOVED", "ASK"} {
+		if strings.HasPrefix(msg, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// stripe returns the lock stripe of a user id or topic.
+func (e *Engine) stripe(s string) int { return int(maphash.String(e.seed, s) % stripes) }
+
+func (e *Engine) kick() {
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+}
+
+func ms(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}

@@ -1,0 +1,501 @@
+-- pushgate's Redis scripts. Every script starts with the prelude below;
+-- "-- @script name" starts a script. ARGV[1] is always the key prefix, a
+-- Redis Cluster hash tag ("{pushgate}"), so every key lives in one slot and
+-- every script is atomic over all of them. KEYS[1] is the prefix's lastid key,
+-- for routing only.
+--
+-- Keys (P = prefix):
+--   P:lastid        the last message id handed out (ids only grow)
+--   P:epoch         the lifetime of the stored inboxes (hello.epoch)
+--   P:nodes         zset node -> expiry (ms, Redis clock); a node beats it
+--   P:nconns        hash node -> open connections on that node
+--   P:online        zset of online user ids (score 0, ordered by id)
+--   P:c:<user>      hash node -> the user's connections on that node
+--   P:s:<user>      hash node -> since (ms) of the user's oldest connection there
+--   P:lv:<user>     the user went offline within the presence grace
+--   P:nu:<node>     set of the users on a node (to clean up after it dies)
+--   P:t:<topic>     hash node -> subscribers of topic on that node
+--   P:nt:<node>     set of the topics a node has subscribers for
+--   P:ib:<user>     zset of inbox ids (score 0, id order)
+--   P:im:<user>     hash id -> "expiresMs:dataBytes:blob"
+--   P:in:<user>     hash: b (data bytes), lost (highest id lost), lu (lost remembered until, ms)
+--   P:ibx           zset user -> when the user's inbox next needs a sweep (ms)
+--   P:inboxed       messages in all inboxes
+-- Channels: P:n:<node> (messages for a node's users and topics, kicks),
+-- P:all (broadcasts), P:ev (events for WatchEvents).
+
+-- @prelude
+local P = ARGV[1]
+local function key(a, b)
+  if b then return P .. ':' .. a .. ':' .. b end
+  return P .. ':' .. a
+end
+
+local function nowms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local ALPH = '0123456789ABCDEFGHJKMNPQRSTVWXYZ'
+
+-- incr returns the id that follows id in Crockford base32 order.
+local function incr(id)
+  local b = {string.byte(id, 1, -1)}
+  for i = #b, 1, -1 do
+    local d = string.find(ALPH, string.char(b[i]), 1, true)
+    if d < 32 then
+      b[i] = string.byte(ALPH, d + 1)
+      return string.char(unpack(b))
+    end
+    b[i] = string.byte(ALPH, 1)
+  end
+  return string.char(unpack(b))
+end
+
+-- nextid returns the id for a new message: the node's proposal, or the
+-- successor of the last id when the proposal does not sort after it. So ids
+-- grow in the order the scripts run, which is the order every node delivers.
+local function nextid(proposed)
+  local last = redis.call('GET', key('lastid'))
+  local id = proposed
+  if last and proposed <= last then id = incr(last) end
+  redis.call('SET', key('lastid'), id)
+  return id
+end
+
+-- withid puts id into an encoded message (bytes 2 to 27).
+local function withid(blob, id)
+  return string.sub(blob, 1, 1) .. id .. string.sub(blob, 28)
+end
+
+local function event(kind, user, conn, msg, implicit, now)
+  redis.call('PUBLISH', key('ev'), cjson.encode({k = kind, u = user, c = conn, m = msg, i = implicit, t = now}))
+end
+local EV_ONLINE, EV_OFFLINE, EV_ACKED = 1, 2, 3
+
+-- live reports whether node is beating.
+local function live(node, now)
+  local e = redis.call('ZSCORE', key('nodes'), node)
+  return e and tonumber(e) > now
+end
+
+-- Inbox.
+
+local function ib_remove(u, id, lost, now, remember)
+  local v = redis.call('HGET', key('im', u), id)
+  if not v then return false end
+  local n = tonumber(string.match(v, '^%d+:(%d+):'))
+  redis.call('HDEL', key('im', u), id)
+  redis.call('ZREM', key('ib', u), id)
+  redis.call('HINCRBY', key('in', u), 'b', -n)
+  redis.call('DECR', key('inboxed'))
+  if lost then
+    local l = redis.call('HGET', key('in', u), 'lost')
+    if not l or id > l then redis.call('HSET', key('in', u), 'lost', id) end
+    redis.call('HSET', key('in', u), 'lu', now + remember)
+  end
+  return true
+end
+
+local function ib_expire(u, now, remember)
+  local ids = redis.call('ZRANGE', key('ib', u), 0, -1)
+  local n = 0
+  for _, id in ipairs(ids) do
+    local v = redis.call('HGET', key('im', u), id)
+    if v and tonumber(string.match(v, '^(%d+):')) <= now then
+      ib_remove(u, id, true, now, remember)
+      n = n + 1
+    end
+  end
+  return n
+end
+
+-- ib_tidy drops an inbox with nothing worth keeping, or schedules its next sweep.
+local function ib_tidy(u, now)
+  local lu = tonumber(redis.call('HGET', key('in', u), 'lu') or '0')
+  local ids = redis.call('ZRANGE', key('ib', u), 0, -1)
+  if #ids == 0 and lu <= now then
+    redis.call('DEL', key('ib', u), key('im', u), key('in', u))
+    redis.call('ZREM', key('ibx'), u)
+    return
+  end
+  local due = nil
+  if lu > now then due = lu end
+  for _, id in ipairs(ids) do
+    local v = redis.call('HGET', key('im', u), id)
+    if v then
+      local e = tonumber(string.match(v, '^(%d+):'))
+      if not due or e < due then due = e end
+    end
+  end
+  if due then redis.call('ZADD', key('ibx'), due, u) end
+end
+
+-- ib_add stores a message and trims the oldest entries past the caps; it
+-- returns how many it trimmed.
+local function ib_add(u, id, blob, size, expires, maxmsgs, maxbytes, now, remember)
+  redis.call('ZADD', key('ib', u), 0, id)
+  redis.call('HSET', key('im', u), id, expires .. ':' .. size .. ':' .. blob)
+  local b = redis.call('HINCRBY', key('in', u), 'b', size)
+  redis.call('INCR', key('inboxed'))
+  local trimmed = 0
+  while true do
+    local cnt = redis.call('ZCARD', key('ib', u))
+    if cnt <= 1 or (cnt <= maxmsgs and b <= maxbytes) then break end
+    local first = redis.call('ZRANGE', key('ib', u), 0, 0)[1]
+    ib_remove(u, first, true, now, remember)
+    trimmed = trimmed + 1
+    b = tonumber(redis.call('HGET', key('in', u), 'b'))
+  end
+  local due = redis.call('ZSCORE', key('ibx'), u)
+  if not due or expires < tonumber(due) then redis.call('ZADD', key('ibx'), expires, u) end
+  return trimmed
+end
+
+-- ib_after returns the live entries after lastid ('' for all) as encoded
+-- messages, and whether nothing after lastid was lost.
+local function ib_after(u, lastid, now)
+  local ids
+  if lastid == '' then
+    ids = redis.call('ZRANGE', key('ib', u), 0, -1)
+  else
+    ids = redis.call('ZRANGEBYLEX', key('ib', u), '(' .. lastid, '+')
+  end
+  local out = {}
+  for _, id in ipairs(ids) do
+    local v = redis.call('HGET', key('im', u), id)
+    if v then
+      local e, pos = string.match(v, '^(%d+):%d+:()')
+      if tonumber(e) > now then out[#out + 1] = string.sub(v, pos) end
+    end
+  end
+  local lost = redis.call('HGET', key('in', u), 'lost')
+  local lu = tonumber(redis.call('HGET', key('in', u), 'lu') or '0')
+  local complete = (not lost) or lost <= lastid or lu <= now
+  return out, complete
+end
+
+-- Presence.
+
+-- setpresence records that node holds n connections of u (since: ms of the
+-- oldest). It returns true when u went offline cluster-wide and must be
+-- reported after the grace.
+local function setpresence(node, u, n, since, grace, now)
+  local ck = key('c', u)
+  if n > 0 then
+    redis.call('HSET', ck, node, n)
+    redis.call('HSET', key('s', u), node, since)
+    redis.call('SADD', key('nu', node), u)
+    if redis.call('ZADD', key('online'), 0, u) == 1 then
+      if redis.call('DEL', key('lv', u)) == 0 then event(EV_ONLINE, u, nil, nil, false, now) end
+    end
+    return false
+  end
+  redis.call('SREM', key('nu', node), u)
+  if redis.call('HDEL', ck, node) == 0 then return false end
+  redis.call('HDEL', key('s', u), node)
+  if redis.call('HLEN', ck) > 0 then return false end
+  redis.call('ZREM', key('online'), u)
+  if grace > 0 then
+    redis.call('SET', key('lv', u), node, 'PX', grace * 2 + 1000)
+    return true
+  end
+  event(EV_OFFLINE, u, nil, nil, false, now)
+  return false
+end
+
+-- userconns returns the user's connections on live nodes and the oldest since.
+local function userconns(u, now)
+  local hv = redis.call('HGETALL', key('c', u))
+  local n, since = 0, nil
+  for j = 1, #hv, 2 do
+    if live(hv[j], now) then
+      n = n + tonumber(hv[j + 1])
+      local s = tonumber(redis.call('HGET', key('s', u), hv[j]) or '0')
+      if s > 0 and (not since or s < since) then since = s end
+    end
+  end
+  return n, since or 0
+end
+
+-- @script join
+-- ARGV: P node user conn count since lastid resume clientepoch newepoch
+--       nodetotal grace remember
+-- A connection joins: its node holds the user from now on (sends after this
+-- reach it live), and it gets the hello's epoch, the last id handed out
+-- (messages up to it are not live for it) and the replay.
+local node, u, conn = ARGV[2], ARGV[3], ARGV[4]
+local count, since, lastid = tonumber(ARGV[5]), ARGV[6], ARGV[7]
+local resume, cepoch = ARGV[8] == '1', ARGV[9]
+local grace, remember = tonumber(ARGV[12]), tonumber(ARGV[13])
+local now = nowms()
+local ep = redis.call('GET', key('epoch'))
+if not ep then
+  ep = ARGV[10]
+  redis.call('SET', key('epoch'), ep)
+end
+setpresence(node, u, count, since, grace, now)
+redis.call('HSET', key('nconns'), node, ARGV[11])
+local same = cepoch == '' or cepoch == ep
+local expired = ib_expire(u, now, remember)
+local acked = 0
+if resume and same and lastid ~= '' then
+  for _, id in ipairs(redis.call('ZRANGEBYLEX', key('ib', u), '-', '[' .. lastid)) do
+    if ib_remove(u, id, false, now, remember) then
+      acked = acked + 1
+      event(EV_ACKED, u, conn, id, true, now)
+    end
+  end
+end
+local replay, complete = ib_after(u, lastid, now)
+if not same then complete = false end
+ib_tidy(u, now)
+local seq = redis.call('GET', key('lastid')) or ''
+local out = {ep, seq, complete and 1 or 0, expired, acked}
+for _, b in ipairs(replay) do out[#out + 1] = b end
+return out
+
+-- @script presence
+-- ARGV: P node grace nodetotal (user count since)...
+-- Absolute presence of users on this node; returns the users that went
+-- offline cluster-wide (to be reported after the grace).
+local node, grace = ARGV[2], tonumber(ARGV[3])
+local now = nowms()
+local leaving = {}
+for i = 5, #ARGV, 3 do
+  if setpresence(node, ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], grace, now) then
+    leaving[#leaving + 1] = ARGV[i]
+  end
+end
+redis.call('HSET', key('nconns'), node, ARGV[4])
+return leaving
+
+-- @script offline
+-- ARGV: P user
+-- The grace after a user left is over: report them offline unless they came back.
+local u = ARGV[2]
+if redis.call('DEL', key('lv', u)) == 1 and not redis.call('ZSCORE', key('online'), u) then
+  event(EV_OFFLINE, u, nil, nil, false, nowms())
+  return 1
+end
+return 0
+
+-- @script topics
+-- ARGV: P node (topic count)...
+local node = ARGV[2]
+for i = 3, #ARGV, 2 do
+  local t, n = ARGV[i], tonumber(ARGV[i + 1])
+  if n > 0 then
+    redis.call('HSET', key('t', t), node, n)
+    redis.call('SADD', key('nt', node), t)
+  else
+    redis.call('HDEL', key('t', t), node)
+    redis.call('SREM', key('nt', node), t)
+  end
+end
+return 0
+
+-- @script send
+-- ARGV: P proposedid ttl maxmsgs maxbytes remember size blob user...
+-- Stores (ttl > 0) and publishes a message to each user's nodes. Returns the
+-- id, then per user: connections reached, stored (0/1), entries trimmed.
+local ttl, maxmsgs, maxbytes = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local remember, size = tonumber(ARGV[6]), tonumber(ARGV[7])
+local now = nowms()
+local id = nextid(ARGV[2])
+local blob = withid(ARGV[8], id)
+local nodes, order = {}, {}
+local reached, trimmed = {}, {}
+for i = 9, #ARGV do
+  local u = ARGV[i]
+  reached[i] = 0
+  trimmed[i] = 0
+  if ttl > 0 then trimmed[i] = ib_add(u, id, blob, size, now + ttl, maxmsgs, maxbytes, now, remember) end
+  local hv = redis.call('HGETALL', key('c', u))
+  for j = 1, #hv, 2 do
+    local e = nodes[hv[j]]
+    if not e then
+      e = {users = {}, idx = {}, counts = {}}
+      nodes[hv[j]] = e
+      order[#order + 1] = hv[j]
+    end
+    e.users[#e.users + 1] = u
+    e.idx[#e.idx + 1] = i
+    e.counts[#e.counts + 1] = tonumber(hv[j + 1])
+  end
+end
+for _, nd in ipairs(order) do
+  local e = nodes[nd]
+  if redis.call('PUBLISH', key('n', nd), 'U' .. table.concat(e.users, '\n') .. '\0' .. blob) > 0 then
+    for k, i in ipairs(e.idx) do reached[i] = reached[i] + e.counts[k] end
+  end
+end
+local out = {id}
+for i = 9, #ARGV do
+  out[#out + 1] = reached[i]
+  out[#out + 1] = ttl > 0 and 1 or 0
+  out[#out + 1] = trimmed[i]
+end
+return out
+
+-- @script broadcast
+-- ARGV: P proposedid blob excluded...
+-- Returns the id and the connections on live nodes (less the excluded
+-- users'), or 0 when no node heard it.
+local now = nowms()
+local id = nextid(ARGV[2])
+local blob = withid(ARGV[3], id)
+local ex = {}
+for i = 4, #ARGV do ex[#ex + 1] = ARGV[i] end
+local total = 0
+if redis.call('PUBLISH', key('all'), 'B' .. table.concat(ex, '\n') .. '\0' .. blob) > 0 then
+  local hv = redis.call('HGETALL', key('nconns'))
+  for j = 1, #hv, 2 do
+    if live(hv[j], now) then total = total + tonumber(hv[j + 1]) end
+  end
+  for _, u in ipairs(ex) do total = total - userconns(u, now) end
+  if total < 0 then total = 0 end
+end
+return {id, total}
+
+-- @script publish
+-- ARGV: P proposedid topic blob
+-- Publishes to the nodes with subscribers; returns the id and the subscribers reached.
+local topic = ARGV[3]
+local id = nextid(ARGV[2])
+local blob = withid(ARGV[4], id)
+local total = 0
+local hv = redis.call('HGETALL', key('t', topic))
+for j = 1, #hv, 2 do
+  if redis.call('PUBLISH', key('n', hv[j]), 'T' .. topic .. '\0' .. blob) > 0 then
+    total = total + tonumber(hv[j + 1])
+  end
+end
+return {id, total}
+
+-- @script kick
+-- ARGV: P user text
+-- Asks the user's nodes to close the user's connections; returns how many.
+local u = ARGV[2]
+local total = 0
+local hv = redis.call('HGETALL', key('c', u))
+for j = 1, #hv, 2 do
+  if redis.call('PUBLISH', key('n', hv[j]), 'K' .. u .. '\0' .. ARGV[3]) > 0 then
+    total = total + tonumber(hv[j + 1])
+  end
+end
+return total
+
+-- @script ack
+-- ARGV: P user conn implicit remember id...
+-- Removes acknowledged entries; returns how many were there.
+local u, conn, implicit = ARGV[2], ARGV[3], ARGV[4] == '1'
+local remember = tonumber(ARGV[5])
+local now = nowms()
+local n = 0
+for i = 6, #ARGV do
+  if ib_remove(u, ARGV[i], false, now, remember) then
+    n = n + 1
+    event(EV_ACKED, u, conn, ARGV[i], implicit, now)
+  end
+end
+if n > 0 then ib_tidy(u, now) end
+return n
+
+-- @script after
+-- ARGV: P user lastid
+-- The user's stored messages after lastid (a node catching up after its
+-- subscription was cut).
+local replay = ib_after(ARGV[2], ARGV[3], nowms())
+return replay
+
+-- @script beat
+-- ARGV: P node ttl nodetotal
+-- A node is alive until now + ttl. Returns 0 when the node was not known (it
+-- was reaped, or Redis lost its data): the node must write its state again.
+local node = ARGV[2]
+local now = nowms()
+local had = redis.call('ZSCORE', key('nodes'), node)
+redis.call('ZADD', key('nodes'), now + tonumber(ARGV[3]), node)
+redis.call('HSET', key('nconns'), node, ARGV[4])
+if had then return 1 end
+return 0
+
+-- @script leave
+-- ARGV: P node
+-- A node stopping cleanly: removes it now (its users go offline at once
+-- unless they are held by another node).
+local node = ARGV[2]
+local now = nowms()
+for _, u in ipairs(redis.call('SMEMBERS', key('nu', node))) do
+  setpresence(node, u, 0, 0, 0, now)
+end
+for _, t in ipairs(redis.call('SMEMBERS', key('nt', node))) do
+  redis.call('HDEL', key('t', t), node)
+end
+redis.call('DEL', key('nu', node), key('nt', node))
+redis.call('HDEL', key('nconns'), node)
+redis.call('ZREM', key('nodes'), node)
+return 0
+
+-- @script reap
+-- ARGV: P remember
+-- Removes nodes that stopped beating (their users go offline at once unless
+-- held by another node) and expires due inbox entries. Returns nodes reaped,
+-- users removed, entries expired.
+local remember = tonumber(ARGV[2])
+local now = nowms()
+local dead = redis.call('ZRANGEBYSCORE', key('nodes'), '-inf', now, 'LIMIT', 0, 4)
+local users = 0
+for _, node in ipairs(dead) do
+  for _, u in ipairs(redis.call('SMEMBERS', key('nu', node))) do
+    setpresence(node, u, 0, 0, 0, now)
+    users = users + 1
+  end
+  for _, t in ipairs(redis.call('SMEMBERS', key('nt', node))) do
+    redis.call('HDEL', key('t', t), node)
+  end
+  redis.call('DEL', key('nu', node), key('nt', node))
+  redis.call('HDEL', key('nconns'), node)
+  redis.call('ZREM', key('nodes'), node)
+end
+local expired = 0
+for _, u in ipairs(redis.call('ZRANGEBYSCORE', key('ibx'), '-inf', now, 'LIMIT', 0, 500)) do
+  expired = expired + ib_expire(u, now, remember)
+  ib_tidy(u, now)
+end
+return {#dead, users, expired}
+
+-- @script list
+-- ARGV: P after limit
+-- A page of online users after `after`: totals, then (user conns since)...
+local after, limit = ARGV[2], tonumber(ARGV[3])
+local now = nowms()
+local min = '-'
+if after ~= '' then min = '(' .. after end
+local us = redis.call('ZRANGEBYLEX', key('online'), min, '+', 'LIMIT', 0, limit + 1)
+local conns = 0
+local hv = redis.call('HGETALL', key('nconns'))
+for j = 1, #hv, 2 do
+  if live(hv[j], now) then conns = conns + tonumber(hv[j + 1]) end
+end
+local out = {redis.call('ZCARD', key('online')), conns}
+for _, u in ipairs(us) do
+  local n, since = userconns(u, now)
+  out[#out + 1] = u
+  out[#out + 1] = n
+  out[#out + 1] = since
+end
+return out
+
+-- @script presenceof
+-- ARGV: P user...
+-- (conns since) per user.
+local now = nowms()
+local out = {}
+for i = 2, #ARGV do
+  local n, since = userconns(ARGV[i], now)
+  out[#out + 1] = n
+  out[#out + 1] = since
+end
+return out
