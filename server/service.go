@@ -57,6 +57,9 @@ type Options struct {
 	// WatchBuffer is how many events a WatchEvents stream may fall behind
 	// before it is ended with RESOURCE_EXHAUSTED. Default 4096.
 	WatchBuffer int
+	// IdempotencyStore shares idempotency keys between nodes; nil keeps
+	// them in this node's memory.
+	IdempotencyStore IdempotencyStore
 }
 
 // NewService returns the PushService implementation backed by gw.
@@ -67,7 +70,9 @@ func NewService(gw Gateway, log *slog.Logger, opts Options) *Service {
 	if opts.WatchBuffer <= 0 {
 		opts.WatchBuffer = 4096
 	}
-	return &Service{gw: gw, log: log, idem: newIdempotency(opts.IdempotencyWindow), watchBuffer: opts.WatchBuffer, draining: make(chan struct{})}
+	idem := newIdempotency(opts.IdempotencyWindow)
+	idem.store, idem.log = opts.IdempotencyStore, log
+	return &Service{gw: gw, log: log, idem: idem, watchBuffer: opts.WatchBuffer, draining: make(chan struct{})}
 }
 
 // Drain ends the open WatchEvents streams with UNAVAILABLE (so that a
@@ -110,7 +115,8 @@ func (s *Service) SendToUser(ctx context.Context, req *pb.SendToUserRequest) (*p
 // error to a status.
 func once[R proto.Message](s *Service, ctx context.Context, method string, m *pb.Message, req proto.Message, fn func() (R, error)) (R, error) {
 	var zero R
-	resp, err := s.idem.do(ctx, method, m.GetIdempotencyKey(), req, func() (proto.Message, error) {
+	newResp := func() proto.Message { return zero.ProtoReflect().Type().New().Interface() }
+	resp, err := s.idem.do(ctx, method, m.GetIdempotencyKey(), req, newResp, func() (proto.Message, error) {
 		r, err := fn()
 		if err != nil {
 			return nil, s.internal(ctx, method, err)

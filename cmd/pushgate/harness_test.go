@@ -53,6 +53,15 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 	return s.b.Write(p)
 }
 
+// keepLast drops what was written so far once it exceeds max bytes.
+func (s *syncBuffer) keepLast(max int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.b.Len() > max {
+		s.b.Reset()
+	}
+}
+
 func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()

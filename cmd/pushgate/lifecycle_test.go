@@ -57,6 +57,7 @@ func startProcess(t *testing.T, args ...string) *proc {
 		sc := bufio.NewScanner(pr)
 		for sc.Scan() {
 			line := sc.Text()
+			p.stderr.keepLast(4 << 20) // long runs log a lot
 			fmt.Fprintln(p.stderr, line)
 			var rec struct{ Msg, HTTP, GRPC, Ops string }
 			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "pushgate started" {

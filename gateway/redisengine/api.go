@@ -223,3 +223,41 @@ func (e *Engine) Inboxed() int64 {
 
 // Config returns the hub's configuration.
 func (e *Engine) Config() gateway.Config { return e.cfg }
+
+// Claim implements server.IdempotencyStore.
+func (e *Engine) Claim(ctx context.Context, key string, val []byte, ttl time.Duration) (bool, []byte, error) {
+	k := e.P + ":idem:" + key
+	for {
+		ok, err := e.rdb.SetNX(ctx, k, val, ttl).Result()
+		if err != nil {
+			e.m.errors.WithLabelValues("idempotency").Inc()
+			return false, nil, err
+		}
+		if ok {
+			return true, nil, nil
+		}
+		v, err := e.rdb.Get(ctx, k).Bytes()
+		if errors.Is(err, redis.Nil) {
+			continue // expired in between: claim again
+		}
+		if err != nil {
+			e.m.errors.WithLabelValues("idempotency").Inc()
+			return false, nil, err
+		}
+		return false, v, nil
+	}
+}
+
+// Put implements server.IdempotencyStore.
+func (e *Engine) Put(ctx context.Context, key string, val []byte, ttl time.Duration) error {
+	err := e.rdb.Set(ctx, e.P+":idem:"+key, val, ttl).Err()
+	if err != nil {
+		e.m.errors.WithLabelValues("idempotency").Inc()
+	}
+	return err
+}
+
+// Release implements server.IdempotencyStore.
+func (e *Engine) Release(ctx context.Context, key string) error {
+	return e.rdb.Del(ctx, e.P+":idem:"+key).Err()
+}
