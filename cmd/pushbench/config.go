@@ -35,7 +35,7 @@ func parseFlags(args []string, out io.Writer) (Config, error) {
 	fs := flag.NewFlagSet("pushbench", flag.ContinueOnError)
 	fs.SetOutput(out)
 	fs.StringVar(&c.Scenario, "scenario", "fanout", "idle, fanout, unicast, storm or mixed")
-	fs.StringVar(&c.WS, "ws", "127.0.0.1:8080", "server's HTTP `address` (WebSocket clients connect to ws://address/ws/USER)")
+	fs.StringVar(&c.WS, "ws", "127.0.0.1:8080", "server's HTTP `address` (WebSocket clients connect to ws://address/ws/USER); several comma-separated (nodes of a cluster): child process k connects to the k-th, in turn")
 	fs.StringVar(&c.GRPC, "grpc", "127.0.0.1:9090", "server's gRPC `address`")
 	fs.StringVar(&c.APIKey, "api-key", "", "API key for the gRPC calls")
 	fs.IntVar(&c.Conns, "conns", 1000, "WebSocket connections, one user each")

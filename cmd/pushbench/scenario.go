@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -73,7 +74,9 @@ func startChildren(ctx context.Context, cfg Config, users []string, stderr io.Wr
 		sc.Buffer(make([]byte, 1<<20), 512<<20)
 		k := &childProc{cmd: cmd, in: in, out: sc}
 		kids = append(kids, k)
-		if err := k.send(job{WS: cfg.WS, Users: share, SourceIPs: ips, Envelope: cfg.Envelope, ConnectPar: cfg.ConnectPar}); err != nil {
+		// Several nodes (--ws a,b,...): each child connects to one, in turn.
+		nodes := strings.Split(cfg.WS, ",")
+		if err := k.send(job{WS: nodes[p%len(nodes)], Users: share, SourceIPs: ips, Envelope: cfg.Envelope, ConnectPar: cfg.ConnectPar}); err != nil {
 			return kids, total, err
 		}
 	}

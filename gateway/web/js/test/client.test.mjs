@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { PushgateClient, backoffDelay, isTerminal } from '../pushgate.mjs';
-import { start, waitFor } from './server.mjs';
+import { start, startRedis, waitFor } from './server.mjs';
 import { api } from './api.mjs';
 import { wsSocket, freePort, proxy, hs256, collect } from './util.mjs';
 
@@ -100,6 +100,40 @@ test('a server restart: reconnects by itself; the memory engine reports recovere
   await backend.sendToUser({ user_id: 'u1', message: { json: '{"after":1}' } });
   await waitFor('message after restart', () => ev.messages.some((m) => m.data && m.data.after === 1));
   c.close();
+});
+
+test('a server restart with the Redis engine: resumes with nothing lost', async (t) => {
+  const redis = await startRedis();
+  t.after(() => redis.stop());
+  const engine = ['--engine', 'redis', '--redis-url', redis.url];
+  const port = await freePort();
+  let pg = await start(['--http-addr', `127.0.0.1:${port}`, ...engine]);
+  const other = await start(engine); // the node the backend calls meanwhile
+  t.after(() => other.stop());
+  const backend = api(other.grpc);
+  t.after(() => backend.close());
+
+  const c = new PushgateClient({ url: `ws://127.0.0.1:${port}/ws`, userId: 'merchant-42', minDelay: 50, maxDelay: 300, socket: wsSocket });
+  const ev = collect(c);
+  c.connect();
+  await waitFor('connected', () => c.state === 'connected');
+  for (let i = 0; i < 2; i++) await backend.sendToUser({ user_id: 'merchant-42', message: { json: order(i), ttl } });
+  await waitFor('2 live', () => personal(ev).length === 2);
+
+  await pg.stop(); // its node leaves the cluster; its inboxes stay in Redis
+  await waitFor('noticed', () => ev.closes.length >= 1);
+  for (let i = 2; i < 5; i++) {
+    const r = await backend.sendToUser({ user_id: 'merchant-42', message: { json: order(i), ttl } });
+    assert.equal(r.online, false);
+    assert.equal(r.stored, true);
+  }
+  pg = await start(['--http-addr', `127.0.0.1:${port}`, ...engine]);
+  t.after(() => pg.stop());
+  await waitFor('recovered event', () => ev.recovered.length === 1);
+  assert.deepEqual(ev.recovered[0], { recovered: true, replayed: 3 });
+  await waitFor('all 5', () => personal(ev).length >= 5);
+  c.close();
+  assert.deepEqual(personal(ev).map((m) => m.data.content), [0, 1, 2, 3, 4].map((n) => `订单号: ${n}`));
 });
 
 test('subscriptions come back after a reconnect; sends made while connecting are delivered', async (t) => {

@@ -57,3 +57,23 @@ export const chromiumArgs = [
   '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync',
 ];
+
+// startRedis runs redis-server (persistence off) on a free loopback port.
+export async function startRedis() {
+  const { freePort } = await import('./util.mjs');
+  const port = await freePort();
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+    { stdio: ['ignore', 'pipe', 'inherit'] });
+  const exited = new Promise((resolve) => child.on('exit', resolve));
+  await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('redis-server did not start')), 10000);
+    child.on('error', (err) => { clearTimeout(timer); reject(err); });
+    createInterface({ input: child.stdout }).on('line', (line) => {
+      if (line.includes('Ready to accept connections')) { clearTimeout(timer); resolve(); }
+    });
+  });
+  return {
+    url: `redis://127.0.0.1:${port}/0`,
+    async stop() { if (child.exitCode === null) child.kill('SIGKILL'); return exited; },
+  };
+}
