@@ -100,6 +100,7 @@ type Engine struct {
 	dirtyMu     sync.Mutex
 	dirtyUsers  map[string]struct{} // guarded by dirtyMu
 	dirtyTopics map[string]struct{} // guarded by dirtyMu
+	graceOver   map[string]struct{} // users to report offline; guarded by dirtyMu
 	resync      bool                // guarded by dirtyMu: rewrite everything
 	wake        chan struct{}
 
@@ -131,6 +132,7 @@ func New(ctx context.Context, hub *gateway.Hub, rdb redis.UniversalClient, log *
 		scripts:     make(map[string]*redis.Script),
 		dirtyUsers:  make(map[string]struct{}),
 		dirtyTopics: make(map[string]struct{}),
+		graceOver:   make(map[string]struct{}),
 		wake:        make(chan struct{}, 1),
 		stop:        make(chan struct{}),
 	}

@@ -142,7 +142,7 @@ func (e *Engine) receiveLoop() {
 	backoff := 100 * time.Millisecond
 	for {
 		msg, err := e.ps.ReceiveTimeout(ctx, 5*time.Second)
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || e.closed.Load() {
 			return
 		}
 		if err != nil {
@@ -289,6 +289,9 @@ func (e *Engine) workLoop() {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 4*e.opt.Timeout)
 		err := e.flush(ctx)
+		if err == nil {
+			e.reportOffline(ctx)
+		}
 		cancel()
 		retry = nil
 		if err != nil {
@@ -342,7 +345,12 @@ func (e *Engine) flush(ctx context.Context) error {
 	e.resync = false
 	e.dirtyMu.Unlock()
 	if resync {
-		if err := e.markAll(ctx); err != nil {
+		// The lease first, so that no node reaps this one while it writes.
+		err := e.beat(ctx)
+		if err == nil {
+			err = e.markAll(ctx)
+		}
+		if err != nil {
 			e.dirtyMu.Lock()
 			e.resync = true
 			e.dirtyMu.Unlock()
@@ -391,11 +399,6 @@ func (e *Engine) flush(ctx context.Context) error {
 			return failed(err, nil, topics)
 		}
 		topics = topics[n:]
-	}
-	if resync {
-		if err := e.beat(ctx); err != nil {
-			return failed(err, nil, nil)
-		}
 	}
 	return nil
 }
@@ -461,17 +464,36 @@ func (e *Engine) writePresence(ctx context.Context, users []string) error {
 		return err
 	}
 	for _, u := range leaving {
-		time.AfterFunc(e.cfg.PresenceGrace, func() { e.offline(u) })
+		time.AfterFunc(e.cfg.PresenceGrace, func() {
+			e.dirtyMu.Lock()
+			e.graceOver[u] = struct{}{}
+			e.dirtyMu.Unlock()
+			e.kick()
+		})
 	}
 	return nil
 }
 
-// offline reports u offline once the grace is over, unless u came back.
-func (e *Engine) offline(u string) {
-	ctx, cancel := context.WithTimeout(context.Background(), e.opt.Timeout)
-	defer cancel()
-	if err := e.run(ctx, "offline", u).Err(); err != nil {
-		e.log.Warn("offline event not reported: redis unavailable", "user", u, "err", err)
+// reportOffline reports users whose grace is over offline (unless they came
+// back), in batches. A failure is logged, not retried: the markers expire.
+func (e *Engine) reportOffline(ctx context.Context) {
+	e.dirtyMu.Lock()
+	if len(e.graceOver) == 0 {
+		e.dirtyMu.Unlock()
+		return
+	}
+	users := make([]any, 0, len(e.graceOver))
+	for u := range e.graceOver {
+		users = append(users, u)
+	}
+	clear(e.graceOver)
+	e.dirtyMu.Unlock()
+	for len(users) > 0 {
+		n := min(len(users), 512)
+		if err := e.run(ctx, "offline", users[:n]...).Err(); err != nil {
+			e.log.Warn("offline events not reported: redis unavailable", "users", n, "err", err)
+		}
+		users = users[n:]
 	}
 }
 

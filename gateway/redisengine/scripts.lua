@@ -271,14 +271,19 @@ redis.call('HSET', key('nconns'), node, ARGV[4])
 return leaving
 
 -- @script offline
--- ARGV: P user
--- The grace after a user left is over: report them offline unless they came back.
-local u = ARGV[2]
-if redis.call('DEL', key('lv', u)) == 1 and not redis.call('ZSCORE', key('online'), u) then
-  event(EV_OFFLINE, u, nil, nil, false, nowms())
-  return 1
+-- ARGV: P user...
+-- The grace after these users left is over: report each offline unless they
+-- came back. Returns how many were reported.
+local now = nowms()
+local n = 0
+for i = 2, #ARGV do
+  local u = ARGV[i]
+  if redis.call('DEL', key('lv', u)) == 1 and not redis.call('ZSCORE', key('online'), u) then
+    event(EV_OFFLINE, u, nil, nil, false, now)
+    n = n + 1
+  end
 end
-return 0
+return n
 
 -- @script topics
 -- ARGV: P node (topic count)...
