@@ -30,7 +30,7 @@ type Cluster interface {
 	// to WatchEvents cluster-wide).
 	Ack(ctx context.Context, userID, connID string, ids []string, implicit bool) error
 	// Upstream hands a client's message to the watchers of every node.
-	Upstream(e Event)
+	Upstream(e Event) error
 }
 
 // JoinRequest is a connection joining through a Cluster.
@@ -84,6 +84,29 @@ func (h *Hub) LocalUsers() []string {
 	return out
 }
 
+// ForgetSeen makes this node's connections forget which ids they have
+// seen, for a cluster whose ids started again (its Redis lost its data).
+func (h *Hub) ForgetSeen() {
+	for i := range h.shards {
+		s := &h.shards[i]
+		s.mu.Lock()
+		for _, p := range s.users {
+			for _, c := range p.conns {
+				c.last, c.joinSeq = "", ""
+			}
+		}
+		s.mu.Unlock()
+	}
+}
+
+// WatcherCount returns the open watchers on this node.
+func (h *Hub) WatcherCount() int {
+	if cur := h.watchers.list.Load(); cur != nil {
+		return len(*cur)
+	}
+	return 0
+}
+
 // LocalTopic returns this node's subscribers of topic.
 func (h *Hub) LocalTopic(topic string) int {
 	ts := h.topicShard(topic)
@@ -118,8 +141,11 @@ func (h *Hub) CatchUpFrom(userID string) (last string, ok bool) {
 		return "", false
 	}
 	for _, c := range p.conns {
-		if c.joining {
-			continue
+		c.mu.Lock()
+		joining := c.joining
+		c.mu.Unlock()
+		if joining {
+			continue // its join reads the inbox
 		}
 		if !ok || c.last < last {
 			last, ok = c.last, true
@@ -145,7 +171,9 @@ func (h *Hub) registerCluster(c *Conn, lastID, epoch string, resume bool) error 
 		s.users[c.userID] = p
 		h.users.Add(1)
 	}
+	c.mu.Lock()
 	c.joining = true
+	c.mu.Unlock()
 	p.conns = append(p.conns, c)
 	h.conns.Add(1)
 	if c.envelope {
@@ -161,7 +189,18 @@ func (h *Hub) registerCluster(c *Conn, lastID, epoch string, resume bool) error 
 		return ErrUnavailable
 	}
 
+	// Under the shard lock (c.last, c.joinSeq) and then c.mu (the queue and
+	// what was held): hello, replay, then the held messages newer than the
+	// join, and the connection is live.
 	s.mu.Lock()
+	c.mu.Lock()
+	queue := func(f frame) {
+		if len(c.queue) == 0 {
+			c.since = time.Now()
+		}
+		c.queue = append(c.queue, f)
+		c.queued += f.size()
+	}
 	if c.envelope {
 		hl := hello{
 			ConnID: c.idString(), UserID: c.userID, Replayed: len(j.Replay),
@@ -173,22 +212,31 @@ func (h *Hub) registerCluster(c *Conn, lastID, epoch string, resume bool) error 
 			complete := j.Complete
 			hl.Recovered = &complete
 		}
-		c.queueLocked(helloFrame(hl))
+		queue(helloFrame(hl))
 	}
 	c.last, c.joinSeq = j.Seq, j.Seq
 	for _, m := range j.Replay {
-		c.queueLocked(frame{msg: m})
+		queue(frame{msg: m})
 		c.last = max(c.last, m.ID)
 	}
 	for _, m := range c.pending {
-		if m.ID > j.Seq && (!m.stored || m.ID > c.last) {
-			c.queueLocked(frame{msg: m})
-			c.last = m.ID
+		// Older than the join: sent before the connection existed, or
+		// in the replay.
+		if m.ID > j.Seq {
+			queue(frame{msg: m})
+			if m.stored {
+				c.last = max(c.last, m.ID)
+			}
 		}
 	}
 	c.pending = nil
 	c.joining = false
+	start := c.startWriterLocked()
+	c.mu.Unlock()
 	s.mu.Unlock()
+	if start {
+		go c.writeFn()
+	}
 	h.metrics.replayed.Add(float64(len(j.Replay)))
 	return nil
 }
@@ -207,7 +255,6 @@ func (h *Hub) removeCluster(c *Conn) {
 		return
 	}
 	p.conns = slices.Delete(p.conns, i, i+1)
-	c.pending = nil
 	h.conns.Add(-1)
 	if c.envelope {
 		h.envs.Add(-1)
@@ -235,14 +282,14 @@ func (h *Hub) DeliverLocal(userIDs []string, m *Message) int {
 		s.mu.Lock()
 		if p := s.users[u]; p != nil {
 			for _, c := range p.conns {
-				if c.joining {
-					c.pending = append(c.pending, m)
-					continue
-				}
+				// A joining connection has neither yet: push holds m for
+				// registerCluster, which filters it.
 				if m.ID <= c.joinSeq || m.stored && m.ID <= c.last {
 					continue
 				}
-				c.last = max(c.last, m.ID)
+				if m.stored {
+					c.last = max(c.last, m.ID)
+				}
 				switch c.enqueue(frame{msg: m}) {
 				case queued:
 					n++
@@ -361,3 +408,28 @@ func DecodeMessage(b []byte) (*Message, error) {
 	}
 	return m, nil
 }
+
+// Idempotency is a call's idempotency key, for a Cluster that records keys
+// itself, atomically with the send.
+type Idempotency struct {
+	Key    string        // the caller and its key
+	Hash   [32]byte      // of the method and the request
+	Window time.Duration // how long the first result is kept
+}
+
+type idemKey struct{}
+
+// WithIdempotency returns ctx carrying a call's idempotency key.
+func WithIdempotency(ctx context.Context, k Idempotency) context.Context {
+	return context.WithValue(ctx, idemKey{}, k)
+}
+
+// IdempotencyFrom returns the key WithIdempotency put in ctx.
+func IdempotencyFrom(ctx context.Context) (Idempotency, bool) {
+	k, ok := ctx.Value(idemKey{}).(Idempotency)
+	return k, ok
+}
+
+// ErrIdempotencyConflict: the key was used for a different request within
+// its window.
+var ErrIdempotencyConflict = errors.New("idempotency key already used for a different request")

@@ -67,11 +67,11 @@ type Conn struct {
 	topics  map[string]struct{} // subscriptions (the registry is in Hub.topicShards)
 	rules   []string            // topics this connection may join (from its token); nil: any
 
-	// Cluster engine only; guarded by the user's shard mu.
-	joining bool       // registered, waiting for the cluster's replay: live messages are held
-	pending []*Message // held while joining
-	last    string     // the highest message id queued from the cluster (or replayed)
-	joinSeq string     // the last id handed out when the connection joined
+	// Cluster engine only.
+	joining bool       // guarded by mu: registered, waiting for the cluster's replay; pushes are held
+	pending []*Message // guarded by mu: held while joining
+	last    string     // guarded by the user's shard mu: the highest stored message id queued (or replayed)
+	joinSeq string     // guarded by the user's shard mu: the last id handed out when the connection joined
 
 	// Owned by the read loop.
 	upstream *limit.Bucket // made on the first frame; nil when unlimited
@@ -111,6 +111,12 @@ func (c *Conn) push(f frame) (enqueueResult, bool) {
 		c.mu.Unlock()
 		c.hub.metrics.droppedClosing.Inc()
 		return closing, false
+	}
+	if c.joining && f.msg != nil {
+		// Cluster: the hello and the replay go first (registerCluster).
+		c.pending = append(c.pending, f.msg)
+		c.mu.Unlock()
+		return queued, false
 	}
 	if len(c.queue) > 0 && (len(c.queue) >= cfg.QueueMessages || c.queued+f.size() > cfg.QueueBytes) {
 		c.mu.Unlock()
@@ -471,7 +477,10 @@ func (c *Conn) handleRaw(typ websocket.MessageType, data []byte) {
 		if typ == websocket.MessageBinary {
 			kind = KindBinary
 		}
-		c.hub.emit(Event{Kind: EventClientMessage, UserID: c.userID, ConnID: c.idString(), DataKind: kind, Data: data})
+		if err := c.hub.upstream(Event{Kind: EventClientMessage, UserID: c.userID, ConnID: c.idString(), DataKind: kind, Data: data}); err != nil {
+			m.upstreamRefused.Inc() // a raw client has no reply to get
+			return
+		}
 		m.upstream.Inc()
 	} else {
 		m.upstreamRefused.Inc()
@@ -564,7 +573,10 @@ func (c *Conn) handleOp(typ websocket.MessageType, data []byte) {
 			c.send(errorFrame(op.Ref, "forbidden", "this connection may not send messages"))
 			return
 		}
-		c.hub.emit(Event{Kind: EventClientMessage, UserID: c.userID, ConnID: c.idString(), Topic: op.Topic, Type: op.Type, DataKind: KindJSON, Data: op.Data})
+		if err := c.hub.upstream(Event{Kind: EventClientMessage, UserID: c.userID, ConnID: c.idString(), Topic: op.Topic, Type: op.Type, DataKind: KindJSON, Data: op.Data}); err != nil {
+			c.send(errorFrame(op.Ref, "unavailable", "the message could not be passed on; send it again"))
+			return
+		}
 		m.upstream.Inc()
 		if len(op.Ref) > 0 {
 			c.send(replyFrame("sent", op.Ref, ""))

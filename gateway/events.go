@@ -100,13 +100,19 @@ func (h *Hub) Unwatch(w *Watcher) {
 // full is cut off (Lost closes) rather than allowed to stall delivery.
 func (h *Hub) emit(e Event) {
 	if h.cl != nil {
-		// Online, offline and acks come from the engine, to every node.
-		if e.Kind == EventClientMessage {
-			h.cl.Upstream(e)
-		}
-		return
+		return // online, offline and acks come from the engine, to every node
 	}
 	h.emitLocal(e)
+}
+
+// upstream hands a client's message to the watchers (of every node, with a
+// Cluster, which may fail).
+func (h *Hub) upstream(e Event) error {
+	if h.cl != nil {
+		return h.cl.Upstream(e)
+	}
+	h.emitLocal(e)
+	return nil
 }
 
 func (h *Hub) emitLocal(e Event) {

@@ -37,6 +37,14 @@ type Gateway interface {
 
 var _ Gateway = (*gateway.Hub)(nil)
 
+// SharedIdempotency is implemented by gateways that record idempotency keys
+// themselves, atomically with the send and for every node (the Redis
+// engine): the service passes the key in the context
+// (gateway.WithIdempotency) instead of remembering it in this process.
+type SharedIdempotency interface {
+	SharedIdempotency()
+}
+
 // Service implements pushgate.v1.PushService. Requests reach it validated
 // (see Limits.UnaryInterceptor). Safe for concurrent use.
 type Service struct {
@@ -57,9 +65,6 @@ type Options struct {
 	// WatchBuffer is how many events a WatchEvents stream may fall behind
 	// before it is ended with RESOURCE_EXHAUSTED. Default 4096.
 	WatchBuffer int
-	// IdempotencyStore shares idempotency keys between nodes; nil keeps
-	// them in this node's memory.
-	IdempotencyStore IdempotencyStore
 }
 
 // NewService returns the PushService implementation backed by gw.
@@ -70,9 +75,7 @@ func NewService(gw Gateway, log *slog.Logger, opts Options) *Service {
 	if opts.WatchBuffer <= 0 {
 		opts.WatchBuffer = 4096
 	}
-	idem := newIdempotency(opts.IdempotencyWindow)
-	idem.store, idem.log = opts.IdempotencyStore, log
-	return &Service{gw: gw, log: log, idem: idem, watchBuffer: opts.WatchBuffer, draining: make(chan struct{})}
+	return &Service{gw: gw, log: log, idem: newIdempotency(opts.IdempotencyWindow), watchBuffer: opts.WatchBuffer, draining: make(chan struct{})}
 }
 
 // Drain ends the open WatchEvents streams with UNAVAILABLE (so that a
@@ -96,7 +99,7 @@ func toMessage(m *pb.Message) *gateway.Message {
 
 // SendToUser implements PushService.SendToUser.
 func (s *Service) SendToUser(ctx context.Context, req *pb.SendToUserRequest) (*pb.SendToUserResponse, error) {
-	return once(s, ctx, "SendToUser", req.GetMessage(), req, func() (*pb.SendToUserResponse, error) {
+	return once(s, ctx, "SendToUser", req.GetMessage(), req, func(ctx context.Context) (*pb.SendToUserResponse, error) {
 		m := toMessage(req.GetMessage())
 		d, err := s.gw.SendToUser(ctx, req.GetUserId(), m)
 		if err != nil {
@@ -113,11 +116,29 @@ func (s *Service) SendToUser(ctx context.Context, req *pb.SendToUserRequest) (*p
 
 // once runs fn under the message's idempotency key (if any) and maps its
 // error to a status.
-func once[R proto.Message](s *Service, ctx context.Context, method string, m *pb.Message, req proto.Message, fn func() (R, error)) (R, error) {
+func once[R proto.Message](s *Service, ctx context.Context, method string, m *pb.Message, req proto.Message, fn func(context.Context) (R, error)) (R, error) {
 	var zero R
-	newResp := func() proto.Message { return zero.ProtoReflect().Type().New().Interface() }
-	resp, err := s.idem.do(ctx, method, m.GetIdempotencyKey(), req, newResp, func() (proto.Message, error) {
-		r, err := fn()
+	if key := m.GetIdempotencyKey(); key != "" {
+		if _, ok := s.gw.(SharedIdempotency); ok {
+			// The engine records the key with the send, in one step, for
+			// every node; it answers a repeat with the first result.
+			hash, err := requestHash(method, req)
+			if err != nil {
+				return zero, err
+			}
+			ctx = gateway.WithIdempotency(ctx, gateway.Idempotency{Key: Caller(ctx) + "\x00" + key, Hash: hash, Window: s.idem.window})
+			r, err := fn(ctx)
+			if errors.Is(err, gateway.ErrIdempotencyConflict) {
+				return zero, invalid("message.idempotency_key", "already used for a different request within the idempotency window")
+			}
+			if err != nil {
+				return zero, s.internal(ctx, method, err)
+			}
+			return r, nil
+		}
+	}
+	resp, err := s.idem.do(ctx, method, m.GetIdempotencyKey(), req, func() (proto.Message, error) {
+		r, err := fn(ctx)
 		if err != nil {
 			return nil, s.internal(ctx, method, err)
 		}
@@ -131,7 +152,7 @@ func once[R proto.Message](s *Service, ctx context.Context, method string, m *pb
 
 // SendToUsers implements PushService.SendToUsers.
 func (s *Service) SendToUsers(ctx context.Context, req *pb.SendToUsersRequest) (*pb.SendToUsersResponse, error) {
-	return once(s, ctx, "SendToUsers", req.GetMessage(), req, func() (*pb.SendToUsersResponse, error) {
+	return once(s, ctx, "SendToUsers", req.GetMessage(), req, func(ctx context.Context) (*pb.SendToUsersResponse, error) {
 		m := toMessage(req.GetMessage())
 		ds, err := s.gw.SendToUsers(ctx, req.GetUserIds(), m)
 		if err != nil {
@@ -147,7 +168,7 @@ func (s *Service) SendToUsers(ctx context.Context, req *pb.SendToUsersRequest) (
 
 // Broadcast implements PushService.Broadcast.
 func (s *Service) Broadcast(ctx context.Context, req *pb.BroadcastRequest) (*pb.BroadcastResponse, error) {
-	return once(s, ctx, "Broadcast", req.GetMessage(), req, func() (*pb.BroadcastResponse, error) {
+	return once(s, ctx, "Broadcast", req.GetMessage(), req, func(ctx context.Context) (*pb.BroadcastResponse, error) {
 		m := toMessage(req.GetMessage())
 		n, err := s.gw.Broadcast(ctx, m, req.GetExcludeUserIds())
 		if err != nil {
@@ -159,7 +180,7 @@ func (s *Service) Broadcast(ctx context.Context, req *pb.BroadcastRequest) (*pb.
 
 // Publish implements PushService.Publish.
 func (s *Service) Publish(ctx context.Context, req *pb.PublishRequest) (*pb.PublishResponse, error) {
-	return once(s, ctx, "Publish", req.GetMessage(), req, func() (*pb.PublishResponse, error) {
+	return once(s, ctx, "Publish", req.GetMessage(), req, func(ctx context.Context) (*pb.PublishResponse, error) {
 		m := toMessage(req.GetMessage())
 		n, err := s.gw.Publish(ctx, req.GetTopic(), m)
 		if err != nil {

@@ -142,11 +142,7 @@ func newApp(cfg Config, log *slog.Logger) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
-	svcOpts := server.Options{IdempotencyWindow: cfg.IdempotencyWindow, WatchBuffer: cfg.WatchBuffer}
-	if a.eng != nil {
-		svcOpts.IdempotencyStore = a.eng
-	}
-	a.svc = server.NewService(a.gw, log, svcOpts)
+	a.svc = server.NewService(a.gw, log, server.Options{IdempotencyWindow: cfg.IdempotencyWindow, WatchBuffer: cfg.WatchBuffer})
 	a.grpc = server.NewGRPCServer(a.svc, a.health, server.ServerOptions{
 		Limits:        server.Limits{MaxUserIDBytes: cfg.MaxUserIDBytes, MaxPayloadBytes: cfg.MaxPayloadBytes, MaxBatchUsers: cfg.MaxBatchUsers, MaxTTL: cfg.InboxMaxTTL},
 		APIKeys:       keys,

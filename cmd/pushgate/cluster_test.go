@@ -525,7 +525,8 @@ func TestClusterIdempotencyAndEvents(t *testing.T) {
 // number of nodes. Measured with Redis's own counters (INFO) over 1,000
 // sends to users spread over all nodes, with 2 and with 6 nodes.
 func TestClusterRedisTrafficPerSendIsFlat(t *testing.T) {
-	measure := func(nodes int) (cmds, in, out float64) {
+	type traffic struct{ cmds, in, out float64 }
+	measure := func(nodes int, ttl *durationpb.Duration) traffic {
 		r := redistest.Start(t)
 		n := startNodes(t, r, nodes, "--node-ttl", "60s") // beats stay out of the count
 		clients := make([]*wsClient, nodes)
@@ -543,7 +544,8 @@ func TestClusterRedisTrafficPerSendIsFlat(t *testing.T) {
 			t.Fatal(err)
 		}
 		for i := range sends {
-			resp, err := n[0].api.SendToUser(ctx, &pb.SendToUserRequest{UserId: fmt.Sprintf("user-on-node-%d", i%nodes), Message: jsonMsg(`{"type":1,"orderId":"20261122000123","content":"new order"}`)})
+			resp, err := n[0].api.SendToUser(ctx, &pb.SendToUserRequest{UserId: fmt.Sprintf("user-on-node-%d", i%nodes),
+				Message: &pb.Message{Payload: &pb.Message_Json{Json: `{"type":1,"orderId":"20261122000123","content":"new order"}`}, Ttl: ttl}})
 			if err != nil || resp.GetDeliveredConnections() != 1 {
 				t.Fatalf("send: %v %v", resp, err)
 			}
@@ -552,21 +554,25 @@ func TestClusterRedisTrafficPerSendIsFlat(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for i, c := range clients {
+		for _, c := range clients {
 			for range sends / nodes {
 				c.next()
 			}
-			_ = i
 		}
 		// The INFO call itself is one command.
-		return float64(c1-c0-1) / sends, float64(i1-i0) / sends, float64(o1-o0) / sends
+		return traffic{float64(c1-c0-1) / sends, float64(i1-i0) / sends, float64(o1-o0) / sends}
 	}
-	c2, in2, out2 := measure(2)
-	c6, in6, out6 := measure(6)
-	t.Logf("per SendToUser, 2 nodes: %.2f commands, %.0f bytes in, %.0f bytes out", c2, in2, out2)
-	t.Logf("per SendToUser, 6 nodes: %.2f commands, %.0f bytes in, %.0f bytes out", c6, in6, out6)
 	near := func(a, b float64) bool { return a <= b*1.05+0.05 && b <= a*1.05+0.05 }
-	if !near(c2, c6) || !near(in2, in6) || !near(out2, out6) {
-		t.Fatalf("traffic per send grows with nodes: 2 nodes %.2f/%.0f/%.0f, 6 nodes %.2f/%.0f/%.0f", c2, in2, out2, c6, in6, out6)
+	for _, ttl := range []*durationpb.Duration{nil, durationpb.New(time.Hour)} {
+		t2, t6 := measure(2, ttl), measure(6, ttl)
+		kind := "live"
+		if ttl != nil {
+			kind = "stored (ttl)"
+		}
+		t.Logf("per SendToUser, %s, 2 nodes: %.2f commands, %.0f bytes in, %.0f bytes out", kind, t2.cmds, t2.in, t2.out)
+		t.Logf("per SendToUser, %s, 6 nodes: %.2f commands, %.0f bytes in, %.0f bytes out", kind, t6.cmds, t6.in, t6.out)
+		if !near(t2.cmds, t6.cmds) || !near(t2.in, t6.in) || !near(t2.out, t6.out) {
+			t.Fatalf("%s: traffic per send grows with nodes: 2 nodes %+v, 6 nodes %+v", kind, t2, t6)
+		}
 	}
 }

@@ -51,5 +51,10 @@ func (c *Config) redisOptions() (*redis.UniversalOptions, error) {
 		WriteTimeout:  c.RedisTimeout,
 		DialTimeout:   c.RedisTimeout,
 		PoolSize:      64,
+		// A command is never sent twice: a script that ran but whose
+		// answer was lost would send its message again. The call fails
+		// (UNAVAILABLE) instead, and its idempotency key, recorded by the
+		// script, makes the caller's retry safe.
+		MaxRetries: -1,
 	}, nil
 }

@@ -2,6 +2,7 @@ package redisengine
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"time"
@@ -42,7 +43,8 @@ func (e *Engine) SendToUsers(ctx context.Context, userIDs []string, m *gateway.M
 
 func (e *Engine) send(ctx context.Context, users []string, m *gateway.Message) ([]gateway.Delivery, error) {
 	m.ID, m.Time = gateway.NewID(), time.Now()
-	args := make([]any, 0, 7+len(users))
+	args := make([]any, 0, 10+len(users))
+	args = idemArgs(ctx, args)
 	args = append(args, m.ID, m.TTL.Milliseconds(), e.cfg.InboxMessages, e.cfg.InboxBytes,
 		e.cfg.InboxMaxTTL.Milliseconds(), len(m.Data), gateway.EncodeMessage(m))
 	for _, u := range users {
@@ -73,7 +75,8 @@ func (e *Engine) send(ctx context.Context, users []string, m *gateway.Message) (
 // less the excluded users' (0 when no node heard it).
 func (e *Engine) Broadcast(ctx context.Context, m *gateway.Message, exclude []string) (int64, error) {
 	m.ID, m.Time = gateway.NewID(), time.Now()
-	args := make([]any, 0, 2+len(exclude))
+	args := make([]any, 0, 5+len(exclude))
+	args = idemArgs(ctx, args)
 	args = append(args, m.ID, gateway.EncodeBroadcast(m))
 	for _, u := range exclude {
 		args = append(args, u)
@@ -85,8 +88,24 @@ func (e *Engine) Broadcast(ctx context.Context, m *gateway.Message, exclude []st
 // subscribers on the nodes that heard it.
 func (e *Engine) Publish(ctx context.Context, topic string, m *gateway.Message) (int64, error) {
 	m.ID, m.Time, m.Topic = gateway.NewID(), time.Now(), topic
-	return e.idCount(ctx, "publish", m, []any{m.ID, topic, gateway.EncodeMessage(m)})
+	return e.idCount(ctx, "publish", m, append(idemArgs(ctx, nil), m.ID, topic, gateway.EncodeMessage(m)))
 }
+
+// idemArgs appends the idempotency key, hash and window the scripts that
+// send take (empty without a key).
+func idemArgs(ctx context.Context, args []any) []any {
+	k, ok := gateway.IdempotencyFrom(ctx)
+	if !ok {
+		return append(args, "", "", 0)
+	}
+	return append(args, k.Key, hex.EncodeToString(k.Hash[:]), max(k.Window.Milliseconds(), 1))
+}
+
+// SharedIdempotency marks the engine as recording idempotency keys itself
+// (server.SharedIdempotency): in Redis, in the same script as the send, so
+// a retry on any node, even after an answer lost on the way, gets the
+// first result and sends nothing.
+func (e *Engine) SharedIdempotency() {}
 
 func (e *Engine) idCount(ctx context.Context, script string, m *gateway.Message, args []any) (int64, error) {
 	v, err := e.call(ctx, script, args...)
@@ -179,14 +198,6 @@ func (e *Engine) Presence(ctx context.Context, userIDs []string) ([]gateway.Onli
 	return out, nil
 }
 
-// Watch registers a watcher on this node; events come from every node.
-func (e *Engine) Watch(kinds []gateway.EventKind, buffer int) *gateway.Watcher {
-	return e.hub.Watch(kinds, buffer)
-}
-
-// Unwatch removes w.
-func (e *Engine) Unwatch(w *gateway.Watcher) { e.hub.Unwatch(w) }
-
 // Users returns the cluster's online users (-1 when Redis cannot be reached).
 func (e *Engine) Users() int64 {
 	p, err := e.ListOnline(context.Background(), "", 0)
@@ -223,41 +234,3 @@ func (e *Engine) Inboxed() int64 {
 
 // Config returns the hub's configuration.
 func (e *Engine) Config() gateway.Config { return e.cfg }
-
-// Claim implements server.IdempotencyStore.
-func (e *Engine) Claim(ctx context.Context, key string, val []byte, ttl time.Duration) (bool, []byte, error) {
-	k := e.P + ":idem:" + key
-	for {
-		ok, err := e.rdb.SetNX(ctx, k, val, ttl).Result()
-		if err != nil {
-			e.m.errors.WithLabelValues("idempotency").Inc()
-			return false, nil, err
-		}
-		if ok {
-			return true, nil, nil
-		}
-		v, err := e.rdb.Get(ctx, k).Bytes()
-		if errors.Is(err, redis.Nil) {
-			continue // expired in between: claim again
-		}
-		if err != nil {
-			e.m.errors.WithLabelValues("idempotency").Inc()
-			return false, nil, err
-		}
-		return false, v, nil
-	}
-}
-
-// Put implements server.IdempotencyStore.
-func (e *Engine) Put(ctx context.Context, key string, val []byte, ttl time.Duration) error {
-	err := e.rdb.Set(ctx, e.P+":idem:"+key, val, ttl).Err()
-	if err != nil {
-		e.m.errors.WithLabelValues("idempotency").Inc()
-	}
-	return err
-}
-
-// Release implements server.IdempotencyStore.
-func (e *Engine) Release(ctx context.Context, key string) error {
-	return e.rdb.Del(ctx, e.P+":idem:"+key).Err()
-}

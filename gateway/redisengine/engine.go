@@ -86,7 +86,9 @@ type Engine struct {
 
 	scripts map[string]*redis.Script
 
-	nodeChan, allChan, evChan string
+	nodeChan, allChan string
+
+	watchMu sync.Mutex // orders the writes of the WatchEvents count
 
 	// Presence and topic writes for one user (topic) are serialized by its
 	// stripe: a write reads the local count and runs its script under it,
@@ -100,9 +102,14 @@ type Engine struct {
 	dirtyMu     sync.Mutex
 	dirtyUsers  map[string]struct{} // guarded by dirtyMu
 	dirtyTopics map[string]struct{} // guarded by dirtyMu
-	graceOver   map[string]struct{} // users to report offline; guarded by dirtyMu
 	resync      bool                // guarded by dirtyMu: rewrite everything
 	wake        chan struct{}
+
+	flushMu      sync.Mutex // one flush at a time (worker, restore)
+	resyncing    atomic.Bool
+	needRestore  atomic.Bool // the receive loop must restore before reading on
+	epoch        atomic.Pointer[string]
+	offlineUntil atomic.Int64 // unix ns: until then, report due offline events every second
 
 	up      atomic.Bool
 	stop    chan struct{}
@@ -132,14 +139,13 @@ func New(ctx context.Context, hub *gateway.Hub, rdb redis.UniversalClient, log *
 		scripts:     make(map[string]*redis.Script),
 		dirtyUsers:  make(map[string]struct{}),
 		dirtyTopics: make(map[string]struct{}),
-		graceOver:   make(map[string]struct{}),
 		wake:        make(chan struct{}, 1),
 		stop:        make(chan struct{}),
 	}
 	for i := range e.tmu {
 		e.tmu[i].known = make(map[string]bool)
 	}
-	e.nodeChan, e.allChan, e.evChan = e.P+":n:"+opt.Node, e.P+":all", e.P+":ev"
+	e.nodeChan, e.allChan = e.P+":n:"+opt.Node, e.P+":all"
 	if err := e.parseScripts(); err != nil {
 		return nil, err
 	}
@@ -179,7 +185,7 @@ func New(ctx context.Context, hub *gateway.Hub, rdb redis.UniversalClient, log *
 		}
 	}
 	e.ps = rdb.Subscribe(ctx)
-	if err := e.ps.Subscribe(cctx, e.nodeChan, e.allChan, e.evChan); err != nil {
+	if err := e.ps.Subscribe(cctx, e.nodeChan, e.allChan); err != nil {
 		_ = e.ps.Close()
 		return nil, fmt.Errorf("redis: subscribe: %w", err)
 	}
@@ -189,9 +195,14 @@ func New(ctx context.Context, hub *gateway.Hub, rdb redis.UniversalClient, log *
 	}
 	e.up.Store(true)
 	hub.SetCluster(e)
-	e.stopped.Add(2)
+	if err := e.checkEpoch(cctx); err != nil {
+		_ = e.ps.Close()
+		return nil, fmt.Errorf("redis: %w", err)
+	}
+	e.stopped.Add(3)
 	go e.receiveLoop()
 	go e.workLoop()
+	go e.leaseLoop()
 	log.Info("redis engine started", "node", opt.Node, "prefix", opt.Prefix, "node_ttl", opt.NodeTTL)
 	return e, nil
 }
@@ -228,7 +239,7 @@ func (e *Engine) Close(ctx context.Context) error {
 	e.stopped.Wait()
 	cctx, cancel := context.WithTimeout(ctx, e.opt.Timeout)
 	defer cancel()
-	return e.run(cctx, "leave", e.opt.Node).Err()
+	return e.run(cctx, "leave", e.opt.Node, graceMs(e.cfg.PresenceGrace)).Err()
 }
 
 // run calls a script with the prefix as ARGV[1].
@@ -259,19 +270,24 @@ func (e *Engine) wrap(ctx context.Context, op string, err error) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
+	msg := err.Error()
+	if strings.HasPrefix(msg, "IDEMPOTENCY_CONFLICT") {
+		return gateway.ErrIdempotencyConflict
+	}
 	var rerr redis.Error
-	if errors.As(err, &rerr) && !isTransient(rerr) {
+	if errors.As(err, &rerr) && strings.HasPrefix(msg, "ERR") && !mentionsTransient(msg) {
 		return fmt.Errorf("redis %s: %w", op, err) // a script failed: a bug, INTERNAL
 	}
+	// Unreachable, timed out, loading, read-only after a failover, out of
+	// memory, refused credentials: not now, so UNAVAILABLE.
 	return fmt.Errorf("%w: redis %s: %v", gateway.ErrUnavailable, op, err)
 }
 
-// isTransient reports whether a Redis error reply means "not now" rather
-// than "this request is wrong".
-func isTransient(err redis.Error) bool {
-	msg := err.Error()
-	for _, p := range []string{"LOADING", "READONLY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "BUSY", "NOSCRIPT", "MOVED", "ASK"} {
-		if strings.HasPrefix(msg, p) {
+// mentionsTransient reports whether an ERR reply carries a "not now" error
+// inside (Redis before 7 wraps errors raised in scripts so).
+func mentionsTransient(msg string) bool {
+	for _, p := range []string{"LOADING", "READONLY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "BUSY", "NOSCRIPT", "MOVED", "ASK", "OOM", "NOAUTH", "WRONGPASS", "NOPERM"} {
+		if strings.Contains(msg, p) {
 			return true
 		}
 	}

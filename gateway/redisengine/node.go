@@ -120,20 +120,23 @@ type wireEvent struct {
 }
 
 // Upstream implements gateway.Cluster.
-func (e *Engine) Upstream(ev gateway.Event) {
+func (e *Engine) Upstream(ev gateway.Event) error {
 	b, _ := json.Marshal(wireEvent{Kind: ev.Kind, User: ev.UserID, Conn: ev.ConnID, Time: time.Now().UnixMilli(),
 		Topic: ev.Topic, Type: ev.Type, DataKind: ev.DataKind, Data: ev.Data})
 	ctx, cancel := context.WithTimeout(context.Background(), e.opt.Timeout)
 	defer cancel()
-	if err := e.rdb.Publish(ctx, e.evChan, b).Err(); err != nil {
+	if err := e.run(ctx, "emit", b).Err(); err != nil {
 		e.m.errors.WithLabelValues("upstream").Inc()
 		e.log.Warn("client message not passed on: redis unavailable", "user", ev.UserID, "err", err)
+		return err
 	}
+	return nil
 }
 
 // receiveLoop reads the node's subscription until Close. go-redis restores
-// a lost subscription on the next read; when that happens the node writes
-// its state again and catches up on stored messages it may have missed.
+// a lost subscription on the next read; then (and whenever the node learns
+// Redis forgot it) the node writes its state again and catches up on the
+// stored messages its connections may have missed, before it reads on.
 func (e *Engine) receiveLoop() {
 	defer e.stopped.Done()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -141,7 +144,10 @@ func (e *Engine) receiveLoop() {
 	lost := false
 	backoff := 100 * time.Millisecond
 	for {
-		msg, err := e.ps.ReceiveTimeout(ctx, 5*time.Second)
+		if e.needRestore.Swap(false) {
+			e.restore(ctx)
+		}
+		msg, err := e.ps.ReceiveTimeout(ctx, 2*time.Second)
 		if ctx.Err() != nil || e.closed.Load() {
 			return
 		}
@@ -169,11 +175,15 @@ func (e *Engine) receiveLoop() {
 		backoff = 100 * time.Millisecond
 		switch m := msg.(type) {
 		case *redis.Subscription:
-			if lost && m.Kind == "subscribe" && m.Count == 3 {
+			// Both channels (re)subscribed: at start, after a loss we
+			// saw, or after a reconnect go-redis made by itself.
+			if m.Kind == "subscribe" && m.Count == 2 {
+				if lost {
+					e.m.reconnects.Inc()
+					e.log.Info("redis subscription restored; writing this node's state again")
+				}
 				lost = false
 				e.up.Store(true)
-				e.m.reconnects.Inc()
-				e.log.Info("redis subscription restored; writing this node's state again")
 				e.restore(ctx)
 			}
 		case *redis.Message:
@@ -190,17 +200,17 @@ func isTimeout(err error) bool {
 
 // dispatch delivers one pub/sub message on this node.
 func (e *Engine) dispatch(channel, payload string) {
-	if channel == e.evChan {
+	if payload == "" {
+		return
+	}
+	if payload[0] == 'E' {
 		var w wireEvent
-		if err := json.Unmarshal([]byte(payload), &w); err != nil {
+		if err := json.Unmarshal([]byte(payload[1:]), &w); err != nil {
 			e.log.Error("bad event from redis", "err", err)
 			return
 		}
 		e.hub.EmitLocal(gateway.Event{Kind: w.Kind, Time: time.UnixMilli(w.Time), UserID: w.User, ConnID: w.Conn,
 			MessageID: w.Msg, Implicit: w.Implicit, Topic: w.Topic, Type: w.Type, DataKind: w.DataKind, Data: w.Data})
-		return
-	}
-	if payload == "" {
 		return
 	}
 	head, body, ok := strings.Cut(payload[1:], "\x00")
@@ -231,39 +241,61 @@ func (e *Engine) dispatch(channel, payload string) {
 	}
 }
 
-// requestResync asks the worker to write the node's whole state again.
-func (e *Engine) requestResync() {
-	e.dirtyMu.Lock()
-	e.resync = true
-	e.dirtyMu.Unlock()
-	e.kick()
-}
-
-// restore runs on the receive loop once a lost subscription is back, before
-// it reads on: the node writes its state again (so sends reach it), then
-// delivers the stored messages its users' connections missed meanwhile.
-// Messages that arrive live after that and were caught up are skipped.
+// restore runs on the receive loop, before it reads on: the node writes its
+// state again (so that sends reach it), then delivers the stored messages its
+// connections missed meanwhile. It retries until that is done or the engine
+// stops. Messages that then arrive live and were caught up are skipped.
 func (e *Engine) restore(ctx context.Context) {
-	e.dirtyMu.Lock()
-	e.resync = true
-	e.dirtyMu.Unlock()
-	cctx, cancel := context.WithTimeout(ctx, 4*e.opt.Timeout)
-	defer cancel()
-	if err := e.flush(cctx); err != nil {
-		e.log.Warn("writing this node's state to redis failed; retrying", "err", err)
-		e.kick()
-		return
+	backoff := 100 * time.Millisecond
+	for {
+		e.dirtyMu.Lock()
+		e.resync = true
+		e.dirtyMu.Unlock()
+		cctx, cancel := context.WithTimeout(ctx, 4*e.opt.Timeout)
+		err := e.flush(cctx)
+		cancel()
+		if err == nil {
+			err = e.checkEpoch(ctx)
+		}
+		if err == nil && e.catchUpAll(ctx) {
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			e.log.Warn("writing this node's state to redis failed; retrying", "err", err, "in", backoff)
+		}
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return
+		}
+		backoff = min(backoff*2, 5*time.Second)
 	}
-	e.catchUpAll(cctx)
 }
 
-// workLoop writes presence and topic changes, beats, reaps dead nodes and
-// resyncs, until Close; on Redis errors it keeps the work and retries with
-// backoff.
+// checkEpoch reads the cluster's epoch; when it changed (Redis lost its
+// data, and with it the last id handed out) the ids the node's connections
+// have seen may be ahead of the new ones, so they are forgotten.
+func (e *Engine) checkEpoch(ctx context.Context) error {
+	cctx, cancel := context.WithTimeout(ctx, e.opt.Timeout)
+	defer cancel()
+	ep, err := e.run(cctx, "epoch", gateway.NewID()[16:]).Text()
+	if err != nil {
+		return err
+	}
+	if old := e.epoch.Swap(&ep); old != nil && *old != ep {
+		e.log.Warn("redis lost its data: new inbox epoch", "epoch", ep, "was", *old)
+		e.hub.ForgetSeen()
+	}
+	return nil
+}
+
+// workLoop writes presence and topic changes until Close; on Redis errors
+// it keeps the work and retries with backoff.
 func (e *Engine) workLoop() {
 	defer e.stopped.Done()
-	beat := time.NewTicker(e.opt.NodeTTL / 3)
-	defer beat.Stop()
 	backoff := 50 * time.Millisecond
 	retry := (<-chan time.Time)(nil)
 	for {
@@ -276,22 +308,9 @@ func (e *Engine) workLoop() {
 			return
 		case <-e.wake:
 		case <-retry:
-		case <-beat.C:
-			ctx, cancel := context.WithTimeout(context.Background(), e.opt.Timeout)
-			err := e.beat(ctx)
-			if err == nil {
-				err = e.reap(ctx)
-			}
-			cancel()
-			if err != nil {
-				e.log.Warn("redis heartbeat failed", "err", err)
-			}
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 4*e.opt.Timeout)
 		err := e.flush(ctx)
-		if err == nil {
-			e.reportOffline(ctx)
-		}
 		cancel()
 		retry = nil
 		if err != nil {
@@ -307,6 +326,41 @@ func (e *Engine) workLoop() {
 	}
 }
 
+// leaseLoop renews the node's lease every NodeTTL/3, reaps dead nodes and
+// expired inbox entries, and reports users offline once their grace is
+// over (every second while this node has some waiting), until Close.
+func (e *Engine) leaseLoop() {
+	defer e.stopped.Done()
+	beat := time.NewTicker(e.opt.NodeTTL / 3)
+	defer beat.Stop()
+	sec := time.NewTicker(time.Second)
+	defer sec.Stop()
+	for {
+		select {
+		case <-e.stop:
+			return
+		case <-beat.C:
+			ctx, cancel := context.WithTimeout(context.Background(), 4*e.opt.Timeout)
+			err := e.beat(ctx)
+			if err == nil {
+				err = e.reap(ctx)
+			}
+			cancel()
+			if err != nil {
+				e.log.Warn("redis heartbeat failed", "err", err)
+			}
+		case <-sec.C:
+			if time.Now().UnixNano() < e.offlineUntil.Load() {
+				ctx, cancel := context.WithTimeout(context.Background(), e.opt.Timeout)
+				if _, err := e.run(ctx, "offline").Result(); err != nil {
+					e.log.Debug("offline events: redis unavailable", "err", err)
+				}
+				cancel()
+			}
+		}
+	}
+}
+
 // beat renews the node's lease; a node Redis did not know (reaped, or
 // Redis lost its data) writes its state again.
 func (e *Engine) beat(ctx context.Context) error {
@@ -314,25 +368,32 @@ func (e *Engine) beat(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if v == 0 && e.up.Load() {
+	if v == 0 && e.up.Load() && !e.resyncing.Load() {
 		e.log.Info("this node was not known to redis (reaped, or redis lost its data); writing its state again")
-		e.requestResync()
+		e.needRestore.Store(true)
 	}
 	return nil
 }
 
-// reap removes dead nodes and sweeps expired inbox entries.
+// reap removes dead nodes (a bounded amount of work per script, so Redis
+// never blocks long) and sweeps expired inbox entries.
 func (e *Engine) reap(ctx context.Context) error {
-	r, err := e.run(ctx, "reap", e.cfg.InboxMaxTTL.Milliseconds()).Slice()
-	if err != nil {
-		return err
-	}
-	if len(r) == 3 {
+	for range 100 {
+		r, err := e.run(ctx, "reap", e.cfg.InboxMaxTTL.Milliseconds()).Slice()
+		if err != nil {
+			return err
+		}
+		if len(r) != 4 {
+			return fmt.Errorf("redis reap: unexpected reply %v", r)
+		}
 		if n := num(r[0]); n > 0 {
 			e.m.reaped.Add(float64(n))
-			e.log.Warn("removed dead nodes from redis", "nodes", n, "users", num(r[1]))
+			e.log.Warn("removed dead nodes from redis", "nodes", n)
 		}
 		e.hub.CountInbox(0, int(num(r[2])))
+		if num(r[3]) == 0 {
+			return nil // nothing left to do now
+		}
 	}
 	return nil
 }
@@ -340,13 +401,20 @@ func (e *Engine) reap(ctx context.Context) error {
 // flush writes the pending presence and topic changes (and a requested
 // resync). What fails stays pending.
 func (e *Engine) flush(ctx context.Context) error {
+	e.flushMu.Lock()
+	defer e.flushMu.Unlock()
 	e.dirtyMu.Lock()
 	resync := e.resync
 	e.resync = false
 	e.dirtyMu.Unlock()
 	if resync {
 		// The lease first, so that no node reaps this one while it writes.
+		e.resyncing.Store(true)
+		defer e.resyncing.Store(false)
 		err := e.beat(ctx)
+		if err == nil {
+			err = e.writeWatchers(ctx)
+		}
 		if err == nil {
 			err = e.markAll(ctx)
 		}
@@ -435,66 +503,40 @@ func (e *Engine) markAll(ctx context.Context) error {
 	return nil
 }
 
-// writePresence writes the current local counts of users, holding their
-// stripes (in index order) from reading the counts until Redis has them.
+// writePresence writes the current local counts of users, one script per
+// lock stripe, holding the stripe from reading the counts until Redis has
+// them.
 func (e *Engine) writePresence(ctx context.Context, users []string) error {
-	var held [stripes]bool
+	byStripe := make(map[int][]string)
 	for _, u := range users {
-		held[e.stripe(u)] = true
+		byStripe[e.stripe(u)] = append(byStripe[e.stripe(u)], u)
 	}
-	for i := range held {
-		if held[i] {
-			e.umu[i].Lock()
+	for i, us := range byStripe {
+		if err := e.writeStripe(ctx, i, us); err != nil {
+			return err
 		}
 	}
-	defer func() {
-		for i := range held {
-			if held[i] {
-				e.umu[i].Unlock()
-			}
-		}
-	}()
+	return nil
+}
+
+func (e *Engine) writeStripe(ctx context.Context, stripe int, users []string) error {
+	mu := &e.umu[stripe]
+	mu.Lock()
+	defer mu.Unlock()
 	args := []any{e.opt.Node, graceMs(e.cfg.PresenceGrace), e.hub.Connections()}
 	for _, u := range users {
 		n, since := e.hub.LocalPresence(u)
 		args = append(args, u, n, ms(since))
 	}
-	leaving, err := e.run(ctx, "presence", args...).StringSlice()
+	leaving, err := e.run(ctx, "presence", args...).Int64()
 	if err != nil {
 		return err
 	}
-	for _, u := range leaving {
-		time.AfterFunc(e.cfg.PresenceGrace, func() {
-			e.dirtyMu.Lock()
-			e.graceOver[u] = struct{}{}
-			e.dirtyMu.Unlock()
-			e.kick()
-		})
+	if leaving > 0 {
+		// Users went offline: their offline events are due after the grace.
+		e.offlineUntil.Store(time.Now().Add(e.cfg.PresenceGrace + 2*time.Second).UnixNano())
 	}
 	return nil
-}
-
-// reportOffline reports users whose grace is over offline (unless they came
-// back), in batches. A failure is logged, not retried: the markers expire.
-func (e *Engine) reportOffline(ctx context.Context) {
-	e.dirtyMu.Lock()
-	if len(e.graceOver) == 0 {
-		e.dirtyMu.Unlock()
-		return
-	}
-	users := make([]any, 0, len(e.graceOver))
-	for u := range e.graceOver {
-		users = append(users, u)
-	}
-	clear(e.graceOver)
-	e.dirtyMu.Unlock()
-	for len(users) > 0 {
-		n := min(len(users), 512)
-		if err := e.run(ctx, "offline", users[:n]...).Err(); err != nil {
-			e.log.Warn("offline events not reported: redis unavailable", "users", n, "err", err)
-		}
-		users = users[n:]
-	}
 }
 
 // writeTopics writes the current local subscriber counts of topics.
@@ -533,17 +575,20 @@ func (e *Engine) writeTopics(ctx context.Context, topics []string) error {
 
 // catchUpAll delivers, for every user with connections here, the stored
 // messages after the last one those connections were given: what was
-// published while the subscription was cut off.
-func (e *Engine) catchUpAll(ctx context.Context) {
-	n := 0
+// published while the node was cut off. It reports whether it reached
+// every user.
+func (e *Engine) catchUpAll(ctx context.Context) bool {
+	n, failed := 0, 0
 	for _, u := range e.hub.LocalUsers() {
 		last, ok := e.hub.CatchUpFrom(u)
 		if !ok {
 			continue
 		}
-		blobs, err := e.run(ctx, "after", u, last).StringSlice()
+		cctx, cancel := context.WithTimeout(ctx, e.opt.Timeout)
+		blobs, err := e.run(cctx, "after", u, last).StringSlice()
+		cancel()
 		if err != nil {
-			e.log.Warn("catching up after a lost subscription failed", "user", u, "err", err)
+			failed++
 			continue
 		}
 		for _, b := range blobs {
@@ -555,8 +600,12 @@ func (e *Engine) catchUpAll(ctx context.Context) {
 		}
 	}
 	if n > 0 {
-		e.log.Info("delivered stored messages missed while the subscription was lost", "messages", n)
+		e.log.Info("delivered stored messages missed while cut off from redis", "messages", n)
 	}
+	if failed > 0 {
+		e.log.Warn("catching up after a lost subscription failed for some users; retrying", "users", failed)
+	}
+	return failed == 0
 }
 
 func str(v any) string {
@@ -578,4 +627,43 @@ func num(v any) int64 {
 		return n
 	}
 	return 0
+}
+
+// Watch registers a watcher on this node and makes sure Redis sends this
+// node the cluster's events before it returns (best effort: if Redis cannot
+// be reached, the count is written when it comes back).
+func (e *Engine) Watch(kinds []gateway.EventKind, buffer int) *gateway.Watcher {
+	w := e.hub.Watch(kinds, buffer)
+	e.syncWatchers()
+	return w
+}
+
+// Unwatch removes w.
+func (e *Engine) Unwatch(w *gateway.Watcher) {
+	e.hub.Unwatch(w)
+	e.syncWatchers()
+}
+
+func (e *Engine) syncWatchers() {
+	ctx, cancel := context.WithTimeout(context.Background(), e.opt.Timeout)
+	defer cancel()
+	if err := e.writeWatchers(ctx); err != nil {
+		e.log.Warn("WatchEvents streams not registered in redis yet; retrying", "err", err)
+		e.requestResync()
+	}
+}
+
+// writeWatchers writes the node's count of WatchEvents streams.
+func (e *Engine) writeWatchers(ctx context.Context) error {
+	e.watchMu.Lock()
+	defer e.watchMu.Unlock()
+	return e.run(ctx, "watchers", e.opt.Node, e.hub.WatcherCount()).Err()
+}
+
+// requestResync asks the worker to write the node's whole state again.
+func (e *Engine) requestResync() {
+	e.dirtyMu.Lock()
+	e.resync = true
+	e.dirtyMu.Unlock()
+	e.kick()
 }

@@ -12,7 +12,7 @@
 --   P:online        zset of online user ids (score 0, ordered by id)
 --   P:c:<user>      hash node -> the user's connections on that node
 --   P:s:<user>      hash node -> since (ms) of the user's oldest connection there
---   P:lv:<user>     the user went offline within the presence grace
+--   P:leaving       zset user -> when to report them offline (the presence grace)
 --   P:nu:<node>     set of the users on a node (to clean up after it dies)
 --   P:t:<topic>     hash node -> subscribers of topic on that node
 --   P:nt:<node>     set of the topics a node has subscribers for
@@ -21,8 +21,9 @@
 --   P:in:<user>     hash: b (data bytes), lost (highest id lost), lu (lost remembered until, ms)
 --   P:ibx           zset user -> when the user's inbox next needs a sweep (ms)
 --   P:inboxed       messages in all inboxes
--- Channels: P:n:<node> (messages for a node's users and topics, kicks),
--- P:all (broadcasts), P:ev (events for WatchEvents).
+--   P:w             hash node -> open WatchEvents streams on that node
+-- Channels: P:n:<node> (messages for a node's users and topics, kicks, and
+-- events for its WatchEvents streams), P:all (broadcasts).
 
 -- @prelude
 local P = ARGV[1]
@@ -68,8 +69,17 @@ local function withid(blob, id)
   return string.sub(blob, 1, 1) .. id .. string.sub(blob, 28)
 end
 
+-- publish_event sends an encoded event to the nodes with WatchEvents
+-- streams (none: nothing is sent).
+local function publish_event(json)
+  local ws = redis.call('HKEYS', key('w'))
+  if #ws == 0 then return end
+  local payload = 'E' .. json
+  for _, nd in ipairs(ws) do redis.call('PUBLISH', key('n', nd), payload) end
+end
+
 local function event(kind, user, conn, msg, implicit, now)
-  redis.call('PUBLISH', key('ev'), cjson.encode({k = kind, u = user, c = conn, m = msg, i = implicit, t = now}))
+  publish_event(cjson.encode({k = kind, u = user, c = conn, m = msg, i = implicit, t = now}))
 end
 local EV_ONLINE, EV_OFFLINE, EV_ACKED = 1, 2, 3
 
@@ -77,6 +87,26 @@ local EV_ONLINE, EV_OFFLINE, EV_ACKED = 1, 2, 3
 local function live(node, now)
   local e = redis.call('ZSCORE', key('nodes'), node)
   return e and tonumber(e) > now
+end
+
+-- Idempotency keys. Scripts that send take ARGV[2] (the key, '' for
+-- none), ARGV[3] (the request's hash) and ARGV[4] (the window, ms). A repeat
+-- gets the first call's result; a key reused for another request an error.
+local IK, IH, IW = ARGV[2], ARGV[3], ARGV[4]
+
+local function idem_seen()
+  if IK == '' then return nil end
+  local v = redis.call('GET', key('idem', IK))
+  if not v then return nil end
+  if string.sub(v, 1, #IH) ~= IH then
+    return redis.error_reply('IDEMPOTENCY_CONFLICT key used for another request')
+  end
+  return cjson.decode(string.sub(v, #IH + 1))
+end
+
+local function idem_keep(out)
+  if IK ~= '' then redis.call('SET', key('idem', IK), IH .. cjson.encode(out), 'PX', IW) end
+  return out
 end
 
 -- Inbox.
@@ -187,7 +217,8 @@ local function setpresence(node, u, n, since, grace, now)
     redis.call('HSET', key('s', u), node, since)
     redis.call('SADD', key('nu', node), u)
     if redis.call('ZADD', key('online'), 0, u) == 1 then
-      if redis.call('DEL', key('lv', u)) == 0 then event(EV_ONLINE, u, nil, nil, false, now) end
+      -- Back within the grace: no offline, no online.
+      if redis.call('ZREM', key('leaving'), u) == 0 then event(EV_ONLINE, u, nil, nil, false, now) end
     end
     return false
   end
@@ -197,11 +228,22 @@ local function setpresence(node, u, n, since, grace, now)
   if redis.call('HLEN', ck) > 0 then return false end
   redis.call('ZREM', key('online'), u)
   if grace > 0 then
-    redis.call('SET', key('lv', u), node, 'PX', grace * 2 + 1000)
+    redis.call('ZADD', key('leaving'), now + grace, u)
     return true
   end
   event(EV_OFFLINE, u, nil, nil, false, now)
   return false
+end
+
+-- offline_due reports the users whose grace is over offline (any node may:
+-- the one they left may be gone). Returns how many.
+local function offline_due(now, limit)
+  local us = redis.call('ZRANGEBYSCORE', key('leaving'), '-inf', now, 'LIMIT', 0, limit)
+  for _, u in ipairs(us) do
+    redis.call('ZREM', key('leaving'), u)
+    event(EV_OFFLINE, u, nil, nil, false, now)
+  end
+  return #us
 end
 
 -- userconns returns the user's connections on live nodes and the oldest since.
@@ -257,33 +299,49 @@ return out
 
 -- @script presence
 -- ARGV: P node grace nodetotal (user count since)...
--- Absolute presence of users on this node; returns the users that went
--- offline cluster-wide (to be reported after the grace).
+-- Absolute presence of users on this node; returns how many went offline
+-- cluster-wide (to be reported after the grace).
 local node, grace = ARGV[2], tonumber(ARGV[3])
 local now = nowms()
-local leaving = {}
+local leaving = 0
 for i = 5, #ARGV, 3 do
   if setpresence(node, ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], grace, now) then
-    leaving[#leaving + 1] = ARGV[i]
+    leaving = leaving + 1
   end
 end
 redis.call('HSET', key('nconns'), node, ARGV[4])
 return leaving
 
 -- @script offline
--- ARGV: P user...
--- The grace after these users left is over: report each offline unless they
--- came back. Returns how many were reported.
-local now = nowms()
-local n = 0
-for i = 2, #ARGV do
-  local u = ARGV[i]
-  if redis.call('DEL', key('lv', u)) == 1 and not redis.call('ZSCORE', key('online'), u) then
-    event(EV_OFFLINE, u, nil, nil, false, now)
-    n = n + 1
-  end
+-- ARGV: P
+-- Reports the users whose grace is over offline.
+return offline_due(nowms(), 1000)
+
+-- @script emit
+-- ARGV: P event
+-- A client's message for the WatchEvents streams of every node.
+publish_event(ARGV[2])
+return 0
+
+-- @script watchers
+-- ARGV: P node count
+-- The node's open WatchEvents streams.
+if tonumber(ARGV[3]) > 0 then
+  redis.call('HSET', key('w'), ARGV[2], ARGV[3])
+else
+  redis.call('HDEL', key('w'), ARGV[2])
 end
-return n
+return 0
+
+-- @script epoch
+-- ARGV: P newepoch
+-- The inboxes' epoch, made now if Redis has none (first start, or data lost).
+local ep = redis.call('GET', key('epoch'))
+if not ep then
+  ep = ARGV[2]
+  redis.call('SET', key('epoch'), ep)
+end
+return ep
 
 -- @script topics
 -- ARGV: P node (topic count)...
@@ -301,17 +359,19 @@ end
 return 0
 
 -- @script send
--- ARGV: P proposedid ttl maxmsgs maxbytes remember size blob user...
+-- ARGV: P ik ih iw proposedid ttl maxmsgs maxbytes remember size blob user...
 -- Stores (ttl > 0) and publishes a message to each user's nodes. Returns the
 -- id, then per user: connections reached, stored (0/1), entries trimmed.
-local ttl, maxmsgs, maxbytes = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local remember, size = tonumber(ARGV[6]), tonumber(ARGV[7])
+local seen = idem_seen()
+if seen then return seen end
+local ttl, maxmsgs, maxbytes = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local remember, size = tonumber(ARGV[9]), tonumber(ARGV[10])
 local now = nowms()
-local id = nextid(ARGV[2])
-local blob = withid(ARGV[8], id)
+local id = nextid(ARGV[5])
+local blob = withid(ARGV[11], id)
 local nodes, order = {}, {}
 local reached, trimmed = {}, {}
-for i = 9, #ARGV do
+for i = 12, #ARGV do
   local u = ARGV[i]
   reached[i] = 0
   trimmed[i] = 0
@@ -336,22 +396,24 @@ for _, nd in ipairs(order) do
   end
 end
 local out = {id}
-for i = 9, #ARGV do
+for i = 12, #ARGV do
   out[#out + 1] = reached[i]
   out[#out + 1] = ttl > 0 and 1 or 0
   out[#out + 1] = trimmed[i]
 end
-return out
+return idem_keep(out)
 
 -- @script broadcast
--- ARGV: P proposedid blob excluded...
+-- ARGV: P ik ih iw proposedid blob excluded...
 -- Returns the id and the connections on live nodes (less the excluded
 -- users'), or 0 when no node heard it.
+local seen = idem_seen()
+if seen then return seen end
 local now = nowms()
-local id = nextid(ARGV[2])
-local blob = withid(ARGV[3], id)
+local id = nextid(ARGV[5])
+local blob = withid(ARGV[6], id)
 local ex = {}
-for i = 4, #ARGV do ex[#ex + 1] = ARGV[i] end
+for i = 7, #ARGV do ex[#ex + 1] = ARGV[i] end
 local total = 0
 if redis.call('PUBLISH', key('all'), 'B' .. table.concat(ex, '\n') .. '\0' .. blob) > 0 then
   local hv = redis.call('HGETALL', key('nconns'))
@@ -361,14 +423,16 @@ if redis.call('PUBLISH', key('all'), 'B' .. table.concat(ex, '\n') .. '\0' .. bl
   for _, u in ipairs(ex) do total = total - userconns(u, now) end
   if total < 0 then total = 0 end
 end
-return {id, total}
+return idem_keep({id, total})
 
 -- @script publish
--- ARGV: P proposedid topic blob
+-- ARGV: P ik ih iw proposedid topic blob
 -- Publishes to the nodes with subscribers; returns the id and the subscribers reached.
-local topic = ARGV[3]
-local id = nextid(ARGV[2])
-local blob = withid(ARGV[4], id)
+local seen = idem_seen()
+if seen then return seen end
+local topic = ARGV[6]
+local id = nextid(ARGV[5])
+local blob = withid(ARGV[7], id)
 local total = 0
 local hv = redis.call('HGETALL', key('t', topic))
 for j = 1, #hv, 2 do
@@ -376,7 +440,7 @@ for j = 1, #hv, 2 do
     total = total + tonumber(hv[j + 1])
   end
 end
-return {id, total}
+return idem_keep({id, total})
 
 -- @script kick
 -- ARGV: P user text
@@ -427,49 +491,69 @@ if had then return 1 end
 return 0
 
 -- @script leave
--- ARGV: P node
--- A node stopping cleanly: removes it now (its users go offline at once
--- unless they are held by another node).
-local node = ARGV[2]
+-- ARGV: P node grace
+-- A node stopping cleanly: removes it now. Its users go offline unless held
+-- by another node, reported after the grace (they usually reconnect to
+-- another node within it).
+local node, grace = ARGV[2], tonumber(ARGV[3])
 local now = nowms()
 for _, u in ipairs(redis.call('SMEMBERS', key('nu', node))) do
-  setpresence(node, u, 0, 0, 0, now)
+  setpresence(node, u, 0, 0, grace, now)
 end
 for _, t in ipairs(redis.call('SMEMBERS', key('nt', node))) do
   redis.call('HDEL', key('t', t), node)
 end
 redis.call('DEL', key('nu', node), key('nt', node))
 redis.call('HDEL', key('nconns'), node)
+redis.call('HDEL', key('w'), node)
 redis.call('ZREM', key('nodes'), node)
 return 0
 
 -- @script reap
 -- ARGV: P remember
--- Removes nodes that stopped beating (their users go offline at once unless
--- held by another node) and expires due inbox entries. Returns nodes reaped,
--- users removed, entries expired.
+-- Removes nodes that stopped beating, or that wrote state without a lease
+-- (their users go offline at once unless held by another node), reports
+-- due offline events, and expires due inbox entries, a bounded amount of
+-- work per call. Returns nodes removed, users removed, entries expired, and
+-- 1 when there is more to do.
 local remember = tonumber(ARGV[2])
 local now = nowms()
+local budget = 2000
 local dead = redis.call('ZRANGEBYSCORE', key('nodes'), '-inf', now, 'LIMIT', 0, 4)
-local users = 0
+for _, node in ipairs(redis.call('HKEYS', key('nconns'))) do
+  if not redis.call('ZSCORE', key('nodes'), node) then dead[#dead + 1] = node end
+end
+local removed, users, more = 0, 0, 0
 for _, node in ipairs(dead) do
-  for _, u in ipairs(redis.call('SMEMBERS', key('nu', node))) do
+  if budget <= 0 then more = 1 break end
+  local us = redis.call('SRANDMEMBER', key('nu', node), budget)
+  for _, u in ipairs(us) do
     setpresence(node, u, 0, 0, 0, now)
     users = users + 1
   end
-  for _, t in ipairs(redis.call('SMEMBERS', key('nt', node))) do
-    redis.call('HDEL', key('t', t), node)
+  budget = budget - #us
+  if redis.call('SCARD', key('nu', node)) > 0 then
+    more = 1
+  else
+    for _, t in ipairs(redis.call('SMEMBERS', key('nt', node))) do
+      redis.call('HDEL', key('t', t), node)
+    end
+    redis.call('DEL', key('nu', node), key('nt', node))
+    redis.call('HDEL', key('nconns'), node)
+    redis.call('HDEL', key('w'), node)
+    redis.call('ZREM', key('nodes'), node)
+    removed = removed + 1
   end
-  redis.call('DEL', key('nu', node), key('nt', node))
-  redis.call('HDEL', key('nconns'), node)
-  redis.call('ZREM', key('nodes'), node)
 end
+if offline_due(now, 1000) == 1000 then more = 1 end
 local expired = 0
-for _, u in ipairs(redis.call('ZRANGEBYSCORE', key('ibx'), '-inf', now, 'LIMIT', 0, 500)) do
+local due = redis.call('ZRANGEBYSCORE', key('ibx'), '-inf', now, 'LIMIT', 0, 500)
+for _, u in ipairs(due) do
   expired = expired + ib_expire(u, now, remember)
   ib_tidy(u, now)
 end
-return {#dead, users, expired}
+if #due == 500 then more = 1 end
+return {removed, users, expired, more}
 
 -- @script list
 -- ARGV: P after limit

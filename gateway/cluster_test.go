@@ -1,0 +1,105 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"testing"
+	"time"
+)
+
+// joinCluster is a Cluster whose Join waits, so a test can push messages at
+// a connection while it joins; the rest is the Redis engine's job and is
+// tested against a real Redis (cmd/pushgate/cluster_test.go).
+type joinCluster struct {
+	joining chan struct{} // closed when Join is called
+	release chan struct{} // Join returns when closed
+	joined  Joined
+}
+
+func (f *joinCluster) Join(ctx context.Context, j JoinRequest) (Joined, error) {
+	close(f.joining)
+	<-f.release
+	return f.joined, nil
+}
+func (f *joinCluster) PresenceChanged(string)                                    {}
+func (f *joinCluster) SubscribeTopic(context.Context, string) error              { return nil }
+func (f *joinCluster) TopicChanged(string)                                       {}
+func (f *joinCluster) Upstream(Event) error                                      { return nil }
+func (f *joinCluster) Ack(context.Context, string, string, []string, bool) error { return nil }
+
+// Messages that reach a connection while it joins wait behind its hello and
+// replay; those from before the join (by id) are dropped, stored ones that
+// are in the replay are not sent twice.
+func TestJoiningConnectionGetsHelloReplayThenLive(t *testing.T) {
+	h, srv := testHub(t, Config{}, nil)
+	ids := make([]string, 6)
+	for i := range ids {
+		ids[i] = NewID()
+	}
+	msg := func(id, data string, stored bool) *Message {
+		return &Message{ID: id, Kind: KindJSON, Data: []byte(data), stored: stored, Time: time.Now()}
+	}
+	replayed := msg(ids[1], `"replayed"`, true)
+	f := &joinCluster{joining: make(chan struct{}), release: make(chan struct{}),
+		joined: Joined{Epoch: "e1", Seq: ids[2], Replay: []*Message{replayed}, Complete: true}}
+	h.SetCluster(f)
+
+	got := make(chan []byte, 1)
+	go func() {
+		c := dialEnvelope(t, "ws"+srv.URL[4:]+"/ws/u")
+		var all [][]byte
+		for len(all) < 5 {
+			_, data, err := c.Read(context.Background())
+			if err != nil {
+				break
+			}
+			all = append(all, bytes.Split(data, []byte("\n"))...)
+		}
+		got <- bytes.Join(all, []byte("\n"))
+	}()
+	<-f.joining
+	h.BroadcastLocal(msg(ids[0], `"broadcast before the join"`, false), nil)
+	h.DeliverLocal([]string{"u"}, msg(ids[1], `"replayed"`, true)) // also live: once only
+	h.BroadcastLocal(msg(ids[3], `"broadcast after"`, false), nil)
+	h.DeliverLocal([]string{"u"}, msg(ids[4], `"stored after"`, true))
+	close(f.release)
+	h.DeliverLocal([]string{"u"}, msg(ids[5], `"live"`, false))
+
+	var frames []byte
+	select {
+	case frames = <-got:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no frames")
+	}
+	lines := bytes.Split(frames, []byte("\n"))
+	want := []string{`"op":"hello"`, `"data":"replayed"`, `"data":"broadcast after"`, `"data":"stored after"`, `"data":"live"`}
+	if len(lines) != len(want) {
+		t.Fatalf("got %d frames, want %d:\n%s", len(lines), len(want), frames)
+	}
+	for i, w := range want {
+		if !bytes.Contains(lines[i], []byte(w)) {
+			t.Fatalf("frame %d = %s, want %s\nall:\n%s", i, lines[i], w, frames)
+		}
+	}
+	if !bytes.Contains(lines[0], []byte(`"epoch":"e1"`)) {
+		t.Fatalf("hello %s, want the cluster's epoch", lines[0])
+	}
+}
+
+func TestMessageEncodingRoundTrip(t *testing.T) {
+	m := &Message{ID: NewID(), Type: "order", Kind: KindBinary, Data: []byte{0, 1, 2, '\n', 0}, Topic: "store:1",
+		TTL: time.Minute, Time: time.Unix(1700000000, 123)}
+	got, err := DecodeMessage(EncodeMessage(m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ID != m.ID || got.Type != m.Type || got.Kind != m.Kind || !bytes.Equal(got.Data, m.Data) || got.Topic != m.Topic ||
+		got.TTL != m.TTL || !got.Time.Equal(m.Time) || !got.stored || got.broadcast {
+		t.Fatalf("round trip: %+v, want %+v", got, m)
+	}
+	for _, bad := range [][]byte{nil, {1}, append([]byte{2}, EncodeMessage(m)[1:]...), EncodeMessage(m)[:50]} {
+		if _, err := DecodeMessage(bad); err == nil {
+			t.Fatalf("DecodeMessage(%q) accepted", bad)
+		}
+	}
+}
