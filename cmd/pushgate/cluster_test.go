@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -259,8 +260,6 @@ func TestClusterConcurrentSendersOneOrder(t *testing.T) {
 	}
 }
 
-var _ = strings.Contains
-var _ = websocket.MessageText
 
 // Must-show 2: kill -9 of a node. Its users leave the online list within the
 // bound (--node-ttl plus a third of it); sends meanwhile are stored and
@@ -574,5 +573,84 @@ func TestClusterRedisTrafficPerSendIsFlat(t *testing.T) {
 		if !near(t2.cmds, t6.cmds) || !near(t2.in, t6.in) || !near(t2.out, t6.out) {
 			t.Fatalf("%s: traffic per send grows with nodes: 2 nodes %+v, 6 nodes %+v", kind, t2, t6)
 		}
+	}
+}
+
+// While Redis is down every path answers clearly and open connections stay:
+// gRPC calls UNAVAILABLE, new WebSocket connections HTTP 503, envelope ops
+// an "unavailable" error; after Redis is back the same connection works.
+func TestClusterRedisDownEveryPathAnswers(t *testing.T) {
+	r := redistest.Start(t)
+	s := startServer(t, "--engine", "redis", "--redis-url", r.URL(), "--redis-timeout", "300ms", "--upstream-users", "*")
+	ctx := context.Background()
+	c := s.dialEnv(t, "/m1")
+	first, err := s.api.SendToUser(ctx, &pb.SendToUserRequest{UserId: "m1", Message: &pb.Message{Payload: &pb.Message_Json{Json: `1`}, Ttl: durationpb.New(time.Hour)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.nextMessage()
+
+	r.Kill()
+	for name, call := range map[string]func() error{
+		"SendToUser": func() error {
+			_, err := s.api.SendToUser(ctx, &pb.SendToUserRequest{UserId: "m1", Message: jsonMsg(`2`)})
+			return err
+		},
+		"Broadcast": func() error {
+			_, err := s.api.Broadcast(ctx, &pb.BroadcastRequest{Message: jsonMsg(`2`)})
+			return err
+		},
+		"Publish": func() error {
+			_, err := s.api.Publish(ctx, &pb.PublishRequest{Topic: "t", Message: jsonMsg(`2`)})
+			return err
+		},
+		"ListOnline": func() error {
+			_, err := s.api.ListOnline(ctx, &pb.ListOnlineRequest{})
+			return err
+		},
+		"GetPresence": func() error {
+			_, err := s.api.GetPresence(ctx, &pb.GetPresenceRequest{UserIds: []string{"m1"}})
+			return err
+		},
+		"Disconnect": func() error {
+			_, err := s.api.Disconnect(ctx, &pb.DisconnectRequest{UserId: "m1"})
+			return err
+		},
+	} {
+		if err := call(); status.Code(err) != codes.Unavailable {
+			t.Errorf("%s with Redis down: %v, want UNAVAILABLE", name, err)
+		}
+	}
+	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	_, hresp, err := websocket.Dial(dctx, s.wsURL("m2"), nil)
+	cancel()
+	if err == nil || hresp == nil || hresp.StatusCode != http.StatusServiceUnavailable || hresp.Header.Get("Retry-After") == "" {
+		t.Fatalf("new connection with Redis down: %v %v, want HTTP 503 with Retry-After", hresp, err)
+	}
+	for _, op := range []map[string]any{
+		{"op": "ack", "id": first.GetMessageId(), "ref": "a"},
+		{"op": "subscribe", "topic": "store:1", "ref": "b"},
+		{"op": "send", "data": map[string]any{"x": 1}, "ref": "c"},
+	} {
+		c.send(op)
+		if f := c.next(); f.Op != "error" || f.Code != "unavailable" {
+			t.Fatalf("%v with Redis down: %+v, want an unavailable error", op["op"], f)
+		}
+	}
+
+	r.Restart()
+	eventually(t, "the node to be back", func() bool {
+		_, err := s.api.ListOnline(ctx, &pb.ListOnlineRequest{})
+		return err == nil && s.online(t, "m1") == 1
+	})
+	if _, err := s.api.SendToUser(ctx, &pb.SendToUserRequest{UserId: "m1", Message: jsonMsg(`3`)}); err != nil {
+		t.Fatal(err)
+	}
+	if m := c.nextMessage(); string(m.Data) != `3` {
+		t.Fatalf("after Redis is back: %s, want 3", m.Data)
+	}
+	c.send(map[string]any{"op": "subscribe", "topic": "store:1", "ref": "d"})
+	if f := c.next(); f.Op != "subscribed" {
+		t.Fatalf("subscribe after Redis is back: %+v", f)
 	}
 }
