@@ -100,7 +100,7 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (Conf
 }
 
 // secretFlags are masked by "pushgate config print".
-var secretFlags = map[string]bool{"jwt-secret": true, "api-keys": true, "admin-password": true, "redis-url": true}
+var secretFlags = map[string]bool{"jwt-secret": true, "api-keys": true, "admin-password": true}
 
 func loadConfig(args []string, getenv func(string) string, out io.Writer) (Config, *flag.FlagSet, error) {
 	var c Config
@@ -269,7 +269,10 @@ func printConfig(fs *flag.FlagSet, w io.Writer) error {
 			return
 		}
 		v := f.Value.String()
-		if secretFlags[f.Name] && v != "" {
+		switch {
+		case f.Name == "redis-url":
+			v = maskURLPassword(v)
+		case secretFlags[f.Name] && v != "":
 			v = "********"
 		}
 		q, _ := yaml.Marshal(v)

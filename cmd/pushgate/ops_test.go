@@ -258,18 +258,20 @@ drain-window: 3s
 	// config print: effective values, secrets masked, loadable again.
 	var out strings.Builder
 	err = run(context.Background(), []string{"config", "print", "--jwt-secret", "0123456789abcdef0123456789abcdef-flag",
-		"--api-keys", "orders:0123456789abcdef-key", "--admin-password", "hunter2hunter2", "--queue-max-messages", "42"},
+		"--api-keys", "orders:0123456789abcdef-key", "--admin-password", "hunter2hunter2", "--queue-max-messages", "42",
+		"--redis-url", "redis://pushgate:redis-pass-7@10.0.0.5:6379/2"},
 		func(string) string { return "" }, &out, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	printed := out.String()
-	for _, secret := range []string{"0123456789abcdef0123456789abcdef-flag", "0123456789abcdef-key", "hunter2"} {
+	for _, secret := range []string{"0123456789abcdef0123456789abcdef-flag", "0123456789abcdef-key", "hunter2", "redis-pass-7"} {
 		if strings.Contains(printed, secret) {
 			t.Errorf("config print shows a secret: %s", secret)
 		}
 	}
-	if !strings.Contains(printed, "queue-max-messages: \"42\"") || !strings.Contains(printed, `jwt-secret: '********'`) {
+	if !strings.Contains(printed, "queue-max-messages: \"42\"") || !strings.Contains(printed, `jwt-secret: '********'`) ||
+		!strings.Contains(printed, "redis-url: redis://pushgate:********@10.0.0.5:6379/2") {
 		t.Fatalf("config print:\n%s", printed)
 	}
 	os.WriteFile(file, []byte(strings.ReplaceAll(printed, `'********'`, `""`)), 0o600)

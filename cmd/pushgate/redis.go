@@ -58,3 +58,16 @@ func (c *Config) redisOptions() (*redis.UniversalOptions, error) {
 		MaxRetries: -1,
 	}, nil
 }
+
+// maskURLPassword hides the password of a redis:// URL, for printing.
+func maskURLPassword(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "********" // unparsable: it may hold anything
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+		return strings.Replace(u.String(), ":xxxxx@", ":********@", 1)
+	}
+	return raw
+}
