@@ -260,7 +260,6 @@ func TestClusterConcurrentSendersOneOrder(t *testing.T) {
 	}
 }
 
-
 // Must-show 2: kill -9 of a node. Its users leave the online list within the
 // bound (--node-ttl plus a third of it); sends meanwhile are stored and
 // reported honestly (not delivered); the clients reconnect to another node
