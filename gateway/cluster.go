@@ -84,15 +84,18 @@ func (h *Hub) LocalUsers() []string {
 	return out
 }
 
-// ForgetSeen makes this node's connections forget which ids they have
-// seen, for a cluster whose ids started again (its Redis lost its data).
-func (h *Hub) ForgetSeen() {
+// ForgetSeen makes this node's connections that joined before epoch
+// forget which ids they have seen: the cluster's ids started again (its
+// Redis lost its data). Connections that joined in epoch keep theirs.
+func (h *Hub) ForgetSeen(epoch string) {
 	for i := range h.shards {
 		s := &h.shards[i]
 		s.mu.Lock()
 		for _, p := range s.users {
 			for _, c := range p.conns {
-				c.last, c.joinSeq = "", ""
+				if c.epoch != epoch {
+					c.last, c.joinSeq, c.epoch = "", "", epoch
+				}
 			}
 		}
 		s.mu.Unlock()
@@ -144,11 +147,14 @@ func (h *Hub) CatchUpFrom(userID string) (last string, ok bool) {
 		c.mu.Lock()
 		joining := c.joining
 		c.mu.Unlock()
+		cl := c.last
 		if joining {
-			continue // its join reads the inbox
+			// What it is sent now is held and filtered by its join; a
+			// stored message from after its join script may be missing.
+			cl = ""
 		}
-		if !ok || c.last < last {
-			last, ok = c.last, true
+		if !ok || cl < last {
+			last, ok = cl, true
 		}
 	}
 	return last, ok
@@ -194,6 +200,14 @@ func (h *Hub) registerCluster(c *Conn, lastID, epoch string, resume bool) error 
 	// join, and the connection is live.
 	s.mu.Lock()
 	c.mu.Lock()
+	if c.closing {
+		// Closed while joining (kicked, shutdown): nothing more to write.
+		c.pending, c.joining, c.queued = nil, false, 0
+		c.mu.Unlock()
+		s.mu.Unlock()
+		return nil
+	}
+	c.queued = 0 // what was held counted here; it is queued again below
 	queue := func(f frame) {
 		if len(c.queue) == 0 {
 			c.since = time.Now()
@@ -214,7 +228,7 @@ func (h *Hub) registerCluster(c *Conn, lastID, epoch string, resume bool) error 
 		}
 		queue(helloFrame(hl))
 	}
-	c.last, c.joinSeq = j.Seq, j.Seq
+	c.last, c.joinSeq, c.epoch = j.Seq, j.Seq, j.Epoch
 	for _, m := range j.Replay {
 		queue(frame{msg: m})
 		c.last = max(c.last, m.ID)

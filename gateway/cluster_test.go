@@ -5,6 +5,8 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 )
 
 // joinCluster is a Cluster whose Join waits, so a test can push messages at
@@ -101,5 +103,36 @@ func TestMessageEncodingRoundTrip(t *testing.T) {
 		if _, err := DecodeMessage(bad); err == nil {
 			t.Fatalf("DecodeMessage(%q) accepted", bad)
 		}
+	}
+}
+
+// What a joining connection holds counts against its queue's caps: past
+// them it is closed as a slow consumer, like any other.
+func TestJoiningConnectionHoldsWithinTheQueueCaps(t *testing.T) {
+	h, srv := testHub(t, Config{QueueMessages: 3}, nil)
+	f := &joinCluster{joining: make(chan struct{}), release: make(chan struct{}), joined: Joined{Epoch: "e1"}}
+	h.SetCluster(f)
+	code := make(chan websocket.StatusCode, 1)
+	go func() {
+		c := dialEnvelope(t, "ws"+srv.URL[4:]+"/ws/u")
+		for {
+			if _, _, err := c.Read(context.Background()); err != nil {
+				code <- websocket.CloseStatus(err)
+				return
+			}
+		}
+	}()
+	<-f.joining
+	for range 4 {
+		h.BroadcastLocal(&Message{ID: NewID(), Kind: KindText, Data: []byte("x"), Time: time.Now()}, nil)
+	}
+	close(f.release)
+	select {
+	case c := <-code:
+		if c != CloseSlowConsumer.Code {
+			t.Fatalf("closed with %d, want %d (slow consumer)", c, CloseSlowConsumer.Code)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("connection not closed")
 	}
 }

@@ -72,6 +72,7 @@ type Conn struct {
 	pending []*Message // guarded by mu: held while joining
 	last    string     // guarded by the user's shard mu: the highest stored message id queued (or replayed)
 	joinSeq string     // guarded by the user's shard mu: the last id handed out when the connection joined
+	epoch   string     // guarded by the user's shard mu: the cluster epoch it joined in
 
 	// Owned by the read loop.
 	upstream *limit.Bucket // made on the first frame; nil when unlimited
@@ -114,7 +115,14 @@ func (c *Conn) push(f frame) (enqueueResult, bool) {
 	}
 	if c.joining && f.msg != nil {
 		// Cluster: the hello and the replay go first (registerCluster).
+		// What is held counts against the queue's caps.
+		if len(c.pending) > 0 && (len(c.pending) >= cfg.QueueMessages || c.queued+f.size() > cfg.QueueBytes) {
+			c.mu.Unlock()
+			c.hub.metrics.droppedSlow.Inc()
+			return overflowed, false
+		}
 		c.pending = append(c.pending, f.msg)
+		c.queued += f.size()
 		c.mu.Unlock()
 		return queued, false
 	}

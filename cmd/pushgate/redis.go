@@ -55,7 +55,8 @@ func (c *Config) redisOptions() (*redis.UniversalOptions, error) {
 		// answer was lost would send its message again. The call fails
 		// (UNAVAILABLE) instead, and its idempotency key, recorded by the
 		// script, makes the caller's retry safe.
-		MaxRetries: -1,
+		MaxRetries:   -1,
+		MaxRedirects: -1, // Cluster: its own retries, likewise off
 	}, nil
 }
 

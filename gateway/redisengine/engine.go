@@ -105,8 +105,7 @@ type Engine struct {
 	resync      bool                // guarded by dirtyMu: rewrite everything
 	wake        chan struct{}
 
-	flushMu      sync.Mutex // one flush at a time (worker, restore)
-	resyncing    atomic.Bool
+	flushMu      sync.Mutex  // one flush at a time (worker, restore)
 	needRestore  atomic.Bool // the receive loop must restore before reading on
 	epoch        atomic.Pointer[string]
 	offlineUntil atomic.Int64 // unix ns: until then, report due offline events every second

@@ -246,26 +246,22 @@ func (e *Engine) dispatch(channel, payload string) {
 // connections missed meanwhile. It retries until that is done or the engine
 // stops. Messages that then arrive live and were caught up are skipped.
 func (e *Engine) restore(ctx context.Context) {
+	e.dirtyMu.Lock()
+	e.resync = true // later passes finish what is left
+	e.dirtyMu.Unlock()
 	backoff := 100 * time.Millisecond
 	for {
-		e.dirtyMu.Lock()
-		e.resync = true
-		e.dirtyMu.Unlock()
-		cctx, cancel := context.WithTimeout(ctx, 4*e.opt.Timeout)
-		err := e.flush(cctx)
-		cancel()
+		err := e.flush(ctx)
 		if err == nil {
-			err = e.checkEpoch(ctx)
+			err = e.call1(ctx, e.checkEpoch)
 		}
-		if err == nil && e.catchUpAll(ctx) {
+		if err == nil {
+			err = e.catchUpAll(ctx)
+		}
+		if err == nil || ctx.Err() != nil {
 			return
 		}
-		if ctx.Err() != nil {
-			return
-		}
-		if err != nil {
-			e.log.Warn("writing this node's state to redis failed; retrying", "err", err, "in", backoff)
-		}
+		e.log.Warn("writing this node's state to redis failed; retrying", "err", err, "in", backoff)
 		select {
 		case <-time.After(backoff):
 		case <-ctx.Done():
@@ -279,15 +275,13 @@ func (e *Engine) restore(ctx context.Context) {
 // data, and with it the last id handed out) the ids the node's connections
 // have seen may be ahead of the new ones, so they are forgotten.
 func (e *Engine) checkEpoch(ctx context.Context) error {
-	cctx, cancel := context.WithTimeout(ctx, e.opt.Timeout)
-	defer cancel()
-	ep, err := e.run(cctx, "epoch", gateway.NewID()[16:]).Text()
+	ep, err := e.run(ctx, "epoch", gateway.NewID()[16:]).Text()
 	if err != nil {
 		return err
 	}
 	if old := e.epoch.Swap(&ep); old != nil && *old != ep {
 		e.log.Warn("redis lost its data: new inbox epoch", "epoch", ep, "was", *old)
-		e.hub.ForgetSeen()
+		e.hub.ForgetSeen(ep)
 	}
 	return nil
 }
@@ -309,9 +303,7 @@ func (e *Engine) workLoop() {
 		case <-e.wake:
 		case <-retry:
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 4*e.opt.Timeout)
-		err := e.flush(ctx)
-		cancel()
+		err := e.flush(context.Background()) // each step has its own deadline
 		retry = nil
 		if err != nil {
 			if e.closed.Load() {
@@ -340,12 +332,13 @@ func (e *Engine) leaseLoop() {
 		case <-e.stop:
 			return
 		case <-beat.C:
-			ctx, cancel := context.WithTimeout(context.Background(), 4*e.opt.Timeout)
-			err := e.beat(ctx)
+			err := e.call1(context.Background(), e.beat)
 			if err == nil {
+				// Bounded well inside the lease, which the next tick renews.
+				ctx, cancel := context.WithTimeout(context.Background(), e.opt.NodeTTL/6)
 				err = e.reap(ctx)
+				cancel()
 			}
-			cancel()
 			if err != nil {
 				e.log.Warn("redis heartbeat failed", "err", err)
 			}
@@ -368,7 +361,7 @@ func (e *Engine) beat(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if v == 0 && e.up.Load() && !e.resyncing.Load() {
+	if v == 0 && e.up.Load() {
 		e.log.Info("this node was not known to redis (reaped, or redis lost its data); writing its state again")
 		e.needRestore.Store(true)
 	}
@@ -379,7 +372,13 @@ func (e *Engine) beat(ctx context.Context) error {
 // never blocks long) and sweeps expired inbox entries.
 func (e *Engine) reap(ctx context.Context) error {
 	for range 100 {
+		if ctx.Err() != nil {
+			return nil // the rest next time
+		}
 		r, err := e.run(ctx, "reap", e.cfg.InboxMaxTTL.Milliseconds()).Slice()
+		if ctx.Err() != nil {
+			return nil
+		}
 		if err != nil {
 			return err
 		}
@@ -409,14 +408,12 @@ func (e *Engine) flush(ctx context.Context) error {
 	e.dirtyMu.Unlock()
 	if resync {
 		// The lease first, so that no node reaps this one while it writes.
-		e.resyncing.Store(true)
-		defer e.resyncing.Store(false)
-		err := e.beat(ctx)
+		err := e.call1(ctx, e.beat)
 		if err == nil {
-			err = e.writeWatchers(ctx)
+			err = e.call1(ctx, e.writeWatchers)
 		}
 		if err == nil {
-			err = e.markAll(ctx)
+			err = e.call1(ctx, e.markAll)
 		}
 		if err != nil {
 			e.dirtyMu.Lock()
@@ -440,6 +437,7 @@ func (e *Engine) flush(ctx context.Context) error {
 	clear(e.dirtyTopics)
 	e.dirtyMu.Unlock()
 
+	// What is not written stays pending; what was written stays written.
 	failed := func(err error, us, ts []string) error {
 		e.dirtyMu.Lock()
 		for _, u := range us {
@@ -448,27 +446,32 @@ func (e *Engine) flush(ctx context.Context) error {
 		for _, t := range ts {
 			e.dirtyTopics[t] = struct{}{}
 		}
-		if resync {
-			e.resync = true
-		}
 		e.dirtyMu.Unlock()
 		return err
 	}
 	for len(users) > 0 {
 		n := min(len(users), 256)
-		if err := e.writePresence(ctx, users[:n]); err != nil {
+		if err := e.call1(ctx, func(ctx context.Context) error { return e.writePresence(ctx, users[:n]) }); err != nil {
 			return failed(err, users, topics)
 		}
 		users = users[n:]
 	}
 	for len(topics) > 0 {
 		n := min(len(topics), 256)
-		if err := e.writeTopics(ctx, topics[:n]); err != nil {
+		if err := e.call1(ctx, func(ctx context.Context) error { return e.writeTopics(ctx, topics[:n]) }); err != nil {
 			return failed(err, nil, topics)
 		}
 		topics = topics[n:]
 	}
 	return nil
+}
+
+// call1 runs one step of a longer job with its own deadline (the engine's
+// timeout), so that a large job is bounded per step, not as a whole.
+func (e *Engine) call1(ctx context.Context, f func(context.Context) error) error {
+	cctx, cancel := context.WithTimeout(ctx, e.opt.Timeout)
+	defer cancel()
+	return f(cctx)
 }
 
 // markAll marks every user and topic this node has, or Redis thinks it
@@ -503,26 +506,26 @@ func (e *Engine) markAll(ctx context.Context) error {
 	return nil
 }
 
-// writePresence writes the current local counts of users, one script per
-// lock stripe, holding the stripe from reading the counts until Redis has
-// them.
+// writePresence writes the current local counts of users in one script,
+// holding their lock stripes (taken in index order; Join takes one) from
+// reading the counts until Redis has them.
 func (e *Engine) writePresence(ctx context.Context, users []string) error {
-	byStripe := make(map[int][]string)
+	var held [stripes]bool
 	for _, u := range users {
-		byStripe[e.stripe(u)] = append(byStripe[e.stripe(u)], u)
+		held[e.stripe(u)] = true
 	}
-	for i, us := range byStripe {
-		if err := e.writeStripe(ctx, i, us); err != nil {
-			return err
+	for i := range held {
+		if held[i] {
+			e.umu[i].Lock()
 		}
 	}
-	return nil
-}
-
-func (e *Engine) writeStripe(ctx context.Context, stripe int, users []string) error {
-	mu := &e.umu[stripe]
-	mu.Lock()
-	defer mu.Unlock()
+	defer func() {
+		for i := range held {
+			if held[i] {
+				e.umu[i].Unlock()
+			}
+		}
+	}()
 	args := []any{e.opt.Node, graceMs(e.cfg.PresenceGrace), e.hub.Connections()}
 	for _, u := range users {
 		n, since := e.hub.LocalPresence(u)
@@ -575,37 +578,52 @@ func (e *Engine) writeTopics(ctx context.Context, topics []string) error {
 
 // catchUpAll delivers, for every user with connections here, the stored
 // messages after the last one those connections were given: what was
-// published while the node was cut off. It reports whether it reached
-// every user.
-func (e *Engine) catchUpAll(ctx context.Context) bool {
-	n, failed := 0, 0
+// published while the node was cut off. It asks for 200 users per script.
+func (e *Engine) catchUpAll(ctx context.Context) error {
+	type ask struct{ user, last string }
+	var asks []ask
 	for _, u := range e.hub.LocalUsers() {
-		last, ok := e.hub.CatchUpFrom(u)
-		if !ok {
-			continue
+		if last, ok := e.hub.CatchUpFrom(u); ok {
+			asks = append(asks, ask{u, last})
 		}
-		cctx, cancel := context.WithTimeout(ctx, e.opt.Timeout)
-		blobs, err := e.run(cctx, "after", u, last).StringSlice()
-		cancel()
+	}
+	n := 0
+	for len(asks) > 0 {
+		batch := asks[:min(len(asks), 200)]
+		args := make([]any, 0, 2*len(batch))
+		for _, a := range batch {
+			args = append(args, a.user, a.last)
+		}
+		var r []any
+		err := e.call1(ctx, func(ctx context.Context) error {
+			var err error
+			r, err = e.run(ctx, "after", args...).Slice()
+			return err
+		})
 		if err != nil {
-			failed++
-			continue
+			return fmt.Errorf("catching up: %w", err)
 		}
-		for _, b := range blobs {
-			m, err := gateway.DecodeMessage([]byte(b))
-			if err != nil {
-				continue
+		// Per user: how many messages, then the messages.
+		k := 0
+		for _, a := range batch {
+			if k >= len(r) {
+				return fmt.Errorf("catching up: short reply")
 			}
-			n += e.hub.DeliverLocal([]string{u}, m)
+			cnt := int(num(r[k]))
+			k++
+			for _, b := range r[k:min(k+cnt, len(r))] {
+				if m, err := gateway.DecodeMessage([]byte(str(b))); err == nil {
+					n += e.hub.DeliverLocal([]string{a.user}, m)
+				}
+			}
+			k += cnt
 		}
+		asks = asks[len(batch):]
 	}
 	if n > 0 {
 		e.log.Info("delivered stored messages missed while cut off from redis", "messages", n)
 	}
-	if failed > 0 {
-		e.log.Warn("catching up after a lost subscription failed for some users; retrying", "users", failed)
-	}
-	return failed == 0
+	return nil
 }
 
 func str(v any) string {

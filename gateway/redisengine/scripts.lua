@@ -472,11 +472,17 @@ if n > 0 then ib_tidy(u, now) end
 return n
 
 -- @script after
--- ARGV: P user lastid
--- The user's stored messages after lastid (a node catching up after its
--- subscription was cut).
-local replay = ib_after(ARGV[2], ARGV[3], nowms())
-return replay
+-- ARGV: P (user lastid)...
+-- Each user's stored messages after lastid, as a count and the messages (a
+-- node catching up after it was cut off).
+local now = nowms()
+local out = {}
+for i = 2, #ARGV, 2 do
+  local msgs = ib_after(ARGV[i], ARGV[i + 1], now)
+  out[#out + 1] = #msgs
+  for _, m in ipairs(msgs) do out[#out + 1] = m end
+end
+return out
 
 -- @script beat
 -- ARGV: P node ttl nodetotal
@@ -520,10 +526,12 @@ local remember = tonumber(ARGV[2])
 local now = nowms()
 local budget = 2000
 local dead = redis.call('ZRANGEBYSCORE', key('nodes'), '-inf', now, 'LIMIT', 0, 4)
+local more = 0
+if #dead == 4 then more = 1 end
 for _, node in ipairs(redis.call('HKEYS', key('nconns'))) do
   if not redis.call('ZSCORE', key('nodes'), node) then dead[#dead + 1] = node end
 end
-local removed, users, more = 0, 0, 0
+local removed, users = 0, 0
 for _, node in ipairs(dead) do
   if budget <= 0 then more = 1 break end
   local us = redis.call('SRANDMEMBER', key('nu', node), budget)
