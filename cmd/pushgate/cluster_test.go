@@ -653,3 +653,54 @@ func TestClusterRedisDownEveryPathAnswers(t *testing.T) {
 		t.Fatalf("subscribe after Redis is back: %+v", f)
 	}
 }
+
+// Topic routes follow subscriptions made and dropped with envelope ops on
+// any node: a Publish reaches exactly the current subscribers.
+func TestClusterTopicRoutesFollowSubscriptions(t *testing.T) {
+	r := redistest.Start(t)
+	n := startNodes(t, r, 2)
+	a, b := n[0], n[1]
+	ctx := context.Background()
+	publish := func(body string) int64 {
+		t.Helper()
+		resp, err := a.api.Publish(ctx, &pb.PublishRequest{Topic: "todo:42", Message: jsonMsg(body)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.GetDeliveredConnections()
+	}
+	if got := publish(`0`); got != 0 {
+		t.Fatalf("no subscribers yet: delivered %d", got)
+	}
+	c1 := b.dialEnv(t, "/alice")
+	c2 := b.dialEnv(t, "/bob")
+	for i, c := range []*envClient{c1, c2} {
+		c.send(map[string]any{"op": "subscribe", "topic": "todo:42", "ref": i})
+		if f := c.next(); f.Op != "subscribed" {
+			t.Fatalf("subscribe: %+v", f)
+		}
+	}
+	// Subscribed means routed: a Publish right after the reply reaches both.
+	if got := publish(`1`); got != 2 {
+		t.Fatalf("delivered %d, want 2", got)
+	}
+	for _, c := range []*envClient{c1, c2} {
+		if m := c.nextMessage(); m.Topic != "todo:42" || string(m.Data) != `1` {
+			t.Fatalf("got %+v", m)
+		}
+	}
+	c1.send(map[string]any{"op": "unsubscribe", "topic": "todo:42"})
+	if f := c1.next(); f.Op != "unsubscribed" {
+		t.Fatalf("unsubscribe: %+v", f)
+	}
+	eventually(t, "one subscriber left in the route", func() bool { return publish(`2`) == 1 })
+	c2.c.CloseNow()
+	eventually(t, "the route to be gone", func() bool { return publish(`3`) == 0 })
+	// alice got nothing after she left the topic; a direct send is next.
+	if _, err := a.api.SendToUser(ctx, &pb.SendToUserRequest{UserId: "alice", Message: jsonMsg(`"direct"`)}); err != nil {
+		t.Fatal(err)
+	}
+	if m := c1.nextMessage(); string(m.Data) != `"direct"` {
+		t.Fatalf("alice got %s after unsubscribing, want the direct message", m.Data)
+	}
+}

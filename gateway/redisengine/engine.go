@@ -94,10 +94,7 @@ type Engine struct {
 	// stripe: a write reads the local count and runs its script under it,
 	// so writes reach Redis in the order of the counts they carry.
 	umu [stripes]sync.Mutex
-	tmu [stripes]struct {
-		sync.Mutex
-		known map[string]bool // topics Redis routes to this node; guarded
-	}
+	tmu [stripes]sync.Mutex
 
 	dirtyMu     sync.Mutex
 	dirtyUsers  map[string]struct{} // guarded by dirtyMu
@@ -140,9 +137,6 @@ func New(ctx context.Context, hub *gateway.Hub, rdb redis.UniversalClient, log *
 		dirtyTopics: make(map[string]struct{}),
 		wake:        make(chan struct{}, 1),
 		stop:        make(chan struct{}),
-	}
-	for i := range e.tmu {
-		e.tmu[i].known = make(map[string]bool)
 	}
 	e.nodeChan, e.allChan = e.P+":n:"+opt.Node, e.P+":all"
 	if err := e.parseScripts(); err != nil {

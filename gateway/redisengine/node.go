@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -71,19 +70,16 @@ func (e *Engine) TopicChanged(topic string) {
 	e.kick()
 }
 
-// SubscribeTopic implements gateway.Cluster: the first subscriber of a
-// topic on this node waits until Redis routes the topic here.
+// SubscribeTopic implements gateway.Cluster: a subscriber joined topic on
+// this node; Redis has the node's new count (and so routes the topic here)
+// before it returns.
 func (e *Engine) SubscribeTopic(ctx context.Context, topic string) error {
 	st := &e.tmu[e.stripe(topic)]
 	st.Lock()
 	defer st.Unlock()
-	if st.known[topic] {
-		return nil
-	}
 	if _, err := e.call(ctx, "topics", e.opt.Node, topic, max(e.hub.LocalTopic(topic), 1)); err != nil {
 		return err
 	}
-	st.known[topic] = true
 	return nil
 }
 
@@ -489,12 +485,6 @@ func (e *Engine) markAll(ctx context.Context) error {
 	}
 	users = append(users, e.hub.LocalUsers()...)
 	topics = append(topics, e.hub.LocalTopics()...)
-	for i := range e.tmu {
-		st := &e.tmu[i]
-		st.Lock()
-		clear(st.known)
-		st.Unlock()
-	}
 	e.dirtyMu.Lock()
 	for _, u := range users {
 		e.dirtyUsers[u] = struct{}{}
@@ -544,7 +534,6 @@ func (e *Engine) writePresence(ctx context.Context, users []string) error {
 
 // writeTopics writes the current local subscriber counts of topics.
 func (e *Engine) writeTopics(ctx context.Context, topics []string) error {
-	slices.SortFunc(topics, func(a, b string) int { return e.stripe(a) - e.stripe(b) })
 	var held [stripes]bool
 	for _, t := range topics {
 		held[e.stripe(t)] = true
@@ -562,18 +551,10 @@ func (e *Engine) writeTopics(ctx context.Context, topics []string) error {
 		}
 	}()
 	args := []any{e.opt.Node}
-	counts := make([]int, len(topics))
-	for i, t := range topics {
-		counts[i] = e.hub.LocalTopic(t)
-		args = append(args, t, counts[i])
+	for _, t := range topics {
+		args = append(args, t, e.hub.LocalTopic(t))
 	}
-	if err := e.run(ctx, "topics", args...).Err(); err != nil {
-		return err
-	}
-	for i, t := range topics {
-		e.tmu[e.stripe(t)].known[t] = counts[i] > 0
-	}
-	return nil
+	return e.run(ctx, "topics", args...).Err()
 }
 
 // catchUpAll delivers, for every user with connections here, the stored
