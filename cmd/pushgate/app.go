@@ -209,7 +209,7 @@ func newApp(cfg Config, log *slog.Logger) (*App, error) {
 		fmt.Fprintln(w, "ready")
 	})
 	admin := web.AdminConfig{
-		Hub: a.gw, Node: cfg.NodeName, Errors: recent.Entries, Password: cfg.AdminPassword, Started: time.Now(),
+		Hub: a.gw, Node: cfg.NodeName, Cluster: a.eng != nil, Errors: recent.Entries, Password: cfg.AdminPassword, Started: time.Now(),
 		Counters: func() map[string]float64 {
 			return counters(reg, map[string]string{
 				"pushgate_messages_delivered_total": "delivered",

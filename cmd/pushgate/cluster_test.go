@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"slices"
@@ -702,5 +703,49 @@ func TestClusterTopicRoutesFollowSubscriptions(t *testing.T) {
 	}
 	if m := c1.nextMessage(); string(m.Data) != `"direct"` {
 		t.Fatalf("alice got %s after unsubscribing, want the direct message", m.Data)
+	}
+}
+
+// The admin page's totals and user list are the cluster's.
+func TestClusterAdminShowsTheWholeCluster(t *testing.T) {
+	r := redistest.Start(t)
+	n := startNodes(t, r, 2)
+	n[0].dial(t, "on-a")
+	n[1].dial(t, "on-b")
+	n[1].dial(t, "on-b")
+	get := func(path string, v any) {
+		t.Helper()
+		resp, err := http.Get("http://" + n[0].app.HTTPAddr() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: %s", path, resp.Status)
+		}
+		if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "cluster totals on node A's admin page", func() bool {
+		var st struct {
+			Users, Connections int64
+			Cluster            bool
+		}
+		get("/admin/api/stats", &st)
+		return st.Users == 2 && st.Connections == 3 && st.Cluster
+	})
+	var list struct {
+		Users []struct {
+			UserID      string `json:"user_id"`
+			Connections int
+			Node        string
+		}
+		Total int64 `json:"total_users"`
+	}
+	get("/admin/api/users", &list)
+	if list.Total != 2 || len(list.Users) != 2 || list.Users[0].UserID != "on-a" || list.Users[1].UserID != "on-b" ||
+		list.Users[1].Connections != 2 || list.Users[0].Node != "" {
+		t.Fatalf("admin users: %+v", list)
 	}
 }

@@ -35,6 +35,7 @@ type AdminHub interface {
 type AdminConfig struct {
 	Hub      AdminHub
 	Node     string                    // this node's name, shown with each user
+	Cluster  bool                      // Hub answers for many nodes (Redis engine): users are not shown with a node
 	Errors   func() []LogEntry         // recent warnings and errors
 	Password string                    // HTTP Basic password (user "admin"); "" with no API key check: open
 	APIKey   func(key string) bool     // accepts "Authorization: Bearer <API key>"; nil: not accepted
@@ -57,6 +58,7 @@ func AdminHandler(cfg AdminConfig) http.Handler {
 	mux.HandleFunc("GET /admin/api/stats", func(w http.ResponseWriter, r *http.Request) {
 		out := map[string]any{
 			"node":        cfg.Node,
+			"cluster":     cfg.Cluster,
 			"users":       cfg.Hub.Users(),
 			"connections": cfg.Hub.Connections(),
 			"inbox":       cfg.Hub.Inboxed(),
@@ -93,8 +95,12 @@ func AdminHandler(cfg AdminConfig) http.Handler {
 			Next  string `json:"next,omitempty"`
 			Total int64  `json:"total_users"`
 		}{Users: []user{}, Total: page.TotalUsers}
+		node := cfg.Node
+		if cfg.Cluster {
+			node = ""
+		}
 		for _, u := range page.Users {
-			out.Users = append(out.Users, user{u.UserID, u.Connections, u.Since, cfg.Node})
+			out.Users = append(out.Users, user{u.UserID, u.Connections, u.Since, node})
 		}
 		if page.More && len(page.Users) > 0 {
 			out.Next = page.Users[len(page.Users)-1].UserID
