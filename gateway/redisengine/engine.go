@@ -5,11 +5,11 @@
 // it is atomic: a message gets its id, goes into the inbox and is published
 // to the nodes holding its users in one step, and ids grow in the order the
 // scripts run. Each node subscribes to its own channel (messages for its
-// users and topics, kicks), to the broadcast channel and to the event
-// channel, and delivers what it receives in order. So every connection of a
-// user, whatever its node, gets the user's messages in id order, and a
-// connection that joins (one script: presence + replay) misses nothing and
-// gets nothing twice.
+// users and topics, kicks, and events when it has WatchEvents streams) and
+// to the broadcast channel, and delivers what it receives in order. So
+// every connection of a user, whatever its node, gets the user's messages in
+// id order, and a connection that joins (one script: presence + replay)
+// misses nothing and gets nothing twice.
 //
 // All keys share one Redis Cluster hash tag ({prefix}), so the engine runs
 // on a single Redis, Sentinel or a Cluster (where one slot holds them).

@@ -100,8 +100,8 @@ func (e *Engine) Ack(ctx context.Context, userID, connID string, ids []string, i
 	return err
 }
 
-// wireEvent is an event on the event channel (scripts.lua writes the
-// first six fields).
+// wireEvent is an event for WatchEvents: "E" and this JSON on a node's
+// channel (scripts.lua writes the first six fields).
 type wireEvent struct {
 	Kind     gateway.EventKind `json:"k"`
 	User     string            `json:"u"`
