@@ -749,3 +749,44 @@ func TestClusterAdminShowsTheWholeCluster(t *testing.T) {
 		t.Fatalf("admin users: %+v", list)
 	}
 }
+
+// The engine over Redis Sentinel (--redis-master-name) and over a Redis
+// Cluster (--redis-cluster; pushgate's keys share one slot): nodes route
+// sends, topics and presence as over a single Redis.
+func TestClusterOverSentinelAndRedisCluster(t *testing.T) {
+	check := func(t *testing.T, args ...string) {
+		n := startNodes2(t, 2, args...)
+		ctx := context.Background()
+		c := n[1].dialQuery(t, "m1", "topics=store:1")
+		eventually(t, "m1 online on both nodes", func() bool { return n[0].online(t, "m1") == 1 })
+		resp, err := n[0].api.SendToUser(ctx, &pb.SendToUserRequest{UserId: "m1", Message: &pb.Message{Payload: &pb.Message_Json{Json: `{"n":1}`}, Ttl: durationpb.New(time.Minute)}})
+		if err != nil || resp.GetDeliveredConnections() != 1 || !resp.GetStored() {
+			t.Fatalf("SendToUser = %v, %v", resp, err)
+		}
+		c.expect(`{"n":1}`)
+		p, err := n[0].api.Publish(ctx, &pb.PublishRequest{Topic: "store:1", Message: jsonMsg(`{"n":2}`)})
+		if err != nil || p.GetDeliveredConnections() != 1 {
+			t.Fatalf("Publish = %v, %v", p, err)
+		}
+		c.expect(`{"n":2}`)
+	}
+	t.Run("sentinel", func(t *testing.T) {
+		master := redistest.Start(t)
+		sentinel := redistest.StartSentinel(t, master)
+		check(t, "--redis-url", "redis://"+sentinel+"/0", "--redis-master-name", "mymaster")
+	})
+	t.Run("cluster", func(t *testing.T) {
+		addrs := redistest.StartCluster(t)
+		check(t, "--redis-url", "redis://"+strings.Join(addrs, ","), "--redis-cluster")
+	})
+}
+
+// startNodes2 starts n nodes with the Redis engine and the given flags.
+func startNodes2(t *testing.T, n int, args ...string) []*testServer {
+	t.Helper()
+	nodes := make([]*testServer, n)
+	for i := range nodes {
+		nodes[i] = startServer(t, append([]string{"--engine", "redis"}, args...)...)
+	}
+	return nodes
+}
