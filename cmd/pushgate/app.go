@@ -206,6 +206,12 @@ func newApp(cfg Config, log *slog.Logger) (*App, error) {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
 			return
 		}
+		if a.eng != nil && !a.eng.Up() {
+			// New connections and calls would fail here: let the load
+			// balancer send them to a node that reaches Redis.
+			http.Error(w, "not ready: redis unreachable", http.StatusServiceUnavailable)
+			return
+		}
 		fmt.Fprintln(w, "ready")
 	})
 	admin := web.AdminConfig{
@@ -428,6 +434,9 @@ func (a *App) Serve(ctx context.Context) error {
 	}()
 	a.ready.Store(true)
 	a.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	if a.eng != nil {
+		go a.followRedis(ctx)
+	}
 	scheme := "http://"
 	if a.cfg.HTTPTLSCert != "" {
 		scheme = "https://"
@@ -518,4 +527,28 @@ var redisLogOnce sync.Once
 
 func (l redisLog) Printf(ctx context.Context, format string, v ...any) {
 	l.log.DebugContext(ctx, "redis client: "+fmt.Sprintf(format, v...))
+}
+
+// followRedis makes gRPC health follow the Redis engine: NOT_SERVING while
+// the node cannot reach Redis (calls would answer UNAVAILABLE), SERVING
+// again when it can. Shutdown's NOT_SERVING is final (health.Server).
+func (a *App) followRedis(ctx context.Context) {
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	up := true
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if now := a.eng.Up(); now != up {
+			up = now
+			st := healthpb.HealthCheckResponse_NOT_SERVING
+			if up {
+				st = healthpb.HealthCheckResponse_SERVING
+			}
+			a.health.SetServingStatus("", st)
+		}
+	}
 }

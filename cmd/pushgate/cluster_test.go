@@ -12,6 +12,7 @@ import (
 
 	"github.com/coder/websocket"
 	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -638,7 +639,29 @@ func TestClusterRedisDownEveryPathAnswers(t *testing.T) {
 		}
 	}
 
+	ready := func() int {
+		resp, err := http.Get("http://" + s.app.HTTPAddr() + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	health := func() healthpb.HealthCheckResponse_ServingStatus {
+		resp, err := healthpb.NewHealthClient(s.cc).Check(ctx, &healthpb.HealthCheckRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.GetStatus()
+	}
+	eventually(t, "not ready while Redis is down", func() bool {
+		return ready() == http.StatusServiceUnavailable && health() == healthpb.HealthCheckResponse_NOT_SERVING
+	})
+
 	r.Restart()
+	eventually(t, "ready again", func() bool {
+		return ready() == http.StatusOK && health() == healthpb.HealthCheckResponse_SERVING
+	})
 	eventually(t, "the node to be back", func() bool {
 		_, err := s.api.ListOnline(ctx, &pb.ListOnlineRequest{})
 		return err == nil && s.online(t, "m1") == 1

@@ -36,6 +36,7 @@ func TestMain(m *testing.M) {
 // on free loopback ports.
 type testServer struct {
 	app    *App
+	cc     *grpc.ClientConn
 	api    pb.PushServiceClient
 	cancel context.CancelFunc
 	done   chan error
@@ -90,7 +91,7 @@ func startServer(t testing.TB, args ...string) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.api = pb.NewPushServiceClient(cc)
+	s.cc, s.api = cc, pb.NewPushServiceClient(cc)
 	t.Cleanup(func() {
 		cc.Close()
 		s.stop(t)

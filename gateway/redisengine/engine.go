@@ -217,6 +217,9 @@ func (e *Engine) parseScripts() error {
 	return nil
 }
 
+// Up reports whether the node's Redis subscription is up (it can serve).
+func (e *Engine) Up() bool { return e.up.Load() }
+
 // Node returns this node's name in Redis.
 func (e *Engine) Node() string { return e.opt.Node }
 
