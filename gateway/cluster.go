@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"slices"
 	"time"
 )
 
@@ -166,26 +165,15 @@ func (h *Hub) CatchUpFrom(userID string) (last string, ok bool) {
 // messages newer than the join are queued in that order.
 func (h *Hub) registerCluster(c *Conn, lastID, epoch string, resume bool) error {
 	s := h.shard(c.userID)
-	s.mu.Lock()
-	p := s.users[c.userID]
-	if p != nil && h.cfg.MaxConnsPerUser > 0 && len(p.conns) >= h.cfg.MaxConnsPerUser {
-		s.mu.Unlock()
-		return errUserLimit
-	}
-	if p == nil {
-		p = &presence{}
-		s.users[c.userID] = p
-		h.users.Add(1)
-	}
 	c.mu.Lock()
-	c.joining = true
+	c.joining = true // before it is in the registry: every push is held
 	c.mu.Unlock()
-	p.conns = append(p.conns, c)
-	h.conns.Add(1)
-	if c.envelope {
-		h.envs.Add(1)
-	}
+	s.mu.Lock()
+	_, err := h.addConnLocked(s, c)
 	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.WriteTimeout)
 	j, err := h.cl.Join(ctx, JoinRequest{UserID: c.userID, ConnID: c.idString(), LastID: lastID, Epoch: epoch, Resume: resume})
@@ -259,26 +247,11 @@ func (h *Hub) registerCluster(c *Conn, lastID, epoch string, resume bool) error 
 func (h *Hub) removeCluster(c *Conn) {
 	s := h.shard(c.userID)
 	s.mu.Lock()
-	p := s.users[c.userID]
-	i := -1
-	if p != nil {
-		i = slices.Index(p.conns, c)
-	}
-	if i < 0 {
-		s.mu.Unlock()
-		return
-	}
-	p.conns = slices.Delete(p.conns, i, i+1)
-	h.conns.Add(-1)
-	if c.envelope {
-		h.envs.Add(-1)
-	}
-	if len(p.conns) == 0 {
-		delete(s.users, c.userID)
-		h.users.Add(-1)
-	}
+	removed, _ := h.removeConnLocked(s, c)
 	s.mu.Unlock()
-	h.cl.PresenceChanged(c.userID)
+	if removed {
+		h.cl.PresenceChanged(c.userID)
+	}
 }
 
 // DeliverLocal queues m on the connections of userIDs on this node, once

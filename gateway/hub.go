@@ -232,26 +232,18 @@ func (h *Hub) register(c *Conn, lastID, epoch string, resume bool) error {
 	s := h.shard(c.userID)
 	now := time.Now()
 	s.mu.Lock()
-	p := s.users[c.userID]
-	if p != nil && h.cfg.MaxConnsPerUser > 0 && len(p.conns) >= h.cfg.MaxConnsPerUser {
+	first, err := h.addConnLocked(s, c)
+	if err != nil {
 		s.mu.Unlock()
-		return errUserLimit
+		return err
 	}
-	if p == nil {
-		p = &presence{}
-		s.users[c.userID] = p
-		h.users.Add(1)
+	if first {
 		if t, ok := s.leaving[c.userID]; ok {
 			t.Stop() // back within the grace: no offline, no online
 			delete(s.leaving, c.userID)
 		} else {
 			h.emit(Event{Kind: EventUserOnline, UserID: c.userID, ConnID: c.idString(), Time: now})
 		}
-	}
-	p.conns = append(p.conns, c)
-	h.conns.Add(1)
-	if c.envelope {
-		h.envs.Add(1)
 	}
 
 	var replay []*Message
@@ -298,6 +290,51 @@ func (h *Hub) register(c *Conn, lastID, epoch string, resume bool) error {
 	return nil
 }
 
+// addConnLocked adds c to its user's connections on this node, within
+// MaxConnsPerUser; s is c's shard, locked. first: the user had none here.
+func (h *Hub) addConnLocked(s *shard, c *Conn) (first bool, err error) {
+	p := s.users[c.userID]
+	if p != nil && h.cfg.MaxConnsPerUser > 0 && len(p.conns) >= h.cfg.MaxConnsPerUser {
+		return false, errUserLimit
+	}
+	if p == nil {
+		p = &presence{}
+		s.users[c.userID] = p
+		h.users.Add(1)
+	}
+	p.conns = append(p.conns, c)
+	h.conns.Add(1)
+	if c.envelope {
+		h.envs.Add(1)
+	}
+	return len(p.conns) == 1, nil
+}
+
+// removeConnLocked takes c out of its user's connections on this node; s
+// is c's shard, locked. removed: c was there; last: it was the user's last
+// connection here.
+func (h *Hub) removeConnLocked(s *shard, c *Conn) (removed, last bool) {
+	p := s.users[c.userID]
+	if p == nil {
+		return false, false
+	}
+	i := slices.Index(p.conns, c)
+	if i < 0 {
+		return false, false
+	}
+	p.conns = slices.Delete(p.conns, i, i+1)
+	h.conns.Add(-1)
+	if c.envelope {
+		h.envs.Add(-1)
+	}
+	if len(p.conns) > 0 {
+		return true, false
+	}
+	delete(s.users, c.userID)
+	h.users.Add(-1)
+	return true, true
+}
+
 // remove takes c out of the registry and its topics; calling it again is a
 // no-op. Called once c is closing.
 func (h *Hub) remove(c *Conn) {
@@ -316,24 +353,9 @@ func (h *Hub) remove(c *Conn) {
 	s := h.shard(c.userID)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	p := s.users[c.userID]
-	if p == nil {
+	if removed, last := h.removeConnLocked(s, c); !removed || !last {
 		return
 	}
-	i := slices.Index(p.conns, c)
-	if i < 0 {
-		return
-	}
-	p.conns = slices.Delete(p.conns, i, i+1)
-	h.conns.Add(-1)
-	if c.envelope {
-		h.envs.Add(-1)
-	}
-	if len(p.conns) > 0 {
-		return
-	}
-	delete(s.users, c.userID)
-	h.users.Add(-1)
 	userID := c.userID
 	if h.cfg.PresenceGrace < 0 {
 		h.emit(Event{Kind: EventUserOffline, UserID: userID})

@@ -23,11 +23,7 @@ import (
 // startNodes starts n pushgate nodes sharing the Redis r.
 func startNodes(t *testing.T, r *redistest.Server, n int, args ...string) []*testServer {
 	t.Helper()
-	nodes := make([]*testServer, n)
-	for i := range nodes {
-		nodes[i] = startServer(t, append([]string{"--engine", "redis", "--redis-url", r.URL()}, args...)...)
-	}
-	return nodes
+	return startEngineNodes(t, n, append([]string{"--redis-url", r.URL()}, args...)...)
 }
 
 // listAll pages through ListOnline with the given page size and returns
@@ -279,7 +275,7 @@ func TestClusterNodeKilledUsersLeaveAndResumeElsewhere(t *testing.T) {
 	for i := range clients {
 		clients[i] = dialEnv(t, fmt.Sprintf("ws://%s/ws/k%d", victim.httpAddr, i))
 	}
-	stay := b.dial(t, "stays")
+	b.dial(t, "stays")
 	send := func(u string, n int) *pb.SendToUserResponse {
 		t.Helper()
 		resp, err := b.api.SendToUser(ctx, &pb.SendToUserRequest{UserId: u, Message: &pb.Message{Payload: &pb.Message_Json{Json: fmt.Sprintf(`{"n":%d}`, n)}, Ttl: ttl}})
@@ -338,7 +334,6 @@ func TestClusterNodeKilledUsersLeaveAndResumeElsewhere(t *testing.T) {
 			}
 		}
 	}
-	_ = stay
 }
 
 // Must-show 3: Redis restarted (its data gone) in the middle of a stream of
@@ -778,7 +773,7 @@ func TestClusterAdminShowsTheWholeCluster(t *testing.T) {
 // sends, topics and presence as over a single Redis.
 func TestClusterOverSentinelAndRedisCluster(t *testing.T) {
 	check := func(t *testing.T, args ...string) {
-		n := startNodes2(t, 2, args...)
+		n := startEngineNodes(t, 2, args...)
 		ctx := context.Background()
 		c := n[1].dialQuery(t, "m1", "topics=store:1")
 		eventually(t, "m1 online on both nodes", func() bool { return n[0].online(t, "m1") == 1 })
@@ -804,8 +799,8 @@ func TestClusterOverSentinelAndRedisCluster(t *testing.T) {
 	})
 }
 
-// startNodes2 starts n nodes with the Redis engine and the given flags.
-func startNodes2(t *testing.T, n int, args ...string) []*testServer {
+// startEngineNodes starts n nodes with the Redis engine and the given flags.
+func startEngineNodes(t *testing.T, n int, args ...string) []*testServer {
 	t.Helper()
 	nodes := make([]*testServer, n)
 	for i := range nodes {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -500,22 +501,7 @@ func (e *Engine) markAll(ctx context.Context) error {
 // holding their lock stripes (taken in index order; Join takes one) from
 // reading the counts until Redis has them.
 func (e *Engine) writePresence(ctx context.Context, users []string) error {
-	var held [stripes]bool
-	for _, u := range users {
-		held[e.stripe(u)] = true
-	}
-	for i := range held {
-		if held[i] {
-			e.umu[i].Lock()
-		}
-	}
-	defer func() {
-		for i := range held {
-			if held[i] {
-				e.umu[i].Unlock()
-			}
-		}
-	}()
+	defer e.lockStripes(&e.umu, users)()
 	args := []any{e.opt.Node, graceMs(e.cfg.PresenceGrace), e.hub.Connections()}
 	for _, u := range users {
 		n, since := e.hub.LocalPresence(u)
@@ -532,24 +518,31 @@ func (e *Engine) writePresence(ctx context.Context, users []string) error {
 	return nil
 }
 
-// writeTopics writes the current local subscriber counts of topics.
-func (e *Engine) writeTopics(ctx context.Context, topics []string) error {
+// lockStripes locks the stripes of keys in index order (Join and
+// SubscribeTopic take one each, so this cannot deadlock with them) and
+// returns the function that unlocks them.
+func (e *Engine) lockStripes(mus *[stripes]sync.Mutex, keys []string) (unlock func()) {
 	var held [stripes]bool
-	for _, t := range topics {
-		held[e.stripe(t)] = true
+	for _, k := range keys {
+		held[e.stripe(k)] = true
 	}
 	for i := range held {
 		if held[i] {
-			e.tmu[i].Lock()
+			mus[i].Lock()
 		}
 	}
-	defer func() {
+	return func() {
 		for i := range held {
 			if held[i] {
-				e.tmu[i].Unlock()
+				mus[i].Unlock()
 			}
 		}
-	}()
+	}
+}
+
+// writeTopics writes the current local subscriber counts of topics.
+func (e *Engine) writeTopics(ctx context.Context, topics []string) error {
+	defer e.lockStripes(&e.tmu, topics)()
 	args := []any{e.opt.Node}
 	for _, t := range topics {
 		args = append(args, t, e.hub.LocalTopic(t))

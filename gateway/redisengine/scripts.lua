@@ -246,6 +246,18 @@ local function offline_due(now, limit)
   return #us
 end
 
+-- drop_node removes what is left of a node once its users are gone: its
+-- topic routes, counts, watchers and lease.
+local function drop_node(node)
+  for _, t in ipairs(redis.call('SMEMBERS', key('nt', node))) do
+    redis.call('HDEL', key('t', t), node)
+  end
+  redis.call('DEL', key('nu', node), key('nt', node))
+  redis.call('HDEL', key('nconns'), node)
+  redis.call('HDEL', key('w'), node)
+  redis.call('ZREM', key('nodes'), node)
+end
+
 -- userconns returns the user's connections on live nodes and the oldest since.
 local function userconns(u, now)
   local hv = redis.call('HGETALL', key('c', u))
@@ -506,13 +518,7 @@ local now = nowms()
 for _, u in ipairs(redis.call('SMEMBERS', key('nu', node))) do
   setpresence(node, u, 0, 0, grace, now)
 end
-for _, t in ipairs(redis.call('SMEMBERS', key('nt', node))) do
-  redis.call('HDEL', key('t', t), node)
-end
-redis.call('DEL', key('nu', node), key('nt', node))
-redis.call('HDEL', key('nconns'), node)
-redis.call('HDEL', key('w'), node)
-redis.call('ZREM', key('nodes'), node)
+drop_node(node)
 return 0
 
 -- @script reap
@@ -543,13 +549,7 @@ for _, node in ipairs(dead) do
   if redis.call('SCARD', key('nu', node)) > 0 then
     more = 1
   else
-    for _, t in ipairs(redis.call('SMEMBERS', key('nt', node))) do
-      redis.call('HDEL', key('t', t), node)
-    end
-    redis.call('DEL', key('nu', node), key('nt', node))
-    redis.call('HDEL', key('nconns'), node)
-    redis.call('HDEL', key('w'), node)
-    redis.call('ZREM', key('nodes'), node)
+    drop_node(node)
     removed = removed + 1
   end
 end

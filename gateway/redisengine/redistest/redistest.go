@@ -33,13 +33,7 @@ func Start(t testing.TB) *Server {
 		}
 		t.Skip("redis-server not found; `make deps` installs it")
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	s := &Server{t: t, Port: port}
+	s := &Server{t: t, Port: freePort(t)}
 	s.Restart()
 	t.Cleanup(s.Kill)
 	return s
@@ -70,21 +64,7 @@ func (s *Server) Restart() {
 	if err := s.cmd.Start(); err != nil {
 		s.t.Fatal(err)
 	}
-	c := redis.NewClient(&redis.Options{Addr: s.Addr()})
-	defer c.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		err := c.Ping(ctx).Err()
-		cancel()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			s.t.Fatalf("redis-server on %s did not answer: %v", s.Addr(), err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitPing(s.t, s.Addr())
 }
 
 // Client returns a client of the server, closed at the end of the test.
@@ -105,30 +85,14 @@ func (s *Server) Stats(ctx context.Context) (cmds, in, out int64, err error) {
 	}
 	get := func(k string) int64 {
 		var v int64
-		for _, line := range splitLines(info) {
-			if n, _ := fmt.Sscanf(line, k+":%d", &v); n == 1 {
+		for _, line := range strings.Split(info, "\n") {
+			if n, _ := fmt.Sscanf(strings.TrimSuffix(line, "\r"), k+":%d", &v); n == 1 {
 				return v
 			}
 		}
 		return -1
 	}
 	return get("total_commands_processed"), get("total_net_input_bytes"), get("total_net_output_bytes"), nil
-}
-
-func splitLines(s string) []string {
-	var out []string
-	start := 0
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\n' {
-			line := s[start:i]
-			if len(line) > 0 && line[len(line)-1] == '\r' {
-				line = line[:len(line)-1]
-			}
-			out = append(out, line)
-			start = i + 1
-		}
-	}
-	return out
 }
 
 func freePort(t testing.TB) int {
