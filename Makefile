@@ -51,8 +51,14 @@ lint: tools
 
 test: lint check-generated deps test-go test-js
 
+# The shared suites (end-to-end, delivery, envelope, hostile input, ops)
+# run once per engine: memory with everything else, then Redis, each server
+# on a redis-server of its own. The cluster tests, the soak and the deploy
+# and example checks choose their engine themselves.
+REDIS_SUITES_SKIP := Cluster|Soak|BackendExamples|Deploy
 test-go:
 	$(GO) test -race -count=1 -timeout 20m ./...
+	PUSHGATE_TEST_ENGINE=redis $(GO) test -race -count=1 -timeout 20m -skip '$(REDIS_SUITES_SKIP)' ./cmd/pushgate/
 
 # The JavaScript client and the pages, against the real binary, in Node and
 # headless Chromium. Screenshots land in test-artifacts/.
@@ -60,6 +66,7 @@ JS := gateway/web/js
 test-js: e2e-binary deps
 	cd $(JS) && npm ci --no-audit --no-fund --loglevel=error
 	cd $(JS) && node --test --test-concurrency=1 test/*.test.mjs
+	cd $(JS) && PUSHGATE_TEST_ENGINE=redis node --test --test-concurrency=1 test/*.test.mjs
 
 e2e-binary:
 	$(GO) build -o .tools/pushgate-e2e ./cmd/pushgate

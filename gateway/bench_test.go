@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log"
-	"log/slog"
 	"net"
 	"net/http"
 	"runtime"
@@ -17,7 +16,6 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -225,7 +223,7 @@ var (
 func newPipeHarness(tb testing.TB, cfg Config, n int, opts pipeOptions) *pipeHarness {
 	tb.Helper()
 	h := &pipeHarness{
-		hub:     NewHub(cfg, slog.New(slog.DiscardHandler), prometheus.NewRegistry()),
+		hub:     newTestHub(tb, cfg),
 		ln:      newPipeListener(),
 		served:  make(chan error, 1),
 		opts:    opts,
@@ -457,8 +455,11 @@ func (h *pipeHarness) close(tb testing.TB) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := h.hub.Shutdown(ctx, 0); err != nil { // stops the hub's own goroutine
+	if err := h.hub.Shutdown(ctx, 0); err != nil {
 		tb.Errorf("Hub.Shutdown: %v", err)
+	}
+	if err := h.hub.Engine().Close(ctx); err != nil { // stops the engine's goroutine
+		tb.Errorf("Engine.Close: %v", err)
 	}
 	_ = h.srv.Close()
 	if err := <-h.served; err != http.ErrServerClosed {
@@ -469,7 +470,7 @@ func (h *pipeHarness) close(tb testing.TB) {
 		"pushgate/gateway.(*Hub).ServeHTTP(",
 		"pushgate/gateway.(*Conn).",
 		"pushgate/gateway.(*pipeHarness).read(",
-		fmt.Sprintf("pushgate/gateway.(*Hub).expireLoop(%p", h.hub),
+		fmt.Sprintf("pushgate/gateway.(*memoryEngine).expireLoop(%p", h.hub.Engine()),
 	)
 }
 
@@ -515,17 +516,20 @@ func TestPipeHarness(t *testing.T) {
 	ctx := context.Background()
 
 	h.expectTotal(n)
-	sent, err := h.hub.Broadcast(ctx, &Message{Kind: KindJSON, Data: benchPayload}, nil)
-	if err != nil || sent != n {
-		t.Fatalf("Broadcast = %d, %v; want %d, nil", sent, err, n)
+	sent, err := h.hub.Engine().Broadcast(ctx, Push{Kind: KindJSON, Data: benchPayload}, nil)
+	if err != nil || sent.Connections != n {
+		t.Fatalf("Broadcast = %d, %v; want %d, nil", sent.Connections, err, n)
 	}
 	h.wait(t)
 
 	one := []byte(`{"to":"u7"}`)
 	h.expectTotal(n + 1)
-	d, err := h.hub.SendToUser(ctx, "u7", &Message{Kind: KindJSON, Data: one})
-	if err != nil || d.UserID != "u7" || !d.Online || d.Delivered != 1 {
-		t.Fatalf("SendToUser = %+v, %v", d, err)
+	r, err := h.hub.Engine().SendToUsers(ctx, []string{"u7"}, Push{Kind: KindJSON, Data: one})
+	if err != nil || len(r.Users) != 1 {
+		t.Fatalf("SendToUsers = %+v, %v", r, err)
+	}
+	if d := r.Users[0]; d.UserID != "u7" || !d.Online || d.Delivered != 1 {
+		t.Fatalf("SendToUsers = %+v", d)
 	}
 	h.wait(t)
 
@@ -552,9 +556,9 @@ func TestPipeHarnessEnvelope(t *testing.T) {
 	defer h.close(t)
 
 	h.expectTotal(n)
-	m := &Message{Type: "bench", Kind: KindJSON, Data: benchPayload}
-	if sent, err := h.hub.Broadcast(context.Background(), m, nil); err != nil || sent != n {
-		t.Fatalf("Broadcast = %d, %v; want %d, nil", sent, err, n)
+	m, err := h.hub.Engine().Broadcast(context.Background(), Push{Type: "bench", Kind: KindJSON, Data: benchPayload}, nil)
+	if err != nil || m.Connections != n {
+		t.Fatalf("Broadcast = %d, %v; want %d, nil", m.Connections, err, n)
 	}
 	h.wait(t)
 	want := []byte(`{"op":"message","id":"` + m.ID + `","type":"bench","broadcast":true,"ts":`)
@@ -607,7 +611,7 @@ func TestPipeHarnessWriteDeadline(t *testing.T) {
 	}
 
 	h.expectTotal(2)
-	if _, err := h.hub.Broadcast(ctx, &Message{Kind: KindJSON, Data: benchPayload}, nil); err != nil {
+	if _, err := h.hub.Engine().Broadcast(ctx, Push{Kind: KindJSON, Data: benchPayload}, nil); err != nil {
 		t.Fatal(err)
 	}
 	h.wait(t)
@@ -650,16 +654,15 @@ func withHarness(b *testing.B, name string, n int, envelope bool, bench func(b *
 	}
 }
 
-// newBenchMessage returns a new push of benchPayload. Every send needs its
-// own Message: the hub stamps it with an id and a time.
-func newBenchMessage() *Message {
-	return &Message{Type: "bench", Kind: KindJSON, Data: benchPayload}
+// newBenchMessage returns a push of benchPayload.
+func newBenchMessage() Push {
+	return Push{Type: "bench", Kind: KindJSON, Data: benchPayload}
 }
 
 // benchMessages returns n new messages, made before a benchmark's loop so
 // that its allocation counts are the hub's alone.
-func benchMessages(n int) []*Message {
-	ms := make([]*Message, n)
+func benchMessages(n int) []Push {
+	ms := make([]Push, n)
 	for i := range ms {
 		ms[i] = newBenchMessage()
 	}
@@ -673,7 +676,7 @@ func warm(b *testing.B, h *pipeHarness, k int) {
 	n := int64(len(h.clients))
 	for range k {
 		h.expectTotal(h.got.Load() + n)
-		if _, err := h.hub.Broadcast(context.Background(), newBenchMessage(), nil); err != nil {
+		if _, err := h.hub.Engine().Broadcast(context.Background(), newBenchMessage(), nil); err != nil {
 			b.Fatal(err)
 		}
 		h.wait(b)
@@ -730,11 +733,11 @@ func benchmarkFanout(b *testing.B, envelope bool) {
 				h.waitIdle(b)
 				h.expectTotal(base + int64(i+1)*int64(n))
 				start := time.Now()
-				sent, _ := h.hub.Broadcast(ctx, msgs[i], nil)
+				sent, _ := h.hub.Engine().Broadcast(ctx, msgs[i], nil)
 				h.wait(b)
 				timed += time.Since(start)
-				if sent != int64(n) {
-					b.Fatalf("Broadcast queued on %d connections, want %d", sent, n)
+				if sent.Connections != int64(n) {
+					b.Fatalf("Broadcast queued on %d connections, want %d", sent.Connections, n)
 				}
 			}
 			b.StopTimer()
@@ -763,10 +766,10 @@ func BenchmarkFanoutEnqueue(b *testing.B) {
 				h.waitIdle(b)
 				h.expectTotal(base + int64(i+1)*int64(n))
 				start := time.Now()
-				sent, _ := h.hub.Broadcast(ctx, msgs[i], nil)
+				sent, _ := h.hub.Engine().Broadcast(ctx, msgs[i], nil)
 				timed += time.Since(start)
-				if sent != int64(n) {
-					b.Fatalf("Broadcast queued on %d connections, want %d", sent, n)
+				if sent.Connections != int64(n) {
+					b.Fatalf("Broadcast queued on %d connections, want %d", sent.Connections, n)
 				}
 				h.wait(b)
 			}
@@ -794,7 +797,8 @@ func BenchmarkSendToUser(b *testing.B) {
 		h.waitIdle(b)
 		h.expectTotal(base + int64(i+1))
 		start := time.Now()
-		d, _ := h.hub.SendToUser(ctx, user, msgs[i])
+		r, _ := h.hub.Engine().SendToUsers(ctx, []string{user}, msgs[i])
+		d := r.Users[0]
 		h.wait(b)
 		timed += time.Since(start)
 		if d.Delivered != 1 {

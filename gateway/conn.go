@@ -54,10 +54,7 @@ type Conn struct {
 
 	// Guarded by mu.
 	mu      sync.Mutex
-	queue   []frame   // frames waiting for the write loop
-	spare   []frame   // the write loop's last batch, reused as the next queue
-	queued  int       // bytes in queue
-	since   time.Time // when the oldest queued frame was queued
+	q       sendQueue // frames waiting for the write loop (and held while joining)
 	ready   bool      // the handshake is done; until then frames only queue
 	writing bool      // a write loop goroutine is running (or finishing the close)
 	closing bool      // set once: no more enqueues; reason says why
@@ -67,12 +64,12 @@ type Conn struct {
 	topics  map[string]struct{} // subscriptions (the registry is in Hub.topicShards)
 	rules   []string            // topics this connection may join (from its token); nil: any
 
-	// Cluster engine only.
-	joining bool       // guarded by mu: registered, waiting for the cluster's replay; pushes are held
-	pending []*Message // guarded by mu: held while joining
+	// The join protocol (Hub.register, doc.go).
+	joining bool       // guarded by mu: registered, waiting for the engine's replay; pushes are held
+	pending []*Message // guarded by mu: held while joining, counted in q's caps
 	last    string     // guarded by the user's shard mu: the highest stored message id queued (or replayed)
 	joinSeq string     // guarded by the user's shard mu: the last id handed out when the connection joined
-	epoch   string     // guarded by the user's shard mu: the cluster epoch it joined in
+	epoch   string     // guarded by the user's shard mu: the engine epoch it joined in
 
 	// Owned by the read loop.
 	upstream *limit.Bucket // made on the first frame; nil when unlimited
@@ -85,14 +82,62 @@ type enqueueResult uint8
 
 const (
 	queued     enqueueResult = iota
+	held                     // the connection is joining: held until its replay is queued (Hub.register)
 	closing                  // the connection is closing; dropped
 	overflowed               // over the queue caps: the caller must closeWith(CloseSlowConsumer)
 )
 
+// sendQueue is a connection's queue of frames for its write loop, within
+// the caps QueueMessages and QueueBytes. Guarded by the connection's mu.
+type sendQueue struct {
+	frames []frame
+	spare  []frame   // the write loop's last batch, reused as the next queue
+	bytes  int       // payload bytes in frames (and held while joining)
+	since  time.Time // when the oldest queued frame was queued
+}
+
+// fits reports whether a frame of size bytes may join n frames already
+// waiting: a frame is always accepted when nothing waits, whatever its size.
+func (q *sendQueue) fits(n, size int, cfg *Config) bool {
+	return n == 0 || n < cfg.QueueMessages && q.bytes+size <= cfg.QueueBytes
+}
+
+// add appends f with no cap check.
+func (q *sendQueue) add(f frame) {
+	if len(q.frames) == 0 {
+		q.since = time.Now()
+	}
+	q.frames = append(q.frames, f)
+	q.bytes += f.size()
+}
+
+// take hands the queued frames to the write loop and starts an empty queue.
+func (q *sendQueue) take() (batch []frame, since time.Time) {
+	batch, since = q.frames, q.since
+	q.frames, q.spare, q.bytes = q.spare[:0], nil, 0
+	return batch, since
+}
+
+// reuse gives a written batch's array back, unless a burst made it large
+// (idle connections stay small).
+func (q *sendQueue) reuse(batch []frame) {
+	clear(batch)
+	if cap(batch) <= 64 {
+		q.spare = batch[:0]
+	}
+}
+
+// drop empties the queue and returns how many frames it dropped.
+func (q *sendQueue) drop() int {
+	n := len(q.frames)
+	clear(q.frames)
+	q.frames, q.bytes = q.frames[:0], 0
+	return n
+}
+
 // enqueue queues f for writing. It never blocks on the network and never
 // closes the connection itself (callers may hold a shard lock, which
-// closing needs): on overflow the caller closes it as a slow consumer. A
-// frame is always accepted by an empty queue, whatever its size.
+// closing needs): on overflow the caller closes it as a slow consumer.
 func (c *Conn) enqueue(f frame) enqueueResult {
 	r, start := c.push(f)
 	if start {
@@ -114,44 +159,27 @@ func (c *Conn) push(f frame) (enqueueResult, bool) {
 		return closing, false
 	}
 	if c.joining && f.msg != nil {
-		// Cluster: the hello and the replay go first (registerCluster).
-		// What is held counts against the queue's caps.
-		if len(c.pending) > 0 && (len(c.pending) >= cfg.QueueMessages || c.queued+f.size() > cfg.QueueBytes) {
+		// The hello and the replay go first (Hub.register). What is held
+		// counts against the queue's caps.
+		if !c.q.fits(len(c.pending), f.size(), cfg) {
 			c.mu.Unlock()
 			c.hub.metrics.droppedSlow.Inc()
 			return overflowed, false
 		}
 		c.pending = append(c.pending, f.msg)
-		c.queued += f.size()
+		c.q.bytes += f.size()
 		c.mu.Unlock()
-		return queued, false
+		return held, false
 	}
-	if len(c.queue) > 0 && (len(c.queue) >= cfg.QueueMessages || c.queued+f.size() > cfg.QueueBytes) {
+	if !c.q.fits(len(c.q.frames), f.size(), cfg) {
 		c.mu.Unlock()
 		c.hub.metrics.droppedSlow.Inc() // this frame; closeWith counts the queued ones
 		return overflowed, false
 	}
-	if len(c.queue) == 0 {
-		c.since = time.Now()
-	}
-	c.queue = append(c.queue, f)
-	c.queued += f.size()
+	c.q.add(f)
 	start := c.startWriterLocked()
 	c.mu.Unlock()
 	return queued, start
-}
-
-// queueLocked queues f on a connection that is not ready yet (no writer
-// can start); used by register under the shard lock. No caps apply: what is
-// queued at connect is bounded by the inbox limits.
-func (c *Conn) queueLocked(f frame) {
-	c.mu.Lock()
-	if len(c.queue) == 0 {
-		c.since = time.Now()
-	}
-	c.queue = append(c.queue, f)
-	c.queued += f.size()
-	c.mu.Unlock()
 }
 
 // send queues a control frame and closes the connection if that overflows.
@@ -182,10 +210,7 @@ func (c *Conn) closeWith(r CloseReason) {
 	}
 	var dropped int
 	if r.Code != CloseGoingAway.Code {
-		dropped = len(c.queue)
-		clear(c.queue)
-		c.queue = c.queue[:0]
-		c.queued = 0
+		dropped = c.q.drop()
 	}
 	var nc net.Conn
 	if c.ready {
@@ -217,7 +242,7 @@ func (c *Conn) closeWith(r CloseReason) {
 // startWriterLocked reports whether the caller must start the write loop,
 // and marks it started. Called with mu held, after queueing or closing.
 func (c *Conn) startWriterLocked() bool {
-	if !c.ready || c.writing || (len(c.queue) == 0 && !c.closing) {
+	if !c.ready || c.writing || (len(c.q.frames) == 0 && !c.closing) {
 		return false
 	}
 	c.writing = true
@@ -251,8 +276,7 @@ var batchBufs = sync.Pool{New: func() any { b := make([]byte, 0, 8<<10); return 
 func (c *Conn) writeLoop() {
 	for {
 		c.mu.Lock()
-		batch := c.queue
-		if len(batch) == 0 {
+		if len(c.q.frames) == 0 {
 			if !c.closing {
 				c.writing = false
 				c.mu.Unlock()
@@ -263,10 +287,7 @@ func (c *Conn) writeLoop() {
 			c.finish(r)
 			return
 		}
-		c.queue = c.spare[:0]
-		c.spare = nil
-		c.queued = 0
-		since := c.since
+		batch, since := c.q.take()
 		c.mu.Unlock()
 
 		_ = c.nc.SetWriteDeadline(time.Now().Add(c.hub.cfg.WriteTimeout))
@@ -285,12 +306,8 @@ func (c *Conn) writeLoop() {
 				c.closeWith(closeWriteError)
 			}
 		}
-		clear(batch)
-		if cap(batch) > 64 {
-			batch = nil // let a burst's buffer go; idle connections stay small
-		}
 		c.mu.Lock()
-		c.spare = batch[:0]
+		c.q.reuse(batch)
 		c.mu.Unlock()
 	}
 }

@@ -94,10 +94,29 @@ func FuzzParseClientOp(f *testing.F) {
 	})
 }
 
-// testHub serves a hub over httptest; rules, if set, limits topics.
+// testHub serves a hub with the memory engine over httptest; rules, if
+// set, limits topics.
 func testHub(t *testing.T, cfg Config, rules []string) (*Hub, *httptest.Server) {
+	return testHubWith(t, cfg, rules, MemoryEngine())
+}
+
+// newTestHub returns a hub with the memory engine.
+func newTestHub(tb testing.TB, cfg Config) *Hub {
+	tb.Helper()
+	h, err := NewHub(cfg, slog.New(slog.DiscardHandler), prometheus.NewRegistry(), MemoryEngine())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return h
+}
+
+// testHubWith is testHub with the engine newEngine makes.
+func testHubWith(t *testing.T, cfg Config, rules []string, newEngine NewEngine) (*Hub, *httptest.Server) {
 	t.Helper()
-	h := NewHub(cfg, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	h, err := NewHub(cfg, slog.New(slog.DiscardHandler), prometheus.NewRegistry(), newEngine)
+	if err != nil {
+		t.Fatal(err)
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /ws/{userID}", func(w http.ResponseWriter, r *http.Request) {
 		h.serve(w, r, r.PathValue("userID"), rules, time.Time{})
@@ -108,6 +127,7 @@ func testHub(t *testing.T, cfg Config, rules []string) (*Hub, *httptest.Server) 
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		h.Shutdown(ctx, 0)
+		h.Engine().Close(ctx)
 	})
 	return h, srv
 }
@@ -125,8 +145,8 @@ func dialEnvelope(t *testing.T, url string) *websocket.Conn {
 func TestBacklogGoesOutAsOneFrame(t *testing.T) {
 	h, srv := testHub(t, Config{}, nil)
 	for i := range 5 {
-		m := &Message{Kind: KindJSON, Data: []byte(`{"i":` + string(rune('0'+i)) + `}`), TTL: time.Minute}
-		if _, err := h.SendToUser(context.Background(), "u", m); err != nil {
+		p := Push{Kind: KindJSON, Data: []byte(`{"i":` + string(rune('0'+i)) + `}`), TTL: time.Minute}
+		if _, err := h.Engine().SendToUsers(context.Background(), []string{"u"}, p); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,8 +49,9 @@ type watchers struct {
 	list atomic.Pointer[[]*Watcher] // copy-on-write
 }
 
-// Watch registers a watcher for the given kinds (none: all) with room for
-// buffer events. Call Unwatch when done.
+// Watch implements Node: it registers a watcher for the given kinds (none:
+// all) with room for buffer events. Call Unwatch when done. (The API calls
+// the engine's Watch, which makes sure events of every node reach it.)
 func (h *Hub) Watch(kinds []EventKind, buffer int) *Watcher {
 	w := &Watcher{c: make(chan Event, buffer), lost: make(chan struct{})}
 	w.C, w.Lost = w.c, w.lost
@@ -72,7 +74,7 @@ func (h *Hub) Watch(kinds []EventKind, buffer int) *Watcher {
 	return w
 }
 
-// Unwatch removes w. Safe to call more than once.
+// Unwatch implements Node: it removes w. Safe to call more than once.
 func (h *Hub) Unwatch(w *Watcher) {
 	ws := &h.watchers
 	ws.mu.Lock()
@@ -96,26 +98,26 @@ func (h *Hub) Unwatch(w *Watcher) {
 	}
 }
 
-// emit hands e to every watcher that wants it. A watcher whose buffer is
-// full is cut off (Lost closes) rather than allowed to stall delivery.
-func (h *Hub) emit(e Event) {
-	if h.cl != nil {
-		return // online, offline and acks come from the engine, to every node
+// Watchers returns the open WatchEvents streams on this node.
+func (h *Hub) Watchers() int {
+	if cur := h.watchers.list.Load(); cur != nil {
+		return len(*cur)
 	}
-	h.emitLocal(e)
+	return 0
 }
 
-// upstream hands a client's message to the watchers (of every node, with a
-// Cluster, which may fail).
+// upstream hands a client's message to the engine, for the WatchEvents
+// streams of every node.
 func (h *Hub) upstream(e Event) error {
-	if h.cl != nil {
-		return h.cl.Upstream(e)
-	}
-	h.emitLocal(e)
-	return nil
+	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.EngineTimeout)
+	defer cancel()
+	return h.eng.Upstream(ctx, e)
 }
 
-func (h *Hub) emitLocal(e Event) {
+// Emit implements Node: it hands e to every watcher here that wants it. A
+// watcher whose buffer is full is cut off (Lost closes) rather than allowed
+// to stall delivery. Never blocks.
+func (h *Hub) Emit(e Event) {
 	cur := h.watchers.list.Load()
 	if cur == nil || len(*cur) == 0 {
 		return

@@ -1,10 +1,9 @@
 package gateway
 
 import (
-	"cmp"
-	"container/heap"
 	"context"
 	"errors"
+	"fmt"
 	"hash/maphash"
 	"log/slog"
 	"net/netip"
@@ -67,10 +66,14 @@ type Config struct {
 	UpstreamUsers  []string
 	UpstreamTopics []string
 
-	// Epoch names the lifetime of the inboxes: a client resuming with
-	// another epoch's last_id is told recovered:false. Default: random at
-	// start (memory inboxes die with the process).
+	// Epoch names the lifetime of the memory engine's inboxes: a client
+	// resuming with another epoch's last_id is told recovered:false.
+	// Default: random at start (memory inboxes die with the process). The
+	// Redis engine keeps its own epoch in Redis.
 	Epoch string
+	// EngineTimeout bounds each engine call the hub makes for a connection
+	// (join, subscribe, ack, upstream). Default 5s.
+	EngineTimeout time.Duration
 
 	// Auth, when set, identifies clients by token (JWT "sub") instead of
 	// the development identity in the URL. The token comes from the
@@ -108,6 +111,7 @@ func (c *Config) setDefaults() {
 	def(&c.HeartbeatInterval, 25*time.Second)
 	def(&c.HeartbeatTimeout, 10*time.Second)
 	def(&c.WriteTimeout, 10*time.Second)
+	def(&c.EngineTimeout, 5*time.Second)
 	def(&c.InboxMaxTTL, 24*time.Hour)
 	def(&c.PresenceGrace, 5*time.Second)
 	defInt := func(v *int, d int) {
@@ -128,23 +132,23 @@ func (c *Config) setDefaults() {
 
 const numShards = 64
 
-// Hub is the registry of open connections on this node (by user and by
-// topic), the users' inboxes, and the fan-out that pushes messages.
+// Hub is this node's registry of open connections (by user and by topic)
+// and its WatchEvents streams, and the local half of delivery: it joins
+// connections through the engine, queues what engines deliver on the right
+// connections, and implements Node for its engine. What nodes share (ids,
+// inboxes, presence, routing) is the engine's (doc.go).
 //
 // All methods are safe for concurrent use. No method writes to a socket:
 // they enqueue on connections, whose own write loops do the I/O, so no lock
-// of the Hub is ever held during network I/O.
-//
-// Ordering: a message to a user gets its id, goes into the inbox and is
-// queued on the user's connections in one critical section of the user's
-// shard, so every connection of a user receives that user's messages in id
-// order, and resuming "after id X" is exact.
+// of the Hub is ever held during network I/O; and no lock of the Hub is
+// held while it calls its engine.
 type Hub struct {
 	// Immutable after construction.
 	cfg     Config
 	log     *slog.Logger
 	metrics *Metrics
 	seed    maphash.Seed
+	eng     Engine
 
 	shards      [numShards]shard
 	topicShards [numShards]topicShard
@@ -153,63 +157,61 @@ type Hub struct {
 	users   atomic.Int64
 	conns   atomic.Int64
 	envs    atomic.Int64 // envelope connections among conns
-	inboxed atomic.Int64 // messages in all inboxes
 	nextID  atomic.Uint64
-	closing atomic.Bool  // Shutdown started: refuse new connections
-	live    atomic.Int64 // connection handlers still running
-	stop    chan struct{}
+	closing atomic.Bool   // Shutdown started: refuse new connections
+	live    atomic.Int64  // connection handlers still running
 	newConn *limit.Bucket // nil: unlimited
 
 	logBucket     *limit.Bucket
 	logSuppressed atomic.Int64
 
 	targets sync.Pool // *[]*Conn, fan-out scratch space
-
-	cl Cluster // nil: memory engine (this node only); set by SetCluster before serving
 }
+
+var _ Node = (*Hub)(nil)
 
 type shard struct {
-	mu      sync.RWMutex
-	users   map[string]*presence   // guarded by mu
-	inboxes map[string]*inbox      // guarded by mu
-	leaving map[string]*time.Timer // users within PresenceGrace of going offline; guarded by mu
+	mu    sync.RWMutex
+	users map[string]*presence // guarded by mu
 }
 
-// presence is one online user's connections, oldest first.
+// presence is one user's connections on this node, oldest first.
 type presence struct {
 	conns []*Conn
 }
 
-// NewHub returns an empty hub whose metrics are registered on reg. It runs
-// one goroutine (inbox expiry) until Shutdown.
-func NewHub(cfg Config, log *slog.Logger, reg prometheus.Registerer) *Hub {
+// NewHub returns an empty hub whose metrics are registered on reg, and its
+// engine, made by newEngine with the hub as its Node.
+func NewHub(cfg Config, log *slog.Logger, reg prometheus.Registerer, newEngine NewEngine) (*Hub, error) {
 	cfg.setDefaults()
-	h := &Hub{cfg: cfg, log: log, seed: maphash.MakeSeed(), stop: make(chan struct{})}
+	h := &Hub{cfg: cfg, log: log, seed: maphash.MakeSeed()}
 	h.newConn = limit.NewBucket(cfg.NewConnsPerSecond, int(cfg.NewConnsPerSecond)+1)
 	h.logBucket = limit.NewBucket(logBurst, logBurst)
 	for i := range h.shards {
 		h.shards[i].users = make(map[string]*presence)
-		h.shards[i].inboxes = make(map[string]*inbox)
-		h.shards[i].leaving = make(map[string]*time.Timer)
 		h.topicShards[i].topics = make(map[string]map[*Conn]struct{})
 	}
 	h.targets.New = func() any { s := make([]*Conn, 0, 256); return &s }
 	h.metrics = NewMetrics(reg, h)
-	go h.expireLoop()
-	return h
+	eng, err := newEngine(h)
+	if err != nil {
+		return nil, err
+	}
+	h.eng = eng
+	return h, nil
 }
+
+// Engine returns the hub's engine: the API of the whole deployment.
+func (h *Hub) Engine() Engine { return h.eng }
 
 // Config returns the effective configuration (defaults applied).
 func (h *Hub) Config() Config { return h.cfg }
 
-// Users returns the number of users with at least one open connection.
+// Users returns the number of users with at least one open connection here.
 func (h *Hub) Users() int64 { return h.users.Load() }
 
-// Connections returns the number of open connections.
+// Connections returns the number of open connections here.
 func (h *Hub) Connections() int64 { return h.conns.Load() }
-
-// Inboxed returns the number of messages held in inboxes.
-func (h *Hub) Inboxed() int64 { return h.inboxed.Load() }
 
 func (h *Hub) shardIndex(userID string) int {
 	return int(maphash.String(h.seed, userID) % numShards)
@@ -220,82 +222,92 @@ func (h *Hub) shard(userID string) *shard { return &h.shards[h.shardIndex(userID
 // errUserLimit: the user already holds MaxConnsPerUser connections.
 var errUserLimit = errors.New("too many connections for this user")
 
-// register adds c to the registry and, in the same critical section, queues
-// what the connection must see first: for envelope connections the hello,
-// then the inbox entries after lastID (all of them when lastID is ""; raw
-// clients have no ids and normally pass none). resume says whether the
-// client gave a lastID.
+// register adds c to the registry and joins it through the engine (doc.go,
+// "Joining"): c enters the registry in the joining state, so that what is
+// delivered to it meanwhile is held; the engine records it and returns the
+// replay and the join's Seq; then, under the shard lock and c.mu, the hello,
+// the replay and the held messages newer than Seq are queued in that order
+// and c goes live. resume says whether the client gave a lastID.
 func (h *Hub) register(c *Conn, lastID, epoch string, resume bool) error {
-	if h.cl != nil {
-		return h.registerCluster(c, lastID, epoch, resume)
-	}
 	s := h.shard(c.userID)
-	now := time.Now()
+	c.mu.Lock()
+	c.joining = true // before it is in the registry: every push is held
+	c.mu.Unlock()
 	s.mu.Lock()
-	first, err := h.addConnLocked(s, c)
+	err := h.addConnLocked(s, c)
+	s.mu.Unlock()
 	if err != nil {
-		s.mu.Unlock()
 		return err
 	}
-	if first {
-		if t, ok := s.leaving[c.userID]; ok {
-			t.Stop() // back within the grace: no offline, no online
-			delete(s.leaving, c.userID)
-		} else {
-			h.emit(Event{Kind: EventUserOnline, UserID: c.userID, ConnID: c.idString(), Time: now})
+
+	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.EngineTimeout)
+	j, err := h.eng.Join(ctx, JoinRequest{UserID: c.userID, ConnID: c.idString(), LastID: lastID, Epoch: epoch, Resume: resume})
+	cancel()
+	if err != nil {
+		c.closeWith(closeHandshakeFailed) // leaves the registry (and the engine, if it got there)
+		if errors.Is(err, ErrUnavailable) {
+			return err
 		}
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 
-	var replay []*Message
-	complete := true
-	sameEpoch := epoch == "" || epoch == h.cfg.Epoch
-	if b := s.inboxes[c.userID]; b != nil {
-		// Entries past their ttl that the sweep has not reached yet are a
-		// loss, not an ack.
-		if n := b.expire(now, h.cfg.InboxMaxTTL); n > 0 {
-			h.inboxed.Add(int64(-n))
-			h.metrics.inboxExpired.Add(float64(n))
-		}
-		replay, complete = b.after(lastID, now)
-		if resume && sameEpoch {
-			// The client has everything up to lastID: that counts as its
-			// ack, even if an ack frame was lost with the old connection.
-			for _, id := range b.ackThrough(lastID) {
-				h.inboxed.Add(-1)
-				h.metrics.acked.Inc()
-				h.emit(Event{Kind: EventMessageAcked, UserID: c.userID, ConnID: c.idString(), MessageID: id, Implicit: true, Time: now})
-			}
-		}
+	s.mu.Lock()
+	c.mu.Lock()
+	if c.closing {
+		// Closed while joining (kicked, shutdown): nothing more to write.
+		c.pending, c.joining, c.q.bytes = nil, false, 0
+		c.mu.Unlock()
+		s.mu.Unlock()
+		return nil
 	}
-	if !sameEpoch {
-		complete = false // last_id is from inboxes that no longer exist
-	}
+	c.q.bytes = 0 // what was held counted here; it is queued again below
 	if c.envelope {
 		hl := hello{
-			ConnID: c.idString(), UserID: c.userID, Replayed: len(replay),
+			ConnID: c.idString(), UserID: c.userID, Replayed: len(j.Replay),
 			Heartbeat: helloHeartbeat{h.cfg.HeartbeatInterval.Milliseconds(), h.cfg.HeartbeatTimeout.Milliseconds()},
 			Topics:    c.topicList,
-			Epoch:     h.cfg.Epoch,
+			Epoch:     j.Epoch,
 		}
 		if resume {
+			complete := j.Complete
 			hl.Recovered = &complete
 		}
-		c.queueLocked(helloFrame(hl))
+		c.q.add(helloFrame(hl))
 	}
-	for _, m := range replay {
-		c.queueLocked(frame{msg: m})
+	c.last, c.joinSeq, c.epoch = j.Seq, j.Seq, j.Epoch
+	for _, m := range j.Replay {
+		c.q.add(frame{msg: m})
+		c.last = max(c.last, m.ID)
 	}
+	for _, m := range c.pending {
+		// Not newer than the join: sent before the connection existed, or
+		// in the replay. A stored message it already has (delivered twice
+		// by an engine catching up) is skipped too.
+		if m.ID <= j.Seq || m.stored && m.ID <= c.last {
+			continue
+		}
+		c.q.add(frame{msg: m})
+		if m.stored {
+			c.last = m.ID
+		}
+	}
+	c.pending = nil
+	c.joining = false
+	start := c.startWriterLocked()
+	c.mu.Unlock()
 	s.mu.Unlock()
-	h.metrics.replayed.Add(float64(len(replay)))
+	if start {
+		go c.writeFn()
+	}
 	return nil
 }
 
 // addConnLocked adds c to its user's connections on this node, within
-// MaxConnsPerUser; s is c's shard, locked. first: the user had none here.
-func (h *Hub) addConnLocked(s *shard, c *Conn) (first bool, err error) {
+// MaxConnsPerUser; s is c's shard, locked.
+func (h *Hub) addConnLocked(s *shard, c *Conn) error {
 	p := s.users[c.userID]
 	if p != nil && h.cfg.MaxConnsPerUser > 0 && len(p.conns) >= h.cfg.MaxConnsPerUser {
-		return false, errUserLimit
+		return errUserLimit
 	}
 	if p == nil {
 		p = &presence{}
@@ -307,36 +319,11 @@ func (h *Hub) addConnLocked(s *shard, c *Conn) (first bool, err error) {
 	if c.envelope {
 		h.envs.Add(1)
 	}
-	return len(p.conns) == 1, nil
+	return nil
 }
 
-// removeConnLocked takes c out of its user's connections on this node; s
-// is c's shard, locked. removed: c was there; last: it was the user's last
-// connection here.
-func (h *Hub) removeConnLocked(s *shard, c *Conn) (removed, last bool) {
-	p := s.users[c.userID]
-	if p == nil {
-		return false, false
-	}
-	i := slices.Index(p.conns, c)
-	if i < 0 {
-		return false, false
-	}
-	p.conns = slices.Delete(p.conns, i, i+1)
-	h.conns.Add(-1)
-	if c.envelope {
-		h.envs.Add(-1)
-	}
-	if len(p.conns) > 0 {
-		return true, false
-	}
-	delete(s.users, c.userID)
-	h.users.Add(-1)
-	return true, true
-}
-
-// remove takes c out of the registry and its topics; calling it again is a
-// no-op. Called once c is closing.
+// remove takes c out of the registry and its topics and tells the engine;
+// calling it again is a no-op. Called once c is closing.
 func (h *Hub) remove(c *Conn) {
 	c.mu.Lock()
 	topics := c.topics
@@ -345,125 +332,63 @@ func (h *Hub) remove(c *Conn) {
 	for t := range topics {
 		h.dropSubscriber(c, t)
 	}
-	if h.cl != nil {
-		h.removeCluster(c)
-		return
-	}
 
 	s := h.shard(c.userID)
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if removed, last := h.removeConnLocked(s, c); !removed || !last {
-		return
-	}
-	userID := c.userID
-	if h.cfg.PresenceGrace < 0 {
-		h.emit(Event{Kind: EventUserOffline, UserID: userID})
-		return
-	}
-	var t *time.Timer
-	t = time.AfterFunc(h.cfg.PresenceGrace, func() {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if s.leaving[userID] != t {
-			return // came back, or a newer timer owns it
-		}
-		delete(s.leaving, userID)
-		h.emit(Event{Kind: EventUserOffline, UserID: userID})
-	})
-	if old := s.leaving[userID]; old != nil {
-		old.Stop()
-	}
-	s.leaving[userID] = t
-}
-
-// Delivery is the outcome of a message for one user.
-type Delivery struct {
-	UserID    string
-	Online    bool // the user had at least one open connection
-	Delivered int  // connections the message was queued on
-	Stored    bool // the message went into the user's inbox
-}
-
-// SendToUser queues m on every connection of userID and, when m.TTL > 0,
-// keeps it in the user's inbox. It sets m.ID and m.Time.
-func (h *Hub) SendToUser(_ context.Context, userID string, m *Message) (Delivery, error) {
-	s := h.shard(userID)
-	var slow [4]*Conn
-	m.stored = m.TTL > 0 // set before any write loop can see m
-	s.mu.Lock()
-	m.ID, m.Time = NewID(), time.Now()
-	d, overflow := h.sendLocked(s, userID, m, slow[:0])
-	s.mu.Unlock()
-	closeSlow(overflow)
-	return d, nil
-}
-
-// SendToUsers queues m for each user, like SendToUser, with one id for all.
-// Results are in the order of userIDs; a repeated id is delivered and
-// reported once. The shards of all the users are locked together (in index
-// order) so that the shared id keeps every user's stream in id order.
-func (h *Hub) SendToUsers(_ context.Context, userIDs []string, m *Message) ([]Delivery, error) {
-	seen := make(map[string]struct{}, len(userIDs))
-	ids := make([]string, 0, len(userIDs))
-	var locked [numShards]bool
-	for _, id := range userIDs {
-		if _, dup := seen[id]; dup {
-			continue
-		}
-		seen[id] = struct{}{}
-		ids = append(ids, id)
-		locked[h.shardIndex(id)] = true
-	}
-	m.stored = m.TTL > 0 // set before any write loop can see m
-	for i := range h.shards {
-		if locked[i] {
-			h.shards[i].mu.Lock()
-		}
-	}
-	m.ID, m.Time = NewID(), time.Now()
-	out := make([]Delivery, len(ids))
-	var overflow []*Conn
-	for i, id := range ids {
-		out[i], overflow = h.sendLocked(h.shard(id), id, m, overflow)
-	}
-	for i := range h.shards {
-		if locked[i] {
-			h.shards[i].mu.Unlock()
-		}
-	}
-	closeSlow(overflow)
-	return out, nil
-}
-
-// sendLocked stores and queues m for one user; s is locked. Connections
-// whose queue overflowed are appended to overflow, to be closed by the
-// caller once the lock is released.
-func (h *Hub) sendLocked(s *shard, userID string, m *Message, overflow []*Conn) (Delivery, []*Conn) {
-	d := Delivery{UserID: userID}
-	if m.TTL > 0 {
-		b := s.inboxes[userID]
-		if b == nil {
-			b = &inbox{}
-			s.inboxes[userID] = b
-		}
-		trimmed := b.add(m, m.Time, h.cfg.InboxMessages, h.cfg.InboxBytes, h.cfg.InboxMaxTTL)
-		h.inboxed.Add(int64(1 - trimmed))
-		h.metrics.inboxTrimmed.Add(float64(trimmed))
-		d.Stored = true
-	}
-	if p := s.users[userID]; p != nil {
-		d.Online = true
-		for _, c := range p.conns {
-			switch c.enqueue(frame{msg: m}) {
-			case queued:
-				d.Delivered++
-			case overflowed:
-				overflow = append(overflow, c)
+	removed := false
+	if p := s.users[c.userID]; p != nil {
+		if i := slices.Index(p.conns, c); i >= 0 {
+			removed = true
+			p.conns = slices.Delete(p.conns, i, i+1)
+			h.conns.Add(-1)
+			if c.envelope {
+				h.envs.Add(-1)
+			}
+			if len(p.conns) == 0 {
+				delete(s.users, c.userID)
+				h.users.Add(-1)
 			}
 		}
 	}
-	return d, overflow
+	s.mu.Unlock()
+	if removed {
+		h.eng.Left(c.userID)
+	}
+}
+
+// Deliver implements Node. Connections whose queue overflowed are closed
+// as slow consumers on another goroutine: the engine may hold its own locks
+// around Deliver, and closing a connection calls the engine (Left).
+func (h *Hub) Deliver(userIDs []string, m *Message) int {
+	var overflow []*Conn
+	n := 0
+	for _, u := range userIDs {
+		s := h.shard(u)
+		s.mu.Lock()
+		if p := s.users[u]; p != nil {
+			for _, c := range p.conns {
+				// A joining connection has neither yet: push holds m for
+				// register, which filters it.
+				if m.ID <= c.joinSeq || m.stored && m.ID <= c.last {
+					continue
+				}
+				if m.stored {
+					c.last = max(c.last, m.ID)
+				}
+				switch c.enqueue(frame{msg: m}) {
+				case queued:
+					n++
+				case overflowed:
+					overflow = append(overflow, c)
+				}
+			}
+		}
+		s.mu.Unlock()
+	}
+	if len(overflow) > 0 {
+		go closeSlow(overflow)
+	}
+	return n
 }
 
 func closeSlow(cs []*Conn) {
@@ -510,15 +435,8 @@ func (h *Hub) preEncode(m *Message) {
 	}
 }
 
-// Broadcast queues m on every connection except those of the users in
-// exclude, and returns how many connections it was queued on. Broadcasts are
-// live only (never stored). It sets m.ID and m.Time.
-func (h *Hub) Broadcast(_ context.Context, m *Message, exclude []string) (int64, error) {
-	m.ID, m.Time, m.broadcast = NewID(), time.Now(), true
-	return h.broadcast(m, exclude), nil
-}
-
-func (h *Hub) broadcast(m *Message, exclude []string) int64 {
+// DeliverBroadcast implements Node.
+func (h *Hub) DeliverBroadcast(m *Message, exclude []string) int64 {
 	var skip map[string]struct{}
 	if len(exclude) > 0 {
 		skip = make(map[string]struct{}, len(exclude))
@@ -557,20 +475,14 @@ func (h *Hub) broadcast(m *Message, exclude []string) int64 {
 	return n
 }
 
-// Publish queues m on every connection subscribed to topic and returns how
-// many. Topic messages are live only. It sets m.ID, m.Time and m.Topic.
-func (h *Hub) Publish(_ context.Context, topic string, m *Message) (int64, error) {
-	m.ID, m.Time, m.Topic = NewID(), time.Now(), topic
-	return h.publish(topic, m), nil
-}
-
-func (h *Hub) publish(topic string, m *Message) int64 {
+// DeliverTopic implements Node.
+func (h *Hub) DeliverTopic(m *Message) int64 {
 	h.preEncode(m)
-	ts := h.topicShard(topic)
+	ts := h.topicShard(m.Topic)
 	tp := h.targets.Get().(*[]*Conn)
 	targets := (*tp)[:0]
 	ts.mu.RLock()
-	for c := range ts.topics[topic] {
+	for c := range ts.topics[m.Topic] {
 		targets = append(targets, c)
 	}
 	ts.mu.RUnlock()
@@ -585,159 +497,48 @@ func (h *Hub) publish(topic string, m *Message) int64 {
 	return n
 }
 
-// ack removes acknowledged messages from c's user's inbox and reports each
-// one that was there to the watchers. implicit: written to a raw client.
+// ack hands acknowledged ids to the engine. implicit: written to a raw
+// client (from its write loop).
 func (h *Hub) ack(c *Conn, ids []string, implicit bool) error {
-	if h.cl != nil {
-		if implicit {
-			// From a write loop, which must not wait on the engine.
-			go func() { _ = h.cl.Ack(context.Background(), c.userID, c.idString(), ids, true) }()
-			return nil
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), h.cfg.WriteTimeout)
-		defer cancel()
-		return h.cl.Ack(ctx, c.userID, c.idString(), ids, false)
-	}
-	s := h.shard(c.userID)
-	now := time.Now()
-	s.mu.Lock()
-	b := s.inboxes[c.userID]
-	if b == nil {
-		s.mu.Unlock()
-		return nil
-	}
-	for _, id := range ids {
-		if b.ack(id) {
-			h.inboxed.Add(-1)
-			h.metrics.acked.Inc()
-			h.emit(Event{Kind: EventMessageAcked, UserID: c.userID, ConnID: c.idString(), MessageID: id, Implicit: implicit, Time: now})
-		}
-	}
-	if b.empty(now) {
-		delete(s.inboxes, c.userID)
-	}
-	s.mu.Unlock()
-	return nil
+	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.EngineTimeout)
+	defer cancel()
+	return h.eng.Ack(ctx, c.userID, c.idString(), ids, implicit)
 }
 
-// expireLoop drops expired inbox entries once a second until Shutdown.
-func (h *Hub) expireLoop() {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-h.stop:
-			return
-		case now := <-t.C:
-			h.expire(now)
-		}
+// UserConns implements Node.
+func (h *Hub) UserConns(userID string) (int, time.Time) {
+	s := h.shard(userID)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if p := s.users[userID]; p != nil {
+		return len(p.conns), p.conns[0].opened
 	}
+	return 0, time.Time{}
 }
 
-func (h *Hub) expire(now time.Time) {
+// ForgetSeen implements Node.
+func (h *Hub) ForgetSeen(epoch string) {
 	for i := range h.shards {
 		s := &h.shards[i]
 		s.mu.Lock()
-		for id, b := range s.inboxes {
-			if n := b.expire(now, h.cfg.InboxMaxTTL); n > 0 {
-				h.inboxed.Add(int64(-n))
-				h.metrics.inboxExpired.Add(float64(n))
-			}
-			if b.empty(now) {
-				delete(s.inboxes, id)
+		for _, p := range s.users {
+			for _, c := range p.conns {
+				if c.epoch != epoch {
+					c.last, c.joinSeq, c.epoch = "", "", epoch
+				}
 			}
 		}
 		s.mu.Unlock()
 	}
 }
 
-// OnlineUser is the presence of one user on this node.
-type OnlineUser struct {
-	UserID      string
-	Connections int
-	Since       time.Time // when the oldest open connection was opened; zero when offline
-}
-
-func (p *presence) online(userID string) OnlineUser {
-	return OnlineUser{UserID: userID, Connections: len(p.conns), Since: p.conns[0].opened}
-}
-
-// Presence reports each of userIDs, in order; offline users have
-// Connections == 0.
-func (h *Hub) Presence(_ context.Context, userIDs []string) ([]OnlineUser, error) {
-	out := make([]OnlineUser, len(userIDs))
-	for i, id := range userIDs {
-		s := h.shard(id)
-		s.mu.RLock()
-		if p := s.users[id]; p != nil {
-			out[i] = p.online(id)
-		} else {
-			out[i] = OnlineUser{UserID: id}
-		}
-		s.mu.RUnlock()
-	}
-	return out, nil
-}
-
-// OnlinePage is one page of ListOnline.
-type OnlinePage struct {
-	Users            []OnlineUser // ordered by UserID (byte order)
-	More             bool         // users sorting after the last one exist
-	TotalUsers       int64
-	TotalConnections int64
-}
-
-// ListOnline returns up to limit online users whose id sorts after the given
-// one ("" for the first page). Cost is O(users × log limit) per page.
-func (h *Hub) ListOnline(ctx context.Context, after string, limit int) (OnlinePage, error) {
-	return h.ListOnlineMatching(ctx, after, limit, nil)
-}
-
-// ListOnlineMatching is ListOnline restricted to the user ids for which
-// match returns true (nil: all).
-func (h *Hub) ListOnlineMatching(_ context.Context, after string, limit int, match func(userID string) bool) (OnlinePage, error) {
-	// A max-heap of the limit+1 smallest ids after `after`; the extra one
-	// tells whether there is a next page.
-	top := &userHeap{}
-	keep := limit + 1
-	for i := range h.shards {
-		s := &h.shards[i]
-		s.mu.RLock()
-		for id, p := range s.users {
-			if id <= after && after != "" || match != nil && !match(id) {
-				continue
-			}
-			if top.Len() < keep {
-				heap.Push(top, p.online(id))
-			} else if id < (*top)[0].UserID {
-				(*top)[0] = p.online(id)
-				heap.Fix(top, 0)
-			}
-		}
-		s.mu.RUnlock()
-	}
-	users := []OnlineUser(*top)
-	slices.SortFunc(users, func(a, b OnlineUser) int { return cmp.Compare(a.UserID, b.UserID) })
-	page := OnlinePage{TotalUsers: h.users.Load(), TotalConnections: h.conns.Load()}
-	if len(users) > limit {
-		users, page.More = users[:limit], true
-	}
-	page.Users = users
-	return page, nil
-}
-
-// userHeap is a max-heap by UserID.
-type userHeap []OnlineUser
-
-func (u userHeap) Len() int           { return len(u) }
-func (u userHeap) Less(i, j int) bool { return u[i].UserID > u[j].UserID }
-func (u userHeap) Swap(i, j int)      { u[i], u[j] = u[j], u[i] }
-func (u *userHeap) Push(x any)        { *u = append(*u, x.(OnlineUser)) }
-func (u *userHeap) Pop() any {
-	old := *u
-	x := old[len(old)-1]
-	*u = old[:len(old)-1]
-	return x
+// CountInbox implements Node.
+func (h *Hub) CountInbox(c InboxCounts) {
+	m := h.metrics
+	m.acked.Add(float64(c.Acked))
+	m.inboxTrimmed.Add(float64(c.Trimmed))
+	m.inboxExpired.Add(float64(c.Expired))
+	m.replayed.Add(float64(c.Replayed))
 }
 
 // userConns appends userID's connections to dst, copied under the shard's
@@ -752,13 +553,8 @@ func (h *Hub) userConns(dst []*Conn, userID string) []*Conn {
 	return dst
 }
 
-// Disconnect closes every connection of userID with CloseKicked (and the
-// given close-frame text, if any) and returns how many it closed.
-func (h *Hub) Disconnect(_ context.Context, userID, text string) (int, error) {
-	return h.disconnect(userID, text)
-}
-
-func (h *Hub) disconnect(userID, text string) (int, error) {
+// CloseUser implements Node.
+func (h *Hub) CloseUser(userID, text string) int {
 	var buf [8]*Conn
 	targets := h.userConns(buf[:0], userID)
 	r := CloseKicked
@@ -768,19 +564,18 @@ func (h *Hub) disconnect(userID, text string) (int, error) {
 	for _, c := range targets {
 		c.closeWith(r)
 	}
-	return len(targets), nil
+	return len(targets)
 }
 
 // Shutdown refuses new connections and closes the open ones with 1001
 // (going away) at a steady pace spread over window, so that clients do not
-// all reconnect at the same instant. Messages already queued are written before each close frame;
-// inboxes are kept until the process ends. It returns when every connection
-// is gone or ctx ends.
+// all reconnect at the same instant. Messages already queued are written
+// before each close frame. It returns when every connection is gone or ctx
+// ends. The engine is the caller's to close after.
 func (h *Hub) Shutdown(ctx context.Context, window time.Duration) error {
 	if h.closing.Swap(true) {
 		return nil
 	}
-	close(h.stop)
 	var all []*Conn
 	for i := range h.shards {
 		s := &h.shards[i]

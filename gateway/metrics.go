@@ -112,8 +112,8 @@ func NewMetrics(reg prometheus.Registerer, h *Hub) *Metrics {
 		}, func() float64 { return float64(h.Users()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "pushgate_inbox_messages",
-			Help: "Messages held in user inboxes.",
-		}, func() float64 { return float64(h.Inboxed()) }),
+			Help: "Messages held in user inboxes (the whole deployment's, as the engine counts them; -1 when it cannot be read).",
+		}, func() float64 { return float64(h.eng.Inboxed()) }),
 	)
 	return m
 }

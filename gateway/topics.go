@@ -55,6 +55,14 @@ type topicShard struct {
 	topics map[string]map[*Conn]struct{} // guarded by mu
 }
 
+// TopicConns implements Node.
+func (h *Hub) TopicConns(topic string) int {
+	ts := h.topicShard(topic)
+	ts.mu.RLock()
+	defer ts.mu.RUnlock()
+	return len(ts.topics[topic])
+}
+
 func (h *Hub) topicShard(topic string) *topicShard {
 	return &h.topicShards[maphash.String(h.seed, topic)%numShards]
 }
@@ -66,13 +74,11 @@ func (h *Hub) subscribe(c *Conn, topic string) error {
 	if err := h.subscribeLocal(c, topic); err != nil {
 		return err
 	}
-	if h.cl != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), h.cfg.WriteTimeout)
-		defer cancel()
-		if err := h.cl.SubscribeTopic(ctx, topic); err != nil {
-			h.unsubscribe(c, topic)
-			return ErrUnavailable
-		}
+	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.EngineTimeout)
+	defer cancel()
+	if err := h.eng.Subscribe(ctx, topic); err != nil {
+		h.unsubscribe(c, topic)
+		return ErrUnavailable
 	}
 	return nil
 }
@@ -134,9 +140,7 @@ func (h *Hub) dropSubscriber(c *Conn, topic string) {
 	}
 	ts.mu.Unlock()
 	h.metrics.subscriptions.Dec()
-	if h.cl != nil {
-		h.cl.TopicChanged(topic)
-	}
+	h.eng.Unsubscribed(topic)
 }
 
 var (

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -56,7 +55,7 @@ type grpcHarness struct {
 func newGRPCHarness(tb testing.TB, log *slog.Logger) *grpcHarness {
 	tb.Helper()
 	h := &grpcHarness{
-		hub:      gateway.NewHub(gateway.Config{HeartbeatInterval: time.Hour}, log, prometheus.NewRegistry()),
+		hub:      newHub(tb, log),
 		served:   make(chan error, 1),
 		readDone: make(chan struct{}),
 		expect:   []byte(benchJSON),
@@ -65,7 +64,7 @@ func newGRPCHarness(tb testing.TB, log *slog.Logger) *grpcHarness {
 		timer:    time.NewTimer(time.Hour),
 	}
 	h.timer.Stop()
-	h.svc = NewService(h.hub, log, Options{})
+	h.svc = NewService(h.hub.Engine(), log, Options{})
 
 	mux := http.NewServeMux()
 	mux.Handle("GET /ws/{userID}", h.hub)
@@ -196,16 +195,28 @@ func (h *grpcHarness) close(tb testing.TB) {
 		"pushgate/gateway.(*Hub).ServeHTTP(",
 		"pushgate/gateway.(*Conn).",
 		"pushgate/server.(*grpcHarness).read(",
-		fmt.Sprintf("pushgate/gateway.(*Hub).expireLoop(%p", h.hub),
+		"pushgate/gateway.(*memoryEngine).expireLoop(",
 	)
 }
 
-// shutdownHub stops hub, which ends its own goroutine.
+// newHub returns a hub with the memory engine.
+func newHub(tb testing.TB, log *slog.Logger) *gateway.Hub {
+	hub, err := gateway.NewHub(gateway.Config{HeartbeatInterval: time.Hour}, log, prometheus.NewRegistry(), gateway.MemoryEngine())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return hub
+}
+
+// shutdownHub stops hub and its engine, which ends their goroutines.
 func shutdownHub(tb testing.TB, hub *gateway.Hub) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := hub.Shutdown(ctx, 0); err != nil {
 		tb.Errorf("Hub.Shutdown: %v", err)
+	}
+	if err := hub.Engine().Close(ctx); err != nil {
+		tb.Errorf("Engine.Close: %v", err)
 	}
 }
 
@@ -348,9 +359,9 @@ func BenchmarkSendToUserGRPC(b *testing.B) {
 // with BenchmarkSendToUserGRPC gives gRPC's share.
 func BenchmarkSendToUserHandler(b *testing.B) {
 	b.Run("offline", func(b *testing.B) {
-		hub := gateway.NewHub(gateway.Config{HeartbeatInterval: time.Hour}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+		hub := newHub(b, slog.New(slog.DiscardHandler))
 		defer shutdownHub(b, hub)
-		svc := NewService(hub, slog.New(slog.DiscardHandler), Options{})
+		svc := NewService(hub.Engine(), slog.New(slog.DiscardHandler), Options{})
 		ctx := context.Background()
 		req := sendToUserRequest("u1")
 		b.ReportAllocs()
@@ -363,9 +374,9 @@ func BenchmarkSendToUserHandler(b *testing.B) {
 	})
 
 	b.Run("offline+validate", func(b *testing.B) {
-		hub := gateway.NewHub(gateway.Config{HeartbeatInterval: time.Hour}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+		hub := newHub(b, slog.New(slog.DiscardHandler))
 		defer shutdownHub(b, hub)
-		svc := NewService(hub, slog.New(slog.DiscardHandler), Options{})
+		svc := NewService(hub.Engine(), slog.New(slog.DiscardHandler), Options{})
 		validate := Limits{}.UnaryInterceptor()
 		info := &grpc.UnaryServerInfo{Server: svc, FullMethod: pb.PushService_SendToUser_FullMethodName}
 		handler := func(ctx context.Context, req any) (any, error) {

@@ -24,8 +24,8 @@ import (
 // interceptor turns a handler panic into INTERNAL and keeps serving.
 type panicky struct{ Gateway }
 
-func (panicky) SendToUser(context.Context, string, *gateway.Message) (gateway.Delivery, error) {
-	panic("boom")
+func (panicky) SendToUsers(context.Context, []string, gateway.Push) (gateway.Sent, error) {
+	panic("boom: secret internal detail")
 }
 
 type lockedBuf struct {

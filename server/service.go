@@ -5,6 +5,7 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,29 +22,20 @@ import (
 	pb "pushgate/gen/pushgate/v1"
 )
 
-// Gateway is what the service needs from the WebSocket side. *gateway.Hub
-// implements it.
+// Gateway is what the service needs from the push side: the engine
+// (gateway.Engine implements it), whatever its kind.
 type Gateway interface {
-	SendToUser(ctx context.Context, userID string, m *gateway.Message) (gateway.Delivery, error)
-	SendToUsers(ctx context.Context, userIDs []string, m *gateway.Message) ([]gateway.Delivery, error)
-	Broadcast(ctx context.Context, m *gateway.Message, exclude []string) (int64, error)
-	ListOnline(ctx context.Context, after string, limit int) (gateway.OnlinePage, error)
+	SendToUsers(ctx context.Context, userIDs []string, p gateway.Push) (gateway.Sent, error)
+	Broadcast(ctx context.Context, p gateway.Push, exclude []string) (gateway.Sent, error)
+	Publish(ctx context.Context, topic string, p gateway.Push) (gateway.Sent, error)
+	ListOnline(ctx context.Context, after string, limit int, match func(string) bool) (gateway.OnlinePage, error)
 	Presence(ctx context.Context, userIDs []string) ([]gateway.OnlineUser, error)
 	Disconnect(ctx context.Context, userID, reason string) (int, error)
-	Publish(ctx context.Context, topic string, m *gateway.Message) (int64, error)
 	Watch(kinds []gateway.EventKind, buffer int) *gateway.Watcher
 	Unwatch(w *gateway.Watcher)
 }
 
-var _ Gateway = (*gateway.Hub)(nil)
-
-// SharedIdempotency is implemented by gateways that record idempotency keys
-// themselves, atomically with the send and for every node (the Redis
-// engine): the service passes the key in the context
-// (gateway.WithIdempotency) instead of remembering it in this process.
-type SharedIdempotency interface {
-	SharedIdempotency()
-}
+var _ Gateway = gateway.Engine(nil)
 
 // Service implements pushgate.v1.PushService. Requests reach it validated
 // (see Limits.UnaryInterceptor). Safe for concurrent use.
@@ -51,7 +43,7 @@ type Service struct {
 	pb.UnimplementedPushServiceServer
 	gw          Gateway
 	log         *slog.Logger
-	idem        *idempotency
+	idemWindow  time.Duration
 	watchBuffer int
 	draining    chan struct{} // closed by Drain
 	drainOnce   sync.Once
@@ -75,17 +67,17 @@ func NewService(gw Gateway, log *slog.Logger, opts Options) *Service {
 	if opts.WatchBuffer <= 0 {
 		opts.WatchBuffer = 4096
 	}
-	return &Service{gw: gw, log: log, idem: newIdempotency(opts.IdempotencyWindow), watchBuffer: opts.WatchBuffer, draining: make(chan struct{})}
+	return &Service{gw: gw, log: log, idemWindow: opts.IdempotencyWindow, watchBuffer: opts.WatchBuffer, draining: make(chan struct{})}
 }
 
 // Drain ends the open WatchEvents streams with UNAVAILABLE (so that a
 // graceful stop does not wait for them) and refuses new ones.
 func (s *Service) Drain() { s.drainOnce.Do(func() { close(s.draining) }) }
 
-// toMessage converts a validated proto Message: the payload bytes are taken
-// as they are and never re-encoded. The hub assigns the id.
-func toMessage(m *pb.Message) *gateway.Message {
-	out := &gateway.Message{Type: m.GetType(), TTL: m.GetTtl().AsDuration()}
+// toPush converts a validated proto Message: the payload bytes are taken
+// as they are and never re-encoded. The engine assigns the id.
+func toPush(m *pb.Message) gateway.Push {
+	out := gateway.Push{Type: m.GetType(), TTL: m.GetTtl().AsDuration()}
 	switch p := m.GetPayload().(type) {
 	case *pb.Message_Json:
 		out.Kind, out.Data = gateway.KindJSON, []byte(p.Json)
@@ -97,97 +89,103 @@ func toMessage(m *pb.Message) *gateway.Message {
 	return out
 }
 
+// push converts the request's message and attaches its idempotency key,
+// scoped to the caller, with the hash of the method and the request (a key
+// reused for another request within the window is refused).
+func (s *Service) push(ctx context.Context, method string, m *pb.Message, req proto.Message) (gateway.Push, error) {
+	p := toPush(m)
+	if key := m.GetIdempotencyKey(); key != "" {
+		b, err := proto.MarshalOptions{Deterministic: true}.Marshal(req)
+		if err != nil {
+			return p, s.internal(ctx, method, err)
+		}
+		p.Idempotency = gateway.Idempotency{
+			Key:    Caller(ctx) + "\x00" + key,
+			Hash:   sha256.Sum256(append([]byte(method+"\x00"), b...)),
+			Window: s.idemWindow,
+		}
+	}
+	return p, nil
+}
+
+// sendError maps a send's error to a status.
+func (s *Service) sendError(ctx context.Context, method string, err error) error {
+	if errors.Is(err, gateway.ErrIdempotencyConflict) {
+		return invalid("message.idempotency_key", "already used for a different request within the idempotency window")
+	}
+	return s.internal(ctx, method, err)
+}
+
 // SendToUser implements PushService.SendToUser.
 func (s *Service) SendToUser(ctx context.Context, req *pb.SendToUserRequest) (*pb.SendToUserResponse, error) {
-	return once(s, ctx, "SendToUser", req.GetMessage(), req, func(ctx context.Context) (*pb.SendToUserResponse, error) {
-		m := toMessage(req.GetMessage())
-		d, err := s.gw.SendToUser(ctx, req.GetUserId(), m)
-		if err != nil {
-			return nil, err
-		}
-		return &pb.SendToUserResponse{
-			MessageId:            m.ID,
-			Online:               d.Online,
-			DeliveredConnections: int32(d.Delivered),
-			Stored:               d.Stored,
-		}, nil
-	})
-}
-
-// once runs fn under the message's idempotency key (if any) and maps its
-// error to a status.
-func once[R proto.Message](s *Service, ctx context.Context, method string, m *pb.Message, req proto.Message, fn func(context.Context) (R, error)) (R, error) {
-	var zero R
-	if key := m.GetIdempotencyKey(); key != "" {
-		if _, ok := s.gw.(SharedIdempotency); ok {
-			// The engine records the key with the send, in one step, for
-			// every node; it answers a repeat with the first result.
-			hash, err := requestHash(method, req)
-			if err != nil {
-				return zero, err
-			}
-			ctx = gateway.WithIdempotency(ctx, gateway.Idempotency{Key: Caller(ctx) + "\x00" + key, Hash: hash, Window: s.idem.window})
-			r, err := fn(ctx)
-			if errors.Is(err, gateway.ErrIdempotencyConflict) {
-				return zero, invalid("message.idempotency_key", "already used for a different request within the idempotency window")
-			}
-			if err != nil {
-				return zero, s.internal(ctx, method, err)
-			}
-			return r, nil
-		}
-	}
-	resp, err := s.idem.do(ctx, method, m.GetIdempotencyKey(), req, func() (proto.Message, error) {
-		r, err := fn(ctx)
-		if err != nil {
-			return nil, s.internal(ctx, method, err)
-		}
-		return r, nil
-	})
+	p, err := s.push(ctx, "SendToUser", req.GetMessage(), req)
 	if err != nil {
-		return zero, err
+		return nil, err
 	}
-	return resp.(R), nil
+	sent, err := s.gw.SendToUsers(ctx, []string{req.GetUserId()}, p)
+	if err != nil {
+		return nil, s.sendError(ctx, "SendToUser", err)
+	}
+	d := sent.Users[0]
+	return &pb.SendToUserResponse{
+		MessageId:            sent.ID,
+		Online:               d.Online,
+		DeliveredConnections: int32(d.Delivered),
+		Stored:               d.Stored,
+	}, nil
 }
 
-// SendToUsers implements PushService.SendToUsers.
+// SendToUsers implements PushService.SendToUsers. A repeated id is
+// delivered and reported once.
 func (s *Service) SendToUsers(ctx context.Context, req *pb.SendToUsersRequest) (*pb.SendToUsersResponse, error) {
-	return once(s, ctx, "SendToUsers", req.GetMessage(), req, func(ctx context.Context) (*pb.SendToUsersResponse, error) {
-		m := toMessage(req.GetMessage())
-		ds, err := s.gw.SendToUsers(ctx, req.GetUserIds(), m)
-		if err != nil {
-			return nil, err
+	p, err := s.push(ctx, "SendToUsers", req.GetMessage(), req)
+	if err != nil {
+		return nil, err
+	}
+	ids := req.GetUserIds()
+	seen := make(map[string]struct{}, len(ids))
+	users := make([]string, 0, len(ids))
+	for _, id := range ids {
+		if _, dup := seen[id]; !dup {
+			seen[id] = struct{}{}
+			users = append(users, id)
 		}
-		resp := &pb.SendToUsersResponse{MessageId: m.ID, Results: make([]*pb.Delivery, len(ds))}
-		for i, d := range ds {
-			resp.Results[i] = &pb.Delivery{UserId: d.UserID, Online: d.Online, DeliveredConnections: int32(d.Delivered), Stored: d.Stored}
-		}
-		return resp, nil
-	})
+	}
+	sent, err := s.gw.SendToUsers(ctx, users, p)
+	if err != nil {
+		return nil, s.sendError(ctx, "SendToUsers", err)
+	}
+	resp := &pb.SendToUsersResponse{MessageId: sent.ID, Results: make([]*pb.Delivery, len(sent.Users))}
+	for i, d := range sent.Users {
+		resp.Results[i] = &pb.Delivery{UserId: d.UserID, Online: d.Online, DeliveredConnections: int32(d.Delivered), Stored: d.Stored}
+	}
+	return resp, nil
 }
 
 // Broadcast implements PushService.Broadcast.
 func (s *Service) Broadcast(ctx context.Context, req *pb.BroadcastRequest) (*pb.BroadcastResponse, error) {
-	return once(s, ctx, "Broadcast", req.GetMessage(), req, func(ctx context.Context) (*pb.BroadcastResponse, error) {
-		m := toMessage(req.GetMessage())
-		n, err := s.gw.Broadcast(ctx, m, req.GetExcludeUserIds())
-		if err != nil {
-			return nil, err
-		}
-		return &pb.BroadcastResponse{MessageId: m.ID, DeliveredConnections: n}, nil
-	})
+	p, err := s.push(ctx, "Broadcast", req.GetMessage(), req)
+	if err != nil {
+		return nil, err
+	}
+	sent, err := s.gw.Broadcast(ctx, p, req.GetExcludeUserIds())
+	if err != nil {
+		return nil, s.sendError(ctx, "Broadcast", err)
+	}
+	return &pb.BroadcastResponse{MessageId: sent.ID, DeliveredConnections: sent.Connections}, nil
 }
 
 // Publish implements PushService.Publish.
 func (s *Service) Publish(ctx context.Context, req *pb.PublishRequest) (*pb.PublishResponse, error) {
-	return once(s, ctx, "Publish", req.GetMessage(), req, func(ctx context.Context) (*pb.PublishResponse, error) {
-		m := toMessage(req.GetMessage())
-		n, err := s.gw.Publish(ctx, req.GetTopic(), m)
-		if err != nil {
-			return nil, err
-		}
-		return &pb.PublishResponse{MessageId: m.ID, DeliveredConnections: n}, nil
-	})
+	p, err := s.push(ctx, "Publish", req.GetMessage(), req)
+	if err != nil {
+		return nil, err
+	}
+	sent, err := s.gw.Publish(ctx, req.GetTopic(), p)
+	if err != nil {
+		return nil, s.sendError(ctx, "Publish", err)
+	}
+	return &pb.PublishResponse{MessageId: sent.ID, DeliveredConnections: sent.Connections}, nil
 }
 
 // WatchEvents implements PushService.WatchEvents.
@@ -262,7 +260,7 @@ func (s *Service) ListOnline(ctx context.Context, req *pb.ListOnlineRequest) (*p
 	if size == 0 {
 		size = DefaultPageSize
 	}
-	page, err := s.gw.ListOnline(ctx, after, int(size))
+	page, err := s.gw.ListOnline(ctx, after, int(size), nil)
 	if err != nil {
 		return nil, s.internal(ctx, "ListOnline", err)
 	}
@@ -310,10 +308,6 @@ func onlineUser(u gateway.OnlineUser) *pb.OnlineUser {
 	return out
 }
 
-// ErrUnavailable marks gateway errors that mean the engine cannot be reached;
-// they become UNAVAILABLE.
-var ErrUnavailable = gateway.ErrUnavailable
-
 // internal maps a gateway error to a status in one place: the detail is
 // logged, never returned.
 func (s *Service) internal(ctx context.Context, method string, err error) error {
@@ -321,7 +315,7 @@ func (s *Service) internal(ctx context.Context, method string, err error) error 
 		return status.FromContextError(err).Err()
 	}
 	s.log.ErrorContext(ctx, "call failed", "method", method, "err", err)
-	if errors.Is(err, ErrUnavailable) {
+	if errors.Is(err, gateway.ErrUnavailable) {
 		return status.Error(codes.Unavailable, "push engine unavailable, retry later")
 	}
 	return status.Error(codes.Internal, "internal error")

@@ -39,9 +39,8 @@ type App struct {
 	cfg    Config
 	log    *slog.Logger
 	hub    *gateway.Hub
-	gw     gatewayAPI            // the hub, or the Redis engine over it
-	eng    *redisengine.Engine   // nil with the memory engine
-	rdb    redis.UniversalClient // the engine's client
+	eng    gateway.Engine        // the hub's engine: memory or Redis
+	rdb    redis.UniversalClient // the Redis engine's client; nil with the memory engine
 	health *health.Server
 	svc    *server.Service
 	grpc   *grpc.Server
@@ -96,7 +95,17 @@ func newApp(cfg Config, log *slog.Logger) (*App, error) {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	a := &App{cfg: cfg, log: log}
-	a.hub = gateway.NewHub(gateway.Config{
+	newEngine := gateway.MemoryEngine()
+	if cfg.Engine == "redis" {
+		opts, _ := cfg.redisOptions() // validated with the config
+		// go-redis's logger is process-wide.
+		redisLogOnce.Do(func() { redis.SetLogger(redisLog{log}) })
+		a.rdb = redis.NewUniversalClient(opts)
+		newEngine = redisengine.New(context.Background(), a.rdb, log, reg, redisengine.Options{
+			Prefix: cfg.RedisPrefix, NodeTTL: cfg.NodeTTL, Timeout: cfg.RedisTimeout,
+		})
+	}
+	a.hub, err = gateway.NewHub(gateway.Config{
 		HeartbeatInterval: cfg.HeartbeatInterval,
 		HeartbeatTimeout:  cfg.HeartbeatTimeout,
 		WriteTimeout:      cfg.WriteTimeout,
@@ -119,30 +128,22 @@ func newApp(cfg Config, log *slog.Logger) (*App, error) {
 		NewConnsPerSecond: cfg.NewConnsPerSec,
 		UpstreamPerSecond: cfg.UpstreamRate,
 		TrustedProxies:    proxies,
-	}, log, reg)
-
-	a.gw = a.hub
-	if cfg.Engine == "redis" {
-		opts, _ := cfg.redisOptions() // validated with the config
-		// go-redis's logger is process-wide.
-		redisLogOnce.Do(func() { redis.SetLogger(redisLog{log}) })
-		rdb := redis.NewUniversalClient(opts)
-		a.eng, err = redisengine.New(context.Background(), a.hub, rdb, log, reg, redisengine.Options{
-			Prefix: cfg.RedisPrefix, NodeTTL: cfg.NodeTTL, Timeout: cfg.RedisTimeout,
-		})
-		if err != nil {
-			rdb.Close()
-			return nil, fmt.Errorf("--engine redis: %w", err)
+	}, log, reg, newEngine)
+	if err != nil {
+		if a.rdb != nil {
+			a.rdb.Close()
 		}
-		a.gw, a.rdb = a.eng, rdb
+		return nil, fmt.Errorf("--engine %s: %w", cfg.Engine, err)
 	}
+	a.eng = a.hub.Engine()
+	api := apiWithConfig{a.eng, a.hub.Config()}
 
 	a.health = health.NewServer()
 	grpcOpts, err := grpcTLS(cfg)
 	if err != nil {
 		return nil, err
 	}
-	a.svc = server.NewService(a.gw, log, server.Options{IdempotencyWindow: cfg.IdempotencyWindow, WatchBuffer: cfg.WatchBuffer})
+	a.svc = server.NewService(a.eng, log, server.Options{IdempotencyWindow: cfg.IdempotencyWindow, WatchBuffer: cfg.WatchBuffer})
 	a.grpc = server.NewGRPCServer(a.svc, a.health, server.ServerOptions{
 		Limits:        server.Limits{MaxUserIDBytes: cfg.MaxUserIDBytes, MaxPayloadBytes: cfg.MaxPayloadBytes, MaxBatchUsers: cfg.MaxBatchUsers, MaxTTL: cfg.InboxMaxTTL},
 		APIKeys:       keys,
@@ -176,7 +177,7 @@ func newApp(cfg Config, log *slog.Logger) (*App, error) {
 		mux.Handle("GET "+f, client)
 	}
 	if devSend {
-		mux.Handle("POST /demo/send", web.DevSendHandler(a.gw))
+		mux.Handle("POST /demo/send", web.DevSendHandler(api))
 	}
 	a.http = a.httpServer(mux)
 	if verifier == nil && loopbackOnly(cfg.HTTPAddr) {
@@ -206,7 +207,7 @@ func newApp(cfg Config, log *slog.Logger) (*App, error) {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
 			return
 		}
-		if a.eng != nil && !a.eng.Up() {
+		if !a.eng.Up() {
 			// New connections and calls would fail here: let the load
 			// balancer send them to a node that reaches Redis.
 			http.Error(w, "not ready: redis unreachable", http.StatusServiceUnavailable)
@@ -215,7 +216,7 @@ func newApp(cfg Config, log *slog.Logger) (*App, error) {
 		fmt.Fprintln(w, "ready")
 	})
 	admin := web.AdminConfig{
-		Hub: a.gw, Node: cfg.NodeName, Cluster: a.eng != nil, Errors: recent.Entries, Password: cfg.AdminPassword, Started: time.Now(),
+		Hub: api, Node: cfg.NodeName, Cluster: cfg.Engine == "redis", Errors: recent.Entries, Password: cfg.AdminPassword, Started: time.Now(),
 		Counters: func() map[string]float64 {
 			return counters(reg, map[string]string{
 				"pushgate_messages_delivered_total": "delivered",
@@ -434,9 +435,7 @@ func (a *App) Serve(ctx context.Context) error {
 	}()
 	a.ready.Store(true)
 	a.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	if a.eng != nil {
-		go a.followRedis(ctx)
-	}
+	go a.followEngine(ctx)
 	scheme := "http://"
 	if a.cfg.HTTPTLSCert != "" {
 		scheme = "https://"
@@ -495,12 +494,12 @@ func (a *App) shutdown() {
 		a.log.Warn("some client connections did not close in time", "remaining", a.hub.Connections())
 	}
 	<-httpDone
-	if a.eng != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		if err := a.eng.Close(ctx); err != nil {
-			a.log.Warn("could not remove this node from redis; other nodes will reap it", "err", err)
-		}
-		cancel()
+	ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
+	if err := a.eng.Close(ctx); err != nil {
+		a.log.Warn("could not remove this node from the engine; other nodes will reap it", "err", err)
+	}
+	cancel()
+	if a.rdb != nil {
 		a.rdb.Close()
 	}
 	if a.ops != nil { // last, so health and metrics answered during the drain
@@ -511,12 +510,14 @@ func (a *App) shutdown() {
 	a.log.Info("pushgate stopped", "took", time.Since(start).Round(time.Millisecond))
 }
 
-// gatewayAPI is what the gRPC service and the admin page use: the hub
-// (memory engine) or the Redis engine.
-type gatewayAPI interface {
-	server.Gateway
-	web.AdminHub
+// apiWithConfig is the engine with the gateway's configuration, for the
+// admin page and the demo's send endpoint.
+type apiWithConfig struct {
+	gateway.Engine
+	cfg gateway.Config
 }
+
+func (a apiWithConfig) Config() gateway.Config { return a.cfg }
 
 // redisLog passes go-redis's own messages (dial retries and the like) to
 // the log at debug level; the engine logs what matters (lost and restored
@@ -529,10 +530,11 @@ func (l redisLog) Printf(ctx context.Context, format string, v ...any) {
 	l.log.DebugContext(ctx, "redis client: "+fmt.Sprintf(format, v...))
 }
 
-// followRedis makes gRPC health follow the Redis engine: NOT_SERVING while
-// the node cannot reach Redis (calls would answer UNAVAILABLE), SERVING
-// again when it can. Shutdown's NOT_SERVING is final (health.Server).
-func (a *App) followRedis(ctx context.Context) {
+// followEngine makes gRPC health follow the engine: NOT_SERVING while it
+// cannot serve (the Redis engine cut off from Redis: calls would answer
+// UNAVAILABLE), SERVING again when it can. Shutdown's NOT_SERVING is final
+// (health.Server).
+func (a *App) followEngine(ctx context.Context) {
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
 	up := true

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -19,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"pushgate/gateway/redisengine/redistest"
 	pb "pushgate/gen/pushgate/v1"
 )
 
@@ -69,9 +72,25 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// testEngine is the engine the shared suites run on: "memory" (default) or
+// "redis" (PUSHGATE_TEST_ENGINE=redis; `make test` runs both).
+var testEngine = cmp.Or(os.Getenv("PUSHGATE_TEST_ENGINE"), "memory")
+
+// engineArgs returns the flags that put a server started with args on the
+// test engine: with "redis", a redis-server of its own (so every server
+// starts with empty state, as the memory engine does), unless args already
+// choose an engine.
+func engineArgs(t testing.TB, args []string) []string {
+	if testEngine != "redis" || slices.Contains(args, "--engine") {
+		return args
+	}
+	r := redistest.Start(t)
+	return append([]string{"--engine", "redis", "--redis-url", r.URL()}, args...)
+}
+
 func startServer(t testing.TB, args ...string) *testServer {
 	t.Helper()
-	args = append([]string{"--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--drain-window", "100ms"}, args...)
+	args = append([]string{"--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--drain-window", "100ms"}, engineArgs(t, args)...)
 	cfg, err := parseConfig(args, func(string) string { return "" }, io.Discard)
 	if err != nil {
 		t.Fatalf("config: %v", err)

@@ -41,7 +41,7 @@ type proc struct {
 // and waits for its "pushgate started" line.
 func startProcess(t *testing.T, args ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], append([]string{"--log-format", "json", "--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"}, args...)...)
+	cmd := exec.Command(os.Args[0], append([]string{"--log-format", "json", "--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"}, engineArgs(t, args)...)...)
 	cmd.Env = append(os.Environ(), "PUSHGATE_TEST_RUN_MAIN=1")
 	pr, pw := io.Pipe()
 	cmd.Stderr = pw

@@ -16,35 +16,14 @@ import (
 // count connections as Redis knows them when the call runs: a node that
 // holds them and heard the message (see README, "Cluster mode").
 
-// SendToUser stores (ttl > 0) and publishes m to userID's nodes. It sets
-// m.ID and m.Time.
-func (e *Engine) SendToUser(ctx context.Context, userID string, m *gateway.Message) (gateway.Delivery, error) {
-	ds, err := e.send(ctx, []string{userID}, m)
-	if err != nil {
-		return gateway.Delivery{}, err
-	}
-	return ds[0], nil
-}
-
-// SendToUsers is SendToUser for several users with one id (one script, so
-// the id is in order in every recipient's stream). A repeated id is
-// delivered and reported once.
-func (e *Engine) SendToUsers(ctx context.Context, userIDs []string, m *gateway.Message) ([]gateway.Delivery, error) {
-	seen := make(map[string]struct{}, len(userIDs))
-	ids := make([]string, 0, len(userIDs))
-	for _, id := range userIDs {
-		if _, dup := seen[id]; !dup {
-			seen[id] = struct{}{}
-			ids = append(ids, id)
-		}
-	}
-	return e.send(ctx, ids, m)
-}
-
-func (e *Engine) send(ctx context.Context, users []string, m *gateway.Message) ([]gateway.Delivery, error) {
-	m.ID, m.Time = gateway.NewID(), time.Now()
+// SendToUsers implements gateway.Engine: one script stores (ttl > 0) and
+// publishes the message to the users' nodes, with one id, so the id is in
+// order in every recipient's stream.
+func (e *Engine) SendToUsers(ctx context.Context, users []string, p gateway.Push) (gateway.Sent, error) {
+	now := time.Now()
+	m := p.NewMessage(gateway.NewID(), now, "", false)
 	args := make([]any, 0, 10+len(users))
-	args = idemArgs(ctx, args)
+	args = idemArgs(p.Idempotency, args)
 	args = append(args, m.ID, m.TTL.Milliseconds(), e.cfg.InboxMessages, e.cfg.InboxBytes,
 		e.cfg.InboxMaxTTL.Milliseconds(), len(m.Data), gateway.EncodeMessage(m))
 	for _, u := range users {
@@ -52,75 +31,74 @@ func (e *Engine) send(ctx context.Context, users []string, m *gateway.Message) (
 	}
 	v, err := e.call(ctx, "send", args...)
 	if err != nil {
-		return nil, err
+		return gateway.Sent{}, err
 	}
 	r, _ := v.([]any)
 	if len(r) != 1+3*len(users) {
-		return nil, fmt.Errorf("redis send: unexpected reply %v", v)
+		return gateway.Sent{}, fmt.Errorf("redis send: unexpected reply %v", v)
 	}
-	m.ID = str(r[0])
-	out := make([]gateway.Delivery, len(users))
+	out := gateway.Sent{ID: str(r[0]), Time: now, Users: make([]gateway.Delivery, len(users))}
 	trimmed := 0
 	for i, u := range users {
 		n := num(r[1+3*i])
-		out[i] = gateway.Delivery{UserID: u, Online: n > 0, Delivered: int(n), Stored: num(r[2+3*i]) == 1}
+		out.Users[i] = gateway.Delivery{UserID: u, Online: n > 0, Delivered: int(n), Stored: num(r[2+3*i]) == 1}
 		trimmed += int(num(r[3+3*i]))
 	}
-	e.hub.CountInbox(trimmed, 0)
+	if trimmed > 0 {
+		e.node.CountInbox(gateway.InboxCounts{Trimmed: trimmed})
+	}
 	return out, nil
 }
 
-// Broadcast publishes m to every node; each queues it on its connections
-// except the excluded users'. It returns the connections on live nodes
-// less the excluded users' (0 when no node heard it).
-func (e *Engine) Broadcast(ctx context.Context, m *gateway.Message, exclude []string) (int64, error) {
-	m.ID, m.Time = gateway.NewID(), time.Now()
+// Broadcast implements gateway.Engine: the message is published to every
+// node; each queues it on its connections except the excluded users'. It
+// returns the connections on live nodes less the excluded users' (0 when
+// no node heard it).
+func (e *Engine) Broadcast(ctx context.Context, p gateway.Push, exclude []string) (gateway.Sent, error) {
+	now := time.Now()
+	m := p.NewMessage(gateway.NewID(), now, "", true)
 	args := make([]any, 0, 5+len(exclude))
-	args = idemArgs(ctx, args)
-	args = append(args, m.ID, gateway.EncodeBroadcast(m))
+	args = idemArgs(p.Idempotency, args)
+	args = append(args, m.ID, gateway.EncodeMessage(m))
 	for _, u := range exclude {
 		args = append(args, u)
 	}
-	return e.idCount(ctx, "broadcast", m, args)
+	return e.idCount(ctx, "broadcast", now, args)
 }
 
-// Publish sends m to the nodes with subscribers of topic; it returns the
-// subscribers on the nodes that heard it.
-func (e *Engine) Publish(ctx context.Context, topic string, m *gateway.Message) (int64, error) {
-	m.ID, m.Time, m.Topic = gateway.NewID(), time.Now(), topic
-	return e.idCount(ctx, "publish", m, append(idemArgs(ctx, nil), m.ID, topic, gateway.EncodeMessage(m)))
+// Publish implements gateway.Engine: the message goes to the nodes with
+// subscribers of topic; it returns the subscribers on the nodes that heard
+// it.
+func (e *Engine) Publish(ctx context.Context, topic string, p gateway.Push) (gateway.Sent, error) {
+	now := time.Now()
+	m := p.NewMessage(gateway.NewID(), now, topic, false)
+	return e.idCount(ctx, "publish", now, append(idemArgs(p.Idempotency, nil), m.ID, topic, gateway.EncodeMessage(m)))
 }
 
 // idemArgs appends the idempotency key, hash and window the scripts that
-// send take (empty without a key).
-func idemArgs(ctx context.Context, args []any) []any {
-	k, ok := gateway.IdempotencyFrom(ctx)
-	if !ok {
+// send take (empty without a key). The script records the key with the
+// send, so a retry on any node, even after an answer lost on the way, gets
+// the first result and sends nothing.
+func idemArgs(k gateway.Idempotency, args []any) []any {
+	if k.Key == "" {
 		return append(args, "", "", 0)
 	}
 	return append(args, k.Key, hex.EncodeToString(k.Hash[:]), max(k.Window.Milliseconds(), 1))
 }
 
-// SharedIdempotency marks the engine as recording idempotency keys itself
-// (server.SharedIdempotency): in Redis, in the same script as the send, so
-// a retry on any node, even after an answer lost on the way, gets the
-// first result and sends nothing.
-func (e *Engine) SharedIdempotency() {}
-
-func (e *Engine) idCount(ctx context.Context, script string, m *gateway.Message, args []any) (int64, error) {
+func (e *Engine) idCount(ctx context.Context, script string, now time.Time, args []any) (gateway.Sent, error) {
 	v, err := e.call(ctx, script, args...)
 	if err != nil {
-		return 0, err
+		return gateway.Sent{}, err
 	}
 	r, _ := v.([]any)
 	if len(r) != 2 {
-		return 0, fmt.Errorf("redis %s: unexpected reply %v", script, v)
+		return gateway.Sent{}, fmt.Errorf("redis %s: unexpected reply %v", script, v)
 	}
-	m.ID = str(r[0])
-	return num(r[1]), nil
+	return gateway.Sent{ID: str(r[0]), Time: now, Connections: num(r[1])}, nil
 }
 
-// Disconnect asks the user's nodes to close the user's connections (with
+// Disconnect implements gateway.Engine: it asks the user's nodes to close the user's connections (with
 // CloseKicked) and returns how many they hold.
 func (e *Engine) Disconnect(ctx context.Context, userID, text string) (int, error) {
 	v, err := e.call(ctx, "kick", userID, text)
@@ -130,14 +108,10 @@ func (e *Engine) Disconnect(ctx context.Context, userID, text string) (int, erro
 	return int(num(v)), nil
 }
 
-// ListOnline returns a page of the cluster's online users, by id.
-func (e *Engine) ListOnline(ctx context.Context, after string, limit int) (gateway.OnlinePage, error) {
-	return e.ListOnlineMatching(ctx, after, limit, nil)
-}
-
-// ListOnlineMatching is ListOnline restricted to the ids match accepts
-// (nil: all); it reads the online list in pages until it has enough.
-func (e *Engine) ListOnlineMatching(ctx context.Context, after string, limit int, match func(string) bool) (gateway.OnlinePage, error) {
+// ListOnline implements gateway.Engine: a page of the cluster's online
+// users, by id, restricted to the ids match accepts (nil: all); it reads
+// the online list in pages until it has enough.
+func (e *Engine) ListOnline(ctx context.Context, after string, limit int, match func(string) bool) (gateway.OnlinePage, error) {
 	var page gateway.OnlinePage
 	batch := max(limit, 1)
 	if match != nil {
@@ -200,7 +174,7 @@ func (e *Engine) Presence(ctx context.Context, userIDs []string) ([]gateway.Onli
 
 // Users returns the cluster's online users (-1 when Redis cannot be reached).
 func (e *Engine) Users() int64 {
-	p, err := e.ListOnline(context.Background(), "", 0)
+	p, err := e.ListOnline(context.Background(), "", 0, nil)
 	if err != nil {
 		return -1
 	}
@@ -210,7 +184,7 @@ func (e *Engine) Users() int64 {
 // Connections returns the connections on the cluster's live nodes (-1 when
 // Redis cannot be reached).
 func (e *Engine) Connections() int64 {
-	p, err := e.ListOnline(context.Background(), "", 0)
+	p, err := e.ListOnline(context.Background(), "", 0, nil)
 	if err != nil {
 		return -1
 	}
@@ -231,6 +205,3 @@ func (e *Engine) Inboxed() int64 {
 	}
 	return n
 }
-
-// Config returns the hub's configuration.
-func (e *Engine) Config() gateway.Config { return e.cfg }

@@ -73,10 +73,10 @@ func (o *Options) setDefaults() {
 
 const stripes = 64
 
-// Engine is the Redis engine of one node. It implements gateway.Cluster (for
-// the hub) and the API the gRPC service and admin page use.
+// Engine is the Redis engine of one node: it implements gateway.Engine and
+// reaches this node's connections through its gateway.Node.
 type Engine struct {
-	hub  *gateway.Hub
+	node gateway.Node
 	rdb  redis.UniversalClient
 	log  *slog.Logger
 	opt  Options
@@ -95,6 +95,11 @@ type Engine struct {
 	// so writes reach Redis in the order of the counts they carry.
 	umu [stripes]sync.Mutex
 	tmu [stripes]sync.Mutex
+	// The users (topics) this node may hold, per stripe, guarded by the
+	// stripe's lock: added when one joins (subscribes), removed when a
+	// write finds none left. A resync writes them all.
+	users  [stripes]map[string]struct{}
+	topics [stripes]map[string]struct{}
 
 	dirtyMu     sync.Mutex
 	dirtyUsers  map[string]struct{} // guarded by dirtyMu
@@ -124,13 +129,20 @@ type metrics struct {
 	received   prometheus.Counter
 }
 
-// New connects the engine to the hub (hub.SetCluster) and to Redis, and
-// starts it: it subscribes, writes the node's state and starts beating. It
-// fails when Redis cannot be reached at start. Call Close when done.
-func New(ctx context.Context, hub *gateway.Hub, rdb redis.UniversalClient, log *slog.Logger, reg prometheus.Registerer, opt Options) (*Engine, error) {
+// New returns the engine's constructor for gateway.NewHub.
+func New(ctx context.Context, rdb redis.UniversalClient, log *slog.Logger, reg prometheus.Registerer, opt Options) gateway.NewEngine {
+	return func(node gateway.Node) (gateway.Engine, error) { return Start(ctx, node, rdb, log, reg, opt) }
+}
+
+var _ gateway.Engine = (*Engine)(nil)
+
+// Start connects the engine to Redis and starts it for node: it
+// subscribes, writes the node's state and starts beating. It fails when
+// Redis cannot be reached at start. Call Close when done.
+func Start(ctx context.Context, node gateway.Node, rdb redis.UniversalClient, log *slog.Logger, reg prometheus.Registerer, opt Options) (*Engine, error) {
 	opt.setDefaults()
 	e := &Engine{
-		hub: hub, rdb: rdb, log: log, opt: opt, cfg: hub.Config(), seed: maphash.MakeSeed(),
+		node: node, rdb: rdb, log: log, opt: opt, cfg: node.Config(), seed: maphash.MakeSeed(),
 		P:           "{" + opt.Prefix + "}",
 		scripts:     make(map[string]*redis.Script),
 		dirtyUsers:  make(map[string]struct{}),
@@ -139,6 +151,10 @@ func New(ctx context.Context, hub *gateway.Hub, rdb redis.UniversalClient, log *
 		stop:        make(chan struct{}),
 	}
 	e.nodeChan, e.allChan = e.P+":n:"+opt.Node, e.P+":all"
+	for i := range e.users {
+		e.users[i] = make(map[string]struct{})
+		e.topics[i] = make(map[string]struct{})
+	}
 	if err := e.parseScripts(); err != nil {
 		return nil, err
 	}
@@ -187,7 +203,6 @@ func New(ctx context.Context, hub *gateway.Hub, rdb redis.UniversalClient, log *
 		return nil, fmt.Errorf("redis: %w", err)
 	}
 	e.up.Store(true)
-	hub.SetCluster(e)
 	if err := e.checkEpoch(cctx); err != nil {
 		_ = e.ps.Close()
 		return nil, fmt.Errorf("redis: %w", err)
@@ -219,9 +234,6 @@ func (e *Engine) parseScripts() error {
 
 // Up reports whether the node's Redis subscription is up (it can serve).
 func (e *Engine) Up() bool { return e.up.Load() }
-
-// Node returns this node's name in Redis.
-func (e *Engine) Node() string { return e.opt.Node }
 
 // Close stops the engine: pending presence writes are flushed, then the
 // node removes itself from Redis (its users leave the online list at once

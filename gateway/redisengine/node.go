@@ -15,19 +15,20 @@ import (
 	"pushgate/gateway"
 )
 
-var _ gateway.Cluster = (*Engine)(nil)
-
-// Join implements gateway.Cluster.
+// Join implements gateway.Engine: one script records the node's count of
+// the user and reads the replay and the join's Seq.
 func (e *Engine) Join(ctx context.Context, j gateway.JoinRequest) (gateway.Joined, error) {
-	mu := &e.umu[e.stripe(j.UserID)]
+	i := e.stripe(j.UserID)
+	mu := &e.umu[i]
 	mu.Lock()
-	n, since := e.hub.LocalPresence(j.UserID)
+	e.users[i][j.UserID] = struct{}{}
+	n, since := e.node.UserConns(j.UserID)
 	resume := "0"
 	if j.Resume {
 		resume = "1"
 	}
 	v, err := e.call(ctx, "join", e.opt.Node, j.UserID, j.ConnID, n, ms(since), j.LastID, resume, j.Epoch,
-		gateway.NewID()[16:], e.hub.Connections(), graceMs(e.cfg.PresenceGrace), e.cfg.InboxMaxTTL.Milliseconds())
+		gateway.NewID()[16:], e.node.Connections(), graceMs(e.cfg.PresenceGrace), e.cfg.InboxMaxTTL.Milliseconds())
 	mu.Unlock()
 	if err != nil {
 		return gateway.Joined{}, err
@@ -37,7 +38,6 @@ func (e *Engine) Join(ctx context.Context, j gateway.JoinRequest) (gateway.Joine
 		return gateway.Joined{}, fmt.Errorf("redis join: unexpected reply %v", v)
 	}
 	out := gateway.Joined{Epoch: str(r[0]), Seq: str(r[1]), Complete: num(r[2]) == 1}
-	e.hub.CountInbox(0, int(num(r[3])))
 	for _, b := range r[5:] {
 		m, err := gateway.DecodeMessage([]byte(str(b)))
 		if err != nil {
@@ -45,6 +45,7 @@ func (e *Engine) Join(ctx context.Context, j gateway.JoinRequest) (gateway.Joine
 		}
 		out.Replay = append(out.Replay, m)
 	}
+	e.node.CountInbox(gateway.InboxCounts{Expired: int(num(r[3])), Acked: int(num(r[4])), Replayed: len(out.Replay)})
 	return out, nil
 }
 
@@ -55,50 +56,68 @@ func graceMs(d time.Duration) int64 {
 	return d.Milliseconds()
 }
 
-// PresenceChanged implements gateway.Cluster.
-func (e *Engine) PresenceChanged(userID string) {
+// Left implements gateway.Engine: the node's new count is written soon, in
+// order (workLoop).
+func (e *Engine) Left(userID string) {
 	e.dirtyMu.Lock()
 	e.dirtyUsers[userID] = struct{}{}
 	e.dirtyMu.Unlock()
 	e.kick()
 }
 
-// TopicChanged implements gateway.Cluster.
-func (e *Engine) TopicChanged(topic string) {
+// Unsubscribed implements gateway.Engine.
+func (e *Engine) Unsubscribed(topic string) {
 	e.dirtyMu.Lock()
 	e.dirtyTopics[topic] = struct{}{}
 	e.dirtyMu.Unlock()
 	e.kick()
 }
 
-// SubscribeTopic implements gateway.Cluster: a subscriber joined topic on
-// this node; Redis has the node's new count (and so routes the topic here)
+// Subscribe implements gateway.Engine: a subscriber joined topic on this
+// node; Redis has the node's new count (and so routes the topic here)
 // before it returns.
-func (e *Engine) SubscribeTopic(ctx context.Context, topic string) error {
-	st := &e.tmu[e.stripe(topic)]
+func (e *Engine) Subscribe(ctx context.Context, topic string) error {
+	i := e.stripe(topic)
+	st := &e.tmu[i]
 	st.Lock()
 	defer st.Unlock()
-	if _, err := e.call(ctx, "topics", e.opt.Node, topic, max(e.hub.LocalTopic(topic), 1)); err != nil {
+	e.topics[i][topic] = struct{}{}
+	if _, err := e.call(ctx, "topics", e.opt.Node, topic, max(e.node.TopicConns(topic), 1)); err != nil {
 		return err
 	}
 	return nil
 }
 
-// Ack implements gateway.Cluster.
+// Ack implements gateway.Engine. Implicit acks (from a write loop, which
+// must not wait on Redis) are recorded on a goroutine of their own.
 func (e *Engine) Ack(ctx context.Context, userID, connID string, ids []string, implicit bool) error {
 	imp := "0"
 	if implicit {
 		imp = "1"
+		ctx = context.Background() // the caller's deadline ends when it returns
+		go func() { _ = e.ack(ctx, userID, connID, ids, imp) }()
+		return nil
 	}
+	return e.ack(ctx, userID, connID, ids, imp)
+}
+
+func (e *Engine) ack(ctx context.Context, userID, connID string, ids []string, imp string) error {
+	implicit := imp == "1"
 	args := []any{userID, connID, imp, e.cfg.InboxMaxTTL.Milliseconds()}
 	for _, id := range ids {
 		args = append(args, id)
 	}
-	_, err := e.call(ctx, "ack", args...)
-	if err != nil && implicit {
-		e.log.Warn("could not record acks of messages written to a raw client", "user", userID, "err", err)
+	v, err := e.call(ctx, "ack", args...)
+	if err != nil {
+		if implicit {
+			e.log.Warn("could not record acks of messages written to a raw client", "user", userID, "err", err)
+		}
+		return err
 	}
-	return err
+	if n := int(num(v)); n > 0 {
+		e.node.CountInbox(gateway.InboxCounts{Acked: n})
+	}
+	return nil
 }
 
 // wireEvent is an event for WatchEvents: "E" and this JSON on a node's
@@ -116,11 +135,12 @@ type wireEvent struct {
 	Data     []byte            `json:"d,omitempty"`
 }
 
-// Upstream implements gateway.Cluster.
-func (e *Engine) Upstream(ev gateway.Event) error {
+// Upstream implements gateway.Engine: the event goes to the nodes with
+// WatchEvents streams.
+func (e *Engine) Upstream(ctx context.Context, ev gateway.Event) error {
 	b, _ := json.Marshal(wireEvent{Kind: ev.Kind, User: ev.UserID, Conn: ev.ConnID, Time: time.Now().UnixMilli(),
 		Topic: ev.Topic, Type: ev.Type, DataKind: ev.DataKind, Data: ev.Data})
-	ctx, cancel := context.WithTimeout(context.Background(), e.opt.Timeout)
+	ctx, cancel := context.WithTimeout(ctx, e.opt.Timeout)
 	defer cancel()
 	if err := e.run(ctx, "emit", b).Err(); err != nil {
 		e.m.errors.WithLabelValues("upstream").Inc()
@@ -206,7 +226,7 @@ func (e *Engine) dispatch(channel, payload string) {
 			e.log.Error("bad event from redis", "err", err)
 			return
 		}
-		e.hub.EmitLocal(gateway.Event{Kind: w.Kind, Time: time.UnixMilli(w.Time), UserID: w.User, ConnID: w.Conn,
+		e.node.Emit(gateway.Event{Kind: w.Kind, Time: time.UnixMilli(w.Time), UserID: w.User, ConnID: w.Conn,
 			MessageID: w.Msg, Implicit: w.Implicit, Topic: w.Topic, Type: w.Type, DataKind: w.DataKind, Data: w.Data})
 		return
 	}
@@ -216,7 +236,7 @@ func (e *Engine) dispatch(channel, payload string) {
 		return
 	}
 	if payload[0] == 'K' {
-		e.hub.DisconnectLocal(head, body)
+		e.node.CloseUser(head, body)
 		return
 	}
 	m, err := gateway.DecodeMessage([]byte(body))
@@ -226,15 +246,15 @@ func (e *Engine) dispatch(channel, payload string) {
 	}
 	switch payload[0] {
 	case 'U':
-		e.hub.DeliverLocal(strings.Split(head, "\n"), m)
+		e.node.Deliver(strings.Split(head, "\n"), m)
 	case 'B':
 		var ex []string
 		if head != "" {
 			ex = strings.Split(head, "\n")
 		}
-		e.hub.BroadcastLocal(m, ex)
+		e.node.DeliverBroadcast(m, ex)
 	case 'T':
-		e.hub.PublishLocal(head, m)
+		e.node.DeliverTopic(m)
 	}
 }
 
@@ -278,7 +298,7 @@ func (e *Engine) checkEpoch(ctx context.Context) error {
 	}
 	if old := e.epoch.Swap(&ep); old != nil && *old != ep {
 		e.log.Warn("redis lost its data: new inbox epoch", "epoch", ep, "was", *old)
-		e.hub.ForgetSeen(ep)
+		e.node.ForgetSeen(ep)
 	}
 	return nil
 }
@@ -354,7 +374,7 @@ func (e *Engine) leaseLoop() {
 // beat renews the node's lease; a node Redis did not know (reaped, or
 // Redis lost its data) writes its state again.
 func (e *Engine) beat(ctx context.Context) error {
-	v, err := e.run(ctx, "beat", e.opt.Node, e.opt.NodeTTL.Milliseconds(), e.hub.Connections()).Int64()
+	v, err := e.run(ctx, "beat", e.opt.Node, e.opt.NodeTTL.Milliseconds(), e.node.Connections()).Int64()
 	if err != nil {
 		return err
 	}
@@ -386,7 +406,9 @@ func (e *Engine) reap(ctx context.Context) error {
 			e.m.reaped.Add(float64(n))
 			e.log.Warn("removed dead nodes from redis", "nodes", n)
 		}
-		e.hub.CountInbox(0, int(num(r[2])))
+		if n := int(num(r[2])); n > 0 {
+			e.node.CountInbox(gateway.InboxCounts{Expired: n})
+		}
 		if num(r[3]) == 0 {
 			return nil // nothing left to do now
 		}
@@ -484,8 +506,8 @@ func (e *Engine) markAll(ctx context.Context) error {
 		e.m.errors.WithLabelValues("resync").Inc()
 		return err
 	}
-	users = append(users, e.hub.LocalUsers()...)
-	topics = append(topics, e.hub.LocalTopics()...)
+	users = append(users, e.localUsers()...)
+	topics = append(topics, e.localTopics()...)
 	e.dirtyMu.Lock()
 	for _, u := range users {
 		e.dirtyUsers[u] = struct{}{}
@@ -502,14 +524,21 @@ func (e *Engine) markAll(ctx context.Context) error {
 // reading the counts until Redis has them.
 func (e *Engine) writePresence(ctx context.Context, users []string) error {
 	defer e.lockStripes(&e.umu, users)()
-	args := []any{e.opt.Node, graceMs(e.cfg.PresenceGrace), e.hub.Connections()}
+	args := []any{e.opt.Node, graceMs(e.cfg.PresenceGrace), e.node.Connections()}
+	var gone []string
 	for _, u := range users {
-		n, since := e.hub.LocalPresence(u)
+		n, since := e.node.UserConns(u)
 		args = append(args, u, n, ms(since))
+		if n == 0 {
+			gone = append(gone, u)
+		}
 	}
 	leaving, err := e.run(ctx, "presence", args...).Int64()
 	if err != nil {
 		return err
+	}
+	for _, u := range gone {
+		delete(e.users[e.stripe(u)], u)
 	}
 	if leaving > 0 {
 		// Users went offline: their offline events are due after the grace.
@@ -544,29 +573,53 @@ func (e *Engine) lockStripes(mus *[stripes]sync.Mutex, keys []string) (unlock fu
 func (e *Engine) writeTopics(ctx context.Context, topics []string) error {
 	defer e.lockStripes(&e.tmu, topics)()
 	args := []any{e.opt.Node}
+	var gone []string
 	for _, t := range topics {
-		args = append(args, t, e.hub.LocalTopic(t))
-	}
-	return e.run(ctx, "topics", args...).Err()
-}
-
-// catchUpAll delivers, for every user with connections here, the stored
-// messages after the last one those connections were given: what was
-// published while the node was cut off. It asks for 200 users per script.
-func (e *Engine) catchUpAll(ctx context.Context) error {
-	type ask struct{ user, last string }
-	var asks []ask
-	for _, u := range e.hub.LocalUsers() {
-		if last, ok := e.hub.CatchUpFrom(u); ok {
-			asks = append(asks, ask{u, last})
+		n := e.node.TopicConns(t)
+		args = append(args, t, n)
+		if n == 0 {
+			gone = append(gone, t)
 		}
 	}
+	if err := e.run(ctx, "topics", args...).Err(); err != nil {
+		return err
+	}
+	for _, t := range gone {
+		delete(e.topics[e.stripe(t)], t)
+	}
+	return nil
+}
+
+// localUsers and localTopics list what this node may hold (see
+// Engine.users).
+func (e *Engine) localUsers() []string { return e.local(&e.umu, &e.users) }
+
+func (e *Engine) localTopics() []string { return e.local(&e.tmu, &e.topics) }
+
+func (e *Engine) local(mus *[stripes]sync.Mutex, sets *[stripes]map[string]struct{}) []string {
+	var out []string
+	for i := range mus {
+		mus[i].Lock()
+		for k := range sets[i] {
+			out = append(out, k)
+		}
+		mus[i].Unlock()
+	}
+	return out
+}
+
+// catchUpAll delivers, for every user this node may hold, the stored
+// messages published while the node was cut off: it reads each inbox whole
+// (200 users per script) and hands it to Node.Deliver, which skips what a
+// connection already has (doc.go).
+func (e *Engine) catchUpAll(ctx context.Context) error {
+	users := e.localUsers()
 	n := 0
-	for len(asks) > 0 {
-		batch := asks[:min(len(asks), 200)]
+	for len(users) > 0 {
+		batch := users[:min(len(users), 200)]
 		args := make([]any, 0, 2*len(batch))
-		for _, a := range batch {
-			args = append(args, a.user, a.last)
+		for _, u := range batch {
+			args = append(args, u, "")
 		}
 		var r []any
 		err := e.call1(ctx, func(ctx context.Context) error {
@@ -579,7 +632,7 @@ func (e *Engine) catchUpAll(ctx context.Context) error {
 		}
 		// Per user: how many messages, then the messages.
 		k := 0
-		for _, a := range batch {
+		for _, u := range batch {
 			if k >= len(r) {
 				return fmt.Errorf("catching up: short reply")
 			}
@@ -587,12 +640,12 @@ func (e *Engine) catchUpAll(ctx context.Context) error {
 			k++
 			for _, b := range r[k:min(k+cnt, len(r))] {
 				if m, err := gateway.DecodeMessage([]byte(str(b))); err == nil {
-					n += e.hub.DeliverLocal([]string{a.user}, m)
+					n += e.node.Deliver([]string{u}, m)
 				}
 			}
 			k += cnt
 		}
-		asks = asks[len(batch):]
+		users = users[len(batch):]
 	}
 	if n > 0 {
 		e.log.Info("delivered stored messages missed while cut off from redis", "messages", n)
@@ -621,18 +674,19 @@ func num(v any) int64 {
 	return 0
 }
 
-// Watch registers a watcher on this node and makes sure Redis sends this
-// node the cluster's events before it returns (best effort: if Redis cannot
-// be reached, the count is written when it comes back).
+// Watch implements gateway.Engine: it registers a watcher on this node and
+// makes sure Redis sends this node the cluster's events before it returns
+// (best effort: if Redis cannot be reached, the count is written when it
+// comes back).
 func (e *Engine) Watch(kinds []gateway.EventKind, buffer int) *gateway.Watcher {
-	w := e.hub.Watch(kinds, buffer)
+	w := e.node.Watch(kinds, buffer)
 	e.syncWatchers()
 	return w
 }
 
 // Unwatch removes w.
 func (e *Engine) Unwatch(w *gateway.Watcher) {
-	e.hub.Unwatch(w)
+	e.node.Unwatch(w)
 	e.syncWatchers()
 }
 
@@ -649,7 +703,7 @@ func (e *Engine) syncWatchers() {
 func (e *Engine) writeWatchers(ctx context.Context) error {
 	e.watchMu.Lock()
 	defer e.watchMu.Unlock()
-	return e.run(ctx, "watchers", e.opt.Node, e.hub.WatcherCount()).Err()
+	return e.run(ctx, "watchers", e.opt.Node, e.node.Watchers()).Err()
 }
 
 // requestResync asks the worker to write the node's whole state again.

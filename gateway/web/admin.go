@@ -17,18 +17,18 @@ import (
 //go:embed admin.html
 var adminPage []byte
 
-// AdminHub is what the admin page needs from the gateway. *gateway.Hub
-// implements it.
+// AdminHub is what the admin page needs: the engine (the whole
+// deployment's numbers and sends) and the gateway's configuration.
 type AdminHub interface {
 	Config() gateway.Config
 	Users() int64
 	Connections() int64
 	Inboxed() int64
-	ListOnlineMatching(ctx context.Context, after string, limit int, match func(string) bool) (gateway.OnlinePage, error)
+	ListOnline(ctx context.Context, after string, limit int, match func(string) bool) (gateway.OnlinePage, error)
 	Disconnect(ctx context.Context, userID, text string) (int, error)
-	SendToUser(ctx context.Context, userID string, m *gateway.Message) (gateway.Delivery, error)
-	Publish(ctx context.Context, topic string, m *gateway.Message) (int64, error)
-	Broadcast(ctx context.Context, m *gateway.Message, exclude []string) (int64, error)
+	SendToUsers(ctx context.Context, userIDs []string, p gateway.Push) (gateway.Sent, error)
+	Publish(ctx context.Context, topic string, p gateway.Push) (gateway.Sent, error)
+	Broadcast(ctx context.Context, p gateway.Push, exclude []string) (gateway.Sent, error)
 }
 
 // AdminConfig configures the admin page.
@@ -79,7 +79,7 @@ func AdminHandler(cfg AdminConfig) http.Handler {
 		if q != "" {
 			match = func(id string) bool { return strings.Contains(strings.ToLower(id), q) }
 		}
-		page, err := cfg.Hub.ListOnlineMatching(r.Context(), r.URL.Query().Get("after"), limit, match)
+		page, err := cfg.Hub.ListOnline(r.Context(), r.URL.Query().Get("after"), limit, match)
 		if err != nil {
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
 			return
@@ -150,10 +150,11 @@ func AdminHandler(cfg AdminConfig) http.Handler {
 			return
 		}
 		// Valid JSON goes out as JSON (the page's own shape), else as text.
-		m := &gateway.Message{Type: "admin.test", Kind: gateway.KindText, Data: []byte(req.Text)}
-		if json.Valid(m.Data) {
-			m.Kind = gateway.KindJSON
+		p := gateway.Push{Type: "admin.test", Kind: gateway.KindText, Data: []byte(req.Text)}
+		if json.Valid(p.Data) {
+			p.Kind = gateway.KindJSON
 		}
+		var sent gateway.Sent
 		var delivered int64
 		var err error
 		switch req.Target {
@@ -162,17 +163,20 @@ func AdminHandler(cfg AdminConfig) http.Handler {
 				writeJSON(w, http.StatusBadRequest, map[string]string{"error": "user_id: " + err.Error()})
 				return
 			}
-			var d gateway.Delivery
-			d, err = cfg.Hub.SendToUser(r.Context(), req.UserID, m)
-			delivered = int64(d.Delivered)
+			sent, err = cfg.Hub.SendToUsers(r.Context(), []string{req.UserID}, p)
+			if err == nil {
+				delivered = int64(sent.Users[0].Delivered)
+			}
 		case "topic":
 			if err = gateway.ValidTopic(req.Topic); err != nil {
 				writeJSON(w, http.StatusBadRequest, map[string]string{"error": "topic: " + err.Error()})
 				return
 			}
-			delivered, err = cfg.Hub.Publish(r.Context(), req.Topic, m)
+			sent, err = cfg.Hub.Publish(r.Context(), req.Topic, p)
+			delivered = sent.Connections
 		case "all":
-			delivered, err = cfg.Hub.Broadcast(r.Context(), m, nil)
+			sent, err = cfg.Hub.Broadcast(r.Context(), p, nil)
+			delivered = sent.Connections
 		default:
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "target: user, topic or all"})
 			return
@@ -181,7 +185,7 @@ func AdminHandler(cfg AdminConfig) http.Handler {
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"message_id": m.ID, "delivered_connections": delivered})
+		writeJSON(w, http.StatusOK, map[string]any{"message_id": sent.ID, "delivered_connections": delivered})
 	})
 	return cfg.Guard(mux)
 }

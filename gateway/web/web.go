@@ -68,7 +68,7 @@ func ClientHandler() http.Handler {
 // Sender is what the development send endpoint needs.
 type Sender interface {
 	Config() gateway.Config
-	SendToUser(ctx context.Context, userID string, m *gateway.Message) (gateway.Delivery, error)
+	SendToUsers(ctx context.Context, userIDs []string, p gateway.Push) (gateway.Sent, error)
 }
 
 // DevSendHandler is POST /demo/send for the demo page's backend panel:
@@ -97,12 +97,13 @@ func DevSendHandler(s Sender) http.Handler {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "ttl_seconds: 0 to 86400"})
 			return
 		}
-		m := &gateway.Message{Type: "order.paid", Kind: gateway.KindJSON, Data: []byte(req.JSON), TTL: time.Duration(req.TTLSeconds) * time.Second}
-		d, err := s.SendToUser(r.Context(), req.UserID, m)
+		p := gateway.Push{Type: "order.paid", Kind: gateway.KindJSON, Data: []byte(req.JSON), TTL: time.Duration(req.TTLSeconds) * time.Second}
+		sent, err := s.SendToUsers(r.Context(), []string{req.UserID}, p)
 		if err != nil {
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"message_id": m.ID, "online": d.Online, "delivered_connections": d.Delivered, "stored": d.Stored})
+		d := sent.Users[0]
+		writeJSON(w, http.StatusOK, map[string]any{"message_id": sent.ID, "online": d.Online, "delivered_connections": d.Delivered, "stored": d.Stored})
 	})
 }

@@ -11,9 +11,27 @@ export const binary = process.env.PUSHGATE_BIN || path.join(repoRoot, '.tools/pu
 export const artifacts = process.env.PUSHGATE_ARTIFACTS || path.join(repoRoot, 'test-artifacts');
 mkdirSync(artifacts, { recursive: true });
 
+// engine is the engine the tests run pushgate on: "memory" (default) or
+// "redis" (PUSHGATE_TEST_ENGINE=redis; `make test` runs both).
+export const engine = process.env.PUSHGATE_TEST_ENGINE || 'memory';
+
 // start runs pushgate on free loopback ports with extra flags and resolves
-// once it logs "pushgate started".
-export function start(args = [], env = {}) {
+// once it logs "pushgate started". With the Redis test engine, and unless
+// args choose an engine, it gets a redis-server of its own (so every start
+// begins with empty state, as with the memory engine), stopped when
+// pushgate exits.
+export async function start(args = [], env = {}) {
+  if (engine === 'redis' && !args.includes('--engine')) {
+    const redis = await startRedis();
+    const s = await startBinary(['--engine', 'redis', '--redis-url', redis.url, ...args], env)
+      .catch(async (err) => { await redis.stop(); throw err; });
+    s.exited.then(() => redis.stop());
+    return s;
+  }
+  return startBinary(args, env);
+}
+
+function startBinary(args, env) {
   const child = spawn(binary, [
     '--log-format', 'json', '--http-addr', '127.0.0.1:0', '--grpc-addr', '127.0.0.1:0',
     '--drain-window', '200ms', ...args,

@@ -9,31 +9,36 @@ import (
 	"github.com/coder/websocket"
 )
 
-// joinCluster is a Cluster whose Join waits, so a test can push messages at
-// a connection while it joins; the rest is the Redis engine's job and is
-// tested against a real Redis (cmd/pushgate/cluster_test.go).
-type joinCluster struct {
+// joinEngine is an engine whose Join waits, so a test can deliver messages
+// to a connection while it joins, as any engine may. It implements only
+// what the hub calls; the API half is the engines' own (memory_test.go,
+// package redisengine).
+type joinEngine struct {
+	Engine                // nil: the API is not used here
+	node    Node          // the hub, to deliver through
 	joining chan struct{} // closed when Join is called
 	release chan struct{} // Join returns when closed
 	joined  Joined
 }
 
-func (f *joinCluster) Join(ctx context.Context, j JoinRequest) (Joined, error) {
+func (f *joinEngine) Join(ctx context.Context, j JoinRequest) (Joined, error) {
 	close(f.joining)
 	<-f.release
 	return f.joined, nil
 }
-func (f *joinCluster) PresenceChanged(string)                                    {}
-func (f *joinCluster) SubscribeTopic(context.Context, string) error              { return nil }
-func (f *joinCluster) TopicChanged(string)                                       {}
-func (f *joinCluster) Upstream(Event) error                                      { return nil }
-func (f *joinCluster) Ack(context.Context, string, string, []string, bool) error { return nil }
+func (f *joinEngine) Left(string)                                               {}
+func (f *joinEngine) Subscribe(context.Context, string) error                   { return nil }
+func (f *joinEngine) Unsubscribed(string)                                       {}
+func (f *joinEngine) Upstream(context.Context, Event) error                     { return nil }
+func (f *joinEngine) Ack(context.Context, string, string, []string, bool) error { return nil }
+func (f *joinEngine) Close(context.Context) error                               { return nil }
+
+func (f *joinEngine) make(n Node) (Engine, error) { f.node = n; return f, nil }
 
 // Messages that reach a connection while it joins wait behind its hello and
 // replay; those from before the join (by id) are dropped, stored ones that
 // are in the replay are not sent twice.
 func TestJoiningConnectionGetsHelloReplayThenLive(t *testing.T) {
-	h, srv := testHub(t, Config{}, nil)
 	ids := make([]string, 6)
 	for i := range ids {
 		ids[i] = NewID()
@@ -42,9 +47,9 @@ func TestJoiningConnectionGetsHelloReplayThenLive(t *testing.T) {
 		return &Message{ID: id, Kind: KindJSON, Data: []byte(data), stored: stored, Time: time.Now()}
 	}
 	replayed := msg(ids[1], `"replayed"`, true)
-	f := &joinCluster{joining: make(chan struct{}), release: make(chan struct{}),
+	f := &joinEngine{joining: make(chan struct{}), release: make(chan struct{}),
 		joined: Joined{Epoch: "e1", Seq: ids[2], Replay: []*Message{replayed}, Complete: true}}
-	h.SetCluster(f)
+	h, srv := testHubWith(t, Config{}, nil, f.make)
 
 	got := make(chan []byte, 1)
 	go func() {
@@ -60,12 +65,13 @@ func TestJoiningConnectionGetsHelloReplayThenLive(t *testing.T) {
 		got <- bytes.Join(all, []byte("\n"))
 	}()
 	<-f.joining
-	h.BroadcastLocal(msg(ids[0], `"broadcast before the join"`, false), nil)
-	h.DeliverLocal([]string{"u"}, msg(ids[1], `"replayed"`, true)) // also live: once only
-	h.BroadcastLocal(msg(ids[3], `"broadcast after"`, false), nil)
-	h.DeliverLocal([]string{"u"}, msg(ids[4], `"stored after"`, true))
+	h.DeliverBroadcast(msg(ids[0], `"broadcast before the join"`, false), nil)
+	h.Deliver([]string{"u"}, msg(ids[1], `"replayed"`, true)) // also live: once only
+	h.DeliverBroadcast(msg(ids[3], `"broadcast after"`, false), nil)
+	h.Deliver([]string{"u"}, msg(ids[4], `"stored after"`, true))
+	h.Deliver([]string{"u"}, msg(ids[4], `"stored after"`, true)) // caught up again: once only
 	close(f.release)
-	h.DeliverLocal([]string{"u"}, msg(ids[5], `"live"`, false))
+	h.Deliver([]string{"u"}, msg(ids[5], `"live"`, false))
 
 	var frames []byte
 	select {
@@ -84,13 +90,13 @@ func TestJoiningConnectionGetsHelloReplayThenLive(t *testing.T) {
 		}
 	}
 	if !bytes.Contains(lines[0], []byte(`"epoch":"e1"`)) {
-		t.Fatalf("hello %s, want the cluster's epoch", lines[0])
+		t.Fatalf("hello %s, want the engine's epoch", lines[0])
 	}
 }
 
 func TestMessageEncodingRoundTrip(t *testing.T) {
 	m := &Message{ID: NewID(), Type: "order", Kind: KindBinary, Data: []byte{0, 1, 2, '\n', 0}, Topic: "store:1",
-		TTL: time.Minute, Time: time.Unix(1700000000, 123)}
+		TTL: time.Minute, Time: time.Unix(1700000000, 123), stored: true}
 	got, err := DecodeMessage(EncodeMessage(m))
 	if err != nil {
 		t.Fatal(err)
@@ -109,9 +115,8 @@ func TestMessageEncodingRoundTrip(t *testing.T) {
 // What a joining connection holds counts against its queue's caps: past
 // them it is closed as a slow consumer, like any other.
 func TestJoiningConnectionHoldsWithinTheQueueCaps(t *testing.T) {
-	h, srv := testHub(t, Config{QueueMessages: 3}, nil)
-	f := &joinCluster{joining: make(chan struct{}), release: make(chan struct{}), joined: Joined{Epoch: "e1"}}
-	h.SetCluster(f)
+	f := &joinEngine{joining: make(chan struct{}), release: make(chan struct{}), joined: Joined{Epoch: "e1"}}
+	h, srv := testHubWith(t, Config{QueueMessages: 3}, nil, f.make)
 	code := make(chan websocket.StatusCode, 1)
 	go func() {
 		c := dialEnvelope(t, "ws"+srv.URL[4:]+"/ws/u")
@@ -124,7 +129,7 @@ func TestJoiningConnectionHoldsWithinTheQueueCaps(t *testing.T) {
 	}()
 	<-f.joining
 	for range 4 {
-		h.BroadcastLocal(&Message{ID: NewID(), Kind: KindText, Data: []byte("x"), Time: time.Now()}, nil)
+		h.DeliverBroadcast(&Message{ID: NewID(), Kind: KindText, Data: []byte("x"), Time: time.Now()}, nil)
 	}
 	close(f.release)
 	select {

@@ -1,0 +1,212 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Engine is what the nodes of a deployment share: message ids, inboxes,
+// presence, idempotency keys and the routing of every message to the nodes
+// that hold its recipients. The gRPC API and the admin page call it; the hub
+// calls it for its connections (join, leave, subscribe, ack, upstream). It
+// reaches connections only through the Node it was made with, by the same
+// calls whatever the engine: so there is one send path, one join protocol
+// and one ordering argument (doc.go).
+//
+// Two engines exist: the memory engine (NewMemoryEngine, one node) and
+// package redisengine (many nodes over Redis). Both are run by the same test
+// suites. All methods are safe for concurrent use.
+type Engine interface {
+	// SendToUsers delivers p to every connection of each user (distinct
+	// ids, in order) and, when p.TTL > 0, keeps it in each user's inbox. One
+	// message id for all of them, in order in every recipient's stream.
+	SendToUsers(ctx context.Context, userIDs []string, p Push) (Sent, error)
+	// Broadcast delivers p to every connection except those of the users
+	// in exclude. Live only (p.TTL is ignored).
+	Broadcast(ctx context.Context, p Push, exclude []string) (Sent, error)
+	// Publish delivers p to every subscriber of topic. Live only.
+	Publish(ctx context.Context, topic string, p Push) (Sent, error)
+	// Disconnect closes every connection of userID with CloseKicked (text,
+	// if not empty, in the close frame) and returns how many.
+	Disconnect(ctx context.Context, userID, text string) (int, error)
+	// Presence reports each of userIDs, in order (offline: Connections 0).
+	Presence(ctx context.Context, userIDs []string) ([]OnlineUser, error)
+	// ListOnline returns up to limit online users whose id sorts after
+	// the given one ("" for the first page) and for which match returns
+	// true (nil: all).
+	ListOnline(ctx context.Context, after string, limit int, match func(userID string) bool) (OnlinePage, error)
+	// Watch registers a WatchEvents stream on this node for kinds (none:
+	// all) with room for buffer events; the engine makes sure events of
+	// every node reach it. Unwatch removes it.
+	Watch(kinds []EventKind, buffer int) *Watcher
+	Unwatch(w *Watcher)
+	// Users, Connections and Inboxed are the deployment's totals, for the
+	// admin page and metrics: -1 when they cannot be read now.
+	Users() int64
+	Connections() int64
+	Inboxed() int64
+	// Up reports whether the engine can serve calls now (readiness).
+	Up() bool
+
+	// Join records that this node holds one more connection of j.UserID,
+	// so that every send that runs after it reaches the node, and returns
+	// what the connection must see first (the hub's register).
+	Join(ctx context.Context, j JoinRequest) (Joined, error)
+	// Left says that this node's connections of userID changed (one
+	// closed); the engine reads the node's count (Node.UserConns). It never
+	// blocks.
+	Left(userID string)
+	// Subscribe makes sure topic is routed to this node before it returns
+	// (a subscriber joined here). Unsubscribed says one left (never blocks).
+	Subscribe(ctx context.Context, topic string) error
+	Unsubscribed(topic string)
+	// Ack removes acknowledged messages from userID's inbox and reports
+	// each one that was there to WatchEvents. implicit: written to a raw
+	// connection; then Ack must not block (it is called by a write loop).
+	Ack(ctx context.Context, userID, connID string, ids []string, implicit bool) error
+	// Upstream hands a client's message to the WatchEvents streams of
+	// every node.
+	Upstream(ctx context.Context, e Event) error
+
+	// Close stops the engine; call it after the hub's Shutdown.
+	Close(ctx context.Context) error
+}
+
+// NewEngine makes an engine that reaches this node's connections through
+// node. NewHub calls it once, before the hub serves.
+type NewEngine func(node Node) (Engine, error)
+
+// Node is what an engine may call on the hub: this node's connections. All
+// methods are safe for concurrent use and never block on the network; none
+// calls back into the engine.
+type Node interface {
+	// Config is the gateway's configuration, defaults applied.
+	Config() Config
+	// Deliver queues m on this node's connections of userIDs, once per
+	// connection, and returns how many took it. m.ID must grow with the
+	// order in which the engine hands a user's messages to Deliver (doc.go):
+	// a joining connection holds m until its replay is queued, and a
+	// connection skips m when m is from before it joined, or is stored and
+	// the connection already has it or a later stored message.
+	Deliver(userIDs []string, m *Message) int
+	// DeliverBroadcast queues m on every connection here except those of
+	// the users in exclude.
+	DeliverBroadcast(m *Message, exclude []string) int64
+	// DeliverTopic queues m on this node's subscribers of m.Topic.
+	DeliverTopic(m *Message) int64
+	// CloseUser closes userID's connections here with CloseKicked.
+	CloseUser(userID, text string) int
+	// Emit hands e to this node's WatchEvents streams.
+	Emit(e Event)
+	// Watch, Unwatch and Watchers manage this node's WatchEvents streams.
+	Watch(kinds []EventKind, buffer int) *Watcher
+	Unwatch(w *Watcher)
+	Watchers() int
+	// UserConns returns this node's connections of userID (joining ones
+	// included) and when the oldest opened.
+	UserConns(userID string) (n int, since time.Time)
+	// TopicConns returns this node's subscribers of topic.
+	TopicConns(topic string) int
+	// Connections returns this node's open connections.
+	Connections() int64
+	// ForgetSeen makes the connections that joined in another epoch than
+	// epoch forget which stored ids they have seen: the engine's ids
+	// started again (its store lost its data).
+	ForgetSeen(epoch string)
+	// CountInbox adds to the inbox metrics.
+	CountInbox(c InboxCounts)
+}
+
+// InboxCounts is inbox work an engine did, for the metrics.
+type InboxCounts struct {
+	Acked, Trimmed, Expired, Replayed int
+}
+
+// Push is a message a caller asks to send: what the backend gave, before
+// it has an id.
+type Push struct {
+	Type string        // label from the backend; envelope clients see it
+	Kind Kind          // how Data is framed
+	Data []byte        // the payload exactly as the backend sent it
+	TTL  time.Duration // > 0: kept in the recipients' inboxes (sends to users only)
+	// Idempotency, when Key is set, makes a repeat of the call within
+	// Window return the first call's result and send nothing.
+	Idempotency Idempotency
+}
+
+// Idempotency is a call's idempotency key. The engine records it with the
+// send, in one step, so that a repeat on any node gets the first result.
+type Idempotency struct {
+	Key    string        // the caller and its key; "" for none
+	Hash   [32]byte      // of the method and the request: a key reused for another request is an error
+	Window time.Duration // how long the first result is kept
+}
+
+// Sent is the result of a send.
+type Sent struct {
+	ID          string     // the message id
+	Time        time.Time  // when the engine accepted it
+	Users       []Delivery // SendToUsers: one per user, in order
+	Connections int64      // Broadcast, Publish: connections it was queued on
+}
+
+// Delivery is the outcome of a message for one user.
+type Delivery struct {
+	UserID    string
+	Online    bool // the user had at least one open connection
+	Delivered int  // connections the message was queued on
+	Stored    bool // the message went into the user's inbox
+}
+
+// JoinRequest is a connection joining through the engine.
+type JoinRequest struct {
+	UserID string
+	ConnID string
+	LastID string // resume after this id ("" for the whole inbox)
+	Epoch  string // the epoch the client's LastID is from ("" unknown)
+	Resume bool   // the client asked to resume (gave a last_id)
+}
+
+// Joined is what a joining connection must see first.
+type Joined struct {
+	Epoch    string     // the engine's inbox epoch, for the hello
+	Seq      string     // the last id handed out when the connection joined: live messages up to it are not this connection's
+	Replay   []*Message // the inbox after LastID, in order
+	Complete bool       // nothing after LastID was lost
+}
+
+// OnlineUser is the presence of one user.
+type OnlineUser struct {
+	UserID      string
+	Connections int
+	Since       time.Time // when the oldest open connection was opened; zero when offline
+}
+
+// OnlinePage is one page of ListOnline.
+type OnlinePage struct {
+	Users            []OnlineUser // ordered by UserID (byte order)
+	More             bool         // users sorting after the last one exist
+	TotalUsers       int64
+	TotalConnections int64
+}
+
+// ErrUnavailable marks errors that mean the engine cannot be reached; the
+// API answers them with UNAVAILABLE.
+var ErrUnavailable = errors.New("push engine unavailable")
+
+// ErrIdempotencyConflict: the key was used for a different request within
+// its window.
+var ErrIdempotencyConflict = errors.New("idempotency key already used for a different request")
+
+// NewMessage makes the message an engine delivers for p: m.ID and m.Time
+// set, stored when p.TTL > 0 and it goes to users (not a broadcast, not a
+// topic).
+func (p *Push) NewMessage(id string, t time.Time, topic string, broadcast bool) *Message {
+	m := &Message{ID: id, Type: p.Type, Kind: p.Kind, Data: p.Data, Topic: topic, Time: t, broadcast: broadcast}
+	if !broadcast && topic == "" {
+		m.TTL = p.TTL
+		m.stored = p.TTL > 0
+	}
+	return m
+}

@@ -1,0 +1,484 @@
+package gateway
+
+import (
+	"cmp"
+	"container/heap"
+	"context"
+	"hash/maphash"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// MemoryEngine is the engine of a single node, with nothing to install:
+// ids, inboxes, presence and idempotency keys live in this process and die
+// with it (a new epoch at every start, so resuming clients are told
+// recovered:false).
+//
+// It delivers through its Node exactly as the Redis engine does: a send
+// takes the lock stripes of its users, gets its id, goes into the inboxes
+// and is handed to Node.Deliver while they are held, so ids grow in the
+// order each user's messages are delivered; a join takes the user's stripe
+// to read the node's count, the replay and the join's Seq.
+func MemoryEngine() NewEngine {
+	return func(node Node) (Engine, error) { return newMemoryEngine(node), nil }
+}
+
+// memoryEngine implements Engine for one node.
+type memoryEngine struct {
+	// Immutable after construction.
+	node Node
+	cfg  Config
+	seed maphash.Seed
+	stop chan struct{}
+	done chan struct{}
+
+	stripes [numShards]memStripe
+	idem    idemTable
+
+	users   atomic.Int64 // users with connections
+	conns   atomic.Int64 // their connections, as last read from the node
+	inboxed atomic.Int64 // messages in all inboxes
+	closed  atomic.Bool
+}
+
+// memStripe holds the users that hash to it. Lock order: a stripe (several
+// in index order), then the hub's locks (inside Node calls).
+type memStripe struct {
+	mu      sync.Mutex
+	online  map[string]memPresence // guarded by mu
+	inboxes map[string]*inbox      // guarded by mu
+	leaving map[string]*time.Timer // users within PresenceGrace of going offline; guarded by mu
+}
+
+// memPresence is one online user's connections, as read from the node.
+type memPresence struct {
+	conns int
+	since time.Time
+}
+
+var _ Engine = (*memoryEngine)(nil)
+
+func newMemoryEngine(node Node) *memoryEngine {
+	e := &memoryEngine{node: node, cfg: node.Config(), seed: maphash.MakeSeed(), stop: make(chan struct{}), done: make(chan struct{})}
+	for i := range e.stripes {
+		s := &e.stripes[i]
+		s.online = make(map[string]memPresence)
+		s.inboxes = make(map[string]*inbox)
+		s.leaving = make(map[string]*time.Timer)
+	}
+	e.idem.entries = make(map[string]*idemEntry)
+	go e.expireLoop()
+	return e
+}
+
+func (e *memoryEngine) stripeIndex(userID string) int {
+	return int(maphash.String(e.seed, userID) % numShards)
+}
+
+func (e *memoryEngine) stripe(userID string) *memStripe { return &e.stripes[e.stripeIndex(userID)] }
+
+// SendToUsers implements Engine.
+func (e *memoryEngine) SendToUsers(ctx context.Context, userIDs []string, p Push) (Sent, error) {
+	return e.idem.do(ctx, p.Idempotency, func() (Sent, error) {
+		var locked [numShards]bool
+		for _, u := range userIDs {
+			locked[e.stripeIndex(u)] = true
+		}
+		for i := range e.stripes {
+			if locked[i] {
+				e.stripes[i].mu.Lock()
+			}
+		}
+		now := time.Now()
+		m := p.NewMessage(NewID(), now, "", false)
+		out := Sent{ID: m.ID, Time: now, Users: make([]Delivery, len(userIDs))}
+		var c InboxCounts
+		for i, u := range userIDs {
+			s := e.stripe(u)
+			d := Delivery{UserID: u}
+			if m.stored {
+				b := s.inboxes[u]
+				if b == nil {
+					b = &inbox{}
+					s.inboxes[u] = b
+				}
+				trimmed := b.add(m, now, e.cfg.InboxMessages, e.cfg.InboxBytes, e.cfg.InboxMaxTTL)
+				e.inboxed.Add(int64(1 - trimmed))
+				c.Trimmed += trimmed
+				d.Stored = true
+			}
+			_, d.Online = s.online[u]
+			d.Delivered = e.node.Deliver(userIDs[i:i+1], m)
+			d.Online = d.Online || d.Delivered > 0
+			out.Users[i] = d
+		}
+		for i := range e.stripes {
+			if locked[i] {
+				e.stripes[i].mu.Unlock()
+			}
+		}
+		if c.Trimmed > 0 {
+			e.node.CountInbox(c)
+		}
+		return out, nil
+	})
+}
+
+// Broadcast implements Engine.
+func (e *memoryEngine) Broadcast(ctx context.Context, p Push, exclude []string) (Sent, error) {
+	return e.idem.do(ctx, p.Idempotency, func() (Sent, error) {
+		now := time.Now()
+		m := p.NewMessage(NewID(), now, "", true)
+		n := e.node.DeliverBroadcast(m, exclude)
+		return Sent{ID: m.ID, Time: now, Connections: n}, nil
+	})
+}
+
+// Publish implements Engine.
+func (e *memoryEngine) Publish(ctx context.Context, topic string, p Push) (Sent, error) {
+	return e.idem.do(ctx, p.Idempotency, func() (Sent, error) {
+		now := time.Now()
+		m := p.NewMessage(NewID(), now, topic, false)
+		n := e.node.DeliverTopic(m)
+		return Sent{ID: m.ID, Time: now, Connections: n}, nil
+	})
+}
+
+// Disconnect implements Engine.
+func (e *memoryEngine) Disconnect(_ context.Context, userID, text string) (int, error) {
+	return e.node.CloseUser(userID, text), nil
+}
+
+// Presence implements Engine.
+func (e *memoryEngine) Presence(_ context.Context, userIDs []string) ([]OnlineUser, error) {
+	out := make([]OnlineUser, len(userIDs))
+	for i, u := range userIDs {
+		s := e.stripe(u)
+		s.mu.Lock()
+		p, ok := s.online[u]
+		s.mu.Unlock()
+		out[i] = OnlineUser{UserID: u}
+		if ok {
+			out[i].Connections, out[i].Since = p.conns, p.since
+		}
+	}
+	return out, nil
+}
+
+// ListOnline implements Engine. Cost is O(users × log limit) per page.
+func (e *memoryEngine) ListOnline(_ context.Context, after string, limit int, match func(string) bool) (OnlinePage, error) {
+	// A max-heap of the limit+1 smallest ids after `after`; the extra one
+	// tells whether there is a next page.
+	top := &userHeap{}
+	keep := limit + 1
+	for i := range e.stripes {
+		s := &e.stripes[i]
+		s.mu.Lock()
+		for id, p := range s.online {
+			if id <= after && after != "" || match != nil && !match(id) {
+				continue
+			}
+			u := OnlineUser{UserID: id, Connections: p.conns, Since: p.since}
+			if top.Len() < keep {
+				heap.Push(top, u)
+			} else if id < (*top)[0].UserID {
+				(*top)[0] = u
+				heap.Fix(top, 0)
+			}
+		}
+		s.mu.Unlock()
+	}
+	users := []OnlineUser(*top)
+	slices.SortFunc(users, func(a, b OnlineUser) int { return cmp.Compare(a.UserID, b.UserID) })
+	page := OnlinePage{TotalUsers: e.users.Load(), TotalConnections: e.conns.Load()}
+	if len(users) > limit {
+		users, page.More = users[:limit], true
+	}
+	page.Users = users
+	return page, nil
+}
+
+// userHeap is a max-heap by UserID.
+type userHeap []OnlineUser
+
+func (u userHeap) Len() int           { return len(u) }
+func (u userHeap) Less(i, j int) bool { return u[i].UserID > u[j].UserID }
+func (u userHeap) Swap(i, j int)      { u[i], u[j] = u[j], u[i] }
+func (u *userHeap) Push(x any)        { *u = append(*u, x.(OnlineUser)) }
+func (u *userHeap) Pop() any {
+	old := *u
+	x := old[len(old)-1]
+	*u = old[:len(old)-1]
+	return x
+}
+
+// Watch implements Engine: this node's streams are all there are.
+func (e *memoryEngine) Watch(kinds []EventKind, buffer int) *Watcher {
+	return e.node.Watch(kinds, buffer)
+}
+
+// Unwatch implements Engine.
+func (e *memoryEngine) Unwatch(w *Watcher) { e.node.Unwatch(w) }
+
+func (e *memoryEngine) Users() int64       { return e.users.Load() }
+func (e *memoryEngine) Connections() int64 { return e.conns.Load() }
+func (e *memoryEngine) Inboxed() int64     { return e.inboxed.Load() }
+func (e *memoryEngine) Up() bool           { return !e.closed.Load() }
+
+// setPresenceLocked records userID's connections as the node counts them
+// now, reporting the user online or (after the grace) offline when that
+// changes. s is the user's stripe, locked.
+func (e *memoryEngine) setPresenceLocked(s *memStripe, userID string, now time.Time) {
+	n, since := e.node.UserConns(userID)
+	old, was := s.online[userID]
+	switch {
+	case n > 0:
+		s.online[userID] = memPresence{conns: n, since: since}
+		e.conns.Add(int64(n - old.conns))
+		if was {
+			return
+		}
+		e.users.Add(1)
+		if t, ok := s.leaving[userID]; ok {
+			t.Stop() // back within the grace: no offline, no online
+			delete(s.leaving, userID)
+			return
+		}
+		e.node.Emit(Event{Kind: EventUserOnline, UserID: userID, Time: now})
+	case was:
+		delete(s.online, userID)
+		e.conns.Add(int64(-old.conns))
+		e.users.Add(-1)
+		if e.cfg.PresenceGrace < 0 {
+			e.node.Emit(Event{Kind: EventUserOffline, UserID: userID, Time: now})
+			return
+		}
+		var t *time.Timer
+		t = time.AfterFunc(e.cfg.PresenceGrace, func() {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if s.leaving[userID] != t {
+				return // came back, or a newer timer owns it
+			}
+			delete(s.leaving, userID)
+			e.node.Emit(Event{Kind: EventUserOffline, UserID: userID})
+		})
+		if old := s.leaving[userID]; old != nil {
+			old.Stop()
+		}
+		s.leaving[userID] = t
+	}
+}
+
+// Join implements Engine.
+func (e *memoryEngine) Join(_ context.Context, j JoinRequest) (Joined, error) {
+	s := e.stripe(j.UserID)
+	now := time.Now()
+	out := Joined{Epoch: e.cfg.Epoch, Complete: true}
+	var c InboxCounts
+	s.mu.Lock()
+	e.setPresenceLocked(s, j.UserID, now)
+	sameEpoch := j.Epoch == "" || j.Epoch == e.cfg.Epoch
+	if b := s.inboxes[j.UserID]; b != nil {
+		// Entries past their ttl that the sweep has not reached yet are a
+		// loss, not an ack.
+		if n := b.expire(now, e.cfg.InboxMaxTTL); n > 0 {
+			e.inboxed.Add(int64(-n))
+			c.Expired += n
+		}
+		out.Replay, out.Complete = b.after(j.LastID, now)
+		if j.Resume && sameEpoch {
+			// The client has everything up to LastID: that counts as its
+			// ack, even if an ack frame was lost with the old connection.
+			for _, id := range b.ackThrough(j.LastID) {
+				e.inboxed.Add(-1)
+				c.Acked++
+				e.node.Emit(Event{Kind: EventMessageAcked, UserID: j.UserID, ConnID: j.ConnID, MessageID: id, Implicit: true, Time: now})
+			}
+		}
+	}
+	// Every send to this user from now on gets a greater id, and reaches
+	// the connection (it is in the node's registry).
+	out.Seq = NewID()
+	s.mu.Unlock()
+	if !sameEpoch {
+		out.Complete = false // LastID is from inboxes that no longer exist
+	}
+	c.Replayed = len(out.Replay)
+	e.node.CountInbox(c)
+	return out, nil
+}
+
+// Left implements Engine.
+func (e *memoryEngine) Left(userID string) {
+	s := e.stripe(userID)
+	s.mu.Lock()
+	e.setPresenceLocked(s, userID, time.Now())
+	s.mu.Unlock()
+}
+
+// Subscribe implements Engine: every topic is routed to the only node.
+func (e *memoryEngine) Subscribe(context.Context, string) error { return nil }
+
+// Unsubscribed implements Engine.
+func (e *memoryEngine) Unsubscribed(string) {}
+
+// Ack implements Engine.
+func (e *memoryEngine) Ack(_ context.Context, userID, connID string, ids []string, implicit bool) error {
+	s := e.stripe(userID)
+	now := time.Now()
+	var c InboxCounts
+	s.mu.Lock()
+	if b := s.inboxes[userID]; b != nil {
+		for _, id := range ids {
+			if b.ack(id) {
+				e.inboxed.Add(-1)
+				c.Acked++
+				e.node.Emit(Event{Kind: EventMessageAcked, UserID: userID, ConnID: connID, MessageID: id, Implicit: implicit, Time: now})
+			}
+		}
+		if b.empty(now) {
+			delete(s.inboxes, userID)
+		}
+	}
+	s.mu.Unlock()
+	if c.Acked > 0 {
+		e.node.CountInbox(c)
+	}
+	return nil
+}
+
+// Upstream implements Engine.
+func (e *memoryEngine) Upstream(_ context.Context, ev Event) error {
+	e.node.Emit(ev)
+	return nil
+}
+
+// Close implements Engine: the expiry loop and the presence timers stop.
+func (e *memoryEngine) Close(context.Context) error {
+	if e.closed.Swap(true) {
+		return nil
+	}
+	close(e.stop)
+	<-e.done
+	for i := range e.stripes {
+		s := &e.stripes[i]
+		s.mu.Lock()
+		for u, t := range s.leaving {
+			t.Stop()
+			delete(s.leaving, u)
+		}
+		s.mu.Unlock()
+	}
+	return nil
+}
+
+// expireLoop drops expired inbox entries once a second until Close.
+func (e *memoryEngine) expireLoop() {
+	defer close(e.done)
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-e.stop:
+			return
+		case now := <-t.C:
+			e.expire(now)
+		}
+	}
+}
+
+func (e *memoryEngine) expire(now time.Time) {
+	var c InboxCounts
+	for i := range e.stripes {
+		s := &e.stripes[i]
+		s.mu.Lock()
+		for id, b := range s.inboxes {
+			if n := b.expire(now, e.cfg.InboxMaxTTL); n > 0 {
+				e.inboxed.Add(int64(-n))
+				c.Expired += n
+			}
+			if b.empty(now) {
+				delete(s.inboxes, id)
+			}
+		}
+		s.mu.Unlock()
+	}
+	if c.Expired > 0 {
+		e.node.CountInbox(c)
+	}
+}
+
+// idemTable remembers the results of sends made with an idempotency key for
+// their window. A repeat gets the first result and sends nothing; a
+// concurrent repeat waits for the first to finish. A send that fails is
+// forgotten, so its retry runs again. Safe for concurrent use.
+type idemTable struct {
+	mu        sync.Mutex
+	entries   map[string]*idemEntry // guarded by mu
+	nextSweep time.Time             // guarded by mu
+}
+
+type idemEntry struct {
+	hash    [32]byte
+	done    chan struct{} // closed when sent/err are set
+	sent    Sent
+	err     error
+	expires time.Time // guarded by idemTable.mu
+}
+
+// do runs send once per key within k.Window and returns its result to
+// every call with that key.
+func (t *idemTable) do(ctx context.Context, k Idempotency, send func() (Sent, error)) (Sent, error) {
+	if k.Key == "" {
+		return send()
+	}
+	for {
+		now := time.Now()
+		t.mu.Lock()
+		if now.After(t.nextSweep) {
+			for key, e := range t.entries {
+				if now.After(e.expires) {
+					delete(t.entries, key)
+				}
+			}
+			t.nextSweep = now.Add(k.Window / 10)
+		}
+		e, ok := t.entries[k.Key]
+		if ok && now.After(e.expires) {
+			delete(t.entries, k.Key)
+			ok = false
+		}
+		if !ok {
+			e = &idemEntry{hash: k.Hash, done: make(chan struct{}), expires: now.Add(k.Window)}
+			t.entries[k.Key] = e
+			t.mu.Unlock()
+			sent, err := send()
+			t.mu.Lock()
+			e.sent, e.err = sent, err
+			if err != nil && t.entries[k.Key] == e {
+				delete(t.entries, k.Key) // not remembered: a retry runs again
+			} else {
+				e.expires = time.Now().Add(k.Window)
+			}
+			t.mu.Unlock()
+			close(e.done)
+			return sent, err
+		}
+		t.mu.Unlock()
+		if e.hash != k.Hash {
+			return Sent{}, ErrIdempotencyConflict
+		}
+		select {
+		case <-e.done:
+		case <-ctx.Done():
+			return Sent{}, ctx.Err()
+		}
+		if e.err == nil {
+			return e.sent, nil
+		}
+		// The first call failed and was forgotten: try again.
+	}
+}
