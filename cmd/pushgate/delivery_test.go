@@ -87,6 +87,12 @@ func TestRawPageGetsInboxOnceAcrossReloads(t *testing.T) {
 	reloaded.expect("fresh")
 }
 
+// TestResumeAcrossTwentyCutsLosesNothing cuts the client's link 20 times
+// while 2000 messages flow, each cut at a random message. Whatever the client
+// had buffered past that message is dropped with the link, as if it had been
+// lost in flight, so each cut ends the connection that was being read, and
+// the client resumes with last_id = the last message it processed. Over the
+// 21 connections it must get every message exactly once, in order.
 func TestResumeAcrossTwentyCutsLosesNothing(t *testing.T) {
 	s := startServer(t, "--inbox-max-messages", "3000", "--inbox-max-bytes", "4194304", "--queue-max-messages", "4096")
 	proxy := newCutProxy(t, s.app.HTTPAddr())
@@ -109,63 +115,83 @@ func TestResumeAcrossTwentyCutsLosesNothing(t *testing.T) {
 		sendErr <- nil
 	}()
 
-	var got []int
+	got := 0 // messages processed; the next one must be seq got
 	lastID := ""
-	connects := 0
-	for len(got) < total {
+	connects, cutsDone, dropped := 0, 0, 0
+	var c *envClient
+	for got < total {
 		q := "/roamer"
 		if lastID != "" {
 			q += "?last_id=" + url.QueryEscape(lastID)
 		}
-		c := dialEnv(t, "ws://"+proxy.ln.Addr().String()+"/ws"+q)
+		c = dialEnv(t, "ws://"+proxy.ln.Addr().String()+"/ws"+q)
 		connects++
 		if lastID != "" && (c.hello.Recovered == nil || !*c.hello.Recovered) {
 			t.Fatalf("reconnect %d: hello %+v, want recovered", connects, c.hello)
 		}
 		var unacked []string
-	read:
-		for len(got) < total {
+		cut := false
+		for got < total && !cut {
+			var f env
 			select {
-			case f, ok := <-c.frames:
+			case fr, ok := <-c.frames:
 				if !ok {
-					break read // cut: reconnect with lastID
+					t.Fatalf("connection %d ended after %d messages without a cut: %v", connects, got, <-c.end)
 				}
-				if f.Op != "message" {
-					t.Fatalf("unexpected frame %+v", f)
-				}
-				var seq int
-				fmt.Sscanf(string(f.Data), `{"seq":%d}`, &seq)
-				got = append(got, seq)
-				lastID = f.ID
-				unacked = append(unacked, f.ID)
-				if len(unacked) == 50 {
-					// May fail if the link was just cut; the read notices.
-					b, _ := json.Marshal(map[string]any{"op": "ack", "ids": unacked})
-					c.c.Write(context.Background(), websocket.MessageText, b)
-					unacked = nil
-				}
-				if cutAt[len(got)] {
-					delete(cutAt, len(got))
-					proxy.cut()
-				}
+				f = fr
 			case <-time.After(waitFor):
-				t.Fatalf("stalled after %d messages", len(got))
+				t.Fatalf("connection %d: stalled after %d messages", connects, got)
+			}
+			if f.Op != "message" {
+				t.Fatalf("connection %d: unexpected frame %+v", connects, f)
+			}
+			var seq int
+			if _, err := fmt.Sscanf(string(f.Data), `{"seq":%d}`, &seq); err != nil {
+				t.Fatalf("connection %d: message %+v: %v", connects, f, err)
+			}
+			if seq != got {
+				t.Fatalf("connection %d (resumed after %q): message %d is seq %d (duplicate or gap)", connects, lastID, got, seq)
+			}
+			got++
+			lastID = f.ID
+			unacked = append(unacked, f.ID)
+			if len(unacked) == 50 { // at most 40 acks a connection: within the default --upstream-rate burst (41)
+				b, _ := json.Marshal(map[string]any{"op": "ack", "ids": unacked})
+				if err := c.c.Write(context.Background(), websocket.MessageText, b); err != nil {
+					t.Fatalf("connection %d: ack: %v", connects, err)
+				}
+				unacked = nil
+			}
+			if cutAt[got] {
+				delete(cutAt, got)
+				if n := proxy.cut(); n != 1 {
+					t.Fatalf("cut after message %d dropped %d connections, want 1 (connection %d)", got, n, connects)
+				}
+				cutsDone++
+				n, err := c.waitEnd()
+				if code := websocket.CloseStatus(err); code != -1 {
+					t.Fatalf("connection %d ended with close code %d after the cut, want no close frame: %v", connects, code, err)
+				}
+				dropped += n
+				cut = true
 			}
 		}
-		c.c.CloseNow()
 	}
 	if err := <-sendErr; err != nil {
 		t.Fatal(err)
 	}
-	for i, seq := range got {
-		if seq != i {
-			t.Fatalf("message %d is seq %d (duplicate or gap)", i, seq)
-		}
+	if cutsDone != cuts || connects != cuts+1 {
+		t.Fatalf("%d cuts over %d connections, want %d cuts over %d connections", cutsDone, connects, cuts, cuts+1)
 	}
-	if connects < cuts {
-		t.Fatalf("only %d connections for %d cuts", connects, cuts)
+	// Nothing twice at the end either: the last connection's next message is
+	// a sentinel sent after all of them.
+	if _, err := s.api.SendToUser(context.Background(), &pb.SendToUserRequest{UserId: "roamer", Message: textMsg("end")}); err != nil {
+		t.Fatal(err)
 	}
-	t.Logf("%d messages over %d connections", len(got), connects)
+	if m := c.nextMessage(); string(m.Data) != `"end"` {
+		t.Fatalf("after message %d: %+v, want the sentinel", total-1, m)
+	}
+	t.Logf("%d messages over %d connections; %d frames read past a cut were dropped with it", total, connects, dropped)
 }
 
 func TestResumeFromTrimmedOrExpiredSaysNotRecovered(t *testing.T) {

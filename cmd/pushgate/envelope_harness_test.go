@@ -105,6 +105,29 @@ func (e *envClient) next() env {
 	return env{}
 }
 
+// waitEnd discards the frames the client has not read yet, waits for the
+// connection to end, and returns the error it ended with (see
+// websocket.CloseStatus). It fails the test if the connection is still open
+// after waitFor.
+func (e *envClient) waitEnd() (discarded int, err error) {
+	e.t.Helper()
+	deadline := time.After(waitFor)
+	for {
+		select {
+		case _, ok := <-e.frames:
+			if !ok {
+				err := <-e.end
+				e.end <- err
+				return discarded, err
+			}
+			discarded++
+		case <-deadline:
+			e.t.Fatalf("connection still open after %v", waitFor)
+			return discarded, nil
+		}
+	}
+}
+
 // nextMessage returns the next "message" frame, failing on anything else.
 func (e *envClient) nextMessage() env {
 	e.t.Helper()
@@ -177,7 +200,10 @@ func pump(dst, src net.Conn) {
 	}
 }
 
-func (p *cutProxy) cut() {
+// cut returns how many proxied connections it dropped. A connection is
+// registered before its first byte is forwarded, so one whose handshake
+// completed is always among them.
+func (p *cutProxy) cut() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, c := range p.conns {
@@ -186,5 +212,7 @@ func (p *cutProxy) cut() {
 		}
 		c.Close()
 	}
+	n := len(p.conns) / 2 // each is a client-side and a server-side socket
 	p.conns = nil
+	return n
 }
