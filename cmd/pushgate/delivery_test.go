@@ -80,7 +80,7 @@ func TestRawPageGetsInboxOnceAcrossReloads(t *testing.T) {
 	}
 	// Written to a raw page counts as delivered: the inbox empties, so a
 	// reload does not pop the same orders up again.
-	eventually(t, "inbox empty", func() bool { return s.app.hub.Inboxed() == 0 })
+	eventually(t, "inbox empty", func() bool { return s.app.Hub().Inboxed() == 0 })
 	page.c.Close(websocket.StatusNormalClosure, "reload")
 	reloaded := s.dial(t, "shop")
 	s.api.SendToUser(context.Background(), &pb.SendToUserRequest{UserId: "shop", Message: textMsg("fresh")})
@@ -251,7 +251,7 @@ func TestAckRemovesFromInboxForOtherDevices(t *testing.T) {
 	if ev := w.next(); ev.GetMessageAcked().GetMessageId() != b.GetMessageId() {
 		t.Fatalf("second ack event = %v", ev)
 	}
-	eventually(t, "inbox empty", func() bool { return s.app.hub.Inboxed() == 0 })
+	eventually(t, "inbox empty", func() bool { return s.app.Hub().Inboxed() == 0 })
 }
 
 func TestTopicIsolation(t *testing.T) {
@@ -543,7 +543,7 @@ func TestInboxLimitsExpiryAndMemory(t *testing.T) {
 	var peak runtime.MemStats
 	runtime.ReadMemStats(&peak)
 	eventually(t, "all expired", func() bool { return s.metric(t, "pushgate_inbox_expired_total") >= users })
-	eventually(t, "inboxes empty", func() bool { return s.app.hub.Inboxed() == 0 })
+	eventually(t, "inboxes empty", func() bool { return s.app.Hub().Inboxed() == 0 })
 	// What stays is what maps and pools keep for reuse, not the inboxes:
 	// allow a quarter of the growth they caused.
 	grown := int64(peak.HeapAlloc) - int64(before.HeapAlloc)
