@@ -60,7 +60,9 @@ type App struct {
 
 // New wires pushgate and binds its listeners (so their addresses are known
 // before Serve), refusing network-reachable addresses in protected mode.
-func New(cfg config.Config, log *slog.Logger) (*App, error) {
+// When it fails, everything it had started is released again: the engine
+// (its node leaves Redis), the listeners and the hub.
+func New(cfg config.Config, log *slog.Logger) (_ *App, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -104,6 +106,11 @@ func New(cfg config.Config, log *slog.Logger) (*App, error) {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	a := &App{cfg: cfg, log: log}
+	defer func() {
+		if err != nil {
+			a.release()
+		}
+	}()
 	a.hub = gateway.NewHub(gateway.Config{
 		HeartbeatInterval: cfg.HeartbeatInterval,
 		HeartbeatTimeout:  cfg.HeartbeatTimeout,
@@ -164,7 +171,6 @@ func New(cfg config.Config, log *slog.Logger) (*App, error) {
 		return nil, fmt.Errorf("--grpc-addr: %w", err)
 	}
 	if a.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
-		a.grpcLn.Close()
 		return nil, fmt.Errorf("--http-addr: %w", err)
 	}
 
@@ -197,8 +203,6 @@ func New(cfg config.Config, log *slog.Logger) (*App, error) {
 	ops, opsAddr := mux, cfg.HTTPAddr
 	if cfg.OpsAddr != "" {
 		if a.opsLn, err = net.Listen("tcp", cfg.OpsAddr); err != nil {
-			a.grpcLn.Close()
-			a.httpLn.Close()
 			return nil, fmt.Errorf("--ops-addr: %w", err)
 		}
 		ops, opsAddr = http.NewServeMux(), cfg.OpsAddr
@@ -421,9 +425,9 @@ func (a *App) Hub() *gateway.Hub { return a.hub }
 // (the node leaves Redis) and the hub. Serve releases them itself.
 func (a *App) Close() { a.release() }
 
-// release frees what New started, in shutdown's order: listeners, then the
-// hub, then the engine and its client. Each step may run again (Close after
-// Serve) without harm.
+// release frees whatever New has started so far, in shutdown's order:
+// listeners, then the hub, then the engine and its client. Each step may
+// run again (Close after Serve) without harm.
 func (a *App) release() {
 	if a.grpc != nil {
 		a.grpc.Stop()
