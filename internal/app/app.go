@@ -177,6 +177,9 @@ func New(cfg config.Config, log *slog.Logger) (_ *App, err error) {
 	// The demo's backend panel may send for real only in local development:
 	// no client auth, loopback only.
 	devSend := verifier == nil && keys.Len() == 0 && config.LoopbackOnly(cfg.HTTPAddr)
+	// The admin page and the demo's send endpoint take what the gRPC API
+	// takes.
+	sendLimits := web.SendLimits{MaxPayloadBytes: cfg.MaxPayloadBytes, MaxTTL: cfg.InboxMaxTTL}
 	demo, err := web.DemoHandler(a.grpcLn.Addr().String(), devSend)
 	if err != nil {
 		return nil, err
@@ -190,7 +193,7 @@ func New(cfg config.Config, log *slog.Logger) (_ *App, err error) {
 		mux.Handle("GET "+f, client)
 	}
 	if devSend {
-		mux.Handle("POST /demo/send", web.DevSendHandler(a.gw))
+		mux.Handle("POST /demo/send", web.DevSendHandler(a.gw, sendLimits))
 	}
 	a.http = a.httpServer(mux)
 	if verifier == nil && config.LoopbackOnly(cfg.HTTPAddr) {
@@ -228,6 +231,7 @@ func New(cfg config.Config, log *slog.Logger) (_ *App, err error) {
 	})
 	admin := web.AdminConfig{
 		Hub: a.gw, Node: cfg.NodeName, Cluster: a.eng != nil, Errors: recent.Entries, Password: cfg.AdminPassword, Started: time.Now(),
+		Limits: sendLimits,
 		Counters: func() map[string]float64 {
 			return counters(reg, map[string]string{
 				"pushgate_messages_delivered_total": "delivered",

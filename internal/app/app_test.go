@@ -2,9 +2,12 @@ package app
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"runtime"
 	"strings"
 	"testing"
@@ -168,5 +171,67 @@ func TestNewFailingWithRedisLeavesRedis(t *testing.T) {
 			}
 			settle(t, base) // the engine's loops, its Redis client and the hub's expiry loop are gone
 		})
+	}
+}
+
+// The admin page and the demo's send endpoint take what the gRPC API takes:
+// --max-payload-bytes and --inbox-max-ttl.
+func TestSendEndpointsFollowConfiguredLimits(t *testing.T) {
+	a, err := newTestApp(t, "--max-payload-bytes", "16", "--inbox-max-ttl", "1m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Serve(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	}()
+
+	post := func(path string, body any) (int, string) {
+		t.Helper()
+		b, _ := json.Marshal(body)
+		resp, err := http.Post("http://"+a.HTTPAddr()+path, "application/json", strings.NewReader(string(b)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out struct {
+			Error string `json:"error"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil && !errors.Is(err, io.EOF) {
+			t.Fatalf("%s: %v", path, err)
+		}
+		return resp.StatusCode, out.Error
+	}
+	for _, tc := range []struct {
+		path      string
+		body      map[string]any
+		code      int
+		errorHas  []string
+		errorNone bool
+	}{
+		{"/admin/api/send", map[string]any{"target": "all", "text": strings.Repeat("x", 17)}, 413, []string{"text", "17", "16"}, false},
+		{"/admin/api/send", map[string]any{"target": "all", "text": strings.Repeat("x", 16)}, 200, nil, true},
+		{"/demo/send", map[string]any{"user_id": "u1", "json": `"` + strings.Repeat("x", 15) + `"`}, 413, []string{"json", "17", "16"}, false},
+		{"/demo/send", map[string]any{"user_id": "u1", "json": `"` + strings.Repeat("x", 14) + `"`}, 200, nil, true},
+		{"/demo/send", map[string]any{"user_id": "u1", "json": `{}`, "ttl_seconds": 61}, 400, []string{"ttl_seconds", "60"}, false},
+		{"/demo/send", map[string]any{"user_id": "u1", "json": `{}`, "ttl_seconds": 60}, 200, nil, true},
+	} {
+		code, msg := post(tc.path, tc.body)
+		if code != tc.code {
+			t.Errorf("%s %v: status %d (%q), want %d", tc.path, tc.body, code, msg, tc.code)
+		}
+		for _, want := range tc.errorHas {
+			if !strings.Contains(msg, want) {
+				t.Errorf("%s %v: error %q does not mention %q", tc.path, tc.body, msg, want)
+			}
+		}
+		if tc.errorNone && msg != "" {
+			t.Errorf("%s %v: error %q", tc.path, tc.body, msg)
+		}
 	}
 }
