@@ -80,7 +80,7 @@ func TestRawPageGetsInboxOnceAcrossReloads(t *testing.T) {
 	}
 	// Written to a raw page counts as delivered: the inbox empties, so a
 	// reload does not pop the same orders up again.
-	eventually(t, "inbox empty", func() bool { return s.app.eng.Inboxed() == 0 })
+	eventually(t, "inbox empty", func() bool { return s.app.Engine().Inboxed() == 0 })
 	page.c.Close(websocket.StatusNormalClosure, "reload")
 	reloaded := s.dial(t, "shop")
 	s.api.SendToUser(context.Background(), &pb.SendToUserRequest{UserId: "shop", Message: textMsg("fresh")})
@@ -277,7 +277,7 @@ func TestAckRemovesFromInboxForOtherDevices(t *testing.T) {
 	if ev := w.next(); ev.GetMessageAcked().GetMessageId() != b.GetMessageId() {
 		t.Fatalf("second ack event = %v", ev)
 	}
-	eventually(t, "inbox empty", func() bool { return s.app.eng.Inboxed() == 0 })
+	eventually(t, "inbox empty", func() bool { return s.app.Engine().Inboxed() == 0 })
 }
 
 func TestTopicIsolation(t *testing.T) {
@@ -569,7 +569,7 @@ func TestInboxLimitsExpiryAndMemory(t *testing.T) {
 	var peak runtime.MemStats
 	runtime.ReadMemStats(&peak)
 	eventually(t, "all expired", func() bool { return s.metric(t, "pushgate_inbox_expired_total") >= users })
-	eventually(t, "inboxes empty", func() bool { return s.app.eng.Inboxed() == 0 })
+	eventually(t, "inboxes empty", func() bool { return s.app.Engine().Inboxed() == 0 })
 	// What stays is what maps and pools keep for reuse, not the inboxes:
 	// allow a quarter of the growth they caused.
 	grown := int64(peak.HeapAlloc) - int64(before.HeapAlloc)

@@ -25,6 +25,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"pushgate/gateway/token"
+	"pushgate/internal/app"
+	"pushgate/internal/config"
 	"pushgate/server"
 )
 
@@ -35,15 +37,15 @@ const deployCloseSlack = 5 * time.Second
 // deployWorstStop is the longest pushgate may take to exit after SIGTERM:
 // not ready for --shutdown-delay, gRPC calls for --grpc-stop-timeout, client
 // closes over --drain-window plus the close handshakes, then the ops
-// listener's shutdown (httpStopTimeout). The plain HTTP shutdown runs in
+// listener's shutdown (app.HTTPStopTimeout). The plain HTTP shutdown runs in
 // parallel with the gRPC and client steps.
-func deployWorstStop(c Config) time.Duration {
-	return c.ShutdownDelay + c.GRPCStopTimeout + c.DrainWindow + deployCloseSlack + httpStopTimeout
+func deployWorstStop(c config.Config) time.Duration {
+	return c.ShutdownDelay + c.GRPCStopTimeout + c.DrainWindow + deployCloseSlack + app.HTTPStopTimeout
 }
 
-func deployStopArithmetic(c Config) string {
+func deployStopArithmetic(c config.Config) string {
 	return fmt.Sprintf("shutdown-delay %v + grpc-stop-timeout %v + drain-window %v + close handshakes %v + ops shutdown %v = %v",
-		c.ShutdownDelay, c.GRPCStopTimeout, c.DrainWindow, deployCloseSlack, httpStopTimeout, deployWorstStop(c))
+		c.ShutdownDelay, c.GRPCStopTimeout, c.DrainWindow, deployCloseSlack, app.HTTPStopTimeout, deployWorstStop(c))
 }
 
 // deployRoot is the repository root (tests run in cmd/pushgate).
@@ -75,9 +77,9 @@ func deployGetenv(env map[string]string) func(string) string {
 // deployEnvNames maps every PUSHGATE_* variable pushgate reads to its flag.
 func deployEnvNames(t *testing.T) map[string]string {
 	t.Helper()
-	_, fs, _ := loadConfig(nil, func(string) string { return "" }, io.Discard)
+	_, fs, _ := config.Load(nil, func(string) string { return "" }, io.Discard)
 	names := map[string]string{"PUSHGATE_CONFIG": "config"}
-	fs.VisitAll(func(f *flag.Flag) { names[envName(f.Name)] = f.Name })
+	fs.VisitAll(func(f *flag.Flag) { names[config.EnvName(f.Name)] = f.Name })
 	return names
 }
 
@@ -94,18 +96,18 @@ func deployCheckEnvNames(t *testing.T, where string, env map[string]string) {
 }
 
 // deployParse parses args and env exactly as pushgate does at start.
-func deployParse(t *testing.T, where string, args []string, env map[string]string) (Config, *flag.FlagSet) {
+func deployParse(t *testing.T, where string, args []string, env map[string]string) (config.Config, *flag.FlagSet) {
 	t.Helper()
-	cfg, fs, err := loadConfig(args, deployGetenv(env), io.Discard)
+	cfg, fs, err := config.Load(args, deployGetenv(env), io.Discard)
 	if err != nil {
 		t.Fatalf("%s: pushgate would not start with args %q: %v", where, args, err)
 	}
 	return cfg, fs
 }
 
-// deployProtectedMode runs the start-up checks newApp makes before binding:
+// deployProtectedMode runs the start-up checks app.New makes before binding:
 // the client token verifier, the API keys and protected mode.
-func deployProtectedMode(cfg Config) error {
+func deployProtectedMode(cfg config.Config) error {
 	var verifier *token.Verifier
 	if cfg.Auth == "jwt" {
 		var err error
@@ -121,7 +123,7 @@ func deployProtectedMode(cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("--api-keys: %w", err)
 	}
-	return protectedMode(cfg, verifier != nil, keys.Len() > 0, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	return app.ProtectedMode(cfg, verifier != nil, keys.Len() > 0, slog.New(slog.NewTextHandler(io.Discard, nil)))
 }
 
 func deployPort(t *testing.T, flagName, addr string) int {
@@ -428,7 +430,7 @@ func TestDeployKubernetes(t *testing.T) {
 		} else if got != want {
 			t.Errorf("%s: container port %q is %d, but %s is %s", where, l.name, got, l.flag, l.addr)
 		}
-		if loopbackOnly(l.addr) {
+		if config.LoopbackOnly(l.addr) {
 			t.Errorf("%s: %s %s is loopback only: unreachable from outside the pod", where, l.flag, l.addr)
 		}
 	}
@@ -711,7 +713,7 @@ func TestDeployDockerfile(t *testing.T) {
 			t.Errorf("%s: %s is not set", where, l.flag)
 			continue
 		}
-		if loopbackOnly(l.addr) {
+		if config.LoopbackOnly(l.addr) {
 			t.Errorf("%s: %s %s is loopback only: unreachable from outside the container", where, l.flag, l.addr)
 		}
 		if p := strconv.Itoa(deployPort(t, l.flag, l.addr)); !exposed[p] {
@@ -813,7 +815,7 @@ func deployEnvFile(t *testing.T, rel string) map[string]string {
 
 // deploySystemdConfig parses the unit's ExecStart with the example config
 // and environment files from deploy/systemd in place of /etc/pushgate.
-func deploySystemdConfig(t *testing.T) (Config, *flag.FlagSet, map[string][]string, map[string]string, string) {
+func deploySystemdConfig(t *testing.T) (config.Config, *flag.FlagSet, map[string][]string, map[string]string, string) {
 	t.Helper()
 	const unitRel = "deploy/systemd/pushgate.service"
 	const yamlRel = "deploy/systemd/pushgate.yaml"
@@ -890,9 +892,9 @@ func TestDeploySystemd(t *testing.T) {
 	const yamlRel = "deploy/systemd/pushgate.yaml"
 
 	// The example file on its own: every key is a flag.
-	_, fresh, _ := loadConfig(nil, func(string) string { return "" }, io.Discard)
+	_, fresh, _ := config.Load(nil, func(string) string { return "" }, io.Discard)
 	yamlPath := filepath.Join(deployRoot(t), yamlRel)
-	if err := applyFile(fresh, yamlPath); err != nil {
+	if err := config.ApplyFile(fresh, yamlPath); err != nil {
 		t.Fatalf("%s does not load: %v", yamlRel, err)
 	}
 
@@ -909,7 +911,7 @@ func TestDeploySystemd(t *testing.T) {
 		t.Fatalf("%s: sets nothing", yamlRel)
 	}
 	for k := range m {
-		if env[envName(k)] != "" {
+		if env[config.EnvName(k)] != "" {
 			continue
 		}
 		if got, want := fs.Lookup(k).Value.String(), fresh.Lookup(k).Value.String(); got != want {
@@ -992,7 +994,7 @@ func TestDeployNginx(t *testing.T) {
 	// Idle WebSockets survive the proxy: it hears from pushgate (a ping) at
 	// least every heartbeat interval, and from a live client (the pong)
 	// within the heartbeat timeout after that.
-	def, err := parseConfig(nil, func(string) string { return "" }, io.Discard)
+	def, err := config.Parse(nil, func(string) string { return "" }, io.Discard)
 	if err != nil {
 		t.Fatalf("the default configuration does not validate: %v", err)
 	}

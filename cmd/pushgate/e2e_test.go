@@ -95,7 +95,7 @@ func TestBroadcastReachesAll500ExactlyOnce(t *testing.T) {
 	for i := range clients {
 		clients[i] = s.dial(t, fmt.Sprintf("user-%03d", i))
 	}
-	eventually(t, "500 connections", func() bool { return s.app.hub.Connections() == n })
+	eventually(t, "500 connections", func() bool { return s.app.Hub().Connections() == n })
 	ctx := context.Background()
 
 	resp, err := s.api.Broadcast(ctx, &pb.BroadcastRequest{Message: jsonMsg(`{"status":"all"}`)})
@@ -134,7 +134,7 @@ func TestManyClientsManyMessagesInOrder(t *testing.T) {
 	for i := range cs {
 		cs[i] = s.dial(t, fmt.Sprintf("c%d", i))
 	}
-	eventually(t, "all connected", func() bool { return s.app.hub.Connections() == clients })
+	eventually(t, "all connected", func() bool { return s.app.Hub().Connections() == clients })
 
 	var g errgroup.Group
 	for i := range cs {
@@ -202,7 +202,7 @@ func TestSlowConsumerIsClosedWhileOthersKeepReceiving(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer slow.CloseNow()
-	eventually(t, "all connected", func() bool { return s.app.hub.Connections() == others+1 })
+	eventually(t, "all connected", func() bool { return s.app.Hub().Connections() == others+1 })
 
 	big := jsonMsg(`"` + strings.Repeat("x", 256<<10) + `"`)
 	sent := 0
@@ -296,7 +296,7 @@ func TestListOnlinePaginatesAndGetPresence(t *testing.T) {
 		s.dial(t, fmt.Sprintf("u%04d", i))
 	}
 	s.dial(t, "u0007") // a second connection for one user
-	eventually(t, "all connected", func() bool { return s.app.hub.Connections() == users+1 })
+	eventually(t, "all connected", func() bool { return s.app.Hub().Connections() == users+1 })
 	ctx := context.Background()
 
 	seen := map[string]bool{}

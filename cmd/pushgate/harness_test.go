@@ -23,6 +23,8 @@ import (
 
 	"pushgate/gateway/redisengine/redistest"
 	pb "pushgate/gen/pushgate/v1"
+	"pushgate/internal/app"
+	"pushgate/internal/config"
 )
 
 func TestMain(m *testing.M) {
@@ -38,7 +40,7 @@ func TestMain(m *testing.M) {
 // testServer is a pushgate started in-process with the same wiring as run,
 // on free loopback ports.
 type testServer struct {
-	app    *App
+	app    *app.App
 	cc     *grpc.ClientConn
 	api    pb.PushServiceClient
 	cancel context.CancelFunc
@@ -91,7 +93,7 @@ func engineArgs(t testing.TB, args []string) []string {
 func startServer(t testing.TB, args ...string) *testServer {
 	t.Helper()
 	args = append([]string{"--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--drain-window", "100ms"}, engineArgs(t, args)...)
-	cfg, err := parseConfig(args, func(string) string { return "" }, io.Discard)
+	cfg, err := config.Parse(args, func(string) string { return "" }, io.Discard)
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
@@ -99,14 +101,14 @@ func startServer(t testing.TB, args ...string) *testServer {
 	var lvl slog.Level
 	lvl.UnmarshalText([]byte(cfg.LogLevel))
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: lvl}))
-	app, err := newApp(cfg, log)
+	a, err := app.New(cfg, log)
 	if err != nil {
-		t.Fatalf("newApp: %v", err)
+		t.Fatalf("app.New: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &testServer{app: app, cancel: cancel, done: make(chan error, 1), logs: logs}
-	go func() { s.done <- app.Serve(ctx) }()
-	cc, err := grpc.NewClient(app.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	s := &testServer{app: a, cancel: cancel, done: make(chan error, 1), logs: logs}
+	go func() { s.done <- a.Serve(ctx) }()
+	cc, err := grpc.NewClient(a.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -329,18 +329,18 @@ func TestHostileInput(t *testing.T) {
 		}},
 		{"connections over the per-node limit", func() error {
 			var conns []*websocket.Conn
-			base := s.app.hub.Connections()
+			base := s.app.Hub().Connections()
 			defer func() {
 				for _, c := range conns {
 					c.CloseNow()
 				}
-				eventually(t, "flood gone", func() bool { return s.app.hub.Connections() <= base })
+				eventually(t, "flood gone", func() bool { return s.app.Hub().Connections() <= base })
 			}()
 			for i := 0; i < 60; i++ {
 				code, c := dialStatus(t, ws, bearer(s.token(t, fmt.Sprint("flood-", i))))
 				if c == nil {
-					if code != 503 || s.app.hub.Connections() != 40 {
-						return fmt.Errorf("refused with %d at %d connections, want 503 at 40", code, s.app.hub.Connections())
+					if code != 503 || s.app.Hub().Connections() != 40 {
+						return fmt.Errorf("refused with %d at %d connections, want 503 at 40", code, s.app.Hub().Connections())
 					}
 					return nil
 				}

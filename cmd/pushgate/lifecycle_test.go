@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -25,6 +24,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	pb "pushgate/gen/pushgate/v1"
+	"pushgate/internal/app"
+	"pushgate/internal/config"
 )
 
 // proc is the pushgate command running as its own process.
@@ -218,7 +219,7 @@ func TestNoGoroutineLeakAfterManyConnections(t *testing.T) {
 		<-c.end
 	}
 	cycle(0)
-	eventually(t, "warm-up closed", func() bool { return s.app.hub.Connections() == 0 })
+	eventually(t, "warm-up closed", func() bool { return s.app.Hub().Connections() == 0 })
 	runtime.GC()
 	base := runtime.NumGoroutine()
 
@@ -234,7 +235,7 @@ func TestNoGoroutineLeakAfterManyConnections(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	eventually(t, "all connections gone", func() bool { return s.app.hub.Connections() == 0 && s.app.hub.Users() == 0 })
+	eventually(t, "all connections gone", func() bool { return s.app.Hub().Connections() == 0 && s.app.Hub().Users() == 0 })
 	deadline := time.Now().Add(waitFor)
 	for runtime.NumGoroutine() > base {
 		if time.Now().After(deadline) {
@@ -245,66 +246,6 @@ func TestNoGoroutineLeakAfterManyConnections(t *testing.T) {
 	}
 	if v := s.metric(t, "pushgate_connections_accepted_total"); v != cycles+1 {
 		t.Fatalf("accepted = %v, want %d", v, cycles+1)
-	}
-}
-
-func TestConfigFromFlagsAndEnvironment(t *testing.T) {
-	env := map[string]string{
-		"PUSHGATE_HEARTBEAT_INTERVAL": "5s",
-		"PUSHGATE_QUEUE_MAX_MESSAGES": "77",
-		"PUSHGATE_GRPC_ADDR":          "127.0.0.1:7000",
-	}
-	cfg, err := parseConfig([]string{"--grpc-addr", "127.0.0.1:7001"}, func(k string) string { return env[k] }, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cfg.HeartbeatInterval != 5*time.Second || cfg.QueueMessages != 77 {
-		t.Fatalf("environment not applied: %+v", cfg)
-	}
-	if cfg.GRPCAddr != "127.0.0.1:7001" {
-		t.Fatalf("flag must win over environment, got %s", cfg.GRPCAddr)
-	}
-	if cfg.HTTPAddr != "127.0.0.1:8080" || cfg.DrainWindow != 10*time.Second {
-		t.Fatalf("defaults wrong: %+v", cfg)
-	}
-
-	_, err = parseConfig(nil, func(k string) string {
-		if k == "PUSHGATE_WRITE_TIMEOUT" {
-			return "soon"
-		}
-		return ""
-	}, io.Discard)
-	if err == nil || !strings.Contains(err.Error(), "PUSHGATE_WRITE_TIMEOUT") {
-		t.Fatalf("bad env value: err = %v, want it to name the variable", err)
-	}
-	for _, args := range [][]string{{"--log-format", "xml"}, {"--queue-max-bytes", "0"}, {"--http-addr", "nohost"}, {"--nope"}, {"extra"}} {
-		if _, err := parseConfig(args, func(string) string { return "" }, io.Discard); err == nil {
-			t.Errorf("%v: accepted", args)
-		}
-	}
-}
-
-func TestHelpListsEveryOption(t *testing.T) {
-	var out strings.Builder
-	_, err := parseConfig([]string{"--help"}, func(string) string { return "" }, &out)
-	if !errors.Is(err, flag.ErrHelp) {
-		t.Fatalf("err = %v", err)
-	}
-	fs := flag.NewFlagSet("", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	// Every flag parseConfig defines appears with its env var and default.
-	n := 0
-	for _, line := range strings.Split(out.String(), "\n") {
-		if strings.HasPrefix(line, "  --") {
-			name := strings.Fields(line)[0][2:]
-			if !strings.Contains(out.String(), envName(name)) {
-				t.Errorf("--%s: env var %s not shown", name, envName(name))
-			}
-			n++
-		}
-	}
-	if n < 18 || !strings.Contains(out.String(), `(default "127.0.0.1:9090", env PUSHGATE_GRPC_ADDR)`) {
-		t.Fatalf("help lists %d flags:\n%s", n, out.String())
 	}
 }
 
@@ -322,12 +263,12 @@ func TestProtectedModeNeedsAuthPerListener(t *testing.T) {
 	}
 	for _, tc := range cases {
 		args := append([]string{"--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"}, tc.args...)
-		cfg, err := parseConfig(args, func(string) string { return "" }, io.Discard)
+		cfg, err := config.Parse(args, func(string) string { return "" }, io.Discard)
 		if err != nil {
 			t.Fatal(err)
 		}
 		logs := &syncBuffer{}
-		app, err := newApp(cfg, slog.New(slog.NewTextHandler(logs, nil)))
+		a, err := app.New(cfg, slog.New(slog.NewTextHandler(logs, nil)))
 		if tc.refused != "" {
 			if err == nil || !strings.Contains(err.Error(), "protected mode") || !strings.Contains(err.Error(), tc.refused) {
 				t.Errorf("%v: err = %v, want a refusal naming %s", tc.args, err, tc.refused)
@@ -338,9 +279,7 @@ func TestProtectedModeNeedsAuthPerListener(t *testing.T) {
 			t.Errorf("%v: %v", tc.args, err)
 			continue
 		}
-		app.grpcLn.Close()
-		app.httpLn.Close()
-		app.hub.Shutdown(context.Background(), 0)
+		a.Close()
 	}
 }
 

@@ -12,6 +12,9 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"pushgate/internal/app"
+	"pushgate/internal/config"
 )
 
 func main() {
@@ -38,13 +41,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runToken(args[1:], getenv, stdout)
 	}
 	if len(args) > 1 && args[0] == "config" && args[1] == "print" {
-		_, fs, err := loadConfig(args[2:], getenv, stdout)
+		_, fs, err := config.Load(args[2:], getenv, stdout)
 		if err != nil {
 			return err
 		}
-		return printConfig(fs, stdout)
+		return config.Print(fs, stdout)
 	}
-	cfg, err := parseConfig(args, getenv, stdout)
+	cfg, err := config.Parse(args, getenv, stdout)
 	if err != nil {
 		return err
 	}
@@ -52,14 +55,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	app, err := newApp(cfg, log)
+	a, err := app.New(cfg, log)
 	if err != nil {
 		return err
 	}
-	return app.Serve(ctx)
+	return a.Serve(ctx)
 }
 
-func newLogger(cfg Config, w io.Writer) (*slog.Logger, error) {
+func newLogger(cfg config.Config, w io.Writer) (*slog.Logger, error) {
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
 		return nil, fmt.Errorf("--log-level: %v", err)

@@ -17,6 +17,7 @@ import (
 	"github.com/coder/websocket"
 
 	pb "pushgate/gen/pushgate/v1"
+	"pushgate/internal/config"
 )
 
 func TestDrainOf1000Clients(t *testing.T) {
@@ -202,62 +203,11 @@ func TestMetricsAfterAScriptedScenario(t *testing.T) {
 	}
 }
 
-func TestConfigFilePrecedenceAndPrint(t *testing.T) {
-	dir := t.TempDir()
-	file := filepath.Join(dir, "pushgate.yaml")
-	os.WriteFile(file, []byte(`# example
-http-addr: 127.0.0.1:7001
-grpc-addr: 127.0.0.1:7002
-queue-max-messages: 11
-allowed-origins: [a.example.com, "b.example.com"]
-jwt-secret: "0123456789abcdef0123456789abcdef-file"
-api-keys: orders:0123456789abcdef-file
-drain-window: 3s
-`), 0o600)
-	env := map[string]string{"PUSHGATE_GRPC_ADDR": "127.0.0.1:7102", "PUSHGATE_DRAIN_WINDOW": "4s"}
-	getenv := func(k string) string { return env[k] }
-	cfg, err := parseConfig([]string{"--config", file, "--drain-window", "5s"}, getenv, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range []struct{ what, got, want string }{
-		{"file over default", cfg.HTTPAddr, "127.0.0.1:7001"},
-		{"env over file", cfg.GRPCAddr, "127.0.0.1:7102"},
-		{"flag over env and file", cfg.DrainWindow.String(), "5s"},
-		{"list from the file", cfg.AllowedOrigins, "a.example.com,b.example.com"},
-		{"number from the file", fmt.Sprint(cfg.QueueMessages), "11"},
-	} {
-		if c.got != c.want {
-			t.Errorf("%s: got %s, want %s", c.what, c.got, c.want)
-		}
-	}
-	// PUSHGATE_CONFIG names the file too.
-	cfg, err = parseConfig(nil, func(k string) string {
-		if k == "PUSHGATE_CONFIG" {
-			return file
-		}
-		return ""
-	}, io.Discard)
-	if err != nil || cfg.QueueMessages != 11 {
-		t.Fatalf("PUSHGATE_CONFIG: %+v, %v", cfg.QueueMessages, err)
-	}
-
-	for _, bad := range []struct{ body, want string }{
-		{"htp-addr: x\n", `unknown key "htp-addr"`},
-		{"queue-max-messages: lots\n", `key "queue-max-messages"`},
-		{"heartbeat-interval: {a: 1}\n", `key "heartbeat-interval"`},
-		{"- not a mapping\n", "pushgate.yaml"},
-	} {
-		os.WriteFile(file, []byte(bad.body), 0o600)
-		_, err := parseConfig([]string{"--config", file}, func(string) string { return "" }, io.Discard)
-		if err == nil || !strings.Contains(err.Error(), bad.want) {
-			t.Errorf("%q: err = %v, want it to mention %s", bad.body, err, bad.want)
-		}
-	}
-
-	// config print: effective values, secrets masked, loadable again.
+// "pushgate config print": effective values, secrets masked, loadable again.
+func TestConfigPrint(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "pushgate.yaml")
 	var out strings.Builder
-	err = run(context.Background(), []string{"config", "print", "--jwt-secret", "0123456789abcdef0123456789abcdef-flag",
+	err := run(context.Background(), []string{"config", "print", "--jwt-secret", "0123456789abcdef0123456789abcdef-flag",
 		"--api-keys", "orders:0123456789abcdef-key", "--admin-password", "hunter2hunter2", "--queue-max-messages", "42",
 		"--redis-url", "redis://pushgate:redis-pass-7@10.0.0.5:6379/2"},
 		func(string) string { return "" }, &out, io.Discard)
@@ -275,7 +225,7 @@ drain-window: 3s
 		t.Fatalf("config print:\n%s", printed)
 	}
 	os.WriteFile(file, []byte(strings.ReplaceAll(printed, `'********'`, `""`)), 0o600)
-	again, err := parseConfig([]string{"--config", file}, func(string) string { return "" }, io.Discard)
+	again, err := config.Parse([]string{"--config", file}, func(string) string { return "" }, io.Discard)
 	if err != nil || again.QueueMessages != 42 {
 		t.Fatalf("printed config does not load back: %v", err)
 	}

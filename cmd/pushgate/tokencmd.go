@@ -9,6 +9,7 @@ import (
 
 	"pushgate/gateway"
 	"pushgate/gateway/token"
+	"pushgate/internal/config"
 )
 
 // runToken is "pushgate token": it prints a client token signed with the
@@ -44,7 +45,7 @@ func runToken(args []string, getenv func(string) string, stdout io.Writer) error
 		return errors.New("--jwt-secret must be at least 32 bytes")
 	}
 	var rules []string
-	for _, t := range list(*topics) {
+	for _, t := range config.List(*topics) {
 		if err := gateway.ValidTopic(trimStar(t)); err != nil {
 			return fmt.Errorf("--topics %q: %v", t, err)
 		}

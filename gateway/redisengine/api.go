@@ -101,11 +101,18 @@ func (e *Engine) idCount(ctx context.Context, script string, now time.Time, args
 // Disconnect implements gateway.Engine: it asks the user's nodes to close the user's connections (with
 // CloseKicked) and returns how many they hold.
 func (e *Engine) Disconnect(ctx context.Context, userID, text string) (int, error) {
-	v, err := e.call(ctx, "kick", userID, text)
+	v, err := e.call(ctx, "kick", userID, text, graceMs(e.cfg.PresenceGrace))
 	if err != nil {
 		return 0, err
 	}
-	return int(num(v)), nil
+	r, _ := v.([]any)
+	if len(r) != 2 {
+		return 0, fmt.Errorf("redis kick: unexpected reply %v", v)
+	}
+	if num(r[1]) > 0 {
+		e.offlineDue()
+	}
+	return int(num(r[0])), nil
 }
 
 // ListOnline implements gateway.Engine: a page of the cluster's online

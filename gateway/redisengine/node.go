@@ -541,10 +541,15 @@ func (e *Engine) writePresence(ctx context.Context, users []string) error {
 		delete(e.users[e.stripe(u)], u)
 	}
 	if leaving > 0 {
-		// Users went offline: their offline events are due after the grace.
-		e.offlineUntil.Store(time.Now().Add(e.cfg.PresenceGrace + 2*time.Second).UnixNano())
+		e.offlineDue()
 	}
 	return nil
+}
+
+// offlineDue says users went offline: their offline events are due after
+// the grace, so the lease loop reports due ones every second until then.
+func (e *Engine) offlineDue() {
+	e.offlineUntil.Store(time.Now().Add(e.cfg.PresenceGrace + 2*time.Second).UnixNano())
 }
 
 // lockStripes locks the stripes of keys in index order (Join and

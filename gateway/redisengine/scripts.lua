@@ -455,17 +455,22 @@ end
 return idem_keep({id, total})
 
 -- @script kick
--- ARGV: P user text
--- Asks the user's nodes to close the user's connections; returns how many.
-local u = ARGV[2]
-local total = 0
+-- ARGV: P user text grace
+-- Asks the user's nodes to close the user's connections, and counts them
+-- gone at once (the nodes write their own counts again as they close, and
+-- when a connection joins meanwhile). Returns how many it asked to close
+-- and whether the user went offline (to be reported after the grace).
+local u, grace = ARGV[2], tonumber(ARGV[4])
+local now = nowms()
+local total, leaving = 0, 0
 local hv = redis.call('HGETALL', key('c', u))
 for j = 1, #hv, 2 do
   if redis.call('PUBLISH', key('n', hv[j]), 'K' .. u .. '\0' .. ARGV[3]) > 0 then
     total = total + tonumber(hv[j + 1])
+    if setpresence(hv[j], u, 0, '', grace, now) then leaving = 1 end
   end
 end
-return total
+return {total, leaving}
 
 -- @script ack
 -- ARGV: P user conn implicit remember id...

@@ -6,6 +6,8 @@ import (
 	"crypto/subtle"
 	_ "embed"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -41,6 +43,37 @@ type AdminConfig struct {
 	APIKey   func(key string) bool     // accepts "Authorization: Bearer <API key>"; nil: not accepted
 	Started  time.Time                 // for the uptime
 	Counters func() map[string]float64 // selected counters for the page
+	Limits   SendLimits                // what a test message may be
+}
+
+// SendLimits bound the messages the admin page and the demo's send endpoint
+// take, as --max-payload-bytes and --inbox-max-ttl bound the gRPC API's.
+// The zero value of a field means its default.
+type SendLimits struct {
+	MaxPayloadBytes int           // largest payload, in bytes. Default 64 KiB.
+	MaxTTL          time.Duration // longest ttl. Default 24h.
+}
+
+func (l SendLimits) withDefaults() SendLimits {
+	if l.MaxPayloadBytes <= 0 {
+		l.MaxPayloadBytes = 64 << 10
+	}
+	if l.MaxTTL <= 0 {
+		l.MaxTTL = 24 * time.Hour
+	}
+	return l
+}
+
+// bodyBytes is the largest request body taken: the payload, JSON-escaped
+// (up to 6 bytes for one), and the other fields.
+func (l SendLimits) bodyBytes() int64 {
+	return max(128<<10, 6*int64(l.MaxPayloadBytes)+16<<10)
+}
+
+// tooLarge answers 413 for a payload field over the limit.
+func (l SendLimits) tooLarge(w http.ResponseWriter, field string, size int) {
+	writeJSON(w, http.StatusRequestEntityTooLarge, map[string]string{
+		"error": fmt.Sprintf("%s: payload is %d bytes, the limit is %d (--max-payload-bytes)", field, size, l.MaxPayloadBytes)})
 }
 
 // AdminHandler serves /admin (the page) and /admin/api/* (its JSON API).
@@ -48,6 +81,7 @@ type AdminConfig struct {
 // one. State-changing calls are POSTs with a JSON body, which a cross-site
 // form cannot send.
 func AdminHandler(cfg AdminConfig) http.Handler {
+	lim := cfg.Limits.withDefaults()
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /admin", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
@@ -121,7 +155,7 @@ func AdminHandler(cfg AdminConfig) http.Handler {
 		var req struct {
 			UserID string `json:"user_id"`
 		}
-		if !readJSON(w, r, &req) {
+		if !readJSON(w, r, &req, 128<<10) {
 			return
 		}
 		if err := gateway.ValidUserID(req.UserID, cfg.Hub.Config().MaxUserIDBytes); err != nil {
@@ -142,11 +176,15 @@ func AdminHandler(cfg AdminConfig) http.Handler {
 			Topic  string `json:"topic"`
 			Text   string `json:"text"`
 		}
-		if !readJSON(w, r, &req) {
+		if !readJSON(w, r, &req, lim.bodyBytes()) {
 			return
 		}
-		if req.Text == "" || len(req.Text) > 64<<10 {
-			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "text: 1 byte to 64 KiB"})
+		if req.Text == "" {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "text: empty"})
+			return
+		}
+		if len(req.Text) > lim.MaxPayloadBytes {
+			lim.tooLarge(w, "text", len(req.Text))
 			return
 		}
 		// Valid JSON goes out as JSON (the page's own shape), else as text.
@@ -213,12 +251,18 @@ func (cfg AdminConfig) Guard(next http.Handler) http.Handler {
 	})
 }
 
-func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+// readJSON decodes a JSON body of at most limit bytes into v, or answers
+// the error and returns false.
+func readJSON(w http.ResponseWriter, r *http.Request, v any, limit int64) bool {
 	if !strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
 		writeJSON(w, http.StatusUnsupportedMediaType, map[string]string{"error": "send application/json"})
 		return false
 	}
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 128<<10)).Decode(v); err != nil {
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit)).Decode(v); err != nil {
+		if tooBig := (*http.MaxBytesError)(nil); errors.As(err, &tooBig) {
+			writeJSON(w, http.StatusRequestEntityTooLarge, map[string]string{"error": fmt.Sprintf("request body over %d bytes", tooBig.Limit)})
+			return false
+		}
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "bad JSON: " + err.Error()})
 		return false
 	}

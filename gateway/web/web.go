@@ -7,6 +7,7 @@ import (
 	"context"
 	"embed"
 	"encoding/json"
+	"fmt"
 	"html/template"
 	"net/http"
 	"path"
@@ -72,29 +73,35 @@ type Sender interface {
 }
 
 // DevSendHandler is POST /demo/send for the demo page's backend panel:
-// {"user_id": ..., "json": ..., "ttl_seconds": ...} → SendToUser. It is for
-// local development only: the caller registers it when clients are not
-// authenticated and the listener is loopback-only.
-func DevSendHandler(s Sender) http.Handler {
+// {"user_id": ..., "json": ..., "ttl_seconds": ...} → SendToUser, within
+// lim. It is for local development only: the caller registers it when
+// clients are not authenticated and the listener is loopback-only.
+func DevSendHandler(s Sender, lim SendLimits) http.Handler {
+	lim = lim.withDefaults()
+	maxTTL := int64(lim.MaxTTL / time.Second)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var req struct {
 			UserID     string `json:"user_id"`
 			JSON       string `json:"json"`
 			TTLSeconds int    `json:"ttl_seconds"`
 		}
-		if !readJSON(w, r, &req) {
+		if !readJSON(w, r, &req, lim.bodyBytes()) {
 			return
 		}
 		if err := gateway.ValidUserID(req.UserID, s.Config().MaxUserIDBytes); err != nil {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "user_id: " + err.Error()})
 			return
 		}
-		if !json.Valid([]byte(req.JSON)) || len(req.JSON) > 64<<10 {
-			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "json: not valid JSON (or over 64 KiB)"})
+		if len(req.JSON) > lim.MaxPayloadBytes {
+			lim.tooLarge(w, "json", len(req.JSON))
 			return
 		}
-		if req.TTLSeconds < 0 || req.TTLSeconds > 86400 {
-			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "ttl_seconds: 0 to 86400"})
+		if !json.Valid([]byte(req.JSON)) {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "json: not valid JSON"})
+			return
+		}
+		if req.TTLSeconds < 0 || int64(req.TTLSeconds) > maxTTL {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("ttl_seconds: 0 to %d (--inbox-max-ttl)", maxTTL)})
 			return
 		}
 		p := gateway.Push{Type: "order.paid", Kind: gateway.KindJSON, Data: []byte(req.JSON), TTL: time.Duration(req.TTLSeconds) * time.Second}

@@ -1,4 +1,4 @@
-package main
+package config
 
 import (
 	"fmt"
@@ -8,10 +8,10 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// redisOptions turns --redis-url (and --redis-master-name, --redis-cluster)
+// RedisOptions turns --redis-url (and --redis-master-name, --redis-cluster)
 // into go-redis options: one host is a plain Redis; several are sentinels
 // (with a master name) or Cluster nodes.
-func (c *Config) redisOptions() (*redis.UniversalOptions, error) {
+func (c *Config) RedisOptions() (*redis.UniversalOptions, error) {
 	u, err := url.Parse(c.RedisURL)
 	if err != nil {
 		return nil, err

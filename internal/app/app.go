@@ -1,4 +1,7 @@
-package main
+// Package app wires pushgate together: the hub (and the Redis engine), the
+// gRPC and HTTP servers, the ops listener, the admin page and pprof, and
+// their ordered shutdown.
+package app
 
 import (
 	"context"
@@ -30,13 +33,15 @@ import (
 	"pushgate/gateway/redisengine"
 	"pushgate/gateway/token"
 	"pushgate/gateway/web"
+	"pushgate/internal/config"
 	"pushgate/server"
 )
 
 // App is one running pushgate: the hub, the gRPC server and the HTTP server,
-// wired together. Tests build it with newApp on port 0, exactly as run does.
+// wired together. Tests build it with New on port 0, exactly as the command
+// does.
 type App struct {
-	cfg    Config
+	cfg    config.Config
 	log    *slog.Logger
 	hub    *gateway.Hub
 	eng    gateway.Engine        // the hub's engine: memory or Redis
@@ -52,9 +57,14 @@ type App struct {
 	ready  atomic.Bool
 }
 
-// newApp wires pushgate and binds its listeners (so their addresses are known
+// New wires pushgate and binds its listeners (so their addresses are known
 // before Serve), refusing network-reachable addresses in protected mode.
-func newApp(cfg Config, log *slog.Logger) (*App, error) {
+// When it fails, everything it had started is released again: the engine
+// (its node leaves Redis), the listeners and the hub.
+func New(cfg config.Config, log *slog.Logger) (_ *App, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	recent := web.NewRecent(log.Handler(), 100) // recent warnings and errors, for the admin page
 	log = slog.New(recent)
 	var verifier *token.Verifier
@@ -86,18 +96,23 @@ func newApp(cfg Config, log *slog.Logger) (*App, error) {
 		}
 	}
 	// Client certificates (mTLS) authenticate gRPC callers as well as keys.
-	if err := protectedMode(cfg, verifier != nil, keys.Len() > 0 || cfg.GRPCClientCA != "", log); err != nil {
+	if err := ProtectedMode(cfg, verifier != nil, keys.Len() > 0 || cfg.GRPCClientCA != "", log); err != nil {
 		return nil, err
 	}
 
-	proxies, _ := cfg.proxies() // validated with the config
+	proxies, _ := cfg.Proxies() // validated with the config
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	a := &App{cfg: cfg, log: log}
+	defer func() {
+		if err != nil {
+			a.release()
+		}
+	}()
 	newEngine := gateway.MemoryEngine()
 	if cfg.Engine == "redis" {
-		opts, _ := cfg.redisOptions() // validated with the config
+		opts, _ := cfg.RedisOptions() // validated with the config
 		// go-redis's logger is process-wide.
 		redisLogOnce.Do(func() { redis.SetLogger(redisLog{log}) })
 		a.rdb = redis.NewUniversalClient(opts)
@@ -113,14 +128,14 @@ func newApp(cfg Config, log *slog.Logger) (*App, error) {
 		QueueBytes:        cfg.QueueBytes,
 		ReadLimit:         int64(cfg.ReadLimit),
 		MaxUserIDBytes:    cfg.MaxUserIDBytes,
-		OriginPatterns:    list(cfg.AllowedOrigins),
+		OriginPatterns:    config.List(cfg.AllowedOrigins),
 		InboxMessages:     cfg.InboxMessages,
 		InboxBytes:        cfg.InboxBytes,
 		InboxMaxTTL:       cfg.InboxMaxTTL,
 		PresenceGrace:     presenceGrace(cfg.PresenceGrace),
 		MaxTopicsPerConn:  cfg.MaxTopicsPerConn,
-		UpstreamUsers:     list(cfg.UpstreamUsers),
-		UpstreamTopics:    list(cfg.UpstreamTopics),
+		UpstreamUsers:     config.List(cfg.UpstreamUsers),
+		UpstreamTopics:    config.List(cfg.UpstreamTopics),
 		Auth:              verifier,
 		TokenCookie:       cfg.TokenCookie,
 		MaxConns:          cfg.MaxConns,
@@ -130,9 +145,6 @@ func newApp(cfg Config, log *slog.Logger) (*App, error) {
 		TrustedProxies:    proxies,
 	}, log, reg, newEngine)
 	if err != nil {
-		if a.rdb != nil {
-			a.rdb.Close()
-		}
 		return nil, fmt.Errorf("--engine %s: %w", cfg.Engine, err)
 	}
 	a.eng = a.hub.Engine()
@@ -157,13 +169,15 @@ func newApp(cfg Config, log *slog.Logger) (*App, error) {
 		return nil, fmt.Errorf("--grpc-addr: %w", err)
 	}
 	if a.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
-		a.grpcLn.Close()
 		return nil, fmt.Errorf("--http-addr: %w", err)
 	}
 
 	// The demo's backend panel may send for real only in local development:
 	// no client auth, loopback only.
-	devSend := verifier == nil && keys.Len() == 0 && loopbackOnly(cfg.HTTPAddr)
+	devSend := verifier == nil && keys.Len() == 0 && config.LoopbackOnly(cfg.HTTPAddr)
+	// The admin page and the demo's send endpoint take what the gRPC API
+	// takes.
+	sendLimits := web.SendLimits{MaxPayloadBytes: cfg.MaxPayloadBytes, MaxTTL: cfg.InboxMaxTTL}
 	demo, err := web.DemoHandler(a.grpcLn.Addr().String(), devSend)
 	if err != nil {
 		return nil, err
@@ -177,10 +191,10 @@ func newApp(cfg Config, log *slog.Logger) (*App, error) {
 		mux.Handle("GET "+f, client)
 	}
 	if devSend {
-		mux.Handle("POST /demo/send", web.DevSendHandler(api))
+		mux.Handle("POST /demo/send", web.DevSendHandler(api, sendLimits))
 	}
 	a.http = a.httpServer(mux)
-	if verifier == nil && loopbackOnly(cfg.HTTPAddr) {
+	if verifier == nil && config.LoopbackOnly(cfg.HTTPAddr) {
 		// Nothing authenticates this listener; only this machine may use it.
 		a.http.Handler = loopbackHostOnly(mux)
 	}
@@ -190,13 +204,11 @@ func newApp(cfg Config, log *slog.Logger) (*App, error) {
 	ops, opsAddr := mux, cfg.HTTPAddr
 	if cfg.OpsAddr != "" {
 		if a.opsLn, err = net.Listen("tcp", cfg.OpsAddr); err != nil {
-			a.grpcLn.Close()
-			a.httpLn.Close()
 			return nil, fmt.Errorf("--ops-addr: %w", err)
 		}
 		ops, opsAddr = http.NewServeMux(), cfg.OpsAddr
 		a.ops = a.httpServer(ops)
-		if cfg.AdminPassword == "" && keys.Len() == 0 && loopbackOnly(opsAddr) {
+		if cfg.AdminPassword == "" && keys.Len() == 0 && config.LoopbackOnly(opsAddr) {
 			a.ops.Handler = loopbackHostOnly(ops)
 		}
 	}
@@ -217,6 +229,7 @@ func newApp(cfg Config, log *slog.Logger) (*App, error) {
 	})
 	admin := web.AdminConfig{
 		Hub: api, Node: cfg.NodeName, Cluster: cfg.Engine == "redis", Errors: recent.Entries, Password: cfg.AdminPassword, Started: time.Now(),
+		Limits: sendLimits,
 		Counters: func() map[string]float64 {
 			return counters(reg, map[string]string{
 				"pushgate_messages_delivered_total": "delivered",
@@ -229,7 +242,7 @@ func newApp(cfg Config, log *slog.Logger) (*App, error) {
 	}
 	// The admin page and pprof need a password or an API key, unless only
 	// this machine can reach them.
-	guarded := admin.Password != "" || admin.APIKey != nil || loopbackOnly(opsAddr)
+	guarded := admin.Password != "" || admin.APIKey != nil || config.LoopbackOnly(opsAddr)
 	switch {
 	case guarded:
 		adminHandler := web.AdminHandler(admin)
@@ -302,10 +315,10 @@ func counters(reg prometheus.Gatherer, names map[string]string) map[string]float
 	return out
 }
 
-// protectedMode refuses listeners reachable from the network when nothing
+// ProtectedMode refuses listeners reachable from the network when nothing
 // guards them: the WebSocket side needs client auth (--auth jwt), the gRPC
 // side needs API keys. --insecure overrides, with a warning.
-func protectedMode(cfg Config, clientAuth, apiKeys bool, log *slog.Logger) error {
+func ProtectedMode(cfg config.Config, clientAuth, apiKeys bool, log *slog.Logger) error {
 	var open []string
 	for _, l := range []struct {
 		flag, addr, guard string
@@ -314,7 +327,7 @@ func protectedMode(cfg Config, clientAuth, apiKeys bool, log *slog.Logger) error
 		{"--http-addr", cfg.HTTPAddr, "--auth jwt", clientAuth},
 		{"--grpc-addr", cfg.GRPCAddr, "--api-keys (or --grpc-client-ca)", apiKeys},
 	} {
-		if l.guarded || loopbackOnly(l.addr) {
+		if l.guarded || config.LoopbackOnly(l.addr) {
 			continue
 		}
 		if !cfg.Insecure {
@@ -354,7 +367,7 @@ func onOff(b bool) string {
 
 // grpcTLS returns the gRPC server's TLS credentials, if configured, with
 // client certificates required when a client CA is given (mTLS).
-func grpcTLS(cfg Config) ([]grpc.ServerOption, error) {
+func grpcTLS(cfg config.Config) ([]grpc.ServerOption, error) {
 	if cfg.GRPCTLSCert == "" {
 		return nil, nil
 	}
@@ -378,9 +391,9 @@ func grpcTLS(cfg Config) ([]grpc.ServerOption, error) {
 	return []grpc.ServerOption{grpc.Creds(credentials.NewTLS(tc))}, nil
 }
 
-// httpStopTimeout bounds plain HTTP requests (metrics scrapes, the demo
+// HTTPStopTimeout bounds plain HTTP requests (metrics scrapes, the demo
 // page) still running at shutdown.
-const httpStopTimeout = 5 * time.Second
+const HTTPStopTimeout = 5 * time.Second
 
 // browsable turns a listen address into one a browser on this machine can
 // open: an unspecified host (0.0.0.0, ::) becomes 127.0.0.1.
@@ -406,6 +419,44 @@ func (a *App) OpsAddr() string {
 // HTTPAddr and GRPCAddr are the bound addresses.
 func (a *App) HTTPAddr() string { return a.httpLn.Addr().String() }
 func (a *App) GRPCAddr() string { return a.grpcLn.Addr().String() }
+
+// Hub is the node's hub: its connections and users.
+func (a *App) Hub() *gateway.Hub { return a.hub }
+
+// Engine is the node's engine: the whole deployment's sends, presence and
+// inboxes.
+func (a *App) Engine() gateway.Engine { return a.eng }
+
+// Close releases an App that will not be served: its listeners, the engine
+// (the node leaves Redis) and the hub. Serve releases them itself.
+func (a *App) Close() { a.release() }
+
+// release frees whatever New has started so far, in shutdown's order:
+// listeners, then the hub, then the engine and its client. Each step may
+// run again (Close after Serve) without harm.
+func (a *App) release() {
+	if a.grpc != nil {
+		a.grpc.Stop()
+	}
+	for _, ln := range []net.Listener{a.grpcLn, a.httpLn, a.opsLn} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
+	if a.hub != nil {
+		a.hub.Shutdown(context.Background(), 0)
+	}
+	if a.eng != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := a.eng.Close(ctx); err != nil {
+			a.log.Warn("could not remove this node from the engine; other nodes will reap it", "err", err)
+		}
+		cancel()
+	}
+	if a.rdb != nil {
+		a.rdb.Close()
+	}
+}
 
 // Serve runs until ctx ends or a server fails, then shuts down in order:
 // not ready → stop accepting → in-flight gRPC calls finish (GracefulStop,
@@ -467,7 +518,7 @@ func (a *App) shutdown() {
 	// connections are not the HTTP server's to wait for; the hub closes them.
 	httpDone := make(chan struct{})
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), httpStopTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), HTTPStopTimeout)
 		defer cancel()
 		_ = a.http.Shutdown(ctx)
 		close(httpDone)
@@ -503,7 +554,7 @@ func (a *App) shutdown() {
 		a.rdb.Close()
 	}
 	if a.ops != nil { // last, so health and metrics answered during the drain
-		ctx, cancel := context.WithTimeout(context.Background(), httpStopTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), HTTPStopTimeout)
 		_ = a.ops.Shutdown(ctx)
 		cancel()
 	}

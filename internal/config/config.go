@@ -1,4 +1,7 @@
-package main
+// Package config is pushgate's configuration: the flags, their PUSHGATE_*
+// environment variables and the YAML file (--config), their defaults and
+// validation, and "pushgate config print".
+package config
 
 import (
 	"errors"
@@ -90,19 +93,21 @@ type Config struct {
 	NodeTTL         time.Duration // a node that stops beating leaves the cluster after this. Default 15s.
 }
 
-// parseConfig reads the configuration: flags from args, over PUSHGATE_*
+// Parse reads the configuration: flags from args, over PUSHGATE_*
 // variables read through getenv, over the YAML file named by --config (or
 // PUSHGATE_CONFIG), over the defaults. It returns flag.ErrHelp after
 // writing the usage to out for -h/--help.
-func parseConfig(args []string, getenv func(string) string, out io.Writer) (Config, error) {
-	c, _, err := loadConfig(args, getenv, out)
+func Parse(args []string, getenv func(string) string, out io.Writer) (Config, error) {
+	c, _, err := Load(args, getenv, out)
 	return c, err
 }
 
 // secretFlags are masked by "pushgate config print".
 var secretFlags = map[string]bool{"jwt-secret": true, "api-keys": true, "admin-password": true}
 
-func loadConfig(args []string, getenv func(string) string, out io.Writer) (Config, *flag.FlagSet, error) {
+// Load is Parse that also returns the flag set, holding the effective value
+// of every option (for Print).
+func Load(args []string, getenv func(string) string, out io.Writer) (Config, *flag.FlagSet, error) {
 	var c Config
 	fs := flag.NewFlagSet("pushgate", flag.ContinueOnError)
 	fs.SetOutput(out)
@@ -178,7 +183,7 @@ func loadConfig(args []string, getenv func(string) string, out io.Writer) (Confi
 			if name != "" {
 				name = " " + name
 			}
-			fmt.Fprintf(fs.Output(), "  --%s%s\n    \t%s\n    \t(default %q, env %s)\n", f.Name, name, usage, f.DefValue, envName(f.Name))
+			fmt.Fprintf(fs.Output(), "  --%s%s\n    \t%s\n    \t(default %q, env %s)\n", f.Name, name, usage, f.DefValue, EnvName(f.Name))
 		})
 	}
 
@@ -193,15 +198,15 @@ func loadConfig(args []string, getenv func(string) string, out io.Writer) (Confi
 		}
 	}
 	if file != "" {
-		if err := applyFile(fs, file); err != nil {
+		if err := ApplyFile(fs, file); err != nil {
 			return c, fs, err
 		}
 	}
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
-		if v := getenv(envName(f.Name)); v != "" && envErr == nil {
+		if v := getenv(EnvName(f.Name)); v != "" && envErr == nil {
 			if err := fs.Set(f.Name, v); err != nil {
-				envErr = fmt.Errorf("%s=%q: %v", envName(f.Name), v, err)
+				envErr = fmt.Errorf("%s=%q: %v", EnvName(f.Name), v, err)
 			}
 		}
 	})
@@ -214,12 +219,12 @@ func loadConfig(args []string, getenv func(string) string, out io.Writer) (Confi
 	if fs.NArg() > 0 {
 		return c, fs, fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))
 	}
-	return c, fs, c.validate()
+	return c, fs, c.Validate()
 }
 
-// applyFile sets flags from a YAML mapping of flag names to values. A key
+// ApplyFile sets flags from a YAML mapping of flag names to values. A key
 // that is not a flag is an error naming it; a list becomes a comma list.
-func applyFile(fs *flag.FlagSet, path string) error {
+func ApplyFile(fs *flag.FlagSet, path string) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("--config: %w", err)
@@ -260,9 +265,9 @@ func applyFile(fs *flag.FlagSet, path string) error {
 	return nil
 }
 
-// printConfig writes the effective configuration as YAML (loadable with
-// --config), secrets masked.
-func printConfig(fs *flag.FlagSet, w io.Writer) error {
+// Print writes the effective configuration of fs (from Load) as YAML
+// (loadable with --config), secrets masked: "pushgate config print".
+func Print(fs *flag.FlagSet, w io.Writer) error {
 	var err error
 	fs.VisitAll(func(f *flag.Flag) {
 		if f.Name == "config" || err != nil {
@@ -281,11 +286,14 @@ func printConfig(fs *flag.FlagSet, w io.Writer) error {
 	return err
 }
 
-func envName(flagName string) string {
+// EnvName is the environment variable of a flag: PUSHGATE_ and the name
+// upper-cased, '-' → '_'.
+func EnvName(flagName string) string {
 	return "PUSHGATE_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
-func (c *Config) validate() error {
+// Validate checks the values and how they go together; Parse calls it.
+func (c *Config) Validate() error {
 	var errs []error
 	check := func(ok bool, format string, args ...any) {
 		if !ok {
@@ -310,7 +318,7 @@ func (c *Config) validate() error {
 	check(c.InboxMaxTTL > 0, "--inbox-max-ttl must be positive")
 	check(c.MaxTopicsPerConn > 0, "--max-topics-per-connection must be positive")
 	check(c.IdempotencyWindow > 0, "--idempotency-window must be positive")
-	_, err := c.proxies()
+	_, err := c.Proxies()
 	check(err == nil, "--trusted-proxies: %v", err)
 	check(c.PresenceGrace >= 0, "--presence-grace must not be negative")
 	check(c.WatchBuffer > 0, "--watch-buffer must be positive")
@@ -325,7 +333,7 @@ func (c *Config) validate() error {
 	check(c.DrainWindow >= 0, "--drain-window must not be negative")
 	check(c.Engine == "memory" || c.Engine == "redis", "--engine must be memory or redis, got %q", c.Engine)
 	if c.Engine == "redis" {
-		_, err := c.redisOptions()
+		_, err := c.RedisOptions()
 		check(err == nil, "--redis-url: %v", err)
 		check(c.RedisPrefix != "" && !strings.ContainsAny(c.RedisPrefix, "{}"), "--redis-prefix must be non-empty, without { or }")
 		check(c.RedisTimeout > 0, "--redis-timeout must be positive")
@@ -343,9 +351,10 @@ func (c *Config) validate() error {
 	return errors.Join(errs...)
 }
 
-func (c *Config) proxies() ([]netip.Prefix, error) {
+// Proxies is --trusted-proxies, parsed.
+func (c *Config) Proxies() ([]netip.Prefix, error) {
 	var out []netip.Prefix
-	for _, s := range list(c.TrustedProxies) {
+	for _, s := range List(c.TrustedProxies) {
 		p, err := netip.ParsePrefix(s)
 		if err != nil {
 			return nil, err
@@ -355,8 +364,8 @@ func (c *Config) proxies() ([]netip.Prefix, error) {
 	return out, nil
 }
 
-// list splits a comma-separated option.
-func list(s string) []string {
+// List splits a comma-separated option.
+func List(s string) []string {
 	var out []string
 	for _, p := range strings.Split(s, ",") {
 		if p = strings.TrimSpace(p); p != "" {
@@ -366,9 +375,9 @@ func list(s string) []string {
 	return out
 }
 
-// loopbackOnly reports whether addr can only be reached from this machine.
+// LoopbackOnly reports whether addr can only be reached from this machine.
 // An empty host or an unspecified address (0.0.0.0, ::) is every interface.
-func loopbackOnly(addr string) bool {
+func LoopbackOnly(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil || host == "" {
 		return false

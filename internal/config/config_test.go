@@ -1,0 +1,127 @@
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestConfigFromFlagsAndEnvironment(t *testing.T) {
+	env := map[string]string{
+		"PUSHGATE_HEARTBEAT_INTERVAL": "5s",
+		"PUSHGATE_QUEUE_MAX_MESSAGES": "77",
+		"PUSHGATE_GRPC_ADDR":          "127.0.0.1:7000",
+	}
+	cfg, err := Parse([]string{"--grpc-addr", "127.0.0.1:7001"}, func(k string) string { return env[k] }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.HeartbeatInterval != 5*time.Second || cfg.QueueMessages != 77 {
+		t.Fatalf("environment not applied: %+v", cfg)
+	}
+	if cfg.GRPCAddr != "127.0.0.1:7001" {
+		t.Fatalf("flag must win over environment, got %s", cfg.GRPCAddr)
+	}
+	if cfg.HTTPAddr != "127.0.0.1:8080" || cfg.DrainWindow != 10*time.Second {
+		t.Fatalf("defaults wrong: %+v", cfg)
+	}
+
+	_, err = Parse(nil, func(k string) string {
+		if k == "PUSHGATE_WRITE_TIMEOUT" {
+			return "soon"
+		}
+		return ""
+	}, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "PUSHGATE_WRITE_TIMEOUT") {
+		t.Fatalf("bad env value: err = %v, want it to name the variable", err)
+	}
+	for _, args := range [][]string{{"--log-format", "xml"}, {"--queue-max-bytes", "0"}, {"--http-addr", "nohost"}, {"--nope"}, {"extra"}} {
+		if _, err := Parse(args, func(string) string { return "" }, io.Discard); err == nil {
+			t.Errorf("%v: accepted", args)
+		}
+	}
+}
+
+func TestHelpListsEveryOption(t *testing.T) {
+	var out strings.Builder
+	_, err := Parse([]string{"--help"}, func(string) string { return "" }, &out)
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("err = %v", err)
+	}
+	fs := flag.NewFlagSet("", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	// Every flag parseConfig defines appears with its env var and default.
+	n := 0
+	for _, line := range strings.Split(out.String(), "\n") {
+		if strings.HasPrefix(line, "  --") {
+			name := strings.Fields(line)[0][2:]
+			if !strings.Contains(out.String(), EnvName(name)) {
+				t.Errorf("--%s: env var %s not shown", name, EnvName(name))
+			}
+			n++
+		}
+	}
+	if n < 18 || !strings.Contains(out.String(), `(default "127.0.0.1:9090", env PUSHGATE_GRPC_ADDR)`) {
+		t.Fatalf("help lists %d flags:\n%s", n, out.String())
+	}
+}
+
+func TestConfigFilePrecedence(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "pushgate.yaml")
+	os.WriteFile(file, []byte(`# example
+http-addr: 127.0.0.1:7001
+grpc-addr: 127.0.0.1:7002
+queue-max-messages: 11
+allowed-origins: [a.example.com, "b.example.com"]
+jwt-secret: "0123456789abcdef0123456789abcdef-file"
+api-keys: orders:0123456789abcdef-file
+drain-window: 3s
+`), 0o600)
+	env := map[string]string{"PUSHGATE_GRPC_ADDR": "127.0.0.1:7102", "PUSHGATE_DRAIN_WINDOW": "4s"}
+	getenv := func(k string) string { return env[k] }
+	cfg, err := Parse([]string{"--config", file, "--drain-window", "5s"}, getenv, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ what, got, want string }{
+		{"file over default", cfg.HTTPAddr, "127.0.0.1:7001"},
+		{"env over file", cfg.GRPCAddr, "127.0.0.1:7102"},
+		{"flag over env and file", cfg.DrainWindow.String(), "5s"},
+		{"list from the file", cfg.AllowedOrigins, "a.example.com,b.example.com"},
+		{"number from the file", fmt.Sprint(cfg.QueueMessages), "11"},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s: got %s, want %s", c.what, c.got, c.want)
+		}
+	}
+	// PUSHGATE_CONFIG names the file too.
+	cfg, err = Parse(nil, func(k string) string {
+		if k == "PUSHGATE_CONFIG" {
+			return file
+		}
+		return ""
+	}, io.Discard)
+	if err != nil || cfg.QueueMessages != 11 {
+		t.Fatalf("PUSHGATE_CONFIG: %+v, %v", cfg.QueueMessages, err)
+	}
+
+	for _, bad := range []struct{ body, want string }{
+		{"htp-addr: x\n", `unknown key "htp-addr"`},
+		{"queue-max-messages: lots\n", `key "queue-max-messages"`},
+		{"heartbeat-interval: {a: 1}\n", `key "heartbeat-interval"`},
+		{"- not a mapping\n", "pushgate.yaml"},
+	} {
+		os.WriteFile(file, []byte(bad.body), 0o600)
+		_, err := Parse([]string{"--config", file}, func(string) string { return "" }, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("%q: err = %v, want it to mention %s", bad.body, err, bad.want)
+		}
+	}
+}
