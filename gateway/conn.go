@@ -24,7 +24,7 @@ var rawPong = frame{data: []byte(`{"type":"pong"}`), typ: websocket.MessageText}
 
 // closeWriteError: a write to the socket failed (the peer went away). Used
 // for accounting; no close frame can be sent.
-var closeWriteError = CloseReason{websocket.StatusAbnormalClosure, "", "write_error", true}
+var closeWriteError = CloseReason{Code: websocket.StatusAbnormalClosure, Text: "", Label: "write_error", Reconnect: true}
 
 // Conn is one client WebSocket connection.
 //
@@ -222,7 +222,11 @@ func (c *Conn) closeWith(r CloseReason) {
 	c.hub.remove(c)
 	switch r.Code {
 	case CloseSlowConsumer.Code:
-		c.hub.metrics.slow.Inc()
+		if r.writeTimeout {
+			c.hub.metrics.slowWrite.Inc()
+		} else {
+			c.hub.metrics.slowQueue.Inc()
+		}
 		c.hub.metrics.droppedSlow.Add(float64(dropped))
 		// Unblock a write stuck on a peer that does not read, and bound the
 		// close frame's write.
@@ -301,7 +305,7 @@ func (c *Conn) writeLoop() {
 		}
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
-				c.closeWith(CloseSlowConsumer)
+				c.closeWith(closeSlowWrite)
 			} else {
 				c.closeWith(closeWriteError)
 			}
@@ -537,78 +541,99 @@ func (c *Conn) handleOp(typ websocket.MessageType, data []byte) {
 		c.send(pongFrame(op.Ref))
 	case "ack":
 		m.acksIn.Inc()
-		ids := op.IDs
-		if op.ID != "" {
-			ids = append(ids, op.ID)
-		}
-		if len(ids) == 0 || len(ids) > maxAckIDs {
-			c.send(errorFrame(op.Ref, "bad_request", "ack needs \"id\" or 1 to 1000 \"ids\""))
-			return
-		}
-		if err := c.hub.ack(c, ids, false); err != nil {
-			c.send(errorFrame(op.Ref, "unavailable", "acks cannot be recorded now; send them again"))
-			return
-		}
-		if len(op.Ref) > 0 {
-			c.send(replyFrame("acked", op.Ref, ""))
-		}
+		c.opAck(op)
 	case "subscribe":
 		m.otherIn.Inc()
-		if err := ValidTopic(op.Topic); err != nil {
-			c.send(errorFrame(op.Ref, "bad_topic", "topic: "+err.Error()))
-			return
-		}
-		switch err := c.hub.subscribe(c, op.Topic); {
-		case errors.Is(err, errForbiddenTopic):
-			m.subscribeRefused.Inc()
-			c.send(errorFrame(op.Ref, "forbidden", "not allowed to subscribe to "+op.Topic))
-		case errors.Is(err, errTooManyTopics):
-			m.subscribeRefused.Inc()
-			c.send(errorFrame(op.Ref, "too_many_topics", err.Error()))
-		case errors.Is(err, ErrUnavailable):
-			c.send(errorFrame(op.Ref, "unavailable", "subscriptions cannot be made now; try again"))
-		case err == nil:
-			c.send(replyFrame("subscribed", op.Ref, op.Topic))
-		}
+		c.opSubscribe(op)
 	case "unsubscribe":
 		m.otherIn.Inc()
-		if err := ValidTopic(op.Topic); err != nil {
-			c.send(errorFrame(op.Ref, "bad_topic", "topic: "+err.Error()))
-			return
-		}
-		c.hub.unsubscribe(c, op.Topic)
-		c.send(replyFrame("unsubscribed", op.Ref, op.Topic))
+		c.opUnsubscribe(op)
 	case "refresh":
 		m.otherIn.Inc()
 		c.refresh(op)
 	case "send":
 		m.otherIn.Inc()
-		if op.Topic != "" {
-			if err := ValidTopic(op.Topic); err != nil {
-				c.send(errorFrame(op.Ref, "bad_topic", "topic: "+err.Error()))
-				return
-			}
-		}
-		if len(op.Data) == 0 {
-			c.send(errorFrame(op.Ref, "bad_request", "send needs \"data\""))
-			return
-		}
-		if !c.hub.upstreamAllowed(c.userID, op.Topic) {
-			m.upstreamRefused.Inc()
-			c.send(errorFrame(op.Ref, "forbidden", "this connection may not send messages"))
-			return
-		}
-		if err := c.hub.upstream(Event{Kind: EventClientMessage, UserID: c.userID, ConnID: c.idString(), Topic: op.Topic, Type: op.Type, DataKind: KindJSON, Data: op.Data}); err != nil {
-			c.send(errorFrame(op.Ref, "unavailable", "the message could not be passed on; send it again"))
-			return
-		}
-		m.upstream.Inc()
-		if len(op.Ref) > 0 {
-			c.send(replyFrame("sent", op.Ref, ""))
-		}
+		c.opSend(op)
 	default:
 		m.otherIn.Inc()
 		c.send(errorFrame(op.Ref, "unknown_op", "unknown op "+strconv.Quote(op.Op)))
+	}
+}
+
+// opAck acknowledges message ids (PROTOCOL.md, "ack").
+func (c *Conn) opAck(op clientOp) {
+	ids := op.IDs
+	if op.ID != "" {
+		ids = append(ids, op.ID)
+	}
+	if len(ids) == 0 || len(ids) > maxAckIDs {
+		c.send(errorFrame(op.Ref, "bad_request", "ack needs \"id\" or 1 to 1000 \"ids\""))
+		return
+	}
+	if err := c.hub.ack(c, ids, false); err != nil {
+		c.send(errorFrame(op.Ref, "unavailable", "acks cannot be recorded now; send them again"))
+		return
+	}
+	if len(op.Ref) > 0 {
+		c.send(replyFrame("acked", op.Ref, ""))
+	}
+}
+
+// opSubscribe joins a topic (PROTOCOL.md, "subscribe").
+func (c *Conn) opSubscribe(op clientOp) {
+	if err := ValidTopic(op.Topic); err != nil {
+		c.send(errorFrame(op.Ref, "bad_topic", "topic: "+err.Error()))
+		return
+	}
+	switch err := c.hub.subscribe(c, op.Topic); {
+	case errors.Is(err, errForbiddenTopic):
+		c.hub.metrics.subscribeRefused.Inc()
+		c.send(errorFrame(op.Ref, "forbidden", "not allowed to subscribe to "+op.Topic))
+	case errors.Is(err, errTooManyTopics):
+		c.hub.metrics.subscribeRefused.Inc()
+		c.send(errorFrame(op.Ref, "too_many_topics", err.Error()))
+	case errors.Is(err, ErrUnavailable):
+		c.send(errorFrame(op.Ref, "unavailable", "subscriptions cannot be made now; try again"))
+	case err == nil:
+		c.send(replyFrame("subscribed", op.Ref, op.Topic))
+	}
+}
+
+// opUnsubscribe leaves a topic (PROTOCOL.md, "unsubscribe").
+func (c *Conn) opUnsubscribe(op clientOp) {
+	if err := ValidTopic(op.Topic); err != nil {
+		c.send(errorFrame(op.Ref, "bad_topic", "topic: "+err.Error()))
+		return
+	}
+	c.hub.unsubscribe(c, op.Topic)
+	c.send(replyFrame("unsubscribed", op.Ref, op.Topic))
+}
+
+// opSend passes a client's message to WatchEvents (PROTOCOL.md, "send").
+func (c *Conn) opSend(op clientOp) {
+	m := c.hub.metrics
+	if op.Topic != "" {
+		if err := ValidTopic(op.Topic); err != nil {
+			c.send(errorFrame(op.Ref, "bad_topic", "topic: "+err.Error()))
+			return
+		}
+	}
+	if len(op.Data) == 0 {
+		c.send(errorFrame(op.Ref, "bad_request", "send needs \"data\""))
+		return
+	}
+	if !c.hub.upstreamAllowed(c.userID, op.Topic) {
+		m.upstreamRefused.Inc()
+		c.send(errorFrame(op.Ref, "forbidden", "this connection may not send messages"))
+		return
+	}
+	if err := c.hub.upstream(Event{Kind: EventClientMessage, UserID: c.userID, ConnID: c.idString(), Topic: op.Topic, Type: op.Type, DataKind: KindJSON, Data: op.Data}); err != nil {
+		c.send(errorFrame(op.Ref, "unavailable", "the message could not be passed on; send it again"))
+		return
+	}
+	m.upstream.Inc()
+	if len(op.Ref) > 0 {
+		c.send(replyFrame("sent", op.Ref, ""))
 	}
 }
 

@@ -307,7 +307,7 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, userID string, topic
 		c.mu.Unlock()
 		h.metrics.closed.WithLabelValues(reason.Label).Inc()
 		h.log.Info("connection closed", "user", userID, "conn", c.idString(), "remote", c.remote,
-			"reason", reason.Label, "duration", time.Since(c.opened).Round(time.Millisecond))
+			"reason", reason.Label, "reconnect", reason.Reconnect, "duration", time.Since(c.opened).Round(time.Millisecond))
 	}()
 }
 

@@ -18,27 +18,28 @@ import (
 	"pushgate/gateway/token"
 )
 
-// Config tunes the gateway. The zero value of a field means its default.
+// Config tunes the gateway. The zero value of a field means its default
+// (DefaultConfig).
 type Config struct {
 	// HeartbeatInterval is how often the server pings each connection.
-	// Default 25s.
+	//
 	HeartbeatInterval time.Duration
 	// HeartbeatTimeout is how long a ping may go unanswered before the
-	// connection is closed. Default 10s.
+	// connection is closed.
 	HeartbeatTimeout time.Duration
 	// WriteTimeout bounds one batch of writes to a socket; a peer that takes
-	// longer is closed as a slow consumer. Default 10s.
+	// longer is closed as a slow consumer.
 	WriteTimeout time.Duration
 	// QueueMessages caps the messages waiting to be written to one
-	// connection. Default 1024.
+	// connection.
 	QueueMessages int
 	// QueueBytes caps the payload bytes waiting to be written to one
-	// connection. Default 4 MiB.
+	// connection.
 	QueueBytes int
 	// ReadLimit is the largest frame accepted from a client, in bytes; a
-	// larger one closes the connection with 1009. Default 16 KiB.
+	// larger one closes the connection with 1009.
 	ReadLimit int64
-	// MaxUserIDBytes is the longest user id accepted. Default 128.
+	// MaxUserIDBytes is the longest user id accepted.
 	MaxUserIDBytes int
 	// OriginPatterns lists the cross-origin hosts allowed to open WebSockets
 	// (see websocket.AcceptOptions.OriginPatterns). Same-origin is always
@@ -46,18 +47,17 @@ type Config struct {
 	OriginPatterns []string
 
 	// InboxMessages and InboxBytes cap one user's inbox; past them the
-	// oldest entries are dropped (and counted). Defaults 100 and 256 KiB.
+	// oldest entries are dropped (and counted).
 	InboxMessages int
 	InboxBytes    int
 	// InboxMaxTTL is the longest ttl a message may ask for, and how long a
 	// loss (trimmed or expired entry) is remembered for resuming clients.
-	// Default 24h.
 	InboxMaxTTL time.Duration
 	// PresenceGrace is how long a user may be gone before WatchEvents
-	// reports them offline, so that a page reload reports nothing. Default
-	// 5s; negative means report at once.
+	// reports them offline, so that a page reload reports nothing; negative
+	// means report at once.
 	PresenceGrace time.Duration
-	// MaxTopicsPerConn caps one connection's subscriptions. Default 64.
+	// MaxTopicsPerConn caps one connection's subscriptions.
 	MaxTopicsPerConn int
 	// UpstreamUsers and UpstreamTopics say who may send messages upstream
 	// (to WatchEvents): users whose id matches one of UpstreamUsers (path.Match
@@ -72,7 +72,7 @@ type Config struct {
 	// Redis engine keeps its own epoch in Redis.
 	Epoch string
 	// EngineTimeout bounds each engine call the hub makes for a connection
-	// (join, subscribe, ack, upstream). Default 5s.
+	// (join, subscribe, ack, upstream).
 	EngineTimeout time.Duration
 
 	// Auth, when set, identifies clients by token (JWT "sub") instead of
@@ -99,34 +99,51 @@ type Config struct {
 	UpstreamPerSecond float64
 }
 
-func (c *Config) setDefaults() {
-	def := func(v *time.Duration, d time.Duration) {
-		if *v == 0 {
-			*v = d
-		}
+// DefaultConfig returns the defaults of the fields that have one: the one
+// place they are stated (the flags of package internal/config take theirs
+// from here). NewHub fills every zero field from it.
+func DefaultConfig() Config {
+	return Config{
+		HeartbeatInterval: 25 * time.Second,
+		HeartbeatTimeout:  10 * time.Second,
+		WriteTimeout:      10 * time.Second,
+		EngineTimeout:     5 * time.Second,
+		QueueMessages:     1024,
+		QueueBytes:        4 << 20,
+		ReadLimit:         16 << 10,
+		MaxUserIDBytes:    128,
+		InboxMessages:     100,
+		InboxBytes:        256 << 10,
+		InboxMaxTTL:       24 * time.Hour,
+		PresenceGrace:     5 * time.Second,
+		MaxTopicsPerConn:  64,
 	}
+}
+
+func (c *Config) setDefaults() {
+	d := DefaultConfig()
 	if c.Epoch == "" {
 		c.Epoch = NewID()[16:]
 	}
-	def(&c.HeartbeatInterval, 25*time.Second)
-	def(&c.HeartbeatTimeout, 10*time.Second)
-	def(&c.WriteTimeout, 10*time.Second)
-	def(&c.EngineTimeout, 5*time.Second)
-	def(&c.InboxMaxTTL, 24*time.Hour)
-	def(&c.PresenceGrace, 5*time.Second)
-	defInt := func(v *int, d int) {
-		if *v <= 0 {
-			*v = d
+	for _, f := range []struct{ v, d *time.Duration }{
+		{&c.HeartbeatInterval, &d.HeartbeatInterval}, {&c.HeartbeatTimeout, &d.HeartbeatTimeout},
+		{&c.WriteTimeout, &d.WriteTimeout}, {&c.EngineTimeout, &d.EngineTimeout},
+		{&c.InboxMaxTTL, &d.InboxMaxTTL}, {&c.PresenceGrace, &d.PresenceGrace},
+	} {
+		if *f.v == 0 {
+			*f.v = *f.d
 		}
 	}
-	defInt(&c.QueueMessages, 1024)
-	defInt(&c.QueueBytes, 4<<20)
-	defInt(&c.MaxUserIDBytes, 128)
-	defInt(&c.InboxMessages, 100)
-	defInt(&c.InboxBytes, 256<<10)
-	defInt(&c.MaxTopicsPerConn, 64)
+	for _, f := range []struct{ v, d *int }{
+		{&c.QueueMessages, &d.QueueMessages}, {&c.QueueBytes, &d.QueueBytes}, {&c.MaxUserIDBytes, &d.MaxUserIDBytes},
+		{&c.InboxMessages, &d.InboxMessages}, {&c.InboxBytes, &d.InboxBytes}, {&c.MaxTopicsPerConn, &d.MaxTopicsPerConn},
+	} {
+		if *f.v <= 0 {
+			*f.v = *f.d
+		}
+	}
 	if c.ReadLimit <= 0 {
-		c.ReadLimit = 16 << 10
+		c.ReadLimit = d.ReadLimit
 	}
 }
 

@@ -12,7 +12,8 @@ type Metrics struct {
 	rejected   *prometheus.CounterVec
 	delivered  prometheus.Counter
 	bytesOut   prometheus.Counter
-	slow       prometheus.Counter
+	slowQueue  prometheus.Counter
+	slowWrite  prometheus.Counter
 	hbTimeouts prometheus.Counter
 
 	droppedSlow    prometheus.Counter
@@ -66,7 +67,6 @@ func NewMetrics(reg prometheus.Registerer, h *Hub) *Metrics {
 		rejected:   vec("pushgate_handshakes_rejected_total", "WebSocket handshakes refused before upgrade, by reason.", "reason"),
 		delivered:  counter("pushgate_messages_delivered_total", "Messages written to client sockets (control frames such as pong and hello not counted)."),
 		bytesOut:   counter("pushgate_bytes_out_total", "Bytes written to client sockets (message and control frame payloads)."),
-		slow:       counter("pushgate_slow_consumers_total", "Connections closed because their send queue overflowed or a write timed out."),
 		hbTimeouts: counter("pushgate_heartbeat_timeouts_total", "Connections closed because a ping went unanswered."),
 		upstream:   counter("pushgate_upstream_messages_total", "Messages from clients passed to WatchEvents."),
 		upstreamRefused: counter("pushgate_upstream_refused_total",
@@ -89,6 +89,9 @@ func NewMetrics(reg prometheus.Registerer, h *Hub) *Metrics {
 		Buckets: []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 	})
 	reg.MustRegister(m.writeLatency)
+	slow := vec("pushgate_slow_consumers_total", "Connections closed as slow consumers (4000), by cause: queue_overflow (over --queue-max-messages or --queue-max-bytes) or write_timeout (a write took longer than --write-timeout).", "cause")
+	m.slowQueue = slow.WithLabelValues("queue_overflow")
+	m.slowWrite = slow.WithLabelValues("write_timeout")
 	dropped := vec("pushgate_messages_dropped_total", "Messages queued for a connection but not written, by reason (slow_consumer, closing, kicked, write_error).", "reason")
 	m.droppedSlow = dropped.WithLabelValues("slow_consumer")
 	m.droppedClosing = dropped.WithLabelValues("closing")

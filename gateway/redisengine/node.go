@@ -159,7 +159,7 @@ func (e *Engine) receiveLoop() {
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { <-e.stop; cancel() }()
 	lost := false
-	backoff := 100 * time.Millisecond
+	wait := newBackoff(100 * time.Millisecond)
 	for {
 		if e.needRestore.Swap(false) {
 			e.restore(ctx)
@@ -182,14 +182,13 @@ func (e *Engine) receiveLoop() {
 			lost = true
 			e.up.Store(false)
 			select {
-			case <-time.After(backoff):
+			case <-time.After(wait.next()):
 			case <-ctx.Done():
 				return
 			}
-			backoff = min(backoff*2, 5*time.Second)
 			continue
 		}
-		backoff = 100 * time.Millisecond
+		wait.reset()
 		switch m := msg.(type) {
 		case *redis.Subscription:
 			// Both channels (re)subscribed: at start, after a loss we
@@ -215,12 +214,44 @@ func isTimeout(err error) bool {
 	return errors.As(err, &te) && te.Timeout()
 }
 
+// The payloads on a node's channel (P:n:<node>) and on the broadcast
+// channel (P:all), written by scripts.lua: one byte says what follows.
+//
+//	'U' users "\x00" message    the message (gateway.EncodeMessage) for the
+//	                            users on this node, newline-separated
+//	'B' excluded "\x00" message  a broadcast; excluded: newline-separated users
+//	'T' topic "\x00" message     for this node's subscribers of topic
+//	'K' user "\x00" text         close the user's connections (Disconnect)
+//	'E' json                    an event for WatchEvents (wireEvent)
+const (
+	kindUsers     = 'U'
+	kindBroadcast = 'B'
+	kindTopic     = 'T'
+	kindKick      = 'K'
+	kindEvent     = 'E'
+)
+
+// backoff is the wait between retries of a loop that talks to Redis: it
+// doubles from its first value up to 5s, and reset starts again.
+type backoff struct{ first, cur time.Duration }
+
+func newBackoff(first time.Duration) *backoff { return &backoff{first: first, cur: first} }
+
+// next returns the wait before the next retry.
+func (b *backoff) next() time.Duration {
+	d := b.cur
+	b.cur = min(b.cur*2, 5*time.Second)
+	return d
+}
+
+func (b *backoff) reset() { b.cur = b.first }
+
 // dispatch delivers one pub/sub message on this node.
 func (e *Engine) dispatch(channel, payload string) {
 	if payload == "" {
 		return
 	}
-	if payload[0] == 'E' {
+	if payload[0] == kindEvent {
 		var w wireEvent
 		if err := json.Unmarshal([]byte(payload[1:]), &w); err != nil {
 			e.log.Error("bad event from redis", "err", err)
@@ -235,7 +266,7 @@ func (e *Engine) dispatch(channel, payload string) {
 		e.log.Error("bad message from redis", "channel", channel)
 		return
 	}
-	if payload[0] == 'K' {
+	if payload[0] == kindKick {
 		e.node.CloseUser(head, body)
 		return
 	}
@@ -245,15 +276,15 @@ func (e *Engine) dispatch(channel, payload string) {
 		return
 	}
 	switch payload[0] {
-	case 'U':
+	case kindUsers:
 		e.node.Deliver(strings.Split(head, "\n"), m)
-	case 'B':
+	case kindBroadcast:
 		var ex []string
 		if head != "" {
 			ex = strings.Split(head, "\n")
 		}
 		e.node.DeliverBroadcast(m, ex)
-	case 'T':
+	case kindTopic:
 		e.node.DeliverTopic(m)
 	}
 }
@@ -266,7 +297,7 @@ func (e *Engine) restore(ctx context.Context) {
 	e.dirtyMu.Lock()
 	e.resync = true // later passes finish what is left
 	e.dirtyMu.Unlock()
-	backoff := 100 * time.Millisecond
+	wait := newBackoff(100 * time.Millisecond)
 	for {
 		err := e.flush(ctx)
 		if err == nil {
@@ -278,13 +309,13 @@ func (e *Engine) restore(ctx context.Context) {
 		if err == nil || ctx.Err() != nil {
 			return
 		}
-		e.log.Warn("writing this node's state to redis failed; retrying", "err", err, "in", backoff)
+		d := wait.next()
+		e.log.Warn("writing this node's state to redis failed; retrying", "err", err, "in", d)
 		select {
-		case <-time.After(backoff):
+		case <-time.After(d):
 		case <-ctx.Done():
 			return
 		}
-		backoff = min(backoff*2, 5*time.Second)
 	}
 }
 
@@ -307,7 +338,7 @@ func (e *Engine) checkEpoch(ctx context.Context) error {
 // it keeps the work and retries with backoff.
 func (e *Engine) workLoop() {
 	defer e.stopped.Done()
-	backoff := 50 * time.Millisecond
+	wait := newBackoff(50 * time.Millisecond)
 	retry := (<-chan time.Time)(nil)
 	for {
 		select {
@@ -326,11 +357,11 @@ func (e *Engine) workLoop() {
 			if e.closed.Load() {
 				continue
 			}
-			e.log.Warn("redis presence update failed; retrying", "err", err, "in", backoff)
-			retry = time.After(backoff)
-			backoff = min(backoff*2, 5*time.Second)
+			d := wait.next()
+			e.log.Warn("redis presence update failed; retrying", "err", err, "in", d)
+			retry = time.After(d)
 		} else {
-			backoff = 50 * time.Millisecond
+			wait.reset()
 		}
 	}
 }

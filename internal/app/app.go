@@ -124,6 +124,7 @@ func New(cfg config.Config, log *slog.Logger) (_ *App, err error) {
 		HeartbeatInterval: cfg.HeartbeatInterval,
 		HeartbeatTimeout:  cfg.HeartbeatTimeout,
 		WriteTimeout:      cfg.WriteTimeout,
+		EngineTimeout:     cfg.EngineTimeout,
 		QueueMessages:     cfg.QueueMessages,
 		QueueBytes:        cfg.QueueBytes,
 		ReadLimit:         int64(cfg.ReadLimit),

@@ -17,80 +17,85 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"pushgate/gateway"
 )
 
 // Config is everything pushgate can be told. Every field is a flag with a
 // PUSHGATE_* environment variable (the flag name upper-cased, '-' → '_');
-// a flag on the command line wins over the environment.
+// a flag on the command line wins over the environment. Defaults are the
+// flags' (Load); those of the gateway's settings come from
+// gateway.DefaultConfig.
 type Config struct {
-	HTTPAddr string // WebSocket, demo page, metrics and health. Default 127.0.0.1:8080.
-	GRPCAddr string // the backend API. Default 127.0.0.1:9090.
-	Insecure bool   // allow non-loopback addresses without client auth. Default false.
+	HTTPAddr string // WebSocket, demo page, metrics and health.
+	GRPCAddr string // the backend API.
+	Insecure bool   // allow non-loopback addresses without client auth.
 
-	LogFormat string // text or json. Default text.
-	LogLevel  string // debug, info, warn or error. Default info.
+	LogFormat string // text or json.
+	LogLevel  string // debug, info, warn or error.
 
-	HeartbeatInterval time.Duration // server ping period. Default 25s.
-	HeartbeatTimeout  time.Duration // pong deadline. Default 10s.
-	WriteTimeout      time.Duration // per write batch; slower peers are slow consumers. Default 10s.
-	QueueMessages     int           // per-connection send queue cap, messages. Default 1024.
-	QueueBytes        int           // per-connection send queue cap, bytes. Default 4 MiB.
-	ReadLimit         int           // largest client frame, bytes. Default 16 KiB.
-	AllowedOrigins    string        // comma-separated cross-origin host patterns. Default none.
-	ReadHeaderTimeout time.Duration // HTTP request header deadline. Default 5s.
+	HeartbeatInterval time.Duration // server ping period.
+	HeartbeatTimeout  time.Duration // pong deadline.
+	WriteTimeout      time.Duration // per write batch; slower peers are slow consumers.
+	QueueMessages     int           // per-connection send queue cap, messages.
+	QueueBytes        int           // per-connection send queue cap, bytes.
+	ReadLimit         int           // largest client frame, bytes.
+	AllowedOrigins    string        // comma-separated cross-origin host patterns.
+	ReadHeaderTimeout time.Duration // HTTP request header deadline.
 
-	MaxUserIDBytes  int // longest user id. Default 128.
-	MaxPayloadBytes int // largest message payload. Default 64 KiB.
-	MaxBatchUsers   int // most ids per SendToUsers/GetPresence/exclude list. Default 10000.
+	MaxUserIDBytes  int // longest user id.
+	MaxPayloadBytes int // largest message payload.
+	MaxBatchUsers   int // most ids per SendToUsers/GetPresence/exclude list.
 
-	ShutdownDelay     time.Duration // not-ready time before listeners close at shutdown. Default 0.
-	InboxMessages     int           // per-user inbox cap, messages. Default 100.
-	InboxBytes        int           // per-user inbox cap, bytes. Default 256 KiB.
-	InboxMaxTTL       time.Duration // longest message ttl. Default 24h.
-	PresenceGrace     time.Duration // offline events wait this long. Default 5s.
-	MaxTopicsPerConn  int           // subscriptions per connection. Default 64.
-	UpstreamUsers     string        // comma-separated user id patterns allowed to send upstream. Default none.
-	UpstreamTopics    string        // comma-separated topic patterns clients may send to. Default none.
-	IdempotencyWindow time.Duration // how long idempotency keys are remembered. Default 5m.
-	WatchBuffer       int           // events a WatchEvents stream may lag. Default 4096.
+	ShutdownDelay     time.Duration // not-ready time before listeners close at shutdown.
+	InboxMessages     int           // per-user inbox cap, messages.
+	InboxBytes        int           // per-user inbox cap, bytes.
+	InboxMaxTTL       time.Duration // longest message ttl.
+	PresenceGrace     time.Duration // offline events wait this long.
+	MaxTopicsPerConn  int           // subscriptions per connection.
+	UpstreamUsers     string        // comma-separated user id patterns allowed to send upstream.
+	UpstreamTopics    string        // comma-separated topic patterns clients may send to.
+	IdempotencyWindow time.Duration // how long idempotency keys are remembered.
+	WatchBuffer       int           // events a WatchEvents stream may lag.
 
-	Auth            string        // client auth: none or jwt. Default none.
-	JWTSecret       string        // HS256 secret. Default none.
-	JWTPublicKey    string        // PEM public key file (RS256, ES256, EdDSA). Default none.
-	JWTJWKS         string        // JWKS file (keys by kid, re-read on change). Default none.
-	JWTAudience     string        // required aud. Default none.
-	JWTIssuer       string        // required iss. Default none.
-	JWTLeeway       time.Duration // clock skew allowed on exp/nbf. Default 5s.
-	TokenCookie     string        // cookie carrying the token. Default none.
-	APIKeys         string        // name:key,... for gRPC callers. Default none.
-	APIKeysFile     string        // file of name:key lines. Default none.
-	GRPCRate        float64       // calls per second per API key. Default 10000.
-	NoReflection    bool          // turn gRPC server reflection off. Default false.
-	GRPCTLSCert     string        // PEM certificate for gRPC TLS. Default none.
-	GRPCTLSKey      string        // its key. Default none.
-	GRPCClientCA    string        // PEM CA bundle: require client certificates (mTLS). Default none.
-	HTTPTLSCert     string        // PEM certificate for wss/https. Default none.
-	HTTPTLSKey      string        // its key. Default none.
-	MaxConns        int           // open connections per node. Default 100000.
-	MaxConnsPerUser int           // open connections per user. Default 32.
-	NewConnsPerSec  float64       // new connections per second per node. Default 5000.
-	UpstreamRate    float64       // frames per second per client connection. Default 20.
-	GRPCStopTimeout time.Duration // in-flight gRPC calls get this long at shutdown. Default 10s.
-	ConfigFile      string        // YAML file of settings. Default none.
-	OpsAddr         string        // separate listener for metrics, health, admin, pprof. Default none.
-	AdminPassword   string        // admin page password (user "admin"). Default none.
-	Pprof           bool          // serve /debug/pprof on the ops listener. Default false.
-	NodeName        string        // this node's name. Default the host name.
-	TrustedProxies  string        // CIDRs whose X-Forwarded-For is believed. Default none.
-	DrainWindow     time.Duration // client closes are spread over this at shutdown. Default 10s.
+	Auth            string        // client auth: none or jwt.
+	JWTSecret       string        // HS256 secret.
+	JWTPublicKey    string        // PEM public key file (RS256, ES256, EdDSA).
+	JWTJWKS         string        // JWKS file (keys by kid, re-read on change).
+	JWTAudience     string        // required aud.
+	JWTIssuer       string        // required iss.
+	JWTLeeway       time.Duration // clock skew allowed on exp/nbf.
+	TokenCookie     string        // cookie carrying the token.
+	APIKeys         string        // name:key,... for gRPC callers.
+	APIKeysFile     string        // file of name:key lines.
+	GRPCRate        float64       // calls per second per API key.
+	NoReflection    bool          // turn gRPC server reflection off.
+	GRPCTLSCert     string        // PEM certificate for gRPC TLS.
+	GRPCTLSKey      string        // its key.
+	GRPCClientCA    string        // PEM CA bundle: require client certificates (mTLS).
+	HTTPTLSCert     string        // PEM certificate for wss/https.
+	HTTPTLSKey      string        // its key.
+	MaxConns        int           // open connections per node.
+	MaxConnsPerUser int           // open connections per user.
+	NewConnsPerSec  float64       // new connections per second per node.
+	UpstreamRate    float64       // frames per second per client connection.
+	GRPCStopTimeout time.Duration // in-flight gRPC calls get this long at shutdown.
+	ConfigFile      string        // YAML file of settings.
+	OpsAddr         string        // separate listener for metrics, health, admin, pprof.
+	AdminPassword   string        // admin page password (user "admin").
+	Pprof           bool          // serve /debug/pprof on the ops listener.
+	NodeName        string        // this node's name.
+	TrustedProxies  string        // CIDRs whose X-Forwarded-For is believed.
+	DrainWindow     time.Duration // client closes are spread over this at shutdown.
 
-	Engine          string        // memory or redis. Default memory.
-	RedisURL        string        // redis:// or rediss:// URL; several hosts comma-separated. Default redis://127.0.0.1:6379/0.
-	RedisMasterName string        // Sentinel master name (the URL's hosts are the sentinels). Default none.
-	RedisCluster    bool          // the URL's hosts are a Redis Cluster. Default false.
-	RedisPrefix     string        // key and channel prefix (a Cluster hash tag). Default pushgate.
-	RedisTimeout    time.Duration // per Redis call. Default 2s.
-	NodeTTL         time.Duration // a node that stops beating leaves the cluster after this. Default 15s.
+	Engine          string        // memory or redis.
+	RedisURL        string        // redis:// or rediss:// URL; several hosts comma-separated.
+	RedisMasterName string        // Sentinel master name (the URL's hosts are the sentinels).
+	RedisCluster    bool          // the URL's hosts are a Redis Cluster.
+	RedisPrefix     string        // key and channel prefix (a Cluster hash tag).
+	RedisTimeout    time.Duration // per Redis call.
+	EngineTimeout   time.Duration // per engine call made for a connection (join, subscribe, ack, client message).
+	NodeTTL         time.Duration // a node that stops beating leaves the cluster after this.
 }
 
 // Parse reads the configuration: flags from args, over PUSHGATE_*
@@ -109,6 +114,7 @@ var secretFlags = map[string]bool{"jwt-secret": true, "api-keys": true, "admin-p
 // of every option (for Print).
 func Load(args []string, getenv func(string) string, out io.Writer) (Config, *flag.FlagSet, error) {
 	var c Config
+	gw := gateway.DefaultConfig() // the gateway's defaults, stated once there
 	fs := flag.NewFlagSet("pushgate", flag.ContinueOnError)
 	fs.SetOutput(out)
 	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:8080", "`address` for WebSocket clients (/ws), the demo page, /metrics, /healthz and /readyz")
@@ -116,22 +122,22 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, *fl
 	fs.BoolVar(&c.Insecure, "insecure", false, "allow listening on non-loopback addresses with no client authentication")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
-	fs.DurationVar(&c.HeartbeatInterval, "heartbeat-interval", 25*time.Second, "how often the server pings each WebSocket connection")
-	fs.DurationVar(&c.HeartbeatTimeout, "heartbeat-timeout", 10*time.Second, "how long a ping may go unanswered before the connection is closed")
-	fs.DurationVar(&c.WriteTimeout, "write-timeout", 10*time.Second, "deadline for writing queued messages to a connection; slower clients are closed as slow consumers (4000)")
-	fs.IntVar(&c.QueueMessages, "queue-max-messages", 1024, "per-connection send queue limit, in messages; overflow closes the connection as a slow consumer (4000)")
-	fs.IntVar(&c.QueueBytes, "queue-max-bytes", 4<<20, "per-connection send queue limit, in bytes; overflow closes the connection as a slow consumer (4000)")
-	fs.IntVar(&c.ReadLimit, "read-limit", 16<<10, "largest frame accepted from a client, in bytes; larger closes with 1009")
+	fs.DurationVar(&c.HeartbeatInterval, "heartbeat-interval", gw.HeartbeatInterval, "how often the server pings each WebSocket connection")
+	fs.DurationVar(&c.HeartbeatTimeout, "heartbeat-timeout", gw.HeartbeatTimeout, "how long a ping may go unanswered before the connection is closed")
+	fs.DurationVar(&c.WriteTimeout, "write-timeout", gw.WriteTimeout, "deadline for writing queued messages to a connection; slower clients are closed as slow consumers (4000)")
+	fs.IntVar(&c.QueueMessages, "queue-max-messages", gw.QueueMessages, "per-connection send queue limit, in messages; overflow closes the connection as a slow consumer (4000)")
+	fs.IntVar(&c.QueueBytes, "queue-max-bytes", gw.QueueBytes, "per-connection send queue limit, in bytes; overflow closes the connection as a slow consumer (4000)")
+	fs.IntVar(&c.ReadLimit, "read-limit", int(gw.ReadLimit), "largest frame accepted from a client, in bytes; larger closes with 1009")
 	fs.StringVar(&c.AllowedOrigins, "allowed-origins", "", "comma-separated `patterns` of cross-origin hosts allowed to open WebSockets, e.g. admin.example.com,*.example.com (same-origin is always allowed)")
 	fs.DurationVar(&c.ReadHeaderTimeout, "read-header-timeout", 5*time.Second, "deadline for reading an HTTP request's headers")
-	fs.IntVar(&c.MaxUserIDBytes, "max-user-id-bytes", 128, "longest user id accepted, in bytes")
+	fs.IntVar(&c.MaxUserIDBytes, "max-user-id-bytes", gw.MaxUserIDBytes, "longest user id accepted, in bytes")
 	fs.IntVar(&c.MaxPayloadBytes, "max-payload-bytes", 64<<10, "largest message payload accepted from a backend, in bytes")
 	fs.IntVar(&c.MaxBatchUsers, "max-batch-users", 10000, "most user ids in one SendToUsers, GetPresence or Broadcast exclude list")
-	fs.IntVar(&c.InboxMessages, "inbox-max-messages", 100, "per-user inbox limit, in messages (messages sent with a ttl wait there); the oldest are dropped past it")
-	fs.IntVar(&c.InboxBytes, "inbox-max-bytes", 256<<10, "per-user inbox limit, in payload bytes; the oldest are dropped past it")
-	fs.DurationVar(&c.InboxMaxTTL, "inbox-max-ttl", 24*time.Hour, "longest ttl a message may ask for (also how long a dropped message is remembered, so resuming clients learn of the gap)")
-	fs.DurationVar(&c.PresenceGrace, "presence-grace", 5*time.Second, "how long a user may be gone before WatchEvents reports them offline (a page reload reports nothing); 0 reports at once")
-	fs.IntVar(&c.MaxTopicsPerConn, "max-topics-per-connection", 64, "most topics one connection may subscribe to")
+	fs.IntVar(&c.InboxMessages, "inbox-max-messages", gw.InboxMessages, "per-user inbox limit, in messages (messages sent with a ttl wait there); the oldest are dropped past it")
+	fs.IntVar(&c.InboxBytes, "inbox-max-bytes", gw.InboxBytes, "per-user inbox limit, in payload bytes; the oldest are dropped past it")
+	fs.DurationVar(&c.InboxMaxTTL, "inbox-max-ttl", gw.InboxMaxTTL, "longest ttl a message may ask for (also how long a dropped message is remembered, so resuming clients learn of the gap)")
+	fs.DurationVar(&c.PresenceGrace, "presence-grace", gw.PresenceGrace, "how long a user may be gone before WatchEvents reports them offline (a page reload reports nothing); 0 reports at once")
+	fs.IntVar(&c.MaxTopicsPerConn, "max-topics-per-connection", gw.MaxTopicsPerConn, "most topics one connection may subscribe to")
 	fs.StringVar(&c.UpstreamUsers, "upstream-users", "", "comma-separated user id `patterns` (path.Match, * for all) whose clients may send messages to WatchEvents")
 	fs.StringVar(&c.UpstreamTopics, "upstream-topics", "", "comma-separated topic `patterns` (exact, or prefix*) that clients may send messages to")
 	fs.DurationVar(&c.IdempotencyWindow, "idempotency-window", 5*time.Minute, "how long a call with an idempotency_key is remembered (repeats get the first response)")
@@ -173,6 +179,7 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, *fl
 	fs.BoolVar(&c.RedisCluster, "redis-cluster", false, "the --redis-url hosts are a Redis Cluster (pushgate's keys share one hash slot)")
 	fs.StringVar(&c.RedisPrefix, "redis-prefix", "pushgate", "prefix of pushgate's Redis keys and channels (nodes of one cluster use the same)")
 	fs.DurationVar(&c.RedisTimeout, "redis-timeout", 2*time.Second, "deadline for one Redis call; calls that cannot reach Redis answer UNAVAILABLE")
+	fs.DurationVar(&c.EngineTimeout, "engine-timeout", gw.EngineTimeout, "deadline for the engine's part of a connection's join, subscribe, ack or client message; past it the client gets 503 or an unavailable error")
 	fs.DurationVar(&c.NodeTTL, "node-ttl", 15*time.Second, "with --engine redis: a node that stops (kill -9, network cut) leaves the online list after this, plus up to a third of it")
 	fs.StringVar(&c.ConfigFile, "config", "", "YAML `file` of settings, keys named like the flags (http-addr: ...); flags and environment variables override it")
 
@@ -306,6 +313,7 @@ func (c *Config) Validate() error {
 	check(c.HeartbeatInterval > 0, "--heartbeat-interval must be positive")
 	check(c.HeartbeatTimeout > 0, "--heartbeat-timeout must be positive")
 	check(c.WriteTimeout > 0, "--write-timeout must be positive")
+	check(c.EngineTimeout > 0, "--engine-timeout must be positive")
 	check(c.QueueMessages > 0, "--queue-max-messages must be positive")
 	check(c.QueueBytes > 0, "--queue-max-bytes must be positive")
 	check(c.ReadLimit > 0, "--read-limit must be positive")
