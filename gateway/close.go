@@ -35,6 +35,11 @@ var (
 	// CloseRateLimited: the client sent more frames than --upstream-rate
 	// allows. Reconnect, with backoff.
 	CloseRateLimited = CloseReason{Code: 4002, Text: "too many messages", Label: "rate_limited", Reconnect: true}
+	// CloseEngineUnavailable: this node has been cut off from its engine
+	// (Redis) for longer than --node-ttl, so it can no longer deliver to
+	// its clients. Reconnect, with jitter: the load balancer sends the
+	// client to a node that can, and it resumes there with nothing lost.
+	CloseEngineUnavailable = CloseReason{Code: 4003, Text: "push engine unreachable", Label: "engine_unavailable", Reconnect: true}
 	// CloseKicked: a backend called Disconnect for this user. Do not reconnect.
 	CloseKicked = CloseReason{Code: 4100, Text: "kicked", Label: "kicked", Reconnect: false}
 	// CloseTokenExpired: the token the connection was opened with expired

@@ -97,6 +97,10 @@ type Node interface {
 	DeliverTopic(m *Message) int64
 	// CloseUser closes userID's connections here with CloseKicked.
 	CloseUser(userID, text string) int
+	// Evict closes every connection here with CloseEngineUnavailable,
+	// spread over window (on a goroutine of its own), and returns how many:
+	// the engine cannot serve them from this node any more.
+	Evict(window time.Duration) int
 	// Emit hands e to this node's WatchEvents streams.
 	Emit(e Event)
 	// Watch, Unwatch and Watchers manage this node's WatchEvents streams.

@@ -584,15 +584,15 @@ func (h *Hub) CloseUser(userID, text string) int {
 	return len(targets)
 }
 
-// Shutdown refuses new connections and closes the open ones with 1001
-// (going away) at a steady pace spread over window, so that clients do not
-// all reconnect at the same instant. Messages already queued are written
-// before each close frame. It returns when every connection is gone or ctx
-// ends. The engine is the caller's to close after.
-func (h *Hub) Shutdown(ctx context.Context, window time.Duration) error {
-	if h.closing.Swap(true) {
-		return nil
-	}
+// Evict implements Node.
+func (h *Hub) Evict(window time.Duration) int {
+	all := h.allConns()
+	go closeSpread(context.Background(), all, CloseEngineUnavailable, window)
+	return len(all)
+}
+
+// allConns returns every connection in the registry.
+func (h *Hub) allConns() []*Conn {
 	var all []*Conn
 	for i := range h.shards {
 		s := &h.shards[i]
@@ -602,23 +602,43 @@ func (h *Hub) Shutdown(ctx context.Context, window time.Duration) error {
 		}
 		s.mu.RUnlock()
 	}
-	if len(all) > 0 {
-		h.log.Info("closing client connections", "connections", len(all), "window", window)
-	}
+	return all
+}
+
+// closeSpread closes conns with r at a steady pace over window, so that
+// clients do not all reconnect at the same instant (all at once when ctx
+// ends).
+func closeSpread(ctx context.Context, conns []*Conn, r CloseReason, window time.Duration) {
 	var step time.Duration
-	if len(all) > 0 {
-		step = window / time.Duration(len(all))
+	if len(conns) > 0 {
+		step = window / time.Duration(len(conns))
 	}
 	start := time.Now()
-	for i, c := range all {
+	for i, c := range conns {
 		if d := time.Duration(i)*step - time.Since(start); d > 0 {
 			select {
 			case <-time.After(d):
 			case <-ctx.Done():
 			}
 		}
-		c.closeWith(CloseGoingAway)
+		c.closeWith(r)
 	}
+}
+
+// Shutdown refuses new connections and closes the open ones with 1001
+// (going away) at a steady pace spread over window, so that clients do not
+// all reconnect at the same instant. Messages already queued are written
+// before each close frame. It returns when every connection is gone or ctx
+// ends. The engine is the caller's to close after.
+func (h *Hub) Shutdown(ctx context.Context, window time.Duration) error {
+	if h.closing.Swap(true) {
+		return nil
+	}
+	all := h.allConns()
+	if len(all) > 0 {
+		h.log.Info("closing client connections", "connections", len(all), "window", window)
+	}
+	closeSpread(ctx, all, CloseGoingAway, window)
 	// Wait for the handlers to finish (they unregister on the way out).
 	for h.live.Load() > 0 {
 		select {

@@ -101,7 +101,7 @@ func NewMetrics(reg prometheus.Registerer, h *Hub) *Metrics {
 	m.pingsIn = framesIn.WithLabelValues("ping")
 	m.acksIn = framesIn.WithLabelValues("ack")
 	m.otherIn = framesIn.WithLabelValues("other")
-	for _, r := range []CloseReason{closeClient, closeWriteError, CloseGoingAway, CloseSlowConsumer, CloseHeartbeatTimeout, CloseRateLimited, CloseKicked, CloseTokenExpired, CloseInvalidFrame, CloseMessageTooBig} {
+	for _, r := range []CloseReason{closeClient, closeWriteError, CloseGoingAway, CloseSlowConsumer, CloseHeartbeatTimeout, CloseRateLimited, CloseEngineUnavailable, CloseKicked, CloseTokenExpired, CloseInvalidFrame, CloseMessageTooBig} {
 		m.closed.WithLabelValues(r.Label)
 	}
 	reg.MustRegister(

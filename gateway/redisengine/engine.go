@@ -112,11 +112,14 @@ type Engine struct {
 	epoch        atomic.Pointer[string]
 	offlineUntil atomic.Int64 // unix ns: until then, report due offline events every second
 
-	up      atomic.Bool
-	stop    chan struct{}
-	stopped sync.WaitGroup
-	ps      *redis.PubSub
-	closed  atomic.Bool
+	up        atomic.Bool
+	downSince atomic.Int64           // unix ns when the node last went down; 0 while up
+	gen       atomic.Pointer[string] // the lease's generation (beat)
+	stop      chan struct{}
+	stopped   sync.WaitGroup
+	psMu      sync.Mutex
+	ps        *redis.PubSub // guarded by psMu; replaced by the receive loop after a loss
+	closed    atomic.Bool
 
 	m metrics
 }
@@ -127,6 +130,7 @@ type metrics struct {
 	resyncs    prometheus.Counter
 	reaped     prometheus.Counter
 	received   prometheus.Counter
+	evicted    prometheus.Counter
 }
 
 // New returns the engine's constructor for gateway.NewHub.
@@ -169,6 +173,8 @@ func Start(ctx context.Context, node gateway.Node, rdb redis.UniversalClient, lo
 			Help: "Dead nodes this node removed from Redis."}),
 		received: prometheus.NewCounter(prometheus.CounterOpts{Name: "pushgate_redis_messages_received_total",
 			Help: "Pub/sub messages this node received from Redis."}),
+		evicted: prometheus.NewCounter(prometheus.CounterOpts{Name: "pushgate_redis_evicted_connections_total",
+			Help: "Client connections closed (4003) because this node was cut off from Redis for longer than --node-ttl."}),
 	}
 	up := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pushgate_redis_up",
 		Help: "1 while the node's Redis subscription is up."}, func() float64 {
@@ -177,7 +183,7 @@ func Start(ctx context.Context, node gateway.Node, rdb redis.UniversalClient, lo
 		}
 		return 0
 	})
-	for _, c := range []prometheus.Collector{e.m.errors, e.m.reconnects, e.m.resyncs, e.m.reaped, e.m.received, up} {
+	for _, c := range []prometheus.Collector{e.m.errors, e.m.reconnects, e.m.resyncs, e.m.reaped, e.m.received, e.m.evicted, up} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -198,7 +204,7 @@ func Start(ctx context.Context, node gateway.Node, rdb redis.UniversalClient, lo
 		_ = e.ps.Close()
 		return nil, fmt.Errorf("redis: subscribe: %w", err)
 	}
-	if err := e.beat(cctx); err != nil {
+	if err := e.register(cctx); err != nil {
 		_ = e.ps.Close()
 		return nil, fmt.Errorf("redis: %w", err)
 	}
@@ -207,8 +213,9 @@ func Start(ctx context.Context, node gateway.Node, rdb redis.UniversalClient, lo
 		_ = e.ps.Close()
 		return nil, fmt.Errorf("redis: %w", err)
 	}
-	e.stopped.Add(3)
+	e.stopped.Add(4)
 	go e.receiveLoop()
+	go e.evictLoop()
 	go e.workLoop()
 	go e.leaseLoop()
 	log.Info("redis engine started", "node", opt.Node, "prefix", opt.Prefix, "node_ttl", opt.NodeTTL)
@@ -243,7 +250,7 @@ func (e *Engine) Close(ctx context.Context) error {
 		return nil
 	}
 	close(e.stop)
-	_ = e.ps.Close() // ends a read in progress
+	_ = e.pubsub().Close() // ends a read in progress
 	e.stopped.Wait()
 	cctx, cancel := context.WithTimeout(ctx, e.opt.Timeout)
 	defer cancel()

@@ -18,6 +18,10 @@ import (
 // Join implements gateway.Engine: one script records the node's count of
 // the user and reads the replay and the join's Seq.
 func (e *Engine) Join(ctx context.Context, j gateway.JoinRequest) (gateway.Joined, error) {
+	if !e.up.Load() {
+		// Cut off from Redis: the client is better served by another node.
+		return gateway.Joined{}, fmt.Errorf("%w: redis unreachable", gateway.ErrUnavailable)
+	}
 	i := e.stripe(j.UserID)
 	mu := &e.umu[i]
 	mu.Lock()
@@ -150,57 +154,67 @@ func (e *Engine) Upstream(ctx context.Context, ev gateway.Event) error {
 	return nil
 }
 
-// receiveLoop reads the node's subscription until Close. go-redis restores
-// a lost subscription on the next read; then (and whenever the node learns
-// Redis forgot it) the node writes its state again and catches up on the
-// stored messages its connections may have missed, before it reads on.
+// receiveLoop reads the node's subscription until Close. It hears from
+// Redis at least every NodeTTL/6 (a message, or the pong of a ping it sends
+// when the channel is quiet); when it has heard nothing for NodeTTL/3 (the
+// liveness bound: a link that freezes without closing, a Redis that stopped
+// answering) or the subscription fails, the node is down: Up reports false
+// (readiness 503, new connections refused, calls UNAVAILABLE), and the loop
+// subscribes again on a new connection until Redis answers. Once
+// subscribed, the node writes its state again and catches up on the stored
+// messages its connections may have missed (restore) before it reads on,
+// and is up again. Down for longer than NodeTTL (other nodes have reaped
+// it, so its clients are invisible to the cluster), it closes its clients
+// with CloseEngineUnavailable, spread over a few seconds, so that they
+// resume on another node.
 func (e *Engine) receiveLoop() {
 	defer e.stopped.Done()
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { <-e.stop; cancel() }()
-	lost := false
+	quiet := max(e.opt.NodeTTL/6, 50*time.Millisecond)
+	bound := e.liveness()
+	heard := time.Now()
 	wait := newBackoff(100 * time.Millisecond)
+	ps := e.pubsub()
 	for {
-		if e.needRestore.Swap(false) {
-			e.restore(ctx)
+		if e.up.Load() && e.needRestore.Swap(false) {
+			if err := e.restore(ctx); err != nil {
+				ps = e.lost(ctx, ps, err, wait)
+				continue
+			}
 		}
-		msg, err := e.ps.ReceiveTimeout(ctx, 2*time.Second)
+		msg, err := ps.ReceiveTimeout(ctx, quiet)
 		if ctx.Err() != nil || e.closed.Load() {
 			return
 		}
+		if err == nil {
+			heard = time.Now()
+		} else if isTimeout(err) {
+			if time.Since(heard) < bound {
+				_ = ps.Ping(ctx) // its pong is heard like a message
+				continue
+			}
+			err = fmt.Errorf("nothing heard from redis for %v", time.Since(heard).Round(time.Millisecond))
+		}
 		if err != nil {
-			if isTimeout(err) {
-				// Quiet: check that the subscription is still there.
-				if err := e.ps.Ping(ctx); err == nil {
-					continue
-				}
-			}
-			if !lost {
-				e.log.Warn("redis subscription lost; reconnecting", "err", err)
-				e.m.errors.WithLabelValues("subscribe").Inc()
-			}
-			lost = true
-			e.up.Store(false)
-			select {
-			case <-time.After(wait.next()):
-			case <-ctx.Done():
-				return
-			}
+			ps = e.lost(ctx, ps, err, wait)
+			heard = time.Now() // the new subscription gets its own bound
 			continue
 		}
-		wait.reset()
 		switch m := msg.(type) {
 		case *redis.Subscription:
-			// Both channels (re)subscribed: at start, after a loss we
-			// saw, or after a reconnect go-redis made by itself.
-			if m.Kind == "subscribe" && m.Count == 2 {
-				if lost {
-					e.m.reconnects.Inc()
-					e.log.Info("redis subscription restored; writing this node's state again")
+			// Both channels subscribed: at start, or on a new connection
+			// after a loss.
+			if m.Kind == "subscribe" && m.Count == 2 && !e.up.Load() {
+				if err := e.restore(ctx); err != nil {
+					ps = e.lost(ctx, ps, err, wait)
+					continue
 				}
-				lost = false
+				wait.reset()
+				e.downSince.Store(0)
 				e.up.Store(true)
-				e.restore(ctx)
+				e.m.reconnects.Inc()
+				e.log.Info("redis reachable again: this node's state is written and its clients caught up")
 			}
 		case *redis.Message:
 			e.m.received.Inc()
@@ -208,6 +222,80 @@ func (e *Engine) receiveLoop() {
 		}
 	}
 }
+
+// liveness is how long the node may hear nothing from Redis before it
+// counts itself cut off: a third of NodeTTL.
+func (e *Engine) liveness() time.Duration { return e.opt.NodeTTL / 3 }
+
+// pubsub returns the current subscription.
+func (e *Engine) pubsub() *redis.PubSub {
+	e.psMu.Lock()
+	defer e.psMu.Unlock()
+	return e.ps
+}
+
+// lost marks the node down, drops the subscription and, after a backoff,
+// subscribes again on a new connection (the answer comes to the receive
+// loop). It returns the new subscription.
+func (e *Engine) lost(ctx context.Context, old *redis.PubSub, err error, wait *backoff) *redis.PubSub {
+	if e.up.Swap(false) {
+		e.downSince.Store(time.Now().UnixNano())
+		e.log.Warn("redis unreachable: this node is not ready and refuses new connections until it is back", "err", err)
+		e.m.errors.WithLabelValues("subscribe").Inc()
+	}
+	_ = old.Close()
+	select {
+	case <-time.After(wait.next()):
+	case <-ctx.Done():
+	}
+	ps := e.rdb.Subscribe(ctx) // no channels yet: subscribing waits for an answer below
+	e.psMu.Lock()
+	e.ps = ps
+	e.psMu.Unlock()
+	if e.closed.Load() {
+		_ = ps.Close()
+		return ps
+	}
+	// Sent without waiting: the confirmation (or silence) is the receive
+	// loop's to hear.
+	cctx, cancel := context.WithTimeout(ctx, e.opt.Timeout)
+	if err := ps.Subscribe(cctx, e.nodeChan, e.allChan); err != nil {
+		e.log.Debug("redis subscribe failed", "err", err)
+	}
+	cancel()
+	return ps
+}
+
+// evictLoop closes this node's clients (CloseEngineUnavailable, spread
+// over evictWindow) once it has been cut off from Redis for longer than
+// NodeTTL: by then other nodes have reaped it, sends to its users are stored
+// for them (not delivered here), and they are better served by another
+// node. Shorter cuts keep the clients. Runs until Close.
+func (e *Engine) evictLoop() {
+	defer e.stopped.Done()
+	t := time.NewTicker(max(e.opt.NodeTTL/10, 50*time.Millisecond))
+	defer t.Stop()
+	evicted := int64(0) // the downSince we evicted for
+	for {
+		select {
+		case <-e.stop:
+			return
+		case <-t.C:
+		}
+		since := e.downSince.Load()
+		if since == 0 || since == evicted || time.Since(time.Unix(0, since)) < e.opt.NodeTTL {
+			continue
+		}
+		evicted = since
+		n := e.node.Evict(evictWindow)
+		e.m.evicted.Add(float64(n))
+		e.log.Warn("cut off from redis for longer than the node ttl: closed this node's clients so that they resume on another node",
+			"connections", n, "node_ttl", e.opt.NodeTTL, "window", evictWindow)
+	}
+}
+
+// evictWindow spreads the closes of a cut-off node's clients.
+const evictWindow = 3 * time.Second
 
 func isTimeout(err error) bool {
 	var te interface{ Timeout() bool }
@@ -289,34 +377,27 @@ func (e *Engine) dispatch(channel, payload string) {
 	}
 }
 
-// restore runs on the receive loop, before it reads on: the node writes its
-// state again (so that sends reach it), then delivers the stored messages its
-// connections missed meanwhile. It retries until that is done or the engine
-// stops. Messages that then arrive live and were caught up are skipped.
-func (e *Engine) restore(ctx context.Context) {
+// restore runs on the receive loop, before it reads on: the node writes
+// its state again (so that sends reach it), then delivers the stored
+// messages its connections missed meanwhile. Each step has its own
+// deadline; on an error the receive loop counts the node down and tries
+// again on a new connection. Messages that then arrive live and were caught
+// up are skipped (Node.Deliver).
+func (e *Engine) restore(ctx context.Context) error {
 	e.dirtyMu.Lock()
 	e.resync = true // later passes finish what is left
 	e.dirtyMu.Unlock()
-	wait := newBackoff(100 * time.Millisecond)
-	for {
-		err := e.flush(ctx)
-		if err == nil {
-			err = e.call1(ctx, e.checkEpoch)
-		}
-		if err == nil {
-			err = e.catchUpAll(ctx)
-		}
-		if err == nil || ctx.Err() != nil {
-			return
-		}
-		d := wait.next()
-		e.log.Warn("writing this node's state to redis failed; retrying", "err", err, "in", d)
-		select {
-		case <-time.After(d):
-		case <-ctx.Done():
-			return
-		}
+	err := e.flush(ctx)
+	if err == nil {
+		err = e.call1(ctx, e.checkEpoch)
 	}
+	if err == nil {
+		err = e.catchUpAll(ctx)
+	}
+	if err != nil && ctx.Err() == nil {
+		return fmt.Errorf("writing this node's state to redis: %w", err)
+	}
+	return nil
 }
 
 // checkEpoch reads the cluster's epoch; when it changed (Redis lost its
@@ -402,12 +483,36 @@ func (e *Engine) leaseLoop() {
 	}
 }
 
-// beat renews the node's lease; a node Redis did not know (reaped, or
-// Redis lost its data) writes its state again.
+// beat renews the node's lease. The lease carries a generation, new at
+// every registration (start, and each time the node writes its whole state
+// again): a beat of another generation renews nothing, so a beat that was
+// on its way while other nodes reaped this one cannot bring it back
+// unnoticed. A node Redis did not know (reaped, or Redis lost its data)
+// writes its state again with a new generation.
 func (e *Engine) beat(ctx context.Context) error {
-	v, err := e.run(ctx, "beat", e.opt.Node, e.opt.NodeTTL.Milliseconds(), e.node.Connections()).Int64()
+	return e.beatWith(ctx, false)
+}
+
+// register is beat that starts a new generation of the lease.
+func (e *Engine) register(ctx context.Context) error {
+	return e.beatWith(ctx, true)
+}
+
+func (e *Engine) beatWith(ctx context.Context, register bool) error {
+	gen, reg := "", "0"
+	if g := e.gen.Load(); g != nil {
+		gen = *g
+	}
+	if register {
+		gen, reg = strings.ToLower(gateway.NewID()[16:]), "1"
+	}
+	v, err := e.run(ctx, "beat", e.opt.Node, e.opt.NodeTTL.Milliseconds(), e.node.Connections(), gen, reg).Int64()
 	if err != nil {
 		return err
+	}
+	if register {
+		e.gen.Store(&gen)
+		return nil
 	}
 	if v == 0 && e.up.Load() {
 		e.log.Info("this node was not known to redis (reaped, or redis lost its data); writing its state again")
@@ -458,7 +563,7 @@ func (e *Engine) flush(ctx context.Context) error {
 	e.dirtyMu.Unlock()
 	if resync {
 		// The lease first, so that no node reaps this one while it writes.
-		err := e.call1(ctx, e.beat)
+		err := e.call1(ctx, e.register)
 		if err == nil {
 			err = e.call1(ctx, e.writeWatchers)
 		}

@@ -8,6 +8,7 @@
 --   P:lastid        the last message id handed out (ids only grow)
 --   P:epoch         the lifetime of the stored inboxes (hello.epoch)
 --   P:nodes         zset node -> expiry (ms, Redis clock); a node beats it
+--   P:ngen          hash node -> the generation of its lease (beat)
 --   P:nconns        hash node -> open connections on that node
 --   P:online        zset of online user ids (score 0, ordered by id)
 --   P:c:<user>      hash node -> the user's connections on that node
@@ -255,6 +256,7 @@ local function drop_node(node)
   redis.call('DEL', key('nu', node), key('nt', node))
   redis.call('HDEL', key('nconns'), node)
   redis.call('HDEL', key('w'), node)
+  redis.call('HDEL', key('ngen'), node)
   redis.call('ZREM', key('nodes'), node)
 end
 
@@ -502,16 +504,21 @@ end
 return out
 
 -- @script beat
--- ARGV: P node ttl nodetotal
--- A node is alive until now + ttl. Returns 0 when the node was not known (it
--- was reaped, or Redis lost its data): the node must write its state again.
-local node = ARGV[2]
+-- ARGV: P node ttl nodetotal gen register
+-- A node is alive until now + ttl. Its lease has a generation: register
+-- ('1') starts a new one (the node is about to write its whole state);
+-- a plain beat renews only the current one. Returns 0 when the node, in
+-- that generation, was not known (reaped, or Redis lost its data; or the
+-- beat is a late one of an older generation): nothing is renewed, and the
+-- node must register and write its state again. So a beat delayed past a
+-- reaping cannot bring a node back unnoticed.
+local node, gen = ARGV[2], ARGV[5]
 local now = nowms()
-local had = redis.call('ZSCORE', key('nodes'), node)
+if ARGV[6] ~= '1' and redis.call('HGET', key('ngen'), node) ~= gen then return 0 end
+redis.call('HSET', key('ngen'), node, gen)
 redis.call('ZADD', key('nodes'), now + tonumber(ARGV[3]), node)
 redis.call('HSET', key('nconns'), node, ARGV[4])
-if had then return 1 end
-return 0
+return 1
 
 -- @script leave
 -- ARGV: P node grace
