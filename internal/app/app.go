@@ -192,7 +192,7 @@ func New(cfg config.Config, log *slog.Logger) (_ *App, err error) {
 		mux.Handle("GET "+f, client)
 	}
 	if devSend {
-		mux.Handle("POST /demo/send", web.DevSendHandler(api, sendLimits))
+		mux.Handle("POST /demo/send", loopbackHostOnly(web.DevSendHandler(api, sendLimits)))
 	}
 	a.http = a.httpServer(mux)
 	if verifier == nil && config.LoopbackOnly(cfg.HTTPAddr) {
@@ -242,11 +242,18 @@ func New(cfg config.Config, log *slog.Logger) (_ *App, err error) {
 		admin.APIKey = keys.Valid
 	}
 	// The admin page and pprof need a password or an API key, unless only
-	// this machine can reach them.
+	// this machine can reach them. Then they are open only because their
+	// listener is on loopback, and refuse other Host names (DNS rebinding)
+	// whatever guards the rest of the listener: with --auth jwt and no
+	// --ops-addr, /ws next to them takes any Host, they must not.
 	guarded := admin.Password != "" || admin.APIKey != nil || config.LoopbackOnly(opsAddr)
+	localOnly := func(h http.Handler) http.Handler { return h }
+	if admin.Password == "" && admin.APIKey == nil {
+		localOnly = loopbackHostOnly
+	}
 	switch {
 	case guarded:
-		adminHandler := web.AdminHandler(admin)
+		adminHandler := localOnly(web.AdminHandler(admin))
 		ops.Handle("/admin", adminHandler)
 		ops.Handle("/admin/", adminHandler)
 	default:
@@ -256,11 +263,16 @@ func New(cfg config.Config, log *slog.Logger) (_ *App, err error) {
 	case cfg.Pprof && guarded:
 		prof := http.NewServeMux()
 		prof.HandleFunc("/debug/pprof/", pprof.Index)
-		prof.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		// Not pprof.Cmdline: the command line may hold a --jwt-secret or
+		// --api-keys, which whoever the guard lets in (any API key holder)
+		// must not read.
+		prof.HandleFunc("/debug/pprof/cmdline", func(w http.ResponseWriter, _ *http.Request) {
+			http.Error(w, "not served: the command line may hold secrets", http.StatusNotFound)
+		})
 		prof.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		prof.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		prof.HandleFunc("/debug/pprof/trace", pprof.Trace)
-		ops.Handle("/debug/pprof/", admin.Guard(prof))
+		ops.Handle("/debug/pprof/", localOnly(admin.Guard(prof)))
 	case cfg.Pprof:
 		log.Warn("pprof off: it would be reachable from the network with no password; set --admin-password or API keys", "addr", opsAddr)
 	}
