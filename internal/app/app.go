@@ -95,8 +95,8 @@ func New(cfg config.Config, log *slog.Logger) (_ *App, err error) {
 			return nil, err
 		}
 	}
-	// Client certificates (mTLS) authenticate gRPC callers as well as keys.
-	if err := ProtectedMode(cfg, verifier != nil, keys.Len() > 0 || cfg.GRPCClientCA != "", log); err != nil {
+	// Client certificates (mTLS) do not count: see ProtectedMode.
+	if err := ProtectedMode(cfg, verifier != nil, keys.Len() > 0, log); err != nil {
 		return nil, err
 	}
 
@@ -330,7 +330,12 @@ func counters(reg prometheus.Gatherer, names map[string]string) map[string]float
 
 // ProtectedMode refuses listeners reachable from the network when nothing
 // guards them: the WebSocket side needs client auth (--auth jwt), the gRPC
-// side needs API keys. --insecure overrides, with a warning.
+// side needs API keys. Client certificates (--grpc-client-ca) do not count
+// for the gRPC side: pushgate does not tell callers apart by certificate
+// (any certificate the CA signed may do everything, and CAs are often
+// shared by many services), while keys are pushgate's own and name their
+// caller in logs, metrics and the rate limit. --insecure overrides, with a
+// warning.
 func ProtectedMode(cfg config.Config, clientAuth, apiKeys bool, log *slog.Logger) error {
 	var open []string
 	for _, l := range []struct {
@@ -338,7 +343,7 @@ func ProtectedMode(cfg config.Config, clientAuth, apiKeys bool, log *slog.Logger
 		guarded           bool
 	}{
 		{"--http-addr", cfg.HTTPAddr, "--auth jwt", clientAuth},
-		{"--grpc-addr", cfg.GRPCAddr, "--api-keys (or --grpc-client-ca)", apiKeys},
+		{"--grpc-addr", cfg.GRPCAddr, "--api-keys", apiKeys},
 	} {
 		if l.guarded || config.LoopbackOnly(l.addr) {
 			continue
