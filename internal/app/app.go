@@ -51,9 +51,9 @@ type App struct {
 	grpc   *grpc.Server
 	http   *http.Server
 	grpcLn net.Listener
-	httpLn net.Listener
+	httpLn *connGate
 	ops    *http.Server // nil without --ops-addr
-	opsLn  net.Listener
+	opsLn  *connGate    // nil without --ops-addr
 	ready  atomic.Bool
 }
 
@@ -169,9 +169,26 @@ func New(cfg config.Config, log *slog.Logger) (_ *App, err error) {
 	if a.grpcLn, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
 		return nil, fmt.Errorf("--grpc-addr: %w", err)
 	}
-	if a.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+	// Connections on the HTTP listeners that are not (yet) WebSockets.
+	httpConns := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "pushgate_http_connections_refused_total",
+		Help: "Connections closed unanswered because the listener held --max-http-connections that are not WebSockets.",
+	}, []string{"listener"})
+	reg.MustRegister(httpConns)
+	gate := func(name string, ln net.Listener) *connGate {
+		g := newConnGate(ln, cfg.MaxHTTPConns, httpConns.WithLabelValues(name))
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "pushgate_http_connections",
+			Help:        "Open connections on an HTTP listener that are not WebSockets: requests being read or answered, idle keep-alive connections.",
+			ConstLabels: prometheus.Labels{"listener": name},
+		}, func() float64 { return float64(g.Open()) }))
+		return g
+	}
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
 		return nil, fmt.Errorf("--http-addr: %w", err)
 	}
+	a.httpLn = gate("http", ln)
 
 	// The demo's backend panel may send for real only in local development:
 	// no client auth, loopback only.
@@ -194,24 +211,28 @@ func New(cfg config.Config, log *slog.Logger) (_ *App, err error) {
 	if devSend {
 		mux.Handle("POST /demo/send", loopbackHostOnly(web.DevSendHandler(api, sendLimits)))
 	}
-	a.http = a.httpServer(mux)
+	var handler http.Handler = mux
 	if verifier == nil && config.LoopbackOnly(cfg.HTTPAddr) {
 		// Nothing authenticates this listener; only this machine may use it.
-		a.http.Handler = loopbackHostOnly(mux)
+		handler = loopbackHostOnly(mux)
 	}
+	a.http = a.httpServer(handler, a.httpLn)
 
 	// Metrics, health, admin and pprof: on the ops listener if there is one,
 	// else next to /ws.
 	ops, opsAddr := mux, cfg.HTTPAddr
 	if cfg.OpsAddr != "" {
-		if a.opsLn, err = net.Listen("tcp", cfg.OpsAddr); err != nil {
+		ln, err := net.Listen("tcp", cfg.OpsAddr)
+		if err != nil {
 			return nil, fmt.Errorf("--ops-addr: %w", err)
 		}
+		a.opsLn = gate("ops", ln)
 		ops, opsAddr = http.NewServeMux(), cfg.OpsAddr
-		a.ops = a.httpServer(ops)
+		var handler http.Handler = ops
 		if cfg.AdminPassword == "" && keys.Len() == 0 && config.LoopbackOnly(opsAddr) {
-			a.ops.Handler = loopbackHostOnly(ops)
+			handler = loopbackHostOnly(ops)
 		}
+		a.ops = a.httpServer(handler, a.opsLn)
 	}
 	ops.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	ops.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
@@ -298,12 +319,23 @@ func loopbackHostOnly(next http.Handler) http.Handler {
 	})
 }
 
-func (a *App) httpServer(h http.Handler) *http.Server {
+// httpServer serves h on a listener gated by g. Reading a request is
+// bounded twice: its headers by --read-header-timeout, all of it, body
+// included, by --read-timeout. net/http lifts that deadline once the
+// request has been read (connReader.startBackgroundRead), so handlers may
+// run longer (a 30-second CPU profile); a body the handler leaves unread
+// keeps it, so the server's own read of the rest, before it answers, is
+// bounded too. Hijacking (a WebSocket) clears the connection's deadlines.
+// There is no write timeout: pprof profiles and traces stream for as long
+// as asked, and WebSockets set their own.
+func (a *App) httpServer(h http.Handler, g *connGate) *http.Server {
 	return &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: a.cfg.ReadHeaderTimeout,
+		ReadTimeout:       a.cfg.ReadTimeout,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    16 << 10,
+		ConnState:         g.connState,
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
 	}
 }
@@ -434,6 +466,10 @@ func (a *App) OpsAddr() string {
 	return a.HTTPAddr()
 }
 
+// HTTPConns is how many connections the HTTP listener holds that are not
+// WebSockets (--max-http-connections bounds them).
+func (a *App) HTTPConns() int64 { return a.httpLn.Open() }
+
 // HTTPAddr and GRPCAddr are the bound addresses.
 func (a *App) HTTPAddr() string { return a.httpLn.Addr().String() }
 func (a *App) GRPCAddr() string { return a.grpcLn.Addr().String() }
@@ -456,7 +492,10 @@ func (a *App) release() {
 	if a.grpc != nil {
 		a.grpc.Stop()
 	}
-	for _, ln := range []net.Listener{a.grpcLn, a.httpLn, a.opsLn} {
+	if a.grpcLn != nil {
+		a.grpcLn.Close()
+	}
+	for _, ln := range []*connGate{a.httpLn, a.opsLn} {
 		if ln != nil {
 			ln.Close()
 		}

@@ -42,6 +42,8 @@ type Config struct {
 	ReadLimit         int           // largest client frame, bytes.
 	AllowedOrigins    string        // comma-separated cross-origin host patterns.
 	ReadHeaderTimeout time.Duration // HTTP request header deadline.
+	ReadTimeout       time.Duration // whole HTTP request (headers and body) deadline.
+	MaxHTTPConns      int           // open non-WebSocket connections per HTTP listener.
 
 	MaxUserIDBytes  int // longest user id.
 	MaxPayloadBytes int // largest message payload.
@@ -130,6 +132,8 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, *fl
 	fs.IntVar(&c.ReadLimit, "read-limit", int(gw.ReadLimit), "largest frame accepted from a client, in bytes; larger closes with 1009")
 	fs.StringVar(&c.AllowedOrigins, "allowed-origins", "", "comma-separated `patterns` of cross-origin hosts allowed to open WebSockets, e.g. admin.example.com,*.example.com (same-origin is always allowed)")
 	fs.DurationVar(&c.ReadHeaderTimeout, "read-header-timeout", 5*time.Second, "deadline for reading an HTTP request's headers")
+	fs.DurationVar(&c.ReadTimeout, "read-timeout", 10*time.Second, "deadline for reading a whole HTTP request, headers and body; a slower request is answered (its handler sees the body end early) and its connection closed")
+	fs.IntVar(&c.MaxHTTPConns, "max-http-connections", 10000, "most open connections on each HTTP listener (--http-addr, --ops-addr) that are not WebSockets: requests being read or answered, and idle keep-alive connections; past it new connections are closed at once; 0 for no limit")
 	fs.IntVar(&c.MaxUserIDBytes, "max-user-id-bytes", gw.MaxUserIDBytes, "longest user id accepted, in bytes")
 	fs.IntVar(&c.MaxPayloadBytes, "max-payload-bytes", 64<<10, "largest message payload accepted from a backend, in bytes")
 	fs.IntVar(&c.MaxBatchUsers, "max-batch-users", 10000, "most user ids in one SendToUsers, GetPresence or Broadcast exclude list")
@@ -338,6 +342,8 @@ func (c *Config) Validate() error {
 	check(c.GRPCClientCA == "" || c.GRPCTLSCert != "", "--grpc-client-ca needs --grpc-tls-cert and --grpc-tls-key")
 	check((c.HTTPTLSCert == "") == (c.HTTPTLSKey == ""), "--http-tls-cert and --http-tls-key go together")
 	check(c.MaxConns >= 0 && c.MaxConnsPerUser >= 0 && c.NewConnsPerSec >= 0 && c.UpstreamRate >= 0 && c.GRPCRate >= 0, "limits must not be negative")
+	check(c.ReadTimeout >= c.ReadHeaderTimeout && c.ReadTimeout > 0, "--read-timeout must be positive and at least --read-header-timeout")
+	check(c.MaxHTTPConns >= 0, "--max-http-connections must not be negative")
 	check(c.DrainWindow >= 0, "--drain-window must not be negative")
 	check(c.Engine == "memory" || c.Engine == "redis", "--engine must be memory or redis, got %q", c.Engine)
 	if c.Engine == "redis" {
