@@ -84,12 +84,12 @@ func New(cfg config.Config, log *slog.Logger) (_ *App, err error) {
 	}
 	keys, err := server.ParseAPIKeys(cfg.APIKeys)
 	if err != nil {
-		return nil, fmt.Errorf("--api-keys: %w", err)
+		return nil, fmt.Errorf("--api-keys (PUSHGATE_API_KEYS): %w", err)
 	}
 	if cfg.APIKeysFile != "" {
 		fileKeys, err := server.LoadAPIKeys(cfg.APIKeysFile)
 		if err != nil {
-			return nil, fmt.Errorf("--api-keys-file: %w", err)
+			return nil, fmt.Errorf("--api-keys-file (PUSHGATE_API_KEYS_FILE): %w", err)
 		}
 		if keys, err = keys.Merge(fileKeys); err != nil {
 			return nil, err

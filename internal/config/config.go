@@ -19,6 +19,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"pushgate/gateway"
+	"pushgate/internal/secret"
 )
 
 // Config is everything pushgate can be told. Every field is a flag with a
@@ -338,6 +339,7 @@ func (c *Config) Validate() error {
 	hasKey := c.JWTSecret != "" || c.JWTPublicKey != "" || c.JWTJWKS != ""
 	check(c.Auth != "jwt" || hasKey, "--auth jwt needs --jwt-secret, --jwt-public-key or --jwt-jwks")
 	check(c.JWTSecret == "" || len(c.JWTSecret) >= 32, "--jwt-secret must be at least 32 bytes")
+	errs = append(errs, weakSecrets(map[string]string{"jwt-secret": c.JWTSecret, "admin-password": c.AdminPassword})...)
 	check((c.GRPCTLSCert == "") == (c.GRPCTLSKey == ""), "--grpc-tls-cert and --grpc-tls-key go together")
 	check(c.GRPCClientCA == "" || c.GRPCTLSCert != "", "--grpc-client-ca needs --grpc-tls-cert and --grpc-tls-key")
 	check((c.HTTPTLSCert == "") == (c.HTTPTLSKey == ""), "--http-tls-cert and --http-tls-key go together")
@@ -363,6 +365,26 @@ func (c *Config) Validate() error {
 		check(err == nil, "%s %q: %v", a.flag, a.addr, err)
 	}
 	return errors.Join(errs...)
+}
+
+// weakSecrets refuses secrets (by flag name) that are set but are a
+// shipped placeholder or obviously weak (secret.Weak). The message names
+// the flag and its variable, never the value.
+func weakSecrets(byFlag map[string]string) []error {
+	var errs []error
+	names := make([]string, 0, len(byFlag))
+	for name := range byFlag {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if v := byFlag[name]; v != "" {
+			if why := secret.Weak(v); why != "" {
+				errs = append(errs, fmt.Errorf("--%s (%s) %s; set a real secret, e.g. from openssl rand -base64 48", name, EnvName(name), why))
+			}
+		}
+	}
+	return errs
 }
 
 // Proxies is --trusted-proxies, parsed.
