@@ -10,9 +10,11 @@
 # The default arguments listen on 0.0.0.0 (WebSocket and demo page on 8080,
 # gRPC on 9090, metrics/health/admin on 9100), so protected mode refuses to
 # start unless clients and callers are authenticated: set PUSHGATE_AUTH=jwt
-# with PUSHGATE_JWT_SECRET (at least 32 bytes; or PUSHGATE_JWT_PUBLIC_KEY /
-# PUSHGATE_JWT_JWKS pointing at a mounted file) and PUSHGATE_API_KEYS
-# (name:key,...; keys of 16 characters or more). For a local trial only,
+# with PUSHGATE_JWT_SECRET (at least 32 bytes, e.g. openssl rand -base64 48;
+# or PUSHGATE_JWT_PUBLIC_KEY / PUSHGATE_JWT_JWKS pointing at a mounted file)
+# and PUSHGATE_API_KEYS (name:key,...; keys of 16 characters or more, e.g.
+# openssl rand -hex 24). Placeholders such as change-me... and values of
+# fewer than 5 different characters are refused. For a local trial only,
 # with no authentication at all:
 #
 #   docker run --rm -p 8080:8080 -p 9090:9090 pushgate \

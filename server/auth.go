@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"pushgate/gateway/limit"
+	"pushgate/internal/secret"
 )
 
 // APIKeys are the named keys backends authenticate with: metadata
@@ -58,6 +59,8 @@ func parseKeys(text, what string) (*APIKeys, error) {
 			return nil, fmt.Errorf("%s %d: name %q: use letters, digits, '-', '_' and '.'", what, n, name)
 		case len(key) < minKeyLen:
 			return nil, fmt.Errorf("%s %d (%s): key shorter than %d characters", what, n, name, minKeyLen)
+		case secret.Weak(key) != "":
+			return nil, fmt.Errorf("%s %d (%s): key %s; generate one, e.g. with openssl rand -hex 24", what, n, name, secret.Weak(key))
 		case seen[name]:
 			return nil, fmt.Errorf("%s %d: name %q used twice", what, n, name)
 		}

@@ -7,6 +7,9 @@ package main
 
 import (
 	"bufio"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -121,9 +124,63 @@ func deployProtectedMode(cfg config.Config) error {
 	}
 	keys, err := server.ParseAPIKeys(cfg.APIKeys)
 	if err != nil {
-		return fmt.Errorf("--api-keys: %w", err)
+		return fmt.Errorf("--api-keys (PUSHGATE_API_KEYS): %w", err)
 	}
 	return app.ProtectedMode(cfg, verifier != nil, keys.Len() > 0, slog.New(slog.NewTextHandler(io.Discard, nil)))
+}
+
+// deploySecretVars are the variables that carry secrets.
+var deploySecretVars = []string{"PUSHGATE_JWT_SECRET", "PUSHGATE_API_KEYS", "PUSHGATE_ADMIN_PASSWORD"}
+
+// deployOpenSSLRand matches the commands the deployment files tell the
+// operator to generate secrets with.
+var deployOpenSSLRand = regexp.MustCompile(`\$\(openssl rand -(base64|hex) (\d+)\)`)
+
+// deployExpand runs the $(openssl rand -base64|-hex N) commands in a
+// documented value, as the operator's shell would; anything else that
+// looks like a command substitution is an error.
+func deployExpand(t *testing.T, where, v string) string {
+	t.Helper()
+	out := deployOpenSSLRand.ReplaceAllStringFunc(v, func(m string) string {
+		sub := deployOpenSSLRand.FindStringSubmatch(m)
+		n, _ := strconv.Atoi(sub[2])
+		b := make([]byte, n)
+		rand.Read(b)
+		if sub[1] == "hex" {
+			return hex.EncodeToString(b)
+		}
+		return base64.StdEncoding.EncodeToString(b)
+	})
+	if strings.Contains(out, "$") || strings.Contains(out, "`") {
+		t.Fatalf("%s: %q: only $(openssl rand -base64|-hex N) can be expanded here", where, v)
+	}
+	return out
+}
+
+// deployRefusesPlaceholders checks that pushgate refuses to start with each
+// secret in env as shipped (the others made real), naming its variable.
+func deployRefusesPlaceholders(t *testing.T, where string, args []string, shipped, real map[string]string) {
+	t.Helper()
+	for _, k := range deploySecretVars {
+		if _, ok := shipped[k]; !ok {
+			continue
+		}
+		env := map[string]string{}
+		for name, v := range real {
+			env[name] = v
+		}
+		env[k] = shipped[k]
+		cfg, _, err := config.Load(args, deployGetenv(env), io.Discard)
+		if err == nil {
+			err = deployProtectedMode(cfg)
+		}
+		flagName := "--" + strings.ToLower(strings.ReplaceAll(strings.TrimPrefix(k, "PUSHGATE_"), "_", "-"))
+		if err == nil {
+			t.Errorf("%s: pushgate starts with %s as shipped; a placeholder must be refused", where, k)
+		} else if !strings.Contains(err.Error(), k) || !strings.Contains(err.Error(), flagName) {
+			t.Errorf("%s: %s as shipped is refused with %q, which does not name %s and %s", where, k, err, k, flagName)
+		}
+	}
 }
 
 func deployPort(t *testing.T, flagName, addr string) int {
@@ -342,16 +399,19 @@ func TestDeployKubernetes(t *testing.T) {
 			t.Errorf("%s: has a Namespace %q; the manifest is meant to be applied with -n", rel, o.Metadata.Name)
 		}
 	}
-	secret := deployFind(t, rel, objs, "Secret")
+	for _, o := range objs {
+		if o.Kind == "Secret" {
+			t.Errorf("%s: ships Secret %q; its values would be everyone's: document kubectl create secret instead", rel, o.Metadata.Name)
+		}
+	}
+	secretName, secretData := deployK8sSecretCommand(t, rel)
 	dep := deployFind(t, rel, objs, "Deployment")
 	svc := deployFind(t, rel, objs, "Service")
 	pdb := deployFind(t, rel, objs, "PodDisruptionBudget")
 
 	for _, k := range []string{"PUSHGATE_JWT_SECRET", "PUSHGATE_API_KEYS"} {
-		if v, ok := secret.StringData[k]; !ok {
-			t.Errorf("%s: Secret %s has no stringData.%s", rel, secret.Metadata.Name, k)
-		} else if !strings.Contains(strings.ToLower(v), "change-me") {
-			t.Errorf("%s: Secret %s: %s should be a placeholder marked change-me, got a value that looks real", rel, secret.Metadata.Name, k)
+		if _, ok := secretData[k]; !ok {
+			t.Errorf("%s: the documented kubectl create secret does not set %s", rel, k)
 		}
 	}
 
@@ -372,20 +432,26 @@ func TestDeployKubernetes(t *testing.T) {
 		t.Errorf("%s: command %q overrides the image's ENTRYPOINT; use args", where, c.Command)
 	}
 
-	// The environment, with Secret references resolved from this file.
+	// The environment, with Secret references resolved from the documented
+	// kubectl create secret, its $(openssl rand …) run.
 	env := map[string]string{}
 	for _, e := range c.Env {
 		switch {
 		case e.Value != nil:
 			env[e.Name] = *e.Value
+			for _, k := range deploySecretVars {
+				if e.Name == k {
+					t.Errorf("%s: env %s has its value in the manifest; take it from the Secret", where, e.Name)
+				}
+			}
 		case e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil:
 			ref := e.ValueFrom.SecretKeyRef
-			if ref.Name != secret.Metadata.Name {
-				t.Errorf("%s: env %s refers to Secret %q, but the Secret in this file is %q", where, e.Name, ref.Name, secret.Metadata.Name)
+			if ref.Name != secretName {
+				t.Errorf("%s: env %s refers to Secret %q, but the documented kubectl create secret makes %q", where, e.Name, ref.Name, secretName)
 			}
-			v, ok := secret.StringData[ref.Key]
+			v, ok := secretData[ref.Key]
 			if !ok {
-				t.Errorf("%s: env %s refers to key %q, which Secret %s does not have", where, e.Name, ref.Key, secret.Metadata.Name)
+				t.Errorf("%s: env %s refers to key %q, which the documented kubectl create secret does not set", where, e.Name, ref.Key)
 			}
 			env[e.Name] = v
 		default:
@@ -393,7 +459,7 @@ func TestDeployKubernetes(t *testing.T) {
 		}
 	}
 	if len(c.EnvFrom) > 0 {
-		for k, v := range secret.StringData {
+		for k, v := range secretData {
 			env[k] = v
 		}
 	}
@@ -554,6 +620,38 @@ func TestDeployKubernetes(t *testing.T) {
 	if pdb.Spec.MaxUnavailable == nil && pdb.Spec.MinAvailable == nil {
 		t.Errorf("%s: PodDisruptionBudget %s sets neither maxUnavailable nor minAvailable", rel, pdb.Metadata.Name)
 	}
+}
+
+// deployK8sSecretCommand finds the "kubectl create secret generic NAME
+// --from-literal=KEY=VALUE ..." command the manifest's comments tell the
+// operator to run, and returns NAME and the values it would store.
+func deployK8sSecretCommand(t *testing.T, rel string) (string, map[string]string) {
+	t.Helper()
+	var cmd strings.Builder
+	for _, line := range strings.Split(deployRead(t, rel), "\n") {
+		text, ok := strings.CutPrefix(strings.TrimSpace(line), "#")
+		if !ok {
+			continue
+		}
+		text = strings.TrimSpace(text)
+		if cmd.Len() == 0 && !strings.Contains(text, "create secret generic") {
+			continue
+		}
+		more := strings.HasSuffix(text, "\\")
+		cmd.WriteString(strings.TrimSuffix(text, "\\") + " ")
+		if !more {
+			break
+		}
+	}
+	m := regexp.MustCompile(`create secret generic (\S+)`).FindStringSubmatch(cmd.String())
+	if m == nil {
+		t.Fatalf("%s: the comments do not tell how to create the Secret (kubectl create secret generic NAME --from-literal=...)", rel)
+	}
+	data := map[string]string{}
+	for _, lit := range regexp.MustCompile(`--from-literal=([A-Z_]+)=("[^"]*"|\S+)`).FindAllStringSubmatch(cmd.String(), -1) {
+		data[lit[1]] = deployExpand(t, rel+": kubectl create secret "+lit[1], strings.Trim(lit[2], `"`))
+	}
+	return m[1], data
 }
 
 func TestDeployKubernetesRedisExample(t *testing.T) {
@@ -727,8 +825,8 @@ func TestDeployDockerfile(t *testing.T) {
 	}
 	documented := map[string]string{
 		"PUSHGATE_AUTH":       "jwt",
-		"PUSHGATE_JWT_SECRET": strings.Repeat("s", 32),
-		"PUSHGATE_API_KEYS":   "orders:" + strings.Repeat("k", 16),
+		"PUSHGATE_JWT_SECRET": deployExpand(t, rel, "$(openssl rand -base64 48)"),
+		"PUSHGATE_API_KEYS":   deployExpand(t, rel, "orders:$(openssl rand -hex 24)"),
 	}
 	for k := range documented {
 		if !strings.Contains(src, k) {
@@ -872,19 +970,44 @@ func deploySystemdConfig(t *testing.T) (config.Config, *flag.FlagSet, map[string
 	if len(envFiles) != 1 || filepath.Base(strings.TrimPrefix(envFiles[0], "-"))+".example" != filepath.Base(envRel) {
 		t.Fatalf("%s: want one EnvironmentFile=.../pushgate.env (with %s as its example), got %q", unitRel, envRel, envFiles)
 	}
-	env := deployEnvFile(t, envRel)
-	deployCheckEnvNames(t, envRel, env)
-	for k, v := range env {
-		if (k == "PUSHGATE_JWT_SECRET" || k == "PUSHGATE_API_KEYS") && !strings.Contains(strings.ToLower(v), "change-me") {
-			t.Errorf("%s: %s should be a placeholder marked change-me", envRel, k)
-		}
-	}
+	shipped := deployEnvFile(t, envRel)
+	deployCheckEnvNames(t, envRel, shipped)
+	env := deploySystemdGenerate(t, envRel, shipped)
+	deployRefusesPlaceholders(t, unitRel+" ExecStart with "+yamlRel+" and "+envRel+" as shipped", args, shipped, env)
 
-	cfg, fs := deployParse(t, unitRel+" ExecStart with "+yamlRel+" and "+envRel, args, env)
+	cfg, fs := deployParse(t, unitRel+" ExecStart with "+yamlRel+" and "+envRel+" (secrets generated as it says)", args, env)
 	if cfg.ConfigFile != yamlPath {
 		t.Fatalf("%s: the config file was not used: --config is %q, want %q", unitRel, cfg.ConfigFile, yamlPath)
 	}
 	return cfg, fs, unit, env, yamlPath
+}
+
+// deploySystemdGenerate applies to env the sed command the example file's
+// comments give for generating its secrets (s|^VAR=.*|VAR=VALUE|), with
+// its $(openssl rand …) run, and fails for a secret it leaves out.
+func deploySystemdGenerate(t *testing.T, rel string, shipped map[string]string) map[string]string {
+	t.Helper()
+	env := map[string]string{}
+	for k, v := range shipped {
+		env[k] = v
+	}
+	generated := map[string]bool{}
+	for _, m := range regexp.MustCompile(`s\|\^([A-Z_]+)=\.\*\|([A-Z_]+)=([^|]*)\|`).FindAllStringSubmatch(deployRead(t, rel), -1) {
+		if m[1] != m[2] {
+			t.Errorf("%s: the sed command replaces %s with %s", rel, m[1], m[2])
+		}
+		if _, ok := env[m[1]]; !ok {
+			t.Errorf("%s: the sed command sets %s, which the file does not have", rel, m[1])
+		}
+		env[m[1]] = deployExpand(t, rel+": "+m[1], m[3])
+		generated[m[1]] = true
+	}
+	for _, k := range deploySecretVars {
+		if _, ok := shipped[k]; ok && !generated[k] {
+			t.Errorf("%s: %s is set, but the comments do not say how to generate it", rel, k)
+		}
+	}
+	return env
 }
 
 func TestDeploySystemd(t *testing.T) {

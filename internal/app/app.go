@@ -51,9 +51,9 @@ type App struct {
 	grpc   *grpc.Server
 	http   *http.Server
 	grpcLn net.Listener
-	httpLn net.Listener
+	httpLn *connGate
 	ops    *http.Server // nil without --ops-addr
-	opsLn  net.Listener
+	opsLn  *connGate    // nil without --ops-addr
 	ready  atomic.Bool
 }
 
@@ -84,19 +84,19 @@ func New(cfg config.Config, log *slog.Logger) (_ *App, err error) {
 	}
 	keys, err := server.ParseAPIKeys(cfg.APIKeys)
 	if err != nil {
-		return nil, fmt.Errorf("--api-keys: %w", err)
+		return nil, fmt.Errorf("--api-keys (PUSHGATE_API_KEYS): %w", err)
 	}
 	if cfg.APIKeysFile != "" {
 		fileKeys, err := server.LoadAPIKeys(cfg.APIKeysFile)
 		if err != nil {
-			return nil, fmt.Errorf("--api-keys-file: %w", err)
+			return nil, fmt.Errorf("--api-keys-file (PUSHGATE_API_KEYS_FILE): %w", err)
 		}
 		if keys, err = keys.Merge(fileKeys); err != nil {
 			return nil, err
 		}
 	}
-	// Client certificates (mTLS) authenticate gRPC callers as well as keys.
-	if err := ProtectedMode(cfg, verifier != nil, keys.Len() > 0 || cfg.GRPCClientCA != "", log); err != nil {
+	// Client certificates (mTLS) do not count: see ProtectedMode.
+	if err := ProtectedMode(cfg, verifier != nil, keys.Len() > 0, log); err != nil {
 		return nil, err
 	}
 
@@ -169,9 +169,26 @@ func New(cfg config.Config, log *slog.Logger) (_ *App, err error) {
 	if a.grpcLn, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
 		return nil, fmt.Errorf("--grpc-addr: %w", err)
 	}
-	if a.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+	// Connections on the HTTP listeners that are not (yet) WebSockets.
+	httpConns := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "pushgate_http_connections_refused_total",
+		Help: "Connections closed unanswered because the listener held --max-http-connections that are not WebSockets.",
+	}, []string{"listener"})
+	reg.MustRegister(httpConns)
+	gate := func(name string, ln net.Listener) *connGate {
+		g := newConnGate(ln, cfg.MaxHTTPConns, httpConns.WithLabelValues(name))
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "pushgate_http_connections",
+			Help:        "Open connections on an HTTP listener that are not WebSockets: requests being read or answered, idle keep-alive connections.",
+			ConstLabels: prometheus.Labels{"listener": name},
+		}, func() float64 { return float64(g.Open()) }))
+		return g
+	}
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
 		return nil, fmt.Errorf("--http-addr: %w", err)
 	}
+	a.httpLn = gate("http", ln)
 
 	// The demo's backend panel may send for real only in local development:
 	// no client auth, loopback only.
@@ -192,26 +209,30 @@ func New(cfg config.Config, log *slog.Logger) (_ *App, err error) {
 		mux.Handle("GET "+f, client)
 	}
 	if devSend {
-		mux.Handle("POST /demo/send", web.DevSendHandler(api, sendLimits))
+		mux.Handle("POST /demo/send", loopbackHostOnly(web.DevSendHandler(api, sendLimits)))
 	}
-	a.http = a.httpServer(mux)
+	var handler http.Handler = mux
 	if verifier == nil && config.LoopbackOnly(cfg.HTTPAddr) {
 		// Nothing authenticates this listener; only this machine may use it.
-		a.http.Handler = loopbackHostOnly(mux)
+		handler = loopbackHostOnly(mux)
 	}
+	a.http = a.httpServer(handler, a.httpLn)
 
 	// Metrics, health, admin and pprof: on the ops listener if there is one,
 	// else next to /ws.
 	ops, opsAddr := mux, cfg.HTTPAddr
 	if cfg.OpsAddr != "" {
-		if a.opsLn, err = net.Listen("tcp", cfg.OpsAddr); err != nil {
+		ln, err := net.Listen("tcp", cfg.OpsAddr)
+		if err != nil {
 			return nil, fmt.Errorf("--ops-addr: %w", err)
 		}
+		a.opsLn = gate("ops", ln)
 		ops, opsAddr = http.NewServeMux(), cfg.OpsAddr
-		a.ops = a.httpServer(ops)
+		var handler http.Handler = ops
 		if cfg.AdminPassword == "" && keys.Len() == 0 && config.LoopbackOnly(opsAddr) {
-			a.ops.Handler = loopbackHostOnly(ops)
+			handler = loopbackHostOnly(ops)
 		}
+		a.ops = a.httpServer(handler, a.opsLn)
 	}
 	ops.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	ops.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
@@ -242,11 +263,18 @@ func New(cfg config.Config, log *slog.Logger) (_ *App, err error) {
 		admin.APIKey = keys.Valid
 	}
 	// The admin page and pprof need a password or an API key, unless only
-	// this machine can reach them.
+	// this machine can reach them. Then they are open only because their
+	// listener is on loopback, and refuse other Host names (DNS rebinding)
+	// whatever guards the rest of the listener: with --auth jwt and no
+	// --ops-addr, /ws next to them takes any Host, they must not.
 	guarded := admin.Password != "" || admin.APIKey != nil || config.LoopbackOnly(opsAddr)
+	localOnly := func(h http.Handler) http.Handler { return h }
+	if admin.Password == "" && admin.APIKey == nil {
+		localOnly = loopbackHostOnly
+	}
 	switch {
 	case guarded:
-		adminHandler := web.AdminHandler(admin)
+		adminHandler := localOnly(web.AdminHandler(admin))
 		ops.Handle("/admin", adminHandler)
 		ops.Handle("/admin/", adminHandler)
 	default:
@@ -256,11 +284,16 @@ func New(cfg config.Config, log *slog.Logger) (_ *App, err error) {
 	case cfg.Pprof && guarded:
 		prof := http.NewServeMux()
 		prof.HandleFunc("/debug/pprof/", pprof.Index)
-		prof.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		// Not pprof.Cmdline: the command line may hold a --jwt-secret or
+		// --api-keys, which whoever the guard lets in (any API key holder)
+		// must not read.
+		prof.HandleFunc("/debug/pprof/cmdline", func(w http.ResponseWriter, _ *http.Request) {
+			http.Error(w, "not served: the command line may hold secrets", http.StatusNotFound)
+		})
 		prof.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		prof.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		prof.HandleFunc("/debug/pprof/trace", pprof.Trace)
-		ops.Handle("/debug/pprof/", admin.Guard(prof))
+		ops.Handle("/debug/pprof/", localOnly(admin.Guard(prof)))
 	case cfg.Pprof:
 		log.Warn("pprof off: it would be reachable from the network with no password; set --admin-password or API keys", "addr", opsAddr)
 	}
@@ -286,12 +319,23 @@ func loopbackHostOnly(next http.Handler) http.Handler {
 	})
 }
 
-func (a *App) httpServer(h http.Handler) *http.Server {
+// httpServer serves h on a listener gated by g. Reading a request is
+// bounded twice: its headers by --read-header-timeout, all of it, body
+// included, by --read-timeout. net/http lifts that deadline once the
+// request has been read (connReader.startBackgroundRead), so handlers may
+// run longer (a 30-second CPU profile); a body the handler leaves unread
+// keeps it, so the server's own read of the rest, before it answers, is
+// bounded too. Hijacking (a WebSocket) clears the connection's deadlines.
+// There is no write timeout: pprof profiles and traces stream for as long
+// as asked, and WebSockets set their own.
+func (a *App) httpServer(h http.Handler, g *connGate) *http.Server {
 	return &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: a.cfg.ReadHeaderTimeout,
+		ReadTimeout:       a.cfg.ReadTimeout,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    16 << 10,
+		ConnState:         g.connState,
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
 	}
 }
@@ -318,7 +362,12 @@ func counters(reg prometheus.Gatherer, names map[string]string) map[string]float
 
 // ProtectedMode refuses listeners reachable from the network when nothing
 // guards them: the WebSocket side needs client auth (--auth jwt), the gRPC
-// side needs API keys. --insecure overrides, with a warning.
+// side needs API keys. Client certificates (--grpc-client-ca) do not count
+// for the gRPC side: pushgate does not tell callers apart by certificate
+// (any certificate the CA signed may do everything, and CAs are often
+// shared by many services), while keys are pushgate's own and name their
+// caller in logs, metrics and the rate limit. --insecure overrides, with a
+// warning.
 func ProtectedMode(cfg config.Config, clientAuth, apiKeys bool, log *slog.Logger) error {
 	var open []string
 	for _, l := range []struct {
@@ -326,7 +375,7 @@ func ProtectedMode(cfg config.Config, clientAuth, apiKeys bool, log *slog.Logger
 		guarded           bool
 	}{
 		{"--http-addr", cfg.HTTPAddr, "--auth jwt", clientAuth},
-		{"--grpc-addr", cfg.GRPCAddr, "--api-keys (or --grpc-client-ca)", apiKeys},
+		{"--grpc-addr", cfg.GRPCAddr, "--api-keys", apiKeys},
 	} {
 		if l.guarded || config.LoopbackOnly(l.addr) {
 			continue
@@ -417,6 +466,10 @@ func (a *App) OpsAddr() string {
 	return a.HTTPAddr()
 }
 
+// HTTPConns is how many connections the HTTP listener holds that are not
+// WebSockets (--max-http-connections bounds them).
+func (a *App) HTTPConns() int64 { return a.httpLn.Open() }
+
 // HTTPAddr and GRPCAddr are the bound addresses.
 func (a *App) HTTPAddr() string { return a.httpLn.Addr().String() }
 func (a *App) GRPCAddr() string { return a.grpcLn.Addr().String() }
@@ -439,7 +492,10 @@ func (a *App) release() {
 	if a.grpc != nil {
 		a.grpc.Stop()
 	}
-	for _, ln := range []net.Listener{a.grpcLn, a.httpLn, a.opsLn} {
+	if a.grpcLn != nil {
+		a.grpcLn.Close()
+	}
+	for _, ln := range []*connGate{a.httpLn, a.opsLn} {
 		if ln != nil {
 			ln.Close()
 		}

@@ -19,6 +19,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"pushgate/gateway"
+	"pushgate/internal/secret"
 )
 
 // Config is everything pushgate can be told. Every field is a flag with a
@@ -42,6 +43,8 @@ type Config struct {
 	ReadLimit         int           // largest client frame, bytes.
 	AllowedOrigins    string        // comma-separated cross-origin host patterns.
 	ReadHeaderTimeout time.Duration // HTTP request header deadline.
+	ReadTimeout       time.Duration // whole HTTP request (headers and body) deadline.
+	MaxHTTPConns      int           // open non-WebSocket connections per HTTP listener.
 
 	MaxUserIDBytes  int // longest user id.
 	MaxPayloadBytes int // largest message payload.
@@ -130,6 +133,8 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, *fl
 	fs.IntVar(&c.ReadLimit, "read-limit", int(gw.ReadLimit), "largest frame accepted from a client, in bytes; larger closes with 1009")
 	fs.StringVar(&c.AllowedOrigins, "allowed-origins", "", "comma-separated `patterns` of cross-origin hosts allowed to open WebSockets, e.g. admin.example.com,*.example.com (same-origin is always allowed)")
 	fs.DurationVar(&c.ReadHeaderTimeout, "read-header-timeout", 5*time.Second, "deadline for reading an HTTP request's headers")
+	fs.DurationVar(&c.ReadTimeout, "read-timeout", 10*time.Second, "deadline for reading a whole HTTP request, headers and body; a slower request is answered (its handler sees the body end early) and its connection closed")
+	fs.IntVar(&c.MaxHTTPConns, "max-http-connections", 10000, "most open connections on each HTTP listener (--http-addr, --ops-addr) that are not WebSockets: requests being read or answered, and idle keep-alive connections; past it new connections are closed at once; 0 for no limit")
 	fs.IntVar(&c.MaxUserIDBytes, "max-user-id-bytes", gw.MaxUserIDBytes, "longest user id accepted, in bytes")
 	fs.IntVar(&c.MaxPayloadBytes, "max-payload-bytes", 64<<10, "largest message payload accepted from a backend, in bytes")
 	fs.IntVar(&c.MaxBatchUsers, "max-batch-users", 10000, "most user ids in one SendToUsers, GetPresence or Broadcast exclude list")
@@ -334,10 +339,13 @@ func (c *Config) Validate() error {
 	hasKey := c.JWTSecret != "" || c.JWTPublicKey != "" || c.JWTJWKS != ""
 	check(c.Auth != "jwt" || hasKey, "--auth jwt needs --jwt-secret, --jwt-public-key or --jwt-jwks")
 	check(c.JWTSecret == "" || len(c.JWTSecret) >= 32, "--jwt-secret must be at least 32 bytes")
+	errs = append(errs, weakSecrets(map[string]string{"jwt-secret": c.JWTSecret, "admin-password": c.AdminPassword})...)
 	check((c.GRPCTLSCert == "") == (c.GRPCTLSKey == ""), "--grpc-tls-cert and --grpc-tls-key go together")
 	check(c.GRPCClientCA == "" || c.GRPCTLSCert != "", "--grpc-client-ca needs --grpc-tls-cert and --grpc-tls-key")
 	check((c.HTTPTLSCert == "") == (c.HTTPTLSKey == ""), "--http-tls-cert and --http-tls-key go together")
 	check(c.MaxConns >= 0 && c.MaxConnsPerUser >= 0 && c.NewConnsPerSec >= 0 && c.UpstreamRate >= 0 && c.GRPCRate >= 0, "limits must not be negative")
+	check(c.ReadTimeout >= c.ReadHeaderTimeout && c.ReadTimeout > 0, "--read-timeout must be positive and at least --read-header-timeout")
+	check(c.MaxHTTPConns >= 0, "--max-http-connections must not be negative")
 	check(c.DrainWindow >= 0, "--drain-window must not be negative")
 	check(c.Engine == "memory" || c.Engine == "redis", "--engine must be memory or redis, got %q", c.Engine)
 	if c.Engine == "redis" {
@@ -357,6 +365,26 @@ func (c *Config) Validate() error {
 		check(err == nil, "%s %q: %v", a.flag, a.addr, err)
 	}
 	return errors.Join(errs...)
+}
+
+// weakSecrets refuses secrets (by flag name) that are set but are a
+// shipped placeholder or obviously weak (secret.Weak). The message names
+// the flag and its variable, never the value.
+func weakSecrets(byFlag map[string]string) []error {
+	var errs []error
+	names := make([]string, 0, len(byFlag))
+	for name := range byFlag {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if v := byFlag[name]; v != "" {
+			if why := secret.Weak(v); why != "" {
+				errs = append(errs, fmt.Errorf("--%s (%s) %s; set a real secret, e.g. from openssl rand -base64 48", name, EnvName(name), why))
+			}
+		}
+	}
+	return errs
 }
 
 // Proxies is --trusted-proxies, parsed.
