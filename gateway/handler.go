@@ -248,6 +248,7 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, userID string, topic
 		envelope:  envelope,
 		topicList: topics,
 		rules:     topicRules,
+		upstream:  newUpstreamBucket(&h.cfg),
 	}
 	c.writeFn = c.writeLoop
 	if err := h.register(c, lastID, q.Get("epoch"), lastID != ""); err != nil {
@@ -271,7 +272,7 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, userID string, topic
 	}
 
 	hc := &hijackCapture{ResponseWriter: w}
-	opts := &websocket.AcceptOptions{OriginPatterns: h.cfg.OriginPatterns}
+	opts := &websocket.AcceptOptions{OriginPatterns: h.cfg.OriginPatterns, OnPingReceived: c.onPing, OnPongReceived: c.onPong}
 	if envelope {
 		opts.Subprotocols = []string{Subprotocol}
 	}

@@ -94,8 +94,9 @@ type Config struct {
 	// NewConnsPerSecond limits new connections on this node (HTTP 429 past
 	// it, burst of one second's worth). 0: no limit.
 	NewConnsPerSecond float64
-	// UpstreamPerSecond limits the frames one client may send (burst of
-	// twice that); past it the connection is closed with 4002. 0: no limit.
+	// UpstreamPerSecond limits the frames one client may send, data frames
+	// and WebSocket ping and pong frames alike (burst of twice that); past
+	// it the connection is closed with 4002. 0: no limit.
 	UpstreamPerSecond float64
 }
 

@@ -22,6 +22,7 @@ type Metrics struct {
 	droppedWrite   prometheus.Counter
 
 	pingsIn          prometheus.Counter
+	controlIn        prometheus.Counter
 	acksIn           prometheus.Counter
 	otherIn          prometheus.Counter
 	upstream         prometheus.Counter
@@ -97,8 +98,9 @@ func NewMetrics(reg prometheus.Registerer, h *Hub) *Metrics {
 	m.droppedClosing = dropped.WithLabelValues("closing")
 	m.droppedKicked = dropped.WithLabelValues("kicked")
 	m.droppedWrite = dropped.WithLabelValues("write_error")
-	framesIn := vec("pushgate_client_frames_total", "Frames received from clients, by kind (ping, ack, other).", "kind")
+	framesIn := vec("pushgate_client_frames_total", "Frames received from clients, by kind (ping, ack, other; control: WebSocket ping and pong frames).", "kind")
 	m.pingsIn = framesIn.WithLabelValues("ping")
+	m.controlIn = framesIn.WithLabelValues("control")
 	m.acksIn = framesIn.WithLabelValues("ack")
 	m.otherIn = framesIn.WithLabelValues("other")
 	for _, r := range []CloseReason{closeClient, closeWriteError, CloseGoingAway, CloseSlowConsumer, CloseHeartbeatTimeout, CloseRateLimited, CloseKicked, CloseTokenExpired, CloseInvalidFrame, CloseMessageTooBig} {

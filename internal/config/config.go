@@ -162,7 +162,7 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, *fl
 	fs.IntVar(&c.MaxConns, "max-connections", 100000, "most open WebSocket connections on this node (HTTP 503 past it)")
 	fs.IntVar(&c.MaxConnsPerUser, "max-connections-per-user", 32, "most open connections of one user (HTTP 429 past it)")
 	fs.Float64Var(&c.NewConnsPerSec, "max-new-connections", 5000, "new WebSocket connections per second on this node (HTTP 429 past it); 0 for no limit")
-	fs.Float64Var(&c.UpstreamRate, "upstream-rate", 20, "frames per second a client may send, bursts of twice that (closed with 4002 past it); 0 for no limit")
+	fs.Float64Var(&c.UpstreamRate, "upstream-rate", 20, "frames per second a client may send, WebSocket pings and pongs included, bursts of twice that (closed with 4002 past it); 0 for no limit")
 	fs.DurationVar(&c.GRPCStopTimeout, "grpc-stop-timeout", 10*time.Second, "at shutdown, how long in-flight gRPC calls may take before they are cut")
 	fs.DurationVar(&c.DrainWindow, "drain-window", 10*time.Second, "at shutdown, clients are closed with 1001 at a steady pace over this window, so they do not all reconnect at once (0: all at once)")
 	fs.DurationVar(&c.ShutdownDelay, "shutdown-delay", 0, "at shutdown, how long /readyz and gRPC health report not ready before new connections are refused (give load balancers time to notice)")
