@@ -77,6 +77,7 @@ func New(cfg config.Config, log *slog.Logger) (_ *App, err error) {
 			Audience:      cfg.JWTAudience,
 			Issuer:        cfg.JWTIssuer,
 			Leeway:        cfg.JWTLeeway,
+			MaxLifetime:   cfg.JWTMaxLifetime,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("--auth jwt: %w", err)

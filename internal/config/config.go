@@ -64,7 +64,8 @@ type Config struct {
 	JWTJWKS         string        // JWKS file (keys by kid, re-read on change).
 	JWTAudience     string        // required aud.
 	JWTIssuer       string        // required iss.
-	JWTLeeway       time.Duration // clock skew allowed on exp/nbf.
+	JWTLeeway       time.Duration // clock skew allowed on exp/nbf/iat.
+	JWTMaxLifetime  time.Duration // longest a token may be valid; 0: no maximum.
 	TokenCookie     string        // cookie carrying the token.
 	APIKeys         string        // name:key,... for gRPC callers.
 	APIKeysFile     string        // file of name:key lines.
@@ -148,7 +149,8 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, *fl
 	fs.StringVar(&c.JWTJWKS, "jwt-jwks", "", "JWKS `file` of keys by kid; re-read when it changes, so keys can rotate")
 	fs.StringVar(&c.JWTAudience, "jwt-audience", "", "when set, tokens must carry this aud")
 	fs.StringVar(&c.JWTIssuer, "jwt-issuer", "", "when set, tokens must carry this iss")
-	fs.DurationVar(&c.JWTLeeway, "jwt-leeway", 5*time.Second, "clock skew allowed when checking a token's exp and nbf")
+	fs.DurationVar(&c.JWTLeeway, "jwt-leeway", 5*time.Second, "clock skew allowed when checking a token's exp, nbf and iat")
+	fs.DurationVar(&c.JWTMaxLifetime, "jwt-max-lifetime", 24*time.Hour, "longest a client token may be valid: tokens whose exp is further from now, or from their iat, are refused; 0 for no maximum")
 	fs.StringVar(&c.TokenCookie, "token-cookie", "", "`name` of a cookie that may carry the client token (besides the Authorization header and the token query parameter)")
 	fs.StringVar(&c.APIKeys, "api-keys", "", "comma-separated `name:key` pairs; gRPC callers must send \"authorization: Bearer <key>\"")
 	fs.StringVar(&c.APIKeysFile, "api-keys-file", "", "`file` of name:key lines (# comments), added to --api-keys")
@@ -334,6 +336,8 @@ func (c *Config) Validate() error {
 	hasKey := c.JWTSecret != "" || c.JWTPublicKey != "" || c.JWTJWKS != ""
 	check(c.Auth != "jwt" || hasKey, "--auth jwt needs --jwt-secret, --jwt-public-key or --jwt-jwks")
 	check(c.JWTSecret == "" || len(c.JWTSecret) >= 32, "--jwt-secret must be at least 32 bytes")
+	check(c.JWTLeeway >= 0, "--jwt-leeway must not be negative")
+	check(c.JWTMaxLifetime >= 0, "--jwt-max-lifetime must not be negative")
 	check((c.GRPCTLSCert == "") == (c.GRPCTLSKey == ""), "--grpc-tls-cert and --grpc-tls-key go together")
 	check(c.GRPCClientCA == "" || c.GRPCTLSCert != "", "--grpc-client-ca needs --grpc-tls-cert and --grpc-tls-key")
 	check((c.HTTPTLSCert == "") == (c.HTTPTLSKey == ""), "--http-tls-cert and --http-tls-key go together")
