@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
-	"path"
 	"strconv"
 	"sync"
 	"time"
@@ -682,7 +681,7 @@ const maxAckIDs = 1000
 // optionally addressed to topic.
 func (h *Hub) upstreamAllowed(userID, topic string) bool {
 	for _, p := range h.cfg.UpstreamUsers {
-		if ok, _ := path.Match(p, userID); ok {
+		if MatchUserPattern(p, userID) {
 			return true
 		}
 	}

@@ -60,8 +60,9 @@ type Config struct {
 	// MaxTopicsPerConn caps one connection's subscriptions.
 	MaxTopicsPerConn int
 	// UpstreamUsers and UpstreamTopics say who may send messages upstream
-	// (to WatchEvents): users whose id matches one of UpstreamUsers (path.Match
-	// patterns, "*" for everyone), or envelope messages addressed to a topic
+	// (to WatchEvents): users whose id matches one of UpstreamUsers
+	// (MatchUserPattern: path.Match's syntax, but '*' and '?' match '/'
+	// too, so "*" is everyone), or envelope messages addressed to a topic
 	// matching UpstreamTopics (exact or "prefix*"). Empty: nobody.
 	UpstreamUsers  []string
 	UpstreamTopics []string

@@ -139,7 +139,7 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, *fl
 	fs.DurationVar(&c.InboxMaxTTL, "inbox-max-ttl", gw.InboxMaxTTL, "longest ttl a message may ask for (also how long a dropped message is remembered, so resuming clients learn of the gap)")
 	fs.DurationVar(&c.PresenceGrace, "presence-grace", gw.PresenceGrace, "how long a user may be gone before WatchEvents reports them offline (a page reload reports nothing); 0 reports at once")
 	fs.IntVar(&c.MaxTopicsPerConn, "max-topics-per-connection", gw.MaxTopicsPerConn, "most topics one connection may subscribe to")
-	fs.StringVar(&c.UpstreamUsers, "upstream-users", "", "comma-separated user id `patterns` (path.Match, * for all) whose clients may send messages to WatchEvents")
+	fs.StringVar(&c.UpstreamUsers, "upstream-users", "", "comma-separated user id `patterns` whose clients may send messages to WatchEvents: * matches any characters (/ included; * alone is everyone), ? one, [a-z] one of a class, \\ escapes")
 	fs.StringVar(&c.UpstreamTopics, "upstream-topics", "", "comma-separated topic `patterns` (exact, or prefix*) that clients may send messages to")
 	fs.DurationVar(&c.IdempotencyWindow, "idempotency-window", 5*time.Minute, "how long a call with an idempotency_key is remembered (repeats get the first response)")
 	fs.IntVar(&c.WatchBuffer, "watch-buffer", 4096, "events a WatchEvents stream may fall behind before it is ended with RESOURCE_EXHAUSTED")
@@ -330,6 +330,10 @@ func (c *Config) Validate() error {
 	check(c.IdempotencyWindow > 0, "--idempotency-window must be positive")
 	_, err := c.Proxies()
 	check(err == nil, "--trusted-proxies: %v", err)
+	for _, p := range List(c.UpstreamUsers) {
+		err := gateway.ValidUserPattern(p)
+		check(err == nil, "--upstream-users: pattern %q: %v", p, err)
+	}
 	check(c.PresenceGrace >= 0, "--presence-grace must not be negative")
 	check(c.WatchBuffer > 0, "--watch-buffer must be positive")
 	check(c.Auth == "none" || c.Auth == "jwt", "--auth must be none or jwt, got %q", c.Auth)

@@ -125,3 +125,17 @@ drain-window: 3s
 		}
 	}
 }
+
+func TestUpstreamUserPatterns(t *testing.T) {
+	getenv := func(string) string { return "" }
+	cfg, err := Parse([]string{"--upstream-users", "*, merchant-*, shop/[0-9]*"}, getenv, io.Discard)
+	if err != nil || cfg.UpstreamUsers != "*, merchant-*, shop/[0-9]*" {
+		t.Fatalf("good patterns: %q, %v", cfg.UpstreamUsers, err)
+	}
+	for _, bad := range []string{"shop-[", `admin\`, "[z-a]"} {
+		_, err := Parse([]string{"--upstream-users", "*," + bad}, getenv, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "--upstream-users") || !strings.Contains(err.Error(), fmt.Sprintf("%q", bad)) {
+			t.Errorf("%q: err = %v, want one naming the flag and the pattern", bad, err)
+		}
+	}
+}
