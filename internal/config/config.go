@@ -12,7 +12,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"sort"
 	"strings"
 	"time"
 
@@ -232,46 +231,79 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, *fl
 }
 
 // ApplyFile sets flags from a YAML mapping of flag names to values. A key
-// that is not a flag is an error naming it; a list becomes a comma list.
+// that is not a flag is an error naming it, and so is a key given twice; a
+// list becomes a comma list. Values are taken as written, never through a
+// YAML type: 0777, 0123456789 and 2026-01-02 stay those characters (YAML
+// would make them 511, 123456789 written as a float, and a timestamp),
+// which matters for secrets. Quoted values are unquoted; null or ~ (or
+// nothing) leaves the flag at its default.
 func ApplyFile(fs *flag.FlagSet, path string) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("--config: %w", err)
 	}
-	var m map[string]any
-	if err := yaml.Unmarshal(b, &m); err != nil {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil {
 		return fmt.Errorf("--config %s: %w", path, err)
 	}
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
+	if doc.Kind == 0 || len(doc.Content) == 0 {
+		return nil // empty, or only comments
 	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	root := resolveAlias(doc.Content[0])
+	if root.Kind == yaml.ScalarNode && root.Tag == "!!null" {
+		return nil
+	}
+	if root.Kind != yaml.MappingNode {
+		return fmt.Errorf("--config %s: want a mapping of flag names to values (http-addr: ...)", path)
+	}
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		kn, vn := resolveAlias(root.Content[i]), resolveAlias(root.Content[i+1])
+		k := kn.Value
+		if kn.Kind != yaml.ScalarNode {
+			return fmt.Errorf("--config %s: line %d: keys are flag names", path, kn.Line)
+		}
 		f := fs.Lookup(k)
 		if f == nil || k == "config" {
 			return fmt.Errorf("--config %s: unknown key %q (keys are the flag names, see --help)", path, k)
 		}
+		if seen[k] {
+			return fmt.Errorf("--config %s: key %q appears twice", path, k)
+		}
+		seen[k] = true
 		var v string
-		switch x := m[k].(type) {
-		case nil:
-			continue
-		case []any:
-			parts := make([]string, len(x))
-			for i, p := range x {
-				parts[i] = fmt.Sprint(p)
+		switch vn.Kind {
+		case yaml.ScalarNode:
+			if vn.Tag == "!!null" {
+				continue
+			}
+			v = vn.Value
+		case yaml.SequenceNode:
+			parts := make([]string, len(vn.Content))
+			for j, item := range vn.Content {
+				item = resolveAlias(item)
+				if item.Kind != yaml.ScalarNode {
+					return fmt.Errorf("--config %s: key %q: a list of plain values, not of lists or mappings", path, k)
+				}
+				parts[j] = item.Value
 			}
 			v = strings.Join(parts, ",")
-		case map[string]any:
-			return fmt.Errorf("--config %s: key %q: want a value or a list, not a mapping", path, k)
 		default:
-			v = fmt.Sprint(x)
+			return fmt.Errorf("--config %s: key %q: want a value or a list, not a mapping", path, k)
 		}
 		if err := fs.Set(k, v); err != nil {
 			return fmt.Errorf("--config %s: key %q: %v", path, k, err)
 		}
 	}
 	return nil
+}
+
+// resolveAlias follows a YAML alias (*name) to the node it names.
+func resolveAlias(n *yaml.Node) *yaml.Node {
+	for n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	return n
 }
 
 // Print writes the effective configuration of fs (from Load) as YAML
