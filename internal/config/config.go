@@ -14,6 +14,7 @@ import (
 	"os"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
 
@@ -107,6 +108,10 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 	return c, err
 }
 
+// MinAdminPassword is the shortest --admin-password accepted, in
+// characters.
+const MinAdminPassword = 12
+
 // secretFlags are masked by "pushgate config print".
 var secretFlags = map[string]bool{"jwt-secret": true, "api-keys": true, "admin-password": true}
 
@@ -170,7 +175,7 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, *fl
 
 	host, _ := os.Hostname()
 	fs.StringVar(&c.OpsAddr, "ops-addr", "", "separate `address` for /metrics, /healthz, /readyz, /admin and /debug/pprof (default: served on --http-addr)")
-	fs.StringVar(&c.AdminPassword, "admin-password", "", "password for the /admin page (user \"admin\"); API keys are accepted too. Without either, /admin is served only on a loopback listener")
+	fs.StringVar(&c.AdminPassword, "admin-password", "", fmt.Sprintf("password for the /admin page (user \"admin\"), at least %d characters; API keys are accepted too. Without either, /admin is served only on a loopback listener. An address that fails 10 logins waits 6s per further try (HTTP 429)", MinAdminPassword))
 	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go profiling at /debug/pprof (with the ops endpoints)")
 	fs.StringVar(&c.NodeName, "node-name", host, "this node's name, shown on the admin page")
 	fs.StringVar(&c.TrustedProxies, "trusted-proxies", "", "comma-separated `CIDRs` of proxies (e.g. 127.0.0.1/32 for a local nginx) whose X-Forwarded-For names the client address in logs")
@@ -372,6 +377,8 @@ func (c *Config) Validate() error {
 	hasKey := c.JWTSecret != "" || c.JWTPublicKey != "" || c.JWTJWKS != ""
 	check(c.Auth != "jwt" || hasKey, "--auth jwt needs --jwt-secret, --jwt-public-key or --jwt-jwks")
 	check(c.JWTSecret == "" || len(c.JWTSecret) >= 32, "--jwt-secret must be at least 32 bytes")
+	check(c.AdminPassword == "" || utf8.RuneCountInString(c.AdminPassword) >= MinAdminPassword,
+		"--admin-password must be at least %d characters", MinAdminPassword)
 	check(c.JWTLeeway >= 0, "--jwt-leeway must not be negative")
 	check(c.JWTMaxLifetime >= 0, "--jwt-max-lifetime must not be negative")
 	check((c.GRPCTLSCert == "") == (c.GRPCTLSKey == ""), "--grpc-tls-cert and --grpc-tls-key go together")

@@ -221,3 +221,19 @@ insecure: false
 		}
 	}
 }
+
+func TestAdminPasswordLength(t *testing.T) {
+	getenv := func(string) string { return "" }
+	_, err := Parse([]string{"--admin-password", "elevenchars"}, getenv, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "--admin-password must be at least 12 characters") {
+		t.Fatalf("11 characters: err = %v", err)
+	}
+	if err != nil && strings.Contains(err.Error(), "elevenchars") {
+		t.Fatalf("the error shows the password: %v", err)
+	}
+	for _, ok := range []string{"twelve-chars", "密码密码密码密码密码密码"} {
+		if _, err := Parse([]string{"--admin-password", ok}, getenv, io.Discard); err != nil {
+			t.Errorf("%q: %v", ok, err)
+		}
+	}
+}
