@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
-	"path"
 	"strconv"
 	"sync"
 	"time"
@@ -71,8 +70,9 @@ type Conn struct {
 	joinSeq string     // guarded by the user's shard mu: the last id handed out when the connection joined
 	epoch   string     // guarded by the user's shard mu: the engine epoch it joined in
 
-	// Owned by the read loop.
-	upstream *limit.Bucket // made on the first frame; nil when unlimited
+	// The frames the client may send (data and control frames); nil when
+	// unlimited. Set at construction; a Bucket is safe for concurrent use.
+	upstream *limit.Bucket
 }
 
 func (c *Conn) idString() string { return "c" + strconv.FormatUint(c.id, 10) }
@@ -451,9 +451,6 @@ func (c *Conn) setExpiry(t time.Time) {
 // readLoop reads client frames until the connection ends. It runs on the
 // HTTP handler's goroutine.
 func (c *Conn) readLoop() {
-	if r := c.hub.cfg.UpstreamPerSecond; r > 0 {
-		c.upstream = limit.NewBucket(r, int(2*r)+1)
-	}
 	for {
 		typ, data, err := c.ws.Read(context.Background())
 		if err != nil {
@@ -684,7 +681,7 @@ const maxAckIDs = 1000
 // optionally addressed to topic.
 func (h *Hub) upstreamAllowed(userID, topic string) bool {
 	for _, p := range h.cfg.UpstreamUsers {
-		if ok, _ := path.Match(p, userID); ok {
+		if MatchUserPattern(p, userID) {
 			return true
 		}
 	}

@@ -55,8 +55,11 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !h.originAllowed(r) {
-		h.logLimited(slog.LevelWarn, "websocket origin refused", "origin", r.Header.Get("Origin"), "host", r.Host,
-			"allow_with", "--allowed-origins "+originHost(r.Header.Get("Origin")))
+		args := []any{"origin", r.Header.Get("Origin"), "host", r.Host}
+		if oh := originHost(r.Header.Get("Origin")); oh != "" {
+			args = append(args, "allow_with", "--allowed-origins "+oh)
+		}
+		h.logLimited(slog.LevelWarn, "websocket origin refused", args...)
 		h.reject(w, r, http.StatusForbidden, "origin", "origin not allowed")
 		return
 	}
@@ -184,11 +187,16 @@ func (h *Hub) originAllowed(r *http.Request) bool {
 	return false
 }
 
+// originHost is the host (and port) of an Origin header, for the
+// allow_with hint of a refusal; "" when the header is not an http(s) origin
+// with a plain host name, so that no hint is made of whatever a client sent.
 func originHost(origin string) string {
-	if u, err := url.Parse(origin); err == nil && u.Host != "" {
-		return u.Host
+	u, err := url.Parse(origin)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil ||
+		strings.TrimLeft(u.Host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:[]") != "" {
+		return ""
 	}
-	return origin
+	return u.Host
 }
 
 // serve runs the connection of an identified user. topicRules limits the
@@ -248,6 +256,7 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, userID string, topic
 		envelope:  envelope,
 		topicList: topics,
 		rules:     topicRules,
+		upstream:  newUpstreamBucket(&h.cfg),
 	}
 	c.writeFn = c.writeLoop
 	if err := h.register(c, lastID, q.Get("epoch"), lastID != ""); err != nil {
@@ -271,7 +280,7 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, userID string, topic
 	}
 
 	hc := &hijackCapture{ResponseWriter: w}
-	opts := &websocket.AcceptOptions{OriginPatterns: h.cfg.OriginPatterns}
+	opts := &websocket.AcceptOptions{OriginPatterns: h.cfg.OriginPatterns, OnPingReceived: c.onPing, OnPongReceived: c.onPong}
 	if envelope {
 		opts.Subprotocols = []string{Subprotocol}
 	}

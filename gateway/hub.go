@@ -60,8 +60,9 @@ type Config struct {
 	// MaxTopicsPerConn caps one connection's subscriptions.
 	MaxTopicsPerConn int
 	// UpstreamUsers and UpstreamTopics say who may send messages upstream
-	// (to WatchEvents): users whose id matches one of UpstreamUsers (path.Match
-	// patterns, "*" for everyone), or envelope messages addressed to a topic
+	// (to WatchEvents): users whose id matches one of UpstreamUsers
+	// (MatchUserPattern: path.Match's syntax, but '*' and '?' match '/'
+	// too, so "*" is everyone), or envelope messages addressed to a topic
 	// matching UpstreamTopics (exact or "prefix*"). Empty: nobody.
 	UpstreamUsers  []string
 	UpstreamTopics []string
@@ -94,8 +95,9 @@ type Config struct {
 	// NewConnsPerSecond limits new connections on this node (HTTP 429 past
 	// it, burst of one second's worth). 0: no limit.
 	NewConnsPerSecond float64
-	// UpstreamPerSecond limits the frames one client may send (burst of
-	// twice that); past it the connection is closed with 4002. 0: no limit.
+	// UpstreamPerSecond limits the frames one client may send, data frames
+	// and WebSocket ping and pong frames alike (burst of twice that); past
+	// it the connection is closed with 4002. 0: no limit.
 	UpstreamPerSecond float64
 }
 

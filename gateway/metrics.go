@@ -22,6 +22,7 @@ type Metrics struct {
 	droppedWrite   prometheus.Counter
 
 	pingsIn          prometheus.Counter
+	controlIn        prometheus.Counter
 	acksIn           prometheus.Counter
 	otherIn          prometheus.Counter
 	upstream         prometheus.Counter
@@ -80,7 +81,7 @@ func NewMetrics(reg prometheus.Registerer, h *Hub) *Metrics {
 		watchers:         gauge("pushgate_watchers", "Open WatchEvents streams."),
 		watchersCut:      counter("pushgate_watchers_cut_total", "WatchEvents streams ended because they fell too far behind."),
 		authFailures: vec("pushgate_auth_failures_total",
-			"WebSocket handshakes refused for their token, by reason (missing_token, malformed, bad_alg, bad_signature, expired, not_yet_valid, bad_audience, bad_issuer, unknown_kid, no_subject, no_expiry, bad_subject).", "reason"),
+			"WebSocket handshakes refused for their token, by reason (missing_token, malformed, bad_alg, bad_signature, bad_header, bad_claim, expired, not_yet_valid, too_long_lived, bad_audience, bad_issuer, unknown_kid, no_subject, no_expiry, bad_subject).", "reason"),
 		rateLimited: counter("pushgate_upstream_rate_limited_total", "Connections closed with 4002 for sending faster than --upstream-rate."),
 	}
 	m.writeLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -97,8 +98,9 @@ func NewMetrics(reg prometheus.Registerer, h *Hub) *Metrics {
 	m.droppedClosing = dropped.WithLabelValues("closing")
 	m.droppedKicked = dropped.WithLabelValues("kicked")
 	m.droppedWrite = dropped.WithLabelValues("write_error")
-	framesIn := vec("pushgate_client_frames_total", "Frames received from clients, by kind (ping, ack, other).", "kind")
+	framesIn := vec("pushgate_client_frames_total", "Frames received from clients, by kind (ping, ack, other; control: WebSocket ping and pong frames).", "kind")
 	m.pingsIn = framesIn.WithLabelValues("ping")
+	m.controlIn = framesIn.WithLabelValues("control")
 	m.acksIn = framesIn.WithLabelValues("ack")
 	m.otherIn = framesIn.WithLabelValues("other")
 	for _, r := range []CloseReason{closeClient, closeWriteError, CloseGoingAway, CloseSlowConsumer, CloseHeartbeatTimeout, CloseRateLimited, CloseEngineUnavailable, CloseKicked, CloseTokenExpired, CloseInvalidFrame, CloseMessageTooBig} {

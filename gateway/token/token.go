@@ -39,8 +39,12 @@ type Config struct {
 	// Audience and Issuer, when set, must match "aud" and "iss".
 	Audience string
 	Issuer   string
-	// Leeway is the clock skew allowed on exp and nbf. Default 0.
+	// Leeway is the clock skew allowed on exp, nbf and iat. Default 0.
 	Leeway time.Duration
+	// MaxLifetime, when positive, refuses tokens that are valid for longer:
+	// whose exp is more than MaxLifetime (plus the leeway) from now, or
+	// more than MaxLifetime after their iat. 0: no maximum.
+	MaxLifetime time.Duration
 }
 
 // Claims is what a verified token says.
@@ -53,7 +57,7 @@ type Claims struct {
 // Error is a verification failure with a short reason for the client
 // and for metrics.
 type Error struct {
-	Reason string // malformed, bad_alg, bad_signature, expired, not_yet_valid, bad_audience, bad_issuer, unknown_kid, no_subject, no_expiry
+	Reason string // malformed, bad_alg, bad_signature, bad_header, bad_claim, expired, not_yet_valid, too_long_lived, bad_audience, bad_issuer, unknown_kid, no_subject, no_expiry
 	Detail string
 }
 
@@ -124,7 +128,9 @@ func (v *Verifier) Algorithms() []string {
 	return algs
 }
 
-// Verify checks a token's signature, algorithm and claims.
+// Verify checks a token's algorithm, header, signature and claims. Header
+// and claims are read strictly (strict.go): exact names, no duplicates,
+// NumericDates as numbers, no "crit".
 func (v *Verifier) Verify(tok string) (Claims, error) {
 	if v.cfg.JWKSFile != "" {
 		_ = v.loadJWKS(false) // a broken rewrite keeps the last good set
@@ -139,31 +145,32 @@ func (v *Verifier) Verify(tok string) (Claims, error) {
 	} else if h, ok := headerAlg(tok); ok && !slices.Contains(algs, h) {
 		return Claims{}, &Error{"bad_alg", "algorithm " + h + " not accepted"}
 	}
-	opts := []jwt.ParserOption{
-		jwt.WithValidMethods(algs),
-		jwt.WithExpirationRequired(),
-		jwt.WithLeeway(v.cfg.Leeway),
+	// The header before the signature: an extension it names could change
+	// what the signature covers.
+	if err := checkHeader(tok); err != nil {
+		return Claims{}, err
 	}
-	if v.cfg.Audience != "" {
-		opts = append(opts, jwt.WithAudience(v.cfg.Audience))
-	}
-	if v.cfg.Issuer != "" {
-		opts = append(opts, jwt.WithIssuer(v.cfg.Issuer))
-	}
-	var claims struct {
-		jwt.RegisteredClaims
-		Topics []string `json:"topics,omitempty"`
-	}
-	_, err := jwt.ParseWithClaims(tok, &claims, v.keyFor, opts...)
+	// The signature, by the library; the claims are then read and checked
+	// here, strictly (strict.go).
+	_, err := jwt.NewParser(jwt.WithValidMethods(algs), jwt.WithStrictDecoding(), jwt.WithoutClaimsValidation()).
+		Parse(tok, v.keyFor)
 	if err != nil {
 		return Claims{}, classify(err)
 	}
-	if claims.Subject == "" {
-		return Claims{}, &Error{"no_subject", "token has no sub"}
+	c, err := parseClaims(tok)
+	if err != nil {
+		return Claims{}, err
+	}
+	if err := c.validate(&v.cfg, time.Now()); err != nil {
+		return Claims{}, err
 	}
 	// Expires includes the leeway, so that a connection lives exactly as
 	// long as its token would be accepted.
-	return Claims{Subject: claims.Subject, Expires: claims.ExpiresAt.Time.Add(v.cfg.Leeway), Topics: claims.Topics}, nil
+	out := Claims{Subject: c.sub, Expires: c.exp.Add(v.cfg.Leeway)}
+	if c.topicsGiven {
+		out.Topics = c.topics
+	}
+	return out, nil
 }
 
 var errUnknownKid = errors.New("unknown kid")
@@ -216,6 +223,8 @@ func (v *Verifier) keyFor(t *jwt.Token) (any, error) {
 	return nil, fmt.Errorf("no %s key", alg)
 }
 
+// classify names the library's signature-stage errors (claims are checked
+// in strict.go).
 func classify(err error) error {
 	switch {
 	case errors.Is(err, errUnknownKid):
@@ -229,16 +238,6 @@ func classify(err error) error {
 		return &Error{"bad_signature", "bad signature"}
 	case errors.Is(err, jwt.ErrTokenUnverifiable):
 		return &Error{"bad_alg", "algorithm or key not accepted"}
-	case errors.Is(err, jwt.ErrTokenInvalidAudience):
-		return &Error{"bad_audience", "wrong or missing audience"}
-	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
-		return &Error{"bad_issuer", "wrong or missing issuer"}
-	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
-		return &Error{"no_expiry", "token has no exp"}
-	case errors.Is(err, jwt.ErrTokenExpired):
-		return &Error{"expired", "token expired"}
-	case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
-		return &Error{"not_yet_valid", "token not valid yet"}
 	}
 	return &Error{"malformed", "invalid token"}
 }

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -86,7 +87,24 @@ func TestVerify(t *testing.T) {
 	}
 	writeJWKS("rsa-1", &k.rsa.PublicKey)
 
-	hs := Config{Secret: secret, Audience: "pushgate", Issuer: "shop", Leeway: 5 * time.Second}
+	hs := Config{Secret: secret, Audience: "pushgate", Issuer: "shop", Leeway: 5 * time.Second, MaxLifetime: 24 * time.Hour}
+	noMax := hs
+	noMax.MaxLifetime = 0
+	// raw signs header and payload as written (HS256).
+	raw := func(header, payload string) string {
+		ss := b64([]byte(header)) + "." + b64([]byte(payload))
+		sig, err := jwt.SigningMethodHS256.Sign(ss, secret)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ss + "." + b64(sig)
+	}
+	const hsHead = `{"alg":"HS256","typ":"JWT"}`
+	exp := time.Now().Add(time.Hour).Unix()
+	// claimsJSON is valid claims (aud, iss, exp) and the given members.
+	claimsJSON := func(members ...string) string {
+		return fmt.Sprintf(`{"aud":"pushgate","iss":"shop","exp":%d,%s}`, exp, strings.Join(members, ","))
+	}
 	with := func(c jwt.MapClaims, kv ...any) jwt.MapClaims {
 		c["aud"], c["iss"] = "pushgate", "shop"
 		for i := 0; i < len(kv); i += 2 {
@@ -136,6 +154,35 @@ func TestVerify(t *testing.T) {
 		{"unknown kid", Config{JWKSFile: jwks}, sign(t, jwt.SigningMethodRS256, k.rsa, valid("u"), "rsa-9"), "", "unknown_kid"},
 		{"kid of another algorithm", Config{JWKSFile: jwks}, sign(t, jwt.SigningMethodEdDSA, k.ed, valid("u"), "rsa-1"), "", "bad_alg"},
 		{"no sub", hs, sign(t, jwt.SigningMethodHS256, secret, with(valid(""), "sub", nil), ""), "", "no_subject"},
+
+		// Strict parsing: exact names, no duplicates, numbers as numbers.
+		{"SUB in upper case", hs, raw(hsHead, claimsJSON(`"SUB":"u"`)), "", "no_subject"},
+		{"Exp in mixed case", hs, raw(hsHead, fmt.Sprintf(`{"sub":"u","aud":"pushgate","iss":"shop","Exp":%d}`, exp)), "", "no_expiry"},
+		{"two sub claims", hs, raw(hsHead, claimsJSON(`"sub":"u"`, `"sub":"victim"`)), "", "bad_claim"},
+		{"two sub claims, one escaped", hs, raw(hsHead, claimsJSON(`"sub":"u"`, `"\u0073ub":"victim"`)), "", "bad_claim"},
+		{"exp as a string", hs, raw(hsHead, fmt.Sprintf(`{"sub":"u","aud":"pushgate","iss":"shop","exp":"%d"}`, exp)), "", "bad_claim"},
+		{"exp null", hs, raw(hsHead, `{"sub":"u","aud":"pushgate","iss":"shop","exp":null}`), "", "bad_claim"},
+		{"exp out of range", hs, raw(hsHead, `{"sub":"u","aud":"pushgate","iss":"shop","exp":1e300}`), "", "bad_claim"},
+		{"exp with a fraction", hs, raw(hsHead, fmt.Sprintf(`{"sub":"u9","aud":"pushgate","iss":"shop","exp":%d.5}`, exp)), "u9", ""},
+		{"nbf as a string", hs, raw(hsHead, claimsJSON(`"sub":"u"`, `"nbf":"0"`)), "", "bad_claim"},
+		{"iat as a string", hs, raw(hsHead, claimsJSON(`"sub":"u"`, `"iat":"0"`)), "", "bad_claim"},
+		{"sub as a number", hs, raw(hsHead, claimsJSON(`"sub":42`)), "", "bad_claim"},
+		{"aud as a number", hs, raw(hsHead, fmt.Sprintf(`{"sub":"u","aud":1,"iss":"shop","exp":%d}`, exp)), "", "bad_claim"},
+		{"aud as an array", hs, raw(hsHead, fmt.Sprintf(`{"sub":"u10","aud":["x","pushgate"],"iss":"shop","exp":%d}`, exp)), "u10", ""},
+		{"topics not an array", hs, raw(hsHead, claimsJSON(`"sub":"u"`, `"topics":"store:*"`)), "", "bad_claim"},
+		{"topics null", hs, raw(hsHead, claimsJSON(`"sub":"u11"`, `"topics":null`)), "u11", ""},
+		{"data after the claims", hs, raw(hsHead, claimsJSON(`"sub":"u"`)+`{}`), "", "malformed"},
+		{"iat in the future", hs, sign(t, jwt.SigningMethodHS256, secret, with(valid("u"), "iat", now.Add(time.Minute).Unix()), ""), "", "not_yet_valid"},
+		{"iat in the future, within leeway", hs, sign(t, jwt.SigningMethodHS256, secret, with(valid("u12"), "iat", now.Add(2*time.Second).Unix()), ""), "u12", ""},
+		{"crit header", hs, raw(`{"alg":"HS256","typ":"JWT","crit":["exp"]}`, claimsJSON(`"sub":"u"`)), "", "bad_header"},
+		{"two alg headers", hs, raw(`{"alg":"HS256","alg":"HS256"}`, claimsJSON(`"sub":"u"`)), "", "bad_header"},
+		{"kid as a number", hs, raw(`{"alg":"HS256","kid":7}`, claimsJSON(`"sub":"u"`)), "", "bad_header"},
+
+		// Lifetime.
+		{"valid for a year", hs, sign(t, jwt.SigningMethodHS256, secret, with(valid("u"), "exp", now.Add(365*24*time.Hour).Unix()), ""), "", "too_long_lived"},
+		{"valid for a year, no maximum", noMax, sign(t, jwt.SigningMethodHS256, secret, with(valid("u13"), "exp", now.Add(365*24*time.Hour).Unix()), ""), "u13", ""},
+		{"issued long ago, exp soon", hs, sign(t, jwt.SigningMethodHS256, secret, with(valid("u"), "iat", now.Add(-48*time.Hour).Unix()), ""), "", "too_long_lived"},
+		{"valid for the maximum", hs, sign(t, jwt.SigningMethodHS256, secret, with(valid("u14"), "exp", now.Add(24*time.Hour).Unix()), ""), "u14", ""},
 	}
 	for _, tc := range cases {
 		v, err := NewVerifier(tc.cfg)
@@ -208,6 +255,17 @@ func FuzzVerify(f *testing.F) {
 	f.Add(good)
 	f.Add("eyJhbGciOiJub25lIn0.eyJzdWIiOiJ1In0.")
 	f.Add("a.b.c")
+	// Near misses for the strict reading: duplicate names, a string exp, crit.
+	enc := base64.RawURLEncoding.EncodeToString
+	for _, hp := range [][2]string{
+		{`{"alg":"HS256"}`, `{"sub":"u","sub":"v","exp":9999999999}`},
+		{`{"alg":"HS256"}`, `{"sub":"u","exp":"9999999999"}`},
+		{`{"alg":"HS256","crit":["b64"],"b64":false}`, `{"sub":"u","exp":9999999999}`},
+	} {
+		ss := enc([]byte(hp[0])) + "." + enc([]byte(hp[1]))
+		sig, _ := jwt.SigningMethodHS256.Sign(ss, secret)
+		f.Add(ss + "." + enc(sig))
+	}
 	f.Add(strings.Repeat(".", 10))
 	f.Fuzz(func(t *testing.T, tok string) {
 		c, err := v.Verify(tok)

@@ -44,6 +44,7 @@ type AdminConfig struct {
 	Started  time.Time                 // for the uptime
 	Counters func() map[string]float64 // selected counters for the page
 	Limits   SendLimits                // what a test message may be
+	Logins   *Logins                   // failed logins, throttled per address; nil: a record of its own per Guard
 }
 
 // SendLimits bound the messages the admin page and the demo's send endpoint
@@ -229,22 +230,45 @@ func AdminHandler(cfg AdminConfig) http.Handler {
 }
 
 // Guard requires the password or an API key when either is configured.
+// Failed logins are logged, counted and throttled per client address
+// (login.go): an address that failed too often gets 429 for a while,
+// whatever credentials it sends.
 func (cfg AdminConfig) Guard(next http.Handler) http.Handler {
 	if cfg.Password == "" && cfg.APIKey == nil {
 		return next
 	}
+	logins := cfg.Logins
+	if logins == nil {
+		logins = NewLogins(nil, nil)
+	}
 	want := sha256.Sum256([]byte(cfg.Password))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if user, pass, ok := r.BasicAuth(); ok && cfg.Password != "" {
+		user, pass, basic := r.BasicAuth()
+		key, bearer := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if basic || bearer {
+			if wait := logins.wait(r.RemoteAddr); wait > 0 {
+				logins.throttled()
+				w.Header().Set("Retry-After", strconv.Itoa(int((wait+time.Second-1)/time.Second)))
+				http.Error(w, "admin: too many failed logins from this address; retry later", http.StatusTooManyRequests)
+				return
+			}
+		}
+		if basic && cfg.Password != "" {
 			got := sha256.Sum256([]byte(pass))
 			if subtle.ConstantTimeCompare(got[:], want[:]) == 1 && user == "admin" {
 				next.ServeHTTP(w, r)
 				return
 			}
 		}
-		if key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok && cfg.APIKey != nil && cfg.APIKey(key) {
+		if bearer && cfg.APIKey != nil && cfg.APIKey(key) {
 			next.ServeHTTP(w, r)
 			return
+		}
+		switch {
+		case basic:
+			logins.failed(r.RemoteAddr, "bad_password")
+		case bearer:
+			logins.failed(r.RemoteAddr, "bad_key")
 		}
 		w.Header().Set("WWW-Authenticate", `Basic realm="pushgate admin", charset="UTF-8"`)
 		http.Error(w, "admin: authentication required", http.StatusUnauthorized)

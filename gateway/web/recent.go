@@ -3,9 +3,11 @@ package web
 import (
 	"context"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // Recent is a slog.Handler that passes every record on and keeps the last
@@ -44,11 +46,8 @@ func (r *Recent) Handle(ctx context.Context, rec slog.Record) error {
 	if rec.Level >= slog.LevelWarn {
 		var b strings.Builder
 		add := func(a slog.Attr) bool {
-			if b.Len() > 0 {
-				b.WriteByte(' ')
-			}
-			b.WriteString(a.Key + "=" + a.Value.String())
-			return b.Len() < 400
+			appendAttr(&b, "", a)
+			return b.Len() < maxAttrsText
 		}
 		for _, a := range r.attrs {
 			add(a)
@@ -95,4 +94,61 @@ func (g *ring) entries() []LogEntry {
 		out = append(out, g.buf[(g.next-i+len(g.buf))%len(g.buf)])
 	}
 	return out
+}
+
+// maxAttrsText and maxAttrValue bound a kept entry's attributes: no more
+// attributes once the text is that long, and each value cut to that many
+// bytes.
+const (
+	maxAttrsText = 400
+	maxAttrValue = 200
+)
+
+// appendAttr writes a as key=value, groups as group.key=value. Values (and
+// keys) that are not plain printable ASCII words are quoted in Go syntax,
+// non-ASCII escaped: attributes carry what clients sent (an Origin, a user
+// id), and quoting keeps such a value from passing for more attributes (a
+// fake allow_with=… hint) or hiding behind look-alike characters.
+func appendAttr(b *strings.Builder, prefix string, a slog.Attr) {
+	v := a.Value.Resolve()
+	if v.Kind() == slog.KindGroup {
+		if a.Key != "" {
+			prefix += a.Key + "."
+		}
+		for _, ga := range v.Group() {
+			appendAttr(b, prefix, ga)
+		}
+		return
+	}
+	if a.Key == "" && v.Any() == nil {
+		return // the empty attribute, which slog handlers ignore
+	}
+	if b.Len() > 0 {
+		b.WriteByte(' ')
+	}
+	b.WriteString(quoteIfNeeded(prefix + a.Key))
+	b.WriteByte('=')
+	s := v.String()
+	if len(s) > maxAttrValue {
+		cut := maxAttrValue
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut] + "…"
+	}
+	b.WriteString(quoteIfNeeded(s))
+}
+
+// quoteIfNeeded returns s as it is if it is non-empty printable ASCII with
+// no space, quote, backslash or '=', else quoted with non-ASCII escaped.
+func quoteIfNeeded(s string) string {
+	if s == "" {
+		return `""`
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c >= 0x7f || c == '"' || c == '=' || c == '\\' {
+			return strconv.QuoteToASCII(s)
+		}
+	}
+	return s
 }

@@ -77,6 +77,7 @@ func New(cfg config.Config, log *slog.Logger) (_ *App, err error) {
 			Audience:      cfg.JWTAudience,
 			Issuer:        cfg.JWTIssuer,
 			Leeway:        cfg.JWTLeeway,
+			MaxLifetime:   cfg.JWTMaxLifetime,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("--auth jwt: %w", err)
@@ -251,7 +252,7 @@ func New(cfg config.Config, log *slog.Logger) (_ *App, err error) {
 	})
 	admin := web.AdminConfig{
 		Hub: api, Node: cfg.NodeName, Cluster: cfg.Engine == "redis", Errors: recent.Entries, Password: cfg.AdminPassword, Started: time.Now(),
-		Limits: sendLimits,
+		Limits: sendLimits, Logins: web.NewLogins(log, reg),
 		Counters: func() map[string]float64 {
 			return counters(reg, map[string]string{
 				"pushgate_messages_delivered_total": "delivered",

@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
 
@@ -67,7 +68,8 @@ type Config struct {
 	JWTJWKS         string        // JWKS file (keys by kid, re-read on change).
 	JWTAudience     string        // required aud.
 	JWTIssuer       string        // required iss.
-	JWTLeeway       time.Duration // clock skew allowed on exp/nbf.
+	JWTLeeway       time.Duration // clock skew allowed on exp/nbf/iat.
+	JWTMaxLifetime  time.Duration // longest a token may be valid; 0: no maximum.
 	TokenCookie     string        // cookie carrying the token.
 	APIKeys         string        // name:key,... for gRPC callers.
 	APIKeysFile     string        // file of name:key lines.
@@ -110,6 +112,10 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 	return c, err
 }
 
+// MinAdminPassword is the shortest --admin-password accepted, in
+// characters.
+const MinAdminPassword = 12
+
 // secretFlags are masked by "pushgate config print".
 var secretFlags = map[string]bool{"jwt-secret": true, "api-keys": true, "admin-password": true}
 
@@ -143,7 +149,7 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, *fl
 	fs.DurationVar(&c.InboxMaxTTL, "inbox-max-ttl", gw.InboxMaxTTL, "longest ttl a message may ask for (also how long a dropped message is remembered, so resuming clients learn of the gap)")
 	fs.DurationVar(&c.PresenceGrace, "presence-grace", gw.PresenceGrace, "how long a user may be gone before WatchEvents reports them offline (a page reload reports nothing); 0 reports at once")
 	fs.IntVar(&c.MaxTopicsPerConn, "max-topics-per-connection", gw.MaxTopicsPerConn, "most topics one connection may subscribe to")
-	fs.StringVar(&c.UpstreamUsers, "upstream-users", "", "comma-separated user id `patterns` (path.Match, * for all) whose clients may send messages to WatchEvents")
+	fs.StringVar(&c.UpstreamUsers, "upstream-users", "", "comma-separated user id `patterns` whose clients may send messages to WatchEvents: * matches any characters (/ included; * alone is everyone), ? one, [a-z] one of a class, \\ escapes")
 	fs.StringVar(&c.UpstreamTopics, "upstream-topics", "", "comma-separated topic `patterns` (exact, or prefix*) that clients may send messages to")
 	fs.DurationVar(&c.IdempotencyWindow, "idempotency-window", 5*time.Minute, "how long a call with an idempotency_key is remembered (repeats get the first response)")
 	fs.IntVar(&c.WatchBuffer, "watch-buffer", 4096, "events a WatchEvents stream may fall behind before it is ended with RESOURCE_EXHAUSTED")
@@ -153,7 +159,8 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, *fl
 	fs.StringVar(&c.JWTJWKS, "jwt-jwks", "", "JWKS `file` of keys by kid; re-read when it changes, so keys can rotate")
 	fs.StringVar(&c.JWTAudience, "jwt-audience", "", "when set, tokens must carry this aud")
 	fs.StringVar(&c.JWTIssuer, "jwt-issuer", "", "when set, tokens must carry this iss")
-	fs.DurationVar(&c.JWTLeeway, "jwt-leeway", 5*time.Second, "clock skew allowed when checking a token's exp and nbf")
+	fs.DurationVar(&c.JWTLeeway, "jwt-leeway", 5*time.Second, "clock skew allowed when checking a token's exp, nbf and iat")
+	fs.DurationVar(&c.JWTMaxLifetime, "jwt-max-lifetime", 24*time.Hour, "longest a client token may be valid: tokens whose exp is further from now, or from their iat, are refused; 0 for no maximum")
 	fs.StringVar(&c.TokenCookie, "token-cookie", "", "`name` of a cookie that may carry the client token (besides the Authorization header and the token query parameter)")
 	fs.StringVar(&c.APIKeys, "api-keys", "", "comma-separated `name:key` pairs; gRPC callers must send \"authorization: Bearer <key>\"")
 	fs.StringVar(&c.APIKeysFile, "api-keys-file", "", "`file` of name:key lines (# comments), added to --api-keys")
@@ -167,14 +174,14 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, *fl
 	fs.IntVar(&c.MaxConns, "max-connections", 100000, "most open WebSocket connections on this node (HTTP 503 past it)")
 	fs.IntVar(&c.MaxConnsPerUser, "max-connections-per-user", 32, "most open connections of one user (HTTP 429 past it)")
 	fs.Float64Var(&c.NewConnsPerSec, "max-new-connections", 5000, "new WebSocket connections per second on this node (HTTP 429 past it); 0 for no limit")
-	fs.Float64Var(&c.UpstreamRate, "upstream-rate", 20, "frames per second a client may send, bursts of twice that (closed with 4002 past it); 0 for no limit")
+	fs.Float64Var(&c.UpstreamRate, "upstream-rate", 20, "frames per second a client may send, WebSocket pings and pongs included, bursts of twice that (closed with 4002 past it); 0 for no limit")
 	fs.DurationVar(&c.GRPCStopTimeout, "grpc-stop-timeout", 10*time.Second, "at shutdown, how long in-flight gRPC calls may take before they are cut")
 	fs.DurationVar(&c.DrainWindow, "drain-window", 10*time.Second, "at shutdown, clients are closed with 1001 at a steady pace over this window, so they do not all reconnect at once (0: all at once)")
 	fs.DurationVar(&c.ShutdownDelay, "shutdown-delay", 0, "at shutdown, how long /readyz and gRPC health report not ready before new connections are refused (give load balancers time to notice)")
 
 	host, _ := os.Hostname()
 	fs.StringVar(&c.OpsAddr, "ops-addr", "", "separate `address` for /metrics, /healthz, /readyz, /admin and /debug/pprof (default: served on --http-addr)")
-	fs.StringVar(&c.AdminPassword, "admin-password", "", "password for the /admin page (user \"admin\"); API keys are accepted too. Without either, /admin is served only on a loopback listener")
+	fs.StringVar(&c.AdminPassword, "admin-password", "", fmt.Sprintf("password for the /admin page (user \"admin\"), at least %d characters; API keys are accepted too. Without either, /admin is served only on a loopback listener. An address that fails 10 logins waits 6s per further try (HTTP 429)", MinAdminPassword))
 	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go profiling at /debug/pprof (with the ops endpoints)")
 	fs.StringVar(&c.NodeName, "node-name", host, "this node's name, shown on the admin page")
 	fs.StringVar(&c.TrustedProxies, "trusted-proxies", "", "comma-separated `CIDRs` of proxies (e.g. 127.0.0.1/32 for a local nginx) whose X-Forwarded-For names the client address in logs")
@@ -235,46 +242,79 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, *fl
 }
 
 // ApplyFile sets flags from a YAML mapping of flag names to values. A key
-// that is not a flag is an error naming it; a list becomes a comma list.
+// that is not a flag is an error naming it, and so is a key given twice; a
+// list becomes a comma list. Values are taken as written, never through a
+// YAML type: 0777, 0123456789 and 2026-01-02 stay those characters (YAML
+// would make them 511, 123456789 written as a float, and a timestamp),
+// which matters for secrets. Quoted values are unquoted; null or ~ (or
+// nothing) leaves the flag at its default.
 func ApplyFile(fs *flag.FlagSet, path string) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("--config: %w", err)
 	}
-	var m map[string]any
-	if err := yaml.Unmarshal(b, &m); err != nil {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil {
 		return fmt.Errorf("--config %s: %w", path, err)
 	}
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
+	if doc.Kind == 0 || len(doc.Content) == 0 {
+		return nil // empty, or only comments
 	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	root := resolveAlias(doc.Content[0])
+	if root.Kind == yaml.ScalarNode && root.Tag == "!!null" {
+		return nil
+	}
+	if root.Kind != yaml.MappingNode {
+		return fmt.Errorf("--config %s: want a mapping of flag names to values (http-addr: ...)", path)
+	}
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		kn, vn := resolveAlias(root.Content[i]), resolveAlias(root.Content[i+1])
+		k := kn.Value
+		if kn.Kind != yaml.ScalarNode {
+			return fmt.Errorf("--config %s: line %d: keys are flag names", path, kn.Line)
+		}
 		f := fs.Lookup(k)
 		if f == nil || k == "config" {
 			return fmt.Errorf("--config %s: unknown key %q (keys are the flag names, see --help)", path, k)
 		}
+		if seen[k] {
+			return fmt.Errorf("--config %s: key %q appears twice", path, k)
+		}
+		seen[k] = true
 		var v string
-		switch x := m[k].(type) {
-		case nil:
-			continue
-		case []any:
-			parts := make([]string, len(x))
-			for i, p := range x {
-				parts[i] = fmt.Sprint(p)
+		switch vn.Kind {
+		case yaml.ScalarNode:
+			if vn.Tag == "!!null" {
+				continue
+			}
+			v = vn.Value
+		case yaml.SequenceNode:
+			parts := make([]string, len(vn.Content))
+			for j, item := range vn.Content {
+				item = resolveAlias(item)
+				if item.Kind != yaml.ScalarNode {
+					return fmt.Errorf("--config %s: key %q: a list of plain values, not of lists or mappings", path, k)
+				}
+				parts[j] = item.Value
 			}
 			v = strings.Join(parts, ",")
-		case map[string]any:
-			return fmt.Errorf("--config %s: key %q: want a value or a list, not a mapping", path, k)
 		default:
-			v = fmt.Sprint(x)
+			return fmt.Errorf("--config %s: key %q: want a value or a list, not a mapping", path, k)
 		}
 		if err := fs.Set(k, v); err != nil {
 			return fmt.Errorf("--config %s: key %q: %v", path, k, err)
 		}
 	}
 	return nil
+}
+
+// resolveAlias follows a YAML alias (*name) to the node it names.
+func resolveAlias(n *yaml.Node) *yaml.Node {
+	for n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	return n
 }
 
 // Print writes the effective configuration of fs (from Load) as YAML
@@ -333,6 +373,10 @@ func (c *Config) Validate() error {
 	check(c.IdempotencyWindow > 0, "--idempotency-window must be positive")
 	_, err := c.Proxies()
 	check(err == nil, "--trusted-proxies: %v", err)
+	for _, p := range List(c.UpstreamUsers) {
+		err := gateway.ValidUserPattern(p)
+		check(err == nil, "--upstream-users: pattern %q: %v", p, err)
+	}
 	check(c.PresenceGrace >= 0, "--presence-grace must not be negative")
 	check(c.WatchBuffer > 0, "--watch-buffer must be positive")
 	check(c.Auth == "none" || c.Auth == "jwt", "--auth must be none or jwt, got %q", c.Auth)
@@ -340,6 +384,10 @@ func (c *Config) Validate() error {
 	check(c.Auth != "jwt" || hasKey, "--auth jwt needs --jwt-secret, --jwt-public-key or --jwt-jwks")
 	check(c.JWTSecret == "" || len(c.JWTSecret) >= 32, "--jwt-secret must be at least 32 bytes")
 	errs = append(errs, weakSecrets(map[string]string{"jwt-secret": c.JWTSecret, "admin-password": c.AdminPassword})...)
+	check(c.AdminPassword == "" || utf8.RuneCountInString(c.AdminPassword) >= MinAdminPassword,
+		"--admin-password must be at least %d characters", MinAdminPassword)
+	check(c.JWTLeeway >= 0, "--jwt-leeway must not be negative")
+	check(c.JWTMaxLifetime >= 0, "--jwt-max-lifetime must not be negative")
 	check((c.GRPCTLSCert == "") == (c.GRPCTLSKey == ""), "--grpc-tls-cert and --grpc-tls-key go together")
 	check(c.GRPCClientCA == "" || c.GRPCTLSCert != "", "--grpc-client-ca needs --grpc-tls-cert and --grpc-tls-key")
 	check((c.HTTPTLSCert == "") == (c.HTTPTLSKey == ""), "--http-tls-cert and --http-tls-key go together")

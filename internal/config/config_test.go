@@ -125,3 +125,115 @@ drain-window: 3s
 		}
 	}
 }
+
+func TestUpstreamUserPatterns(t *testing.T) {
+	getenv := func(string) string { return "" }
+	cfg, err := Parse([]string{"--upstream-users", "*, merchant-*, shop/[0-9]*"}, getenv, io.Discard)
+	if err != nil || cfg.UpstreamUsers != "*, merchant-*, shop/[0-9]*" {
+		t.Fatalf("good patterns: %q, %v", cfg.UpstreamUsers, err)
+	}
+	for _, bad := range []string{"shop-[", `admin\`, "[z-a]"} {
+		_, err := Parse([]string{"--upstream-users", "*," + bad}, getenv, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "--upstream-users") || !strings.Contains(err.Error(), fmt.Sprintf("%q", bad)) {
+			t.Errorf("%q: err = %v, want one naming the flag and the pattern", bad, err)
+		}
+	}
+}
+
+// Values in the file are taken as written, not through their YAML type.
+func TestConfigFileValuesAsWritten(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "pushgate.yaml")
+	os.WriteFile(file, []byte(`
+admin-password: 0777012345678901
+jwt-secret: 01234567890123456789012345678901234
+node-name: 2026-01-02
+jwt-audience: 1e3
+jwt-issuer: "0x10"
+token-cookie: &c yes
+redis-prefix: *c
+allowed-origins: [0777, 'b.example.com', 2026-01-02]
+queue-max-messages: 0x10
+heartbeat-interval: ~
+insecure: false
+`), 0o600)
+	getenv := func(string) string { return "" }
+	cfg, fs, err := Load([]string{"--config", file}, getenv, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ what, got, want string }{
+		{"digits with a leading zero", cfg.AdminPassword, "0777012345678901"},
+		{"a long number", cfg.JWTSecret, "01234567890123456789012345678901234"},
+		{"a date", cfg.NodeName, "2026-01-02"},
+		{"a float", cfg.JWTAudience, "1e3"},
+		{"quoted", cfg.JWTIssuer, "0x10"},
+		{"yes", cfg.TokenCookie, "yes"},
+		{"an alias", cfg.RedisPrefix, "yes"},
+		{"a list", cfg.AllowedOrigins, "0777,b.example.com,2026-01-02"},
+		{"an int flag in hex", fmt.Sprint(cfg.QueueMessages), "16"},
+		{"null keeps the default", cfg.HeartbeatInterval.String(), "25s"},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s: got %q, want %q", c.what, c.got, c.want)
+		}
+	}
+	// What config print writes loads back to the same values.
+	var out strings.Builder
+	if err := Print(fs, &out); err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range []string{`node-name: "2026-01-02"`, `jwt-audience: "1e3"`, `allowed-origins: 0777,b.example.com,2026-01-02`} {
+		if !strings.Contains(out.String(), line+"\n") {
+			t.Errorf("config print lacks %s:\n%s", line, out.String())
+		}
+	}
+	printed := filepath.Join(t.TempDir(), "printed.yaml")
+	var unmasked []string // the masked secrets left out
+	for _, line := range strings.SplitAfter(out.String(), "\n") {
+		if !strings.Contains(line, "********") {
+			unmasked = append(unmasked, line)
+		}
+	}
+	os.WriteFile(printed, []byte(strings.Join(unmasked, "")), 0o600)
+	again, err := Parse([]string{"--config", printed}, getenv, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.NodeName != cfg.NodeName || again.AllowedOrigins != cfg.AllowedOrigins || again.JWTIssuer != cfg.JWTIssuer {
+		t.Errorf("config print does not load back: %+v", again)
+	}
+
+	for _, bad := range []struct{ body, want string }{
+		{"node-name: a\nnode-name: b\n", `key "node-name" appears twice`},
+		{"allowed-origins: [[a]]\n", `key "allowed-origins"`},
+		{"? [a]\n: b\n", "keys are flag names"},
+	} {
+		os.WriteFile(file, []byte(bad.body), 0o600)
+		_, err := Parse([]string{"--config", file}, getenv, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("%q: err = %v, want it to mention %s", bad.body, err, bad.want)
+		}
+	}
+	for _, empty := range []string{"", "# only a comment\n", "~\n"} {
+		os.WriteFile(file, []byte(empty), 0o600)
+		if _, err := Parse([]string{"--config", file}, getenv, io.Discard); err != nil {
+			t.Errorf("%q: %v", empty, err)
+		}
+	}
+}
+
+func TestAdminPasswordLength(t *testing.T) {
+	getenv := func(string) string { return "" }
+	_, err := Parse([]string{"--admin-password", "elevenchars"}, getenv, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "--admin-password must be at least 12 characters") {
+		t.Fatalf("11 characters: err = %v", err)
+	}
+	if err != nil && strings.Contains(err.Error(), "elevenchars") {
+		t.Fatalf("the error shows the password: %v", err)
+	}
+	for _, ok := range []string{"twelve-chars", "密码密码密码密码密码密码"} {
+		if _, err := Parse([]string{"--admin-password", ok}, getenv, io.Discard); err != nil {
+			t.Errorf("%q: %v", ok, err)
+		}
+	}
+}
