@@ -231,7 +231,7 @@ func TestAdminPasswordLength(t *testing.T) {
 	if err != nil && strings.Contains(err.Error(), "elevenchars") {
 		t.Fatalf("the error shows the password: %v", err)
 	}
-	for _, ok := range []string{"twelve-chars", "密码密码密码密码密码密码"} {
+	for _, ok := range []string{"twelve-chars", "长长的中文管理员密码口令"} {
 		if _, err := Parse([]string{"--admin-password", ok}, getenv, io.Discard); err != nil {
 			t.Errorf("%q: %v", ok, err)
 		}
