@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -72,7 +73,8 @@ type Conn struct {
 	epoch   string     // guarded by the user's shard mu: the engine epoch it joined in
 
 	// Owned by the read loop.
-	upstream *limit.Bucket // made on the first frame; nil when unlimited
+	upstream *limit.Bucket // frames; made on the first frame; nil when unlimited
+	ackIDs   *limit.Bucket // ids acknowledged; made with upstream
 }
 
 func (c *Conn) idString() string { return "c" + strconv.FormatUint(c.id, 10) }
@@ -453,6 +455,9 @@ func (c *Conn) setExpiry(t time.Time) {
 func (c *Conn) readLoop() {
 	if r := c.hub.cfg.UpstreamPerSecond; r > 0 {
 		c.upstream = limit.NewBucket(r, int(2*r)+1)
+		// Acks cost the engine a lookup per id: they are limited by ids,
+		// with room to acknowledge a full inbox at once.
+		c.ackIDs = limit.NewBucket(r, c.hub.cfg.InboxMessages+int(2*r)+1)
 	}
 	for {
 		typ, data, err := c.ws.Read(context.Background())
@@ -470,13 +475,7 @@ func (c *Conn) readLoop() {
 			continue // read only to finish the close handshake
 		}
 		if !c.upstream.Allow() {
-			c.mu.Lock()
-			first := !c.closing
-			c.mu.Unlock()
-			if first {
-				c.hub.metrics.rateLimited.Inc()
-				c.closeWith(CloseRateLimited)
-			}
+			c.rateLimited()
 			continue // keep reading to complete the close handshake
 		}
 		if typ == websocket.MessageText && !utf8.Valid(data) {
@@ -488,6 +487,18 @@ func (c *Conn) readLoop() {
 		} else {
 			c.handleRaw(typ, data)
 		}
+	}
+}
+
+// rateLimited closes the connection with 4002 (once; frames that still
+// arrive while it closes are counted too).
+func (c *Conn) rateLimited() {
+	c.mu.Lock()
+	first := !c.closing
+	c.mu.Unlock()
+	if first {
+		c.hub.metrics.rateLimited.Inc()
+		c.closeWith(CloseRateLimited)
 	}
 }
 
@@ -560,7 +571,11 @@ func (c *Conn) handleOp(typ websocket.MessageType, data []byte) {
 	}
 }
 
-// opAck acknowledges message ids (PROTOCOL.md, "ack").
+// opAck acknowledges message ids (PROTOCOL.md, "ack"). Every id must be a
+// message id; a repeated id counts once; of more ids than an inbox holds
+// only the newest count (older ones cannot be waiting in it). Each id counts
+// against the connection's ack budget (ackIDs): past it the connection is
+// closed with 4002, as for frames over the rate.
 func (c *Conn) opAck(op clientOp) {
 	ids := op.IDs
 	if op.ID != "" {
@@ -568,6 +583,21 @@ func (c *Conn) opAck(op clientOp) {
 	}
 	if len(ids) == 0 || len(ids) > maxAckIDs {
 		c.send(errorFrame(op.Ref, "bad_request", "ack needs \"id\" or 1 to 1000 \"ids\""))
+		return
+	}
+	for _, id := range ids {
+		if !ValidID(id) {
+			c.send(errorFrame(op.Ref, "bad_request", "ack ids must be message ids (26 characters of Crockford base32)"))
+			return
+		}
+	}
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	if n := c.hub.cfg.InboxMessages; len(ids) > n {
+		ids = ids[len(ids)-n:] // ids sort by time: the newest
+	}
+	if !c.ackIDs.AllowN(len(ids)) {
+		c.rateLimited()
 		return
 	}
 	if err := c.hub.ack(c, ids, false); err != nil {
