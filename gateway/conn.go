@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -70,9 +71,11 @@ type Conn struct {
 	joinSeq string     // guarded by the user's shard mu: the last id handed out when the connection joined
 	epoch   string     // guarded by the user's shard mu: the engine epoch it joined in
 
-	// The frames the client may send (data and control frames); nil when
-	// unlimited. Set at construction; a Bucket is safe for concurrent use.
+	// The frames the client may send (data and control frames), and the
+	// message ids it may acknowledge; nil when unlimited. Set at
+	// construction; a Bucket is safe for concurrent use.
 	upstream *limit.Bucket
+	ackIDs   *limit.Bucket
 }
 
 func (c *Conn) idString() string { return "c" + strconv.FormatUint(c.id, 10) }
@@ -467,13 +470,7 @@ func (c *Conn) readLoop() {
 			continue // read only to finish the close handshake
 		}
 		if !c.upstream.Allow() {
-			c.mu.Lock()
-			first := !c.closing
-			c.mu.Unlock()
-			if first {
-				c.hub.metrics.rateLimited.Inc()
-				c.closeWith(CloseRateLimited)
-			}
+			c.rateLimited()
 			continue // keep reading to complete the close handshake
 		}
 		if typ == websocket.MessageText && !utf8.Valid(data) {
@@ -485,6 +482,18 @@ func (c *Conn) readLoop() {
 		} else {
 			c.handleRaw(typ, data)
 		}
+	}
+}
+
+// rateLimited closes the connection with 4002 (once; frames that still
+// arrive while it closes are counted too).
+func (c *Conn) rateLimited() {
+	c.mu.Lock()
+	first := !c.closing
+	c.mu.Unlock()
+	if first {
+		c.hub.metrics.rateLimited.Inc()
+		c.closeWith(CloseRateLimited)
 	}
 }
 
@@ -557,7 +566,11 @@ func (c *Conn) handleOp(typ websocket.MessageType, data []byte) {
 	}
 }
 
-// opAck acknowledges message ids (PROTOCOL.md, "ack").
+// opAck acknowledges message ids (PROTOCOL.md, "ack"). Every id must be a
+// message id; a repeated id counts once; of more ids than an inbox holds
+// only the newest count (older ones cannot be waiting in it). Each id counts
+// against the connection's ack budget (ackIDs): past it the connection is
+// closed with 4002, as for frames over the rate.
 func (c *Conn) opAck(op clientOp) {
 	ids := op.IDs
 	if op.ID != "" {
@@ -565,6 +578,21 @@ func (c *Conn) opAck(op clientOp) {
 	}
 	if len(ids) == 0 || len(ids) > maxAckIDs {
 		c.send(errorFrame(op.Ref, "bad_request", "ack needs \"id\" or 1 to 1000 \"ids\""))
+		return
+	}
+	for _, id := range ids {
+		if !ValidID(id) {
+			c.send(errorFrame(op.Ref, "bad_request", "ack ids must be message ids (26 characters of Crockford base32)"))
+			return
+		}
+	}
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	if n := c.hub.cfg.InboxMessages; len(ids) > n {
+		ids = ids[len(ids)-n:] // ids sort by time: the newest
+	}
+	if !c.ackIDs.AllowN(len(ids)) {
+		c.rateLimited()
 		return
 	}
 	if err := c.hub.ack(c, ids, false); err != nil {

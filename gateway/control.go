@@ -22,6 +22,17 @@ func newUpstreamBucket(cfg *Config) *limit.Bucket {
 	return nil
 }
 
+// newAckBucket is a connection's bucket for the message ids it
+// acknowledges: acks cost the engine a lookup per id, so they are limited by
+// ids, UpstreamPerSecond with room to acknowledge a full inbox at once; nil
+// (no limit) when the rate is 0.
+func newAckBucket(cfg *Config) *limit.Bucket {
+	if r := cfg.UpstreamPerSecond; r > 0 {
+		return limit.NewBucket(r, cfg.InboxMessages+int(2*r)+1)
+	}
+	return nil
+}
+
 // onPing is the library's OnPingReceived: it reports whether to answer.
 func (c *Conn) onPing(context.Context, []byte) bool { return c.controlFrame() }
 

@@ -100,7 +100,10 @@
 //  3. a connection's mu.
 //
 // The hub never calls the engine while it holds a lock of its own, and
-// never writes to a socket under any lock: write loops do the I/O. A
+// never writes to a socket under any lock: write loops do the I/O. Emit,
+// which engines call under their locks, only queues the event: one
+// goroutine per hub, running while events wait, hands them to the
+// WatchEvents streams under no lock. A
 // connection that overflows inside Deliver is closed on another goroutine,
 // since closing calls the engine (Left) and the engine may hold its stripe.
 package gateway

@@ -101,7 +101,9 @@ type Node interface {
 	// spread over window (on a goroutine of its own), and returns how many:
 	// the engine cannot serve them from this node any more.
 	Evict(window time.Duration) int
-	// Emit hands e to this node's WatchEvents streams.
+	// Emit queues e for this node's WatchEvents streams. It never blocks
+	// and does no per-stream work, so an engine may call it under its own
+	// locks; the streams get events in the order of the calls.
 	Emit(e Event)
 	// Watch, Unwatch and Watchers manage this node's WatchEvents streams.
 	Watch(kinds []EventKind, buffer int) *Watcher
@@ -125,6 +127,9 @@ type Node interface {
 // InboxCounts is inbox work an engine did, for the metrics.
 type InboxCounts struct {
 	Acked, Trimmed, Expired, Replayed int
+	// Full: messages not stored because all inboxes together were at
+	// their cap (Config.InboxTotalMessages, InboxTotalBytes).
+	Full int
 }
 
 // Push is a message a caller asks to send: what the backend gave, before
@@ -202,6 +207,11 @@ var ErrUnavailable = errors.New("push engine unavailable")
 // ErrIdempotencyConflict: the key was used for a different request within
 // its window.
 var ErrIdempotencyConflict = errors.New("idempotency key already used for a different request")
+
+// ErrIdempotencyFull: the engine remembers as many idempotency results as
+// it may (Config.IdempotencyEntries); the send was not made. The API answers
+// it with RESOURCE_EXHAUSTED.
+var ErrIdempotencyFull = errors.New("too many idempotency keys remembered")
 
 // NewMessage makes the message an engine delivers for p: m.ID and m.Time
 // set, stored when p.TTL > 0 and it goes to users (not a broadcast, not a

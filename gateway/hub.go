@@ -50,6 +50,16 @@ type Config struct {
 	// oldest entries are dropped (and counted).
 	InboxMessages int
 	InboxBytes    int
+	// InboxTotalMessages and InboxTotalBytes cap all inboxes together (the
+	// memory engine's; Redis is bounded by its maxmemory): at the cap a
+	// message is still delivered live but not stored (Delivery.Stored
+	// false), and resuming clients from before it are told it may be lost.
+	// IdempotencyEntries caps the results the memory engine remembers for
+	// idempotency keys (a SendToUsers result counts once per user): at the
+	// cap a send with a new key fails with ErrIdempotencyFull.
+	InboxTotalMessages int
+	InboxTotalBytes    int
+	IdempotencyEntries int
 	// InboxMaxTTL is the longest ttl a message may ask for, and how long a
 	// loss (trimmed or expired entry) is remembered for resuming clients.
 	InboxMaxTTL time.Duration
@@ -96,8 +106,9 @@ type Config struct {
 	// it, burst of one second's worth). 0: no limit.
 	NewConnsPerSecond float64
 	// UpstreamPerSecond limits the frames one client may send, data frames
-	// and WebSocket ping and pong frames alike (burst of twice that); past
-	// it the connection is closed with 4002. 0: no limit.
+	// and WebSocket ping and pong frames alike (burst of twice that), and
+	// the message ids it may acknowledge (burst of a full inbox plus twice
+	// that); past either the connection is closed with 4002. 0: no limit.
 	UpstreamPerSecond float64
 }
 
@@ -119,6 +130,10 @@ func DefaultConfig() Config {
 		InboxMaxTTL:       24 * time.Hour,
 		PresenceGrace:     5 * time.Second,
 		MaxTopicsPerConn:  64,
+
+		InboxTotalMessages: 1_000_000,
+		InboxTotalBytes:    512 << 20,
+		IdempotencyEntries: 500_000,
 	}
 }
 
@@ -139,6 +154,7 @@ func (c *Config) setDefaults() {
 	for _, f := range []struct{ v, d *int }{
 		{&c.QueueMessages, &d.QueueMessages}, {&c.QueueBytes, &d.QueueBytes}, {&c.MaxUserIDBytes, &d.MaxUserIDBytes},
 		{&c.InboxMessages, &d.InboxMessages}, {&c.InboxBytes, &d.InboxBytes}, {&c.MaxTopicsPerConn, &d.MaxTopicsPerConn},
+		{&c.InboxTotalMessages, &d.InboxTotalMessages}, {&c.InboxTotalBytes, &d.InboxTotalBytes}, {&c.IdempotencyEntries, &d.IdempotencyEntries},
 	} {
 		if *f.v <= 0 {
 			*f.v = *f.d
@@ -558,6 +574,7 @@ func (h *Hub) CountInbox(c InboxCounts) {
 	m.inboxTrimmed.Add(float64(c.Trimmed))
 	m.inboxExpired.Add(float64(c.Expired))
 	m.replayed.Add(float64(c.Replayed))
+	m.inboxFull.Add(float64(c.Full))
 }
 
 // userConns appends userID's connections to dst, copied under the shard's

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"container/heap"
 	"context"
+	"fmt"
 	"hash/maphash"
 	"slices"
 	"sync"
@@ -37,10 +38,19 @@ type memoryEngine struct {
 	stripes [numShards]memStripe
 	idem    idemTable
 
-	users   atomic.Int64 // users with connections
-	conns   atomic.Int64 // their connections, as last read from the node
-	inboxed atomic.Int64 // messages in all inboxes
-	closed  atomic.Bool
+	users      atomic.Int64 // users with connections
+	conns      atomic.Int64 // their connections, as last read from the node
+	inboxed    atomic.Int64 // messages in all inboxes
+	inboxBytes atomic.Int64 // their payload bytes (a message in several inboxes counts in each)
+	closed     atomic.Bool
+
+	// full remembers the last message not stored because all inboxes were
+	// at their cap: a client resuming from before it may have lost it.
+	full struct {
+		mu    sync.Mutex
+		id    string    // guarded by mu
+		until time.Time // guarded by mu
+	}
 }
 
 // memStripe holds the users that hash to it. Lock order: a stripe (several
@@ -69,6 +79,7 @@ func newMemoryEngine(node Node) *memoryEngine {
 		s.leaving = make(map[string]*time.Timer)
 	}
 	e.idem.entries = make(map[string]*idemEntry)
+	e.idem.max = e.cfg.IdempotencyEntries
 	go e.expireLoop()
 	return e
 }
@@ -98,14 +109,22 @@ func (e *memoryEngine) SendToUsers(ctx context.Context, userIDs []string, p Push
 		for i, u := range userIDs {
 			s := e.stripe(u)
 			d := Delivery{UserID: u}
-			if m.stored {
+			switch {
+			case m.stored && e.inboxesFull(len(m.Data)):
+				// Delivered live below, not kept: the caller sees
+				// Stored false, resuming clients a possible loss.
+				c.Full++
+				e.markFull(m.ID, now)
+			case m.stored:
 				b := s.inboxes[u]
 				if b == nil {
 					b = &inbox{}
 					s.inboxes[u] = b
 				}
+				before := b.bytes
 				trimmed := b.add(m, now, e.cfg.InboxMessages, e.cfg.InboxBytes, e.cfg.InboxMaxTTL)
 				e.inboxed.Add(int64(1 - trimmed))
+				e.inboxBytes.Add(int64(b.bytes - before))
 				c.Trimmed += trimmed
 				d.Stored = true
 			}
@@ -119,11 +138,35 @@ func (e *memoryEngine) SendToUsers(ctx context.Context, userIDs []string, p Push
 				e.stripes[i].mu.Unlock()
 			}
 		}
-		if c.Trimmed > 0 {
+		if c.Trimmed > 0 || c.Full > 0 {
 			e.node.CountInbox(c)
 		}
 		return out, nil
 	})
+}
+
+// inboxesFull reports whether all inboxes together are at their cap, for a
+// message of size payload bytes.
+func (e *memoryEngine) inboxesFull(size int) bool {
+	return e.inboxed.Load() >= int64(e.cfg.InboxTotalMessages) || e.inboxBytes.Load()+int64(size) > int64(e.cfg.InboxTotalBytes)
+}
+
+// markFull remembers that message id was not stored.
+func (e *memoryEngine) markFull(id string, now time.Time) {
+	f := &e.full
+	f.mu.Lock()
+	f.id = max(f.id, id)
+	f.until = now.Add(e.cfg.InboxMaxTTL)
+	f.mu.Unlock()
+}
+
+// lostFull reports whether a message after lastID was not stored because
+// the inboxes were full.
+func (e *memoryEngine) lostFull(lastID string, now time.Time) bool {
+	f := &e.full
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.id > lastID && now.Before(f.until)
 }
 
 // Broadcast implements Engine.
@@ -282,6 +325,7 @@ func (e *memoryEngine) Join(_ context.Context, j JoinRequest) (Joined, error) {
 	e.setPresenceLocked(s, j.UserID, now)
 	sameEpoch := j.Epoch == "" || j.Epoch == e.cfg.Epoch
 	if b := s.inboxes[j.UserID]; b != nil {
+		before := b.bytes
 		// Entries past their ttl that the sweep has not reached yet are a
 		// loss, not an ack.
 		if n := b.expire(now, e.cfg.InboxMaxTTL); n > 0 {
@@ -298,6 +342,10 @@ func (e *memoryEngine) Join(_ context.Context, j JoinRequest) (Joined, error) {
 				e.node.Emit(Event{Kind: EventMessageAcked, UserID: j.UserID, ConnID: j.ConnID, MessageID: id, Implicit: true, Time: now})
 			}
 		}
+		e.inboxBytes.Add(int64(b.bytes - before))
+	}
+	if j.Resume && out.Complete && e.lostFull(j.LastID, now) {
+		out.Complete = false
 	}
 	// Every send to this user from now on gets a greater id, and reaches
 	// the connection (it is in the node's registry).
@@ -332,6 +380,7 @@ func (e *memoryEngine) Ack(_ context.Context, userID, connID string, ids []strin
 	var c InboxCounts
 	s.mu.Lock()
 	if b := s.inboxes[userID]; b != nil {
+		before := b.bytes
 		for _, id := range ids {
 			if b.ack(id) {
 				e.inboxed.Add(-1)
@@ -339,6 +388,7 @@ func (e *memoryEngine) Ack(_ context.Context, userID, connID string, ids []strin
 				e.node.Emit(Event{Kind: EventMessageAcked, UserID: userID, ConnID: connID, MessageID: id, Implicit: implicit, Time: now})
 			}
 		}
+		e.inboxBytes.Add(int64(b.bytes - before))
 		if b.empty(now) {
 			delete(s.inboxes, userID)
 		}
@@ -396,7 +446,9 @@ func (e *memoryEngine) expire(now time.Time) {
 		s := &e.stripes[i]
 		s.mu.Lock()
 		for id, b := range s.inboxes {
+			before := b.bytes
 			if n := b.expire(now, e.cfg.InboxMaxTTL); n > 0 {
+				e.inboxBytes.Add(int64(b.bytes - before))
 				e.inboxed.Add(int64(-n))
 				c.Expired += n
 			}
@@ -414,11 +466,16 @@ func (e *memoryEngine) expire(now time.Time) {
 // idemTable remembers the results of sends made with an idempotency key for
 // their window. A repeat gets the first result and sends nothing; a
 // concurrent repeat waits for the first to finish. A send that fails is
-// forgotten, so its retry runs again. Safe for concurrent use.
+// forgotten, so its retry runs again. It holds results of at most max
+// weight (one per entry, or per user of a SendToUsers result): past it a
+// send with a new key fails with ErrIdempotencyFull. Safe for concurrent use.
 type idemTable struct {
+	max       int // immutable after construction
 	mu        sync.Mutex
 	entries   map[string]*idemEntry // guarded by mu
+	weight    int                   // guarded by mu: of the entries
 	nextSweep time.Time             // guarded by mu
+	lastFull  time.Time             // guarded by mu: the last sweep made because the table was full
 }
 
 type idemEntry struct {
@@ -427,6 +484,34 @@ type idemEntry struct {
 	sent    Sent
 	err     error
 	expires time.Time // guarded by idemTable.mu
+	weight  int       // guarded by idemTable.mu
+}
+
+// sweepLocked drops the expired entries.
+func (t *idemTable) sweepLocked(now time.Time) {
+	for key, e := range t.entries {
+		if now.After(e.expires) {
+			t.deleteLocked(key, e)
+		}
+	}
+}
+
+func (t *idemTable) deleteLocked(key string, e *idemEntry) {
+	delete(t.entries, key)
+	t.weight -= e.weight
+}
+
+// fullLocked reports whether a new entry has no room, after sweeping the
+// expired ones (at most once a second: a full table is not swept per call).
+func (t *idemTable) fullLocked(now time.Time) bool {
+	if t.max <= 0 || t.weight < t.max {
+		return false
+	}
+	if now.Sub(t.lastFull) >= time.Second {
+		t.lastFull = now
+		t.sweepLocked(now)
+	}
+	return t.weight >= t.max
 }
 
 // do runs send once per key within k.Window and returns its result to
@@ -439,27 +524,33 @@ func (t *idemTable) do(ctx context.Context, k Idempotency, send func() (Sent, er
 		now := time.Now()
 		t.mu.Lock()
 		if now.After(t.nextSweep) {
-			for key, e := range t.entries {
-				if now.After(e.expires) {
-					delete(t.entries, key)
-				}
-			}
+			t.sweepLocked(now)
 			t.nextSweep = now.Add(k.Window / 10)
 		}
 		e, ok := t.entries[k.Key]
 		if ok && now.After(e.expires) {
-			delete(t.entries, k.Key)
+			t.deleteLocked(k.Key, e)
 			ok = false
 		}
 		if !ok {
-			e = &idemEntry{hash: k.Hash, done: make(chan struct{}), expires: now.Add(k.Window)}
+			if t.fullLocked(now) {
+				t.mu.Unlock()
+				return Sent{}, fmt.Errorf("%w: %d, the most this node keeps; retry when older keys expire", ErrIdempotencyFull, t.max)
+			}
+			e = &idemEntry{hash: k.Hash, done: make(chan struct{}), expires: now.Add(k.Window), weight: 1}
 			t.entries[k.Key] = e
+			t.weight++
 			t.mu.Unlock()
 			sent, err := send()
 			t.mu.Lock()
 			e.sent, e.err = sent, err
+			if t.entries[k.Key] == e {
+				w := max(1, len(sent.Users))
+				t.weight += w - e.weight
+				e.weight = w
+			}
 			if err != nil && t.entries[k.Key] == e {
-				delete(t.entries, k.Key) // not remembered: a retry runs again
+				t.deleteLocked(k.Key, e) // not remembered: a retry runs again
 			} else {
 				e.expires = time.Now().Add(k.Window)
 			}

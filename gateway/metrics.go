@@ -34,6 +34,7 @@ type Metrics struct {
 	replayed     prometheus.Counter
 	inboxTrimmed prometheus.Counter
 	inboxExpired prometheus.Counter
+	inboxFull    prometheus.Counter
 
 	watchers    prometheus.Gauge
 	watchersCut prometheus.Counter
@@ -78,6 +79,7 @@ func NewMetrics(reg prometheus.Registerer, h *Hub) *Metrics {
 		replayed:         counter("pushgate_messages_replayed_total", "Inbox messages queued to connections at connect or resume."),
 		inboxTrimmed:     counter("pushgate_inbox_trimmed_total", "Inbox messages dropped to stay within --inbox-max-messages / --inbox-max-bytes."),
 		inboxExpired:     counter("pushgate_inbox_expired_total", "Inbox messages dropped because their ttl passed unacknowledged."),
+		inboxFull:        counter("pushgate_inbox_full_total", "Messages delivered live but not stored because all inboxes together were at --inbox-max-total-messages / --inbox-max-total-bytes (memory engine)."),
 		watchers:         gauge("pushgate_watchers", "Open WatchEvents streams."),
 		watchersCut:      counter("pushgate_watchers_cut_total", "WatchEvents streams ended because they fell too far behind."),
 		authFailures: vec("pushgate_auth_failures_total",

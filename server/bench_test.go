@@ -76,8 +76,10 @@ func newGRPCHarness(tb testing.TB, log *slog.Logger) *grpcHarness {
 		shutdownHub(tb, h.hub)
 		tb.Fatal(err)
 	}
-	h.grpcSrv = NewGRPCServer(h.svc, health.NewServer(), ServerOptions{}, log)
-	go func() { h.served <- h.grpcSrv.Serve(ln) }()
+	// Guarded as pushgate serves it (internal/app), defaults applied.
+	guard := NewGuard(GuardConfig{MaxConnsPerAddr: DefaultMaxConnsPerAddr, ResetRate: DefaultResetRate}, nil)
+	h.grpcSrv = NewGRPCServer(h.svc, health.NewServer(), ServerOptions{Guard: guard}, log)
+	go func() { h.served <- h.grpcSrv.Serve(guard.Listener(ln)) }()
 	h.cc, err = grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		h.close(tb)

@@ -41,6 +41,9 @@ type ServerOptions struct {
 	Registerer prometheus.Registerer
 	// GRPC are extra server options (TLS credentials, message sizes).
 	GRPC []grpc.ServerOption
+	// Guard, when set, bounds connections and streams before calls are
+	// authenticated (serve on Guard.Listener).
+	Guard *Guard
 
 	metrics *grpcMetrics
 }
@@ -103,7 +106,11 @@ func NewGRPCServer(svc *Service, hs *health.Server, o ServerOptions, log *slog.L
 		return c.Service == pb.PushService_ServiceDesc.ServiceName
 	})
 	limiter := callerLimiter{buckets: limit.NewKeyed(o.RatePerCaller, int(o.RatePerCaller)+1), metrics: o.metrics}
-	opts := append(o.GRPC,
+	opts := append([]grpc.ServerOption(nil), o.GRPC...)
+	if o.Guard != nil {
+		opts = append(opts, o.Guard.serverOptions()...)
+	}
+	opts = append(opts,
 		// Pings keep idle streams (WatchEvents) alive through proxies and
 		// NAT, and find dead callers.
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
@@ -147,7 +154,10 @@ func whenInfo(log *slog.Logger, i grpc.UnaryServerInterceptor) grpc.UnaryServerI
 	}
 }
 
+// unaryCallerSlot is the outermost unary interceptor: it runs once the
+// request has arrived.
 func unaryCallerSlot(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	requestArrived(ctx)
 	ctx, _ = withCallerSlot(ctx)
 	return handler(ctx, req)
 }
@@ -163,6 +173,15 @@ type ctxStream struct {
 }
 
 func (s *ctxStream) Context() context.Context { return s.ctx }
+
+// RecvMsg tells the guard when the stream's first request has arrived.
+func (s *ctxStream) RecvMsg(m any) error {
+	err := s.ServerStream.RecvMsg(m)
+	if err == nil {
+		requestArrived(s.ctx)
+	}
+	return err
+}
 
 func (m *grpcMetrics) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	start := time.Now()

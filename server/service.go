@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -47,6 +48,50 @@ type Service struct {
 	watchBuffer int
 	draining    chan struct{} // closed by Drain
 	drainOnce   sync.Once
+
+	watchers watchSlots
+	metrics  serviceMetrics
+}
+
+type serviceMetrics struct {
+	watchRefusedKey  prometheus.Counter
+	watchRefusedNode prometheus.Counter
+	idemFull         prometheus.Counter
+}
+
+// watchSlots counts the open WatchEvents streams, by API caller.
+type watchSlots struct {
+	max, perKey int // immutable
+	mu          sync.Mutex
+	total       int            // guarded by mu
+	byKey       map[string]int // guarded by mu
+}
+
+// take reserves a stream for caller, or returns the RESOURCE_EXHAUSTED
+// error naming the limit it would go past.
+func (w *watchSlots) take(caller string, m *serviceMetrics) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch {
+	case w.byKey[caller] >= w.perKey:
+		m.watchRefusedKey.Inc()
+		return status.Errorf(codes.ResourceExhausted, "too many WatchEvents streams for this API key: at most %d per key on this node (--watch-max-per-key); close one first", w.perKey)
+	case w.total >= w.max:
+		m.watchRefusedNode.Inc()
+		return status.Errorf(codes.ResourceExhausted, "too many WatchEvents streams: at most %d on this node (--watch-max); watch another node or retry later", w.max)
+	}
+	w.byKey[caller]++
+	w.total++
+	return nil
+}
+
+func (w *watchSlots) release(caller string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.byKey[caller]--; w.byKey[caller] <= 0 {
+		delete(w.byKey, caller)
+	}
+	w.total--
 }
 
 // Options tune the service. The zero value of a field means its default.
@@ -55,9 +100,24 @@ type Options struct {
 	// its idempotency key. Default 5m.
 	IdempotencyWindow time.Duration
 	// WatchBuffer is how many events a WatchEvents stream may fall behind
-	// before it is ended with RESOURCE_EXHAUSTED. Default 4096.
+	// before it is ended with RESOURCE_EXHAUSTED. Default 1024.
 	WatchBuffer int
+	// MaxWatchers caps the WatchEvents streams open on this node, and
+	// MaxWatchersPerKey those of one API key (all callers together without
+	// keys): past them WatchEvents answers RESOURCE_EXHAUSTED. Defaults 256
+	// and 32. So at most MaxWatchers × WatchBuffer events wait in buffers.
+	MaxWatchers       int
+	MaxWatchersPerKey int
+	// Registerer receives the service's metrics; nil: not registered.
+	Registerer prometheus.Registerer
 }
+
+// Defaults of Options (and of the flags that set them).
+const (
+	DefaultWatchBuffer       = 1024
+	DefaultMaxWatchers       = 256
+	DefaultMaxWatchersPerKey = 32
+)
 
 // NewService returns the PushService implementation backed by gw.
 func NewService(gw Gateway, log *slog.Logger, opts Options) *Service {
@@ -65,9 +125,32 @@ func NewService(gw Gateway, log *slog.Logger, opts Options) *Service {
 		opts.IdempotencyWindow = 5 * time.Minute
 	}
 	if opts.WatchBuffer <= 0 {
-		opts.WatchBuffer = 4096
+		opts.WatchBuffer = DefaultWatchBuffer
 	}
-	return &Service{gw: gw, log: log, idemWindow: opts.IdempotencyWindow, watchBuffer: opts.WatchBuffer, draining: make(chan struct{})}
+	if opts.MaxWatchers <= 0 {
+		opts.MaxWatchers = DefaultMaxWatchers
+	}
+	if opts.MaxWatchersPerKey <= 0 {
+		opts.MaxWatchersPerKey = DefaultMaxWatchersPerKey
+	}
+	s := &Service{gw: gw, log: log, idemWindow: opts.IdempotencyWindow, watchBuffer: opts.WatchBuffer, draining: make(chan struct{})}
+	s.watchers = watchSlots{max: opts.MaxWatchers, perKey: opts.MaxWatchersPerKey, byKey: make(map[string]int)}
+	refused := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "pushgate_watchers_refused_total",
+		Help: "WatchEvents calls refused with RESOURCE_EXHAUSTED, by limit: per_key (--watch-max-per-key) or node (--watch-max).",
+	}, []string{"limit"})
+	s.metrics = serviceMetrics{
+		watchRefusedKey:  refused.WithLabelValues("per_key"),
+		watchRefusedNode: refused.WithLabelValues("node"),
+		idemFull: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pushgate_idempotency_full_total",
+			Help: "Sends refused with RESOURCE_EXHAUSTED because the engine remembered --idempotency-max-entries idempotency results (memory engine).",
+		}),
+	}
+	if opts.Registerer != nil {
+		opts.Registerer.MustRegister(refused, s.metrics.idemFull)
+	}
+	return s
 }
 
 // Drain ends the open WatchEvents streams with UNAVAILABLE (so that a
@@ -112,6 +195,10 @@ func (s *Service) push(ctx context.Context, method string, m *pb.Message, req pr
 func (s *Service) sendError(ctx context.Context, method string, err error) error {
 	if errors.Is(err, gateway.ErrIdempotencyConflict) {
 		return invalid("message.idempotency_key", "already used for a different request within the idempotency window")
+	}
+	if errors.Is(err, gateway.ErrIdempotencyFull) {
+		s.metrics.idemFull.Inc()
+		return status.Error(codes.ResourceExhausted, err.Error()+" (--idempotency-max-entries)")
 	}
 	return s.internal(ctx, method, err)
 }
@@ -204,6 +291,11 @@ func (s *Service) WatchEvents(req *pb.WatchEventsRequest, stream grpc.ServerStre
 	for i, k := range req.GetKinds() {
 		kinds[i] = gateway.EventKind(k) // the enums share their numbers
 	}
+	caller := Caller(stream.Context())
+	if err := s.watchers.take(caller, &s.metrics); err != nil {
+		return err
+	}
+	defer s.watchers.release(caller)
 	w := s.gw.Watch(kinds, s.watchBuffer)
 	defer s.gw.Unwatch(w)
 	// Headers go out now, so the caller knows the watch is in place before

@@ -29,7 +29,10 @@ func NewBucket(rate float64, burst int) *Bucket {
 }
 
 // Allow takes one token if there is one.
-func (b *Bucket) Allow() bool {
+func (b *Bucket) Allow() bool { return b.AllowN(1) }
+
+// AllowN takes n tokens if there are that many (none otherwise).
+func (b *Bucket) AllowN(n int) bool {
 	if b == nil {
 		return true
 	}
@@ -38,10 +41,10 @@ func (b *Bucket) Allow() bool {
 	defer b.mu.Unlock()
 	b.tokens = min(b.burst, b.tokens+now.Sub(b.last).Seconds()*b.rate)
 	b.last = now
-	if b.tokens < 1 {
+	if b.tokens < float64(n) {
 		return false
 	}
-	b.tokens--
+	b.tokens -= float64(n)
 	return true
 }
 

@@ -13,6 +13,10 @@ func TestBucket(t *testing.T) {
 	if n < 5 || n > 6 {
 		t.Fatalf("allowed %d of 100 with burst 5", n)
 	}
+	b = NewBucket(1, 10)
+	if !b.AllowN(7) || b.AllowN(7) || !b.AllowN(3) {
+		t.Fatal("AllowN must take n tokens or none")
+	}
 	var none *Bucket
 	if !none.Allow() || NewBucket(0, 1) != nil {
 		t.Fatal("a nil bucket must allow everything")

@@ -145,6 +145,10 @@ func New(cfg config.Config, log *slog.Logger) (_ *App, err error) {
 		NewConnsPerSecond: cfg.NewConnsPerSec,
 		UpstreamPerSecond: cfg.UpstreamRate,
 		TrustedProxies:    proxies,
+
+		InboxTotalMessages: cfg.InboxTotalMessages,
+		InboxTotalBytes:    cfg.InboxTotalBytes,
+		IdempotencyEntries: cfg.IdempotencyEntries,
 	}, log, reg, newEngine)
 	if err != nil {
 		return nil, fmt.Errorf("--engine %s: %w", cfg.Engine, err)
@@ -157,7 +161,14 @@ func New(cfg config.Config, log *slog.Logger) (_ *App, err error) {
 	if err != nil {
 		return nil, err
 	}
-	a.svc = server.NewService(a.eng, log, server.Options{IdempotencyWindow: cfg.IdempotencyWindow, WatchBuffer: cfg.WatchBuffer})
+	a.svc = server.NewService(a.eng, log, server.Options{
+		IdempotencyWindow: cfg.IdempotencyWindow, WatchBuffer: cfg.WatchBuffer,
+		MaxWatchers: cfg.WatchMax, MaxWatchersPerKey: cfg.WatchMaxPerKey, Registerer: reg,
+	})
+	guard := server.NewGuard(server.GuardConfig{
+		MaxStreams: uint32(cfg.GRPCMaxStreams), RequestTimeout: cfg.GRPCRequestTimeout,
+		MaxConnsPerAddr: cfg.GRPCMaxConnsPerIP, ResetRate: cfg.GRPCResetRate,
+	}, reg)
 	a.grpc = server.NewGRPCServer(a.svc, a.health, server.ServerOptions{
 		Limits:        server.Limits{MaxUserIDBytes: cfg.MaxUserIDBytes, MaxPayloadBytes: cfg.MaxPayloadBytes, MaxBatchUsers: cfg.MaxBatchUsers, MaxTTL: cfg.InboxMaxTTL},
 		APIKeys:       keys,
@@ -165,11 +176,13 @@ func New(cfg config.Config, log *slog.Logger) (_ *App, err error) {
 		NoReflection:  cfg.NoReflection,
 		Registerer:    reg,
 		GRPC:          grpcOpts,
+		Guard:         guard,
 	}, log)
 
 	if a.grpcLn, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
 		return nil, fmt.Errorf("--grpc-addr: %w", err)
 	}
+	a.grpcLn = guard.Listener(a.grpcLn)
 	// Connections on the HTTP listeners that are not (yet) WebSockets.
 	httpConns := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "pushgate_http_connections_refused_total",

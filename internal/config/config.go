@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -21,6 +22,7 @@ import (
 
 	"pushgate/gateway"
 	"pushgate/internal/secret"
+	"pushgate/server"
 )
 
 // Config is everything pushgate can be told. Every field is a flag with a
@@ -61,6 +63,16 @@ type Config struct {
 	UpstreamTopics    string        // comma-separated topic patterns clients may send to.
 	IdempotencyWindow time.Duration // how long idempotency keys are remembered.
 	WatchBuffer       int           // events a WatchEvents stream may lag.
+
+	WatchMax           int           // WatchEvents streams per node.
+	WatchMaxPerKey     int           // WatchEvents streams per API key per node.
+	InboxTotalMessages int           // all inboxes together, messages (memory engine).
+	InboxTotalBytes    int           // all inboxes together, payload bytes (memory engine).
+	IdempotencyEntries int           // idempotency results remembered (memory engine).
+	GRPCMaxStreams     int           // concurrent calls per gRPC connection.
+	GRPCRequestTimeout time.Duration // from a call's headers to its request; also the connection handshake.
+	GRPCMaxConnsPerIP  int           // open gRPC connections per client address.
+	GRPCResetRate      float64       // calls per second per gRPC connection that may end before their request.
 
 	Auth            string        // client auth: none or jwt.
 	JWTSecret       string        // HS256 secret.
@@ -152,7 +164,16 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, *fl
 	fs.StringVar(&c.UpstreamUsers, "upstream-users", "", "comma-separated user id `patterns` whose clients may send messages to WatchEvents: * matches any characters (/ included; * alone is everyone), ? one, [a-z] one of a class, \\ escapes")
 	fs.StringVar(&c.UpstreamTopics, "upstream-topics", "", "comma-separated topic `patterns` (exact, or prefix*) that clients may send messages to")
 	fs.DurationVar(&c.IdempotencyWindow, "idempotency-window", 5*time.Minute, "how long a call with an idempotency_key is remembered (repeats get the first response)")
-	fs.IntVar(&c.WatchBuffer, "watch-buffer", 4096, "events a WatchEvents stream may fall behind before it is ended with RESOURCE_EXHAUSTED")
+	fs.IntVar(&c.WatchBuffer, "watch-buffer", server.DefaultWatchBuffer, "events a WatchEvents stream may fall behind before it is ended with RESOURCE_EXHAUSTED")
+	fs.IntVar(&c.WatchMax, "watch-max", server.DefaultMaxWatchers, "most WatchEvents streams open on this node (RESOURCE_EXHAUSTED past it)")
+	fs.IntVar(&c.WatchMaxPerKey, "watch-max-per-key", server.DefaultMaxWatchersPerKey, "most WatchEvents streams of one API key on this node, all callers together without keys (RESOURCE_EXHAUSTED past it)")
+	fs.IntVar(&c.InboxTotalMessages, "inbox-max-total-messages", gw.InboxTotalMessages, "memory engine: messages in all inboxes together; past it messages are delivered live but not stored (stored: false)")
+	fs.IntVar(&c.InboxTotalBytes, "inbox-max-total-bytes", gw.InboxTotalBytes, "memory engine: payload bytes in all inboxes together (a message counts in each inbox it is in); past it messages are delivered live but not stored (stored: false)")
+	fs.IntVar(&c.IdempotencyEntries, "idempotency-max-entries", gw.IdempotencyEntries, "memory engine: idempotency results remembered (a SendToUsers result counts once per user); past it a send with a new key gets RESOURCE_EXHAUSTED")
+	fs.IntVar(&c.GRPCMaxStreams, "grpc-max-streams", server.DefaultMaxStreams, "concurrent calls (HTTP/2 streams) per gRPC connection; clients that ignore it get REFUSED_STREAM")
+	fs.DurationVar(&c.GRPCRequestTimeout, "grpc-request-timeout", server.DefaultRequestTimeout, "how long a gRPC call may take to send its request after its headers (it then ends with CANCELLED), and a new connection its TLS and HTTP/2 handshake")
+	fs.IntVar(&c.GRPCMaxConnsPerIP, "grpc-max-connections-per-address", server.DefaultMaxConnsPerAddr, "open gRPC connections per client IP address (more are closed on accept); 0 for no limit")
+	fs.Float64Var(&c.GRPCResetRate, "grpc-reset-rate", server.DefaultResetRate, "gRPC calls per second per connection that may end before their request arrives (reset by the client), bursts of twice that; past it the connection is closed; 0 for no limit")
 	fs.StringVar(&c.Auth, "auth", "none", "client authentication: none (development identity from the URL) or jwt (user id from a token's sub)")
 	fs.StringVar(&c.JWTSecret, "jwt-secret", "", "HS256 `secret` that signs client tokens (at least 32 bytes)")
 	fs.StringVar(&c.JWTPublicKey, "jwt-public-key", "", "PEM public key `file` that verifies client tokens: RSA (RS256), EC P-256 (ES256) or Ed25519 (EdDSA)")
@@ -174,7 +195,7 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, *fl
 	fs.IntVar(&c.MaxConns, "max-connections", 100000, "most open WebSocket connections on this node (HTTP 503 past it)")
 	fs.IntVar(&c.MaxConnsPerUser, "max-connections-per-user", 32, "most open connections of one user (HTTP 429 past it)")
 	fs.Float64Var(&c.NewConnsPerSec, "max-new-connections", 5000, "new WebSocket connections per second on this node (HTTP 429 past it); 0 for no limit")
-	fs.Float64Var(&c.UpstreamRate, "upstream-rate", 20, "frames per second a client may send, WebSocket pings and pongs included, bursts of twice that (closed with 4002 past it); 0 for no limit")
+	fs.Float64Var(&c.UpstreamRate, "upstream-rate", 20, "frames per second a client may send, WebSocket pings and pongs included, bursts of twice that, and message ids it may acknowledge per second, bursts of a full inbox plus twice that (closed with 4002 past either); 0 for no limit")
 	fs.DurationVar(&c.GRPCStopTimeout, "grpc-stop-timeout", 10*time.Second, "at shutdown, how long in-flight gRPC calls may take before they are cut")
 	fs.DurationVar(&c.DrainWindow, "drain-window", 10*time.Second, "at shutdown, clients are closed with 1001 at a steady pace over this window, so they do not all reconnect at once (0: all at once)")
 	fs.DurationVar(&c.ShutdownDelay, "shutdown-delay", 0, "at shutdown, how long /readyz and gRPC health report not ready before new connections are refused (give load balancers time to notice)")
@@ -379,6 +400,12 @@ func (c *Config) Validate() error {
 	}
 	check(c.PresenceGrace >= 0, "--presence-grace must not be negative")
 	check(c.WatchBuffer > 0, "--watch-buffer must be positive")
+	check(c.WatchMax > 0 && c.WatchMaxPerKey > 0, "--watch-max and --watch-max-per-key must be positive")
+	check(c.InboxTotalMessages > 0 && c.InboxTotalBytes > 0, "--inbox-max-total-messages and --inbox-max-total-bytes must be positive")
+	check(c.IdempotencyEntries > 0, "--idempotency-max-entries must be positive")
+	check(c.GRPCMaxStreams > 0 && int64(c.GRPCMaxStreams) <= math.MaxUint32, "--grpc-max-streams must be between 1 and %d", uint32(math.MaxUint32))
+	check(c.GRPCRequestTimeout > 0, "--grpc-request-timeout must be positive")
+	check(c.GRPCMaxConnsPerIP >= 0 && c.GRPCResetRate >= 0, "--grpc-max-connections-per-address and --grpc-reset-rate must not be negative")
 	check(c.Auth == "none" || c.Auth == "jwt", "--auth must be none or jwt, got %q", c.Auth)
 	hasKey := c.JWTSecret != "" || c.JWTPublicKey != "" || c.JWTJWKS != ""
 	check(c.Auth != "jwt" || hasKey, "--auth jwt needs --jwt-secret, --jwt-public-key or --jwt-jwks")
