@@ -137,7 +137,8 @@ func TestMetricsAfterAScriptedScenario(t *testing.T) {
 		return strings.TrimSpace(out.String())
 	}
 	ws := "ws://" + s.app.HTTPAddr() + "/ws?token="
-	// 5 auth failures: none, garbage, wrong signature ×3.
+	// 5 auth failures: none, garbage, a truncated token, a signature with a
+	// character too many, a wrong signature.
 	for _, tok := range []string{"", "garbage", mint("x")[:40] + "AAAA", mint("y") + "x", mint("z")[:len(mint("z"))-2] + "zz"} {
 		if code, _ := dialStatus(t, ws+tok, nil); code != 401 {
 			t.Fatalf("bad token %q: HTTP %d", tok, code)
@@ -180,9 +181,12 @@ func TestMetricsAfterAScriptedScenario(t *testing.T) {
 		"pushgate_connections_accepted_total":                       3,
 		`pushgate_connections_closed_total{reason="slow_consumer"}`: 2,
 		`pushgate_auth_failures_total{reason="missing_token"}`:      1,
-		`pushgate_auth_failures_total{reason="malformed"}`:          2,
-		`pushgate_auth_failures_total{reason="bad_signature"}`:      2,
-		`pushgate_handshakes_rejected_total{reason="auth"}`:         5,
+		// "garbage", the truncated token, and a signature whose base64
+		// has a character too many (not a signature at all) are malformed;
+		// the one with two characters changed has a wrong signature.
+		`pushgate_auth_failures_total{reason="malformed"}`:     3,
+		`pushgate_auth_failures_total{reason="bad_signature"}`: 1,
+		`pushgate_handshakes_rejected_total{reason="auth"}`:    5,
 	}
 	eventually(t, "slow consumers closed", func() bool {
 		return s.metric(t, `pushgate_connections_closed_total{reason="slow_consumer"}`) == 2
