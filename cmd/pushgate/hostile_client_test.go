@@ -20,8 +20,6 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/golang-jwt/jwt/v5"
-
-	pb "pushgate/gen/pushgate/v1"
 )
 
 // adminPassword is given in a YAML file as written: digits with a leading
@@ -310,23 +308,7 @@ func TestHostileClientInput(t *testing.T) {
 			return nil
 		}},
 	}
-	for i, tc := range cases {
-		if err := tc.run(); err != nil {
-			t.Errorf("%s: %v", tc.name, err)
-		}
-		want := fmt.Sprintf(`{"after":%d}`, i)
-		if _, err := s.orders.SendToUser(ctx, &pb.SendToUserRequest{UserId: "canary", Message: jsonMsg(want)}); err != nil {
-			t.Fatalf("after %s: canary send: %v", tc.name, err)
-		}
-		select {
-		case got := <-canaryMsgs:
-			if got != want {
-				t.Fatalf("after %s: canary got %s, want %s", tc.name, got, want)
-			}
-		case <-time.After(waitFor):
-			t.Fatalf("after %s: canary received nothing", tc.name)
-		}
-	}
+	runHostile(t, cases, s.orders, canaryMsgs)
 	t.Logf("%d hostile client cases", len(cases))
 
 	for series, want := range map[string]float64{

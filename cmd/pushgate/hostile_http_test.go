@@ -338,25 +338,7 @@ func TestHostileHTTP(t *testing.T) {
 			return next(`{"still":"here"}`)
 		}},
 	}
-	for i, tc := range cases {
-		if err := tc.run(); err != nil {
-			t.Errorf("%s: %v", tc.name, err)
-		}
-		// The canary, connected before any attack, still receives, and
-		// only what it is sent here.
-		want := fmt.Sprintf(`{"after":%d}`, i)
-		if _, err := s.api.SendToUser(ctx, &pb.SendToUserRequest{UserId: "canary", Message: jsonMsg(want)}); err != nil {
-			t.Fatalf("after %s: canary send: %v", tc.name, err)
-		}
-		select {
-		case got := <-canaryMsgs:
-			if got != want {
-				t.Fatalf("after %s: canary got %s, want %s", tc.name, got, want)
-			}
-		case <-time.After(waitFor):
-			t.Fatalf("after %s: canary received nothing", tc.name)
-		}
-	}
+	runHostile(t, cases, s.api, canaryMsgs)
 	t.Logf("%d hostile HTTP cases", len(cases))
 	if strings.Contains(s.logs.String(), secret) {
 		t.Error("logs contain the JWT secret")

@@ -449,24 +449,7 @@ func TestHostileInput(t *testing.T) {
 	if len(cases) < 30 {
 		t.Fatalf("only %d cases", len(cases))
 	}
-	for i, tc := range cases {
-		if err := tc.run(); err != nil {
-			t.Errorf("%s: %v", tc.name, err)
-		}
-		// The canary, connected before any attack, still receives.
-		want := fmt.Sprintf(`{"after":%d}`, i)
-		if _, err := s.orders.SendToUser(ctx, &pb.SendToUserRequest{UserId: "canary", Message: jsonMsg(want)}); err != nil {
-			t.Fatalf("after %s: canary send: %v", tc.name, err)
-		}
-		select {
-		case got := <-canaryMsgs:
-			if got != want {
-				t.Fatalf("after %s: canary got %s, want %s", tc.name, got, want)
-			}
-		case <-time.After(waitFor):
-			t.Fatalf("after %s: canary received nothing", tc.name)
-		}
-	}
+	runHostile(t, cases, s.orders, canaryMsgs)
 	t.Logf("%d hostile cases", len(cases))
 	if v := s.metric(t, `pushgate_auth_failures_total{reason="bad_alg"}`); v != 2 {
 		t.Errorf("bad_alg failures = %v, want 2", v)
@@ -479,6 +462,39 @@ func TestHostileInput(t *testing.T) {
 	for _, secret := range []string{ordersKey, "burst-key-0123456789abcdef", s.token(t, "canary")[:40], "token="} {
 		if strings.Contains(logs, secret) {
 			t.Errorf("logs contain a secret (%.12s…)", secret)
+		}
+	}
+}
+
+// hostileCase is one attack of a hostile-input suite: run returns an error
+// when the server did not answer it exactly as it should.
+type hostileCase = struct {
+	name string
+	run  func() error
+}
+
+// runHostile runs the cases in order. After each, the canary (a client of
+// user "canary", connected before any attack, whose frames arrive on
+// canaryMsgs) must receive exactly the message api sends it then: an attack
+// must never stop the service for everyone else.
+func runHostile(t *testing.T, cases []hostileCase, api pb.PushServiceClient, canaryMsgs <-chan string) {
+	t.Helper()
+	ctx := context.Background()
+	for i, tc := range cases {
+		if err := tc.run(); err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+		want := fmt.Sprintf(`{"after":%d}`, i)
+		if _, err := api.SendToUser(ctx, &pb.SendToUserRequest{UserId: "canary", Message: jsonMsg(want)}); err != nil {
+			t.Fatalf("after %s: canary send: %v", tc.name, err)
+		}
+		select {
+		case got := <-canaryMsgs:
+			if got != want {
+				t.Fatalf("after %s: canary got %s, want %s", tc.name, got, want)
+			}
+		case <-time.After(waitFor):
+			t.Fatalf("after %s: canary received nothing", tc.name)
 		}
 	}
 }
