@@ -189,6 +189,29 @@ func TestClusterNodeCutOffFromRedis(t *testing.T) {
 		}
 	}
 
+	// Sends stop counting the cut-off node's connection as reached once it
+	// has missed a beat (two thirds of the node ttl), well before it is
+	// reaped; the messages are stored all the same.
+	for n := len(missed) + 1; ; n++ {
+		resp := send("mover", n)
+		if !resp.GetStored() {
+			t.Fatalf("send %d while cut off: %v, want stored", n, resp)
+		}
+		missed = append(missed, resp.GetMessageId())
+		if resp.GetDeliveredConnections() == 0 {
+			break
+		}
+		if time.Since(cut) > waitFor {
+			t.Fatal("sends still count the cut-off node's connection as reached")
+		}
+		time.Sleep(100 * time.Millisecond) // the next probe; the bound is checked below
+	}
+	claimed := time.Since(cut)
+	t.Logf("sends stopped counting the cut-off connection %v after the cut", claimed.Round(time.Millisecond))
+	if bound := 2*nodeTTL/3 + time.Second; claimed > bound {
+		t.Fatalf("counted as reached for %v after the cut, bound %v", claimed, bound)
+	}
+
 	// Past the node ttl, a lets its client go with a reconnect code.
 	if _, err := mover.waitEnd(); websocket.CloseStatus(err) != 4003 {
 		t.Fatalf("the cut-off node's client ended with %v, want close 4003", err)
@@ -220,7 +243,7 @@ func TestClusterNodeCutOffFromRedis(t *testing.T) {
 		t.Fatalf("healed node's client got %s", m.Data)
 	}
 	// Later sends reach the moved client once, after its replay.
-	resp := send("mover", 6)
+	resp := send("mover", len(missed)+1)
 	if m := moved.nextMessage(); m.ID != resp.GetMessageId() {
 		t.Fatalf("after the replay: %s %s, want %s", m.ID, m.Data, resp.GetMessageId())
 	}

@@ -9,6 +9,7 @@
 --   P:epoch         the lifetime of the stored inboxes (hello.epoch)
 --   P:nodes         zset node -> expiry (ms, Redis clock); a node beats it
 --   P:ngen          hash node -> the generation of its lease (beat)
+--   P:nfresh        hash node -> until when (ms) it counts as fresh: it beat lately
 --   P:nconns        hash node -> open connections on that node
 --   P:online        zset of online user ids (score 0, ordered by id)
 --   P:c:<user>      hash node -> the user's connections on that node
@@ -257,6 +258,7 @@ local function drop_node(node)
   redis.call('HDEL', key('nconns'), node)
   redis.call('HDEL', key('w'), node)
   redis.call('HDEL', key('ngen'), node)
+  redis.call('HDEL', key('nfresh'), node)
   redis.call('ZREM', key('nodes'), node)
 end
 
@@ -405,7 +407,11 @@ for i = 12, #ARGV do
 end
 for _, nd in ipairs(order) do
   local e = nodes[nd]
-  if redis.call('PUBLISH', key('n', nd), 'U' .. table.concat(e.users, '\n') .. '\0' .. blob) > 0 then
+  -- Published to every node that holds a user; counted as reached only on
+  -- a node that listens and beat lately (one cut off from Redis stops
+  -- beating long before its lease runs out).
+  local fresh = tonumber(redis.call('HGET', key('nfresh'), nd) or '0') > now
+  if redis.call('PUBLISH', key('n', nd), 'U' .. table.concat(e.users, '\n') .. '\0' .. blob) > 0 and fresh then
     for k, i in ipairs(e.idx) do reached[i] = reached[i] + e.counts[k] end
   end
 end
@@ -505,6 +511,9 @@ return out
 
 -- @script beat
 -- ARGV: P node ttl nodetotal gen register
+-- (It also records until when the node counts as fresh: two thirds of ttl,
+-- one missed beat and a margin. Sends count a node's connections as
+-- reached only while it is fresh.)
 -- A node is alive until now + ttl. Its lease has a generation: register
 -- ('1') starts a new one (the node is about to write its whole state);
 -- a plain beat renews only the current one. Returns 0 when the node, in
@@ -516,6 +525,7 @@ local node, gen = ARGV[2], ARGV[5]
 local now = nowms()
 if ARGV[6] ~= '1' and redis.call('HGET', key('ngen'), node) ~= gen then return 0 end
 redis.call('HSET', key('ngen'), node, gen)
+redis.call('HSET', key('nfresh'), node, now + math.floor(tonumber(ARGV[3]) * 2 / 3))
 redis.call('ZADD', key('nodes'), now + tonumber(ARGV[3]), node)
 redis.call('HSET', key('nconns'), node, ARGV[4])
 return 1
