@@ -206,14 +206,16 @@ test('tokens: the provider is asked again, and a refresh keeps the connection pa
   const token = () => {
     minted++;
     const now = Math.floor(Date.now() / 1000);
-    return hs256(secret, { sub: 'merchant-9', iat: now, exp: now + 2 });
+    // 3 s at most, 2 s at least (exp is in whole seconds): the client
+    // refreshes 1 s after it has the token, with a second to spare.
+    return hs256(secret, { sub: 'merchant-9', iat: now, exp: now + 3 });
   };
   const c = new PushgateClient({ url: `ws://${pg.http}/ws`, token, socket: wsSocket });
   const ev = collect(c);
   c.connect();
   await waitFor('connected', () => c.state === 'connected');
   assert.equal(c.userId, 'merchant-9');
-  // Past the first token's 2 s: the client refreshed it in time.
+  // Past the first token's 3 s: the client refreshed it in time.
   await waitFor('a refresh', () => minted >= 2, 5000);
   await new Promise((r) => setTimeout(r, 2500));
   assert.equal(c.state, 'connected');
