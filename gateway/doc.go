@@ -14,9 +14,10 @@
 //     Subscribe, Unsubscribed, Ack, Upstream).
 //   - The Hub owns this node's connections and is the Node an engine
 //     delivers through: Deliver (a user's message), DeliverBroadcast,
-//     DeliverTopic, CloseUser, Emit (an event for this node's WatchEvents
-//     streams), and the local counts an engine reads (UserConns, TopicConns,
-//     Connections).
+//     DeliverTopic, CloseUser, Evict (close every connection: the engine
+//     cannot serve them from this node), Emit (an event for this node's
+//     WatchEvents streams, queued and never blocking), and the local counts
+//     an engine reads (UserConns, TopicConns, Connections).
 //
 // The memory engine (MemoryEngine, one node) and the Redis engine (package
 // redisengine, many nodes) deliver through the same Node calls, so there is
