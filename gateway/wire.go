@@ -10,7 +10,7 @@ import (
 //
 //	0       version (1)
 //	1..26   the id, 26 characters (zeros until an engine sets it; a
-//	        Redis script writes it in place, see EncodedIDOffset)
+//	        Redis script writes it in place: withid in scripts.lua)
 //	27      kind (KindJSON, KindText, KindBinary)
 //	28      flags (flagBroadcast, flagStored)
 //	29..36  time, ns since 1970, big-endian
@@ -21,8 +21,6 @@ const (
 	msgVersion    = 1
 	flagBroadcast = 1
 	flagStored    = 2
-	// EncodedIDOffset is where the id starts in an encoded message.
-	EncodedIDOffset = 1
 )
 
 // EncodeMessage returns m's encoding between nodes. An empty m.ID is

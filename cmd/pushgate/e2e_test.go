@@ -254,12 +254,12 @@ func TestSlowConsumerIsClosedWhileOthersKeepReceiving(t *testing.T) {
 
 func TestVanishedClientLeavesWithinHeartbeat(t *testing.T) {
 	s := startServer(t, "--heartbeat-interval", "200ms", "--heartbeat-timeout", "300ms")
-	proxy := newFreezeProxy(t, s.app.HTTPAddr())
+	proxy := newStallProxy(t, s.app.HTTPAddr())
 	healthy := s.dial(t, "healthy")
-	dialWS(t, "ws://"+proxy.ln.Addr().String()+"/ws/ghost")
+	dialWS(t, "ws://"+proxy.addr()+"/ws/ghost")
 	eventually(t, "ghost online", func() bool { return s.online(t, "ghost") == 1 })
 
-	proxy.freeze() // no FIN, no RST, no close frame: the packets just stop
+	proxy.stall() // no FIN, no RST, no close frame: the packets just stop
 	eventually(t, "ghost offline", func() bool { return s.online(t, "ghost") == 0 })
 
 	if v := s.metric(t, "pushgate_heartbeat_timeouts_total"); v != 1 {

@@ -1,10 +1,10 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -257,23 +257,47 @@ func textMsg(s string) *pb.Message {
 // (with labels, as exposed), or fails.
 func (s *testServer) metric(t testing.TB, series string) float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + s.app.HTTPAddr() + "/metrics")
+	return s.metricVia(t, http.DefaultClient, series)
+}
+
+// metricVia is metric with a client of the caller's choosing.
+func (s *testServer) metricVia(t testing.TB, c *http.Client, series string) float64 {
+	t.Helper()
+	v, err := s.scrape(c, series)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return v
+}
+
+// metricValue is metric without failing the test: a series that is not
+// exposed is an error.
+func (s *testServer) metricValue(series string) (float64, error) {
+	return s.scrape(http.DefaultClient, series)
+}
+
+// scrape reads /metrics through c and returns the value of series.
+func (s *testServer) scrape(c *http.Client, series string) (float64, error) {
+	resp, err := c.Get("http://" + s.app.HTTPAddr() + "/metrics")
+	if err != nil {
+		return 0, err
+	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(body), "\n") {
-		if rest, ok := strings.CutPrefix(line, series+" "); ok {
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
 			var v float64
 			if _, err := fmt.Sscan(rest, &v); err != nil {
-				t.Fatalf("metric %s: %v", series, err)
+				return 0, fmt.Errorf("metric %s: %v", series, err)
 			}
-			return v
+			return v, nil
 		}
 	}
-	t.Fatalf("metric %s not exposed", series)
-	return 0
+	if err := sc.Err(); err != nil {
+		return 0, err
+	}
+	return 0, fmt.Errorf("metric %s not exposed", series)
 }
 
 // online reports how many connections userID has, per GetPresence.
@@ -286,28 +310,30 @@ func (s *testServer) online(t testing.TB, userID string) int32 {
 	return resp.GetUsers()[0].GetConnections()
 }
 
-// freezeProxy forwards TCP to target until frozen; then it stops moving bytes
-// in both directions but keeps both sockets open, like a peer whose network
-// vanished without a FIN or RST.
-type freezeProxy struct {
+// stallProxy forwards TCP to target. While stalled it moves no byte in
+// either direction, holding what it has read, but keeps every socket open
+// (no FIN, no RST), as a frozen network link does; when it thaws, the held
+// bytes go on, late.
+type stallProxy struct {
 	ln     net.Listener
 	target string
-	frozen chan struct{}
-	done   chan struct{} // closed at test cleanup
-	once   sync.Once
-	mu     sync.Mutex
-	conns  []net.Conn
+
+	mu      sync.Mutex
+	stalled bool
+	thawed  *sync.Cond
+	conns   []net.Conn
 }
 
-func newFreezeProxy(t testing.TB, target string) *freezeProxy {
+func newStallProxy(t testing.TB, target string) *stallProxy {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &freezeProxy{ln: ln, target: target, frozen: make(chan struct{}), done: make(chan struct{})}
+	p := &stallProxy{ln: ln, target: target}
+	p.thawed = sync.NewCond(&p.mu)
 	go p.serve()
 	t.Cleanup(func() {
-		close(p.done)
+		p.thaw()
 		ln.Close()
 		p.mu.Lock()
 		for _, c := range p.conns {
@@ -318,46 +344,60 @@ func newFreezeProxy(t testing.TB, target string) *freezeProxy {
 	return p
 }
 
-func (p *freezeProxy) freeze() { p.once.Do(func() { close(p.frozen) }) }
+func (p *stallProxy) addr() string { return p.ln.Addr().String() }
 
-func (p *freezeProxy) serve() {
+func (p *stallProxy) stall() { p.mu.Lock(); p.stalled = true; p.mu.Unlock() }
+
+func (p *stallProxy) thaw() {
+	p.mu.Lock()
+	p.stalled = false
+	p.thawed.Broadcast()
+	p.mu.Unlock()
+}
+
+// wait blocks while the proxy is stalled.
+func (p *stallProxy) wait() {
+	p.mu.Lock()
+	for p.stalled {
+		p.thawed.Wait()
+	}
+	p.mu.Unlock()
+}
+
+func (p *stallProxy) serve() {
 	for {
 		in, err := p.ln.Accept()
 		if err != nil {
 			return
 		}
-		out, err := net.Dial("tcp", p.target)
-		if err != nil {
-			in.Close()
-			continue
-		}
-		p.mu.Lock()
-		p.conns = append(p.conns, in, out)
-		p.mu.Unlock()
-		go p.pipe(out, in)
-		go p.pipe(in, out)
+		go func() {
+			p.wait() // a connection made while stalled gets nowhere until the thaw
+			out, err := net.Dial("tcp", p.target)
+			if err != nil {
+				in.Close()
+				return
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, in, out)
+			p.mu.Unlock()
+			go p.pipe(out, in)
+			go p.pipe(in, out)
+		}()
 	}
 }
 
-func (p *freezeProxy) pipe(dst, src net.Conn) {
+func (p *stallProxy) pipe(dst, src net.Conn) {
+	defer dst.Close()
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
-		select {
-		case <-p.frozen:
-			<-p.done // hold the socket and move nothing until the test ends
-			return
-		default:
-		}
 		if n > 0 {
+			p.wait()
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				return
 			}
 		}
 		if err != nil {
-			if !errors.Is(err, net.ErrClosed) {
-				dst.Close()
-			}
 			return
 		}
 	}

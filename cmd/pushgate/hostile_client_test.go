@@ -156,17 +156,7 @@ func TestHostileClientInput(t *testing.T) {
 	if canary == nil {
 		t.Fatal("canary refused")
 	}
-	canaryMsgs := make(chan string, 100)
-	go func() {
-		for {
-			_, b, err := canary.Read(context.Background())
-			if err != nil {
-				close(canaryMsgs)
-				return
-			}
-			canaryMsgs <- string(b)
-		}
-	}()
+	canaryMsgs := readFrames(canary)
 
 	httpStatus := func(want int, h http.Header) func() error {
 		return func() error {

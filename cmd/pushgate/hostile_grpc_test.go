@@ -5,9 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -172,25 +170,6 @@ func (h *h2conn) closedWithin(d time.Duration) bool {
 	}
 }
 
-// metricValue is testServer.metric without failing the test: a series that
-// is not exposed is an error.
-func (s *testServer) metricValue(series string) (float64, error) {
-	resp, err := http.Get("http://" + s.app.HTTPAddr() + "/metrics")
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(body), "\n") {
-		if rest, ok := strings.CutPrefix(line, series+" "); ok {
-			var v float64
-			_, err := fmt.Sscan(rest, &v)
-			return v, err
-		}
-	}
-	return 0, fmt.Errorf("metric %s not exposed", series)
-}
-
 // madeUpIDs returns n distinct ids that have the form of message ids and
 // were never handed out.
 func madeUpIDs(n int) []string {
@@ -234,17 +213,7 @@ func TestHostileGRPCInput(t *testing.T) {
 	if canary == nil {
 		t.Fatal("canary refused")
 	}
-	canaryMsgs := make(chan string, 100)
-	go func() {
-		for {
-			_, b, err := canary.Read(context.Background())
-			if err != nil {
-				close(canaryMsgs)
-				return
-			}
-			canaryMsgs <- string(b)
-		}
-	}()
+	canaryMsgs := readFrames(canary)
 	// The clients the cases and the canary check use hold their
 	// connections from here on (they count against the per-address cap).
 	if _, err := s.orders.GetPresence(ctx, &pb.GetPresenceRequest{UserIds: []string{"canary"}}); err != nil {

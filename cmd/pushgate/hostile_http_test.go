@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -54,17 +53,7 @@ func TestHostileHTTP(t *testing.T) {
 		t.Fatalf("canary refused: %v", err)
 	}
 	t.Cleanup(func() { canary.CloseNow() })
-	canaryMsgs := make(chan string, 100)
-	go func() {
-		for {
-			_, b, err := canary.Read(context.Background())
-			if err != nil {
-				close(canaryMsgs)
-				return
-			}
-			canaryMsgs <- string(b)
-		}
-	}()
+	canaryMsgs := readFrames(canary)
 	// A second client that sends nothing until the last case, long after
 	// --read-timeout has passed: WebSockets must not inherit it. (It reads,
 	// so it answers the heartbeat, as a browser does.)
@@ -343,27 +332,4 @@ func TestHostileHTTP(t *testing.T) {
 	if strings.Contains(s.logs.String(), secret) {
 		t.Error("logs contain the JWT secret")
 	}
-}
-
-// metricVia is testServer.metric with a client of the caller's choosing.
-func (s *testServer) metricVia(t testing.TB, c *http.Client, series string) float64 {
-	t.Helper()
-	resp, err := c.Get("http://" + s.app.HTTPAddr() + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
-			var v float64
-			if _, err := fmt.Sscan(rest, &v); err != nil {
-				t.Fatalf("metric %s: %v", series, err)
-			}
-			return v
-		}
-	}
-	t.Fatalf("metric %s not exposed", series)
-	return 0
 }

@@ -175,17 +175,7 @@ func TestHostileInput(t *testing.T) {
 	if canary == nil {
 		t.Fatal("canary refused")
 	}
-	canaryMsgs := make(chan string, 100)
-	go func() {
-		for {
-			_, b, err := canary.Read(context.Background())
-			if err != nil {
-				close(canaryMsgs)
-				return
-			}
-			canaryMsgs <- string(b)
-		}
-	}()
+	canaryMsgs := readFrames(canary)
 
 	httpStatus := func(want int, url string, h http.Header) func() error {
 		return func() error {
@@ -464,6 +454,23 @@ func TestHostileInput(t *testing.T) {
 			t.Errorf("logs contain a secret (%.12s…)", secret)
 		}
 	}
+}
+
+// readFrames reads c until it ends and hands each frame's text on the
+// returned channel, which closes at the end.
+func readFrames(c *websocket.Conn) <-chan string {
+	out := make(chan string, 100)
+	go func() {
+		defer close(out)
+		for {
+			_, b, err := c.Read(context.Background())
+			if err != nil {
+				return
+			}
+			out <- string(b)
+		}
+	}()
+	return out
 }
 
 // hostileCase is one attack of a hostile-input suite: run returns an error

@@ -4,9 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,99 +14,6 @@ import (
 	"pushgate/gateway/redisengine/redistest"
 	pb "pushgate/gen/pushgate/v1"
 )
-
-// stallProxy forwards TCP to target. While stalled it moves no byte in
-// either direction, holding what it has read, but keeps every socket open
-// (no FIN, no RST), as a frozen network link does; when it thaws, the held
-// bytes go on, late.
-type stallProxy struct {
-	ln     net.Listener
-	target string
-
-	mu      sync.Mutex
-	stalled bool
-	thawed  *sync.Cond
-	conns   []net.Conn
-}
-
-func newStallProxy(t testing.TB, target string) *stallProxy {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &stallProxy{ln: ln, target: target}
-	p.thawed = sync.NewCond(&p.mu)
-	go p.serve()
-	t.Cleanup(func() {
-		p.thaw()
-		ln.Close()
-		p.mu.Lock()
-		for _, c := range p.conns {
-			c.Close()
-		}
-		p.mu.Unlock()
-	})
-	return p
-}
-
-func (p *stallProxy) addr() string { return p.ln.Addr().String() }
-
-func (p *stallProxy) stall() { p.mu.Lock(); p.stalled = true; p.mu.Unlock() }
-
-func (p *stallProxy) thaw() {
-	p.mu.Lock()
-	p.stalled = false
-	p.thawed.Broadcast()
-	p.mu.Unlock()
-}
-
-// wait blocks while the proxy is stalled.
-func (p *stallProxy) wait() {
-	p.mu.Lock()
-	for p.stalled {
-		p.thawed.Wait()
-	}
-	p.mu.Unlock()
-}
-
-func (p *stallProxy) serve() {
-	for {
-		in, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			p.wait() // a connection made while stalled gets nowhere until the thaw
-			out, err := net.Dial("tcp", p.target)
-			if err != nil {
-				in.Close()
-				return
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, in, out)
-			p.mu.Unlock()
-			go p.pipe(out, in)
-			go p.pipe(in, out)
-		}()
-	}
-}
-
-func (p *stallProxy) pipe(dst, src net.Conn) {
-	defer dst.Close()
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			p.wait()
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			return
-		}
-	}
-}
 
 // readyz returns the HTTP status of a node's /readyz.
 func readyz(t testing.TB, s *testServer) int {
