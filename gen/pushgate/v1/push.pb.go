@@ -88,6 +88,78 @@ func (EventKind) EnumDescriptor() ([]byte, []int) {
 	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{0}
 }
 
+// DeliveryState is where a message stands for one recipient.
+type DeliveryState int32
+
+const (
+	// Not a state; never sent.
+	DeliveryState_DELIVERY_STATE_UNSPECIFIED DeliveryState = 0
+	// Kept in the inbox (ttl > 0), not acknowledged yet.
+	DeliveryState_DELIVERY_STATE_PENDING DeliveryState = 1
+	// Written to at least one connection, not stored, not acknowledged (an
+	// envelope client that has not acked yet, or a live-only send).
+	DeliveryState_DELIVERY_STATE_SENT DeliveryState = 2
+	// Acknowledged by a connection (explicitly, or implicitly: written to a
+	// raw client, or resumed past).
+	DeliveryState_DELIVERY_STATE_ACKED DeliveryState = 3
+	// Its ttl passed before any connection acknowledged it.
+	DeliveryState_DELIVERY_STATE_EXPIRED DeliveryState = 4
+	// Pushed out of a full inbox (--inbox-max-messages, --inbox-max-bytes)
+	// or not stored because every inbox together was full.
+	DeliveryState_DELIVERY_STATE_TRIMMED DeliveryState = 5
+	// Reached nobody: the user was offline and the message was not stored.
+	DeliveryState_DELIVERY_STATE_UNDELIVERED DeliveryState = 6
+)
+
+// Enum value maps for DeliveryState.
+var (
+	DeliveryState_name = map[int32]string{
+		0: "DELIVERY_STATE_UNSPECIFIED",
+		1: "DELIVERY_STATE_PENDING",
+		2: "DELIVERY_STATE_SENT",
+		3: "DELIVERY_STATE_ACKED",
+		4: "DELIVERY_STATE_EXPIRED",
+		5: "DELIVERY_STATE_TRIMMED",
+		6: "DELIVERY_STATE_UNDELIVERED",
+	}
+	DeliveryState_value = map[string]int32{
+		"DELIVERY_STATE_UNSPECIFIED": 0,
+		"DELIVERY_STATE_PENDING":     1,
+		"DELIVERY_STATE_SENT":        2,
+		"DELIVERY_STATE_ACKED":       3,
+		"DELIVERY_STATE_EXPIRED":     4,
+		"DELIVERY_STATE_TRIMMED":     5,
+		"DELIVERY_STATE_UNDELIVERED": 6,
+	}
+)
+
+func (x DeliveryState) Enum() *DeliveryState {
+	p := new(DeliveryState)
+	*p = x
+	return p
+}
+
+func (x DeliveryState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DeliveryState) Descriptor() protoreflect.EnumDescriptor {
+	return file_pushgate_v1_push_proto_enumTypes[1].Descriptor()
+}
+
+func (DeliveryState) Type() protoreflect.EnumType {
+	return &file_pushgate_v1_push_proto_enumTypes[1]
+}
+
+func (x DeliveryState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DeliveryState.Descriptor instead.
+func (DeliveryState) EnumDescriptor() ([]byte, []int) {
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{1}
+}
+
 // Message is what is pushed to clients. Exactly one payload must be set.
 type Message struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -662,7 +734,14 @@ func (x *PublishResponse) GetDeliveredConnections() int64 {
 type WatchEventsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Which kinds of events to receive; empty means all of them.
-	Kinds         []EventKind `protobuf:"varint,1,rep,packed,name=kinds,proto3,enum=pushgate.v1.EventKind" json:"kinds,omitempty"`
+	Kinds []EventKind `protobuf:"varint,1,rep,packed,name=kinds,proto3,enum=pushgate.v1.EventKind" json:"kinds,omitempty"`
+	// Resume after this cursor (an Event.cursor): the kept events after it are
+	// sent first, in order, then live ones. Empty: live events only. "0": from
+	// the oldest event kept. A cursor older than the oldest kept event, or
+	// from a log that was lost, is refused with OUT_OF_RANGE; the status
+	// message and an ErrorInfo detail (metadata "oldest_cursor") give the
+	// oldest cursor kept.
+	AfterCursor   string `protobuf:"bytes,2,opt,name=after_cursor,json=afterCursor,proto3" json:"after_cursor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -704,6 +783,13 @@ func (x *WatchEventsRequest) GetKinds() []EventKind {
 	return nil
 }
 
+func (x *WatchEventsRequest) GetAfterCursor() string {
+	if x != nil {
+		return x.AfterCursor
+	}
+	return ""
+}
+
 // Event is one thing that happened on the client side.
 type Event struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -717,7 +803,11 @@ type Event struct {
 	//	*Event_UserOffline
 	//	*Event_MessageAcked
 	//	*Event_ClientMessage
-	Event         isEvent_Event `protobuf_oneof:"event"`
+	Event isEvent_Event `protobuf_oneof:"event"`
+	// The event's place in the deployment's event log: opaque, at most 64
+	// bytes, ordered as the log is. Pass it as WatchEventsRequest.after_cursor
+	// to resume after this event.
+	Cursor        string `protobuf:"bytes,6,opt,name=cursor,proto3" json:"cursor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -800,6 +890,13 @@ func (x *Event) GetClientMessage() *ClientMessage {
 		}
 	}
 	return nil
+}
+
+func (x *Event) GetCursor() string {
+	if x != nil {
+		return x.Cursor
+	}
+	return ""
 }
 
 type isEvent_Event interface {
@@ -1640,6 +1737,300 @@ func (x *DisconnectResponse) GetClosedConnections() int32 {
 	return 0
 }
 
+// GetMessageStatusRequest asks for a message's receipt.
+type GetMessageStatusRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The message id returned by SendToUser or SendToUsers.
+	MessageId string `protobuf:"bytes,1,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	// Only these recipients, in this order (at most --max-batch-users ids;
+	// an id that was not a recipient is NOT_FOUND). Empty: every recipient, a
+	// page at a time, in the order of the send.
+	UserIds []string `protobuf:"bytes,2,rep,name=user_ids,json=userIds,proto3" json:"user_ids,omitempty"`
+	// Recipients per page when user_ids is empty, 1 to 1000; 0 means 100.
+	PageSize int32 `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The next_page_token of the previous page; empty for the first page.
+	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetMessageStatusRequest) Reset() {
+	*x = GetMessageStatusRequest{}
+	mi := &file_pushgate_v1_push_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetMessageStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetMessageStatusRequest) ProtoMessage() {}
+
+func (x *GetMessageStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pushgate_v1_push_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetMessageStatusRequest.ProtoReflect.Descriptor instead.
+func (*GetMessageStatusRequest) Descriptor() ([]byte, []int) {
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *GetMessageStatusRequest) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+func (x *GetMessageStatusRequest) GetUserIds() []string {
+	if x != nil {
+		return x.UserIds
+	}
+	return nil
+}
+
+func (x *GetMessageStatusRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *GetMessageStatusRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// GetMessageStatusResponse is a message's receipt.
+type GetMessageStatusResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The message.
+	MessageId string `protobuf:"bytes,1,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	// When the message was sent (accepted by the engine).
+	SendTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=send_time,json=sendTime,proto3" json:"send_time,omitempty"`
+	// For a stored message (ttl > 0), when its ttl ends; unset otherwise.
+	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	// One entry per recipient asked for (or per recipient on this page).
+	Recipients []*RecipientStatus `protobuf:"bytes,4,rep,name=recipients,proto3" json:"recipients,omitempty"`
+	// Pass as page_token for the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,5,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// Recipients of the message in all.
+	TotalRecipients int32 `protobuf:"varint,6,opt,name=total_recipients,json=totalRecipients,proto3" json:"total_recipients,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *GetMessageStatusResponse) Reset() {
+	*x = GetMessageStatusResponse{}
+	mi := &file_pushgate_v1_push_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetMessageStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetMessageStatusResponse) ProtoMessage() {}
+
+func (x *GetMessageStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pushgate_v1_push_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetMessageStatusResponse.ProtoReflect.Descriptor instead.
+func (*GetMessageStatusResponse) Descriptor() ([]byte, []int) {
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *GetMessageStatusResponse) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+func (x *GetMessageStatusResponse) GetSendTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.SendTime
+	}
+	return nil
+}
+
+func (x *GetMessageStatusResponse) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
+func (x *GetMessageStatusResponse) GetRecipients() []*RecipientStatus {
+	if x != nil {
+		return x.Recipients
+	}
+	return nil
+}
+
+func (x *GetMessageStatusResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+func (x *GetMessageStatusResponse) GetTotalRecipients() int32 {
+	if x != nil {
+		return x.TotalRecipients
+	}
+	return 0
+}
+
+// RecipientStatus is a message's fate for one recipient.
+type RecipientStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The recipient.
+	UserId string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// Where the message stands.
+	State DeliveryState `protobuf:"varint,2,opt,name=state,proto3,enum=pushgate.v1.DeliveryState" json:"state,omitempty"`
+	// True when the user had at least one open connection at send time.
+	Online bool `protobuf:"varint,3,opt,name=online,proto3" json:"online,omitempty"`
+	// True when the message was put in the user's inbox.
+	Stored bool `protobuf:"varint,4,opt,name=stored,proto3" json:"stored,omitempty"`
+	// Connections the message was written to (at send time, and later from
+	// the inbox when a connection joined).
+	DeliveredConnections int32 `protobuf:"varint,5,opt,name=delivered_connections,json=deliveredConnections,proto3" json:"delivered_connections,omitempty"`
+	// When it was last written to one of them; unset when never.
+	DeliveredTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=delivered_time,json=deliveredTime,proto3" json:"delivered_time,omitempty"`
+	// When it was acknowledged; unset unless state is ACKED.
+	AckTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=ack_time,json=ackTime,proto3" json:"ack_time,omitempty"`
+	// The connection that acknowledged it first.
+	AckConnectionId string `protobuf:"bytes,8,opt,name=ack_connection_id,json=ackConnectionId,proto3" json:"ack_connection_id,omitempty"`
+	// True when the acknowledgement was implied (a raw client, or a resume).
+	AckImplicit bool `protobuf:"varint,9,opt,name=ack_implicit,json=ackImplicit,proto3" json:"ack_implicit,omitempty"`
+	// When it expired or was trimmed; unset otherwise.
+	EndTime       *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecipientStatus) Reset() {
+	*x = RecipientStatus{}
+	mi := &file_pushgate_v1_push_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecipientStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecipientStatus) ProtoMessage() {}
+
+func (x *RecipientStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_pushgate_v1_push_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecipientStatus.ProtoReflect.Descriptor instead.
+func (*RecipientStatus) Descriptor() ([]byte, []int) {
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *RecipientStatus) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *RecipientStatus) GetState() DeliveryState {
+	if x != nil {
+		return x.State
+	}
+	return DeliveryState_DELIVERY_STATE_UNSPECIFIED
+}
+
+func (x *RecipientStatus) GetOnline() bool {
+	if x != nil {
+		return x.Online
+	}
+	return false
+}
+
+func (x *RecipientStatus) GetStored() bool {
+	if x != nil {
+		return x.Stored
+	}
+	return false
+}
+
+func (x *RecipientStatus) GetDeliveredConnections() int32 {
+	if x != nil {
+		return x.DeliveredConnections
+	}
+	return 0
+}
+
+func (x *RecipientStatus) GetDeliveredTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DeliveredTime
+	}
+	return nil
+}
+
+func (x *RecipientStatus) GetAckTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AckTime
+	}
+	return nil
+}
+
+func (x *RecipientStatus) GetAckConnectionId() string {
+	if x != nil {
+		return x.AckConnectionId
+	}
+	return ""
+}
+
+func (x *RecipientStatus) GetAckImplicit() bool {
+	if x != nil {
+		return x.AckImplicit
+	}
+	return false
+}
+
+func (x *RecipientStatus) GetEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndTime
+	}
+	return nil
+}
+
 var File_pushgate_v1_push_proto protoreflect.FileDescriptor
 
 const file_pushgate_v1_push_proto_rawDesc = "" +
@@ -1680,16 +2071,18 @@ const file_pushgate_v1_push_proto_rawDesc = "" +
 	"\x0fPublishResponse\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tR\tmessageId\x123\n" +
-	"\x15delivered_connections\x18\x02 \x01(\x03R\x14deliveredConnections\"B\n" +
+	"\x15delivered_connections\x18\x02 \x01(\x03R\x14deliveredConnections\"e\n" +
 	"\x12WatchEventsRequest\x12,\n" +
-	"\x05kinds\x18\x01 \x03(\x0e2\x16.pushgate.v1.EventKindR\x05kinds\"\xc2\x02\n" +
+	"\x05kinds\x18\x01 \x03(\x0e2\x16.pushgate.v1.EventKindR\x05kinds\x12!\n" +
+	"\fafter_cursor\x18\x02 \x01(\tR\vafterCursor\"\xda\x02\n" +
 	"\x05Event\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12:\n" +
 	"\vuser_online\x18\x02 \x01(\v2\x17.pushgate.v1.UserOnlineH\x00R\n" +
 	"userOnline\x12=\n" +
 	"\fuser_offline\x18\x03 \x01(\v2\x18.pushgate.v1.UserOfflineH\x00R\vuserOffline\x12@\n" +
 	"\rmessage_acked\x18\x04 \x01(\v2\x19.pushgate.v1.MessageAckedH\x00R\fmessageAcked\x12C\n" +
-	"\x0eclient_message\x18\x05 \x01(\v2\x1a.pushgate.v1.ClientMessageH\x00R\rclientMessageB\a\n" +
+	"\x0eclient_message\x18\x05 \x01(\v2\x1a.pushgate.v1.ClientMessageH\x00R\rclientMessage\x12\x16\n" +
+	"\x06cursor\x18\x06 \x01(\tR\x06cursorB\a\n" +
 	"\x05event\"%\n" +
 	"\n" +
 	"UserOnline\x12\x17\n" +
@@ -1741,13 +2134,51 @@ const file_pushgate_v1_push_proto_rawDesc = "" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"C\n" +
 	"\x12DisconnectResponse\x12-\n" +
-	"\x12closed_connections\x18\x01 \x01(\x05R\x11closedConnections*\x9d\x01\n" +
+	"\x12closed_connections\x18\x01 \x01(\x05R\x11closedConnections\"\x8f\x01\n" +
+	"\x17GetMessageStatusRequest\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\x01 \x01(\tR\tmessageId\x12\x19\n" +
+	"\buser_ids\x18\x02 \x03(\tR\auserIds\x12\x1b\n" +
+	"\tpage_size\x18\x03 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x04 \x01(\tR\tpageToken\"\xc0\x02\n" +
+	"\x18GetMessageStatusResponse\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\x01 \x01(\tR\tmessageId\x127\n" +
+	"\tsend_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\bsendTime\x12;\n" +
+	"\vexpire_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\x12<\n" +
+	"\n" +
+	"recipients\x18\x04 \x03(\v2\x1c.pushgate.v1.RecipientStatusR\n" +
+	"recipients\x12&\n" +
+	"\x0fnext_page_token\x18\x05 \x01(\tR\rnextPageToken\x12)\n" +
+	"\x10total_recipients\x18\x06 \x01(\x05R\x0ftotalRecipients\"\xc1\x03\n" +
+	"\x0fRecipientStatus\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x120\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x1a.pushgate.v1.DeliveryStateR\x05state\x12\x16\n" +
+	"\x06online\x18\x03 \x01(\bR\x06online\x12\x16\n" +
+	"\x06stored\x18\x04 \x01(\bR\x06stored\x123\n" +
+	"\x15delivered_connections\x18\x05 \x01(\x05R\x14deliveredConnections\x12A\n" +
+	"\x0edelivered_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\rdeliveredTime\x125\n" +
+	"\back_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\aackTime\x12*\n" +
+	"\x11ack_connection_id\x18\b \x01(\tR\x0fackConnectionId\x12!\n" +
+	"\fack_implicit\x18\t \x01(\bR\vackImplicit\x125\n" +
+	"\bend_time\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\aendTime*\x9d\x01\n" +
 	"\tEventKind\x12\x1a\n" +
 	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16EVENT_KIND_USER_ONLINE\x10\x01\x12\x1b\n" +
 	"\x17EVENT_KIND_USER_OFFLINE\x10\x02\x12\x1c\n" +
 	"\x18EVENT_KIND_MESSAGE_ACKED\x10\x03\x12\x1d\n" +
-	"\x19EVENT_KIND_CLIENT_MESSAGE\x10\x042\xf6\x04\n" +
+	"\x19EVENT_KIND_CLIENT_MESSAGE\x10\x04*\xd6\x01\n" +
+	"\rDeliveryState\x12\x1e\n" +
+	"\x1aDELIVERY_STATE_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16DELIVERY_STATE_PENDING\x10\x01\x12\x17\n" +
+	"\x13DELIVERY_STATE_SENT\x10\x02\x12\x18\n" +
+	"\x14DELIVERY_STATE_ACKED\x10\x03\x12\x1a\n" +
+	"\x16DELIVERY_STATE_EXPIRED\x10\x04\x12\x1a\n" +
+	"\x16DELIVERY_STATE_TRIMMED\x10\x05\x12\x1e\n" +
+	"\x1aDELIVERY_STATE_UNDELIVERED\x10\x062\xd7\x05\n" +
 	"\vPushService\x12J\n" +
 	"\tBroadcast\x12\x1d.pushgate.v1.BroadcastRequest\x1a\x1e.pushgate.v1.BroadcastResponse\x12M\n" +
 	"\n" +
@@ -1758,7 +2189,8 @@ const file_pushgate_v1_push_proto_rawDesc = "" +
 	"\vGetPresence\x12\x1f.pushgate.v1.GetPresenceRequest\x1a .pushgate.v1.GetPresenceResponse\x12M\n" +
 	"\n" +
 	"Disconnect\x12\x1e.pushgate.v1.DisconnectRequest\x1a\x1f.pushgate.v1.DisconnectResponse\x12D\n" +
-	"\aPublish\x12\x1b.pushgate.v1.PublishRequest\x1a\x1c.pushgate.v1.PublishResponse\x12D\n" +
+	"\aPublish\x12\x1b.pushgate.v1.PublishRequest\x1a\x1c.pushgate.v1.PublishResponse\x12_\n" +
+	"\x10GetMessageStatus\x12$.pushgate.v1.GetMessageStatusRequest\x1a%.pushgate.v1.GetMessageStatusResponse\x12D\n" +
 	"\vWatchEvents\x12\x1f.pushgate.v1.WatchEventsRequest\x1a\x12.pushgate.v1.Event0\x01BB\n" +
 	"\x0eio.pushgate.v1B\tPushProtoP\x01Z#pushgate/gen/pushgate/v1;pushgatev1b\x06proto3"
 
@@ -1774,73 +2206,86 @@ func file_pushgate_v1_push_proto_rawDescGZIP() []byte {
 	return file_pushgate_v1_push_proto_rawDescData
 }
 
-var file_pushgate_v1_push_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_pushgate_v1_push_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_pushgate_v1_push_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_pushgate_v1_push_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_pushgate_v1_push_proto_goTypes = []any{
-	(EventKind)(0),                // 0: pushgate.v1.EventKind
-	(*Message)(nil),               // 1: pushgate.v1.Message
-	(*SendToUserRequest)(nil),     // 2: pushgate.v1.SendToUserRequest
-	(*SendToUserResponse)(nil),    // 3: pushgate.v1.SendToUserResponse
-	(*SendToUsersRequest)(nil),    // 4: pushgate.v1.SendToUsersRequest
-	(*SendToUsersResponse)(nil),   // 5: pushgate.v1.SendToUsersResponse
-	(*Delivery)(nil),              // 6: pushgate.v1.Delivery
-	(*PublishRequest)(nil),        // 7: pushgate.v1.PublishRequest
-	(*PublishResponse)(nil),       // 8: pushgate.v1.PublishResponse
-	(*WatchEventsRequest)(nil),    // 9: pushgate.v1.WatchEventsRequest
-	(*Event)(nil),                 // 10: pushgate.v1.Event
-	(*UserOnline)(nil),            // 11: pushgate.v1.UserOnline
-	(*UserOffline)(nil),           // 12: pushgate.v1.UserOffline
-	(*MessageAcked)(nil),          // 13: pushgate.v1.MessageAcked
-	(*ClientMessage)(nil),         // 14: pushgate.v1.ClientMessage
-	(*BroadcastRequest)(nil),      // 15: pushgate.v1.BroadcastRequest
-	(*BroadcastResponse)(nil),     // 16: pushgate.v1.BroadcastResponse
-	(*ListOnlineRequest)(nil),     // 17: pushgate.v1.ListOnlineRequest
-	(*ListOnlineResponse)(nil),    // 18: pushgate.v1.ListOnlineResponse
-	(*OnlineUser)(nil),            // 19: pushgate.v1.OnlineUser
-	(*GetPresenceRequest)(nil),    // 20: pushgate.v1.GetPresenceRequest
-	(*GetPresenceResponse)(nil),   // 21: pushgate.v1.GetPresenceResponse
-	(*DisconnectRequest)(nil),     // 22: pushgate.v1.DisconnectRequest
-	(*DisconnectResponse)(nil),    // 23: pushgate.v1.DisconnectResponse
-	(*durationpb.Duration)(nil),   // 24: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
+	(EventKind)(0),                   // 0: pushgate.v1.EventKind
+	(DeliveryState)(0),               // 1: pushgate.v1.DeliveryState
+	(*Message)(nil),                  // 2: pushgate.v1.Message
+	(*SendToUserRequest)(nil),        // 3: pushgate.v1.SendToUserRequest
+	(*SendToUserResponse)(nil),       // 4: pushgate.v1.SendToUserResponse
+	(*SendToUsersRequest)(nil),       // 5: pushgate.v1.SendToUsersRequest
+	(*SendToUsersResponse)(nil),      // 6: pushgate.v1.SendToUsersResponse
+	(*Delivery)(nil),                 // 7: pushgate.v1.Delivery
+	(*PublishRequest)(nil),           // 8: pushgate.v1.PublishRequest
+	(*PublishResponse)(nil),          // 9: pushgate.v1.PublishResponse
+	(*WatchEventsRequest)(nil),       // 10: pushgate.v1.WatchEventsRequest
+	(*Event)(nil),                    // 11: pushgate.v1.Event
+	(*UserOnline)(nil),               // 12: pushgate.v1.UserOnline
+	(*UserOffline)(nil),              // 13: pushgate.v1.UserOffline
+	(*MessageAcked)(nil),             // 14: pushgate.v1.MessageAcked
+	(*ClientMessage)(nil),            // 15: pushgate.v1.ClientMessage
+	(*BroadcastRequest)(nil),         // 16: pushgate.v1.BroadcastRequest
+	(*BroadcastResponse)(nil),        // 17: pushgate.v1.BroadcastResponse
+	(*ListOnlineRequest)(nil),        // 18: pushgate.v1.ListOnlineRequest
+	(*ListOnlineResponse)(nil),       // 19: pushgate.v1.ListOnlineResponse
+	(*OnlineUser)(nil),               // 20: pushgate.v1.OnlineUser
+	(*GetPresenceRequest)(nil),       // 21: pushgate.v1.GetPresenceRequest
+	(*GetPresenceResponse)(nil),      // 22: pushgate.v1.GetPresenceResponse
+	(*DisconnectRequest)(nil),        // 23: pushgate.v1.DisconnectRequest
+	(*DisconnectResponse)(nil),       // 24: pushgate.v1.DisconnectResponse
+	(*GetMessageStatusRequest)(nil),  // 25: pushgate.v1.GetMessageStatusRequest
+	(*GetMessageStatusResponse)(nil), // 26: pushgate.v1.GetMessageStatusResponse
+	(*RecipientStatus)(nil),          // 27: pushgate.v1.RecipientStatus
+	(*durationpb.Duration)(nil),      // 28: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 29: google.protobuf.Timestamp
 }
 var file_pushgate_v1_push_proto_depIdxs = []int32{
-	24, // 0: pushgate.v1.Message.ttl:type_name -> google.protobuf.Duration
-	1,  // 1: pushgate.v1.SendToUserRequest.message:type_name -> pushgate.v1.Message
-	1,  // 2: pushgate.v1.SendToUsersRequest.message:type_name -> pushgate.v1.Message
-	6,  // 3: pushgate.v1.SendToUsersResponse.results:type_name -> pushgate.v1.Delivery
-	1,  // 4: pushgate.v1.PublishRequest.message:type_name -> pushgate.v1.Message
+	28, // 0: pushgate.v1.Message.ttl:type_name -> google.protobuf.Duration
+	2,  // 1: pushgate.v1.SendToUserRequest.message:type_name -> pushgate.v1.Message
+	2,  // 2: pushgate.v1.SendToUsersRequest.message:type_name -> pushgate.v1.Message
+	7,  // 3: pushgate.v1.SendToUsersResponse.results:type_name -> pushgate.v1.Delivery
+	2,  // 4: pushgate.v1.PublishRequest.message:type_name -> pushgate.v1.Message
 	0,  // 5: pushgate.v1.WatchEventsRequest.kinds:type_name -> pushgate.v1.EventKind
-	25, // 6: pushgate.v1.Event.time:type_name -> google.protobuf.Timestamp
-	11, // 7: pushgate.v1.Event.user_online:type_name -> pushgate.v1.UserOnline
-	12, // 8: pushgate.v1.Event.user_offline:type_name -> pushgate.v1.UserOffline
-	13, // 9: pushgate.v1.Event.message_acked:type_name -> pushgate.v1.MessageAcked
-	14, // 10: pushgate.v1.Event.client_message:type_name -> pushgate.v1.ClientMessage
-	1,  // 11: pushgate.v1.BroadcastRequest.message:type_name -> pushgate.v1.Message
-	19, // 12: pushgate.v1.ListOnlineResponse.users:type_name -> pushgate.v1.OnlineUser
-	25, // 13: pushgate.v1.OnlineUser.online_since:type_name -> google.protobuf.Timestamp
-	19, // 14: pushgate.v1.GetPresenceResponse.users:type_name -> pushgate.v1.OnlineUser
-	15, // 15: pushgate.v1.PushService.Broadcast:input_type -> pushgate.v1.BroadcastRequest
-	2,  // 16: pushgate.v1.PushService.SendToUser:input_type -> pushgate.v1.SendToUserRequest
-	4,  // 17: pushgate.v1.PushService.SendToUsers:input_type -> pushgate.v1.SendToUsersRequest
-	17, // 18: pushgate.v1.PushService.ListOnline:input_type -> pushgate.v1.ListOnlineRequest
-	20, // 19: pushgate.v1.PushService.GetPresence:input_type -> pushgate.v1.GetPresenceRequest
-	22, // 20: pushgate.v1.PushService.Disconnect:input_type -> pushgate.v1.DisconnectRequest
-	7,  // 21: pushgate.v1.PushService.Publish:input_type -> pushgate.v1.PublishRequest
-	9,  // 22: pushgate.v1.PushService.WatchEvents:input_type -> pushgate.v1.WatchEventsRequest
-	16, // 23: pushgate.v1.PushService.Broadcast:output_type -> pushgate.v1.BroadcastResponse
-	3,  // 24: pushgate.v1.PushService.SendToUser:output_type -> pushgate.v1.SendToUserResponse
-	5,  // 25: pushgate.v1.PushService.SendToUsers:output_type -> pushgate.v1.SendToUsersResponse
-	18, // 26: pushgate.v1.PushService.ListOnline:output_type -> pushgate.v1.ListOnlineResponse
-	21, // 27: pushgate.v1.PushService.GetPresence:output_type -> pushgate.v1.GetPresenceResponse
-	23, // 28: pushgate.v1.PushService.Disconnect:output_type -> pushgate.v1.DisconnectResponse
-	8,  // 29: pushgate.v1.PushService.Publish:output_type -> pushgate.v1.PublishResponse
-	10, // 30: pushgate.v1.PushService.WatchEvents:output_type -> pushgate.v1.Event
-	23, // [23:31] is the sub-list for method output_type
-	15, // [15:23] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	29, // 6: pushgate.v1.Event.time:type_name -> google.protobuf.Timestamp
+	12, // 7: pushgate.v1.Event.user_online:type_name -> pushgate.v1.UserOnline
+	13, // 8: pushgate.v1.Event.user_offline:type_name -> pushgate.v1.UserOffline
+	14, // 9: pushgate.v1.Event.message_acked:type_name -> pushgate.v1.MessageAcked
+	15, // 10: pushgate.v1.Event.client_message:type_name -> pushgate.v1.ClientMessage
+	2,  // 11: pushgate.v1.BroadcastRequest.message:type_name -> pushgate.v1.Message
+	20, // 12: pushgate.v1.ListOnlineResponse.users:type_name -> pushgate.v1.OnlineUser
+	29, // 13: pushgate.v1.OnlineUser.online_since:type_name -> google.protobuf.Timestamp
+	20, // 14: pushgate.v1.GetPresenceResponse.users:type_name -> pushgate.v1.OnlineUser
+	29, // 15: pushgate.v1.GetMessageStatusResponse.send_time:type_name -> google.protobuf.Timestamp
+	29, // 16: pushgate.v1.GetMessageStatusResponse.expire_time:type_name -> google.protobuf.Timestamp
+	27, // 17: pushgate.v1.GetMessageStatusResponse.recipients:type_name -> pushgate.v1.RecipientStatus
+	1,  // 18: pushgate.v1.RecipientStatus.state:type_name -> pushgate.v1.DeliveryState
+	29, // 19: pushgate.v1.RecipientStatus.delivered_time:type_name -> google.protobuf.Timestamp
+	29, // 20: pushgate.v1.RecipientStatus.ack_time:type_name -> google.protobuf.Timestamp
+	29, // 21: pushgate.v1.RecipientStatus.end_time:type_name -> google.protobuf.Timestamp
+	16, // 22: pushgate.v1.PushService.Broadcast:input_type -> pushgate.v1.BroadcastRequest
+	3,  // 23: pushgate.v1.PushService.SendToUser:input_type -> pushgate.v1.SendToUserRequest
+	5,  // 24: pushgate.v1.PushService.SendToUsers:input_type -> pushgate.v1.SendToUsersRequest
+	18, // 25: pushgate.v1.PushService.ListOnline:input_type -> pushgate.v1.ListOnlineRequest
+	21, // 26: pushgate.v1.PushService.GetPresence:input_type -> pushgate.v1.GetPresenceRequest
+	23, // 27: pushgate.v1.PushService.Disconnect:input_type -> pushgate.v1.DisconnectRequest
+	8,  // 28: pushgate.v1.PushService.Publish:input_type -> pushgate.v1.PublishRequest
+	25, // 29: pushgate.v1.PushService.GetMessageStatus:input_type -> pushgate.v1.GetMessageStatusRequest
+	10, // 30: pushgate.v1.PushService.WatchEvents:input_type -> pushgate.v1.WatchEventsRequest
+	17, // 31: pushgate.v1.PushService.Broadcast:output_type -> pushgate.v1.BroadcastResponse
+	4,  // 32: pushgate.v1.PushService.SendToUser:output_type -> pushgate.v1.SendToUserResponse
+	6,  // 33: pushgate.v1.PushService.SendToUsers:output_type -> pushgate.v1.SendToUsersResponse
+	19, // 34: pushgate.v1.PushService.ListOnline:output_type -> pushgate.v1.ListOnlineResponse
+	22, // 35: pushgate.v1.PushService.GetPresence:output_type -> pushgate.v1.GetPresenceResponse
+	24, // 36: pushgate.v1.PushService.Disconnect:output_type -> pushgate.v1.DisconnectResponse
+	9,  // 37: pushgate.v1.PushService.Publish:output_type -> pushgate.v1.PublishResponse
+	26, // 38: pushgate.v1.PushService.GetMessageStatus:output_type -> pushgate.v1.GetMessageStatusResponse
+	11, // 39: pushgate.v1.PushService.WatchEvents:output_type -> pushgate.v1.Event
+	31, // [31:40] is the sub-list for method output_type
+	22, // [22:31] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_pushgate_v1_push_proto_init() }
@@ -1869,8 +2314,8 @@ func file_pushgate_v1_push_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pushgate_v1_push_proto_rawDesc), len(file_pushgate_v1_push_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   23,
+			NumEnums:      2,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -22,14 +22,15 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	PushService_Broadcast_FullMethodName   = "/pushgate.v1.PushService/Broadcast"
-	PushService_SendToUser_FullMethodName  = "/pushgate.v1.PushService/SendToUser"
-	PushService_SendToUsers_FullMethodName = "/pushgate.v1.PushService/SendToUsers"
-	PushService_ListOnline_FullMethodName  = "/pushgate.v1.PushService/ListOnline"
-	PushService_GetPresence_FullMethodName = "/pushgate.v1.PushService/GetPresence"
-	PushService_Disconnect_FullMethodName  = "/pushgate.v1.PushService/Disconnect"
-	PushService_Publish_FullMethodName     = "/pushgate.v1.PushService/Publish"
-	PushService_WatchEvents_FullMethodName = "/pushgate.v1.PushService/WatchEvents"
+	PushService_Broadcast_FullMethodName        = "/pushgate.v1.PushService/Broadcast"
+	PushService_SendToUser_FullMethodName       = "/pushgate.v1.PushService/SendToUser"
+	PushService_SendToUsers_FullMethodName      = "/pushgate.v1.PushService/SendToUsers"
+	PushService_ListOnline_FullMethodName       = "/pushgate.v1.PushService/ListOnline"
+	PushService_GetPresence_FullMethodName      = "/pushgate.v1.PushService/GetPresence"
+	PushService_Disconnect_FullMethodName       = "/pushgate.v1.PushService/Disconnect"
+	PushService_Publish_FullMethodName          = "/pushgate.v1.PushService/Publish"
+	PushService_GetMessageStatus_FullMethodName = "/pushgate.v1.PushService/GetMessageStatus"
+	PushService_WatchEvents_FullMethodName      = "/pushgate.v1.PushService/WatchEvents"
 )
 
 // PushServiceClient is the client API for PushService service.
@@ -69,12 +70,26 @@ type PushServiceClient interface {
 	// (for example "todo:team-7"). Topic messages are live only: a ttl is
 	// refused.
 	Publish(ctx context.Context, in *PublishRequest, opts ...grpc.CallOption) (*PublishResponse, error)
+	// GetMessageStatus is a message's receipt: for each recipient of a
+	// SendToUser or SendToUsers call, whether it was stored, how many
+	// connections it was written to, whether and how it was acknowledged, and
+	// whether it expired or was trimmed from the inbox. Receipts are kept for
+	// a bounded time (--receipt-retention) and number (--receipt-max); an id
+	// whose receipt is not kept (never issued, too old, evicted, or a
+	// Broadcast/Publish id) is NOT_FOUND, and the status message says which
+	// it can tell.
+	GetMessageStatus(ctx context.Context, in *GetMessageStatusRequest, opts ...grpc.CallOption) (*GetMessageStatusResponse, error)
 	// WatchEvents streams what happens on the client side: users coming online
 	// and going offline, messages acknowledged, and messages sent by clients
 	// (when allowed by --upstream-users / --upstream-topics). Several watchers
 	// may run at once; each gets every event. A watcher that falls more than
 	// --watch-buffer events behind is ended with RESOURCE_EXHAUSTED and should
-	// call again.
+	// call again with the cursor of the last event it handled.
+	//
+	// Every event has a cursor in one ordered log per deployment. A call with
+	// after_cursor first replays the kept events after it, then goes live:
+	// a consumer that resumes with the cursor of the last event it handled
+	// misses nothing (it may see an event twice around the switch to live).
 	//
 	// The response type is named Event (not WatchEventsResponse) because that
 	// name is part of the published contract.
@@ -160,6 +175,16 @@ func (c *pushServiceClient) Publish(ctx context.Context, in *PublishRequest, opt
 	return out, nil
 }
 
+func (c *pushServiceClient) GetMessageStatus(ctx context.Context, in *GetMessageStatusRequest, opts ...grpc.CallOption) (*GetMessageStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetMessageStatusResponse)
+	err := c.cc.Invoke(ctx, PushService_GetMessageStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *pushServiceClient) WatchEvents(ctx context.Context, in *WatchEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Event], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &PushService_ServiceDesc.Streams[0], PushService_WatchEvents_FullMethodName, cOpts...)
@@ -216,12 +241,26 @@ type PushServiceServer interface {
 	// (for example "todo:team-7"). Topic messages are live only: a ttl is
 	// refused.
 	Publish(context.Context, *PublishRequest) (*PublishResponse, error)
+	// GetMessageStatus is a message's receipt: for each recipient of a
+	// SendToUser or SendToUsers call, whether it was stored, how many
+	// connections it was written to, whether and how it was acknowledged, and
+	// whether it expired or was trimmed from the inbox. Receipts are kept for
+	// a bounded time (--receipt-retention) and number (--receipt-max); an id
+	// whose receipt is not kept (never issued, too old, evicted, or a
+	// Broadcast/Publish id) is NOT_FOUND, and the status message says which
+	// it can tell.
+	GetMessageStatus(context.Context, *GetMessageStatusRequest) (*GetMessageStatusResponse, error)
 	// WatchEvents streams what happens on the client side: users coming online
 	// and going offline, messages acknowledged, and messages sent by clients
 	// (when allowed by --upstream-users / --upstream-topics). Several watchers
 	// may run at once; each gets every event. A watcher that falls more than
 	// --watch-buffer events behind is ended with RESOURCE_EXHAUSTED and should
-	// call again.
+	// call again with the cursor of the last event it handled.
+	//
+	// Every event has a cursor in one ordered log per deployment. A call with
+	// after_cursor first replays the kept events after it, then goes live:
+	// a consumer that resumes with the cursor of the last event it handled
+	// misses nothing (it may see an event twice around the switch to live).
 	//
 	// The response type is named Event (not WatchEventsResponse) because that
 	// name is part of the published contract.
@@ -257,6 +296,9 @@ func (UnimplementedPushServiceServer) Disconnect(context.Context, *DisconnectReq
 }
 func (UnimplementedPushServiceServer) Publish(context.Context, *PublishRequest) (*PublishResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Publish not implemented")
+}
+func (UnimplementedPushServiceServer) GetMessageStatus(context.Context, *GetMessageStatusRequest) (*GetMessageStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetMessageStatus not implemented")
 }
 func (UnimplementedPushServiceServer) WatchEvents(*WatchEventsRequest, grpc.ServerStreamingServer[Event]) error {
 	return status.Error(codes.Unimplemented, "method WatchEvents not implemented")
@@ -408,6 +450,24 @@ func _PushService_Publish_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PushService_GetMessageStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetMessageStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PushServiceServer).GetMessageStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PushService_GetMessageStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PushServiceServer).GetMessageStatus(ctx, req.(*GetMessageStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _PushService_WatchEvents_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(WatchEventsRequest)
 	if err := stream.RecvMsg(m); err != nil {
@@ -453,6 +513,10 @@ var PushService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Publish",
 			Handler:    _PushService_Publish_Handler,
+		},
+		{
+			MethodName: "GetMessageStatus",
+			Handler:    _PushService_GetMessageStatus_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
