@@ -17,7 +17,7 @@ type CloseReason struct {
 	writeTimeout bool // CloseSlowConsumer because a write timed out, not because the queue overflowed
 }
 
-// The close reasons pushgate uses. README.md lists them for client authors.
+// The close reasons pushgate uses. docs/frontend.md lists them for client authors.
 var (
 	// CloseGoingAway: the server is shutting down or draining. Reconnect
 	// (another node, or this one once it is back), with jitter.

@@ -14,7 +14,7 @@ import (
 
 // The API the gRPC service uses (server.Gateway), cluster-wide. Results
 // count connections as Redis knows them when the call runs: a node that
-// holds them and heard the message (see README, "Cluster mode").
+// holds them and heard the message (see docs/cluster.md).
 
 // SendToUsers implements gateway.Engine: one script stores (ttl > 0) and
 // publishes the message to the users' nodes, with one id, so the id is in
