@@ -61,6 +61,7 @@ var backendExamples = []backendExample{
 	{"java", "java-order-service", prepareJava},
 	{"python", "python", preparePython},
 	{"node", "node", prepareNode},
+	{"go", "go", prepareGo},
 }
 
 // TestBackendExamples builds and runs the example order services against the
@@ -188,6 +189,17 @@ func prepareJava(t *testing.T, dir string) ([]string, []string) {
 		t.Fatalf("build-debian.sh: %v\n%s", err, out)
 	}
 	return []string{"./run-debian.sh"}, env
+}
+
+// prepareGo builds the Go example (part of this module).
+func prepareGo(t *testing.T, dir string) ([]string, []string) {
+	bin := filepath.Join(t.TempDir(), "order-service")
+	cmd := exec.Command("go", "build", "-o", bin, ".")
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return []string{bin}, nil
 }
 
 func preparePython(t *testing.T, dir string) ([]string, []string) {

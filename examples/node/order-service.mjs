@@ -61,13 +61,13 @@ class OrderService {
   // so the payload is written as text with the digits in place.
   orderPaid(orderId, orderNo) {
     const json = `{"type":1,"orderId":${orderId},"content":${JSON.stringify(`订单号: ${orderNo}`)}}`;
-    return this.push('order.paid', json, `order-${orderId}-paid`);
+    return this.push('order.paid', json, `${this.merchantId}-order-${orderId}-paid`);
   }
 
   // Called when the customer asks for the n-th time where the order is.
   customerReminder(orderId, orderNo, n) {
     const json = `{"type":2,"orderId":${orderId},"content":${JSON.stringify(`顾客催单: ${orderNo}`)}}`;
-    return this.push('order.remind', json, `order-${orderId}-remind-${n}`);
+    return this.push('order.remind', json, `${this.merchantId}-order-${orderId}-remind-${n}`);
   }
 
   // Sends one message to every open page of the merchant. The idempotency

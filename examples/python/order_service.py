@@ -41,13 +41,13 @@ class OrderService:
         # keeps the Chinese text as UTF-8 rather than \\u escapes.
         payload = '{"type":1,"orderId":%d,"content":%s}' % (
             order_id, json.dumps("订单号: " + order_no, ensure_ascii=False))
-        return self._push("order.paid", payload, "order-%d-paid" % order_id)
+        return self._push("order.paid", payload, "%s-order-%d-paid" % (self.merchant_id, order_id))
 
     def customer_reminder(self, order_id, order_no, n):
         """Called when the customer asks for the n-th time where the order is."""
         payload = '{"type":2,"orderId":%d,"content":%s}' % (
             order_id, json.dumps("顾客催单: " + order_no, ensure_ascii=False))
-        return self._push("order.remind", payload, "order-%d-remind-%d" % (order_id, n))
+        return self._push("order.remind", payload, "%s-order-%d-remind-%d" % (self.merchant_id, order_id, n))
 
     def _push(self, type_, payload, idempotency_key):
         """Sends one message to every open page of the merchant.

@@ -59,13 +59,13 @@ public final class OrderService {
     /** Called when the payment of an order has gone through. */
     SendToUserResponse orderPaid(Order order) throws InterruptedException {
         String json = "{\"type\":1,\"orderId\":" + order.id + ",\"content\":" + jsonString("订单号: " + order.number) + "}";
-        return push("order.paid", json, "order-" + order.id + "-paid");
+        return push("order.paid", json, merchantId + "-order-" + order.id + "-paid");
     }
 
     /** Called when the customer asks for the n-th time where the order is. */
     SendToUserResponse customerReminder(Order order, int n) throws InterruptedException {
         String json = "{\"type\":2,\"orderId\":" + order.id + ",\"content\":" + jsonString("顾客催单: " + order.number) + "}";
-        return push("order.remind", json, "order-" + order.id + "-remind-" + n);
+        return push("order.remind", json, merchantId + "-order-" + order.id + "-remind-" + n);
     }
 
     /**
