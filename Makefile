@@ -14,13 +14,14 @@ BUF_VERSION                := v1.75.0
 PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 STATICCHECK_VERSION        := v0.8.2
+GRPCURL_VERSION            := v1.9.4
 
 .PHONY: run test test-go test-js generate lint check-generated tools bench e2e-binary deps soak
 
 run:
 	$(GO) run ./cmd/pushgate
 
-tools: $(TOOLS)/buf $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc $(TOOLS)/staticcheck
+tools: $(TOOLS)/buf $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc $(TOOLS)/staticcheck $(TOOLS)/grpcurl
 
 $(TOOLS)/buf:
 	GOBIN=$(TOOLS) $(GO) install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
@@ -30,6 +31,9 @@ $(TOOLS)/protoc-gen-go-grpc:
 	GOBIN=$(TOOLS) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
 $(TOOLS)/staticcheck:
 	GOBIN=$(TOOLS) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+# The README's quickstart uses grpcurl; TestReadmeQuickstart runs it.
+$(TOOLS)/grpcurl:
+	GOBIN=$(TOOLS) $(GO) install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
 
 generate: tools
 	buf generate
@@ -55,8 +59,8 @@ test: lint check-generated deps test-go test-js
 # run once per engine: memory with everything else, then Redis, each server
 # on a redis-server of its own. The cluster tests, the soak and the deploy
 # and example checks choose their engine themselves.
-REDIS_SUITES_SKIP := Cluster|Soak|BackendExamples|Deploy
-test-go:
+REDIS_SUITES_SKIP := Cluster|Soak|BackendExamples|Deploy|Readme|DocLinks
+test-go: tools
 	$(GO) test -race -count=1 -timeout 20m ./...
 	PUSHGATE_TEST_ENGINE=redis $(GO) test -race -count=1 -timeout 20m -skip '$(REDIS_SUITES_SKIP)' ./cmd/pushgate/
 
