@@ -225,6 +225,9 @@ func New(cfg config.Config, log *slog.Logger) (_ *App, err error) {
 	if devSend {
 		mux.Handle("POST /demo/send", loopbackHostOnly(web.DevSendHandler(api, sendLimits)))
 	}
+	if err := a.mountHTTPAPI(mux, keys.Len() > 0); err != nil {
+		return nil, err
+	}
 	var handler http.Handler = mux
 	if verifier == nil && config.LoopbackOnly(cfg.HTTPAddr) {
 		// Nothing authenticates this listener; only this machine may use it.

@@ -1,0 +1,36 @@
+package app
+
+import (
+	"net/http"
+
+	"pushgate/internal/config"
+	"pushgate/server"
+)
+
+// mountHTTPAPI serves the HTTP/JSON API on the HTTP listener's mux: the
+// gRPC server's PushService as JSON POSTs, through the same interceptors
+// (API keys, rate limit, validation, logging, metrics). The HTTP listener
+// is the one browsers reach, so the API is served there only when it is
+// guarded as the gRPC listener would have to be: by API keys, or by a
+// loopback address (then requests must name a loopback Host, against DNS
+// rebinding), or by --insecure's explicit consent.
+func (a *App) mountHTTPAPI(mux *http.ServeMux, apiKeys bool) error {
+	cfg := a.cfg
+	if cfg.NoHTTPAPI {
+		return nil
+	}
+	loopback := config.LoopbackOnly(cfg.HTTPAddr)
+	if !apiKeys && !loopback && !cfg.Insecure {
+		a.log.Warn("HTTP/JSON API off: --http-addr is reachable from the network and no API keys are configured; set --api-keys (or --no-http-api to silence this)", "addr", cfg.HTTPAddr)
+		return nil
+	}
+	h, err := server.NewHTTPHandler(a.grpc, server.HTTPOptions{RequestTimeout: cfg.GRPCRequestTimeout})
+	if err != nil {
+		return err
+	}
+	if !apiKeys && loopback {
+		h = loopbackHostOnly(h)
+	}
+	mux.Handle("/pushgate.v1.PushService/", h)
+	return nil
+}
