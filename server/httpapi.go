@@ -23,6 +23,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/dynamicpb"
 
 	spb "google.golang.org/genproto/googleapis/rpc/status"
 
@@ -60,8 +62,9 @@ type HTTPOptions struct {
 	KeepAlive time.Duration
 }
 
-// httpAPI serves the HTTP/JSON API.
-type httpAPI struct {
+// HTTPAPI serves the HTTP/JSON API.
+type HTTPAPI struct {
+	inflight   inflight // requests being served
 	o          HTTPOptions
 	transcoder http.Handler
 	grpc       http.Handler // the gRPC server's in-process HTTP handler
@@ -73,7 +76,7 @@ const apiPrefix = "/" + "pushgate.v1.PushService" + "/"
 // NewHTTPHandler returns the HTTP/JSON API over s, which must have the
 // PushService registered (NewGRPCServer). It serves paths under
 // /pushgate.v1.PushService/.
-func NewHTTPHandler(s *grpc.Server, o HTTPOptions) (http.Handler, error) {
+func NewHTTPHandler(s *grpc.Server, o HTTPOptions) (*HTTPAPI, error) {
 	if o.MaxRequestBytes <= 0 {
 		o.MaxRequestBytes = DefaultMaxRequestBytes
 	}
@@ -98,7 +101,7 @@ func NewHTTPHandler(s *grpc.Server, o HTTPOptions) (http.Handler, error) {
 	if err != nil {
 		return nil, fmt.Errorf("HTTP/JSON API: %w", err)
 	}
-	return &httpAPI{o: o, transcoder: t, grpc: s}, nil
+	return &HTTPAPI{o: o, transcoder: t, grpc: s}, nil
 }
 
 // newJSONCodec is protojson as the gRPC API's documentation describes the
@@ -144,20 +147,112 @@ func compactJSON(marshal func([]byte, proto.Message) ([]byte, error), b []byte, 
 // string field userId: 5`).
 func (c jsonCodec) Unmarshal(b []byte, msg proto.Message) error {
 	if err := c.JSONCodec.Unmarshal(b, msg); err != nil {
-		return connect.NewError(connect.CodeInvalidArgument, requestJSONError(err))
+		return connect.NewError(connect.CodeInvalidArgument, requestJSONError(msg.ProtoReflect().Descriptor(), b, err))
 	}
 	return nil
 }
 
-// requestJSONError words a protojson error as the API's other errors:
-// "request body: (line 1:25): unknown field "bogus"".
-func requestJSONError(err error) error {
-	// protojson puts a space or a no-break space after "proto:", at random.
-	msg := strings.TrimLeft(strings.TrimPrefix(err.Error(), "proto:"), " \u00a0")
-	return errors.New("request body: " + msg)
+// requestJSONError words a protojson error as the API's other errors,
+// naming the field (by its proto name, as validation does) where protojson
+// does not: "request body: message.ttl: invalid
+// google.protobuf.Duration value "ten minutes"".
+func requestJSONError(md protoreflect.MessageDescriptor, body []byte, err error) error {
+	if f := fieldError(md, body, ""); f != "" {
+		return errors.New("request body: " + f)
+	}
+	return errors.New("request body: " + protojsonMessage(err))
 }
 
-func (h *httpAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+// protojsonMessage is a protojson error's text without its "proto:" prefix
+// (followed by a space or a no-break space, at random) and position.
+func protojsonMessage(err error) string {
+	msg := strings.TrimLeft(strings.TrimPrefix(err.Error(), "proto:"), " \u00a0")
+	if strings.HasPrefix(msg, "(line ") {
+		if i := strings.Index(msg, "): "); i > 0 {
+			msg = msg[i+3:]
+		}
+	}
+	return msg
+}
+
+// fieldError finds the first field (in the order of the body's keys) of a
+// JSON object that protojson refuses, and says which and why: an unknown
+// key, or a value of the wrong type. "" when the body is not a JSON object
+// or every field alone is accepted.
+func fieldError(md protoreflect.MessageDescriptor, body []byte, prefix string) string {
+	keys, values, ok := objectFields(body)
+	if !ok {
+		return ""
+	}
+	for i, key := range keys {
+		fd := md.Fields().ByJSONName(key)
+		if fd == nil {
+			fd = md.Fields().ByTextName(key)
+		}
+		if fd == nil {
+			return fmt.Sprintf("%s%s: unknown field", prefix, key)
+		}
+		name := prefix + string(fd.Name())
+		one, _ := json.Marshal(map[string]json.RawMessage{key: values[i]})
+		err := protojson.Unmarshal(one, dynamicpb.NewMessage(md))
+		if err == nil {
+			continue
+		}
+		// Inside a message field (not a well-known type, which JSON writes
+		// as a string or a number): the field within it.
+		if fd.Kind() == protoreflect.MessageKind && !fd.IsMap() && !strings.HasPrefix(string(fd.Message().FullName()), "google.protobuf.") {
+			if !fd.IsList() {
+				if f := fieldError(fd.Message(), values[i], name+"."); f != "" {
+					return f
+				}
+			} else {
+				var elems []json.RawMessage
+				if json.Unmarshal(values[i], &elems) == nil {
+					for j, e := range elems {
+						if f := fieldError(fd.Message(), e, fmt.Sprintf("%s[%d].", name, j)); f != "" {
+							return f
+						}
+					}
+				}
+			}
+		}
+		return name + ": " + protojsonMessage(err)
+	}
+	return ""
+}
+
+// objectFields returns a JSON object's keys, in order, and values.
+func objectFields(body []byte) (keys []string, values []json.RawMessage, ok bool) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil, nil, false
+	}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return nil, nil, false
+		}
+		key, _ := t.(string)
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return nil, nil, false
+		}
+		keys, values = append(keys, key), append(values, v)
+	}
+	return keys, values, true
+}
+
+// Idle is closed once no request is being served. The gRPC server's
+// GracefulStop closes the calls it serves through its HTTP handler at once,
+// unlike those on its own connections: shutdown waits for Idle (after the
+// service's Drain has ended the event streams) before stopping it, so that
+// these calls finish and write their answers first.
+func (h *HTTPAPI) Idle() <-chan struct{} { return h.inflight.idle() }
+
+// ServeHTTP serves one call.
+func (h *HTTPAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.inflight.add()
+	defer h.inflight.done()
 	body, ok := h.readBody(w, r)
 	if !ok {
 		return
@@ -189,7 +284,7 @@ func (h *httpAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // readBody reads the whole request body, bounded in size by
 // MaxRequestBytes and in time by RequestTimeout, and answers the request
 // itself when it is too large or too slow.
-func (h *httpAPI) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+func (h *HTTPAPI) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	max := int64(h.o.MaxRequestBytes)
 	tooLarge := func() ([]byte, bool) {
 		w.Header().Set("Connection", "close") // the rest of the body stays unread
@@ -220,6 +315,42 @@ func (h *httpAPI) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool
 	// stream for hours): only the request's arrival is bounded.
 	_ = rc.SetReadDeadline(time.Time{})
 	return body, true
+}
+
+// inflight counts the requests being served.
+type inflight struct {
+	mu      sync.Mutex
+	n       int
+	waiters []chan struct{}
+}
+
+func (f *inflight) add() {
+	f.mu.Lock()
+	f.n++
+	f.mu.Unlock()
+}
+
+func (f *inflight) done() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.n--; f.n == 0 {
+		for _, w := range f.waiters {
+			close(w)
+		}
+		f.waiters = nil
+	}
+}
+
+func (f *inflight) idle() <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ch := make(chan struct{})
+	if f.n == 0 {
+		close(ch)
+	} else {
+		f.waiters = append(f.waiters, ch)
+	}
+	return ch
 }
 
 // mediaType is a Content-Type without its parameters, lower case.
@@ -305,11 +436,11 @@ func writeErrorBody(w http.ResponseWriter, status int, body []byte) {
 // event. An error before that (a missing key, a bad request, too many
 // watchers) is answered with its HTTP status and the API's error body; one
 // after it ends the stream with an "error" event whose data is that body.
-func (h *httpAPI) watch(w http.ResponseWriter, r *http.Request, body []byte) {
+func (h *HTTPAPI) watch(w http.ResponseWriter, r *http.Request, body []byte) {
 	req := &pb.WatchEventsRequest{}
 	if len(bytes.TrimSpace(body)) > 0 {
 		if err := protojson.Unmarshal(body, req); err != nil {
-			writeHTTPError(w, http.StatusBadRequest, codes.InvalidArgument, requestJSONError(err).Error())
+			writeHTTPError(w, http.StatusBadRequest, codes.InvalidArgument, requestJSONError(req.ProtoReflect().Descriptor(), body, err).Error())
 			return
 		}
 	}

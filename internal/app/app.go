@@ -51,10 +51,12 @@ type App struct {
 	grpc   *grpc.Server
 	http   *http.Server
 	grpcLn net.Listener
-	httpLn *connGate
-	ops    *http.Server // nil without --ops-addr
-	opsLn  *connGate    // nil without --ops-addr
-	ready  atomic.Bool
+	// httpAPI is the HTTP/JSON API on the HTTP listener; nil when off.
+	httpAPI *server.HTTPAPI
+	httpLn  *connGate
+	ops     *http.Server // nil without --ops-addr
+	opsLn   *connGate    // nil without --ops-addr
+	ready   atomic.Bool
 }
 
 // New wires pushgate and binds its listeners (so their addresses are known
@@ -601,11 +603,19 @@ func (a *App) shutdown() {
 	// In-flight gRPC calls finish before clients are closed, so that what
 	// they queued is written first.
 	a.svc.Drain() // WatchEvents streams end now; GracefulStop waits for the rest
+	grpcStop := time.After(a.cfg.GRPCStopTimeout)
+	if a.httpAPI != nil {
+		// GracefulStop would cut the calls the HTTP/JSON API has running.
+		select {
+		case <-a.httpAPI.Idle():
+		case <-grpcStop:
+		}
+	}
 	stopped := make(chan struct{})
 	go func() { a.grpc.GracefulStop(); close(stopped) }()
 	select {
 	case <-stopped:
-	case <-time.After(a.cfg.GRPCStopTimeout):
+	case <-grpcStop:
 		a.log.Warn("gRPC calls still running after --grpc-stop-timeout, cutting them", "timeout", a.cfg.GRPCStopTimeout)
 		a.grpc.Stop()
 		<-stopped

@@ -28,9 +28,11 @@ func (a *App) mountHTTPAPI(mux *http.ServeMux, apiKeys bool) error {
 	if err != nil {
 		return err
 	}
+	a.httpAPI = h
+	var handler http.Handler = h
 	if !apiKeys && loopback {
-		h = loopbackHostOnly(h)
+		handler = loopbackHostOnly(h)
 	}
-	mux.Handle("/pushgate.v1.PushService/", h)
+	mux.Handle("/pushgate.v1.PushService/", handler)
 	return nil
 }
