@@ -51,12 +51,13 @@ type App struct {
 	grpc   *grpc.Server
 	http   *http.Server
 	grpcLn net.Listener
+	httpLn *connGate
+	ops    *http.Server // nil without --ops-addr
+	opsLn  *connGate    // nil without --ops-addr
+	ready  atomic.Bool
+
 	// httpAPI is the HTTP/JSON API on the HTTP listener; nil when off.
 	httpAPI *server.HTTPAPI
-	httpLn  *connGate
-	ops     *http.Server // nil without --ops-addr
-	opsLn   *connGate    // nil without --ops-addr
-	ready   atomic.Bool
 }
 
 // New wires pushgate and binds its listeners (so their addresses are known
