@@ -520,6 +520,9 @@ func (s *sseWriter) start() {
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Accel-Buffering", "no") // nginx: pass events on at once
 	s.w.WriteHeader(http.StatusOK)
+	// A first comment: some clients (curl -i) pass the headers on only
+	// with the first bytes of the body.
+	s.w.Write([]byte(": watching\n\n"))
 	s.flush()
 }
 

@@ -96,7 +96,8 @@ func TestSSECursors(t *testing.T) {
 			if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "text/event-stream" {
 				t.Fatalf("%d %s: %s", resp.StatusCode, resp.Header.Get("Content-Type"), body)
 			}
-			want := "id: " + tc.from + ".1\n" +
+			want := ": watching\n\n" +
+				"id: " + tc.from + ".1\n" +
 				`data: {"time":null,"userOnline":{"userId":"user-1"},"cursor":"` + tc.from + `.1"}` + "\n\n" +
 				"id: " + tc.from + ".2\n" +
 				`data: {"time":null,"userOnline":{"userId":"user-2"},"cursor":"` + tc.from + `.2"}` + "\n\n" +
