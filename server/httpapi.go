@@ -18,6 +18,7 @@ import (
 
 	"connectrpc.com/connect"
 	"connectrpc.com/vanguard"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -60,12 +61,15 @@ type HTTPOptions struct {
 	// KeepAlive is how often an idle WatchEvents event stream gets a
 	// comment line. 0: DefaultSSEKeepAlive.
 	KeepAlive time.Duration
+	// Registerer receives the API's metrics; nil: not registered.
+	Registerer prometheus.Registerer
 }
 
 // HTTPAPI serves the HTTP/JSON API.
 type HTTPAPI struct {
 	inflight   inflight // requests being served
 	o          HTTPOptions
+	refused    *prometheus.CounterVec // requests answered before any call: by reason
 	transcoder http.Handler
 	grpc       http.Handler // the gRPC server's in-process HTTP handler
 }
@@ -101,7 +105,14 @@ func NewHTTPHandler(s *grpc.Server, o HTTPOptions) (*HTTPAPI, error) {
 	if err != nil {
 		return nil, fmt.Errorf("HTTP/JSON API: %w", err)
 	}
-	return &HTTPAPI{o: o, transcoder: t, grpc: s}, nil
+	refused := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "pushgate_http_api_refused_total",
+		Help: "HTTP/JSON API requests refused before a call was made, by reason: too_large (a body over the largest request, 413) or timeout (a body that did not arrive in time, 408).",
+	}, []string{"reason"})
+	if o.Registerer != nil {
+		o.Registerer.MustRegister(refused)
+	}
+	return &HTTPAPI{o: o, refused: refused, transcoder: t, grpc: s}, nil
 }
 
 // newJSONCodec is protojson as the gRPC API's documentation describes the
@@ -267,12 +278,10 @@ func (h *HTTPAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case mt == "application/json" && r.URL.Path == apiPrefix+"WatchEvents":
 		h.watch(w, r, body)
 		return
-	case mt == "application/json", mt == "application/proto":
+	case mt == "application/json":
 		// A unary call in the Connect protocol, whose marker header plain
 		// JSON callers need not send.
 		r.Header.Set("Connect-Protocol-Version", "1")
-	case strings.HasPrefix(mt, "application/connect+"), strings.HasPrefix(mt, "application/grpc-web"):
-		// Connect streams and gRPC-Web: the transcoder's own protocols.
 	default:
 		writeHTTPError(w, http.StatusUnsupportedMediaType, codes.InvalidArgument,
 			fmt.Sprintf("Content-Type %q: send the request as application/json", r.Header.Get("Content-Type")))
@@ -287,6 +296,7 @@ func (h *HTTPAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (h *HTTPAPI) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	max := int64(h.o.MaxRequestBytes)
 	tooLarge := func() ([]byte, bool) {
+		h.refused.WithLabelValues("too_large").Inc()
 		w.Header().Set("Connection", "close") // the rest of the body stays unread
 		writeHTTPError(w, http.StatusRequestEntityTooLarge, codes.ResourceExhausted,
 			fmt.Sprintf("request body larger than %d bytes (the largest gRPC request message)", max))
@@ -303,9 +313,10 @@ func (h *HTTPAPI) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool
 	case errors.As(err, &tooBig):
 		return tooLarge()
 	case errors.Is(err, os.ErrDeadlineExceeded):
+		h.refused.WithLabelValues("timeout").Inc()
 		w.Header().Set("Connection", "close")
 		writeHTTPError(w, http.StatusRequestTimeout, codes.Canceled,
-			fmt.Sprintf("request body did not arrive within %v (--grpc-request-timeout)", h.o.RequestTimeout))
+			fmt.Sprintf("request body did not arrive within %v", h.o.RequestTimeout))
 		return nil, false
 	case err != nil:
 		writeHTTPError(w, http.StatusBadRequest, codes.InvalidArgument, "reading the request body: "+err.Error())

@@ -171,3 +171,43 @@ func TestHTTPStatusTable(t *testing.T) {
 		}
 	}
 }
+
+// quietService's WatchEvents sends its headers and no event.
+type quietService struct {
+	pb.UnimplementedPushServiceServer
+}
+
+func (quietService) WatchEvents(_ *pb.WatchEventsRequest, stream grpc.ServerStreamingServer[pb.Event]) error {
+	if err := stream.SendHeader(nil); err != nil {
+		return err
+	}
+	<-stream.Context().Done()
+	return stream.Context().Err()
+}
+
+// TestSSEKeepAlive: an idle stream gets a comment line every KeepAlive.
+func TestSSEKeepAlive(t *testing.T) {
+	gs := grpc.NewServer()
+	pb.RegisterPushServiceServer(gs, quietService{})
+	h, err := NewHTTPHandler(gs, HTTPOptions{KeepAlive: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(h)
+	defer hs.Close()
+	resp, err := http.Post(hs.URL+"/pushgate.v1.PushService/WatchEvents", "application/json", strings.NewReader(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	var lines []string
+	for len(lines) < 4 && sc.Scan() {
+		if sc.Text() != "" {
+			lines = append(lines, sc.Text())
+		}
+	}
+	if want := []string{": watching", ": keep-alive", ": keep-alive", ": keep-alive"}; strings.Join(lines, "|") != strings.Join(want, "|") {
+		t.Errorf("stream %q, want %q", lines, want)
+	}
+}

@@ -250,9 +250,12 @@ func TestHTTPAPIBadRequests(t *testing.T) {
 		if a := api.do(req); a.status != http.StatusRequestEntityTooLarge {
 			t.Errorf("chunked: answer %d %s, want 413", a.status, a.raw)
 		}
+		if n := s.metric(t, `pushgate_http_api_refused_total{reason="too_large"}`); n != 2 {
+			t.Errorf("refusals counted: %v, want 2", n)
+		}
 	})
 	t.Run("not JSON", func(t *testing.T) {
-		for _, ct := range []string{"", "text/plain", "application/x-www-form-urlencoded"} {
+		for _, ct := range []string{"", "text/plain", "application/x-www-form-urlencoded", "application/grpc-web+json", "application/connect+json"} {
 			a := api.post("SendToUser", ct, `{"userId":"a","message":{"text":"x"}}`)
 			if a.status != http.StatusUnsupportedMediaType || !strings.Contains(a.message(), "application/json") {
 				t.Errorf("Content-Type %q: answer %d %s, want 415 asking for application/json", ct, a.status, a.raw)
@@ -310,8 +313,11 @@ func TestHTTPAPISlowBody(t *testing.T) {
 		t.Fatalf("no answer: %v", err)
 	}
 	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusRequestTimeout || !strings.Contains(string(body), "--grpc-request-timeout") {
-		t.Errorf("answer %d %s, want 408 naming --grpc-request-timeout", resp.StatusCode, body)
+	if resp.StatusCode != http.StatusRequestTimeout || !strings.Contains(string(body), "did not arrive within 500ms") {
+		t.Errorf("answer %d %s, want 408 naming the 500ms of --grpc-request-timeout", resp.StatusCode, body)
+	}
+	if n := s.metric(t, `pushgate_http_api_refused_total{reason="timeout"}`); n != 1 {
+		t.Errorf("refusals counted: %v, want 1", n)
 	}
 }
 
@@ -332,6 +338,41 @@ func TestHTTPAPILoopbackHost(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusForbidden {
 		t.Errorf("Host pushgate.example.com: status %d, want 403", resp.StatusCode)
+	}
+}
+
+// TestHTTPAPIOnTheNetwork: on an HTTP listener reachable from the network,
+// the API is served without keys only with --insecure; else it is off and
+// the log says why.
+func TestHTTPAPIOnTheNetwork(t *testing.T) {
+	jwt := []string{"--http-addr", "0.0.0.0:0", "--auth", "jwt", "--jwt-secret", "http-api-test-secret-0123456789abcdef"}
+	for _, tc := range []struct {
+		name   string
+		args   []string
+		status int
+	}{
+		{"no keys", jwt, http.StatusNotFound},
+		{"no keys, --insecure", append([]string{"--insecure"}, jwt...), http.StatusOK},
+		{"keys", append([]string{"--api-keys", "orders:" + httpAPIKey}, jwt...), http.StatusOK},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := startServer(t, tc.args...)
+			_, port, _ := net.SplitHostPort(s.app.HTTPAddr())
+			req, _ := http.NewRequest(http.MethodPost, "http://127.0.0.1:"+port+"/pushgate.v1.PushService/ListOnline", strings.NewReader(`{}`))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Authorization", "Bearer "+httpAPIKey)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tc.status {
+				t.Errorf("status %d, want %d", resp.StatusCode, tc.status)
+			}
+			if off := strings.Contains(s.logs.String(), "HTTP/JSON API off"); off != (tc.status == http.StatusNotFound) {
+				t.Errorf("log says the API is off: %v; logs:\n%s", off, s.logs)
+			}
+		})
 	}
 }
 

@@ -228,7 +228,7 @@ func New(cfg config.Config, log *slog.Logger) (_ *App, err error) {
 	if devSend {
 		mux.Handle("POST /demo/send", loopbackHostOnly(web.DevSendHandler(api, sendLimits)))
 	}
-	if err := a.mountHTTPAPI(mux, keys.Len() > 0); err != nil {
+	if err := a.mountHTTPAPI(mux, keys.Len() > 0, reg); err != nil {
 		return nil, err
 	}
 	var handler http.Handler = mux

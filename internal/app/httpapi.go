@@ -3,6 +3,8 @@ package app
 import (
 	"net/http"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"pushgate/internal/config"
 	"pushgate/server"
 )
@@ -14,7 +16,7 @@ import (
 // guarded as the gRPC listener would have to be: by API keys, or by a
 // loopback address (then requests must name a loopback Host, against DNS
 // rebinding), or by --insecure's explicit consent.
-func (a *App) mountHTTPAPI(mux *http.ServeMux, apiKeys bool) error {
+func (a *App) mountHTTPAPI(mux *http.ServeMux, apiKeys bool, reg prometheus.Registerer) error {
 	cfg := a.cfg
 	if cfg.NoHTTPAPI {
 		return nil
@@ -24,7 +26,11 @@ func (a *App) mountHTTPAPI(mux *http.ServeMux, apiKeys bool) error {
 		a.log.Warn("HTTP/JSON API off: --http-addr is reachable from the network and no API keys are configured; set --api-keys (or --no-http-api to silence this)", "addr", cfg.HTTPAddr)
 		return nil
 	}
-	h, err := server.NewHTTPHandler(a.grpc, server.HTTPOptions{RequestTimeout: cfg.GRPCRequestTimeout})
+	// The body's arrival is bounded as a gRPC call's request is, and as
+	// any request's on this listener: the shorter bound applies.
+	h, err := server.NewHTTPHandler(a.grpc, server.HTTPOptions{
+		RequestTimeout: min(cfg.GRPCRequestTimeout, cfg.ReadTimeout), Registerer: reg,
+	})
 	if err != nil {
 		return err
 	}
