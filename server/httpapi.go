@@ -500,18 +500,26 @@ type sseWriter struct {
 	header http.Header // the gRPC answer's headers, then its trailers
 	buf    []byte      // a message not complete yet
 
-	mu      sync.Mutex // guards w's writes and started
+	mu      sync.Mutex // guards w's writes and the fields below
 	started bool       // the SSE response's headers went out
 	failed  error      // a write to w failed
+	refused int        // the gRPC server answered this HTTP status, not a call
+	refusal []byte     // and this body
 }
 
 func (s *sseWriter) Header() http.Header { return s.header }
 
 // WriteHeader: the call's headers went out, so the watch is in place; the
 // SSE response starts now, before the first event.
-func (s *sseWriter) WriteHeader(int) {
+// Any other status is the gRPC server refusing the request as HTTP (it is
+// stopped, or could not read the request): that answer is kept for finish.
+func (s *sseWriter) WriteHeader(code int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if code != http.StatusOK {
+		s.refused = code
+		return
+	}
 	s.start()
 }
 
@@ -548,6 +556,10 @@ func (s *sseWriter) flush() {
 func (s *sseWriter) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.refused != 0 {
+		s.refusal = append(s.refusal, p...)
+		return len(p), nil
+	}
 	s.start()
 	s.buf = append(s.buf, p...)
 	for len(s.buf) >= 5 {
@@ -595,8 +607,15 @@ func (s *sseWriter) finish() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := grpcStatus(s.header)
-	if st.Code() == codes.OK {
+	switch {
+	case st != nil && st.Code() == codes.OK:
 		return
+	case st != nil:
+	case s.refused != 0:
+		st = status.New(codes.Internal, fmt.Sprintf("the gRPC server refused the call (%d): %s", s.refused, bytes.TrimSpace(s.refusal)))
+	default:
+		// It answered nothing: stopped.
+		st = status.New(codes.Unavailable, "server shutting down; watch another node or retry")
 	}
 	body := errorBody(st)
 	if !s.started {
@@ -608,7 +627,7 @@ func (s *sseWriter) finish() {
 }
 
 // grpcStatus reads a call's status from the trailers the gRPC server's HTTP
-// handler wrote.
+// handler wrote; nil when there is none.
 func grpcStatus(h http.Header) *status.Status {
 	get := func(k string) string {
 		if v := h.Get(k); v != "" {
@@ -626,7 +645,7 @@ func grpcStatus(h http.Header) *status.Status {
 	}
 	code, err := strconv.Atoi(get("Grpc-Status"))
 	if err != nil {
-		return status.New(codes.Internal, "the event stream ended without a status")
+		return nil
 	}
 	msg, _ := url.PathUnescape(get("Grpc-Message"))
 	return status.New(codes.Code(code), msg)

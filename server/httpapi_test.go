@@ -211,3 +211,21 @@ func TestSSEKeepAlive(t *testing.T) {
 		t.Errorf("stream %q, want %q", lines, want)
 	}
 }
+
+// TestSSEServerStopped: a WatchEvents call that reaches a stopped gRPC
+// server is answered 503 unavailable, as over gRPC.
+func TestSSEServerStopped(t *testing.T) {
+	gs := grpc.NewServer()
+	pb.RegisterPushServiceServer(gs, quietService{})
+	h, err := NewHTTPHandler(gs, HTTPOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs.Stop()
+	hs := httptest.NewServer(h)
+	defer hs.Close()
+	resp, body := postWatch(t, hs.URL+"/pushgate.v1.PushService/WatchEvents", `{}`, "")
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, `"code":"unavailable"`) {
+		t.Errorf("%d %s, want 503 unavailable", resp.StatusCode, body)
+	}
+}
