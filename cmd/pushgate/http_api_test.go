@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -558,5 +559,72 @@ func TestHTTPAPIWatchEvents(t *testing.T) {
 	}
 	if _, ok := <-all.events; ok {
 		t.Errorf("the stream went on after its error event")
+	}
+}
+
+// TestHTTPAPIOverTLS: with --http-tls-cert the API is served over HTTPS,
+// HTTP/2 included (what curl and most clients negotiate): a unary call,
+// and an event stream that receives a wss:// client's coming online.
+func TestHTTPAPIOverTLS(t *testing.T) {
+	ca := newCA(t)
+	ca.issue(t, "server", false)
+	s := startServer(t, "--api-keys", "orders:"+httpAPIKey,
+		"--http-tls-cert", ca.file("server.pem"), "--http-tls-key", ca.file("server-key.pem"))
+	httpc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.pool}, ForceAttemptHTTP2: true}}
+	base := "https://" + s.app.HTTPAddr() + "/pushgate.v1.PushService/"
+	post := func(method, body string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, base+method, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+httpAPIKey)
+		resp, err := httpc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+
+	resp := post("GetPresence", `{"userIds":["merchant-42"]}`)
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.ProtoMajor != 2 || !strings.Contains(string(b), `"userId":"merchant-42","connections":0`) {
+		t.Fatalf("GetPresence: %s %d %s", resp.Proto, resp.StatusCode, b)
+	}
+
+	resp = post("WatchEvents", `{"kinds":["EVENT_KIND_USER_ONLINE"]}`)
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.ProtoMajor != 2 || resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("WatchEvents: %s %d %s", resp.Proto, resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	lines := make(chan string, 16)
+	go func() {
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, "wss://"+s.app.HTTPAddr()+"/ws/merchant-42", &websocket.DialOptions{HTTPClient: httpc})
+	if err != nil {
+		t.Fatalf("wss: %v", err)
+	}
+	defer c.CloseNow()
+	for {
+		select {
+		case line, ok := <-lines:
+			if !ok {
+				t.Fatal("stream ended")
+			}
+			if strings.HasPrefix(line, "data: ") {
+				if !strings.Contains(line, `"userOnline":{"userId":"merchant-42"}`) {
+					t.Fatalf("event %s", line)
+				}
+				return
+			}
+		case <-ctx.Done():
+			t.Fatal("no event within the deadline")
+		}
 	}
 }
