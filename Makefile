@@ -77,12 +77,12 @@ e2e-binary:
 
 # What the tests need beyond Go: redis-server (the Redis engine), Chromium
 # (browser tests), the Java, Python and Node gRPC toolchains (the backend
-# examples), and Node itself. Installed
+# examples; curl for the shell one), and Node itself. Installed
 # through apt when missing and running as root; otherwise the missing
 # packages are named and the target fails.
 DEBIAN_PKGS := chromium protobuf-compiler libprotobuf-dev protobuf-compiler-grpc-java-plugin \
 	libgrpc-java libprotobuf-java libnetty-java libperfmark-java libguava-java \
-	libgeronimo-annotation-1.3-spec-java python3-grpcio python3-grpc-tools redis-server
+	libgeronimo-annotation-1.3-spec-java python3-grpcio python3-grpc-tools redis-server curl
 deps:
 	@missing=$$(for p in $(DEBIAN_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	command -v javac >/dev/null || missing="$$missing default-jdk-headless"; \

@@ -35,6 +35,7 @@ const (
 	aptJava   = "default-jdk-headless protobuf-compiler libprotobuf-dev protobuf-compiler-grpc-java-plugin libgrpc-java libprotobuf-java libnetty-java libperfmark-java libguava-java libgeronimo-annotation-1.3-spec-java"
 	aptPython = "python3-grpcio python3-grpc-tools"
 	aptNode   = "nodejs npm"
+	aptCurl   = "curl"
 )
 
 // missingToolchain skips the test because something an example needs is not
@@ -62,6 +63,13 @@ var backendExamples = []backendExample{
 	{"python", "python", preparePython},
 	{"node", "node", prepareNode},
 	{"go", "go", prepareGo},
+	{"curl", "curl", prepareCurl},
+}
+
+// exampleWatchers are the examples' WatchEvents programs, by example.
+var exampleWatchers = map[string][]string{
+	"python": {"/usr/bin/python3", "watch_events.py"},
+	"curl":   {"./watch-events.sh"},
 }
 
 // TestBackendExamples builds and runs the example order services against the
@@ -95,11 +103,11 @@ func TestBackendExamples(t *testing.T) {
 func exampleLive(t *testing.T, ex backendExample, dir string, argv, env []string) {
 	p := startProcess(t, "--api-keys", "examples:"+exampleAPIKey, "--presence-grace", "100ms")
 	api := exampleAPI(t, p.grpcAddr)
-	env = append(env, "PUSHGATE_GRPC_ADDR="+p.grpcAddr, "PUSHGATE_API_KEY="+exampleAPIKey, "MERCHANT_ID=merchant-42")
+	env = append(env, "PUSHGATE_GRPC_ADDR="+p.grpcAddr, "PUSHGATE_HTTP_URL=http://"+p.httpAddr, "PUSHGATE_API_KEY="+exampleAPIKey, "MERCHANT_ID=merchant-42")
 
 	var watcher *exampleProc
-	if ex.name == "python" {
-		watcher = startExample(t, dir, env, "/usr/bin/python3", "watch_events.py")
+	if argv, ok := exampleWatchers[ex.name]; ok {
+		watcher = startExample(t, dir, env, argv...)
 		watcher.waitLine(t, "watching online/offline events")
 	}
 
@@ -142,11 +150,17 @@ func exampleOffline(t *testing.T, dir string, argv, env []string) {
 	}
 	grpcAddr := ln.Addr().String()
 	ln.Close() // nothing listens here until pushgate starts below
+	ln, err = net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	httpAddr := ln.Addr().String()
+	ln.Close()
 
-	env = append(env, "PUSHGATE_GRPC_ADDR="+grpcAddr, "PUSHGATE_API_KEY="+exampleAPIKey, "MERCHANT_ID=merchant-7")
+	env = append(env, "PUSHGATE_GRPC_ADDR="+grpcAddr, "PUSHGATE_HTTP_URL=http://"+httpAddr, "PUSHGATE_API_KEY="+exampleAPIKey, "MERCHANT_ID=merchant-7")
 	svc := startExample(t, dir, env, argv...)
 	svc.waitLine(t, "order.paid: UNAVAILABLE (attempt 1 of ")
-	p := startProcess(t, "--api-keys", "examples:"+exampleAPIKey, "--grpc-addr", grpcAddr)
+	p := startProcess(t, "--api-keys", "examples:"+exampleAPIKey, "--grpc-addr", grpcAddr, "--http-addr", httpAddr)
 
 	out := svc.wait(t)
 	mustContain(t, out,
@@ -238,6 +252,15 @@ func prepareNode(t *testing.T, dir string) ([]string, []string) {
 		}
 	}
 	return []string{"node", "order-service.mjs"}, nil
+}
+
+func prepareCurl(t *testing.T, dir string) ([]string, []string) {
+	for _, tool := range []string{"bash", "curl"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			missingToolchain(t, tool+" not found", aptCurl)
+		}
+	}
+	return []string{"./order-service.sh"}, nil
 }
 
 // exampleAPI is a PushService client that sends the examples' API key.

@@ -141,4 +141,17 @@ func TestTLSAndMutualTLS(t *testing.T) {
 	if _, err := pb.NewPushServiceClient(cc3).GetPresence(cctx, &pb.GetPresenceRequest{UserIds: []string{"x"}}); err == nil {
 		t.Fatal("gRPC call with a certificate of another CA succeeded")
 	}
+
+	// The HTTP/JSON API cannot ask for a client certificate: with
+	// --grpc-client-ca it is not served on the HTTP listener.
+	req, _ := http.NewRequest(http.MethodPost, "https://"+s.app.HTTPAddr()+"/pushgate.v1.PushService/ListOnline", strings.NewReader(`{}`))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := httpc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("HTTP/JSON API with --grpc-client-ca: status %d, want 404 (not served)", resp.StatusCode)
+	}
 }

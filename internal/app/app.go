@@ -55,6 +55,9 @@ type App struct {
 	ops    *http.Server // nil without --ops-addr
 	opsLn  *connGate    // nil without --ops-addr
 	ready  atomic.Bool
+
+	// httpAPI is the HTTP/JSON API on the HTTP listener; nil when off.
+	httpAPI *server.HTTPAPI
 }
 
 // New wires pushgate and binds its listeners (so their addresses are known
@@ -224,6 +227,9 @@ func New(cfg config.Config, log *slog.Logger) (_ *App, err error) {
 	}
 	if devSend {
 		mux.Handle("POST /demo/send", loopbackHostOnly(web.DevSendHandler(api, sendLimits)))
+	}
+	if err := a.mountHTTPAPI(mux, keys.Len() > 0, reg); err != nil {
+		return nil, err
 	}
 	var handler http.Handler = mux
 	if verifier == nil && config.LoopbackOnly(cfg.HTTPAddr) {
@@ -598,11 +604,19 @@ func (a *App) shutdown() {
 	// In-flight gRPC calls finish before clients are closed, so that what
 	// they queued is written first.
 	a.svc.Drain() // WatchEvents streams end now; GracefulStop waits for the rest
+	grpcStop := time.After(a.cfg.GRPCStopTimeout)
+	if a.httpAPI != nil {
+		// GracefulStop would cut the calls the HTTP/JSON API has running.
+		select {
+		case <-a.httpAPI.Idle():
+		case <-grpcStop:
+		}
+	}
 	stopped := make(chan struct{})
 	go func() { a.grpc.GracefulStop(); close(stopped) }()
 	select {
 	case <-stopped:
-	case <-time.After(a.cfg.GRPCStopTimeout):
+	case <-grpcStop:
 		a.log.Warn("gRPC calls still running after --grpc-stop-timeout, cutting them", "timeout", a.cfg.GRPCStopTimeout)
 		a.grpc.Stop()
 		<-stopped

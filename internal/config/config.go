@@ -87,6 +87,7 @@ type Config struct {
 	APIKeysFile     string        // file of name:key lines.
 	GRPCRate        float64       // calls per second per API key.
 	NoReflection    bool          // turn gRPC server reflection off.
+	NoHTTPAPI       bool          // turn the HTTP/JSON API on the HTTP listener off.
 	GRPCTLSCert     string        // PEM certificate for gRPC TLS.
 	GRPCTLSKey      string        // its key.
 	GRPCClientCA    string        // PEM CA bundle: require client certificates (mTLS).
@@ -187,6 +188,7 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, *fl
 	fs.StringVar(&c.APIKeysFile, "api-keys-file", "", "`file` of name:key lines (# comments), added to --api-keys")
 	fs.Float64Var(&c.GRPCRate, "grpc-rate", 10000, "PushService calls per second allowed per API key (RESOURCE_EXHAUSTED past it); 0 for no limit")
 	fs.BoolVar(&c.NoReflection, "no-reflection", false, "turn gRPC server reflection off")
+	fs.BoolVar(&c.NoHTTPAPI, "no-http-api", false, "turn the HTTP/JSON API (POST /pushgate.v1.PushService/<Method> on --http-addr) off")
 	fs.StringVar(&c.GRPCTLSCert, "grpc-tls-cert", "", "PEM certificate `file`: serve gRPC over TLS")
 	fs.StringVar(&c.GRPCTLSKey, "grpc-tls-key", "", "PEM key `file` for --grpc-tls-cert")
 	fs.StringVar(&c.GRPCClientCA, "grpc-client-ca", "", "PEM CA `file`: gRPC callers must present a certificate it signed (mTLS)")
