@@ -435,7 +435,7 @@ func (c *Config) Validate() error {
 		check(c.NodeTTL >= 3*time.Second, "--node-ttl must be at least 3s")
 		check(!(c.RedisCluster && c.RedisMasterName != ""), "--redis-cluster and --redis-master-name exclude each other")
 		check(c.RedisWaitReplicas >= 0, "--redis-wait-replicas must not be negative")
-		check(c.RedisWaitTimeout > 0 && c.RedisWaitTimeout < c.RedisTimeout, "--redis-wait-timeout must be positive and below --redis-timeout (%v)", c.RedisTimeout)
+		check(c.RedisWaitReplicas == 0 || c.RedisWaitTimeout > 0 && c.RedisWaitTimeout < c.RedisTimeout, "--redis-wait-timeout must be positive and below --redis-timeout (%v)", c.RedisTimeout)
 		check(c.RedisWaitReplicas == 0 || !c.RedisCluster, "--redis-wait-replicas is not supported with --redis-cluster")
 	}
 	check(c.ShutdownDelay >= 0, "--shutdown-delay must not be negative")

@@ -22,13 +22,17 @@ func TestRedisWaitFlags(t *testing.T) {
 	if err != nil || cfg.RedisWaitReplicas != 1 || cfg.RedisWaitTimeout != 300*time.Millisecond {
 		t.Fatalf("got %d %v, %v; want 1 300ms", cfg.RedisWaitReplicas, cfg.RedisWaitTimeout, err)
 	}
+	// Without waiting, the timeout is not used: a short --redis-timeout is fine.
+	if _, err := Parse([]string{"--engine", "redis", "--redis-timeout", "500ms"}, none, io.Discard); err != nil {
+		t.Fatalf("--redis-timeout 500ms without waiting: %v", err)
+	}
 	for _, bad := range []struct {
 		args []string
 		want string
 	}{
 		{[]string{"--redis-wait-replicas", "-1"}, "--redis-wait-replicas must not be negative"},
-		{[]string{"--redis-wait-timeout", "0s"}, "--redis-wait-timeout must be positive"},
-		{[]string{"--redis-wait-timeout", "2s"}, "below --redis-timeout (2s)"},
+		{[]string{"--redis-wait-replicas", "1", "--redis-wait-timeout", "0s"}, "--redis-wait-timeout must be positive"},
+		{[]string{"--redis-wait-replicas", "1", "--redis-wait-timeout", "2s"}, "below --redis-timeout (2s)"},
 		{[]string{"--redis-wait-replicas", "1", "--redis-cluster", "--redis-url", "redis://a:1,b:2"}, "--redis-wait-replicas is not supported with --redis-cluster"},
 	} {
 		_, err := Parse(append([]string{"--engine", "redis"}, bad.args...), none, io.Discard)
