@@ -15,7 +15,8 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Server is a redis-server process on a loopback port, with persistence off.
+// Server is a redis-server process on a loopback port, with persistence off
+// and a directory of its own.
 type Server struct {
 	t    testing.TB
 	Port int
@@ -41,6 +42,9 @@ func StartWith(t testing.TB, args ...string) *Server {
 		}
 		t.Skip("redis-server not found; `make deps` installs it")
 	}
+	// A directory of its own: a replica writes the RDB it syncs there, and
+	// a server loads what it finds there at start.
+	args = append([]string{"--dir", t.TempDir()}, args...)
 	s := &Server{t: t, Port: freePort(t), args: args}
 	s.Restart()
 	t.Cleanup(s.Kill)
