@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -362,5 +363,73 @@ func TestClusterSentinelFailoverWaitReplicas(t *testing.T) {
 		if v := s.metric(t, "pushgate_redis_epoch_changes_total"); v != 0 {
 			t.Errorf("node %d: epoch changes %v, want 0", i, v)
 		}
+	}
+}
+
+// Redis restarts from a snapshot older than its last writes (as a replica
+// promoted before it had them), and the node that sent them (a) reaches it
+// only later: its link to Redis is frozen. The other node (b) does not
+// serve meanwhile (readiness 503, new connections refused), because a
+// client resuming through it could be told recovered: true over the gap
+// before a has checked its writes. Once a is back it finds its writes
+// missing, the epoch changes, b serves again, and clients resuming on b
+// are told recovered: false.
+func TestClusterRedisLostWritesResumeOnAnotherNode(t *testing.T) {
+	r := redistest.Start(t)
+	p := newStallProxy(t, r.Addr())
+	args := []string{"--engine", "redis", "--redis-timeout", "500ms", "--node-ttl", "30s"}
+	a := startServer(t, append([]string{"--redis-url", "redis://" + p.addr() + "/0"}, args...)...)
+	b := startServer(t, append([]string{"--redis-url", r.URL()}, args...)...)
+	users := newCheckedUsers(t, a, 3)
+	if err := r.Client().Save(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	lagged := map[string]bool{}
+	for i := range 6 {
+		u := users[i%len(users)]
+		if err := sendChecked(t, a, u, fmt.Sprintf("%s-%d", u.name, i)); err != nil {
+			t.Fatal(err)
+		}
+		lagged[u.ok[len(u.ok)-1]] = true
+	}
+	p.stall()
+	r.Kill()
+	r.Restart() // from the snapshot: the last six sends are gone
+
+	// b reaches Redis (it writes its state again), and waits for a.
+	eventually(t, "b to write its state again", func() bool { return b.metric(t, "pushgate_redis_resyncs_total") >= 1 })
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
+		if code := readyz(t, b); code != 503 {
+			t.Fatalf("b ready (%d) before a checked its writes", code)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		c, resp, err := websocket.Dial(ctx, b.wsURL(users[0].name)+"?last_id="+users[0].start+"&epoch="+users[0].epoch, nil)
+		cancel()
+		if err == nil {
+			c.CloseNow()
+			t.Fatal("b accepted a resuming client before a checked its writes")
+		}
+		if resp == nil || resp.StatusCode != 503 {
+			t.Fatalf("b refused a client with %v, want HTTP 503", err)
+		}
+	}
+	p.thaw()
+	waitReady(t, a, b)
+	for _, u := range users {
+		hello, got := resumeChecked(t, b, u)
+		if *hello.Recovered {
+			t.Errorf("%s: told recovered: true", u.name)
+		}
+		for _, d := range u.ok {
+			if !got[d] && !lagged[d] {
+				t.Errorf("%s: %s missing, and it was in the snapshot", u.name, d)
+			}
+			if got[d] && lagged[d] {
+				t.Fatalf("%s: %s replayed: the restart lost nothing", u.name, d)
+			}
+		}
+	}
+	if v := a.metric(t, "pushgate_redis_epoch_changes_total"); v != 1 {
+		t.Errorf("a: epoch changes %v, want 1", v)
 	}
 }

@@ -24,12 +24,18 @@ func (e *Engine) SendToUsers(ctx context.Context, users []string, p gateway.Push
 	m := p.NewMessage(gateway.NewID(), now, "", false)
 	args := make([]any, 0, 10+len(users))
 	args = idemArgs(p.Idempotency, args)
-	args = append(args, m.ID, m.TTL.Milliseconds(), e.cfg.InboxMessages, e.cfg.InboxBytes,
-		e.cfg.InboxMaxTTL.Milliseconds(), len(m.Data), e.opt.Node, e.markOf(), e.keep(), m.ID[16:], gateway.EncodeMessage(m))
+	args = append(args, m.ID, m.TTL.Milliseconds(), e.cfg.InboxMessages, e.cfg.InboxBytes, e.cfg.InboxMaxTTL.Milliseconds(), len(m.Data))
+	stored := m.TTL > 0
+	if stored {
+		// The data-loss guard and the node's new mark (failover.go).
+		args = append(args, e.opt.Node, e.markOf(), e.keep(), m.ID[16:])
+	} else {
+		args = append(args, "", "", 0, "")
+	}
+	args = append(args, gateway.EncodeMessage(m))
 	for _, u := range users {
 		args = append(args, u)
 	}
-	stored := m.TTL > 0
 	v, err := e.sendScript(ctx, stored, args)
 	if err != nil {
 		return gateway.Sent{}, err

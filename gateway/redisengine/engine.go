@@ -121,6 +121,7 @@ type Engine struct {
 	flushMu      sync.Mutex  // one flush at a time (worker, restore)
 	needRestore  atomic.Bool // the receive loop must restore before reading on
 	epoch        atomic.Pointer[string]
+	runid        atomic.Pointer[string] // the run id of the Redis the node last checked its mark on
 	markMu       sync.Mutex
 	mark         string       // guarded by markMu: the id of the last stored send Redis answered (scripts.lua, guard)
 	markAt       time.Time    // guarded by markMu: when it was answered

@@ -22,6 +22,15 @@ import (
 // a new epoch, so clients resuming from before are told recovered: false
 // rather than replayed over a gap, and tells every node ('X' on P:all).
 
+// After Redis came back, a node's mark is checked when that node restores
+// (checkEpoch), and another node may restore first: were it to serve at
+// once, a client resuming through it could be told recovered: true before
+// the node that holds the mark of the lost writes has looked. So a node that
+// restores waits (awaitPeers) until every other live node has checked its
+// mark on the same Redis (P:chk, by run id: a restarted Redis or a promoted
+// replica has another), for at most half the node ttl: a node that has not
+// come back by then is cut off, and is reaped soon after.
+
 // markOf returns the node's mark, or "" once it is older than the longest
 // ttl (what it stood for has expired anyway; Redis forgets it later, keep).
 func (e *Engine) markOf() string {
@@ -55,6 +64,73 @@ func (e *Engine) newEpoch(ep string) {
 		e.m.epochs.Inc()
 		e.log.Warn("redis lost data: new inbox epoch; clients resuming from before are told recovered: false", "epoch", ep, "was", *old)
 		e.node.ForgetSeen(ep)
+	}
+}
+
+// runID returns the run id of the Redis that holds the keys ("" when INFO
+// is not allowed, or fails: then restores do not wait for each other).
+func (e *Engine) runID(ctx context.Context) string {
+	var info string
+	var err error
+	if cc, ok := e.rdb.(*redis.ClusterClient); ok {
+		var m *redis.Client
+		if m, err = cc.MasterForKey(ctx, e.P+":lastid"); err == nil {
+			info, err = m.Info(ctx, "server").Result()
+		}
+	} else {
+		info, err = e.rdb.Info(ctx, "server").Result()
+	}
+	if err != nil {
+		e.log.Debug("redis INFO server failed; restores will not wait for other nodes", "err", err)
+		return ""
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "run_id:"); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// awaitPeers waits until every other live node has checked its mark on
+// the Redis this node checked its own on, for at most half the node ttl.
+func (e *Engine) awaitPeers(ctx context.Context) error {
+	id := e.runid.Load()
+	if id == nil || *id == "" {
+		return nil
+	}
+	start := time.Now()
+	bound := e.opt.NodeTTL / 2
+	logged := false
+	for {
+		var n int64
+		err := e.call1(ctx, func(ctx context.Context) error {
+			var err error
+			n, err = e.run(ctx, "peers", e.opt.Node, *id).Int64()
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			if logged {
+				e.log.Info("every live node has checked its writes on this redis; serving again", "waited", time.Since(start).Round(time.Millisecond))
+			}
+			return nil
+		}
+		if time.Since(start) >= bound {
+			e.log.Warn("nodes have not checked their writes on this redis; serving without them", "nodes", n, "waited", bound)
+			return nil
+		}
+		if !logged {
+			e.log.Info("waiting for the other live nodes to check their writes on this redis before serving", "nodes", n)
+			logged = true
+		}
+		select {
+		case <-time.After(100 * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 }
 

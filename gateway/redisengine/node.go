@@ -184,6 +184,7 @@ func (e *Engine) receiveLoop() {
 				ps = e.lost(ctx, ps, err, wait)
 				continue
 			}
+			heard = time.Now() // the restore may have taken a while (awaitPeers)
 		}
 		msg, err := ps.ReceiveTimeout(ctx, quiet)
 		if ctx.Err() != nil || e.closed.Load() {
@@ -212,6 +213,7 @@ func (e *Engine) receiveLoop() {
 					ps = e.lost(ctx, ps, err, wait)
 					continue
 				}
+				heard = time.Now()
 				wait.reset()
 				e.downSince.Store(0)
 				e.up.Store(true)
@@ -400,6 +402,9 @@ func (e *Engine) restore(ctx context.Context) error {
 		err = e.call1(ctx, e.checkEpoch)
 	}
 	if err == nil {
+		err = e.awaitPeers(ctx)
+	}
+	if err == nil {
 		err = e.catchUpAll(ctx)
 	}
 	if err != nil && ctx.Err() == nil {
@@ -413,10 +418,12 @@ func (e *Engine) restore(ctx context.Context) error {
 // data, and with it the last id handed out) the ids the node's connections
 // have seen may be ahead of the new ones, so they are forgotten.
 func (e *Engine) checkEpoch(ctx context.Context) error {
-	ep, err := e.run(ctx, "epoch", gateway.NewID()[16:], e.opt.Node, e.markOf(), e.keep()).Text()
+	id := e.runID(ctx)
+	ep, err := e.run(ctx, "epoch", gateway.NewID()[16:], e.opt.Node, e.markOf(), e.keep(), id).Text()
 	if err != nil {
 		return err
 	}
+	e.runid.Store(&id)
 	e.newEpoch(ep)
 	return nil
 }

@@ -27,6 +27,8 @@
 --   P:wm:<node>     the id of the last stored send that node made (the
 --                   data-loss guard, below); expires a while after the
 --                   longest ttl
+--   P:chk           hash node -> run id of the Redis on which the node last
+--                   checked its mark (restore waits for the others: peers)
 -- Channels: P:n:<node> (messages for a node's users and topics, kicks, and
 -- events for its WatchEvents streams), P:all (broadcasts, and the news of
 -- a new epoch).
@@ -285,6 +287,7 @@ local function drop_node(node)
   redis.call('HDEL', key('w'), node)
   redis.call('HDEL', key('ngen'), node)
   redis.call('HDEL', key('nfresh'), node)
+  redis.call('HDEL', key('chk'), node)
   redis.call('ZREM', key('nodes'), node)
 end
 
@@ -379,16 +382,29 @@ end
 return 0
 
 -- @script epoch
--- ARGV: P newepoch node mark keep
+-- ARGV: P newepoch node mark keep runid
 -- The inboxes' epoch, made now if Redis has none (first start, or data lost)
--- or if Redis lost writes it had answered the node (guard).
+-- or if Redis lost writes it had answered the node (guard). The node has
+-- checked its mark on the Redis of that run id ('' if unknown).
 guard(ARGV[3], ARGV[4], ARGV[2], tonumber(ARGV[5]))
+if ARGV[6] ~= '' then redis.call('HSET', key('chk'), ARGV[3], ARGV[6]) end
 local ep = redis.call('GET', key('epoch'))
 if not ep then
   ep = ARGV[2]
   redis.call('SET', key('epoch'), ep)
 end
 return ep
+
+-- @script peers
+-- ARGV: P node runid
+-- How many other live nodes have not checked their mark on the Redis of
+-- this run id yet.
+local now = nowms()
+local n = 0
+for _, nd in ipairs(redis.call('ZRANGEBYSCORE', key('nodes'), '(' .. now, '+inf')) do
+  if nd ~= ARGV[2] and redis.call('HGET', key('chk'), nd) ~= ARGV[3] then n = n + 1 end
+end
+return n
 
 -- @script topics
 -- ARGV: P node (topic count)...
@@ -410,8 +426,9 @@ return 0
 --       keep newepoch blob user...
 -- Stores (ttl > 0) and publishes a message to each user's nodes. Returns the
 -- id, then per user: connections reached, stored (0/1), entries trimmed.
--- The node's mark is checked first (guard); a stored message becomes the
--- node's new mark.
+-- For a stored message (ttl > 0) the node's mark is checked first (guard),
+-- and the message becomes the node's new mark; a live one passes '' for
+-- node, mark and newepoch.
 local node, keep = ARGV[11], tonumber(ARGV[13])
 guard(node, ARGV[12], ARGV[14], keep)
 local seen = idem_seen()
