@@ -331,7 +331,9 @@ func TestClusterSentinelFailoverWaitReplicas(t *testing.T) {
 	}
 
 	r.master.Kill()
+	killed := time.Now()
 	r.failedOver(t)
+	promoted := time.Since(killed)
 	r.master.Restart() // empty; the sentinels make it a replica of the new master
 	redistest.WaitInfo(t, r.replica.Addr(), "replication", "connected_slaves:1")
 
@@ -346,6 +348,8 @@ func TestClusterSentinelFailoverWaitReplicas(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
+	t.Logf("replica promoted %v after the kill; the retries answered OK %v after the kill (the old master back as a replica)",
+		promoted.Round(100*time.Millisecond), time.Since(killed).Round(100*time.Millisecond))
 	for i := 12; i < 20; i++ {
 		u := users[i%len(users)]
 		if err := sendChecked(t, n[i%2], u, fmt.Sprintf("%s-%d", u.name, i)); err != nil {
