@@ -24,12 +24,19 @@ func (e *Engine) SendToUsers(ctx context.Context, users []string, p gateway.Push
 	m := p.NewMessage(gateway.NewID(), now, "", false)
 	args := make([]any, 0, 10+len(users))
 	args = idemArgs(p.Idempotency, args)
-	args = append(args, m.ID, m.TTL.Milliseconds(), e.cfg.InboxMessages, e.cfg.InboxBytes,
-		e.cfg.InboxMaxTTL.Milliseconds(), len(m.Data), gateway.EncodeMessage(m))
+	args = append(args, m.ID, m.TTL.Milliseconds(), e.cfg.InboxMessages, e.cfg.InboxBytes, e.cfg.InboxMaxTTL.Milliseconds(), len(m.Data))
+	stored := m.TTL > 0
+	if stored {
+		// The data-loss guard and the node's new mark (failover.go).
+		args = append(args, e.opt.Node, e.markOf(), e.keep(), m.ID[16:])
+	} else {
+		args = append(args, "", "", 0, "")
+	}
+	args = append(args, gateway.EncodeMessage(m))
 	for _, u := range users {
 		args = append(args, u)
 	}
-	v, err := e.call(ctx, "send", args...)
+	v, err := e.sendScript(ctx, stored, args)
 	if err != nil {
 		return gateway.Sent{}, err
 	}
@@ -38,6 +45,9 @@ func (e *Engine) SendToUsers(ctx context.Context, users []string, p gateway.Push
 		return gateway.Sent{}, fmt.Errorf("redis send: unexpected reply %v", v)
 	}
 	out := gateway.Sent{ID: str(r[0]), Time: now, Users: make([]gateway.Delivery, len(users))}
+	if stored {
+		e.noteStored(out.ID)
+	}
 	trimmed := 0
 	for i, u := range users {
 		n := num(r[1+3*i])

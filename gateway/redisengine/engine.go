@@ -53,6 +53,14 @@ type Options struct {
 	NodeTTL time.Duration
 	// Timeout bounds one Redis call. Default 2s.
 	Timeout time.Duration
+	// WaitReplicas, when above 0, makes a stored send (ttl > 0) wait until
+	// that many replicas have it (Redis WAIT, at most WaitTimeout) before it
+	// answers: a send they do not all confirm in time fails with
+	// ErrUnavailable, and the caller retries it with the same idempotency
+	// key. Default 0: no waiting.
+	WaitReplicas int
+	// WaitTimeout bounds that wait; it must be below Timeout. Default 1s.
+	WaitTimeout time.Duration
 }
 
 func (o *Options) setDefaults() {
@@ -64,6 +72,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.Timeout <= 0 {
 		o.Timeout = 2 * time.Second
+	}
+	if o.WaitTimeout <= 0 {
+		o.WaitTimeout = time.Second
 	}
 	if o.Node == "" {
 		host, _ := os.Hostname()
@@ -110,6 +121,10 @@ type Engine struct {
 	flushMu      sync.Mutex  // one flush at a time (worker, restore)
 	needRestore  atomic.Bool // the receive loop must restore before reading on
 	epoch        atomic.Pointer[string]
+	runid        atomic.Pointer[string] // the run id of the Redis the node last checked its mark on
+	markMu       sync.Mutex
+	mark         string       // guarded by markMu: the id of the last stored send Redis answered (scripts.lua, guard)
+	markAt       time.Time    // guarded by markMu: when it was answered
 	offlineUntil atomic.Int64 // unix ns: until then, report due offline events every second
 
 	up        atomic.Bool
@@ -131,6 +146,8 @@ type metrics struct {
 	reaped     prometheus.Counter
 	received   prometheus.Counter
 	evicted    prometheus.Counter
+	epochs     prometheus.Counter
+	waitFailed prometheus.Counter
 }
 
 // New returns the engine's constructor for gateway.NewHub.
@@ -175,6 +192,10 @@ func Start(ctx context.Context, node gateway.Node, rdb redis.UniversalClient, lo
 			Help: "Pub/sub messages this node received from Redis."}),
 		evicted: prometheus.NewCounter(prometheus.CounterOpts{Name: "pushgate_redis_evicted_connections_total",
 			Help: "Client connections closed (4003) because this node was cut off from Redis for longer than --node-ttl."}),
+		epochs: prometheus.NewCounter(prometheus.CounterOpts{Name: "pushgate_redis_epoch_changes_total",
+			Help: "Times this node saw the inbox epoch change because Redis lost data (a restart without it, a failover to a replica that lacked writes)."}),
+		waitFailed: prometheus.NewCounter(prometheus.CounterOpts{Name: "pushgate_redis_wait_failures_total",
+			Help: "Stored sends answered UNAVAILABLE because fewer than --redis-wait-replicas replicas confirmed them within --redis-wait-timeout."}),
 	}
 	up := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pushgate_redis_up",
 		Help: "1 while the node's Redis subscription is up."}, func() float64 {
@@ -183,7 +204,7 @@ func Start(ctx context.Context, node gateway.Node, rdb redis.UniversalClient, lo
 		}
 		return 0
 	})
-	for _, c := range []prometheus.Collector{e.m.errors, e.m.reconnects, e.m.resyncs, e.m.reaped, e.m.received, e.m.evicted, up} {
+	for _, c := range []prometheus.Collector{e.m.errors, e.m.reconnects, e.m.resyncs, e.m.reaped, e.m.received, e.m.evicted, e.m.epochs, e.m.waitFailed, up} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -32,7 +32,8 @@ func (e *Engine) Join(ctx context.Context, j gateway.JoinRequest) (gateway.Joine
 		resume = "1"
 	}
 	v, err := e.call(ctx, "join", e.opt.Node, j.UserID, j.ConnID, n, ms(since), j.LastID, resume, j.Epoch,
-		gateway.NewID()[16:], e.node.Connections(), graceMs(e.cfg.PresenceGrace), e.cfg.InboxMaxTTL.Milliseconds())
+		gateway.NewID()[16:], e.node.Connections(), graceMs(e.cfg.PresenceGrace), e.cfg.InboxMaxTTL.Milliseconds(),
+		e.markOf(), e.keep())
 	mu.Unlock()
 	if err != nil {
 		return gateway.Joined{}, err
@@ -42,6 +43,7 @@ func (e *Engine) Join(ctx context.Context, j gateway.JoinRequest) (gateway.Joine
 		return gateway.Joined{}, fmt.Errorf("redis join: unexpected reply %v", v)
 	}
 	out := gateway.Joined{Epoch: str(r[0]), Seq: str(r[1]), Complete: num(r[2]) == 1}
+	e.newEpoch(out.Epoch)
 	for _, b := range r[5:] {
 		m, err := gateway.DecodeMessage([]byte(str(b)))
 		if err != nil {
@@ -182,6 +184,7 @@ func (e *Engine) receiveLoop() {
 				ps = e.lost(ctx, ps, err, wait)
 				continue
 			}
+			heard = time.Now() // the restore may have taken a while (awaitPeers)
 		}
 		msg, err := ps.ReceiveTimeout(ctx, quiet)
 		if ctx.Err() != nil || e.closed.Load() {
@@ -210,6 +213,7 @@ func (e *Engine) receiveLoop() {
 					ps = e.lost(ctx, ps, err, wait)
 					continue
 				}
+				heard = time.Now()
 				wait.reset()
 				e.downSince.Store(0)
 				e.up.Store(true)
@@ -311,12 +315,14 @@ func isTimeout(err error) bool {
 //	'T' topic "\x00" message     for this node's subscribers of topic
 //	'K' user "\x00" text         close the user's connections (Disconnect)
 //	'E' json                    an event for WatchEvents (wireEvent)
+//	'X' epoch                   Redis lost data: the inboxes' new epoch
 const (
 	kindUsers     = 'U'
 	kindBroadcast = 'B'
 	kindTopic     = 'T'
 	kindKick      = 'K'
 	kindEvent     = 'E'
+	kindEpoch     = 'X'
 )
 
 // backoff is the wait between retries of a loop that talks to Redis: it
@@ -337,6 +343,10 @@ func (b *backoff) reset() { b.cur = b.first }
 // dispatch delivers one pub/sub message on this node.
 func (e *Engine) dispatch(channel, payload string) {
 	if payload == "" {
+		return
+	}
+	if payload[0] == kindEpoch {
+		e.newEpoch(payload[1:])
 		return
 	}
 	if payload[0] == kindEvent {
@@ -392,6 +402,9 @@ func (e *Engine) restore(ctx context.Context) error {
 		err = e.call1(ctx, e.checkEpoch)
 	}
 	if err == nil {
+		err = e.awaitPeers(ctx)
+	}
+	if err == nil {
 		err = e.catchUpAll(ctx)
 	}
 	if err != nil && ctx.Err() == nil {
@@ -400,18 +413,18 @@ func (e *Engine) restore(ctx context.Context) error {
 	return nil
 }
 
-// checkEpoch reads the cluster's epoch; when it changed (Redis lost its
+// checkEpoch reads the cluster's epoch, after the data-loss guard has
+// compared the node's mark (failover.go); when it changed (Redis lost its
 // data, and with it the last id handed out) the ids the node's connections
 // have seen may be ahead of the new ones, so they are forgotten.
 func (e *Engine) checkEpoch(ctx context.Context) error {
-	ep, err := e.run(ctx, "epoch", gateway.NewID()[16:]).Text()
+	id := e.runID(ctx)
+	ep, err := e.run(ctx, "epoch", gateway.NewID()[16:], e.opt.Node, e.markOf(), e.keep(), id).Text()
 	if err != nil {
 		return err
 	}
-	if old := e.epoch.Swap(&ep); old != nil && *old != ep {
-		e.log.Warn("redis lost its data: new inbox epoch", "epoch", ep, "was", *old)
-		e.node.ForgetSeen(ep)
-	}
+	e.runid.Store(&id)
+	e.newEpoch(ep)
 	return nil
 }
 

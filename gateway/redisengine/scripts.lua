@@ -24,8 +24,14 @@
 --   P:ibx           zset user -> when the user's inbox next needs a sweep (ms)
 --   P:inboxed       messages in all inboxes
 --   P:w             hash node -> open WatchEvents streams on that node
+--   P:wm:<node>     the id of the last stored send that node made (the
+--                   data-loss guard, below); expires a while after the
+--                   longest ttl
+--   P:chk           hash node -> run id of the Redis on which the node last
+--                   checked its mark (restore waits for the others: peers)
 -- Channels: P:n:<node> (messages for a node's users and topics, kicks, and
--- events for its WatchEvents streams), P:all (broadcasts).
+-- events for its WatchEvents streams), P:all (broadcasts, and the news of
+-- a new epoch).
 
 -- @prelude
 local P = ARGV[1]
@@ -91,6 +97,24 @@ local function live(node, now)
   return e and tonumber(e) > now
 end
 
+-- The data-loss guard. A node remembers the id of the last stored send it
+-- got an answer for (its mark); the script that stored it wrote the same id
+-- in P:wm:<node>. When Redis holds an older id there, or none, Redis lost
+-- writes it had answered (a replica promoted before it had them, a restart
+-- without persistence): the inboxes may have gaps that nothing else shows,
+-- so the epoch changes (resuming clients are told recovered: false) and
+-- every node hears of it on P:all ('X' epoch). keep: how long P:wm:<node>
+-- lives (ms). Returns true when it made a new epoch.
+local function guard(node, mark, newepoch, keep)
+  if mark == '' then return false end
+  local have = redis.call('GET', key('wm', node))
+  if have and have >= mark then return false end
+  redis.call('SET', key('epoch'), newepoch)
+  redis.call('SET', key('wm', node), mark, 'PX', keep)
+  redis.call('PUBLISH', key('all'), 'X' .. newepoch)
+  return true
+end
+
 -- Idempotency keys. Scripts that send take ARGV[2] (the key, '' for
 -- none), ARGV[3] (the request's hash) and ARGV[4] (the window, ms). A repeat
 -- gets the first call's result; a key reused for another request an error.
@@ -103,6 +127,10 @@ local function idem_seen()
   if string.sub(v, 1, #IH) ~= IH then
     return redis.error_reply('IDEMPOTENCY_CONFLICT key used for another request')
   end
+  -- Written again, as it stands: a WAIT for replicas that follows this
+  -- repeat then covers the first call's writes, which came before.
+  local left = redis.call('PTTL', key('idem', IK))
+  if left > 0 then redis.call('SET', key('idem', IK), v, 'PX', left) end
   return cjson.decode(string.sub(v, #IH + 1))
 end
 
@@ -259,6 +287,7 @@ local function drop_node(node)
   redis.call('HDEL', key('w'), node)
   redis.call('HDEL', key('ngen'), node)
   redis.call('HDEL', key('nfresh'), node)
+  redis.call('HDEL', key('chk'), node)
   redis.call('ZREM', key('nodes'), node)
 end
 
@@ -278,15 +307,18 @@ end
 
 -- @script join
 -- ARGV: P node user conn count since lastid resume clientepoch newepoch
---       nodetotal grace remember
+--       nodetotal grace remember mark keep
 -- A connection joins: its node holds the user from now on (sends after this
 -- reach it live), and it gets the hello's epoch, the last id handed out
--- (messages up to it are not live for it) and the replay.
+-- (messages up to it are not live for it) and the replay. The node's mark
+-- is checked first (guard), so a join on a Redis that lost the node's
+-- writes is told of the gap.
 local node, u, conn = ARGV[2], ARGV[3], ARGV[4]
 local count, since, lastid = tonumber(ARGV[5]), ARGV[6], ARGV[7]
 local resume, cepoch = ARGV[8] == '1', ARGV[9]
 local grace, remember = tonumber(ARGV[12]), tonumber(ARGV[13])
 local now = nowms()
+guard(node, ARGV[14], ARGV[10], tonumber(ARGV[15]))
 local ep = redis.call('GET', key('epoch'))
 if not ep then
   ep = ARGV[10]
@@ -350,14 +382,29 @@ end
 return 0
 
 -- @script epoch
--- ARGV: P newepoch
--- The inboxes' epoch, made now if Redis has none (first start, or data lost).
+-- ARGV: P newepoch node mark keep runid
+-- The inboxes' epoch, made now if Redis has none (first start, or data lost)
+-- or if Redis lost writes it had answered the node (guard). The node has
+-- checked its mark on the Redis of that run id ('' if unknown).
+guard(ARGV[3], ARGV[4], ARGV[2], tonumber(ARGV[5]))
+if ARGV[6] ~= '' then redis.call('HSET', key('chk'), ARGV[3], ARGV[6]) end
 local ep = redis.call('GET', key('epoch'))
 if not ep then
   ep = ARGV[2]
   redis.call('SET', key('epoch'), ep)
 end
 return ep
+
+-- @script peers
+-- ARGV: P node runid
+-- How many other live nodes have not checked their mark on the Redis of
+-- this run id yet.
+local now = nowms()
+local n = 0
+for _, nd in ipairs(redis.call('ZRANGEBYSCORE', key('nodes'), '(' .. now, '+inf')) do
+  if nd ~= ARGV[2] and redis.call('HGET', key('chk'), nd) ~= ARGV[3] then n = n + 1 end
+end
+return n
 
 -- @script topics
 -- ARGV: P node (topic count)...
@@ -375,19 +422,26 @@ end
 return 0
 
 -- @script send
--- ARGV: P ik ih iw proposedid ttl maxmsgs maxbytes remember size blob user...
+-- ARGV: P ik ih iw proposedid ttl maxmsgs maxbytes remember size node mark
+--       keep newepoch blob user...
 -- Stores (ttl > 0) and publishes a message to each user's nodes. Returns the
 -- id, then per user: connections reached, stored (0/1), entries trimmed.
+-- For a stored message (ttl > 0) the node's mark is checked first (guard),
+-- and the message becomes the node's new mark; a live one passes '' for
+-- node, mark and newepoch.
+local node, keep = ARGV[11], tonumber(ARGV[13])
+guard(node, ARGV[12], ARGV[14], keep)
 local seen = idem_seen()
 if seen then return seen end
 local ttl, maxmsgs, maxbytes = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local remember, size = tonumber(ARGV[9]), tonumber(ARGV[10])
 local now = nowms()
 local id = nextid(ARGV[5])
-local blob = withid(ARGV[11], id)
+local blob = withid(ARGV[15], id)
+if ttl > 0 then redis.call('SET', key('wm', node), id, 'PX', keep) end
 local nodes, order = {}, {}
 local reached, trimmed = {}, {}
-for i = 12, #ARGV do
+for i = 16, #ARGV do
   local u = ARGV[i]
   reached[i] = 0
   trimmed[i] = 0
@@ -416,7 +470,7 @@ for _, nd in ipairs(order) do
   end
 end
 local out = {id}
-for i = 12, #ARGV do
+for i = 16, #ARGV do
   out[#out + 1] = reached[i]
   out[#out + 1] = ttl > 0 and 1 or 0
   out[#out + 1] = trimmed[i]

@@ -122,6 +122,7 @@ func New(cfg config.Config, log *slog.Logger) (_ *App, err error) {
 		a.rdb = redis.NewUniversalClient(opts)
 		newEngine = redisengine.New(context.Background(), a.rdb, log, reg, redisengine.Options{
 			Prefix: cfg.RedisPrefix, NodeTTL: cfg.NodeTTL, Timeout: cfg.RedisTimeout,
+			WaitReplicas: cfg.RedisWaitReplicas, WaitTimeout: cfg.RedisWaitTimeout,
 		})
 	}
 	a.hub, err = gateway.NewHub(gateway.Config{

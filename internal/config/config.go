@@ -106,14 +106,16 @@ type Config struct {
 	TrustedProxies  string        // CIDRs whose X-Forwarded-For is believed.
 	DrainWindow     time.Duration // client closes are spread over this at shutdown.
 
-	Engine          string        // memory or redis.
-	RedisURL        string        // redis:// or rediss:// URL; several hosts comma-separated.
-	RedisMasterName string        // Sentinel master name (the URL's hosts are the sentinels).
-	RedisCluster    bool          // the URL's hosts are a Redis Cluster.
-	RedisPrefix     string        // key and channel prefix (a Cluster hash tag).
-	RedisTimeout    time.Duration // per Redis call.
-	EngineTimeout   time.Duration // per engine call made for a connection (join, subscribe, ack, client message).
-	NodeTTL         time.Duration // a node that stops beating leaves the cluster after this.
+	Engine            string        // memory or redis.
+	RedisURL          string        // redis:// or rediss:// URL; several hosts comma-separated.
+	RedisMasterName   string        // Sentinel master name (the URL's hosts are the sentinels).
+	RedisCluster      bool          // the URL's hosts are a Redis Cluster.
+	RedisPrefix       string        // key and channel prefix (a Cluster hash tag).
+	RedisTimeout      time.Duration // per Redis call.
+	RedisWaitReplicas int           // a stored send waits for this many replicas (0: no waiting).
+	RedisWaitTimeout  time.Duration // how long it waits.
+	EngineTimeout     time.Duration // per engine call made for a connection (join, subscribe, ack, client message).
+	NodeTTL           time.Duration // a node that stops beating leaves the cluster after this.
 }
 
 // Parse reads the configuration: flags from args, over PUSHGATE_*
@@ -214,6 +216,8 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, *fl
 	fs.BoolVar(&c.RedisCluster, "redis-cluster", false, "the --redis-url hosts are a Redis Cluster (pushgate's keys share one hash slot)")
 	fs.StringVar(&c.RedisPrefix, "redis-prefix", "pushgate", "prefix of pushgate's Redis keys and channels (nodes of one cluster use the same)")
 	fs.DurationVar(&c.RedisTimeout, "redis-timeout", 2*time.Second, "deadline for one Redis call; calls that cannot reach Redis answer UNAVAILABLE")
+	fs.IntVar(&c.RedisWaitReplicas, "redis-wait-replicas", 0, "a send with a ttl answers OK only once this many Redis replicas have it (WAIT), so that it survives a failover; UNAVAILABLE when they do not confirm within --redis-wait-timeout (retry with the same idempotency key); 0: no waiting")
+	fs.DurationVar(&c.RedisWaitTimeout, "redis-wait-timeout", time.Second, "how long a send with a ttl waits for --redis-wait-replicas replicas; below --redis-timeout")
 	fs.DurationVar(&c.EngineTimeout, "engine-timeout", gw.EngineTimeout, "deadline for the engine's part of a connection's join, subscribe, ack or client message; past it the client gets 503 or an unavailable error")
 	fs.DurationVar(&c.NodeTTL, "node-ttl", 15*time.Second, "with --engine redis: a node that stops (kill -9, network cut) leaves the online list after this, plus up to a third of it")
 	fs.StringVar(&c.ConfigFile, "config", "", "YAML `file` of settings, keys named like the flags (http-addr: ...); flags and environment variables override it")
@@ -432,6 +436,9 @@ func (c *Config) Validate() error {
 		check(c.RedisTimeout > 0, "--redis-timeout must be positive")
 		check(c.NodeTTL >= 3*time.Second, "--node-ttl must be at least 3s")
 		check(!(c.RedisCluster && c.RedisMasterName != ""), "--redis-cluster and --redis-master-name exclude each other")
+		check(c.RedisWaitReplicas >= 0, "--redis-wait-replicas must not be negative")
+		check(c.RedisWaitReplicas == 0 || c.RedisWaitTimeout > 0 && c.RedisWaitTimeout < c.RedisTimeout, "--redis-wait-timeout must be positive and below --redis-timeout (%v)", c.RedisTimeout)
+		check(c.RedisWaitReplicas == 0 || !c.RedisCluster, "--redis-wait-replicas is not supported with --redis-cluster")
 	}
 	check(c.ShutdownDelay >= 0, "--shutdown-delay must not be negative")
 	for _, a := range []struct{ flag, addr string }{{"--http-addr", c.HTTPAddr}, {"--grpc-addr", c.GRPCAddr}, {"--ops-addr", c.OpsAddr}} {

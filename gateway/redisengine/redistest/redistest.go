@@ -15,11 +15,13 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Server is a redis-server process on a loopback port, with persistence off.
+// Server is a redis-server process on a loopback port, with persistence off
+// and a directory of its own.
 type Server struct {
 	t    testing.TB
 	Port int
 	cmd  *exec.Cmd
+	args []string // more redis-server options, after the defaults (StartWith)
 }
 
 // Start runs redis-server on a free port and waits until it answers. Without
@@ -27,13 +29,23 @@ type Server struct {
 // a failure: `make test` installs it.
 func Start(t testing.TB) *Server {
 	t.Helper()
+	return StartWith(t)
+}
+
+// StartWith is Start with more redis-server options (--name value pairs),
+// which override the defaults and stay for Restart.
+func StartWith(t testing.TB, args ...string) *Server {
+	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		if os.Getenv("CI") != "" {
 			t.Fatal("redis-server not found; `make deps` installs it")
 		}
 		t.Skip("redis-server not found; `make deps` installs it")
 	}
-	s := &Server{t: t, Port: freePort(t)}
+	// A directory of its own: a replica writes the RDB it syncs there, and
+	// a server loads what it finds there at start.
+	args = append([]string{"--dir", t.TempDir()}, args...)
+	s := &Server{t: t, Port: freePort(t), args: args}
 	s.Restart()
 	t.Cleanup(s.Kill)
 	return s
@@ -59,8 +71,9 @@ func (s *Server) Kill() {
 func (s *Server) Restart() {
 	s.t.Helper()
 	s.Kill()
-	s.cmd = exec.Command("redis-server", "--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--protected-mode", "no")
+	args := append([]string{"--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--protected-mode", "no"}, s.args...)
+	s.cmd = exec.Command("redis-server", args...)
 	if err := s.cmd.Start(); err != nil {
 		s.t.Fatal(err)
 	}
