@@ -24,6 +24,12 @@
 --   P:ibx           zset user -> when the user's inbox next needs a sweep (ms)
 --   P:inboxed       messages in all inboxes
 --   P:w             hash node -> open WatchEvents streams on that node
+--   P:rc:<id>       hash user -> the message's receipt for that user (rc_get)
+--   P:rch:<id>      "sentMs:expiresMs:recipients" of a message with a receipt
+--   P:rcu:<id>      its recipients, newline-separated, in the order of the send
+--   P:rcq           zset "id:recipients" (score 0, id order): the receipts kept
+--   P:rcn           recipients in all the receipts kept
+--   P:rcev          the highest id whose receipt was evicted for room
 -- Channels: P:n:<node> (messages for a node's users and topics, kicks, and
 -- events for its WatchEvents streams), P:all (broadcasts).
 
@@ -111,6 +117,110 @@ local function idem_keep(out)
   return out
 end
 
+-- Receipts. One per SendToUsers message, kept for max(ttl, retention)
+-- (PEXPIRE) and within a cap on the recipients of all of them (rc_bound).
+-- A recipient's status is "flags:delivered:deliveredMs:ackMs:endMs:conn";
+-- flags: 1 online, 2 stored, 4 acked, 8 implicit ack, 16 trimmed. Expiry
+-- is not written: a stored message not acked by its expiry has expired.
+local RC_ONLINE, RC_STORED, RC_ACKED, RC_IMPLICIT, RC_TRIMMED = 1, 2, 4, 8, 16
+
+local function rc_get(id, u)
+  local v = redis.call('HGET', key('rc', id), u)
+  if not v then return nil end
+  local f, d, dm, am, em, c = string.match(v, '^(%d+):(%d+):(%d+):(%d+):(%d+):(.*)$')
+  return {f = tonumber(f), d = tonumber(d), dm = dm, am = am, em = em, c = c}
+end
+
+local function rc_put(id, u, r)
+  redis.call('HSET', key('rc', id), u, r.f .. ':' .. r.d .. ':' .. r.dm .. ':' .. r.am .. ':' .. r.em .. ':' .. r.c)
+end
+
+-- rc_ack records the first ack of id by u's connection conn; a message
+-- trimmed or expired stays so.
+local function rc_ack(id, u, conn, implicit, now)
+  local r = rc_get(id, u)
+  if not r or bit.band(r.f, RC_ACKED + RC_TRIMMED) ~= 0 then return end
+  if bit.band(r.f, RC_STORED) ~= 0 then
+    local exp = tonumber(string.match(redis.call('GET', key('rch', id)) or '', '^%d+:(%d+):'))
+    if exp and exp <= now then return end
+  end
+  r.f = r.f + RC_ACKED
+  if implicit then r.f = r.f + RC_IMPLICIT end
+  r.am, r.c = now, conn or ''
+  rc_put(id, u, r)
+end
+
+-- rc_delivered records that id was queued on one more connection of u.
+local function rc_delivered(id, u, now)
+  local r = rc_get(id, u)
+  if not r then return end
+  r.d, r.dm = r.d + 1, now
+  rc_put(id, u, r)
+end
+
+-- rc_trim records that id left u's inbox for room.
+local function rc_trim(id, u, now)
+  local r = rc_get(id, u)
+  if not r or bit.band(r.f, RC_ACKED + RC_TRIMMED) ~= 0 then return end
+  r.f, r.em = r.f + RC_TRIMMED, now
+  rc_put(id, u, r)
+end
+
+-- rc_bound drops the receipts at the front of the order that are gone
+-- (their keys expired), and the oldest ones while more than maxn
+-- recipients are kept (never keep, the one just recorded). Returns how many
+-- it evicted.
+local function rc_bound(maxn, keep)
+  local n = tonumber(redis.call('GET', key('rcn')) or '0')
+  local evicted = 0
+  for _ = 1, 1000 do
+    local first = redis.call('ZRANGE', key('rcq'), 0, 0)[1]
+    if not first then break end
+    local fid, cnt = string.match(first, '^(.-):(%d+)$')
+    if fid == keep then break end
+    local alive = redis.call('EXISTS', key('rch', fid)) == 1
+    if alive and n <= maxn then break end
+    if alive then
+      redis.call('DEL', key('rch', fid), key('rcu', fid), key('rc', fid))
+      local ev = redis.call('GET', key('rcev'))
+      if not ev or fid > ev then redis.call('SET', key('rcev'), fid) end
+      evicted = evicted + 1
+    end
+    redis.call('ZREM', key('rcq'), first)
+    n = redis.call('DECRBY', key('rcn'), tonumber(cnt))
+  end
+  return evicted
+end
+
+-- rc_record keeps the receipt of message id sent at now: users (ARGV from
+-- index first) with reached[i] connections each, stored when ttl > 0.
+local function rc_record(id, now, ttl, retention, maxn, first, reached)
+  local keep = math.max(ttl, retention)
+  local exp = 0
+  if ttl > 0 then exp = now + ttl end
+  local users, fields = {}, {}
+  local flush = function()
+    if #fields > 0 then redis.call('HSET', key('rc', id), unpack(fields)) end
+    fields = {}
+  end
+  for i = first, #ARGV do
+    local f, dm = 0, 0
+    if reached[i] > 0 then f, dm = RC_ONLINE, now end
+    if ttl > 0 then f = f + RC_STORED end
+    users[#users + 1] = ARGV[i]
+    fields[#fields + 1] = ARGV[i]
+    fields[#fields + 1] = f .. ':' .. reached[i] .. ':' .. dm .. ':0:0:'
+    if #fields >= 1000 then flush() end
+  end
+  flush()
+  redis.call('SET', key('rch', id), now .. ':' .. exp .. ':' .. #users, 'PX', keep)
+  redis.call('SET', key('rcu', id), table.concat(users, '\n'), 'PX', keep)
+  redis.call('PEXPIRE', key('rc', id), keep)
+  redis.call('ZADD', key('rcq'), 0, id .. ':' .. #users)
+  redis.call('INCRBY', key('rcn'), #users)
+  return rc_bound(maxn, id)
+end
+
 -- Inbox.
 
 local function ib_remove(u, id, lost, now, remember)
@@ -176,6 +286,7 @@ local function ib_add(u, id, blob, size, expires, maxmsgs, maxbytes, now, rememb
     if cnt <= 1 or (cnt <= maxmsgs and b <= maxbytes) then break end
     local first = redis.call('ZRANGE', key('ib', u), 0, 0)[1]
     ib_remove(u, first, true, now, remember)
+    rc_trim(first, u, now)
     trimmed = trimmed + 1
     b = tonumber(redis.call('HGET', key('in', u), 'b'))
   end
@@ -302,10 +413,12 @@ if resume and same and lastid ~= '' then
     if ib_remove(u, id, false, now, remember) then
       acked = acked + 1
       event(EV_ACKED, u, conn, id, true, now)
+      rc_ack(id, u, conn, true, now)
     end
   end
 end
 local replay, complete = ib_after(u, lastid, now)
+for _, b in ipairs(replay) do rc_delivered(string.sub(b, 2, 27), u, now) end
 if not same then complete = false end
 ib_tidy(u, now)
 local seq = redis.call('GET', key('lastid')) or ''
@@ -375,9 +488,11 @@ end
 return 0
 
 -- @script send
--- ARGV: P ik ih iw proposedid ttl maxmsgs maxbytes remember size blob user...
--- Stores (ttl > 0) and publishes a message to each user's nodes. Returns the
--- id, then per user: connections reached, stored (0/1), entries trimmed.
+-- ARGV: P ik ih iw proposedid ttl maxmsgs maxbytes remember size blob
+--       receiptretention receiptmax user...
+-- Stores (ttl > 0) and publishes a message to each user's nodes, and keeps
+-- its receipt. Returns the id, then per user: connections reached, stored
+-- (0/1), entries trimmed; then the receipts evicted for room.
 local seen = idem_seen()
 if seen then return seen end
 local ttl, maxmsgs, maxbytes = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
@@ -387,7 +502,7 @@ local id = nextid(ARGV[5])
 local blob = withid(ARGV[11], id)
 local nodes, order = {}, {}
 local reached, trimmed = {}, {}
-for i = 12, #ARGV do
+for i = 14, #ARGV do
   local u = ARGV[i]
   reached[i] = 0
   trimmed[i] = 0
@@ -416,11 +531,12 @@ for _, nd in ipairs(order) do
   end
 end
 local out = {id}
-for i = 12, #ARGV do
+for i = 14, #ARGV do
   out[#out + 1] = reached[i]
   out[#out + 1] = ttl > 0 and 1 or 0
   out[#out + 1] = trimmed[i]
 end
+out[#out + 1] = rc_record(id, now, ttl, tonumber(ARGV[12]), tonumber(ARGV[13]), 14, reached)
 return idem_keep(out)
 
 -- @script broadcast
@@ -492,6 +608,8 @@ for i = 6, #ARGV do
     n = n + 1
     event(EV_ACKED, u, conn, ARGV[i], implicit, now)
   end
+  -- Every id, stored or not: a live message acknowledged counts too.
+  rc_ack(ARGV[i], u, conn, implicit, now)
 end
 if n > 0 then ib_tidy(u, now) end
 return n
@@ -616,5 +734,33 @@ for i = 2, #ARGV do
   local n, since = userconns(ARGV[i], now)
   out[#out + 1] = n
   out[#out + 1] = since
+end
+return out
+
+-- @script receipt
+-- ARGV: P id offset limit user...
+-- A page of a message's receipt: 1, "sentMs:expiresMs:recipients", then
+-- (user status) for the users given, or for limit recipients from offset
+-- (status '' for a user that was not a recipient). Without a receipt: 0 and
+-- the highest id evicted for room ('' none).
+local id = ARGV[2]
+local h = redis.call('GET', key('rch', id))
+if not h then return {0, redis.call('GET', key('rcev')) or ''} end
+local us = {}
+if #ARGV >= 5 then
+  for i = 5, #ARGV do us[#us + 1] = ARGV[i] end
+else
+  local off, lim = tonumber(ARGV[3]), tonumber(ARGV[4])
+  local k = 0
+  for u in string.gmatch(redis.call('GET', key('rcu', id)) or '', '[^\n]+') do
+    if k >= off + lim then break end
+    if k >= off then us[#us + 1] = u end
+    k = k + 1
+  end
+end
+local out = {1, h}
+for _, u in ipairs(us) do
+  out[#out + 1] = u
+  out[#out + 1] = redis.call('HGET', key('rc', id), u) or ''
 end
 return out
