@@ -147,7 +147,7 @@ type receipt struct {
 type recStatus struct {
 	online, stored, acked, implicit, trimmed bool
 	delivered                                int32
-	deliveredAt, ackAt, endAt                time.Time
+	deliveredAt, ackAt, endAt                int64 // unix ns; 0: never
 	ackConn                                  string
 }
 
@@ -168,10 +168,10 @@ func (s *receiptStore) record(id string, now time.Time, ttl time.Duration, ds []
 		st := &r.st[i]
 		st.online, st.stored, st.delivered = d.Online, d.Stored, int32(d.Delivered)
 		if d.Delivered > 0 {
-			st.deliveredAt = now
+			st.deliveredAt = now.UnixNano()
 		}
 		if full != nil && full[i] {
-			st.trimmed, st.endAt = true, now
+			st.trimmed, st.endAt = true, now.UnixNano()
 		}
 	}
 	s.mu.Lock()
@@ -238,7 +238,7 @@ func (s *receiptStore) ack(userID, connID string, ids []string, implicit bool, n
 		if st == nil || st.acked || st.trimmed || st.stored && !now.Before(r.expires) {
 			continue
 		}
-		st.acked, st.implicit, st.ackAt, st.ackConn = true, implicit, now, connID
+		st.acked, st.implicit, st.ackAt, st.ackConn = true, implicit, now.UnixNano(), connID
 	}
 }
 
@@ -249,7 +249,7 @@ func (s *receiptStore) delivered(userID string, msgs []*Message, now time.Time) 
 	for _, m := range msgs {
 		if _, st := s.statusLocked(m.ID, userID, now); st != nil {
 			st.delivered++
-			st.deliveredAt = now
+			st.deliveredAt = now.UnixNano()
 		}
 	}
 }
@@ -260,7 +260,7 @@ func (s *receiptStore) trimmed(userID string, ids []string, now time.Time) {
 	defer s.mu.Unlock()
 	for _, id := range ids {
 		if _, st := s.statusLocked(id, userID, now); st != nil && !st.acked && !st.trimmed {
-			st.trimmed, st.endAt = true, now
+			st.trimmed, st.endAt = true, now.UnixNano()
 		}
 	}
 }
@@ -285,13 +285,13 @@ func (s *receiptStore) get(id string, users []string, offset, limit int, now tim
 	pick := func(i int) RecipientStatus {
 		st := &r.st[i]
 		rs := RecipientStatus{UserID: r.users[i], Online: st.online, Stored: st.stored, Delivered: int(st.delivered),
-			DeliveredTime: st.deliveredAt}
+			DeliveredTime: nsTime(st.deliveredAt)}
 		rs.State, rs.EndTime = ReceiptState(st.acked, st.trimmed, st.stored, int(st.delivered), r.expires, now)
 		switch rs.State {
 		case StateAcked:
-			rs.AckTime, rs.AckConn, rs.AckImplicit = st.ackAt, st.ackConn, st.implicit
+			rs.AckTime, rs.AckConn, rs.AckImplicit = nsTime(st.ackAt), st.ackConn, st.implicit
 		case StateTrimmed:
-			rs.EndTime = st.endAt
+			rs.EndTime = nsTime(st.endAt)
 		}
 		return rs
 	}
@@ -314,7 +314,7 @@ func (s *receiptStore) get(id string, users []string, offset, limit int, now tim
 
 // NotRecipient is the ErrNotRecipient for users[k] == u of message id.
 func NotRecipient(id string, k int, u string) error {
-	return fmt.Errorf("%w: user_ids[%d] %q was not a recipient of message %s", ErrNotRecipient, k, u, id)
+	return fmt.Errorf("user_ids[%d]: %q %w of message %s", k, u, ErrNotRecipient, id)
 }
 
 // receiptTrims collects, during one send under the stripe locks, what the
@@ -350,4 +350,12 @@ func (t *receiptTrims) record(s *receiptStore, m *Message, now time.Time, ds []D
 		s.trimmed(u, t.ids[i], now)
 	}
 	return s.record(m.ID, now, m.TTL, ds, t.isFull)
+}
+
+// nsTime is the time of unix nanoseconds ns; 0 is the zero time.
+func nsTime(ns int64) time.Time {
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns)
 }

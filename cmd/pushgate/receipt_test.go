@@ -270,7 +270,7 @@ func TestReceiptNotFoundAndBadRequests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want(get(&pb.GetMessageStatusRequest{MessageId: first.GetMessageId(), UserIds: []string{"a", "c"}}), codes.NotFound, `user_ids[1] "c" was not a recipient`)
+	want(get(&pb.GetMessageStatusRequest{MessageId: first.GetMessageId(), UserIds: []string{"a", "c"}}), codes.NotFound, `user_ids[1]: "c" not a recipient of message `)
 
 	b, err := s.api.Broadcast(ctx, &pb.BroadcastRequest{Message: jsonMsg(`2`)})
 	if err != nil {
