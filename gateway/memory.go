@@ -81,7 +81,8 @@ func newMemoryEngine(node Node) *memoryEngine {
 	}
 	e.idem.entries = make(map[string]*idemEntry)
 	e.idem.max = e.cfg.IdempotencyEntries
-	e.receipts = newReceiptStore(e.cfg.ReceiptMax, e.cfg.ReceiptRetention)
+	retention, most := ReceiptBounds(e.cfg)
+	e.receipts = newReceiptStore(most, retention)
 	go e.expireLoop()
 	return e
 }

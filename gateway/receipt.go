@@ -359,3 +359,17 @@ func nsTime(ns int64) time.Time {
 	}
 	return time.Unix(0, ns)
 }
+
+// ReceiptBounds returns c's receipt retention and cap, the defaults for
+// zero values (a Config that did not go through NewHub).
+func ReceiptBounds(c Config) (retention time.Duration, max int) {
+	d := DefaultConfig()
+	retention, max = c.ReceiptRetention, c.ReceiptMax
+	if retention <= 0 {
+		retention = d.ReceiptRetention
+	}
+	if max <= 0 {
+		max = d.ReceiptMax
+	}
+	return retention, max
+}

@@ -120,13 +120,41 @@ end
 -- Receipts. One per SendToUsers message, kept for max(ttl, retention)
 -- (PEXPIRE) and within a cap on the recipients of all of them (rc_bound).
 -- A recipient's status is "flags:delivered:deliveredMs:ackMs:endMs:conn";
--- flags: 1 online, 2 stored, 4 acked, 8 implicit ack, 16 trimmed. Expiry
+-- flags: 1 online, 2 stored, 4 acked, 8 implicit ack, 16 trimmed. A
+-- recipient the send reached no connection of has no status until one is
+-- written (rc_default), so a send to many offline users writes none. Expiry
 -- is not written: a stored message not acked by its expiry has expired.
 local RC_ONLINE, RC_STORED, RC_ACKED, RC_IMPLICIT, RC_TRIMMED = 1, 2, 4, 8, 16
 
+-- rc_default is the status of a recipient with none written, from the
+-- receipt's header.
+local function rc_default(head)
+  if string.match(head, '^%d+:0:') then return '0:0:0:0:0:' end
+  return RC_STORED .. ':0:0:0:0:'
+end
+
+-- rc_member reports whether u is a line of the newline-separated list.
+local function rc_member(list, u)
+  local init = 1
+  while true do
+    local s, e = string.find(list, u, init, true)
+    if not s then return false end
+    if (s == 1 or string.byte(list, s - 1) == 10) and (e == #list or string.byte(list, e + 1) == 10) then
+      return true
+    end
+    init = s + 1
+  end
+end
+
 local function rc_get(id, u)
   local v = redis.call('HGET', key('rc', id), u)
-  if not v then return nil end
+  if not v then
+    -- A recipient with no status written yet, or not a recipient (or no
+    -- receipt: a Broadcast or Publish id, or one not kept).
+    local head = redis.call('GET', key('rch', id))
+    if not head or not rc_member(redis.call('GET', key('rcu', id)) or '', u) then return nil end
+    v = rc_default(head)
+  end
   local f, d, dm, am, em, c = string.match(v, '^(%d+):(%d+):(%d+):(%d+):(%d+):(.*)$')
   return {f = tonumber(f), d = tonumber(d), dm = dm, am = am, em = em, c = c}
 end
@@ -198,26 +226,36 @@ local function rc_record(id, now, ttl, retention, maxn, first, reached)
   local keep = math.max(ttl, retention)
   local exp = 0
   if ttl > 0 then exp = now + ttl end
-  local users, fields = {}, {}
-  local flush = function()
-    if #fields > 0 then redis.call('HSET', key('rc', id), unpack(fields)) end
-    fields = {}
-  end
+  -- Statuses only for the recipients reached (the others read as
+  -- rc_default), one string per distinct count (most sends have few), so
+  -- the loop makes no strings of its own.
+  local stored = 0
+  if ttl > 0 then stored = RC_STORED end
+  local vals = {}
+  local fields, k = {}, 0
   for i = first, #ARGV do
-    local f, dm = 0, 0
-    if reached[i] > 0 then f, dm = RC_ONLINE, now end
-    if ttl > 0 then f = f + RC_STORED end
-    users[#users + 1] = ARGV[i]
-    fields[#fields + 1] = ARGV[i]
-    fields[#fields + 1] = f .. ':' .. reached[i] .. ':' .. dm .. ':0:0:'
-    if #fields >= 1000 then flush() end
+    local n = reached[i]
+    if n > 0 then
+      local v = vals[n]
+      if not v then
+        v = (RC_ONLINE + stored) .. ':' .. n .. ':' .. now .. ':0:0:'
+        vals[n] = v
+      end
+      fields[k + 1], fields[k + 2] = ARGV[i], v
+      k = k + 2
+      if k >= 1000 then
+        redis.call('HSET', key('rc', id), unpack(fields, 1, k))
+        k = 0
+      end
+    end
   end
-  flush()
-  redis.call('SET', key('rch', id), now .. ':' .. exp .. ':' .. #users, 'PX', keep)
-  redis.call('SET', key('rcu', id), table.concat(users, '\n'), 'PX', keep)
+  if k > 0 then redis.call('HSET', key('rc', id), unpack(fields, 1, k)) end
+  local total = #ARGV - first + 1
+  redis.call('SET', key('rch', id), now .. ':' .. exp .. ':' .. total, 'PX', keep)
+  redis.call('SET', key('rcu', id), table.concat(ARGV, '\n', first), 'PX', keep)
   redis.call('PEXPIRE', key('rc', id), keep)
-  redis.call('ZADD', key('rcq'), 0, id .. ':' .. #users)
-  redis.call('INCRBY', key('rcn'), #users)
+  redis.call('ZADD', key('rcq'), 0, id .. ':' .. total)
+  redis.call('INCRBY', key('rcn'), total)
   return rc_bound(maxn, id)
 end
 
@@ -759,8 +797,18 @@ else
   end
 end
 local out = {1, h}
+local listed = #ARGV < 5 -- every u is a recipient
+local members = nil
 for _, u in ipairs(us) do
+  local v = redis.call('HGET', key('rc', id), u)
+  if not v then
+    if not listed and not members then
+      members = {}
+      for m in string.gmatch(redis.call('GET', key('rcu', id)) or '', '[^\n]+') do members[m] = true end
+    end
+    if listed or members[u] then v = rc_default(h) else v = '' end
+  end
   out[#out + 1] = u
-  out[#out + 1] = redis.call('HGET', key('rc', id), u) or ''
+  out[#out + 1] = v
 end
 return out
