@@ -63,8 +63,8 @@ type Config struct {
 	// InboxMaxTTL is the longest ttl a message may ask for, and how long a
 	// loss (trimmed or expired entry) is remembered for resuming clients.
 	InboxMaxTTL time.Duration
-	// ReceiptRetention is how long a message's receipt is kept at least
-	// (the message's ttl when longer); ReceiptMax caps the recipients whose
+	// ReceiptRetention is how long a message's receipt is kept after the
+	// send, or for a stored message after its ttl; ReceiptMax caps the recipients whose
 	// receipts are kept, all messages together: past it the oldest
 	// receipts are evicted.
 	ReceiptRetention time.Duration

@@ -16,7 +16,8 @@ import (
 // resumed past), or the inbox trims it for room. Expiry needs no update: a
 // stored message not acknowledged by its expiry is expired from then on.
 //
-// Receipts are kept for max(ttl, Config.ReceiptRetention) and at most
+// Receipts are kept for ttl + Config.ReceiptRetention (a stored message's
+// final state stays readable for the retention after its ttl) and at most
 // Config.ReceiptMax recipients in all; past that the oldest receipts are
 // evicted. A receipt that is not kept is ErrNoReceipt, with the reason when
 // the engine can tell it.
@@ -90,14 +91,16 @@ func NoReceipt(id string, now time.Time, evictedThrough string, retention time.D
 		return fmt.Errorf("%w for message %s: no message has that id yet (its time is %v ahead)", ErrNoReceipt, id, (-age).Round(time.Second))
 	case evictedThrough != "" && id <= evictedThrough && age <= retention:
 		return fmt.Errorf("%w for message %s: evicted; receipts of at most %d recipients are kept (--receipt-max) and newer sends pushed it out", ErrNoReceipt, id, max)
+	case evictedThrough != "" && id <= evictedThrough:
+		return fmt.Errorf("%w for message %s: evicted (receipts of at most %d recipients are kept, --receipt-max), or older than the receipt retention (%v after the send or the ttl, --receipt-retention)", ErrNoReceipt, id, max, retention)
 	case age > retention:
-		return fmt.Errorf("%w for message %s: older than the receipt retention (%v, --receipt-retention, or the message's ttl when longer)", ErrNoReceipt, id, retention)
+		return fmt.Errorf("%w for message %s: older than the receipt retention (%v after the send or the ttl, --receipt-retention)", ErrNoReceipt, id, retention)
 	}
 	return fmt.Errorf("%w for message %s: not sent by SendToUser or SendToUsers on this deployment (Broadcast and Publish ids have no receipt), or lost with the engine's data", ErrNoReceipt, id)
 }
 
 // ReceiptRetention is how long the receipt of a message with ttl is kept.
-func ReceiptRetention(ttl, retention time.Duration) time.Duration { return max(ttl, retention) }
+func ReceiptRetention(ttl, retention time.Duration) time.Duration { return ttl + retention }
 
 // ReceiptState returns a recipient's state at now from what was recorded,
 // and for an expired message its end time: acked and trimmed are final; a

@@ -408,3 +408,36 @@ func TestClusterReceiptThreeConnectionsTwoNodes(t *testing.T) {
 		}
 	}
 }
+
+// A client that resumes past a message it never acknowledged (the ack was
+// lost with its old connection) has it: the receipt says acked, implicitly,
+// by the resuming connection.
+func TestReceiptResumeAcksImplicitly(t *testing.T) {
+	s := startServer(t)
+	c1 := s.dialEnv(t, "/merchant-6")
+	var ids []string
+	for i := range 2 {
+		ids = append(ids, s.send(t, "merchant-6", ttlMsg(fmt.Sprintf(`{"n":%d}`, i), time.Hour)).GetMessageId())
+	}
+	for _, id := range ids {
+		if m := c1.nextMessage(); m.ID != id {
+			t.Fatalf("got %+v", m)
+		}
+	}
+	epoch := c1.hello.Epoch
+	c1.c.CloseNow()
+	eventually(t, "the first connection to leave", func() bool { return s.online(t, "merchant-6") == 0 })
+
+	c2 := s.dialEnv(t, "/merchant-6?last_id="+ids[0]+"&epoch="+epoch)
+	if m := c2.nextMessage(); m.ID != ids[1] {
+		t.Fatalf("replayed %+v", m)
+	}
+	st := s.status(t, ids[0], "merchant-6")
+	if st.GetState() != pb.DeliveryState_DELIVERY_STATE_ACKED || !st.GetAckImplicit() || st.GetAckConnectionId() != c2.hello.ConnID || st.GetDeliveredConnections() != 1 {
+		t.Fatalf("resumed past (%s): %v", c2.hello.ConnID, st)
+	}
+	st = s.status(t, ids[1], "merchant-6")
+	if st.GetState() != pb.DeliveryState_DELIVERY_STATE_PENDING || st.GetDeliveredConnections() != 2 {
+		t.Fatalf("replayed to the second connection: %v", st)
+	}
+}

@@ -117,7 +117,7 @@ local function idem_keep(out)
   return out
 end
 
--- Receipts. One per SendToUsers message, kept for max(ttl, retention)
+-- Receipts. One per SendToUsers message, kept for ttl + retention
 -- (PEXPIRE) and within a cap on the recipients of all of them (rc_bound).
 -- A recipient's status is "flags:delivered:deliveredMs:ackMs:endMs:conn";
 -- flags: 1 online, 2 stored, 4 acked, 8 implicit ack, 16 trimmed. A
@@ -223,7 +223,7 @@ end
 -- rc_record keeps the receipt of message id sent at now: users (ARGV from
 -- index first) with reached[i] connections each, stored when ttl > 0.
 local function rc_record(id, now, ttl, retention, maxn, first, reached)
-  local keep = math.max(ttl, retention)
+  local keep = ttl + retention
   local exp = 0
   if ttl > 0 then exp = now + ttl end
   -- Statuses only for the recipients reached (the others read as
