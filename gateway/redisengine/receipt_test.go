@@ -42,7 +42,7 @@ func TestReceiptRetentionAndCap(t *testing.T) {
 	})
 
 	// Past the cap the oldest receipt is evicted.
-	a := send(t, e, []string{"v1", "v2"}, live).ID
+	a := send(t, e, []string{"v1", "v2"}, gateway.Push{Kind: gateway.KindJSON, Data: []byte(`3`), TTL: time.Hour}).ID // kept until evicted
 	if _, err := receipt(e, first); !errors.Is(err, gateway.ErrNoReceipt) || !strings.Contains(err.Error(), "evicted;") {
 		t.Fatalf("oldest receipt past the cap: %v", err)
 	}
