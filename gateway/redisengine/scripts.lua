@@ -574,8 +574,11 @@ for i = 14, #ARGV do
   out[#out + 1] = ttl > 0 and 1 or 0
   out[#out + 1] = trimmed[i]
 end
-out[#out + 1] = rc_record(id, now, ttl, tonumber(ARGV[12]), tonumber(ARGV[13]), 14, reached)
-return idem_keep(out)
+-- A repeat (idem_seen) reports no evictions: they were counted once.
+out[#out + 1] = 0
+idem_keep(out)
+out[#out] = rc_record(id, now, ttl, tonumber(ARGV[12]), tonumber(ARGV[13]), 14, reached)
+return out
 
 -- @script broadcast
 -- ARGV: P ik ih iw proposedid blob excluded...
