@@ -48,6 +48,16 @@ type Engine interface {
 	Inboxed() int64
 	// Up reports whether the engine can serve calls now (readiness).
 	Up() bool
+	// Receipt returns a page of message id's receipt (a SendToUsers
+	// message): the recipients users, in that order, or when users is
+	// empty up to limit recipients from offset, in the order of the send.
+	// It fails with ErrNoReceipt when no receipt is kept for id (the
+	// error's text says why when the engine can tell), and with
+	// ErrNotRecipient for a user in users the message was not sent to.
+	Receipt(ctx context.Context, id string, users []string, offset, limit int) (Receipt, error)
+	// Receipts returns the recipients whose receipts are kept (the
+	// deployment's, for the metrics): -1 when it cannot be read now.
+	Receipts() int64
 
 	// Join records that this node holds one more connection of j.UserID,
 	// so that every send that runs after it reaches the node, and returns
@@ -130,6 +140,9 @@ type InboxCounts struct {
 	// Full: messages not stored because all inboxes together were at
 	// their cap (Config.InboxTotalMessages, InboxTotalBytes).
 	Full int
+	// ReceiptsEvicted: receipts dropped before their time to stay within
+	// Config.ReceiptMax.
+	ReceiptsEvicted int
 }
 
 // Push is a message a caller asks to send: what the backend gave, before

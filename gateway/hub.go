@@ -63,6 +63,12 @@ type Config struct {
 	// InboxMaxTTL is the longest ttl a message may ask for, and how long a
 	// loss (trimmed or expired entry) is remembered for resuming clients.
 	InboxMaxTTL time.Duration
+	// ReceiptRetention is how long a message's receipt is kept after the
+	// send, or for a stored message after its ttl; ReceiptMax caps the recipients whose
+	// receipts are kept, all messages together: past it the oldest
+	// receipts are evicted.
+	ReceiptRetention time.Duration
+	ReceiptMax       int
 	// PresenceGrace is how long a user may be gone before WatchEvents
 	// reports them offline, so that a page reload reports nothing; negative
 	// means report at once.
@@ -134,6 +140,8 @@ func DefaultConfig() Config {
 		InboxTotalMessages: 1_000_000,
 		InboxTotalBytes:    512 << 20,
 		IdempotencyEntries: 500_000,
+		ReceiptRetention:   time.Hour,
+		ReceiptMax:         1_000_000,
 	}
 }
 
@@ -146,6 +154,7 @@ func (c *Config) setDefaults() {
 		{&c.HeartbeatInterval, &d.HeartbeatInterval}, {&c.HeartbeatTimeout, &d.HeartbeatTimeout},
 		{&c.WriteTimeout, &d.WriteTimeout}, {&c.EngineTimeout, &d.EngineTimeout},
 		{&c.InboxMaxTTL, &d.InboxMaxTTL}, {&c.PresenceGrace, &d.PresenceGrace},
+		{&c.ReceiptRetention, &d.ReceiptRetention},
 	} {
 		if *f.v == 0 {
 			*f.v = *f.d
@@ -155,6 +164,7 @@ func (c *Config) setDefaults() {
 		{&c.QueueMessages, &d.QueueMessages}, {&c.QueueBytes, &d.QueueBytes}, {&c.MaxUserIDBytes, &d.MaxUserIDBytes},
 		{&c.InboxMessages, &d.InboxMessages}, {&c.InboxBytes, &d.InboxBytes}, {&c.MaxTopicsPerConn, &d.MaxTopicsPerConn},
 		{&c.InboxTotalMessages, &d.InboxTotalMessages}, {&c.InboxTotalBytes, &d.InboxTotalBytes}, {&c.IdempotencyEntries, &d.IdempotencyEntries},
+		{&c.ReceiptMax, &d.ReceiptMax},
 	} {
 		if *f.v <= 0 {
 			*f.v = *f.d
@@ -575,6 +585,7 @@ func (h *Hub) CountInbox(c InboxCounts) {
 	m.inboxExpired.Add(float64(c.Expired))
 	m.replayed.Add(float64(c.Replayed))
 	m.inboxFull.Add(float64(c.Full))
+	m.receiptsEvicted.Add(float64(c.ReceiptsEvicted))
 }
 
 // userConns appends userID's connections to dst, copied under the shard's

@@ -24,14 +24,20 @@ type inbox struct {
 // add appends m and trims the oldest entries past the limits. It returns
 // how many entries it trimmed and their bytes.
 func (b *inbox) add(m *Message, now time.Time, maxMsgs, maxBytes int, remember time.Duration) (trimmed int) {
+	return len(b.addTrim(m, now, maxMsgs, maxBytes, remember, nil))
+}
+
+// addTrim is add that appends the ids of the entries it trimmed to ids
+// and returns them (for the receipts).
+func (b *inbox) addTrim(m *Message, now time.Time, maxMsgs, maxBytes int, remember time.Duration, ids []string) []string {
 	b.entries = append(b.entries, m)
 	b.expires = append(b.expires, now.Add(m.TTL))
 	b.bytes += len(m.Data)
 	for len(b.entries) > 1 && (len(b.entries) > maxMsgs || b.bytes > maxBytes) {
+		ids = append(ids, b.entries[0].ID)
 		b.drop(0, now, remember)
-		trimmed++
 	}
-	return trimmed
+	return ids
 }
 
 // drop removes entry i as lost (not acknowledged).

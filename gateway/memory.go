@@ -35,8 +35,9 @@ type memoryEngine struct {
 	stop chan struct{}
 	done chan struct{}
 
-	stripes [numShards]memStripe
-	idem    idemTable
+	stripes  [numShards]memStripe
+	idem     idemTable
+	receipts *receiptStore
 
 	users      atomic.Int64 // users with connections
 	conns      atomic.Int64 // their connections, as last read from the node
@@ -80,6 +81,8 @@ func newMemoryEngine(node Node) *memoryEngine {
 	}
 	e.idem.entries = make(map[string]*idemEntry)
 	e.idem.max = e.cfg.IdempotencyEntries
+	retention, most := ReceiptBounds(e.cfg)
+	e.receipts = newReceiptStore(most, retention)
 	go e.expireLoop()
 	return e
 }
@@ -106,6 +109,7 @@ func (e *memoryEngine) SendToUsers(ctx context.Context, userIDs []string, p Push
 		m := p.NewMessage(NewID(), now, "", false)
 		out := Sent{ID: m.ID, Time: now, Users: make([]Delivery, len(userIDs))}
 		var c InboxCounts
+		var rt receiptTrims
 		for i, u := range userIDs {
 			s := e.stripe(u)
 			d := Delivery{UserID: u}
@@ -115,6 +119,7 @@ func (e *memoryEngine) SendToUsers(ctx context.Context, userIDs []string, p Push
 				// Stored false, resuming clients a possible loss.
 				c.Full++
 				e.markFull(m.ID, now)
+				rt.full(len(userIDs), i)
 			case m.stored:
 				b := s.inboxes[u]
 				if b == nil {
@@ -122,7 +127,7 @@ func (e *memoryEngine) SendToUsers(ctx context.Context, userIDs []string, p Push
 					s.inboxes[u] = b
 				}
 				before := b.bytes
-				trimmed := b.add(m, now, e.cfg.InboxMessages, e.cfg.InboxBytes, e.cfg.InboxMaxTTL)
+				trimmed := rt.add(u, b, m, now, &e.cfg)
 				e.inboxed.Add(int64(1 - trimmed))
 				e.inboxBytes.Add(int64(b.bytes - before))
 				c.Trimmed += trimmed
@@ -133,12 +138,13 @@ func (e *memoryEngine) SendToUsers(ctx context.Context, userIDs []string, p Push
 			d.Online = d.Online || d.Delivered > 0
 			out.Users[i] = d
 		}
+		c.ReceiptsEvicted = rt.record(e.receipts, m, now, out.Users)
 		for i := range e.stripes {
 			if locked[i] {
 				e.stripes[i].mu.Unlock()
 			}
 		}
-		if c.Trimmed > 0 || c.Full > 0 {
+		if c.Trimmed > 0 || c.Full > 0 || c.ReceiptsEvicted > 0 {
 			e.node.CountInbox(c)
 		}
 		return out, nil
@@ -269,6 +275,12 @@ func (e *memoryEngine) Users() int64       { return e.users.Load() }
 func (e *memoryEngine) Connections() int64 { return e.conns.Load() }
 func (e *memoryEngine) Inboxed() int64     { return e.inboxed.Load() }
 func (e *memoryEngine) Up() bool           { return !e.closed.Load() }
+func (e *memoryEngine) Receipts() int64    { return e.receipts.kept() }
+
+// Receipt implements Engine.
+func (e *memoryEngine) Receipt(_ context.Context, id string, users []string, offset, limit int) (Receipt, error) {
+	return e.receipts.get(id, users, offset, limit, time.Now())
+}
 
 // setPresenceLocked records userID's connections as the node counts them
 // now, reporting the user online or (after the grace) offline when that
@@ -336,7 +348,9 @@ func (e *memoryEngine) Join(_ context.Context, j JoinRequest) (Joined, error) {
 		if j.Resume && sameEpoch {
 			// The client has everything up to LastID: that counts as its
 			// ack, even if an ack frame was lost with the old connection.
-			for _, id := range b.ackThrough(j.LastID) {
+			acked := b.ackThrough(j.LastID)
+			e.receipts.ack(j.UserID, j.ConnID, acked, true, now)
+			for _, id := range acked {
 				e.inboxed.Add(-1)
 				c.Acked++
 				e.node.Emit(Event{Kind: EventMessageAcked, UserID: j.UserID, ConnID: j.ConnID, MessageID: id, Implicit: true, Time: now})
@@ -355,6 +369,7 @@ func (e *memoryEngine) Join(_ context.Context, j JoinRequest) (Joined, error) {
 		out.Complete = false // LastID is from inboxes that no longer exist
 	}
 	c.Replayed = len(out.Replay)
+	e.receipts.delivered(j.UserID, out.Replay, now)
 	e.node.CountInbox(c)
 	return out, nil
 }
@@ -394,6 +409,8 @@ func (e *memoryEngine) Ack(_ context.Context, userID, connID string, ids []strin
 		}
 	}
 	s.mu.Unlock()
+	// Every id, stored or not: a live message acknowledged counts too.
+	e.receipts.ack(userID, connID, ids, implicit, now)
 	if c.Acked > 0 {
 		e.node.CountInbox(c)
 	}
@@ -436,6 +453,7 @@ func (e *memoryEngine) expireLoop() {
 			return
 		case now := <-t.C:
 			e.expire(now)
+			e.receipts.sweep(now)
 		}
 	}
 }

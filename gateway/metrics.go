@@ -36,6 +36,8 @@ type Metrics struct {
 	inboxExpired prometheus.Counter
 	inboxFull    prometheus.Counter
 
+	receiptsEvicted prometheus.Counter
+
 	watchers    prometheus.Gauge
 	watchersCut prometheus.Counter
 
@@ -80,6 +82,7 @@ func NewMetrics(reg prometheus.Registerer, h *Hub) *Metrics {
 		inboxTrimmed:     counter("pushgate_inbox_trimmed_total", "Inbox messages dropped to stay within --inbox-max-messages / --inbox-max-bytes."),
 		inboxExpired:     counter("pushgate_inbox_expired_total", "Inbox messages dropped because their ttl passed unacknowledged."),
 		inboxFull:        counter("pushgate_inbox_full_total", "Messages delivered live but not stored because all inboxes together were at --inbox-max-total-messages / --inbox-max-total-bytes (memory engine)."),
+		receiptsEvicted:  counter("pushgate_receipts_evicted_total", "Message receipts dropped before their retention to stay within --receipt-max recipients."),
 		watchers:         gauge("pushgate_watchers", "Open WatchEvents streams."),
 		watchersCut:      counter("pushgate_watchers_cut_total", "WatchEvents streams ended because they fell too far behind."),
 		authFailures: vec("pushgate_auth_failures_total",
@@ -121,6 +124,10 @@ func NewMetrics(reg prometheus.Registerer, h *Hub) *Metrics {
 			Name: "pushgate_inbox_messages",
 			Help: "Messages held in user inboxes (the whole deployment's, as the engine counts them; -1 when it cannot be read).",
 		}, func() float64 { return float64(h.eng.Inboxed()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "pushgate_receipt_recipients",
+			Help: "Recipients whose message receipts are kept, at most --receipt-max (the whole deployment's, as the engine counts them; -1 when it cannot be read).",
+		}, func() float64 { return float64(h.eng.Receipts()) }),
 	)
 	return m
 }

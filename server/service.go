@@ -32,6 +32,7 @@ type Gateway interface {
 	ListOnline(ctx context.Context, after string, limit int, match func(string) bool) (gateway.OnlinePage, error)
 	Presence(ctx context.Context, userIDs []string) ([]gateway.OnlineUser, error)
 	Disconnect(ctx context.Context, userID, reason string) (int, error)
+	Receipt(ctx context.Context, id string, users []string, offset, limit int) (gateway.Receipt, error)
 	Watch(kinds []gateway.EventKind, buffer int) *gateway.Watcher
 	Unwatch(w *gateway.Watcher)
 }

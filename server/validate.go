@@ -111,6 +111,8 @@ func (l *Limits) validate(req any) error {
 		}
 	case *pb.GetPresenceRequest:
 		return l.userIDs("user_ids", r.GetUserIds(), true)
+	case *pb.GetMessageStatusRequest:
+		return l.messageStatus(r)
 	case *pb.DisconnectRequest:
 		if err := l.userID("user_id", r.GetUserId()); err != nil {
 			return err

@@ -521,9 +521,11 @@ func TestIdempotencyKeyDeliversOnce(t *testing.T) {
 }
 
 func TestInboxLimitsExpiryAndMemory(t *testing.T) {
-	// A loss is remembered for --inbox-max-ttl (for resuming clients); keep
-	// it short so that everything is gone within the test.
+	// A loss is remembered for --inbox-max-ttl (for resuming clients), and
+	// a message's receipt for --receipt-retention after its ttl; keep them
+	// short so that everything is gone within the test.
 	s := startServer(t, "--inbox-max-messages", "5", "--inbox-max-bytes", "100", "--inbox-max-ttl", "5s",
+		"--receipt-retention", "1s",
 		"--log-level", "warn") // logs are kept in memory by the test server
 	ctx := context.Background()
 	// Count: 8 small messages keep 5.

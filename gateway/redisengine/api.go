@@ -22,7 +22,7 @@ import (
 func (e *Engine) SendToUsers(ctx context.Context, users []string, p gateway.Push) (gateway.Sent, error) {
 	now := time.Now()
 	m := p.NewMessage(gateway.NewID(), now, "", false)
-	args := make([]any, 0, 10+len(users))
+	args := make([]any, 0, 20+len(users))
 	args = idemArgs(p.Idempotency, args)
 	args = append(args, m.ID, m.TTL.Milliseconds(), e.cfg.InboxMessages, e.cfg.InboxBytes, e.cfg.InboxMaxTTL.Milliseconds(), len(m.Data))
 	stored := m.TTL > 0
@@ -32,7 +32,7 @@ func (e *Engine) SendToUsers(ctx context.Context, users []string, p gateway.Push
 	} else {
 		args = append(args, "", "", 0, "")
 	}
-	args = append(args, gateway.EncodeMessage(m))
+	args = append(args, gateway.EncodeMessage(m), e.cfg.ReceiptRetention.Milliseconds(), e.cfg.ReceiptMax)
 	for _, u := range users {
 		args = append(args, u)
 	}
@@ -41,7 +41,7 @@ func (e *Engine) SendToUsers(ctx context.Context, users []string, p gateway.Push
 		return gateway.Sent{}, err
 	}
 	r, _ := v.([]any)
-	if len(r) != 1+3*len(users) {
+	if len(r) != 2+3*len(users) {
 		return gateway.Sent{}, fmt.Errorf("redis send: unexpected reply %v", v)
 	}
 	out := gateway.Sent{ID: str(r[0]), Time: now, Users: make([]gateway.Delivery, len(users))}
@@ -54,8 +54,8 @@ func (e *Engine) SendToUsers(ctx context.Context, users []string, p gateway.Push
 		out.Users[i] = gateway.Delivery{UserID: u, Online: n > 0, Delivered: int(n), Stored: num(r[2+3*i]) == 1}
 		trimmed += int(num(r[3+3*i]))
 	}
-	if trimmed > 0 {
-		e.node.CountInbox(gateway.InboxCounts{Trimmed: trimmed})
+	if evicted := int(num(r[1+3*len(users)])); trimmed > 0 || evicted > 0 {
+		e.node.CountInbox(gateway.InboxCounts{Trimmed: trimmed, ReceiptsEvicted: evicted})
 	}
 	return out, nil
 }

@@ -171,6 +171,7 @@ func Start(ctx context.Context, node gateway.Node, rdb redis.UniversalClient, lo
 		wake:        make(chan struct{}, 1),
 		stop:        make(chan struct{}),
 	}
+	e.cfg.ReceiptRetention, e.cfg.ReceiptMax = gateway.ReceiptBounds(e.cfg)
 	e.nodeChan, e.allChan = e.P+":n:"+opt.Node, e.P+":all"
 	for i := range e.users {
 		e.users[i] = make(map[string]struct{})

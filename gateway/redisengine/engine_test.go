@@ -245,6 +245,7 @@ func (f *fakeNode) CountInbox(c gateway.InboxCounts) {
 	f.counts.Trimmed += c.Trimmed
 	f.counts.Expired += c.Expired
 	f.counts.Replayed += c.Replayed
+	f.counts.ReceiptsEvicted += c.ReceiptsEvicted
 }
 
 // setUser sets this node's connections of u (the oldest opened at since).

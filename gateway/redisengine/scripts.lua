@@ -29,6 +29,12 @@
 --                   longest ttl
 --   P:chk           hash node -> run id of the Redis on which the node last
 --                   checked its mark (restore waits for the others: peers)
+--   P:rc:<id>       hash user -> the message's receipt for that user (rc_get)
+--   P:rch:<id>      "sentMs:expiresMs:recipients" of a message with a receipt
+--   P:rcu:<id>      its recipients, newline-separated, in the order of the send
+--   P:rcq           zset "id:recipients" (score 0, id order): the receipts kept
+--   P:rcn           recipients in all the receipts kept
+--   P:rcev          the highest id whose receipt was evicted for room
 -- Channels: P:n:<node> (messages for a node's users and topics, kicks, and
 -- events for its WatchEvents streams), P:all (broadcasts, and the news of
 -- a new epoch).
@@ -139,6 +145,148 @@ local function idem_keep(out)
   return out
 end
 
+-- Receipts. One per SendToUsers message, kept for ttl + retention
+-- (PEXPIRE) and within a cap on the recipients of all of them (rc_bound).
+-- A recipient's status is "flags:delivered:deliveredMs:ackMs:endMs:conn";
+-- flags: 1 online, 2 stored, 4 acked, 8 implicit ack, 16 trimmed. A
+-- recipient the send reached no connection of has no status until one is
+-- written (rc_default), so a send to many offline users writes none. Expiry
+-- is not written: a stored message not acked by its expiry has expired.
+local RC_ONLINE, RC_STORED, RC_ACKED, RC_IMPLICIT, RC_TRIMMED = 1, 2, 4, 8, 16
+
+-- rc_default is the status of a recipient with none written, from the
+-- receipt's header.
+local function rc_default(head)
+  if string.match(head, '^%d+:0:') then return '0:0:0:0:0:' end
+  return RC_STORED .. ':0:0:0:0:'
+end
+
+-- rc_member reports whether u is a line of the newline-separated list.
+local function rc_member(list, u)
+  local init = 1
+  while true do
+    local s, e = string.find(list, u, init, true)
+    if not s then return false end
+    if (s == 1 or string.byte(list, s - 1) == 10) and (e == #list or string.byte(list, e + 1) == 10) then
+      return true
+    end
+    init = s + 1
+  end
+end
+
+local function rc_get(id, u)
+  local v = redis.call('HGET', key('rc', id), u)
+  if not v then
+    -- A recipient with no status written yet, or not a recipient (or no
+    -- receipt: a Broadcast or Publish id, or one not kept).
+    local head = redis.call('GET', key('rch', id))
+    if not head or not rc_member(redis.call('GET', key('rcu', id)) or '', u) then return nil end
+    v = rc_default(head)
+  end
+  local f, d, dm, am, em, c = string.match(v, '^(%d+):(%d+):(%d+):(%d+):(%d+):(.*)$')
+  return {f = tonumber(f), d = tonumber(d), dm = dm, am = am, em = em, c = c}
+end
+
+local function rc_put(id, u, r)
+  redis.call('HSET', key('rc', id), u, r.f .. ':' .. r.d .. ':' .. r.dm .. ':' .. r.am .. ':' .. r.em .. ':' .. r.c)
+end
+
+-- rc_ack records the first ack of id by u's connection conn; a message
+-- trimmed or expired stays so.
+local function rc_ack(id, u, conn, implicit, now)
+  local r = rc_get(id, u)
+  if not r or bit.band(r.f, RC_ACKED + RC_TRIMMED) ~= 0 then return end
+  if bit.band(r.f, RC_STORED) ~= 0 then
+    local exp = tonumber(string.match(redis.call('GET', key('rch', id)) or '', '^%d+:(%d+):'))
+    if exp and exp <= now then return end
+  end
+  r.f = r.f + RC_ACKED
+  if implicit then r.f = r.f + RC_IMPLICIT end
+  r.am, r.c = now, conn or ''
+  rc_put(id, u, r)
+end
+
+-- rc_delivered records that id was queued on one more connection of u.
+local function rc_delivered(id, u, now)
+  local r = rc_get(id, u)
+  if not r then return end
+  r.d, r.dm = r.d + 1, now
+  rc_put(id, u, r)
+end
+
+-- rc_trim records that id left u's inbox for room.
+local function rc_trim(id, u, now)
+  local r = rc_get(id, u)
+  if not r or bit.band(r.f, RC_ACKED + RC_TRIMMED) ~= 0 then return end
+  r.f, r.em = r.f + RC_TRIMMED, now
+  rc_put(id, u, r)
+end
+
+-- rc_bound drops the receipts at the front of the order that are gone
+-- (their keys expired), and the oldest ones while more than maxn
+-- recipients are kept (never keep, the one just recorded). Returns how many
+-- it evicted.
+local function rc_bound(maxn, keep)
+  local n = tonumber(redis.call('GET', key('rcn')) or '0')
+  local evicted = 0
+  for _ = 1, 1000 do
+    local first = redis.call('ZRANGE', key('rcq'), 0, 0)[1]
+    if not first then break end
+    local fid, cnt = string.match(first, '^(.-):(%d+)$')
+    if fid == keep then break end
+    local alive = redis.call('EXISTS', key('rch', fid)) == 1
+    if alive and n <= maxn then break end
+    if alive then
+      redis.call('DEL', key('rch', fid), key('rcu', fid), key('rc', fid))
+      local ev = redis.call('GET', key('rcev'))
+      if not ev or fid > ev then redis.call('SET', key('rcev'), fid) end
+      evicted = evicted + 1
+    end
+    redis.call('ZREM', key('rcq'), first)
+    n = redis.call('DECRBY', key('rcn'), tonumber(cnt))
+  end
+  return evicted
+end
+
+-- rc_record keeps the receipt of message id sent at now: users (ARGV from
+-- index first) with reached[i] connections each, stored when ttl > 0.
+local function rc_record(id, now, ttl, retention, maxn, first, reached)
+  local keep = ttl + retention
+  local exp = 0
+  if ttl > 0 then exp = now + ttl end
+  -- Statuses only for the recipients reached (the others read as
+  -- rc_default), one string per distinct count (most sends have few), so
+  -- the loop makes no strings of its own.
+  local stored = 0
+  if ttl > 0 then stored = RC_STORED end
+  local vals = {}
+  local fields, k = {}, 0
+  for i = first, #ARGV do
+    local n = reached[i]
+    if n > 0 then
+      local v = vals[n]
+      if not v then
+        v = (RC_ONLINE + stored) .. ':' .. n .. ':' .. now .. ':0:0:'
+        vals[n] = v
+      end
+      fields[k + 1], fields[k + 2] = ARGV[i], v
+      k = k + 2
+      if k >= 1000 then
+        redis.call('HSET', key('rc', id), unpack(fields, 1, k))
+        k = 0
+      end
+    end
+  end
+  if k > 0 then redis.call('HSET', key('rc', id), unpack(fields, 1, k)) end
+  local total = #ARGV - first + 1
+  redis.call('SET', key('rch', id), now .. ':' .. exp .. ':' .. total, 'PX', keep)
+  redis.call('SET', key('rcu', id), table.concat(ARGV, '\n', first), 'PX', keep)
+  redis.call('PEXPIRE', key('rc', id), keep)
+  redis.call('ZADD', key('rcq'), 0, id .. ':' .. total)
+  redis.call('INCRBY', key('rcn'), total)
+  return rc_bound(maxn, id)
+end
+
 -- Inbox.
 
 local function ib_remove(u, id, lost, now, remember)
@@ -204,6 +352,7 @@ local function ib_add(u, id, blob, size, expires, maxmsgs, maxbytes, now, rememb
     if cnt <= 1 or (cnt <= maxmsgs and b <= maxbytes) then break end
     local first = redis.call('ZRANGE', key('ib', u), 0, 0)[1]
     ib_remove(u, first, true, now, remember)
+    rc_trim(first, u, now)
     trimmed = trimmed + 1
     b = tonumber(redis.call('HGET', key('in', u), 'b'))
   end
@@ -334,10 +483,12 @@ if resume and same and lastid ~= '' then
     if ib_remove(u, id, false, now, remember) then
       acked = acked + 1
       event(EV_ACKED, u, conn, id, true, now)
+      rc_ack(id, u, conn, true, now)
     end
   end
 end
 local replay, complete = ib_after(u, lastid, now)
+for _, b in ipairs(replay) do rc_delivered(string.sub(b, 2, 27), u, now) end
 if not same then complete = false end
 ib_tidy(u, now)
 local seq = redis.call('GET', key('lastid')) or ''
@@ -423,9 +574,10 @@ return 0
 
 -- @script send
 -- ARGV: P ik ih iw proposedid ttl maxmsgs maxbytes remember size node mark
---       keep newepoch blob user...
--- Stores (ttl > 0) and publishes a message to each user's nodes. Returns the
--- id, then per user: connections reached, stored (0/1), entries trimmed.
+--       keep newepoch blob receiptretention receiptmax user...
+-- Stores (ttl > 0) and publishes a message to each user's nodes, and keeps
+-- its receipt. Returns the id, then per user: connections reached, stored
+-- (0/1), entries trimmed; then the receipts evicted for room.
 -- For a stored message (ttl > 0) the node's mark is checked first (guard),
 -- and the message becomes the node's new mark; a live one passes '' for
 -- node, mark and newepoch.
@@ -441,7 +593,7 @@ local blob = withid(ARGV[15], id)
 if ttl > 0 then redis.call('SET', key('wm', node), id, 'PX', keep) end
 local nodes, order = {}, {}
 local reached, trimmed = {}, {}
-for i = 16, #ARGV do
+for i = 18, #ARGV do
   local u = ARGV[i]
   reached[i] = 0
   trimmed[i] = 0
@@ -470,12 +622,16 @@ for _, nd in ipairs(order) do
   end
 end
 local out = {id}
-for i = 16, #ARGV do
+for i = 18, #ARGV do
   out[#out + 1] = reached[i]
   out[#out + 1] = ttl > 0 and 1 or 0
   out[#out + 1] = trimmed[i]
 end
-return idem_keep(out)
+-- A repeat (idem_seen) reports no evictions: they were counted once.
+out[#out + 1] = 0
+idem_keep(out)
+out[#out] = rc_record(id, now, ttl, tonumber(ARGV[16]), tonumber(ARGV[17]), 18, reached)
+return out
 
 -- @script broadcast
 -- ARGV: P ik ih iw proposedid blob excluded...
@@ -546,6 +702,8 @@ for i = 6, #ARGV do
     n = n + 1
     event(EV_ACKED, u, conn, ARGV[i], implicit, now)
   end
+  -- Every id, stored or not: a live message acknowledged counts too.
+  rc_ack(ARGV[i], u, conn, implicit, now)
 end
 if n > 0 then ib_tidy(u, now) end
 return n
@@ -670,5 +828,43 @@ for i = 2, #ARGV do
   local n, since = userconns(ARGV[i], now)
   out[#out + 1] = n
   out[#out + 1] = since
+end
+return out
+
+-- @script receipt
+-- ARGV: P id offset limit user...
+-- A page of a message's receipt: 1, "sentMs:expiresMs:recipients", then
+-- (user status) for the users given, or for limit recipients from offset
+-- (status '' for a user that was not a recipient). Without a receipt: 0 and
+-- the highest id evicted for room ('' none).
+local id = ARGV[2]
+local h = redis.call('GET', key('rch', id))
+if not h then return {0, redis.call('GET', key('rcev')) or ''} end
+local us = {}
+if #ARGV >= 5 then
+  for i = 5, #ARGV do us[#us + 1] = ARGV[i] end
+else
+  local off, lim = tonumber(ARGV[3]), tonumber(ARGV[4])
+  local k = 0
+  for u in string.gmatch(redis.call('GET', key('rcu', id)) or '', '[^\n]+') do
+    if k >= off + lim then break end
+    if k >= off then us[#us + 1] = u end
+    k = k + 1
+  end
+end
+local out = {1, h}
+local listed = #ARGV < 5 -- every u is a recipient
+local members = nil
+for _, u in ipairs(us) do
+  local v = redis.call('HGET', key('rc', id), u)
+  if not v then
+    if not listed and not members then
+      members = {}
+      for m in string.gmatch(redis.call('GET', key('rcu', id)) or '', '[^\n]+') do members[m] = true end
+    end
+    if listed or members[u] then v = rc_default(h) else v = '' end
+  end
+  out[#out + 1] = u
+  out[#out + 1] = v
 end
 return out

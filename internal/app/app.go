@@ -153,6 +153,8 @@ func New(cfg config.Config, log *slog.Logger) (_ *App, err error) {
 		InboxTotalMessages: cfg.InboxTotalMessages,
 		InboxTotalBytes:    cfg.InboxTotalBytes,
 		IdempotencyEntries: cfg.IdempotencyEntries,
+		ReceiptRetention:   cfg.ReceiptRetention,
+		ReceiptMax:         cfg.ReceiptMax,
 	}, log, reg, newEngine)
 	if err != nil {
 		return nil, fmt.Errorf("--engine %s: %w", cfg.Engine, err)

@@ -69,6 +69,8 @@ type Config struct {
 	InboxTotalMessages int           // all inboxes together, messages (memory engine).
 	InboxTotalBytes    int           // all inboxes together, payload bytes (memory engine).
 	IdempotencyEntries int           // idempotency results remembered (memory engine).
+	ReceiptRetention   time.Duration // message receipts are kept this long after the send (after the ttl for a stored message).
+	ReceiptMax         int           // recipients whose receipts are kept, all messages together.
 	GRPCMaxStreams     int           // concurrent calls per gRPC connection.
 	GRPCRequestTimeout time.Duration // from a call's headers to its request; also the connection handshake.
 	GRPCMaxConnsPerIP  int           // open gRPC connections per client address.
@@ -173,6 +175,8 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, *fl
 	fs.IntVar(&c.InboxTotalMessages, "inbox-max-total-messages", gw.InboxTotalMessages, "memory engine: messages in all inboxes together; past it messages are delivered live but not stored (stored: false)")
 	fs.IntVar(&c.InboxTotalBytes, "inbox-max-total-bytes", gw.InboxTotalBytes, "memory engine: payload bytes in all inboxes together (a message counts in each inbox it is in); past it messages are delivered live but not stored (stored: false)")
 	fs.IntVar(&c.IdempotencyEntries, "idempotency-max-entries", gw.IdempotencyEntries, "memory engine: idempotency results remembered (a SendToUsers result counts once per user); past it a send with a new key gets RESOURCE_EXHAUSTED")
+	fs.DurationVar(&c.ReceiptRetention, "receipt-retention", gw.ReceiptRetention, "how long GetMessageStatus can report a message sent to users: its receipt is kept this long after the send, and a stored message's this long after its ttl ends")
+	fs.IntVar(&c.ReceiptMax, "receipt-max", gw.ReceiptMax, "recipients whose message receipts are kept, all messages together (a SendToUsers to n users counts n); past it the oldest receipts are evicted")
 	fs.IntVar(&c.GRPCMaxStreams, "grpc-max-streams", server.DefaultMaxStreams, "concurrent calls (HTTP/2 streams) per gRPC connection; clients that ignore it get REFUSED_STREAM")
 	fs.DurationVar(&c.GRPCRequestTimeout, "grpc-request-timeout", server.DefaultRequestTimeout, "how long a gRPC call may take to send its request after its headers (it then ends with CANCELLED), and a new connection its TLS and HTTP/2 handshake")
 	fs.IntVar(&c.GRPCMaxConnsPerIP, "grpc-max-connections-per-address", server.DefaultMaxConnsPerAddr, "open gRPC connections per client IP address (more are closed on accept); 0 for no limit")
@@ -409,6 +413,8 @@ func (c *Config) Validate() error {
 	check(c.WatchMax > 0 && c.WatchMaxPerKey > 0, "--watch-max and --watch-max-per-key must be positive")
 	check(c.InboxTotalMessages > 0 && c.InboxTotalBytes > 0, "--inbox-max-total-messages and --inbox-max-total-bytes must be positive")
 	check(c.IdempotencyEntries > 0, "--idempotency-max-entries must be positive")
+	check(c.ReceiptRetention >= time.Second, "--receipt-retention must be at least 1s")
+	check(c.ReceiptMax > 0, "--receipt-max must be positive")
 	check(c.GRPCMaxStreams > 0 && int64(c.GRPCMaxStreams) <= math.MaxUint32, "--grpc-max-streams must be between 1 and %d", uint32(math.MaxUint32))
 	check(c.GRPCRequestTimeout > 0, "--grpc-request-timeout must be positive")
 	check(c.GRPCMaxConnsPerIP >= 0 && c.GRPCResetRate >= 0, "--grpc-max-connections-per-address and --grpc-reset-rate must not be negative")
