@@ -15,7 +15,8 @@ import (
 
 	"github.com/coder/websocket"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	pb "pushgate/gen/pushgate/v1"
 	"pushgate/server"
@@ -171,12 +172,19 @@ func TestHTTPAPIEachRPC(t *testing.T) {
 		t.Errorf("GetPresence: %s", a.raw)
 	}
 
-	// GetMessageStatus: the same answer over both APIs, whatever it is.
+	// GetMessageStatus: the same receipt over both APIs.
 	ctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+httpAPIKey)
-	_, err := s.api.GetMessageStatus(ctx, &pb.GetMessageStatusRequest{MessageId: sentID})
-	a = api.post("GetMessageStatus", "application/json", `{"messageId":"`+sentID+`"}`)
-	if st := status.Convert(err); a.status != server.HTTPStatus(st.Code()) || (err != nil && a.message() != st.Message()) {
-		t.Errorf("GetMessageStatus over HTTP: %d %s; over gRPC: %v", a.status, a.raw, err)
+	want, err := s.api.GetMessageStatus(ctx, &pb.GetMessageStatusRequest{MessageId: sentID})
+	if err != nil {
+		t.Fatalf("GetMessageStatus over gRPC: %v", err)
+	}
+	a = api.call("GetMessageStatus", `{"messageId":"`+sentID+`"}`, http.StatusOK)
+	got := &pb.GetMessageStatusResponse{}
+	if err := protojson.Unmarshal([]byte(a.raw), got); err != nil {
+		t.Fatalf("GetMessageStatus over HTTP: %v: %s", err, a.raw)
+	}
+	if !proto.Equal(got, want) || len(got.GetRecipients()) != 1 || got.GetRecipients()[0].GetUserId() != "merchant-42" {
+		t.Errorf("GetMessageStatus over HTTP: %s\nover gRPC: %v", a.raw, want)
 	}
 
 	a = api.call("Disconnect", calls[7].body, http.StatusOK)
