@@ -217,7 +217,7 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, *fl
 	fs.StringVar(&c.ConfigFile, "config", "", "YAML `file` of settings, keys named like the flags (http-addr: ...); flags and environment variables override it")
 
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: pushgate [flags]\n       pushgate token --user ID [--ttl 1h] [--topics a,b]   (mint a client token; see pushgate token --help)\n\npushgate pushes messages from backends (gRPC) to WebSocket clients.\nEvery flag can also be set with the environment variable shown.\n\nFlags:\n")
+		fmt.Fprintf(fs.Output(), "Usage: pushgate [flags]\n       pushgate token --user ID [--ttl 1h] [--topics a,b]   (mint a client token; see pushgate token --help)\n       pushgate vapid   (print a new VAPID key pair for Web Push)\n\npushgate pushes messages from backends (gRPC) to WebSocket clients.\nEvery flag can also be set with the environment variable shown.\n\nFlags:\n")
 		fs.VisitAll(func(f *flag.Flag) {
 			name, usage := flag.UnquoteUsage(f)
 			if name != "" {
