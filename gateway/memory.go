@@ -37,6 +37,7 @@ type memoryEngine struct {
 
 	stripes [numShards]memStripe
 	idem    idemTable
+	notify  memNotify // push targets and escalations (memory_notify.go)
 
 	users      atomic.Int64 // users with connections
 	conns      atomic.Int64 // their connections, as last read from the node
