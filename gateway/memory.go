@@ -569,7 +569,9 @@ func (t *idemTable) do(ctx context.Context, k Idempotency, send func() (Sent, er
 			return Sent{}, ctx.Err()
 		}
 		if e.err == nil {
-			return e.sent, nil
+			sent := e.sent
+			sent.Replayed = true
+			return sent, nil
 		}
 		// The first call failed and was forgotten: try again.
 	}

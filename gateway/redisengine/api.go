@@ -34,10 +34,11 @@ func (e *Engine) SendToUsers(ctx context.Context, users []string, p gateway.Push
 		return gateway.Sent{}, err
 	}
 	r, _ := v.([]any)
-	if len(r) != 1+3*len(users) {
+	replayed := len(r) == 2+3*len(users) && str(r[len(r)-1]) == "replayed"
+	if len(r) != 1+3*len(users) && !replayed {
 		return gateway.Sent{}, fmt.Errorf("redis send: unexpected reply %v", v)
 	}
-	out := gateway.Sent{ID: str(r[0]), Time: now, Users: make([]gateway.Delivery, len(users))}
+	out := gateway.Sent{ID: str(r[0]), Time: now, Users: make([]gateway.Delivery, len(users)), Replayed: replayed}
 	trimmed := 0
 	for i, u := range users {
 		n := num(r[1+3*i])

@@ -377,9 +377,13 @@ return 0
 -- @script send
 -- ARGV: P ik ih iw proposedid ttl maxmsgs maxbytes remember size blob user...
 -- Stores (ttl > 0) and publishes a message to each user's nodes. Returns the
--- id, then per user: connections reached, stored (0/1), entries trimmed.
+-- id, then per user: connections reached, stored (0/1), entries trimmed; a
+-- repeated idempotency key gets the first result and "replayed".
 local seen = idem_seen()
-if seen then return seen end
+if seen then
+  table.insert(seen, 'replayed')
+  return seen
+end
 local ttl, maxmsgs, maxbytes = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local remember, size = tonumber(ARGV[9]), tonumber(ARGV[10])
 local now = nowms()

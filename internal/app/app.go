@@ -34,6 +34,7 @@ import (
 	"pushgate/gateway/token"
 	"pushgate/gateway/web"
 	"pushgate/internal/config"
+	"pushgate/internal/notify"
 	"pushgate/server"
 )
 
@@ -55,6 +56,10 @@ type App struct {
 	ops    *http.Server // nil without --ops-addr
 	opsLn  *connGate    // nil without --ops-addr
 	ready  atomic.Bool
+
+	disp    *notify.Dispatcher // offline notification sends
+	esc     *notify.Escalator  // fires due escalations (Serve runs it)
+	escStop context.CancelFunc // ends the escalator's run
 }
 
 // New wires pushgate and binds its listeners (so their addresses are known
@@ -161,9 +166,14 @@ func New(cfg config.Config, log *slog.Logger) (_ *App, err error) {
 	if err != nil {
 		return nil, err
 	}
+	notifier, err := a.notifier(cfg, reg)
+	if err != nil {
+		return nil, err
+	}
 	a.svc = server.NewService(a.eng, log, server.Options{
 		IdempotencyWindow: cfg.IdempotencyWindow, WatchBuffer: cfg.WatchBuffer,
 		MaxWatchers: cfg.WatchMax, MaxWatchersPerKey: cfg.WatchMaxPerKey, Registerer: reg,
+		Notifier: notifier,
 	})
 	guard := server.NewGuard(server.GuardConfig{
 		MaxStreams: uint32(cfg.GRPCMaxStreams), RequestTimeout: cfg.GRPCRequestTimeout,
@@ -517,6 +527,12 @@ func (a *App) release() {
 	if a.hub != nil {
 		a.hub.Shutdown(context.Background(), 0)
 	}
+	if a.escStop != nil {
+		a.escStop()
+	}
+	if a.disp != nil {
+		a.disp.Close() // before the engine: finished sends report through it
+	}
 	if a.eng != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		if err := a.eng.Close(ctx); err != nil {
@@ -558,6 +574,11 @@ func (a *App) Serve(ctx context.Context) error {
 	a.ready.Store(true)
 	a.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	go a.followEngine(ctx)
+	if a.esc != nil {
+		escCtx, stop := context.WithCancel(ctx)
+		a.escStop = stop
+		go a.esc.Run(escCtx)
+	}
 	scheme := "http://"
 	if a.cfg.HTTPTLSCert != "" {
 		scheme = "https://"
@@ -675,4 +696,35 @@ func (a *App) followEngine(ctx context.Context) {
 			a.health.SetServingStatus("", st)
 		}
 	}
+}
+
+// notifier sets up offline notification: the channels configured, their
+// dispatcher, and the escalator over the engine's store. A channel not
+// configured reports "unconfigured" for targets that need it.
+func (a *App) notifier(cfg config.Config, reg prometheus.Registerer) (server.Notifier, error) {
+	store, ok := a.eng.(notify.Store)
+	if !ok {
+		return nil, nil
+	}
+	client := notify.NewHTTPClient()
+	nc := notify.Config{Workers: cfg.NotifyWorkers, Queue: cfg.NotifyQueue}
+	if cfg.VAPIDPrivateKey != "" {
+		v, err := notify.ParseVAPID(cfg.VAPIDPrivateKey, cfg.VAPIDSubject)
+		if err != nil {
+			return nil, fmt.Errorf("--vapid-private-key / --vapid-subject: %v", err)
+		}
+		nc.WebPush = &notify.WebPush{VAPID: v, Client: client, Now: time.Now}
+	}
+	if cfg.WeChatAppID != "" {
+		nc.WeChat = &notify.WeChat{BaseURL: cfg.WeChatAPIURL, AppID: cfg.WeChatAppID, Secret: cfg.WeChatAppSecret,
+			State: cfg.WeChatState, Client: client, Now: time.Now}
+	}
+	if cfg.WebhookSecret != "" {
+		nc.Webhook = &notify.Webhook{Secret: []byte(cfg.WebhookSecret), Client: client, Now: time.Now}
+	}
+	a.disp = notify.NewDispatcher(nc, reg)
+	a.esc = notify.NewEscalator(store, a.disp, notify.EscalatorConfig{
+		MaxTargets: cfg.NotifyMaxTargets, MaxPending: cfg.NotifyMaxPending, Poll: cfg.NotifyPoll,
+	}, a.log, reg)
+	return a.esc, nil
 }

@@ -13,8 +13,8 @@ import (
 // Config of a Dispatcher. A nil channel is not configured: sends to it
 // end unconfigured.
 type Config struct {
-	Workers    int           // concurrent sends (default 8)
-	Queue      int           // sends waiting for a worker; past it Submit drops (default 1000)
+	Workers    int           // concurrent sends (default DefaultWorkers)
+	Queue      int           // sends waiting for a worker; past it Submit drops (default DefaultQueue)
 	Timeout    time.Duration // one attempt's deadline (default 10s)
 	Backoff    time.Duration // first retry's wait, doubled each time (default 500ms)
 	MaxBackoff time.Duration // longest wait between retries (default 30s)
@@ -23,6 +23,12 @@ type Config struct {
 	WeChat  *WeChat
 	Webhook *Webhook
 }
+
+// Defaults of Config (and of the flags that set them).
+const (
+	DefaultWorkers = 8
+	DefaultQueue   = 1000
+)
 
 // Job is one notification to one target.
 type Job struct {
@@ -69,10 +75,10 @@ func NewHTTPClient() *http.Client {
 // NewDispatcher starts the workers and registers the metrics on reg.
 func NewDispatcher(cfg Config, reg prometheus.Registerer) *Dispatcher {
 	if cfg.Workers <= 0 {
-		cfg.Workers = 8
+		cfg.Workers = DefaultWorkers
 	}
 	if cfg.Queue <= 0 {
-		cfg.Queue = 1000
+		cfg.Queue = DefaultQueue
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 10 * time.Second

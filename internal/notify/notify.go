@@ -45,6 +45,8 @@ const (
 	ResultDropped Result = "dropped"
 	// ResultUnconfigured: the channel is not set up on this node.
 	ResultUnconfigured Result = "unconfigured"
+	// ResultNoTarget: the user has no target for the message's channels.
+	ResultNoTarget Result = "no_target"
 )
 
 // Outcome is what one attempt (or, from the Dispatcher, one send with its
