@@ -14,7 +14,7 @@ func runVAPID(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("pushgate vapid", flag.ContinueOnError)
 	fs.SetOutput(stdout)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: pushgate vapid\n\nPrints a new VAPID key pair (P-256, base64url) for Web Push: keep the private key\nsecret (--vapid-private-key-file); browsers subscribe with the public key.\n")
+		fmt.Fprintf(fs.Output(), "Usage: pushgate vapid\n\nPrints a new VAPID key pair (P-256, base64url) for Web Push: keep the private key\nsecret (--vapid-private-key, PUSHGATE_VAPID_PRIVATE_KEY); browsers subscribe with\nthe public key.\n")
 	}
 	if err := fs.Parse(args); err != nil {
 		return err
