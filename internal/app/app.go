@@ -60,6 +60,9 @@ type App struct {
 	disp    *notify.Dispatcher // offline notification sends
 	esc     *notify.Escalator  // fires due escalations (Serve runs it)
 	escStop context.CancelFunc // ends the escalator's run
+	// vapidPublic is the Web Push application server key browsers
+	// subscribe with ("" without --vapid-private-key).
+	vapidPublic string
 }
 
 // New wires pushgate and binds its listeners (so their addresses are known
@@ -229,8 +232,11 @@ func New(cfg config.Config, log *slog.Logger) (_ *App, err error) {
 	mux.Handle("GET /ws/{userID}", a.hub)
 	mux.Handle("GET /{$}", demo)
 	client := web.ClientHandler()
-	for _, f := range []string{"/pushgate.js", "/pushgate.mjs", "/pushgate.d.ts"} {
+	for _, f := range []string{"/pushgate.js", "/pushgate.mjs", "/pushgate.d.ts", "/pushgate-sw.js"} {
 		mux.Handle("GET "+f, client)
+	}
+	if a.vapidPublic != "" {
+		mux.Handle("GET /push/vapid-public-key", vapidKeyHandler(a.vapidPublic))
 	}
 	if devSend {
 		mux.Handle("POST /demo/send", loopbackHostOnly(web.DevSendHandler(api, sendLimits)))
@@ -714,6 +720,7 @@ func (a *App) notifier(cfg config.Config, reg prometheus.Registerer) (server.Not
 			return nil, fmt.Errorf("--vapid-private-key / --vapid-subject: %v", err)
 		}
 		nc.WebPush = &notify.WebPush{VAPID: v, Client: client, Now: time.Now}
+		a.vapidPublic = v.Public
 	}
 	if cfg.WeChatAppID != "" {
 		nc.WeChat = &notify.WeChat{BaseURL: cfg.WeChatAPIURL, AppID: cfg.WeChatAppID, Secret: cfg.WeChatAppSecret,
@@ -727,4 +734,14 @@ func (a *App) notifier(cfg config.Config, reg prometheus.Registerer) (server.Not
 		MaxTargets: cfg.NotifyMaxTargets, MaxPending: cfg.NotifyMaxPending, Poll: cfg.NotifyPoll,
 	}, a.log, reg)
 	return a.esc, nil
+}
+
+// vapidKeyHandler serves the VAPID public key, for a page's
+// pushManager.subscribe({applicationServerKey}).
+func vapidKeyHandler(key string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-cache")
+		fmt.Fprint(w, key)
+	})
 }
