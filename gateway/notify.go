@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"time"
 )
@@ -35,6 +36,53 @@ type NotifyStore interface {
 	// PendingEscalations counts the escalations waiting (-1 when it
 	// cannot be read now).
 	PendingEscalations() int64
+}
+
+// PushRegistrar keeps the Web Push subscription an envelope client hands
+// over ("push_subscribe", PROTOCOL.md) as one of its user's push targets.
+// Errors: ErrTooManyTargets, ErrUnavailable (wrapped), or a validation
+// error naming the field ("subscription.endpoint: ...").
+type PushRegistrar interface {
+	AddWebPush(ctx context.Context, userID string, subscription []byte) (targetID string, err error)
+}
+
+// SetPushRegistrar makes envelope clients able to register push
+// subscriptions; without it "push_subscribe" is refused. Call it before
+// the hub serves.
+func (h *Hub) SetPushRegistrar(r PushRegistrar) { h.pushReg.Store(&r) }
+
+// opPushSubscribe registers a Web Push subscription (PROTOCOL.md,
+// "push_subscribe").
+func (c *Conn) opPushSubscribe(op clientOp) {
+	r := c.hub.pushReg.Load()
+	if r == nil {
+		c.send(errorFrame(op.Ref, "bad_request", "push subscriptions are not accepted by this server"))
+		return
+	}
+	if len(op.Subscription) == 0 {
+		c.send(errorFrame(op.Ref, "bad_request", "push_subscribe needs \"subscription\" (PushSubscription.toJSON())"))
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.hub.cfg.EngineTimeout)
+	defer cancel()
+	id, err := (*r).AddWebPush(ctx, c.userID, op.Subscription)
+	switch {
+	case errors.Is(err, ErrTooManyTargets):
+		c.send(errorFrame(op.Ref, "too_many_targets", "this user has as many push targets as allowed; the backend may remove one (RemovePushTarget)"))
+	case errors.Is(err, ErrUnavailable):
+		c.send(errorFrame(op.Ref, "unavailable", "the subscription cannot be kept now; send it again"))
+	case err != nil:
+		c.send(errorFrame(op.Ref, "bad_request", err.Error()))
+	default:
+		c.send(pushSubscribedFrame(op.Ref, id))
+	}
+}
+
+// pushSubscribedFrame builds {"op":"push_subscribed","ref":ref,"target_id":id}.
+func pushSubscribedFrame(ref json.RawMessage, id string) frame {
+	f := replyFrame("push_subscribed", ref, "")
+	f.data = append(appendJSONString(append(f.data[:len(f.data)-1], `,"target_id":`...), id), '}')
+	return f
 }
 
 // StoredTarget is one push target of a user, as NotifyStore keeps it.

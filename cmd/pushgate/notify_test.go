@@ -473,3 +473,42 @@ func TestEscalationClusterNodeGoneExactlyOnce(t *testing.T) {
 	default:
 	}
 }
+
+// TestEnvelopePushSubscribe: an envelope client hands its browser's push
+// subscription over; it becomes one of its user's targets. A subscription
+// that is malformed, or whose endpoint is not https, is refused naming the
+// field; past --notify-max-targets, too_many_targets.
+func TestEnvelopePushSubscribe(t *testing.T) {
+	r := startPushServer(t, "--notify-max-targets", "1")
+	sub, _ := r.ps.Subscribe()
+	c := r.s.dialEnv(t, "/merchant")
+	subscription := func(endpoint, p256dh string) map[string]any {
+		return map[string]any{"endpoint": endpoint, "expirationTime": nil, "keys": map[string]string{"p256dh": p256dh, "auth": sub.Keys.Auth}}
+	}
+	c.send(map[string]any{"op": "push_subscribe", "ref": 1, "subscription": subscription("https://push.example.net/wpush/v2/abc", sub.Keys.P256dh)})
+	f := c.next()
+	if f.Op != "push_subscribed" || string(f.Ref) != "1" || !strings.HasPrefix(f.TargetID, "webpush:") {
+		t.Fatalf("reply %+v", f)
+	}
+	l, err := r.s.api.ListPushTargets(context.Background(), &pb.ListPushTargetsRequest{UserId: "merchant"})
+	if err != nil || len(l.GetTargets()) != 1 || l.GetTargets()[0].GetId() != f.TargetID || l.GetTargets()[0].GetWebpush().GetEndpoint() != "https://push.example.net/wpush/v2/abc" {
+		t.Fatalf("targets %v %v", l, err)
+	}
+	for _, tc := range []struct {
+		op       map[string]any
+		code     string
+		msgStart string
+	}{
+		{map[string]any{"op": "push_subscribe", "ref": 2, "subscription": subscription("http://push.example.net/x", sub.Keys.P256dh)}, "bad_request", "subscription.endpoint:"},
+		{map[string]any{"op": "push_subscribe", "ref": 3, "subscription": subscription("https://push.example.net/x", "AAAA")}, "bad_request", "subscription.keys.p256dh:"},
+		{map[string]any{"op": "push_subscribe", "ref": 4, "subscription": "endpoint"}, "bad_request", "subscription:"},
+		{map[string]any{"op": "push_subscribe", "ref": 5}, "bad_request", "push_subscribe needs"},
+		{map[string]any{"op": "push_subscribe", "ref": 6, "subscription": subscription("https://push.example.net/other", sub.Keys.P256dh)}, "too_many_targets", "this user has"},
+	} {
+		c.send(tc.op)
+		f := c.next()
+		if f.Op != "error" || f.Code != tc.code || !strings.HasPrefix(f.Message, tc.msgStart) {
+			t.Errorf("%v: got %+v, want %s %q", tc.op["subscription"], f, tc.code, tc.msgStart)
+		}
+	}
+}

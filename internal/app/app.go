@@ -173,6 +173,9 @@ func New(cfg config.Config, log *slog.Logger) (_ *App, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if a.esc != nil {
+		a.hub.SetPushRegistrar(a.esc)
+	}
 	a.svc = server.NewService(a.eng, log, server.Options{
 		IdempotencyWindow: cfg.IdempotencyWindow, WatchBuffer: cfg.WatchBuffer,
 		MaxWatchers: cfg.WatchMax, MaxWatchersPerKey: cfg.WatchMaxPerKey, Registerer: reg,

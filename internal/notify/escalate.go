@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -108,6 +109,24 @@ func (x *Escalator) AddTarget(ctx context.Context, userID string, t Target) (str
 	}
 	id := t.ID()
 	return id, x.store.AddTarget(ctx, userID, id, b, x.cfg.MaxTargets)
+}
+
+// AddWebPush keeps a subscription a client handed over
+// (PushSubscription.toJSON()) as one of userID's targets. Its endpoint
+// must be https: pushgate posts to it, and the client, not the backend,
+// chose it. Validation errors name the field ("subscription.keys.auth: ...").
+func (x *Escalator) AddWebPush(ctx context.Context, userID string, subscription []byte) (string, error) {
+	var s Subscription
+	if err := json.Unmarshal(subscription, &s); err != nil {
+		return "", errors.New("subscription: not a PushSubscription JSON object")
+	}
+	if err := s.Validate(); err != nil {
+		return "", fmt.Errorf("subscription.%v", err)
+	}
+	if !strings.HasPrefix(s.Endpoint, "https://") {
+		return "", errors.New("subscription.endpoint: must be https (a push service's URL)")
+	}
+	return x.AddTarget(ctx, userID, Target{Channel: ChannelWebPush, WebPush: &s})
 }
 
 // RemoveTarget removes userID's target id.

@@ -115,3 +115,48 @@ test('a new order while the admin page is closed: one system notification, the o
   const shown = await page.$$eval(`li.msg[data-id="${sent.message_id}"]`, (els) => els.length);
   assert.equal(shown, 1);
 });
+
+test('enablePush: the demo page registers the worker, subscribes with the served key and hands the subscription over', async (t) => {
+  const out = execFileSync(binary, ['vapid'], { encoding: 'utf8' });
+  const [, priv, pub] = /^private key: (\S+)\npublic key: {2}(\S+)\n$/.exec(out);
+  const pg = await start(['--vapid-private-key', priv, '--vapid-subject', 'mailto:ops@example.com']);
+  t.after(() => pg.stop());
+  const origin = `http://${pg.http}`;
+  const backend = api(pg.grpc);
+  t.after(() => backend.close());
+  const ps = await pushService(pub);
+  t.after(() => ps.close());
+  // A subscription as a push service would make it. Headless Chromium has
+  // no push service of its own to reach from here, so pushManager.subscribe
+  // answers with this one and records what it was asked.
+  const keys = ps.subscribe().json.keys;
+  const sub = { endpoint: 'https://push.example.net/wpush/v2/merchant-42', expirationTime: null, keys };
+
+  const browser = await chromium.launch({ executablePath: chromiumPath, args: chromiumArgs, headless: true });
+  t.after(() => browser.close());
+  const context = await browser.newContext();
+  await context.grantPermissions(['notifications'], { origin });
+  const page = await context.newPage();
+  const pageErrors = [];
+  page.on('pageerror', (e) => pageErrors.push(e));
+  await page.addInitScript((s) => {
+    window.__subscribeAsked = [];
+    PushManager.prototype.getSubscription = async () => null;
+    PushManager.prototype.subscribe = async function (opts) {
+      window.__subscribeAsked.push({ userVisibleOnly: opts.userVisibleOnly, key: opts.applicationServerKey });
+      return { toJSON: () => s };
+    };
+  }, sub);
+  await page.goto(origin + '/');
+  await page.waitForFunction(() => document.getElementById('state').textContent === 'connected');
+  await page.click('#notify');
+  await page.waitForFunction(() => document.getElementById('log').textContent.includes('notifications on: push target webpush:'));
+  assert.deepEqual(await page.evaluate(() => window.__subscribeAsked), [{ userVisibleOnly: true, key: pub }]);
+  assert.equal(await page.evaluate(async () => (await navigator.serviceWorker.getRegistration('/')).active.scriptURL), origin + '/pushgate-sw.js');
+  const l = await backend.listPushTargets({ user_id: 'merchant-42' });
+  assert.equal(l.targets.length, 1);
+  assert.deepEqual(l.targets[0].webpush, { endpoint: sub.endpoint, p256dh: keys.p256dh, auth: keys.auth });
+  assert.match(await page.textContent('#log'), new RegExp('push target ' + l.targets[0].id));
+  await page.screenshot({ path: path.join(artifacts, 'push-enabled.png'), fullPage: true });
+  assert.deepEqual(pageErrors, []);
+});
