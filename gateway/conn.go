@@ -560,6 +560,9 @@ func (c *Conn) handleOp(typ websocket.MessageType, data []byte) {
 	case "send":
 		m.otherIn.Inc()
 		c.opSend(op)
+	case "push_subscribe":
+		m.otherIn.Inc()
+		c.opPushSubscribe(op)
 	default:
 		m.otherIn.Inc()
 		c.send(errorFrame(op.Ref, "unknown_op", "unknown op "+strconv.Quote(op.Op)))

@@ -75,8 +75,8 @@ type Engine interface {
 	// each one that was there to WatchEvents. implicit: written to a raw
 	// connection; then Ack must not block (it is called by a write loop).
 	Ack(ctx context.Context, userID, connID string, ids []string, implicit bool) error
-	// Upstream hands a client's message to the WatchEvents streams of
-	// every node.
+	// Upstream hands a client's message, or an escalation's result, to the
+	// WatchEvents streams of every node.
 	Upstream(ctx context.Context, e Event) error
 
 	// Close stops the engine; call it after the hub's Shutdown.
@@ -171,6 +171,9 @@ type Sent struct {
 	Time        time.Time  // when the engine accepted it
 	Users       []Delivery // SendToUsers: one per user, in order
 	Connections int64      // Broadcast, Publish: connections it was queued on
+	// Replayed: the call repeated an idempotency key; this is the first
+	// call's result and nothing was sent (SendToUsers).
+	Replayed bool
 }
 
 // Delivery is the outcome of a message for one user.

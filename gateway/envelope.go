@@ -84,6 +84,8 @@ type clientOp struct {
 	Type  string          `json:"type,omitempty"`
 	Data  json.RawMessage `json:"data,omitempty"`
 	Token string          `json:"token,omitempty"` // refresh
+
+	Subscription json.RawMessage `json:"subscription,omitempty"` // push_subscribe
 }
 
 // Errors in parsing a client frame; the client gets an error frame with code

@@ -16,6 +16,7 @@ const (
 	EventUserOffline
 	EventMessageAcked
 	EventClientMessage
+	EventMessageEscalated
 )
 
 // Event is something that happened on the client side, for WatchEvents.
@@ -30,6 +31,18 @@ type Event struct {
 	Type      string // EventClientMessage
 	DataKind  Kind   // EventClientMessage
 	Data      []byte // EventClientMessage
+	// EventMessageEscalated (MessageID set too): the channel and target a
+	// notification went to, the result (internal/notify's Result) and the
+	// provider's reason.
+	Escalation *EscalationResult
+}
+
+// EscalationResult is what an escalation to one push target came to.
+type EscalationResult struct {
+	Channel  string `json:"ch,omitempty"`
+	TargetID string `json:"tg,omitempty"`
+	Result   string `json:"r"`
+	Detail   string `json:"dt,omitempty"`
 }
 
 // Watcher receives events. C is closed when the watcher is removed; Lost is

@@ -195,6 +195,8 @@ type Hub struct {
 	seed    maphash.Seed
 	eng     Engine
 
+	pushReg atomic.Pointer[PushRegistrar] // set once before serving (SetPushRegistrar)
+
 	shards      [numShards]shard
 	topicShards [numShards]topicShard
 	watchers    watchers

@@ -38,6 +38,7 @@ type memoryEngine struct {
 	stripes  [numShards]memStripe
 	idem     idemTable
 	receipts *receiptStore
+	notify   memNotify // push targets and escalations (memory_notify.go)
 
 	users      atomic.Int64 // users with connections
 	conns      atomic.Int64 // their connections, as last read from the node
@@ -586,7 +587,9 @@ func (t *idemTable) do(ctx context.Context, k Idempotency, send func() (Sent, er
 			return Sent{}, ctx.Err()
 		}
 		if e.err == nil {
-			return e.sent, nil
+			sent := e.sent
+			sent.Replayed = true
+			return sent, nil
 		}
 		// The first call failed and was forgotten: try again.
 	}

@@ -845,6 +845,10 @@ func TestMemoryIdempotency(t *testing.T) {
 
 	first := mustSend(t, e, []string{"u"}, p)
 	again := mustSend(t, e, []string{"u"}, p)
+	if !again.Replayed || first.Replayed {
+		t.Fatalf("repeat Replayed %v, first %v: want only the repeat marked", again.Replayed, first.Replayed)
+	}
+	again.Replayed = false
 	if !reflect.DeepEqual(again, first) {
 		t.Fatalf("repeat returned %+v, want the first result %+v", again, first)
 	}
@@ -924,6 +928,10 @@ func TestMemoryIdempotency(t *testing.T) {
 	waitGoroutines(t, 10*time.Second, before+1, idemWaiting...)
 	unblock()
 	r1, r2 := <-results, <-results
+	if r1.s.Replayed == r2.s.Replayed {
+		t.Fatalf("concurrent repeat: Replayed %v and %v, want one of them", r1.s.Replayed, r2.s.Replayed)
+	}
+	r1.s.Replayed, r2.s.Replayed = false, false
 	if r1.err != nil || r2.err != nil || !reflect.DeepEqual(r1.s, r2.s) {
 		t.Fatalf("concurrent repeat: %+v and %+v, want the same result", r1, r2)
 	}

@@ -64,7 +64,7 @@ func TestProtocolExamples(t *testing.T) {
 			continue
 		}
 		switch op.Op {
-		case "ping", "ack", "subscribe", "unsubscribe", "send", "refresh":
+		case "ping", "ack", "subscribe", "unsubscribe", "send", "refresh", "push_subscribe":
 		default:
 			t.Errorf("client example uses unknown op %q", op.Op)
 		}
@@ -91,6 +91,7 @@ func checkServerFrame(t *testing.T, ex string) {
 		Code      string          `json:"code"`
 		Message   string          `json:"message"`
 		Exp       int64           `json:"exp"`
+		TargetID  string          `json:"target_id"`
 	}
 	if err := json.Unmarshal([]byte(ex), &f); err != nil {
 		t.Errorf("%s: %v", ex, err)
@@ -130,11 +131,13 @@ func checkServerFrame(t *testing.T, ex string) {
 		want = pongFrame(f.Ref).data
 	case "refreshed":
 		want = refreshedFrame(f.Ref, time.UnixMilli(f.Exp)).data
+	case "push_subscribed":
+		want = pushSubscribedFrame(f.Ref, f.TargetID).data
 	case "acked", "subscribed", "unsubscribed", "sent":
 		want = replyFrame(f.Op, f.Ref, f.Topic).data
 	case "error":
 		switch f.Code {
-		case "bad_request", "bad_topic", "forbidden", "too_many_topics", "unknown_op", "rate_limited", "bad_token":
+		case "bad_request", "bad_topic", "forbidden", "too_many_topics", "unknown_op", "rate_limited", "bad_token", "too_many_targets", "unavailable":
 		default:
 			t.Errorf("example error code %q is not one the server sends", f.Code)
 		}

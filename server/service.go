@@ -52,6 +52,7 @@ type Service struct {
 
 	watchers watchSlots
 	metrics  serviceMetrics
+	notifier Notifier // nil: offline notification not set up
 }
 
 type serviceMetrics struct {
@@ -111,6 +112,9 @@ type Options struct {
 	MaxWatchersPerKey int
 	// Registerer receives the service's metrics; nil: not registered.
 	Registerer prometheus.Registerer
+	// Notifier keeps push targets and escalates messages (notify.go); nil:
+	// the push target calls and Message.notification are refused.
+	Notifier Notifier
 }
 
 // Defaults of Options (and of the flags that set them).
@@ -134,7 +138,7 @@ func NewService(gw Gateway, log *slog.Logger, opts Options) *Service {
 	if opts.MaxWatchersPerKey <= 0 {
 		opts.MaxWatchersPerKey = DefaultMaxWatchersPerKey
 	}
-	s := &Service{gw: gw, log: log, idemWindow: opts.IdempotencyWindow, watchBuffer: opts.WatchBuffer, draining: make(chan struct{})}
+	s := &Service{gw: gw, log: log, idemWindow: opts.IdempotencyWindow, watchBuffer: opts.WatchBuffer, draining: make(chan struct{}), notifier: opts.Notifier}
 	s.watchers = watchSlots{max: opts.MaxWatchers, perKey: opts.MaxWatchersPerKey, byKey: make(map[string]int)}
 	refused := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "pushgate_watchers_refused_total",
@@ -210,10 +214,14 @@ func (s *Service) SendToUser(ctx context.Context, req *pb.SendToUserRequest) (*p
 	if err != nil {
 		return nil, err
 	}
+	if err := s.canEscalate(req.GetMessage()); err != nil {
+		return nil, err
+	}
 	sent, err := s.gw.SendToUsers(ctx, []string{req.GetUserId()}, p)
 	if err != nil {
 		return nil, s.sendError(ctx, "SendToUser", err)
 	}
+	s.escalate(ctx, req.GetMessage(), sent)
 	d := sent.Users[0]
 	return &pb.SendToUserResponse{
 		MessageId:            sent.ID,
@@ -230,6 +238,9 @@ func (s *Service) SendToUsers(ctx context.Context, req *pb.SendToUsersRequest) (
 	if err != nil {
 		return nil, err
 	}
+	if err := s.canEscalate(req.GetMessage()); err != nil {
+		return nil, err
+	}
 	ids := req.GetUserIds()
 	seen := make(map[string]struct{}, len(ids))
 	users := make([]string, 0, len(ids))
@@ -243,6 +254,7 @@ func (s *Service) SendToUsers(ctx context.Context, req *pb.SendToUsersRequest) (
 	if err != nil {
 		return nil, s.sendError(ctx, "SendToUsers", err)
 	}
+	s.escalate(ctx, req.GetMessage(), sent)
 	resp := &pb.SendToUsersResponse{MessageId: sent.ID, Results: make([]*pb.Delivery, len(sent.Users))}
 	for i, d := range sent.Users {
 		resp.Results[i] = &pb.Delivery{UserId: d.UserID, Online: d.Online, DeliveredConnections: int32(d.Delivered), Stored: d.Stored}
@@ -279,7 +291,7 @@ func (s *Service) Publish(ctx context.Context, req *pb.PublishRequest) (*pb.Publ
 // WatchEvents implements PushService.WatchEvents.
 func (s *Service) WatchEvents(req *pb.WatchEventsRequest, stream grpc.ServerStreamingServer[pb.Event]) error {
 	for i, k := range req.GetKinds() {
-		if k <= pb.EventKind_EVENT_KIND_UNSPECIFIED || k > pb.EventKind_EVENT_KIND_CLIENT_MESSAGE {
+		if k <= pb.EventKind_EVENT_KIND_UNSPECIFIED || k > pb.EventKind_EVENT_KIND_MESSAGE_ESCALATED {
 			return invalid(fmt.Sprintf("kinds[%d]", i), fmt.Sprintf("unknown event kind %d", k))
 		}
 	}
@@ -342,6 +354,12 @@ func toEvent(e gateway.Event) *pb.Event {
 			cm.Payload = &pb.ClientMessage_Binary{Binary: e.Data}
 		}
 		out.Event = &pb.Event_ClientMessage{ClientMessage: cm}
+	case gateway.EventMessageEscalated:
+		me := &pb.MessageEscalated{UserId: e.UserID, MessageId: e.MessageID}
+		if x := e.Escalation; x != nil {
+			me.Channel, me.TargetId, me.Result, me.Detail = x.Channel, x.TargetID, x.Result, x.Detail
+		}
+		out.Event = &pb.Event_Escalated{Escalated: me}
 	}
 	return out
 }

@@ -113,6 +113,21 @@ func (l *Limits) validate(req any) error {
 		return l.userIDs("user_ids", r.GetUserIds(), true)
 	case *pb.GetMessageStatusRequest:
 		return l.messageStatus(r)
+	case *pb.AddPushTargetRequest:
+		if err := l.userID("user_id", r.GetUserId()); err != nil {
+			return err
+		}
+		_, err := toTarget(r.GetTarget())
+		return err
+	case *pb.RemovePushTargetRequest:
+		if err := l.userID("user_id", r.GetUserId()); err != nil {
+			return err
+		}
+		if n := len(r.GetTargetId()); n == 0 || n > maxTargetIDBytes {
+			return invalid("target_id", fmt.Sprintf("must be 1 to %d bytes (a PushTarget.id)", maxTargetIDBytes))
+		}
+	case *pb.ListPushTargetsRequest:
+		return l.userID("user_id", r.GetUserId())
 	case *pb.DisconnectRequest:
 		if err := l.userID("user_id", r.GetUserId()); err != nil {
 			return err
@@ -188,7 +203,7 @@ func (l *Limits) message(field string, m *pb.Message, storable bool) error {
 	if size > l.MaxPayloadBytes {
 		return invalid(field+"."+name, fmt.Sprintf("payload is %d bytes, the limit is %d", size, l.MaxPayloadBytes))
 	}
-	return nil
+	return l.escalation(field, m, storable)
 }
 
 // invalid is the one way a validation failure leaves the server.

@@ -31,6 +31,7 @@ type env struct {
 	Recovered *bool           `json:"recovered"`
 	Epoch     string          `json:"epoch"`
 	Topics    []string        `json:"topics"`
+	TargetID  string          `json:"target_id"`
 	Heartbeat struct {
 		IntervalMS int64 `json:"interval_ms"`
 		TimeoutMS  int64 `json:"timeout_ms"`

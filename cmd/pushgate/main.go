@@ -40,6 +40,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if len(args) > 0 && args[0] == "token" {
 		return runToken(args[1:], getenv, stdout)
 	}
+	if len(args) > 0 && args[0] == "vapid" {
+		return runVAPID(args[1:], stdout)
+	}
 	if len(args) > 1 && args[0] == "config" && args[1] == "print" {
 		_, fs, err := config.Load(args[2:], getenv, stdout)
 		if err != nil {

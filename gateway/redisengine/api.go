@@ -41,11 +41,14 @@ func (e *Engine) SendToUsers(ctx context.Context, users []string, p gateway.Push
 		return gateway.Sent{}, err
 	}
 	r, _ := v.([]any)
-	if len(r) != 2+3*len(users) {
+	// A repeated idempotency key gets the first call's reply and
+	// "replayed" (which sent nothing, so the node's mark stays).
+	replayed := len(r) == 3+3*len(users) && str(r[len(r)-1]) == "replayed"
+	if len(r) != 2+3*len(users) && !replayed {
 		return gateway.Sent{}, fmt.Errorf("redis send: unexpected reply %v", v)
 	}
-	out := gateway.Sent{ID: str(r[0]), Time: now, Users: make([]gateway.Delivery, len(users))}
-	if stored {
+	out := gateway.Sent{ID: str(r[0]), Time: now, Users: make([]gateway.Delivery, len(users)), Replayed: replayed}
+	if stored && !replayed {
 		e.noteStored(out.ID)
 	}
 	trimmed := 0

@@ -180,6 +180,9 @@ func Start(ctx context.Context, node gateway.Node, rdb redis.UniversalClient, lo
 	if err := e.parseScripts(); err != nil {
 		return nil, err
 	}
+	if err := e.notifyScripts(); err != nil {
+		return nil, err
+	}
 	e.m = metrics{
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pushgate_redis_errors_total",
 			Help: "Redis calls that failed, by operation."}, []string{"op"}),

@@ -722,7 +722,7 @@ func TestIdempotencyKeyAcrossNodes(t *testing.T) {
 	again := send(t, a, []string{"u"}, p)
 	other := send(t, b, []string{"u"}, p)
 	for _, s := range []gateway.Sent{again, other} {
-		if s.ID != first.ID || !reflect.DeepEqual(s.Users, first.Users) {
+		if s.ID != first.ID || !reflect.DeepEqual(s.Users, first.Users) || !s.Replayed || first.Replayed {
 			t.Fatalf("repeat with the same key = %s %+v, want the first result %s %+v", s.ID, s.Users, first.ID, first.Users)
 		}
 	}

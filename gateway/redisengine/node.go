@@ -139,13 +139,15 @@ type wireEvent struct {
 	Type     string            `json:"ty,omitempty"`
 	DataKind gateway.Kind      `json:"dk,omitempty"`
 	Data     []byte            `json:"d,omitempty"`
+	// An escalation's result (EventMessageEscalated).
+	Esc *gateway.EscalationResult `json:"x,omitempty"`
 }
 
 // Upstream implements gateway.Engine: the event goes to the nodes with
 // WatchEvents streams.
 func (e *Engine) Upstream(ctx context.Context, ev gateway.Event) error {
 	b, _ := json.Marshal(wireEvent{Kind: ev.Kind, User: ev.UserID, Conn: ev.ConnID, Time: time.Now().UnixMilli(),
-		Topic: ev.Topic, Type: ev.Type, DataKind: ev.DataKind, Data: ev.Data})
+		Msg: ev.MessageID, Topic: ev.Topic, Type: ev.Type, DataKind: ev.DataKind, Data: ev.Data, Esc: ev.Escalation})
 	ctx, cancel := context.WithTimeout(ctx, e.opt.Timeout)
 	defer cancel()
 	if err := e.run(ctx, "emit", b).Err(); err != nil {
@@ -356,7 +358,7 @@ func (e *Engine) dispatch(channel, payload string) {
 			return
 		}
 		e.node.Emit(gateway.Event{Kind: w.Kind, Time: time.UnixMilli(w.Time), UserID: w.User, ConnID: w.Conn,
-			MessageID: w.Msg, Implicit: w.Implicit, Topic: w.Topic, Type: w.Type, DataKind: w.DataKind, Data: w.Data})
+			MessageID: w.Msg, Implicit: w.Implicit, Topic: w.Topic, Type: w.Type, DataKind: w.DataKind, Data: w.Data, Escalation: w.Esc})
 		return
 	}
 	head, body, ok := strings.Cut(payload[1:], "\x00")

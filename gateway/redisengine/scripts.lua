@@ -577,14 +577,18 @@ return 0
 --       keep newepoch blob receiptretention receiptmax user...
 -- Stores (ttl > 0) and publishes a message to each user's nodes, and keeps
 -- its receipt. Returns the id, then per user: connections reached, stored
--- (0/1), entries trimmed; then the receipts evicted for room.
+-- (0/1), entries trimmed; then the receipts evicted for room. A repeated
+-- idempotency key gets the first result and "replayed".
 -- For a stored message (ttl > 0) the node's mark is checked first (guard),
 -- and the message becomes the node's new mark; a live one passes '' for
 -- node, mark and newepoch.
 local node, keep = ARGV[11], tonumber(ARGV[13])
 guard(node, ARGV[12], ARGV[14], keep)
 local seen = idem_seen()
-if seen then return seen end
+if seen then
+  table.insert(seen, 'replayed')
+  return seen
+end
 local ttl, maxmsgs, maxbytes = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local remember, size = tonumber(ARGV[9]), tonumber(ARGV[10])
 local now = nowms()

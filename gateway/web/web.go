@@ -16,7 +16,7 @@ import (
 	"pushgate/gateway"
 )
 
-//go:embed demo.html js/pushgate.js js/pushgate.mjs js/pushgate.d.ts
+//go:embed demo.html js/pushgate.js js/pushgate.mjs js/pushgate.d.ts js/pushgate-sw.js
 var files embed.FS
 
 var started = time.Now()
@@ -46,7 +46,8 @@ func DemoHandler(grpcAddr string, devSend bool) (http.Handler, error) {
 }
 
 // ClientHandler serves the JavaScript client: /pushgate.js (plain script,
-// global Pushgate), /pushgate.mjs (ES module) and /pushgate.d.ts.
+// global Pushgate), /pushgate.mjs (ES module), /pushgate.d.ts, and the
+// service worker that shows Web Push notifications, /pushgate-sw.js.
 func ClientHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		name := path.Base(r.URL.Path)

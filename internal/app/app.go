@@ -34,6 +34,7 @@ import (
 	"pushgate/gateway/token"
 	"pushgate/gateway/web"
 	"pushgate/internal/config"
+	"pushgate/internal/notify"
 	"pushgate/server"
 )
 
@@ -58,6 +59,12 @@ type App struct {
 
 	// httpAPI is the HTTP/JSON API on the HTTP listener; nil when off.
 	httpAPI *server.HTTPAPI
+	disp    *notify.Dispatcher // offline notification sends
+	esc     *notify.Escalator  // fires due escalations (Serve runs it)
+	escStop context.CancelFunc // ends the escalator's run
+	// vapidPublic is the Web Push application server key browsers
+	// subscribe with ("" without --vapid-private-key).
+	vapidPublic string
 }
 
 // New wires pushgate and binds its listeners (so their addresses are known
@@ -167,9 +174,17 @@ func New(cfg config.Config, log *slog.Logger) (_ *App, err error) {
 	if err != nil {
 		return nil, err
 	}
+	notifier, err := a.notifier(cfg, reg)
+	if err != nil {
+		return nil, err
+	}
+	if a.esc != nil {
+		a.hub.SetPushRegistrar(a.esc)
+	}
 	a.svc = server.NewService(a.eng, log, server.Options{
 		IdempotencyWindow: cfg.IdempotencyWindow, WatchBuffer: cfg.WatchBuffer,
 		MaxWatchers: cfg.WatchMax, MaxWatchersPerKey: cfg.WatchMaxPerKey, Registerer: reg,
+		Notifier: notifier,
 	})
 	guard := server.NewGuard(server.GuardConfig{
 		MaxStreams: uint32(cfg.GRPCMaxStreams), RequestTimeout: cfg.GRPCRequestTimeout,
@@ -225,8 +240,11 @@ func New(cfg config.Config, log *slog.Logger) (_ *App, err error) {
 	mux.Handle("GET /ws/{userID}", a.hub)
 	mux.Handle("GET /{$}", demo)
 	client := web.ClientHandler()
-	for _, f := range []string{"/pushgate.js", "/pushgate.mjs", "/pushgate.d.ts"} {
+	for _, f := range []string{"/pushgate.js", "/pushgate.mjs", "/pushgate.d.ts", "/pushgate-sw.js"} {
 		mux.Handle("GET "+f, client)
+	}
+	if a.vapidPublic != "" {
+		mux.Handle("GET /push/vapid-public-key", vapidKeyHandler(a.vapidPublic))
 	}
 	if devSend {
 		mux.Handle("POST /demo/send", loopbackHostOnly(web.DevSendHandler(api, sendLimits)))
@@ -526,6 +544,12 @@ func (a *App) release() {
 	if a.hub != nil {
 		a.hub.Shutdown(context.Background(), 0)
 	}
+	if a.escStop != nil {
+		a.escStop()
+	}
+	if a.disp != nil {
+		a.disp.Close() // before the engine: finished sends report through it
+	}
 	if a.eng != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		if err := a.eng.Close(ctx); err != nil {
@@ -567,6 +591,11 @@ func (a *App) Serve(ctx context.Context) error {
 	a.ready.Store(true)
 	a.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	go a.followEngine(ctx)
+	if a.esc != nil {
+		escCtx, stop := context.WithCancel(ctx)
+		a.escStop = stop
+		go a.esc.Run(escCtx)
+	}
 	scheme := "http://"
 	if a.cfg.HTTPTLSCert != "" {
 		scheme = "https://"
@@ -692,4 +721,46 @@ func (a *App) followEngine(ctx context.Context) {
 			a.health.SetServingStatus("", st)
 		}
 	}
+}
+
+// notifier sets up offline notification: the channels configured, their
+// dispatcher, and the escalator over the engine's store. A channel not
+// configured reports "unconfigured" for targets that need it.
+func (a *App) notifier(cfg config.Config, reg prometheus.Registerer) (server.Notifier, error) {
+	store, ok := a.eng.(notify.Store)
+	if !ok {
+		return nil, nil
+	}
+	client := notify.NewHTTPClient()
+	nc := notify.Config{Workers: cfg.NotifyWorkers, Queue: cfg.NotifyQueue}
+	if cfg.VAPIDPrivateKey != "" {
+		v, err := notify.ParseVAPID(cfg.VAPIDPrivateKey, cfg.VAPIDSubject)
+		if err != nil {
+			return nil, fmt.Errorf("--vapid-private-key / --vapid-subject: %v", err)
+		}
+		nc.WebPush = &notify.WebPush{VAPID: v, Client: client, Now: time.Now}
+		a.vapidPublic = v.Public
+	}
+	if cfg.WeChatAppID != "" {
+		nc.WeChat = &notify.WeChat{BaseURL: cfg.WeChatAPIURL, AppID: cfg.WeChatAppID, Secret: cfg.WeChatAppSecret,
+			State: cfg.WeChatState, Client: client, Now: time.Now}
+	}
+	if cfg.WebhookSecret != "" {
+		nc.Webhook = &notify.Webhook{Secret: []byte(cfg.WebhookSecret), Client: client, Now: time.Now}
+	}
+	a.disp = notify.NewDispatcher(nc, reg)
+	a.esc = notify.NewEscalator(store, a.disp, notify.EscalatorConfig{
+		MaxTargets: cfg.NotifyMaxTargets, MaxPending: cfg.NotifyMaxPending, Poll: cfg.NotifyPoll,
+	}, a.log, reg)
+	return a.esc, nil
+}
+
+// vapidKeyHandler serves the VAPID public key, for a page's
+// pushManager.subscribe({applicationServerKey}).
+func vapidKeyHandler(key string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-cache")
+		fmt.Fprint(w, key)
+	})
 }

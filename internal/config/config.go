@@ -21,6 +21,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"pushgate/gateway"
+	"pushgate/internal/notify"
 	"pushgate/internal/secret"
 	"pushgate/server"
 )
@@ -118,6 +119,20 @@ type Config struct {
 	RedisWaitTimeout  time.Duration // how long it waits.
 	EngineTimeout     time.Duration // per engine call made for a connection (join, subscribe, ack, client message).
 	NodeTTL           time.Duration // a node that stops beating leaves the cluster after this.
+
+	// Offline notification (docs/offline-push.md).
+	VAPIDPrivateKey  string        // base64url P-256 private key for Web Push ("" : Web Push off).
+	VAPIDSubject     string        // mailto: or https: contact sent to push services.
+	WeChatAppID      string        // mini-program app id ("" : WeChat off).
+	WeChatAppSecret  string        // its app secret.
+	WeChatAPIURL     string        // base URL of the WeChat API.
+	WeChatState      string        // miniprogram_state: formal, trial or developer.
+	WebhookSecret    string        // HMAC secret of escalation webhooks ("" : webhooks off).
+	NotifyMaxTargets int           // push targets per user.
+	NotifyMaxPending int           // escalations waiting, cluster-wide.
+	NotifyWorkers    int           // concurrent notification sends per node.
+	NotifyQueue      int           // notification sends waiting per node.
+	NotifyPoll       time.Duration // how often a node claims due escalations.
 }
 
 // Parse reads the configuration: flags from args, over PUSHGATE_*
@@ -134,7 +149,8 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 const MinAdminPassword = 12
 
 // secretFlags are masked by "pushgate config print".
-var secretFlags = map[string]bool{"jwt-secret": true, "api-keys": true, "admin-password": true}
+var secretFlags = map[string]bool{"jwt-secret": true, "api-keys": true, "admin-password": true,
+	"vapid-private-key": true, "wechat-app-secret": true, "notify-webhook-secret": true}
 
 // Load is Parse that also returns the flag set, holding the effective value
 // of every option (for Print).
@@ -224,10 +240,22 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, *fl
 	fs.DurationVar(&c.RedisWaitTimeout, "redis-wait-timeout", time.Second, "how long a send with a ttl waits for --redis-wait-replicas replicas; below --redis-timeout")
 	fs.DurationVar(&c.EngineTimeout, "engine-timeout", gw.EngineTimeout, "deadline for the engine's part of a connection's join, subscribe, ack or client message; past it the client gets 503 or an unavailable error")
 	fs.DurationVar(&c.NodeTTL, "node-ttl", 15*time.Second, "with --engine redis: a node that stops (kill -9, network cut) leaves the online list after this, plus up to a third of it")
+	fs.StringVar(&c.VAPIDPrivateKey, "vapid-private-key", "", "VAPID private `key` (base64url, from \"pushgate vapid\") that signs Web Push requests; empty: no Web Push")
+	fs.StringVar(&c.VAPIDSubject, "vapid-subject", "", "mailto: or https: `contact` sent to push services with --vapid-private-key (required with it)")
+	fs.StringVar(&c.WeChatAppID, "wechat-app-id", "", "WeChat mini-program app `id` for subscribe messages; empty: no WeChat")
+	fs.StringVar(&c.WeChatAppSecret, "wechat-app-secret", "", "the mini-program's app `secret` (required with --wechat-app-id)")
+	fs.StringVar(&c.WeChatAPIURL, "wechat-api-url", notify.WeChatAPI, "base `URL` of the WeChat API (a proxy or a test emulator)")
+	fs.StringVar(&c.WeChatState, "wechat-state", "formal", "miniprogram_state of subscribe messages: formal, trial or developer")
+	fs.StringVar(&c.WebhookSecret, "notify-webhook-secret", "", "HMAC `secret` (at least 32 bytes) that signs escalation webhooks (Pushgate-Signature); empty: no webhook targets are notified")
+	fs.IntVar(&c.NotifyMaxTargets, "notify-max-targets", notify.DefaultMaxTargets, "most push targets (Web Push subscriptions, WeChat openids, webhooks) one user may have")
+	fs.IntVar(&c.NotifyMaxPending, "notify-max-pending", notify.DefaultMaxPending, "most escalations waiting for their after, all nodes together; past it a message's escalation is not scheduled (reported on WatchEvents)")
+	fs.IntVar(&c.NotifyWorkers, "notify-workers", notify.DefaultWorkers, "notifications sent at once by this node (Web Push, WeChat and webhook requests in flight)")
+	fs.IntVar(&c.NotifyQueue, "notify-queue", notify.DefaultQueue, "notifications waiting for a worker on this node; past it they are dropped (counted, reported on WatchEvents)")
+	fs.DurationVar(&c.NotifyPoll, "notify-poll", time.Second, "how often each node claims escalations that are due (an escalation fires up to this late)")
 	fs.StringVar(&c.ConfigFile, "config", "", "YAML `file` of settings, keys named like the flags (http-addr: ...); flags and environment variables override it")
 
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: pushgate [flags]\n       pushgate token --user ID [--ttl 1h] [--topics a,b]   (mint a client token; see pushgate token --help)\n\npushgate pushes messages from backends (gRPC) to WebSocket clients.\nEvery flag can also be set with the environment variable shown.\n\nFlags:\n")
+		fmt.Fprintf(fs.Output(), "Usage: pushgate [flags]\n       pushgate token --user ID [--ttl 1h] [--topics a,b]   (mint a client token; see pushgate token --help)\n       pushgate vapid   (print a new VAPID key pair for Web Push)\n\npushgate pushes messages from backends (gRPC) to WebSocket clients.\nEvery flag can also be set with the environment variable shown.\n\nFlags:\n")
 		fs.VisitAll(func(f *flag.Flag) {
 			name, usage := flag.UnquoteUsage(f)
 			if name != "" {
@@ -422,7 +450,14 @@ func (c *Config) Validate() error {
 	hasKey := c.JWTSecret != "" || c.JWTPublicKey != "" || c.JWTJWKS != ""
 	check(c.Auth != "jwt" || hasKey, "--auth jwt needs --jwt-secret, --jwt-public-key or --jwt-jwks")
 	check(c.JWTSecret == "" || len(c.JWTSecret) >= 32, "--jwt-secret must be at least 32 bytes")
-	errs = append(errs, weakSecrets(map[string]string{"jwt-secret": c.JWTSecret, "admin-password": c.AdminPassword})...)
+	errs = append(errs, weakSecrets(map[string]string{"jwt-secret": c.JWTSecret, "admin-password": c.AdminPassword,
+		"wechat-app-secret": c.WeChatAppSecret, "notify-webhook-secret": c.WebhookSecret})...)
+	check(c.VAPIDPrivateKey == "" || c.VAPIDSubject != "", "--vapid-private-key needs --vapid-subject (mailto:you@example.com or an https URL)")
+	check(c.WeChatAppID == "" || c.WeChatAppSecret != "", "--wechat-app-id needs --wechat-app-secret")
+	check(c.WebhookSecret == "" || len(c.WebhookSecret) >= 32, "--notify-webhook-secret must be at least 32 bytes")
+	check(c.WeChatState == "formal" || c.WeChatState == "trial" || c.WeChatState == "developer", "--wechat-state must be formal, trial or developer")
+	check(c.NotifyMaxTargets > 0 && c.NotifyMaxPending > 0 && c.NotifyWorkers > 0 && c.NotifyQueue > 0 && c.NotifyPoll > 0,
+		"--notify-max-targets, --notify-max-pending, --notify-workers, --notify-queue and --notify-poll must be positive")
 	check(c.AdminPassword == "" || utf8.RuneCountInString(c.AdminPassword) >= MinAdminPassword,
 		"--admin-password must be at least %d characters", MinAdminPassword)
 	check(c.JWTLeeway >= 0, "--jwt-leeway must not be negative")

@@ -66,6 +66,8 @@ export interface Reply {
   ref: number;
   topic?: string;
   exp?: number;
+  /** push_subscribed: the push target's id. */
+  target_id?: string;
 }
 
 export interface EventMap {
@@ -95,6 +97,12 @@ export class PushgateClient {
   unsubscribe(topic: string): Promise<Reply>;
   send(data: unknown, opts?: { type?: string; topic?: string }): Promise<Reply>;
   ack(ids: string | string[]): void;
+  /**
+   * Registers the served service worker, subscribes to Web Push with the
+   * server's VAPID key and hands the subscription over; resolves with
+   * {op: "push_subscribed", target_id}.
+   */
+  enablePush(opts?: { serviceWorker?: string; keyUrl?: string }): Promise<Reply>;
 }
 
 /** Adapts the WeChat mini-program / uni-app `wx` API to the socket option. */

@@ -443,6 +443,39 @@
     return this._request(frame);
   };
 
+  /**
+   * enablePush lets the server notify this user while no page is open
+   * (docs/offline-push.md): it registers the served service worker, asks
+   * the browser for a push subscription with the server's VAPID key (the
+   * browser may ask the user for permission), and hands the subscription
+   * over ("push_subscribe"). It resolves with the server's reply
+   * ({op: "push_subscribed", target_id}). Options: serviceWorker (URL of
+   * the worker, default "/pushgate-sw.js"), keyUrl (default
+   * "/push/vapid-public-key"), both on the page's origin.
+   */
+  PushgateClient.prototype.enablePush = function (opts) {
+    var self = this;
+    var sw = (opts && opts.serviceWorker) || '/pushgate-sw.js';
+    var keyUrl = (opts && opts.keyUrl) || '/push/vapid-public-key';
+    if (typeof navigator === 'undefined' || !navigator.serviceWorker || typeof PushManager === 'undefined') {
+      return Promise.reject(new Error('pushgate: this browser has no Web Push (service workers need https or localhost)'));
+    }
+    return navigator.serviceWorker.register(sw).then(function () {
+      return navigator.serviceWorker.ready;
+    }).then(function (reg) {
+      return fetch(keyUrl).then(function (r) {
+        if (!r.ok) throw new Error('pushgate: no VAPID key at ' + keyUrl + ' (HTTP ' + r.status + '): Web Push is not set up on the server');
+        return r.text();
+      }).then(function (key) {
+        return reg.pushManager.getSubscription().then(function (sub) {
+          return sub || reg.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: key.trim() });
+        });
+      });
+    }).then(function (sub) {
+      return self._request({ op: 'push_subscribe', subscription: sub.toJSON() });
+    });
+  };
+
   /** ack acknowledges messages by id (when autoAck is false). */
   PushgateClient.prototype.ack = function (ids) {
     this._sendNow({ op: 'ack', ids: [].concat(ids) });

@@ -41,6 +41,8 @@ const (
 	EventKind_EVENT_KIND_MESSAGE_ACKED EventKind = 3
 	// A client sent a message upstream.
 	EventKind_EVENT_KIND_CLIENT_MESSAGE EventKind = 4
+	// A message's notification was sent (or could not be) to a push target.
+	EventKind_EVENT_KIND_MESSAGE_ESCALATED EventKind = 5
 )
 
 // Enum value maps for EventKind.
@@ -51,13 +53,15 @@ var (
 		2: "EVENT_KIND_USER_OFFLINE",
 		3: "EVENT_KIND_MESSAGE_ACKED",
 		4: "EVENT_KIND_CLIENT_MESSAGE",
+		5: "EVENT_KIND_MESSAGE_ESCALATED",
 	}
 	EventKind_value = map[string]int32{
-		"EVENT_KIND_UNSPECIFIED":    0,
-		"EVENT_KIND_USER_ONLINE":    1,
-		"EVENT_KIND_USER_OFFLINE":   2,
-		"EVENT_KIND_MESSAGE_ACKED":  3,
-		"EVENT_KIND_CLIENT_MESSAGE": 4,
+		"EVENT_KIND_UNSPECIFIED":       0,
+		"EVENT_KIND_USER_ONLINE":       1,
+		"EVENT_KIND_USER_OFFLINE":      2,
+		"EVENT_KIND_MESSAGE_ACKED":     3,
+		"EVENT_KIND_CLIENT_MESSAGE":    4,
+		"EVENT_KIND_MESSAGE_ESCALATED": 5,
 	}
 )
 
@@ -187,7 +191,14 @@ type Message struct {
 	// or reconnecting receives it when they connect. It leaves the inbox when an
 	// envelope client acknowledges it, when it is written to a raw client, or
 	// when the ttl passes. At most --inbox-max-ttl (24h by default).
-	Ttl           *durationpb.Duration `protobuf:"bytes,6,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	Ttl *durationpb.Duration `protobuf:"bytes,6,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	// Optional, SendToUser and SendToUsers only (with Broadcast or Publish it is
+	// INVALID_ARGUMENT naming "message.notification"): what to show a user who
+	// is not reached, through their push targets, as escalation says.
+	// Requires escalation.
+	Notification *Notification `protobuf:"bytes,7,opt,name=notification,proto3" json:"notification,omitempty"`
+	// Optional, with notification: when to notify (see Escalation).
+	Escalation    *Escalation `protobuf:"bytes,8,opt,name=escalation,proto3" json:"escalation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -277,6 +288,20 @@ func (x *Message) GetTtl() *durationpb.Duration {
 	return nil
 }
 
+func (x *Message) GetNotification() *Notification {
+	if x != nil {
+		return x.Notification
+	}
+	return nil
+}
+
+func (x *Message) GetEscalation() *Escalation {
+	if x != nil {
+		return x.Escalation
+	}
+	return nil
+}
+
 type isMessage_Payload interface {
 	isMessage_Payload()
 }
@@ -304,6 +329,667 @@ func (*Message_Text) isMessage_Payload() {}
 
 func (*Message_Binary) isMessage_Payload() {}
 
+// Notification is what a user is shown on a push target. At most 3072 bytes
+// of text in all.
+type Notification struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Required.
+	Title string `protobuf:"bytes,1,opt,name=title,proto3" json:"title,omitempty"`
+	// The text under the title.
+	Body string `protobuf:"bytes,2,opt,name=body,proto3" json:"body,omitempty"`
+	// The page opened when the user clicks the notification.
+	Url string `protobuf:"bytes,3,opt,name=url,proto3" json:"url,omitempty"`
+	// An image URL for the notification.
+	Icon string `protobuf:"bytes,4,opt,name=icon,proto3" json:"icon,omitempty"`
+	// A newer notification with the same tag replaces an older one (Web Push:
+	// also the Topic, so the push service keeps only the newest).
+	Tag string `protobuf:"bytes,5,opt,name=tag,proto3" json:"tag,omitempty"`
+	// Web Push Urgency: very-low, low, normal (the default) or high.
+	Urgency string `protobuf:"bytes,6,opt,name=urgency,proto3" json:"urgency,omitempty"`
+	// WeChat subscribe message: the template id (required for the wechat
+	// channel), the mini-program page to open, and the template's fields
+	// (for example thing1: "Order #1042").
+	WechatTemplateId string `protobuf:"bytes,7,opt,name=wechat_template_id,json=wechatTemplateId,proto3" json:"wechat_template_id,omitempty"`
+	// The mini-program page (with query) the message opens.
+	WechatPage string `protobuf:"bytes,8,opt,name=wechat_page,json=wechatPage,proto3" json:"wechat_page,omitempty"`
+	// The template's fields, at most 20.
+	WechatData    map[string]string `protobuf:"bytes,9,rep,name=wechat_data,json=wechatData,proto3" json:"wechat_data,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Notification) Reset() {
+	*x = Notification{}
+	mi := &file_pushgate_v1_push_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Notification) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Notification) ProtoMessage() {}
+
+func (x *Notification) ProtoReflect() protoreflect.Message {
+	mi := &file_pushgate_v1_push_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Notification.ProtoReflect.Descriptor instead.
+func (*Notification) Descriptor() ([]byte, []int) {
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Notification) GetTitle() string {
+	if x != nil {
+		return x.Title
+	}
+	return ""
+}
+
+func (x *Notification) GetBody() string {
+	if x != nil {
+		return x.Body
+	}
+	return ""
+}
+
+func (x *Notification) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *Notification) GetIcon() string {
+	if x != nil {
+		return x.Icon
+	}
+	return ""
+}
+
+func (x *Notification) GetTag() string {
+	if x != nil {
+		return x.Tag
+	}
+	return ""
+}
+
+func (x *Notification) GetUrgency() string {
+	if x != nil {
+		return x.Urgency
+	}
+	return ""
+}
+
+func (x *Notification) GetWechatTemplateId() string {
+	if x != nil {
+		return x.WechatTemplateId
+	}
+	return ""
+}
+
+func (x *Notification) GetWechatPage() string {
+	if x != nil {
+		return x.WechatPage
+	}
+	return ""
+}
+
+func (x *Notification) GetWechatData() map[string]string {
+	if x != nil {
+		return x.WechatData
+	}
+	return nil
+}
+
+// Escalation says when a message's notification is sent to the recipient's
+// push targets. Each escalation fires at most once, on one node of the
+// cluster:
+//   - a recipient who is offline when the message is sent is notified at once;
+//   - a recipient who is online is notified when no connection has
+//     acknowledged the message within after (an envelope ack; a write to a raw
+//     connection counts). An acknowledgement that comes first cancels it.
+//     This needs the message to be kept: ttl longer than after.
+//
+// What happened is reported on WatchEvents (MessageEscalated).
+type Escalation struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How long an online recipient has to acknowledge. 0: only offline
+	// recipients are notified. At most the message's ttl, less a second.
+	After *durationpb.Duration `protobuf:"bytes,1,opt,name=after,proto3" json:"after,omitempty"`
+	// The channels to use: webpush, wechat, webhook. Empty: all of the user's
+	// targets.
+	Channels      []string `protobuf:"bytes,2,rep,name=channels,proto3" json:"channels,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Escalation) Reset() {
+	*x = Escalation{}
+	mi := &file_pushgate_v1_push_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Escalation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Escalation) ProtoMessage() {}
+
+func (x *Escalation) ProtoReflect() protoreflect.Message {
+	mi := &file_pushgate_v1_push_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Escalation.ProtoReflect.Descriptor instead.
+func (*Escalation) Descriptor() ([]byte, []int) {
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Escalation) GetAfter() *durationpb.Duration {
+	if x != nil {
+		return x.After
+	}
+	return nil
+}
+
+func (x *Escalation) GetChannels() []string {
+	if x != nil {
+		return x.Channels
+	}
+	return nil
+}
+
+// PushTarget is one place a user can be reached. Exactly one of webpush,
+// wechat_openid and webhook_url is set.
+type PushTarget struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Output only: the target's id (the channel, a colon and a hash of its
+	// address), for RemovePushTarget and in MessageEscalated.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The target, by channel.
+	//
+	// Types that are valid to be assigned to Target:
+	//
+	//	*PushTarget_Webpush
+	//	*PushTarget_WechatOpenid
+	//	*PushTarget_WebhookUrl
+	Target        isPushTarget_Target `protobuf_oneof:"target"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PushTarget) Reset() {
+	*x = PushTarget{}
+	mi := &file_pushgate_v1_push_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PushTarget) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PushTarget) ProtoMessage() {}
+
+func (x *PushTarget) ProtoReflect() protoreflect.Message {
+	mi := &file_pushgate_v1_push_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PushTarget.ProtoReflect.Descriptor instead.
+func (*PushTarget) Descriptor() ([]byte, []int) {
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *PushTarget) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *PushTarget) GetTarget() isPushTarget_Target {
+	if x != nil {
+		return x.Target
+	}
+	return nil
+}
+
+func (x *PushTarget) GetWebpush() *WebPushSubscription {
+	if x != nil {
+		if x, ok := x.Target.(*PushTarget_Webpush); ok {
+			return x.Webpush
+		}
+	}
+	return nil
+}
+
+func (x *PushTarget) GetWechatOpenid() string {
+	if x != nil {
+		if x, ok := x.Target.(*PushTarget_WechatOpenid); ok {
+			return x.WechatOpenid
+		}
+	}
+	return ""
+}
+
+func (x *PushTarget) GetWebhookUrl() string {
+	if x != nil {
+		if x, ok := x.Target.(*PushTarget_WebhookUrl); ok {
+			return x.WebhookUrl
+		}
+	}
+	return ""
+}
+
+type isPushTarget_Target interface {
+	isPushTarget_Target()
+}
+
+type PushTarget_Webpush struct {
+	// A browser's push subscription (PushSubscription.toJSON()).
+	Webpush *WebPushSubscription `protobuf:"bytes,2,opt,name=webpush,proto3,oneof"`
+}
+
+type PushTarget_WechatOpenid struct {
+	// A WeChat mini-program user's openid.
+	WechatOpenid string `protobuf:"bytes,3,opt,name=wechat_openid,json=wechatOpenid,proto3,oneof"`
+}
+
+type PushTarget_WebhookUrl struct {
+	// An http(s) URL that receives a signed JSON POST per notification.
+	WebhookUrl string `protobuf:"bytes,4,opt,name=webhook_url,json=webhookUrl,proto3,oneof"`
+}
+
+func (*PushTarget_Webpush) isPushTarget_Target() {}
+
+func (*PushTarget_WechatOpenid) isPushTarget_Target() {}
+
+func (*PushTarget_WebhookUrl) isPushTarget_Target() {}
+
+// WebPushSubscription is a browser's PushSubscription, as toJSON() gives it.
+type WebPushSubscription struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The push service URL.
+	Endpoint string `protobuf:"bytes,1,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	// keys.p256dh: the browser's P-256 public key, base64url.
+	P256Dh string `protobuf:"bytes,2,opt,name=p256dh,proto3" json:"p256dh,omitempty"`
+	// keys.auth: the 16-byte auth secret, base64url.
+	Auth          string `protobuf:"bytes,3,opt,name=auth,proto3" json:"auth,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WebPushSubscription) Reset() {
+	*x = WebPushSubscription{}
+	mi := &file_pushgate_v1_push_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WebPushSubscription) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WebPushSubscription) ProtoMessage() {}
+
+func (x *WebPushSubscription) ProtoReflect() protoreflect.Message {
+	mi := &file_pushgate_v1_push_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WebPushSubscription.ProtoReflect.Descriptor instead.
+func (*WebPushSubscription) Descriptor() ([]byte, []int) {
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *WebPushSubscription) GetEndpoint() string {
+	if x != nil {
+		return x.Endpoint
+	}
+	return ""
+}
+
+func (x *WebPushSubscription) GetP256Dh() string {
+	if x != nil {
+		return x.P256Dh
+	}
+	return ""
+}
+
+func (x *WebPushSubscription) GetAuth() string {
+	if x != nil {
+		return x.Auth
+	}
+	return ""
+}
+
+// AddPushTargetRequest registers a target.
+type AddPushTargetRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The user the target belongs to.
+	UserId string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// The target (its id is ignored).
+	Target        *PushTarget `protobuf:"bytes,2,opt,name=target,proto3" json:"target,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddPushTargetRequest) Reset() {
+	*x = AddPushTargetRequest{}
+	mi := &file_pushgate_v1_push_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddPushTargetRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddPushTargetRequest) ProtoMessage() {}
+
+func (x *AddPushTargetRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pushgate_v1_push_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddPushTargetRequest.ProtoReflect.Descriptor instead.
+func (*AddPushTargetRequest) Descriptor() ([]byte, []int) {
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *AddPushTargetRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *AddPushTargetRequest) GetTarget() *PushTarget {
+	if x != nil {
+		return x.Target
+	}
+	return nil
+}
+
+// AddPushTargetResponse says what was kept.
+type AddPushTargetResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The target, with its id.
+	Target        *PushTarget `protobuf:"bytes,1,opt,name=target,proto3" json:"target,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddPushTargetResponse) Reset() {
+	*x = AddPushTargetResponse{}
+	mi := &file_pushgate_v1_push_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddPushTargetResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddPushTargetResponse) ProtoMessage() {}
+
+func (x *AddPushTargetResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pushgate_v1_push_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddPushTargetResponse.ProtoReflect.Descriptor instead.
+func (*AddPushTargetResponse) Descriptor() ([]byte, []int) {
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *AddPushTargetResponse) GetTarget() *PushTarget {
+	if x != nil {
+		return x.Target
+	}
+	return nil
+}
+
+// RemovePushTargetRequest removes a target.
+type RemovePushTargetRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The user.
+	UserId string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// The target's id (PushTarget.id).
+	TargetId      string `protobuf:"bytes,2,opt,name=target_id,json=targetId,proto3" json:"target_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemovePushTargetRequest) Reset() {
+	*x = RemovePushTargetRequest{}
+	mi := &file_pushgate_v1_push_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemovePushTargetRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemovePushTargetRequest) ProtoMessage() {}
+
+func (x *RemovePushTargetRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pushgate_v1_push_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemovePushTargetRequest.ProtoReflect.Descriptor instead.
+func (*RemovePushTargetRequest) Descriptor() ([]byte, []int) {
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *RemovePushTargetRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *RemovePushTargetRequest) GetTargetId() string {
+	if x != nil {
+		return x.TargetId
+	}
+	return ""
+}
+
+// RemovePushTargetResponse says whether the target was there.
+type RemovePushTargetResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// False when the user had no target with that id.
+	Removed       bool `protobuf:"varint,1,opt,name=removed,proto3" json:"removed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemovePushTargetResponse) Reset() {
+	*x = RemovePushTargetResponse{}
+	mi := &file_pushgate_v1_push_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemovePushTargetResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemovePushTargetResponse) ProtoMessage() {}
+
+func (x *RemovePushTargetResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pushgate_v1_push_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemovePushTargetResponse.ProtoReflect.Descriptor instead.
+func (*RemovePushTargetResponse) Descriptor() ([]byte, []int) {
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *RemovePushTargetResponse) GetRemoved() bool {
+	if x != nil {
+		return x.Removed
+	}
+	return false
+}
+
+// ListPushTargetsRequest asks for a user's targets.
+type ListPushTargetsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The user.
+	UserId        string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPushTargetsRequest) Reset() {
+	*x = ListPushTargetsRequest{}
+	mi := &file_pushgate_v1_push_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPushTargetsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPushTargetsRequest) ProtoMessage() {}
+
+func (x *ListPushTargetsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pushgate_v1_push_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPushTargetsRequest.ProtoReflect.Descriptor instead.
+func (*ListPushTargetsRequest) Descriptor() ([]byte, []int) {
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ListPushTargetsRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+// ListPushTargetsResponse lists a user's targets.
+type ListPushTargetsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// In id order.
+	Targets       []*PushTarget `protobuf:"bytes,1,rep,name=targets,proto3" json:"targets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPushTargetsResponse) Reset() {
+	*x = ListPushTargetsResponse{}
+	mi := &file_pushgate_v1_push_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPushTargetsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPushTargetsResponse) ProtoMessage() {}
+
+func (x *ListPushTargetsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pushgate_v1_push_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPushTargetsResponse.ProtoReflect.Descriptor instead.
+func (*ListPushTargetsResponse) Descriptor() ([]byte, []int) {
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ListPushTargetsResponse) GetTargets() []*PushTarget {
+	if x != nil {
+		return x.Targets
+	}
+	return nil
+}
+
 // SendToUserRequest addresses all connections of one user.
 type SendToUserRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -318,7 +1004,7 @@ type SendToUserRequest struct {
 
 func (x *SendToUserRequest) Reset() {
 	*x = SendToUserRequest{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[1]
+	mi := &file_pushgate_v1_push_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -330,7 +1016,7 @@ func (x *SendToUserRequest) String() string {
 func (*SendToUserRequest) ProtoMessage() {}
 
 func (x *SendToUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[1]
+	mi := &file_pushgate_v1_push_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -343,7 +1029,7 @@ func (x *SendToUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendToUserRequest.ProtoReflect.Descriptor instead.
 func (*SendToUserRequest) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{1}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SendToUserRequest) GetUserId() string {
@@ -379,7 +1065,7 @@ type SendToUserResponse struct {
 
 func (x *SendToUserResponse) Reset() {
 	*x = SendToUserResponse{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[2]
+	mi := &file_pushgate_v1_push_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -391,7 +1077,7 @@ func (x *SendToUserResponse) String() string {
 func (*SendToUserResponse) ProtoMessage() {}
 
 func (x *SendToUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[2]
+	mi := &file_pushgate_v1_push_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -404,7 +1090,7 @@ func (x *SendToUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendToUserResponse.ProtoReflect.Descriptor instead.
 func (*SendToUserResponse) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{2}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SendToUserResponse) GetMessageId() string {
@@ -449,7 +1135,7 @@ type SendToUsersRequest struct {
 
 func (x *SendToUsersRequest) Reset() {
 	*x = SendToUsersRequest{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[3]
+	mi := &file_pushgate_v1_push_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -461,7 +1147,7 @@ func (x *SendToUsersRequest) String() string {
 func (*SendToUsersRequest) ProtoMessage() {}
 
 func (x *SendToUsersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[3]
+	mi := &file_pushgate_v1_push_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -474,7 +1160,7 @@ func (x *SendToUsersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendToUsersRequest.ProtoReflect.Descriptor instead.
 func (*SendToUsersRequest) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{3}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SendToUsersRequest) GetUserIds() []string {
@@ -504,7 +1190,7 @@ type SendToUsersResponse struct {
 
 func (x *SendToUsersResponse) Reset() {
 	*x = SendToUsersResponse{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[4]
+	mi := &file_pushgate_v1_push_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -516,7 +1202,7 @@ func (x *SendToUsersResponse) String() string {
 func (*SendToUsersResponse) ProtoMessage() {}
 
 func (x *SendToUsersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[4]
+	mi := &file_pushgate_v1_push_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -529,7 +1215,7 @@ func (x *SendToUsersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendToUsersResponse.ProtoReflect.Descriptor instead.
 func (*SendToUsersResponse) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{4}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SendToUsersResponse) GetMessageId() string {
@@ -563,7 +1249,7 @@ type Delivery struct {
 
 func (x *Delivery) Reset() {
 	*x = Delivery{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[5]
+	mi := &file_pushgate_v1_push_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -575,7 +1261,7 @@ func (x *Delivery) String() string {
 func (*Delivery) ProtoMessage() {}
 
 func (x *Delivery) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[5]
+	mi := &file_pushgate_v1_push_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -588,7 +1274,7 @@ func (x *Delivery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
 func (*Delivery) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{5}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Delivery) GetUserId() string {
@@ -633,7 +1319,7 @@ type PublishRequest struct {
 
 func (x *PublishRequest) Reset() {
 	*x = PublishRequest{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[6]
+	mi := &file_pushgate_v1_push_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -645,7 +1331,7 @@ func (x *PublishRequest) String() string {
 func (*PublishRequest) ProtoMessage() {}
 
 func (x *PublishRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[6]
+	mi := &file_pushgate_v1_push_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -658,7 +1344,7 @@ func (x *PublishRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishRequest.ProtoReflect.Descriptor instead.
 func (*PublishRequest) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{6}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PublishRequest) GetTopic() string {
@@ -688,7 +1374,7 @@ type PublishResponse struct {
 
 func (x *PublishResponse) Reset() {
 	*x = PublishResponse{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[7]
+	mi := &file_pushgate_v1_push_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -700,7 +1386,7 @@ func (x *PublishResponse) String() string {
 func (*PublishResponse) ProtoMessage() {}
 
 func (x *PublishResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[7]
+	mi := &file_pushgate_v1_push_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -713,7 +1399,7 @@ func (x *PublishResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishResponse.ProtoReflect.Descriptor instead.
 func (*PublishResponse) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{7}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PublishResponse) GetMessageId() string {
@@ -748,7 +1434,7 @@ type WatchEventsRequest struct {
 
 func (x *WatchEventsRequest) Reset() {
 	*x = WatchEventsRequest{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[8]
+	mi := &file_pushgate_v1_push_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -760,7 +1446,7 @@ func (x *WatchEventsRequest) String() string {
 func (*WatchEventsRequest) ProtoMessage() {}
 
 func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[8]
+	mi := &file_pushgate_v1_push_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -773,7 +1459,7 @@ func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEventsRequest.ProtoReflect.Descriptor instead.
 func (*WatchEventsRequest) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{8}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *WatchEventsRequest) GetKinds() []EventKind {
@@ -803,6 +1489,7 @@ type Event struct {
 	//	*Event_UserOffline
 	//	*Event_MessageAcked
 	//	*Event_ClientMessage
+	//	*Event_Escalated
 	Event isEvent_Event `protobuf_oneof:"event"`
 	// The event's place in the deployment's event log: opaque, at most 64
 	// bytes, ordered as the log is. Pass it as WatchEventsRequest.after_cursor
@@ -814,7 +1501,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[9]
+	mi := &file_pushgate_v1_push_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -826,7 +1513,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[9]
+	mi := &file_pushgate_v1_push_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -839,7 +1526,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{9}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Event) GetTime() *timestamppb.Timestamp {
@@ -892,6 +1579,15 @@ func (x *Event) GetClientMessage() *ClientMessage {
 	return nil
 }
 
+func (x *Event) GetEscalated() *MessageEscalated {
+	if x != nil {
+		if x, ok := x.Event.(*Event_Escalated); ok {
+			return x.Escalated
+		}
+	}
+	return nil
+}
+
 func (x *Event) GetCursor() string {
 	if x != nil {
 		return x.Cursor
@@ -923,6 +1619,11 @@ type Event_ClientMessage struct {
 	ClientMessage *ClientMessage `protobuf:"bytes,5,opt,name=client_message,json=clientMessage,proto3,oneof"`
 }
 
+type Event_Escalated struct {
+	// A message was escalated to a push target.
+	Escalated *MessageEscalated `protobuf:"bytes,7,opt,name=escalated,proto3,oneof"`
+}
+
 func (*Event_UserOnline) isEvent_Event() {}
 
 func (*Event_UserOffline) isEvent_Event() {}
@@ -930,6 +1631,8 @@ func (*Event_UserOffline) isEvent_Event() {}
 func (*Event_MessageAcked) isEvent_Event() {}
 
 func (*Event_ClientMessage) isEvent_Event() {}
+
+func (*Event_Escalated) isEvent_Event() {}
 
 // UserOnline: the user now has at least one connection.
 type UserOnline struct {
@@ -942,7 +1645,7 @@ type UserOnline struct {
 
 func (x *UserOnline) Reset() {
 	*x = UserOnline{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[10]
+	mi := &file_pushgate_v1_push_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -954,7 +1657,7 @@ func (x *UserOnline) String() string {
 func (*UserOnline) ProtoMessage() {}
 
 func (x *UserOnline) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[10]
+	mi := &file_pushgate_v1_push_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -967,7 +1670,7 @@ func (x *UserOnline) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserOnline.ProtoReflect.Descriptor instead.
 func (*UserOnline) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{10}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *UserOnline) GetUserId() string {
@@ -988,7 +1691,7 @@ type UserOffline struct {
 
 func (x *UserOffline) Reset() {
 	*x = UserOffline{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[11]
+	mi := &file_pushgate_v1_push_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1000,7 +1703,7 @@ func (x *UserOffline) String() string {
 func (*UserOffline) ProtoMessage() {}
 
 func (x *UserOffline) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[11]
+	mi := &file_pushgate_v1_push_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1013,7 +1716,7 @@ func (x *UserOffline) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserOffline.ProtoReflect.Descriptor instead.
 func (*UserOffline) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{11}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *UserOffline) GetUserId() string {
@@ -1041,7 +1744,7 @@ type MessageAcked struct {
 
 func (x *MessageAcked) Reset() {
 	*x = MessageAcked{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[12]
+	mi := &file_pushgate_v1_push_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1053,7 +1756,7 @@ func (x *MessageAcked) String() string {
 func (*MessageAcked) ProtoMessage() {}
 
 func (x *MessageAcked) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[12]
+	mi := &file_pushgate_v1_push_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1066,7 +1769,7 @@ func (x *MessageAcked) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageAcked.ProtoReflect.Descriptor instead.
 func (*MessageAcked) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{12}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *MessageAcked) GetUserId() string {
@@ -1097,6 +1800,102 @@ func (x *MessageAcked) GetImplicit() bool {
 	return false
 }
 
+// MessageEscalated: a message's notification went to one of the user's push
+// targets, with this result. One event per target.
+type MessageEscalated struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The recipient.
+	UserId string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// The message's id.
+	MessageId string `protobuf:"bytes,2,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	// webpush, wechat or webhook ("" when the user had no target).
+	Channel string `protobuf:"bytes,3,opt,name=channel,proto3" json:"channel,omitempty"`
+	// The target's id ("" when the user had no target).
+	TargetId string `protobuf:"bytes,4,opt,name=target_id,json=targetId,proto3" json:"target_id,omitempty"`
+	// sent; gone (the push service no longer knows the target: it was
+	// removed); refused (the provider refused this message, detail says why,
+	// e.g. WeChat errcode 43101: no subscription quota); failed (retries ran
+	// out within the message's ttl); dropped (this node's notification queue
+	// was full); unconfigured (the channel is not set up); no_target.
+	Result string `protobuf:"bytes,5,opt,name=result,proto3" json:"result,omitempty"`
+	// The provider's reason, for results other than sent.
+	Detail        string `protobuf:"bytes,6,opt,name=detail,proto3" json:"detail,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MessageEscalated) Reset() {
+	*x = MessageEscalated{}
+	mi := &file_pushgate_v1_push_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MessageEscalated) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MessageEscalated) ProtoMessage() {}
+
+func (x *MessageEscalated) ProtoReflect() protoreflect.Message {
+	mi := &file_pushgate_v1_push_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MessageEscalated.ProtoReflect.Descriptor instead.
+func (*MessageEscalated) Descriptor() ([]byte, []int) {
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *MessageEscalated) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *MessageEscalated) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+func (x *MessageEscalated) GetChannel() string {
+	if x != nil {
+		return x.Channel
+	}
+	return ""
+}
+
+func (x *MessageEscalated) GetTargetId() string {
+	if x != nil {
+		return x.TargetId
+	}
+	return ""
+}
+
+func (x *MessageEscalated) GetResult() string {
+	if x != nil {
+		return x.Result
+	}
+	return ""
+}
+
+func (x *MessageEscalated) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
 // ClientMessage is a message a client sent upstream.
 type ClientMessage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1122,7 +1921,7 @@ type ClientMessage struct {
 
 func (x *ClientMessage) Reset() {
 	*x = ClientMessage{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[13]
+	mi := &file_pushgate_v1_push_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1134,7 +1933,7 @@ func (x *ClientMessage) String() string {
 func (*ClientMessage) ProtoMessage() {}
 
 func (x *ClientMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[13]
+	mi := &file_pushgate_v1_push_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1147,7 +1946,7 @@ func (x *ClientMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientMessage.ProtoReflect.Descriptor instead.
 func (*ClientMessage) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{13}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ClientMessage) GetUserId() string {
@@ -1251,7 +2050,7 @@ type BroadcastRequest struct {
 
 func (x *BroadcastRequest) Reset() {
 	*x = BroadcastRequest{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[14]
+	mi := &file_pushgate_v1_push_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1263,7 +2062,7 @@ func (x *BroadcastRequest) String() string {
 func (*BroadcastRequest) ProtoMessage() {}
 
 func (x *BroadcastRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[14]
+	mi := &file_pushgate_v1_push_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1276,7 +2075,7 @@ func (x *BroadcastRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BroadcastRequest.ProtoReflect.Descriptor instead.
 func (*BroadcastRequest) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{14}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *BroadcastRequest) GetMessage() *Message {
@@ -1306,7 +2105,7 @@ type BroadcastResponse struct {
 
 func (x *BroadcastResponse) Reset() {
 	*x = BroadcastResponse{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[15]
+	mi := &file_pushgate_v1_push_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1318,7 +2117,7 @@ func (x *BroadcastResponse) String() string {
 func (*BroadcastResponse) ProtoMessage() {}
 
 func (x *BroadcastResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[15]
+	mi := &file_pushgate_v1_push_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1331,7 +2130,7 @@ func (x *BroadcastResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BroadcastResponse.ProtoReflect.Descriptor instead.
 func (*BroadcastResponse) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{15}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *BroadcastResponse) GetMessageId() string {
@@ -1362,7 +2161,7 @@ type ListOnlineRequest struct {
 
 func (x *ListOnlineRequest) Reset() {
 	*x = ListOnlineRequest{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[16]
+	mi := &file_pushgate_v1_push_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1374,7 +2173,7 @@ func (x *ListOnlineRequest) String() string {
 func (*ListOnlineRequest) ProtoMessage() {}
 
 func (x *ListOnlineRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[16]
+	mi := &file_pushgate_v1_push_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1387,7 +2186,7 @@ func (x *ListOnlineRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOnlineRequest.ProtoReflect.Descriptor instead.
 func (*ListOnlineRequest) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{16}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListOnlineRequest) GetPageSize() int32 {
@@ -1423,7 +2222,7 @@ type ListOnlineResponse struct {
 
 func (x *ListOnlineResponse) Reset() {
 	*x = ListOnlineResponse{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[17]
+	mi := &file_pushgate_v1_push_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1435,7 +2234,7 @@ func (x *ListOnlineResponse) String() string {
 func (*ListOnlineResponse) ProtoMessage() {}
 
 func (x *ListOnlineResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[17]
+	mi := &file_pushgate_v1_push_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1448,7 +2247,7 @@ func (x *ListOnlineResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOnlineResponse.ProtoReflect.Descriptor instead.
 func (*ListOnlineResponse) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{17}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ListOnlineResponse) GetUsers() []*OnlineUser {
@@ -1494,7 +2293,7 @@ type OnlineUser struct {
 
 func (x *OnlineUser) Reset() {
 	*x = OnlineUser{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[18]
+	mi := &file_pushgate_v1_push_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1506,7 +2305,7 @@ func (x *OnlineUser) String() string {
 func (*OnlineUser) ProtoMessage() {}
 
 func (x *OnlineUser) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[18]
+	mi := &file_pushgate_v1_push_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1519,7 +2318,7 @@ func (x *OnlineUser) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OnlineUser.ProtoReflect.Descriptor instead.
 func (*OnlineUser) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{18}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *OnlineUser) GetUserId() string {
@@ -1554,7 +2353,7 @@ type GetPresenceRequest struct {
 
 func (x *GetPresenceRequest) Reset() {
 	*x = GetPresenceRequest{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[19]
+	mi := &file_pushgate_v1_push_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1566,7 +2365,7 @@ func (x *GetPresenceRequest) String() string {
 func (*GetPresenceRequest) ProtoMessage() {}
 
 func (x *GetPresenceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[19]
+	mi := &file_pushgate_v1_push_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1579,7 +2378,7 @@ func (x *GetPresenceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPresenceRequest.ProtoReflect.Descriptor instead.
 func (*GetPresenceRequest) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{19}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GetPresenceRequest) GetUserIds() []string {
@@ -1600,7 +2399,7 @@ type GetPresenceResponse struct {
 
 func (x *GetPresenceResponse) Reset() {
 	*x = GetPresenceResponse{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[20]
+	mi := &file_pushgate_v1_push_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1612,7 +2411,7 @@ func (x *GetPresenceResponse) String() string {
 func (*GetPresenceResponse) ProtoMessage() {}
 
 func (x *GetPresenceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[20]
+	mi := &file_pushgate_v1_push_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1625,7 +2424,7 @@ func (x *GetPresenceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPresenceResponse.ProtoReflect.Descriptor instead.
 func (*GetPresenceResponse) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{20}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *GetPresenceResponse) GetUsers() []*OnlineUser {
@@ -1649,7 +2448,7 @@ type DisconnectRequest struct {
 
 func (x *DisconnectRequest) Reset() {
 	*x = DisconnectRequest{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[21]
+	mi := &file_pushgate_v1_push_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1661,7 +2460,7 @@ func (x *DisconnectRequest) String() string {
 func (*DisconnectRequest) ProtoMessage() {}
 
 func (x *DisconnectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[21]
+	mi := &file_pushgate_v1_push_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1674,7 +2473,7 @@ func (x *DisconnectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisconnectRequest.ProtoReflect.Descriptor instead.
 func (*DisconnectRequest) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{21}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *DisconnectRequest) GetUserId() string {
@@ -1702,7 +2501,7 @@ type DisconnectResponse struct {
 
 func (x *DisconnectResponse) Reset() {
 	*x = DisconnectResponse{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[22]
+	mi := &file_pushgate_v1_push_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1714,7 +2513,7 @@ func (x *DisconnectResponse) String() string {
 func (*DisconnectResponse) ProtoMessage() {}
 
 func (x *DisconnectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[22]
+	mi := &file_pushgate_v1_push_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1727,7 +2526,7 @@ func (x *DisconnectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisconnectResponse.ProtoReflect.Descriptor instead.
 func (*DisconnectResponse) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{22}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *DisconnectResponse) GetClosedConnections() int32 {
@@ -1756,7 +2555,7 @@ type GetMessageStatusRequest struct {
 
 func (x *GetMessageStatusRequest) Reset() {
 	*x = GetMessageStatusRequest{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[23]
+	mi := &file_pushgate_v1_push_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1768,7 +2567,7 @@ func (x *GetMessageStatusRequest) String() string {
 func (*GetMessageStatusRequest) ProtoMessage() {}
 
 func (x *GetMessageStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[23]
+	mi := &file_pushgate_v1_push_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1781,7 +2580,7 @@ func (x *GetMessageStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMessageStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetMessageStatusRequest) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{23}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *GetMessageStatusRequest) GetMessageId() string {
@@ -1833,7 +2632,7 @@ type GetMessageStatusResponse struct {
 
 func (x *GetMessageStatusResponse) Reset() {
 	*x = GetMessageStatusResponse{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[24]
+	mi := &file_pushgate_v1_push_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1845,7 +2644,7 @@ func (x *GetMessageStatusResponse) String() string {
 func (*GetMessageStatusResponse) ProtoMessage() {}
 
 func (x *GetMessageStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[24]
+	mi := &file_pushgate_v1_push_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1858,7 +2657,7 @@ func (x *GetMessageStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMessageStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetMessageStatusResponse) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{24}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *GetMessageStatusResponse) GetMessageId() string {
@@ -1933,7 +2732,7 @@ type RecipientStatus struct {
 
 func (x *RecipientStatus) Reset() {
 	*x = RecipientStatus{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[25]
+	mi := &file_pushgate_v1_push_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1945,7 +2744,7 @@ func (x *RecipientStatus) String() string {
 func (*RecipientStatus) ProtoMessage() {}
 
 func (x *RecipientStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[25]
+	mi := &file_pushgate_v1_push_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1958,7 +2757,7 @@ func (x *RecipientStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecipientStatus.ProtoReflect.Descriptor instead.
 func (*RecipientStatus) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{25}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RecipientStatus) GetUserId() string {
@@ -2035,15 +2834,64 @@ var File_pushgate_v1_push_proto protoreflect.FileDescriptor
 
 const file_pushgate_v1_push_proto_rawDesc = "" +
 	"\n" +
-	"\x16pushgate/v1/push.proto\x12\vpushgate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc4\x01\n" +
+	"\x16pushgate/v1/push.proto\x12\vpushgate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbc\x02\n" +
 	"\aMessage\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x14\n" +
 	"\x04json\x18\x02 \x01(\tH\x00R\x04json\x12\x14\n" +
 	"\x04text\x18\x03 \x01(\tH\x00R\x04text\x12\x18\n" +
 	"\x06binary\x18\x04 \x01(\fH\x00R\x06binary\x12'\n" +
 	"\x0fidempotency_key\x18\x05 \x01(\tR\x0eidempotencyKey\x12+\n" +
-	"\x03ttl\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x03ttlB\t\n" +
-	"\apayload\"\\\n" +
+	"\x03ttl\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12=\n" +
+	"\fnotification\x18\a \x01(\v2\x19.pushgate.v1.NotificationR\fnotification\x127\n" +
+	"\n" +
+	"escalation\x18\b \x01(\v2\x17.pushgate.v1.EscalationR\n" +
+	"escalationB\t\n" +
+	"\apayload\"\xe4\x02\n" +
+	"\fNotification\x12\x14\n" +
+	"\x05title\x18\x01 \x01(\tR\x05title\x12\x12\n" +
+	"\x04body\x18\x02 \x01(\tR\x04body\x12\x10\n" +
+	"\x03url\x18\x03 \x01(\tR\x03url\x12\x12\n" +
+	"\x04icon\x18\x04 \x01(\tR\x04icon\x12\x10\n" +
+	"\x03tag\x18\x05 \x01(\tR\x03tag\x12\x18\n" +
+	"\aurgency\x18\x06 \x01(\tR\aurgency\x12,\n" +
+	"\x12wechat_template_id\x18\a \x01(\tR\x10wechatTemplateId\x12\x1f\n" +
+	"\vwechat_page\x18\b \x01(\tR\n" +
+	"wechatPage\x12J\n" +
+	"\vwechat_data\x18\t \x03(\v2).pushgate.v1.Notification.WechatDataEntryR\n" +
+	"wechatData\x1a=\n" +
+	"\x0fWechatDataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"Y\n" +
+	"\n" +
+	"Escalation\x12/\n" +
+	"\x05after\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x05after\x12\x1a\n" +
+	"\bchannels\x18\x02 \x03(\tR\bchannels\"\xae\x01\n" +
+	"\n" +
+	"PushTarget\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12<\n" +
+	"\awebpush\x18\x02 \x01(\v2 .pushgate.v1.WebPushSubscriptionH\x00R\awebpush\x12%\n" +
+	"\rwechat_openid\x18\x03 \x01(\tH\x00R\fwechatOpenid\x12!\n" +
+	"\vwebhook_url\x18\x04 \x01(\tH\x00R\n" +
+	"webhookUrlB\b\n" +
+	"\x06target\"]\n" +
+	"\x13WebPushSubscription\x12\x1a\n" +
+	"\bendpoint\x18\x01 \x01(\tR\bendpoint\x12\x16\n" +
+	"\x06p256dh\x18\x02 \x01(\tR\x06p256dh\x12\x12\n" +
+	"\x04auth\x18\x03 \x01(\tR\x04auth\"`\n" +
+	"\x14AddPushTargetRequest\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12/\n" +
+	"\x06target\x18\x02 \x01(\v2\x17.pushgate.v1.PushTargetR\x06target\"H\n" +
+	"\x15AddPushTargetResponse\x12/\n" +
+	"\x06target\x18\x01 \x01(\v2\x17.pushgate.v1.PushTargetR\x06target\"O\n" +
+	"\x17RemovePushTargetRequest\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1b\n" +
+	"\ttarget_id\x18\x02 \x01(\tR\btargetId\"4\n" +
+	"\x18RemovePushTargetResponse\x12\x18\n" +
+	"\aremoved\x18\x01 \x01(\bR\aremoved\"1\n" +
+	"\x16ListPushTargetsRequest\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\"L\n" +
+	"\x17ListPushTargetsResponse\x121\n" +
+	"\atargets\x18\x01 \x03(\v2\x17.pushgate.v1.PushTargetR\atargets\"\\\n" +
 	"\x11SendToUserRequest\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12.\n" +
 	"\amessage\x18\x02 \x01(\v2\x14.pushgate.v1.MessageR\amessage\"\x98\x01\n" +
@@ -2074,14 +2922,15 @@ const file_pushgate_v1_push_proto_rawDesc = "" +
 	"\x15delivered_connections\x18\x02 \x01(\x03R\x14deliveredConnections\"e\n" +
 	"\x12WatchEventsRequest\x12,\n" +
 	"\x05kinds\x18\x01 \x03(\x0e2\x16.pushgate.v1.EventKindR\x05kinds\x12!\n" +
-	"\fafter_cursor\x18\x02 \x01(\tR\vafterCursor\"\xda\x02\n" +
+	"\fafter_cursor\x18\x02 \x01(\tR\vafterCursor\"\x99\x03\n" +
 	"\x05Event\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12:\n" +
 	"\vuser_online\x18\x02 \x01(\v2\x17.pushgate.v1.UserOnlineH\x00R\n" +
 	"userOnline\x12=\n" +
 	"\fuser_offline\x18\x03 \x01(\v2\x18.pushgate.v1.UserOfflineH\x00R\vuserOffline\x12@\n" +
 	"\rmessage_acked\x18\x04 \x01(\v2\x19.pushgate.v1.MessageAckedH\x00R\fmessageAcked\x12C\n" +
-	"\x0eclient_message\x18\x05 \x01(\v2\x1a.pushgate.v1.ClientMessageH\x00R\rclientMessage\x12\x16\n" +
+	"\x0eclient_message\x18\x05 \x01(\v2\x1a.pushgate.v1.ClientMessageH\x00R\rclientMessage\x12=\n" +
+	"\tescalated\x18\a \x01(\v2\x1d.pushgate.v1.MessageEscalatedH\x00R\tescalated\x12\x16\n" +
 	"\x06cursor\x18\x06 \x01(\tR\x06cursorB\a\n" +
 	"\x05event\"%\n" +
 	"\n" +
@@ -2094,7 +2943,15 @@ const file_pushgate_v1_push_proto_rawDesc = "" +
 	"\n" +
 	"message_id\x18\x02 \x01(\tR\tmessageId\x12#\n" +
 	"\rconnection_id\x18\x03 \x01(\tR\fconnectionId\x12\x1a\n" +
-	"\bimplicit\x18\x04 \x01(\bR\bimplicit\"\xc8\x01\n" +
+	"\bimplicit\x18\x04 \x01(\bR\bimplicit\"\xb1\x01\n" +
+	"\x10MessageEscalated\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\x02 \x01(\tR\tmessageId\x12\x18\n" +
+	"\achannel\x18\x03 \x01(\tR\achannel\x12\x1b\n" +
+	"\ttarget_id\x18\x04 \x01(\tR\btargetId\x12\x16\n" +
+	"\x06result\x18\x05 \x01(\tR\x06result\x12\x16\n" +
+	"\x06detail\x18\x06 \x01(\tR\x06detail\"\xc8\x01\n" +
 	"\rClientMessage\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12#\n" +
 	"\rconnection_id\x18\x02 \x01(\tR\fconnectionId\x12\x14\n" +
@@ -2164,13 +3021,14 @@ const file_pushgate_v1_push_proto_rawDesc = "" +
 	"\x11ack_connection_id\x18\b \x01(\tR\x0fackConnectionId\x12!\n" +
 	"\fack_implicit\x18\t \x01(\bR\vackImplicit\x125\n" +
 	"\bend_time\x18\n" +
-	" \x01(\v2\x1a.google.protobuf.TimestampR\aendTime*\x9d\x01\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\aendTime*\xbf\x01\n" +
 	"\tEventKind\x12\x1a\n" +
 	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16EVENT_KIND_USER_ONLINE\x10\x01\x12\x1b\n" +
 	"\x17EVENT_KIND_USER_OFFLINE\x10\x02\x12\x1c\n" +
 	"\x18EVENT_KIND_MESSAGE_ACKED\x10\x03\x12\x1d\n" +
-	"\x19EVENT_KIND_CLIENT_MESSAGE\x10\x04*\xd6\x01\n" +
+	"\x19EVENT_KIND_CLIENT_MESSAGE\x10\x04\x12 \n" +
+	"\x1cEVENT_KIND_MESSAGE_ESCALATED\x10\x05*\xd6\x01\n" +
 	"\rDeliveryState\x12\x1e\n" +
 	"\x1aDELIVERY_STATE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16DELIVERY_STATE_PENDING\x10\x01\x12\x17\n" +
@@ -2178,7 +3036,7 @@ const file_pushgate_v1_push_proto_rawDesc = "" +
 	"\x14DELIVERY_STATE_ACKED\x10\x03\x12\x1a\n" +
 	"\x16DELIVERY_STATE_EXPIRED\x10\x04\x12\x1a\n" +
 	"\x16DELIVERY_STATE_TRIMMED\x10\x05\x12\x1e\n" +
-	"\x1aDELIVERY_STATE_UNDELIVERED\x10\x062\xd7\x05\n" +
+	"\x1aDELIVERY_STATE_UNDELIVERED\x10\x062\xee\a\n" +
 	"\vPushService\x12J\n" +
 	"\tBroadcast\x12\x1d.pushgate.v1.BroadcastRequest\x1a\x1e.pushgate.v1.BroadcastResponse\x12M\n" +
 	"\n" +
@@ -2191,7 +3049,10 @@ const file_pushgate_v1_push_proto_rawDesc = "" +
 	"Disconnect\x12\x1e.pushgate.v1.DisconnectRequest\x1a\x1f.pushgate.v1.DisconnectResponse\x12D\n" +
 	"\aPublish\x12\x1b.pushgate.v1.PublishRequest\x1a\x1c.pushgate.v1.PublishResponse\x12_\n" +
 	"\x10GetMessageStatus\x12$.pushgate.v1.GetMessageStatusRequest\x1a%.pushgate.v1.GetMessageStatusResponse\x12D\n" +
-	"\vWatchEvents\x12\x1f.pushgate.v1.WatchEventsRequest\x1a\x12.pushgate.v1.Event0\x01BB\n" +
+	"\vWatchEvents\x12\x1f.pushgate.v1.WatchEventsRequest\x1a\x12.pushgate.v1.Event0\x01\x12V\n" +
+	"\rAddPushTarget\x12!.pushgate.v1.AddPushTargetRequest\x1a\".pushgate.v1.AddPushTargetResponse\x12_\n" +
+	"\x10RemovePushTarget\x12$.pushgate.v1.RemovePushTargetRequest\x1a%.pushgate.v1.RemovePushTargetResponse\x12\\\n" +
+	"\x0fListPushTargets\x12#.pushgate.v1.ListPushTargetsRequest\x1a$.pushgate.v1.ListPushTargetsResponseBB\n" +
 	"\x0eio.pushgate.v1B\tPushProtoP\x01Z#pushgate/gen/pushgate/v1;pushgatev1b\x06proto3"
 
 var (
@@ -2207,85 +3068,112 @@ func file_pushgate_v1_push_proto_rawDescGZIP() []byte {
 }
 
 var file_pushgate_v1_push_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_pushgate_v1_push_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_pushgate_v1_push_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_pushgate_v1_push_proto_goTypes = []any{
 	(EventKind)(0),                   // 0: pushgate.v1.EventKind
 	(DeliveryState)(0),               // 1: pushgate.v1.DeliveryState
 	(*Message)(nil),                  // 2: pushgate.v1.Message
-	(*SendToUserRequest)(nil),        // 3: pushgate.v1.SendToUserRequest
-	(*SendToUserResponse)(nil),       // 4: pushgate.v1.SendToUserResponse
-	(*SendToUsersRequest)(nil),       // 5: pushgate.v1.SendToUsersRequest
-	(*SendToUsersResponse)(nil),      // 6: pushgate.v1.SendToUsersResponse
-	(*Delivery)(nil),                 // 7: pushgate.v1.Delivery
-	(*PublishRequest)(nil),           // 8: pushgate.v1.PublishRequest
-	(*PublishResponse)(nil),          // 9: pushgate.v1.PublishResponse
-	(*WatchEventsRequest)(nil),       // 10: pushgate.v1.WatchEventsRequest
-	(*Event)(nil),                    // 11: pushgate.v1.Event
-	(*UserOnline)(nil),               // 12: pushgate.v1.UserOnline
-	(*UserOffline)(nil),              // 13: pushgate.v1.UserOffline
-	(*MessageAcked)(nil),             // 14: pushgate.v1.MessageAcked
-	(*ClientMessage)(nil),            // 15: pushgate.v1.ClientMessage
-	(*BroadcastRequest)(nil),         // 16: pushgate.v1.BroadcastRequest
-	(*BroadcastResponse)(nil),        // 17: pushgate.v1.BroadcastResponse
-	(*ListOnlineRequest)(nil),        // 18: pushgate.v1.ListOnlineRequest
-	(*ListOnlineResponse)(nil),       // 19: pushgate.v1.ListOnlineResponse
-	(*OnlineUser)(nil),               // 20: pushgate.v1.OnlineUser
-	(*GetPresenceRequest)(nil),       // 21: pushgate.v1.GetPresenceRequest
-	(*GetPresenceResponse)(nil),      // 22: pushgate.v1.GetPresenceResponse
-	(*DisconnectRequest)(nil),        // 23: pushgate.v1.DisconnectRequest
-	(*DisconnectResponse)(nil),       // 24: pushgate.v1.DisconnectResponse
-	(*GetMessageStatusRequest)(nil),  // 25: pushgate.v1.GetMessageStatusRequest
-	(*GetMessageStatusResponse)(nil), // 26: pushgate.v1.GetMessageStatusResponse
-	(*RecipientStatus)(nil),          // 27: pushgate.v1.RecipientStatus
-	(*durationpb.Duration)(nil),      // 28: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 29: google.protobuf.Timestamp
+	(*Notification)(nil),             // 3: pushgate.v1.Notification
+	(*Escalation)(nil),               // 4: pushgate.v1.Escalation
+	(*PushTarget)(nil),               // 5: pushgate.v1.PushTarget
+	(*WebPushSubscription)(nil),      // 6: pushgate.v1.WebPushSubscription
+	(*AddPushTargetRequest)(nil),     // 7: pushgate.v1.AddPushTargetRequest
+	(*AddPushTargetResponse)(nil),    // 8: pushgate.v1.AddPushTargetResponse
+	(*RemovePushTargetRequest)(nil),  // 9: pushgate.v1.RemovePushTargetRequest
+	(*RemovePushTargetResponse)(nil), // 10: pushgate.v1.RemovePushTargetResponse
+	(*ListPushTargetsRequest)(nil),   // 11: pushgate.v1.ListPushTargetsRequest
+	(*ListPushTargetsResponse)(nil),  // 12: pushgate.v1.ListPushTargetsResponse
+	(*SendToUserRequest)(nil),        // 13: pushgate.v1.SendToUserRequest
+	(*SendToUserResponse)(nil),       // 14: pushgate.v1.SendToUserResponse
+	(*SendToUsersRequest)(nil),       // 15: pushgate.v1.SendToUsersRequest
+	(*SendToUsersResponse)(nil),      // 16: pushgate.v1.SendToUsersResponse
+	(*Delivery)(nil),                 // 17: pushgate.v1.Delivery
+	(*PublishRequest)(nil),           // 18: pushgate.v1.PublishRequest
+	(*PublishResponse)(nil),          // 19: pushgate.v1.PublishResponse
+	(*WatchEventsRequest)(nil),       // 20: pushgate.v1.WatchEventsRequest
+	(*Event)(nil),                    // 21: pushgate.v1.Event
+	(*UserOnline)(nil),               // 22: pushgate.v1.UserOnline
+	(*UserOffline)(nil),              // 23: pushgate.v1.UserOffline
+	(*MessageAcked)(nil),             // 24: pushgate.v1.MessageAcked
+	(*MessageEscalated)(nil),         // 25: pushgate.v1.MessageEscalated
+	(*ClientMessage)(nil),            // 26: pushgate.v1.ClientMessage
+	(*BroadcastRequest)(nil),         // 27: pushgate.v1.BroadcastRequest
+	(*BroadcastResponse)(nil),        // 28: pushgate.v1.BroadcastResponse
+	(*ListOnlineRequest)(nil),        // 29: pushgate.v1.ListOnlineRequest
+	(*ListOnlineResponse)(nil),       // 30: pushgate.v1.ListOnlineResponse
+	(*OnlineUser)(nil),               // 31: pushgate.v1.OnlineUser
+	(*GetPresenceRequest)(nil),       // 32: pushgate.v1.GetPresenceRequest
+	(*GetPresenceResponse)(nil),      // 33: pushgate.v1.GetPresenceResponse
+	(*DisconnectRequest)(nil),        // 34: pushgate.v1.DisconnectRequest
+	(*DisconnectResponse)(nil),       // 35: pushgate.v1.DisconnectResponse
+	(*GetMessageStatusRequest)(nil),  // 36: pushgate.v1.GetMessageStatusRequest
+	(*GetMessageStatusResponse)(nil), // 37: pushgate.v1.GetMessageStatusResponse
+	(*RecipientStatus)(nil),          // 38: pushgate.v1.RecipientStatus
+	nil,                              // 39: pushgate.v1.Notification.WechatDataEntry
+	(*durationpb.Duration)(nil),      // 40: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 41: google.protobuf.Timestamp
 }
 var file_pushgate_v1_push_proto_depIdxs = []int32{
-	28, // 0: pushgate.v1.Message.ttl:type_name -> google.protobuf.Duration
-	2,  // 1: pushgate.v1.SendToUserRequest.message:type_name -> pushgate.v1.Message
-	2,  // 2: pushgate.v1.SendToUsersRequest.message:type_name -> pushgate.v1.Message
-	7,  // 3: pushgate.v1.SendToUsersResponse.results:type_name -> pushgate.v1.Delivery
-	2,  // 4: pushgate.v1.PublishRequest.message:type_name -> pushgate.v1.Message
-	0,  // 5: pushgate.v1.WatchEventsRequest.kinds:type_name -> pushgate.v1.EventKind
-	29, // 6: pushgate.v1.Event.time:type_name -> google.protobuf.Timestamp
-	12, // 7: pushgate.v1.Event.user_online:type_name -> pushgate.v1.UserOnline
-	13, // 8: pushgate.v1.Event.user_offline:type_name -> pushgate.v1.UserOffline
-	14, // 9: pushgate.v1.Event.message_acked:type_name -> pushgate.v1.MessageAcked
-	15, // 10: pushgate.v1.Event.client_message:type_name -> pushgate.v1.ClientMessage
-	2,  // 11: pushgate.v1.BroadcastRequest.message:type_name -> pushgate.v1.Message
-	20, // 12: pushgate.v1.ListOnlineResponse.users:type_name -> pushgate.v1.OnlineUser
-	29, // 13: pushgate.v1.OnlineUser.online_since:type_name -> google.protobuf.Timestamp
-	20, // 14: pushgate.v1.GetPresenceResponse.users:type_name -> pushgate.v1.OnlineUser
-	29, // 15: pushgate.v1.GetMessageStatusResponse.send_time:type_name -> google.protobuf.Timestamp
-	29, // 16: pushgate.v1.GetMessageStatusResponse.expire_time:type_name -> google.protobuf.Timestamp
-	27, // 17: pushgate.v1.GetMessageStatusResponse.recipients:type_name -> pushgate.v1.RecipientStatus
-	1,  // 18: pushgate.v1.RecipientStatus.state:type_name -> pushgate.v1.DeliveryState
-	29, // 19: pushgate.v1.RecipientStatus.delivered_time:type_name -> google.protobuf.Timestamp
-	29, // 20: pushgate.v1.RecipientStatus.ack_time:type_name -> google.protobuf.Timestamp
-	29, // 21: pushgate.v1.RecipientStatus.end_time:type_name -> google.protobuf.Timestamp
-	16, // 22: pushgate.v1.PushService.Broadcast:input_type -> pushgate.v1.BroadcastRequest
-	3,  // 23: pushgate.v1.PushService.SendToUser:input_type -> pushgate.v1.SendToUserRequest
-	5,  // 24: pushgate.v1.PushService.SendToUsers:input_type -> pushgate.v1.SendToUsersRequest
-	18, // 25: pushgate.v1.PushService.ListOnline:input_type -> pushgate.v1.ListOnlineRequest
-	21, // 26: pushgate.v1.PushService.GetPresence:input_type -> pushgate.v1.GetPresenceRequest
-	23, // 27: pushgate.v1.PushService.Disconnect:input_type -> pushgate.v1.DisconnectRequest
-	8,  // 28: pushgate.v1.PushService.Publish:input_type -> pushgate.v1.PublishRequest
-	25, // 29: pushgate.v1.PushService.GetMessageStatus:input_type -> pushgate.v1.GetMessageStatusRequest
-	10, // 30: pushgate.v1.PushService.WatchEvents:input_type -> pushgate.v1.WatchEventsRequest
-	17, // 31: pushgate.v1.PushService.Broadcast:output_type -> pushgate.v1.BroadcastResponse
-	4,  // 32: pushgate.v1.PushService.SendToUser:output_type -> pushgate.v1.SendToUserResponse
-	6,  // 33: pushgate.v1.PushService.SendToUsers:output_type -> pushgate.v1.SendToUsersResponse
-	19, // 34: pushgate.v1.PushService.ListOnline:output_type -> pushgate.v1.ListOnlineResponse
-	22, // 35: pushgate.v1.PushService.GetPresence:output_type -> pushgate.v1.GetPresenceResponse
-	24, // 36: pushgate.v1.PushService.Disconnect:output_type -> pushgate.v1.DisconnectResponse
-	9,  // 37: pushgate.v1.PushService.Publish:output_type -> pushgate.v1.PublishResponse
-	26, // 38: pushgate.v1.PushService.GetMessageStatus:output_type -> pushgate.v1.GetMessageStatusResponse
-	11, // 39: pushgate.v1.PushService.WatchEvents:output_type -> pushgate.v1.Event
-	31, // [31:40] is the sub-list for method output_type
-	22, // [22:31] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	40, // 0: pushgate.v1.Message.ttl:type_name -> google.protobuf.Duration
+	3,  // 1: pushgate.v1.Message.notification:type_name -> pushgate.v1.Notification
+	4,  // 2: pushgate.v1.Message.escalation:type_name -> pushgate.v1.Escalation
+	39, // 3: pushgate.v1.Notification.wechat_data:type_name -> pushgate.v1.Notification.WechatDataEntry
+	40, // 4: pushgate.v1.Escalation.after:type_name -> google.protobuf.Duration
+	6,  // 5: pushgate.v1.PushTarget.webpush:type_name -> pushgate.v1.WebPushSubscription
+	5,  // 6: pushgate.v1.AddPushTargetRequest.target:type_name -> pushgate.v1.PushTarget
+	5,  // 7: pushgate.v1.AddPushTargetResponse.target:type_name -> pushgate.v1.PushTarget
+	5,  // 8: pushgate.v1.ListPushTargetsResponse.targets:type_name -> pushgate.v1.PushTarget
+	2,  // 9: pushgate.v1.SendToUserRequest.message:type_name -> pushgate.v1.Message
+	2,  // 10: pushgate.v1.SendToUsersRequest.message:type_name -> pushgate.v1.Message
+	17, // 11: pushgate.v1.SendToUsersResponse.results:type_name -> pushgate.v1.Delivery
+	2,  // 12: pushgate.v1.PublishRequest.message:type_name -> pushgate.v1.Message
+	0,  // 13: pushgate.v1.WatchEventsRequest.kinds:type_name -> pushgate.v1.EventKind
+	41, // 14: pushgate.v1.Event.time:type_name -> google.protobuf.Timestamp
+	22, // 15: pushgate.v1.Event.user_online:type_name -> pushgate.v1.UserOnline
+	23, // 16: pushgate.v1.Event.user_offline:type_name -> pushgate.v1.UserOffline
+	24, // 17: pushgate.v1.Event.message_acked:type_name -> pushgate.v1.MessageAcked
+	26, // 18: pushgate.v1.Event.client_message:type_name -> pushgate.v1.ClientMessage
+	25, // 19: pushgate.v1.Event.escalated:type_name -> pushgate.v1.MessageEscalated
+	2,  // 20: pushgate.v1.BroadcastRequest.message:type_name -> pushgate.v1.Message
+	31, // 21: pushgate.v1.ListOnlineResponse.users:type_name -> pushgate.v1.OnlineUser
+	41, // 22: pushgate.v1.OnlineUser.online_since:type_name -> google.protobuf.Timestamp
+	31, // 23: pushgate.v1.GetPresenceResponse.users:type_name -> pushgate.v1.OnlineUser
+	41, // 24: pushgate.v1.GetMessageStatusResponse.send_time:type_name -> google.protobuf.Timestamp
+	41, // 25: pushgate.v1.GetMessageStatusResponse.expire_time:type_name -> google.protobuf.Timestamp
+	38, // 26: pushgate.v1.GetMessageStatusResponse.recipients:type_name -> pushgate.v1.RecipientStatus
+	1,  // 27: pushgate.v1.RecipientStatus.state:type_name -> pushgate.v1.DeliveryState
+	41, // 28: pushgate.v1.RecipientStatus.delivered_time:type_name -> google.protobuf.Timestamp
+	41, // 29: pushgate.v1.RecipientStatus.ack_time:type_name -> google.protobuf.Timestamp
+	41, // 30: pushgate.v1.RecipientStatus.end_time:type_name -> google.protobuf.Timestamp
+	27, // 31: pushgate.v1.PushService.Broadcast:input_type -> pushgate.v1.BroadcastRequest
+	13, // 32: pushgate.v1.PushService.SendToUser:input_type -> pushgate.v1.SendToUserRequest
+	15, // 33: pushgate.v1.PushService.SendToUsers:input_type -> pushgate.v1.SendToUsersRequest
+	29, // 34: pushgate.v1.PushService.ListOnline:input_type -> pushgate.v1.ListOnlineRequest
+	32, // 35: pushgate.v1.PushService.GetPresence:input_type -> pushgate.v1.GetPresenceRequest
+	34, // 36: pushgate.v1.PushService.Disconnect:input_type -> pushgate.v1.DisconnectRequest
+	18, // 37: pushgate.v1.PushService.Publish:input_type -> pushgate.v1.PublishRequest
+	36, // 38: pushgate.v1.PushService.GetMessageStatus:input_type -> pushgate.v1.GetMessageStatusRequest
+	20, // 39: pushgate.v1.PushService.WatchEvents:input_type -> pushgate.v1.WatchEventsRequest
+	7,  // 40: pushgate.v1.PushService.AddPushTarget:input_type -> pushgate.v1.AddPushTargetRequest
+	9,  // 41: pushgate.v1.PushService.RemovePushTarget:input_type -> pushgate.v1.RemovePushTargetRequest
+	11, // 42: pushgate.v1.PushService.ListPushTargets:input_type -> pushgate.v1.ListPushTargetsRequest
+	28, // 43: pushgate.v1.PushService.Broadcast:output_type -> pushgate.v1.BroadcastResponse
+	14, // 44: pushgate.v1.PushService.SendToUser:output_type -> pushgate.v1.SendToUserResponse
+	16, // 45: pushgate.v1.PushService.SendToUsers:output_type -> pushgate.v1.SendToUsersResponse
+	30, // 46: pushgate.v1.PushService.ListOnline:output_type -> pushgate.v1.ListOnlineResponse
+	33, // 47: pushgate.v1.PushService.GetPresence:output_type -> pushgate.v1.GetPresenceResponse
+	35, // 48: pushgate.v1.PushService.Disconnect:output_type -> pushgate.v1.DisconnectResponse
+	19, // 49: pushgate.v1.PushService.Publish:output_type -> pushgate.v1.PublishResponse
+	37, // 50: pushgate.v1.PushService.GetMessageStatus:output_type -> pushgate.v1.GetMessageStatusResponse
+	21, // 51: pushgate.v1.PushService.WatchEvents:output_type -> pushgate.v1.Event
+	8,  // 52: pushgate.v1.PushService.AddPushTarget:output_type -> pushgate.v1.AddPushTargetResponse
+	10, // 53: pushgate.v1.PushService.RemovePushTarget:output_type -> pushgate.v1.RemovePushTargetResponse
+	12, // 54: pushgate.v1.PushService.ListPushTargets:output_type -> pushgate.v1.ListPushTargetsResponse
+	43, // [43:55] is the sub-list for method output_type
+	31, // [31:43] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_pushgate_v1_push_proto_init() }
@@ -2298,13 +3186,19 @@ func file_pushgate_v1_push_proto_init() {
 		(*Message_Text)(nil),
 		(*Message_Binary)(nil),
 	}
-	file_pushgate_v1_push_proto_msgTypes[9].OneofWrappers = []any{
+	file_pushgate_v1_push_proto_msgTypes[3].OneofWrappers = []any{
+		(*PushTarget_Webpush)(nil),
+		(*PushTarget_WechatOpenid)(nil),
+		(*PushTarget_WebhookUrl)(nil),
+	}
+	file_pushgate_v1_push_proto_msgTypes[19].OneofWrappers = []any{
 		(*Event_UserOnline)(nil),
 		(*Event_UserOffline)(nil),
 		(*Event_MessageAcked)(nil),
 		(*Event_ClientMessage)(nil),
+		(*Event_Escalated)(nil),
 	}
-	file_pushgate_v1_push_proto_msgTypes[13].OneofWrappers = []any{
+	file_pushgate_v1_push_proto_msgTypes[24].OneofWrappers = []any{
 		(*ClientMessage_Json)(nil),
 		(*ClientMessage_Text)(nil),
 		(*ClientMessage_Binary)(nil),
@@ -2315,7 +3209,7 @@ func file_pushgate_v1_push_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pushgate_v1_push_proto_rawDesc), len(file_pushgate_v1_push_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   26,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

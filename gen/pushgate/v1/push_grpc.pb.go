@@ -31,6 +31,9 @@ const (
 	PushService_Publish_FullMethodName          = "/pushgate.v1.PushService/Publish"
 	PushService_GetMessageStatus_FullMethodName = "/pushgate.v1.PushService/GetMessageStatus"
 	PushService_WatchEvents_FullMethodName      = "/pushgate.v1.PushService/WatchEvents"
+	PushService_AddPushTarget_FullMethodName    = "/pushgate.v1.PushService/AddPushTarget"
+	PushService_RemovePushTarget_FullMethodName = "/pushgate.v1.PushService/RemovePushTarget"
+	PushService_ListPushTargets_FullMethodName  = "/pushgate.v1.PushService/ListPushTargets"
 )
 
 // PushServiceClient is the client API for PushService service.
@@ -95,6 +98,16 @@ type PushServiceClient interface {
 	// name is part of the published contract.
 	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
 	WatchEvents(ctx context.Context, in *WatchEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Event], error)
+	// AddPushTarget registers a place a user can be reached while they have no
+	// connection (a browser's Web Push subscription, a WeChat mini-program
+	// openid, a webhook URL), for messages sent with an escalation. A target
+	// with the same address replaces the one there. A user has at most
+	// --notify-max-targets (FAILED_PRECONDITION past it: remove one first).
+	AddPushTarget(ctx context.Context, in *AddPushTargetRequest, opts ...grpc.CallOption) (*AddPushTargetResponse, error)
+	// RemovePushTarget removes one of a user's push targets by id.
+	RemovePushTarget(ctx context.Context, in *RemovePushTargetRequest, opts ...grpc.CallOption) (*RemovePushTargetResponse, error)
+	// ListPushTargets returns a user's push targets.
+	ListPushTargets(ctx context.Context, in *ListPushTargetsRequest, opts ...grpc.CallOption) (*ListPushTargetsResponse, error)
 }
 
 type pushServiceClient struct {
@@ -204,6 +217,36 @@ func (c *pushServiceClient) WatchEvents(ctx context.Context, in *WatchEventsRequ
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type PushService_WatchEventsClient = grpc.ServerStreamingClient[Event]
 
+func (c *pushServiceClient) AddPushTarget(ctx context.Context, in *AddPushTargetRequest, opts ...grpc.CallOption) (*AddPushTargetResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AddPushTargetResponse)
+	err := c.cc.Invoke(ctx, PushService_AddPushTarget_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *pushServiceClient) RemovePushTarget(ctx context.Context, in *RemovePushTargetRequest, opts ...grpc.CallOption) (*RemovePushTargetResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemovePushTargetResponse)
+	err := c.cc.Invoke(ctx, PushService_RemovePushTarget_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *pushServiceClient) ListPushTargets(ctx context.Context, in *ListPushTargetsRequest, opts ...grpc.CallOption) (*ListPushTargetsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListPushTargetsResponse)
+	err := c.cc.Invoke(ctx, PushService_ListPushTargets_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PushServiceServer is the server API for PushService service.
 // All implementations must embed UnimplementedPushServiceServer
 // for forward compatibility.
@@ -266,6 +309,16 @@ type PushServiceServer interface {
 	// name is part of the published contract.
 	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
 	WatchEvents(*WatchEventsRequest, grpc.ServerStreamingServer[Event]) error
+	// AddPushTarget registers a place a user can be reached while they have no
+	// connection (a browser's Web Push subscription, a WeChat mini-program
+	// openid, a webhook URL), for messages sent with an escalation. A target
+	// with the same address replaces the one there. A user has at most
+	// --notify-max-targets (FAILED_PRECONDITION past it: remove one first).
+	AddPushTarget(context.Context, *AddPushTargetRequest) (*AddPushTargetResponse, error)
+	// RemovePushTarget removes one of a user's push targets by id.
+	RemovePushTarget(context.Context, *RemovePushTargetRequest) (*RemovePushTargetResponse, error)
+	// ListPushTargets returns a user's push targets.
+	ListPushTargets(context.Context, *ListPushTargetsRequest) (*ListPushTargetsResponse, error)
 	mustEmbedUnimplementedPushServiceServer()
 }
 
@@ -302,6 +355,15 @@ func (UnimplementedPushServiceServer) GetMessageStatus(context.Context, *GetMess
 }
 func (UnimplementedPushServiceServer) WatchEvents(*WatchEventsRequest, grpc.ServerStreamingServer[Event]) error {
 	return status.Error(codes.Unimplemented, "method WatchEvents not implemented")
+}
+func (UnimplementedPushServiceServer) AddPushTarget(context.Context, *AddPushTargetRequest) (*AddPushTargetResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AddPushTarget not implemented")
+}
+func (UnimplementedPushServiceServer) RemovePushTarget(context.Context, *RemovePushTargetRequest) (*RemovePushTargetResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemovePushTarget not implemented")
+}
+func (UnimplementedPushServiceServer) ListPushTargets(context.Context, *ListPushTargetsRequest) (*ListPushTargetsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListPushTargets not implemented")
 }
 func (UnimplementedPushServiceServer) mustEmbedUnimplementedPushServiceServer() {}
 func (UnimplementedPushServiceServer) testEmbeddedByValue()                     {}
@@ -479,6 +541,60 @@ func _PushService_WatchEvents_Handler(srv interface{}, stream grpc.ServerStream)
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type PushService_WatchEventsServer = grpc.ServerStreamingServer[Event]
 
+func _PushService_AddPushTarget_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AddPushTargetRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PushServiceServer).AddPushTarget(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PushService_AddPushTarget_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PushServiceServer).AddPushTarget(ctx, req.(*AddPushTargetRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PushService_RemovePushTarget_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemovePushTargetRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PushServiceServer).RemovePushTarget(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PushService_RemovePushTarget_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PushServiceServer).RemovePushTarget(ctx, req.(*RemovePushTargetRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PushService_ListPushTargets_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListPushTargetsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PushServiceServer).ListPushTargets(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PushService_ListPushTargets_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PushServiceServer).ListPushTargets(ctx, req.(*ListPushTargetsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // PushService_ServiceDesc is the grpc.ServiceDesc for PushService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -517,6 +633,18 @@ var PushService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetMessageStatus",
 			Handler:    _PushService_GetMessageStatus_Handler,
+		},
+		{
+			MethodName: "AddPushTarget",
+			Handler:    _PushService_AddPushTarget_Handler,
+		},
+		{
+			MethodName: "RemovePushTarget",
+			Handler:    _PushService_RemovePushTarget_Handler,
+		},
+		{
+			MethodName: "ListPushTargets",
+			Handler:    _PushService_ListPushTargets_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

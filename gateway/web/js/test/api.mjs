@@ -21,6 +21,8 @@ export function api(addr, key) {
     publish: call('Publish'),
     getPresence: call('GetPresence'),
     disconnect: call('Disconnect'),
+    addPushTarget: call('AddPushTarget'),
+    listPushTargets: call('ListPushTargets'),
     watch(req = {}) { return client.WatchEvents(req, md); },
     close() { client.close(); },
   };
