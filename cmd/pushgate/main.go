@@ -15,6 +15,7 @@ import (
 
 	"pushgate/internal/app"
 	"pushgate/internal/config"
+	"pushgate/internal/version"
 )
 
 func main() {
@@ -37,6 +38,10 @@ func main() {
 // then shuts down in order. It returns nil after a clean shutdown.
 // "pushgate token ..." mints a client token instead.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "version" || wantsVersion(args) {
+		_, err := fmt.Fprint(stdout, version.Get())
+		return err
+	}
 	if len(args) > 0 && args[0] == "token" {
 		return runToken(args[1:], getenv, stdout)
 	}
@@ -60,6 +65,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	return a.Serve(ctx)
+}
+
+// wantsVersion reports whether args ask for the version (--version or
+// -version) before any "--".
+func wantsVersion(args []string) bool {
+	for _, a := range args {
+		switch a {
+		case "--":
+			return false
+		case "--version", "-version":
+			return true
+		}
+	}
+	return false
 }
 
 func newLogger(cfg config.Config, w io.Writer) (*slog.Logger, error) {

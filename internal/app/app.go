@@ -34,6 +34,7 @@ import (
 	"pushgate/gateway/token"
 	"pushgate/gateway/web"
 	"pushgate/internal/config"
+	"pushgate/internal/version"
 	"pushgate/server"
 )
 
@@ -104,6 +105,13 @@ func New(cfg config.Config, log *slog.Logger) (_ *App, err error) {
 	proxies, _ := cfg.Proxies() // validated with the config
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	build := version.Get()
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "pushgate_build_info",
+		Help: "Always 1; the labels say which build of pushgate this node runs.",
+		ConstLabels: prometheus.Labels{"version": build.Version, "commit": build.Commit, "build_date": build.Date,
+			"goversion": build.GoVersion},
+	}, func() float64 { return 1 }))
 
 	a := &App{cfg: cfg, log: log}
 	defer func() {
@@ -562,7 +570,8 @@ func (a *App) Serve(ctx context.Context) error {
 	if a.cfg.HTTPTLSCert != "" {
 		scheme = "https://"
 	}
-	a.log.Info("pushgate started", "http", a.HTTPAddr(), "grpc", a.GRPCAddr(), "ops", a.OpsAddr(),
+	build := version.Get()
+	a.log.Info("pushgate started", "version", build.Version, "commit", build.Commit, "http", a.HTTPAddr(), "grpc", a.GRPCAddr(), "ops", a.OpsAddr(),
 		"demo", scheme+browsable(a.HTTPAddr())+"/")
 
 	var serveErr error
