@@ -218,7 +218,7 @@ func New(cfg config.Config, log *slog.Logger) (_ *App, err error) {
 	// The admin page and the demo's send endpoint take what the gRPC API
 	// takes.
 	sendLimits := web.SendLimits{MaxPayloadBytes: cfg.MaxPayloadBytes, MaxTTL: cfg.InboxMaxTTL}
-	demo, err := web.DemoHandler(a.grpcLn.Addr().String(), devSend)
+	demo, err := web.DemoHandler(a.grpcLn.Addr().String(), devSend, verifier != nil)
 	if err != nil {
 		return nil, err
 	}
@@ -226,6 +226,7 @@ func New(cfg config.Config, log *slog.Logger) (_ *App, err error) {
 	mux.Handle("GET /ws", a.hub)
 	mux.Handle("GET /ws/{userID}", a.hub)
 	mux.Handle("GET /{$}", demo)
+	mux.Handle("GET /favicon.svg", web.FaviconHandler())
 	client := web.ClientHandler()
 	for _, f := range []string{"/pushgate.js", "/pushgate.mjs", "/pushgate.d.ts"} {
 		mux.Handle("GET "+f, client)
@@ -273,6 +274,7 @@ func New(cfg config.Config, log *slog.Logger) (_ *App, err error) {
 	})
 	admin := web.AdminConfig{
 		Hub: api, Node: cfg.NodeName, Cluster: cfg.Engine == "redis", Errors: recent.Entries, Password: cfg.AdminPassword, Started: time.Now(),
+		Local:  a.hub,
 		Limits: sendLimits, Logins: web.NewLogins(log, reg),
 		Counters: func() map[string]float64 {
 			return counters(reg, map[string]string{

@@ -376,6 +376,7 @@
     var terminal = isTerminal(code) && !(code === 4101 && token); // a provider can mint a new token
     var willReconnect = !this._stopped && !terminal;
     this._emit('close', { code: code, reason: reason, willReconnect: willReconnect });
+    if (willReconnect && this._stopped) return; // a close handler called close()
     if (willReconnect) {
       this._setState('disconnected');
       this._scheduleReconnect();
