@@ -31,7 +31,15 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/pushgate ./cmd/pushgate
+# What "pushgate version" and the pushgate_build_info metric report (the
+# build context has no .git to take them from), e.g.
+#   docker build --build-arg VERSION=0.1.0 --build-arg COMMIT=$(git rev-parse HEAD) \
+#     --build-arg BUILD_DATE=$(date -u +%Y-%m-%dT%H:%M:%SZ) -t pushgate:0.1.0 .
+# Left empty, they read "devel" and "unknown".
+ARG VERSION= COMMIT= BUILD_DATE=
+RUN CGO_ENABLED=0 go build -trimpath \
+    -ldflags="-s -w -X pushgate/internal/version.version=${VERSION} -X pushgate/internal/version.commit=${COMMIT} -X pushgate/internal/version.date=${BUILD_DATE}" \
+    -o /out/pushgate ./cmd/pushgate
 
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/pushgate /pushgate

@@ -4,6 +4,7 @@
 #   make test       everything CI checks: lint, generated code, go test -race
 #   make generate   regenerate gen/ from proto/
 #   make bench      the Go benchmarks
+#   make release    static binaries and SHA256SUMS in dist/
 
 GO         ?= go
 TOOLS      := $(CURDIR)/.tools/bin
@@ -15,8 +16,10 @@ PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 STATICCHECK_VERSION        := v0.8.2
 GRPCURL_VERSION            := v1.9.4
+# Renders and lints deploy/helm/pushgate in the tests (built once, on first use).
+HELM_VERSION               := v3.19.5
 
-.PHONY: run test test-go test-js generate lint check-generated tools bench e2e-binary deps soak
+.PHONY: release run test test-go test-js generate lint check-generated tools bench e2e-binary deps soak
 
 run:
 	$(GO) run ./cmd/pushgate
@@ -34,6 +37,8 @@ $(TOOLS)/staticcheck:
 # The README's quickstart uses grpcurl; TestReadmeQuickstart runs it.
 $(TOOLS)/grpcurl:
 	GOBIN=$(TOOLS) $(GO) install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
+$(TOOLS)/helm:
+	GOBIN=$(TOOLS) $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 
 generate: tools
 	buf generate
@@ -99,6 +104,29 @@ deps:
 SOAK ?= 5m
 soak: deps
 	PUSHGATE_SOAK=$(SOAK) $(GO) test -count=1 -timeout 30m -run '^TestClusterSoak$$' -v ./cmd/pushgate/
+
+# Release binaries: static (no cgo), stripped, built without local paths,
+# with the version, commit and build date set through the linker (see
+# internal/version). VERSION is the newest release in CHANGELOG.md unless
+# given; RELEASE_TARGETS and DIST may be narrowed, e.g.
+#   make release RELEASE_TARGETS=linux/amd64
+VERSION         ?= $(shell sed -n 's/^\#\# \[\([0-9][^]]*\)\].*/\1/p' CHANGELOG.md | head -1)
+COMMIT          ?= $(shell git rev-parse HEAD 2>/dev/null)$(shell git diff --quiet HEAD 2>/dev/null || echo -dirty)
+BUILD_DATE      ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+RELEASE_TARGETS ?= linux/amd64 linux/arm64 darwin/arm64
+DIST            ?= dist
+VERSION_PKG     := pushgate/internal/version
+release:
+	@test -n "$(VERSION)" || { echo "no version: add a release to CHANGELOG.md or set VERSION"; exit 1; }
+	rm -rf "$(DIST)" && mkdir -p "$(DIST)"
+	@set -e; for t in $(RELEASE_TARGETS); do \
+		os=$${t%/*}; arch=$${t#*/}; out="$(DIST)/pushgate-$(VERSION)-$$os-$$arch"; \
+		echo "building $$out"; \
+		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -buildvcs=false \
+			-ldflags "-s -w -X $(VERSION_PKG).version=$(VERSION) -X $(VERSION_PKG).commit=$(COMMIT) -X $(VERSION_PKG).date=$(BUILD_DATE)" \
+			-o "$$out" ./cmd/pushgate; \
+	done
+	cd "$(DIST)" && sha256sum pushgate-* > SHA256SUMS && cat SHA256SUMS
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...

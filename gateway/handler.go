@@ -216,7 +216,20 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, userID string, topic
 		return
 	}
 	q := r.URL.Query()
-	envelope := offersSubprotocol(r, Subprotocol)
+	// The envelope format is asked for with the subprotocol, or with
+	// ?protocol=pushgate.v1 where the client's WebSocket cannot send
+	// Sec-WebSocket-Protocol (uni-app, some WebView bridges). Only an
+	// offered subprotocol is answered in the handshake: a client that did
+	// not offer one would fail on it.
+	offered := offersSubprotocol(r, Subprotocol)
+	envelope := offered
+	if q.Has("protocol") {
+		if p := q.Get("protocol"); p != Subprotocol {
+			h.reject(w, r, http.StatusBadRequest, "bad_protocol", fmt.Sprintf("protocol: %q is not a protocol (want %s, or leave it out for raw)", p, Subprotocol))
+			return
+		}
+		envelope = true
+	}
 	var topics []string
 	if list := q.Get("topics"); list != "" {
 		topics = strings.Split(list, ",")
@@ -282,7 +295,7 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, userID string, topic
 
 	hc := &hijackCapture{ResponseWriter: w}
 	opts := &websocket.AcceptOptions{OriginPatterns: h.cfg.OriginPatterns, OnPingReceived: c.onPing, OnPongReceived: c.onPong}
-	if envelope {
+	if offered {
 		opts.Subprotocols = []string{Subprotocol}
 	}
 	ws, err := websocket.Accept(hc, r, opts)

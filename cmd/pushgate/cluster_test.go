@@ -726,7 +726,8 @@ func TestClusterTopicRoutesFollowSubscriptions(t *testing.T) {
 	}
 }
 
-// The admin page's totals and user list are the cluster's.
+// The admin page's totals and user list are the cluster's; its per-node
+// numbers and node column are node A's.
 func TestClusterAdminShowsTheWholeCluster(t *testing.T) {
 	r := redistest.Start(t)
 	n := startNodes(t, r, 2)
@@ -751,21 +752,25 @@ func TestClusterAdminShowsTheWholeCluster(t *testing.T) {
 		var st struct {
 			Users, Connections int64
 			Cluster            bool
+			NodeUsers          int64 `json:"node_users"`
+			NodeConnections    int64 `json:"node_connections"`
 		}
 		get("/admin/api/stats", &st)
-		return st.Users == 2 && st.Connections == 3 && st.Cluster
+		return st.Users == 2 && st.Connections == 3 && st.Cluster && st.NodeUsers == 1 && st.NodeConnections == 1
 	})
 	var list struct {
 		Users []struct {
-			UserID      string `json:"user_id"`
-			Connections int
-			Node        string
+			UserID          string `json:"user_id"`
+			Connections     int
+			Node            string
+			NodeConnections int `json:"node_connections"`
 		}
 		Total int64 `json:"total_users"`
 	}
 	get("/admin/api/users", &list)
 	if list.Total != 2 || len(list.Users) != 2 || list.Users[0].UserID != "on-a" || list.Users[1].UserID != "on-b" ||
-		list.Users[1].Connections != 2 || list.Users[0].Node != "" {
+		list.Users[1].Connections != 2 || list.Users[0].Node == "" || list.Users[0].NodeConnections != 1 ||
+		list.Users[1].Node != "" || list.Users[1].NodeConnections != 0 {
 		t.Fatalf("admin users: %+v", list)
 	}
 }

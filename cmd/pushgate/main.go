@@ -15,6 +15,7 @@ import (
 
 	"pushgate/internal/app"
 	"pushgate/internal/config"
+	"pushgate/internal/version"
 )
 
 func main() {
@@ -35,20 +36,21 @@ func main() {
 
 // run parses the configuration, starts pushgate and serves until ctx ends,
 // then shuts down in order. It returns nil after a clean shutdown.
-// "pushgate token ..." mints a client token instead.
+// "pushgate token ..." mints a client token instead, "pushgate config
+// print" prints the settings and "pushgate version" the build.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "version" || wantsVersion(args) {
+		_, err := fmt.Fprint(stdout, version.Get())
+		return err
+	}
 	if len(args) > 0 && args[0] == "token" {
 		return runToken(args[1:], getenv, stdout)
 	}
 	if len(args) > 0 && args[0] == "vapid" {
 		return runVAPID(args[1:], stdout)
 	}
-	if len(args) > 1 && args[0] == "config" && args[1] == "print" {
-		_, fs, err := config.Load(args[2:], getenv, stdout)
-		if err != nil {
-			return err
-		}
-		return config.Print(fs, stdout)
+	if len(args) > 0 && args[0] == "config" {
+		return runConfig(args[1:], getenv, stdout)
 	}
 	cfg, err := config.Parse(args, getenv, stdout)
 	if err != nil {
@@ -65,14 +67,31 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	return a.Serve(ctx)
 }
 
+// wantsVersion reports whether args ask for the version (--version or
+// -version) before any "--".
+func wantsVersion(args []string) bool {
+	for _, a := range args {
+		switch a {
+		case "--":
+			return false
+		case "--version", "-version":
+			return true
+		}
+	}
+	return false
+}
+
 func newLogger(cfg config.Config, w io.Writer) (*slog.Logger, error) {
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
 		return nil, fmt.Errorf("--log-level: %v", err)
 	}
 	opts := &slog.HandlerOptions{Level: lvl}
+	var h slog.Handler = slog.NewTextHandler(w, opts)
 	if cfg.LogFormat == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
+		h = slog.NewJSONHandler(w, opts)
 	}
-	return slog.New(slog.NewTextHandler(w, opts)), nil
+	// Every line names the node (--node-name), so a cluster's logs can be
+	// read together.
+	return slog.New(h).With("node", cfg.NodeName), nil
 }

@@ -226,7 +226,7 @@ func TestConfigPrint(t *testing.T) {
 			t.Errorf("config print shows a secret: %s", secret)
 		}
 	}
-	if !strings.Contains(printed, "queue-max-messages: \"42\"") || !strings.Contains(printed, `jwt-secret: '********'`) ||
+	if !strings.Contains(printed, "queue-max-messages: 42") || !strings.Contains(printed, `jwt-secret: '********'`) ||
 		!strings.Contains(printed, "redis-url: redis://pushgate:********@10.0.0.5:6379/2") {
 		t.Fatalf("config print:\n%s", printed)
 	}

@@ -163,6 +163,7 @@ func commands(block string) []string {
 
 var (
 	maskTime        = regexp.MustCompile(`^time=\S+`)
+	maskNode        = regexp.MustCompile(` node=\S+`)
 	maskMessageID   = regexp.MustCompile(`"messageId": "[0-9A-HJKMNP-TV-Z]{26}"`)
 	maskOnlineSince = regexp.MustCompile(`"onlineSince": "\d{4}-\d\d-\d\dT[0-9:.]+Z"`)
 )
@@ -175,6 +176,7 @@ func compareOutput(t *testing.T, what, readme, got string) {
 		lines := strings.Split(strings.TrimSpace(s), "\n")
 		for i, l := range lines {
 			l = maskTime.ReplaceAllString(l, "time=…")
+			l = maskNode.ReplaceAllString(l, " node=…")
 			l = maskMessageID.ReplaceAllString(l, `"messageId": "<id>"`)
 			lines[i] = maskOnlineSince.ReplaceAllString(l, `"onlineSince": "<time>"`)
 		}

@@ -45,6 +45,17 @@ type AdminConfig struct {
 	Counters func() map[string]float64 // selected counters for the page
 	Limits   SendLimits                // what a test message may be
 	Logins   *Logins                   // failed logins, throttled per address; nil: a record of its own per Guard
+	// Local is this node's own share, for a cluster: its users and
+	// connections, and a user's connections on it. nil: Hub's numbers are
+	// this node's (memory engine).
+	Local LocalHub
+}
+
+// LocalHub is this node's registry, for the admin page's per-node numbers.
+type LocalHub interface {
+	Users() int64
+	Connections() int64
+	UserConns(userID string) (int, time.Time)
 }
 
 // SendLimits bound the messages the admin page and the demo's send endpoint
@@ -90,7 +101,11 @@ func AdminHandler(cfg AdminConfig) http.Handler {
 		w.Header().Set("X-Frame-Options", "DENY")
 		w.Write(adminPage)
 	})
+	mux.HandleFunc("GET /admin/favicon.svg", serveFavicon)
 	mux.HandleFunc("GET /admin/api/stats", func(w http.ResponseWriter, r *http.Request) {
+		// users, connections and inbox are the whole deployment's (the
+		// cluster's with the Redis engine); node_users, node_connections and
+		// the counters are this node's.
 		out := map[string]any{
 			"node":        cfg.Node,
 			"cluster":     cfg.Cluster,
@@ -98,6 +113,11 @@ func AdminHandler(cfg AdminConfig) http.Handler {
 			"connections": cfg.Hub.Connections(),
 			"inbox":       cfg.Hub.Inboxed(),
 			"uptime_s":    int64(time.Since(cfg.Started).Seconds()),
+		}
+		if cfg.Local != nil {
+			out["node_users"], out["node_connections"] = cfg.Local.Users(), cfg.Local.Connections()
+		} else {
+			out["node_users"], out["node_connections"] = out["users"], out["connections"]
 		}
 		if cfg.Counters != nil {
 			out["counters"] = cfg.Counters()
@@ -119,23 +139,31 @@ func AdminHandler(cfg AdminConfig) http.Handler {
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
 			return
 		}
+		// node is this node's name when it holds connections of the user,
+		// with node_connections of them; in a cluster, the user's other
+		// connections are on other nodes.
 		type user struct {
-			UserID      string    `json:"user_id"`
-			Connections int       `json:"connections"`
-			Since       time.Time `json:"online_since"`
-			Node        string    `json:"node"`
+			UserID          string    `json:"user_id"`
+			Connections     int       `json:"connections"`
+			Since           time.Time `json:"online_since"`
+			Node            string    `json:"node"`
+			NodeConnections int       `json:"node_connections"`
 		}
 		out := struct {
 			Users []user `json:"users"`
 			Next  string `json:"next,omitempty"`
 			Total int64  `json:"total_users"`
 		}{Users: []user{}, Total: page.TotalUsers}
-		node := cfg.Node
-		if cfg.Cluster {
-			node = ""
-		}
 		for _, u := range page.Users {
-			out.Users = append(out.Users, user{u.UserID, u.Connections, u.Since, node})
+			here := u.Connections
+			if cfg.Local != nil {
+				here, _ = cfg.Local.UserConns(u.UserID)
+			}
+			node := ""
+			if here > 0 {
+				node = cfg.Node
+			}
+			out.Users = append(out.Users, user{u.UserID, u.Connections, u.Since, node, here})
 		}
 		if page.More && len(page.Users) > 0 {
 			out.Next = page.Users[len(page.Users)-1].UserID

@@ -19,22 +19,38 @@ import (
 //go:embed demo.html js/pushgate.js js/pushgate.mjs js/pushgate.d.ts js/pushgate-sw.js
 var files embed.FS
 
+//go:embed favicon.svg
+var favicon []byte
+
+// serveFavicon serves pushgate's icon (/favicon.svg, /admin/favicon.svg).
+func serveFavicon(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "image/svg+xml")
+	w.Header().Set("Cache-Control", "max-age=86400")
+	http.ServeContent(w, r, "favicon.svg", started, bytes.NewReader(favicon))
+}
+
+// FaviconHandler serves the pages' icon, /favicon.svg.
+func FaviconHandler() http.Handler { return http.HandlerFunc(serveFavicon) }
+
 var started = time.Now()
 
 // DemoHandler serves the demo page: connect as a user with the JavaScript
 // client and watch messages arrive; a second panel plays the backend, with
 // the grpcurl command that does the same. devSend says whether the page may
-// use the development send endpoint (DevSendHandler).
-func DemoHandler(grpcAddr string, devSend bool) (http.Handler, error) {
+// use the development send endpoint (DevSendHandler); tokenAuth, that
+// clients need a token (--auth jwt), so the page asks for one instead of
+// connecting with a bare user id.
+func DemoHandler(grpcAddr string, devSend, tokenAuth bool) (http.Handler, error) {
 	t, err := template.ParseFS(files, "demo.html")
 	if err != nil {
 		return nil, err
 	}
 	var buf bytes.Buffer
 	if err := t.Execute(&buf, struct {
-		GRPCAddr string
-		DevSend  bool
-	}{grpcAddr, devSend}); err != nil {
+		GRPCAddr  string
+		DevSend   bool
+		TokenAuth bool
+	}{grpcAddr, devSend, tokenAuth}); err != nil {
 		return nil, err
 	}
 	page := buf.Bytes()

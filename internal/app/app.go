@@ -35,6 +35,7 @@ import (
 	"pushgate/gateway/web"
 	"pushgate/internal/config"
 	"pushgate/internal/notify"
+	"pushgate/internal/version"
 	"pushgate/server"
 )
 
@@ -114,6 +115,13 @@ func New(cfg config.Config, log *slog.Logger) (_ *App, err error) {
 	proxies, _ := cfg.Proxies() // validated with the config
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	build := version.Get()
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "pushgate_build_info",
+		Help: "Always 1; the labels say which build of pushgate this node runs.",
+		ConstLabels: prometheus.Labels{"version": build.Version, "commit": build.Commit, "build_date": build.Date,
+			"goversion": build.GoVersion},
+	}, func() float64 { return 1 }))
 
 	a := &App{cfg: cfg, log: log}
 	defer func() {
@@ -231,7 +239,7 @@ func New(cfg config.Config, log *slog.Logger) (_ *App, err error) {
 	// The admin page and the demo's send endpoint take what the gRPC API
 	// takes.
 	sendLimits := web.SendLimits{MaxPayloadBytes: cfg.MaxPayloadBytes, MaxTTL: cfg.InboxMaxTTL}
-	demo, err := web.DemoHandler(a.grpcLn.Addr().String(), devSend)
+	demo, err := web.DemoHandler(a.grpcLn.Addr().String(), devSend, verifier != nil)
 	if err != nil {
 		return nil, err
 	}
@@ -239,6 +247,7 @@ func New(cfg config.Config, log *slog.Logger) (_ *App, err error) {
 	mux.Handle("GET /ws", a.hub)
 	mux.Handle("GET /ws/{userID}", a.hub)
 	mux.Handle("GET /{$}", demo)
+	mux.Handle("GET /favicon.svg", web.FaviconHandler())
 	client := web.ClientHandler()
 	for _, f := range []string{"/pushgate.js", "/pushgate.mjs", "/pushgate.d.ts", "/pushgate-sw.js"} {
 		mux.Handle("GET "+f, client)
@@ -292,6 +301,7 @@ func New(cfg config.Config, log *slog.Logger) (_ *App, err error) {
 	})
 	admin := web.AdminConfig{
 		Hub: api, Node: cfg.NodeName, Cluster: cfg.Engine == "redis", Errors: recent.Entries, Password: cfg.AdminPassword, Started: time.Now(),
+		Local:  a.hub,
 		Limits: sendLimits, Logins: web.NewLogins(log, reg),
 		Counters: func() map[string]float64 {
 			return counters(reg, map[string]string{
@@ -600,7 +610,8 @@ func (a *App) Serve(ctx context.Context) error {
 	if a.cfg.HTTPTLSCert != "" {
 		scheme = "https://"
 	}
-	a.log.Info("pushgate started", "http", a.HTTPAddr(), "grpc", a.GRPCAddr(), "ops", a.OpsAddr(),
+	build := version.Get()
+	a.log.Info("pushgate started", "version", build.Version, "commit", build.Commit, "http", a.HTTPAddr(), "grpc", a.GRPCAddr(), "ops", a.OpsAddr(),
 		"demo", scheme+browsable(a.HTTPAddr())+"/")
 
 	var serveErr error

@@ -228,7 +228,7 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, *fl
 	fs.StringVar(&c.OpsAddr, "ops-addr", "", "separate `address` for /metrics, /healthz, /readyz, /admin and /debug/pprof (default: served on --http-addr)")
 	fs.StringVar(&c.AdminPassword, "admin-password", "", fmt.Sprintf("password for the /admin page (user \"admin\"), at least %d characters; API keys are accepted too. Without either, /admin is served only on a loopback listener. An address that fails 10 logins waits 6s per further try (HTTP 429)", MinAdminPassword))
 	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go profiling at /debug/pprof (with the ops endpoints)")
-	fs.StringVar(&c.NodeName, "node-name", host, "this node's name, shown on the admin page")
+	fs.StringVar(&c.NodeName, "node-name", host, "this node's name: in every log line (node=) and on the admin page")
 	fs.StringVar(&c.TrustedProxies, "trusted-proxies", "", "comma-separated `CIDRs` of proxies (e.g. 127.0.0.1/32 for a local nginx) whose X-Forwarded-For names the client address in logs")
 	fs.StringVar(&c.Engine, "engine", "memory", "where presence, inboxes and fan-out live: memory (this node only, nothing to install) or redis (several nodes share them through --redis-url)")
 	fs.StringVar(&c.RedisURL, "redis-url", "redis://127.0.0.1:6379/0", "Redis `URL` for --engine redis: redis:// or rediss:// (TLS), with user:password@ and /db; several hosts comma-separated (redis://h1:6379,h2:6379) for Sentinel or Cluster")
@@ -254,16 +254,8 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, *fl
 	fs.DurationVar(&c.NotifyPoll, "notify-poll", time.Second, "how often each node claims escalations that are due (an escalation fires up to this late)")
 	fs.StringVar(&c.ConfigFile, "config", "", "YAML `file` of settings, keys named like the flags (http-addr: ...); flags and environment variables override it")
 
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: pushgate [flags]\n       pushgate token --user ID [--ttl 1h] [--topics a,b]   (mint a client token; see pushgate token --help)\n       pushgate vapid   (print a new VAPID key pair for Web Push)\n\npushgate pushes messages from backends (gRPC) to WebSocket clients.\nEvery flag can also be set with the environment variable shown.\n\nFlags:\n")
-		fs.VisitAll(func(f *flag.Flag) {
-			name, usage := flag.UnquoteUsage(f)
-			if name != "" {
-				name = " " + name
-			}
-			fmt.Fprintf(fs.Output(), "  --%s%s\n    \t%s\n    \t(default %q, env %s)\n", f.Name, name, usage, f.DefValue, EnvName(f.Name))
-		})
-	}
+	o := track(fs)
+	fs.Usage = func() { Usage(fs.Output(), fs) }
 
 	// The file first, then the environment, then the command line, each
 	// overriding what came before.
@@ -276,28 +268,37 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, *fl
 		}
 	}
 	if file != "" {
-		if err := ApplyFile(fs, file); err != nil {
+		o.current = "--config " + file
+		err := ApplyFile(fs, file)
+		o.current = ""
+		if err != nil {
 			return c, fs, err
 		}
 	}
-	var envErr error
-	fs.VisitAll(func(f *flag.Flag) {
-		if v := getenv(EnvName(f.Name)); v != "" && envErr == nil {
-			if err := fs.Set(f.Name, v); err != nil {
-				envErr = fmt.Errorf("%s=%q: %v", EnvName(f.Name), v, err)
-			}
-		}
-	})
-	if envErr != nil {
-		return c, fs, envErr
-	}
-	if err := fs.Parse(args); err != nil {
+	if err := applyEnv(fs, o, getenv); err != nil {
 		return c, fs, err
 	}
-	if fs.NArg() > 0 {
-		return c, fs, fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))
+	if err := ParseArgs(fs, args); err != nil {
+		return c, fs, err
 	}
-	return c, fs, c.Validate()
+	return c, fs, errors.Join(annotate(c.validate(), o)...)
+}
+
+// Usage writes pushgate --help for the flag set of Load.
+func Usage(w io.Writer, fs *flag.FlagSet) {
+	fmt.Fprint(w, `Usage: pushgate [flags]              run pushgate
+       pushgate version              print the version, commit, build date and Go version
+       pushgate token --user ID      mint a client token (pushgate token --help)
+       pushgate config print [flags] print the effective settings as YAML (pushgate config --help)
+       pushgate vapid                print a new VAPID key pair for Web Push
+
+pushgate pushes messages from backends (gRPC) to WebSocket clients.
+Every flag can also be set with the environment variable shown, or in the
+YAML file named by --config; the command line wins over the environment,
+and the environment over the file. Durations are written 500ms, 25s, 1m.
+
+`)
+	PrintFlags(w, fs, Sections, EnvName)
 }
 
 // ApplyFile sets flags from a YAML mapping of flag names to values. A key
@@ -362,7 +363,10 @@ func ApplyFile(fs *flag.FlagSet, path string) error {
 			return fmt.Errorf("--config %s: key %q: want a value or a list, not a mapping", path, k)
 		}
 		if err := fs.Set(k, v); err != nil {
-			return fmt.Errorf("--config %s: key %q: %v", path, k, err)
+			if secretFlags[k] {
+				return fmt.Errorf("--config %s: line %d: key %q: %v", path, vn.Line, k, err)
+			}
+			return fmt.Errorf("--config %s: line %d: key %q: %q: %v", path, vn.Line, k, v, err)
 		}
 	}
 	return nil
@@ -378,10 +382,15 @@ func resolveAlias(n *yaml.Node) *yaml.Node {
 
 // Print writes the effective configuration of fs (from Load) as YAML
 // (loadable with --config), secrets masked: "pushgate config print".
+// Numbers and booleans are written as such, everything else as strings.
 func Print(fs *flag.FlagSet, w io.Writer) error {
 	var err error
 	fs.VisitAll(func(f *flag.Flag) {
 		if f.Name == "config" || err != nil {
+			return
+		}
+		if v := yamlScalar(f); v != "" {
+			_, err = fmt.Fprintf(w, "%s: %s\n", f.Name, v)
 			return
 		}
 		v := f.Value.String()
@@ -405,6 +414,10 @@ func EnvName(flagName string) string {
 
 // Validate checks the values and how they go together; Parse calls it.
 func (c *Config) Validate() error {
+	return errors.Join(c.validate()...)
+}
+
+func (c *Config) validate() []error {
 	var errs []error
 	check := func(ok bool, format string, args ...any) {
 		if !ok {
@@ -489,7 +502,7 @@ func (c *Config) Validate() error {
 		_, _, err := net.SplitHostPort(a.addr)
 		check(err == nil, "%s %q: %v", a.flag, a.addr, err)
 	}
-	return errors.Join(errs...)
+	return errs
 }
 
 // weakSecrets refuses secrets (by flag name) that are set but are a

@@ -54,21 +54,30 @@ func TestHelpListsEveryOption(t *testing.T) {
 	if !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("err = %v", err)
 	}
-	fs := flag.NewFlagSet("", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	// Every flag parseConfig defines appears with its env var and default.
+	// Every flag appears with its env var and default.
+	help := out.String()
+	_, fs, _ := Load(nil, func(string) string { return "" }, io.Discard)
 	n := 0
-	for _, line := range strings.Split(out.String(), "\n") {
-		if strings.HasPrefix(line, "  --") {
-			name := strings.Fields(line)[0][2:]
-			if !strings.Contains(out.String(), EnvName(name)) {
-				t.Errorf("--%s: env var %s not shown", name, EnvName(name))
-			}
-			n++
+	fs.VisitAll(func(f *flag.Flag) {
+		n++
+		i := strings.Index(help, "\n  --"+f.Name+" ")
+		if i < 0 {
+			i = strings.Index(help, "\n  --"+f.Name+"\n")
 		}
-	}
-	if n < 18 || !strings.Contains(out.String(), `(default "127.0.0.1:9090", env PUSHGATE_GRPC_ADDR)`) {
-		t.Fatalf("help lists %d flags:\n%s", n, out.String())
+		if i < 0 {
+			t.Errorf("--%s is not in --help", f.Name)
+			return
+		}
+		entry := help[i+1:]
+		if j := strings.Index(entry[1:], "\n  --"); j >= 0 {
+			entry = entry[:j+2]
+		}
+		if !strings.Contains(entry, "env: "+EnvName(f.Name)+"\n") || !strings.Contains(entry, "default: ") {
+			t.Errorf("--%s: help entry without its default and env %s:\n%s", f.Name, EnvName(f.Name), entry)
+		}
+	})
+	if n < 18 || !strings.Contains(help, "  --grpc-addr address\n        address for the gRPC API (backends)\n        default: 127.0.0.1:9090   env: PUSHGATE_GRPC_ADDR\n") {
+		t.Fatalf("help lists %d flags:\n%s", n, help)
 	}
 }
 

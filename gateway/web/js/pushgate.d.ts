@@ -34,7 +34,10 @@ export interface SocketLike {
   onerror: ((ev: unknown) => void) | null;
 }
 
-export type SocketFactory = (url: string, protocols: string[], headers?: Record<string, string>) => SocketLike;
+export type SocketFactory = ((url: string, protocols: string[], headers?: Record<string, string>) => SocketLike) & {
+  /** Ask for the envelope format in the URL rather than the subprotocol header. */
+  protocolInQuery?: boolean;
+};
 
 export interface Options {
   /** Base WebSocket URL, e.g. "wss://push.example.com/ws". */
@@ -57,6 +60,10 @@ export interface Options {
   socket?: SocketFactory;
   /** Send the token in an Authorization header (socket factories that can). */
   headerToken?: boolean;
+  /** Ask for the envelope format with ?protocol=pushgate.v1 instead of the
+   * Sec-WebSocket-Protocol header. Default: the socket factory's
+   * protocolInQuery (true for uniSocket and taroSocket). */
+  protocolInQuery?: boolean;
   /** Random source for the backoff. */
   random?: () => number;
 }
@@ -105,8 +112,12 @@ export class PushgateClient {
   enablePush(opts?: { serviceWorker?: string; keyUrl?: string }): Promise<Reply>;
 }
 
-/** Adapts the WeChat mini-program / uni-app `wx` API to the socket option. */
+/** Adapts the WeChat mini-program `wx` API to the socket option. */
 export function wxSocket(wx: unknown): SocketFactory;
+/** Adapts uni-app's `uni` API (envelope format asked for in the URL). */
+export function uniSocket(uni: unknown): SocketFactory;
+/** Adapts Taro (`@tarojs/taro`) (envelope format asked for in the URL). */
+export function taroSocket(Taro: unknown): SocketFactory;
 /** The reconnect delay before attempt n: full jitter, capped. */
 export function backoffDelay(attempt: number, minDelay: number, maxDelay: number, random?: () => number): number;
 /** Whether a close code means "do not reconnect". */
@@ -116,6 +127,8 @@ export const SUBPROTOCOL: 'pushgate.v1';
 declare const Pushgate: {
   PushgateClient: typeof PushgateClient;
   wxSocket: typeof wxSocket;
+  uniSocket: typeof uniSocket;
+  taroSocket: typeof taroSocket;
   backoffDelay: typeof backoffDelay;
   isTerminal: typeof isTerminal;
   SUBPROTOCOL: typeof SUBPROTOCOL;

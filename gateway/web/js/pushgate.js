@@ -78,6 +78,9 @@
    *               object; default: the global WebSocket. See wxSocket for mini-programs.
    *   headerToken send the token in an Authorization header instead of the URL
    *               (only for socket factories that can set headers)
+   *   protocolInQuery ask for the envelope format with ?protocol=pushgate.v1
+   *               instead of the Sec-WebSocket-Protocol header (default: what
+   *               the socket factory says; uniSocket and taroSocket say true)
    *   random      random source for the backoff (tests)
    *
    * Events (client.on(name, fn)):
@@ -178,6 +181,9 @@
       self._currentToken = token || '';
       var url = self.url + (self.options.userId ? '/' + encodeURIComponent(self.options.userId) : '');
       var q = [];
+      var inQuery = self.options.protocolInQuery !== undefined ? !!self.options.protocolInQuery
+        : !!(self.options.socket && self.options.socket.protocolInQuery);
+      if (inQuery) q.push('protocol=' + SUBPROTOCOL);
       if (token && !self.options.headerToken) q.push('token=' + encodeURIComponent(token));
       if (self.lastId) {
         q.push('last_id=' + encodeURIComponent(self.lastId));
@@ -189,7 +195,8 @@
       var headers = token && self.options.headerToken ? { Authorization: 'Bearer ' + token } : undefined;
       var ws;
       try {
-        ws = self.options.socket ? self.options.socket(url, [SUBPROTOCOL], headers) : new WebSocket(url, [SUBPROTOCOL]);
+        var protocols = inQuery ? [] : [SUBPROTOCOL];
+        ws = self.options.socket ? self.options.socket(url, protocols, headers) : new WebSocket(url, protocols);
       } catch (e) {
         self._emit('error', e);
         self._scheduleReconnect();
@@ -369,6 +376,7 @@
     var terminal = isTerminal(code) && !(code === 4101 && token); // a provider can mint a new token
     var willReconnect = !this._stopped && !terminal;
     this._emit('close', { code: code, reason: reason, willReconnect: willReconnect });
+    if (willReconnect && this._stopped) return; // a close handler called close()
     if (willReconnect) {
       this._setState('disconnected');
       this._scheduleReconnect();
@@ -497,46 +505,110 @@
   };
 
   /**
-   * wxSocket adapts a WeChat mini-program (or uni-app) `wx` object to the
-   * socket option: new PushgateClient({url, token, headerToken: true,
-   * socket: Pushgate.wxSocket(wx)}). The token then travels in the
-   * Authorization header, which wx.connectSocket can set.
+   * taskSocket turns a mini-program style socket API into the socket
+   * option. open(options) takes {url, header, protocols} and returns a
+   * SocketTask (onOpen, onMessage, onClose, onError, send({data}),
+   * close({code, reason})) or a Promise of one (Taro).
    */
-  function wxSocket(wx) {
+  function taskSocket(open) {
     return function (url, protocols, headers) {
       var sock = { readyState: 0, onopen: null, onmessage: null, onclose: null, onerror: null };
+      var task = null;
       var closed = false;
-      var task = wx.connectSocket({ url: url, protocols: protocols, header: headers || {} });
-      task.onOpen(function () {
-        sock.readyState = 1;
-        if (sock.onopen) sock.onopen({});
-      });
-      task.onMessage(function (res) {
-        if (sock.onmessage) sock.onmessage({ data: res.data });
-      });
-      task.onError(function (err) {
-        if (sock.onerror) sock.onerror(err || {});
-      });
-      task.onClose(function (res) {
+      var pendingClose = null;
+      function ended(code, reason) {
         if (closed) return;
         closed = true;
         sock.readyState = 3;
-        if (sock.onclose) sock.onclose({ code: (res && res.code) || 1006, reason: (res && res.reason) || '' });
-      });
+        if (sock.onclose) sock.onclose({ code: code || 1006, reason: reason || '' });
+      }
+      function bind(t) {
+        task = t;
+        t.onOpen(function () {
+          if (closed) return;
+          sock.readyState = 1;
+          if (sock.onopen) sock.onopen({});
+        });
+        t.onMessage(function (res) {
+          if (sock.onmessage) sock.onmessage({ data: res.data });
+        });
+        t.onError(function (err) {
+          if (sock.onerror) sock.onerror(err || {});
+        });
+        t.onClose(function (res) {
+          ended(res && res.code, res && res.reason);
+        });
+        if (pendingClose) t.close(pendingClose);
+      }
+      var opts = { url: url, header: headers || {} };
+      if (protocols && protocols.length) opts.protocols = protocols;
+      var r = open(opts);
+      if (r && typeof r.onOpen !== 'function' && typeof r.then === 'function') {
+        r.then(bind, function (err) {
+          if (sock.onerror) sock.onerror(err || {});
+          ended(1006, '');
+        });
+      } else {
+        bind(r);
+      }
       sock.send = function (data) {
-        task.send({ data: data });
+        if (task) task.send({ data: data });
       };
       sock.close = function (code, reason) {
         sock.readyState = 2;
-        task.close({ code: code || 1000, reason: reason || '' });
+        var req = { code: code || 1000, reason: reason || '' };
+        if (task) task.close(req);
+        else pendingClose = req;
       };
       return sock;
     };
   }
 
+  /**
+   * wxSocket adapts a WeChat mini-program `wx` object to the socket
+   * option: new PushgateClient({url, token, headerToken: true,
+   * socket: Pushgate.wxSocket(wx)}). The token then travels in the
+   * Authorization header, which wx.connectSocket can set.
+   */
+  function wxSocket(wx) {
+    return taskSocket(function (o) { return wx.connectSocket(o); });
+  }
+
+  /**
+   * uniSocket adapts uni-app's `uni` object: new PushgateClient({url, token,
+   * headerToken: true, socket: Pushgate.uniSocket(uni)}). uni.connectSocket
+   * returns its SocketTask only when given a callback, and on some
+   * platforms fails on Sec-WebSocket-Protocol, so the envelope format is
+   * asked for in the URL (?protocol=pushgate.v1).
+   */
+  function uniSocket(uni) {
+    var f = taskSocket(function (o) {
+      o.complete = function () {};
+      return uni.connectSocket(o);
+    });
+    f.protocolInQuery = true;
+    return f;
+  }
+
+  /**
+   * taroSocket adapts Taro (import Taro from '@tarojs/taro'):
+   * new PushgateClient({url, token, headerToken: true,
+   * socket: Pushgate.taroSocket(Taro)}). Taro.connectSocket returns a
+   * Promise of the SocketTask; the envelope format is asked for in the URL,
+   * which works the same in every Taro target (mini-programs, H5, React
+   * Native).
+   */
+  function taroSocket(Taro) {
+    var f = taskSocket(function (o) { return Taro.connectSocket(o); });
+    f.protocolInQuery = true;
+    return f;
+  }
+
   return {
     PushgateClient: PushgateClient,
     wxSocket: wxSocket,
+    uniSocket: uniSocket,
+    taroSocket: taroSocket,
     backoffDelay: backoffDelay,
     isTerminal: isTerminal,
     SUBPROTOCOL: SUBPROTOCOL,

@@ -4,6 +4,8 @@ import './pushgate.js';
 const api = globalThis.Pushgate;
 export const PushgateClient = api.PushgateClient;
 export const wxSocket = api.wxSocket;
+export const uniSocket = api.uniSocket;
+export const taroSocket = api.taroSocket;
 export const backoffDelay = api.backoffDelay;
 export const isTerminal = api.isTerminal;
 export const SUBPROTOCOL = api.SUBPROTOCOL;

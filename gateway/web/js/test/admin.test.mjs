@@ -83,3 +83,60 @@ test('admin page refuses without the password when one is set', async (t) => {
   });
   assert.equal(form.status, 415);
 });
+
+test('admin page in cluster mode: cluster and node numbers labelled, node column, charts, phone width', async (t) => {
+  const { startRedis } = await import('./server.mjs');
+  const redis = await startRedis();
+  t.after(() => redis.stop());
+  const node = (name) => start(['--engine', 'redis', '--redis-url', redis.url, '--node-name', name, '--ops-addr', '127.0.0.1:0']);
+  const a = await node('node-a');
+  t.after(() => a.stop());
+  const b = await node('node-b');
+  t.after(() => b.stop());
+  const socks = [await client(`ws://${a.http}/ws/alice`), await client(`ws://${b.http}/ws/alice`), await client(`ws://${b.http}/ws/bob`)];
+  t.after(() => socks.forEach((s) => s.ws.close()));
+
+  const browser = await chromium.launch({ executablePath: chromiumPath, args: chromiumArgs, headless: true });
+  t.after(() => browser.close());
+  const page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
+  const pageErrors = [];
+  page.on('pageerror', (e) => pageErrors.push(e));
+  await page.goto(`http://${a.ops}/admin`);
+
+  // The whole cluster's numbers, and this node's, each under its heading.
+  await page.waitForFunction(() => document.getElementById('t-conns').textContent === '3');
+  assert.equal(await page.textContent('#g-all'), 'Whole cluster, now');
+  assert.equal(await page.textContent('#g-node'), 'This node (node-a)');
+  assert.equal(await page.textContent('#t-users'), '2');
+  await page.waitForFunction(() => document.getElementById('t-node-conns').textContent === '1');
+  assert.equal(await page.textContent('#t-node-users'), '1');
+  assert.ok(await page.isVisible('#node-conns'));
+  assert.match(await page.textContent('#c-conns-label'), /whole cluster/);
+  assert.match(await page.textContent('#c-rate-label'), /this node/);
+
+  // The node column says where each user's connections are.
+  await page.waitForSelector('#users tr[data-user="bob"]');
+  assert.equal(await page.textContent('#users tr[data-user="alice"] td.node'), 'node-a (1), others');
+  assert.equal(await page.textContent('#users tr[data-user="bob"] td.node'), 'other node(s)');
+
+  // Messages flow for a while: the charts fill in (a sample every 2 s).
+  const sendSome = async () => {
+    for (let i = 0; i < 5; i++) {
+      await page.evaluate(() => fetch('/admin/api/send', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ target: 'user', user_id: 'alice', text: 'tick' }) }));
+    }
+  };
+  await sendSome();
+  await page.waitForFunction(() => document.querySelector('#c-conns polyline') !== null);
+  await sendSome();
+  await page.waitForFunction(() => document.querySelectorAll('#c-rate polyline').length === 1 &&
+    document.querySelector('#c-rate polyline').getAttribute('points').split(' ').length >= 3, null, { timeout: 30000 });
+  assert.match(await page.textContent('#c-conns-now'), /now 3/);
+  await page.screenshot({ path: path.join(artifacts, 'admin-cluster.png'), fullPage: true });
+
+  // At phone width nothing is wider than the screen.
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.waitForFunction(() => document.documentElement.scrollWidth <= 390);
+  assert.ok(await page.isVisible('#users tr[data-user="alice"] button.kick'));
+  await page.screenshot({ path: path.join(artifacts, 'admin-cluster-phone.png'), fullPage: true });
+  assert.deepEqual(pageErrors, []);
+});

@@ -196,6 +196,26 @@ test('a kicked client stops reconnecting', async (t) => {
   assert.equal(p.users[0].connections, 0);
 });
 
+test('close() called from a close handler stops the reconnecting', async (t) => {
+  const pg = await start();
+  t.after(() => pg.stop());
+  const px = await proxy(pg.http);
+  t.after(() => px.close());
+  const c = new PushgateClient({ url: `ws://${px.addr}/ws`, userId: 'quitter', minDelay: 20, maxDelay: 40, socket: wsSocket });
+  const ev = collect(c);
+  c.on('close', (e) => { if (e.willReconnect) c.close(); });
+  c.connect();
+  await waitFor('connected', () => c.state === 'connected');
+  px.cut();
+  await waitFor('closed', () => c.state === 'closed');
+  assert.equal(ev.closes[0].willReconnect, true);
+  // Many backoff periods later: no attempt was made.
+  await new Promise((r) => setTimeout(r, 400));
+  assert.equal(ev.reconnecting.length, 0);
+  assert.equal(c.state, 'closed');
+  assert.ok(!ev.states.slice(ev.states.indexOf('closed')).includes('connecting'), `states: ${ev.states}`);
+});
+
 test('tokens: the provider is asked again, and a refresh keeps the connection past expiry', async (t) => {
   const secret = 'a-test-secret-of-at-least-32-bytes!!';
   const pg = await start(['--auth', 'jwt', '--jwt-secret', secret, '--jwt-leeway', '0s']);

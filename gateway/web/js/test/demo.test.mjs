@@ -63,3 +63,71 @@ test('demo page: an order pops up; after a cut, what was sent meanwhile appears 
   await page.waitForFunction(() => document.querySelectorAll('li.msg').length === 6);
   assert.deepEqual(pageErrors, []);
 });
+
+test('demo page at 400 px: usable, nothing wider than the screen, a favicon', async (t) => {
+  const pg = await start();
+  t.after(() => pg.stop());
+  const backend = api(pg.grpc);
+  t.after(() => backend.close());
+  const browser = await chromium.launch({ executablePath: chromiumPath, args: chromiumArgs, headless: true });
+  t.after(() => browser.close());
+  const page = await browser.newPage({ viewport: { width: 400, height: 860 } });
+  const pageErrors = [];
+  page.on('pageerror', (e) => pageErrors.push(e));
+  await page.goto(`http://${pg.http}/`);
+  await page.waitForFunction(() => document.getElementById('state').textContent === 'connected');
+  const r = await backend.sendToUser({ user_id: 'merchant-42', message: { type: 'order.paid', json: order(1), ttl } });
+  await page.waitForSelector(`li.msg[data-id="${r.message_id}"] .card`);
+  assert.ok(await page.evaluate(() => document.documentElement.scrollWidth <= 400), 'the page is wider than 400 px');
+  for (const sel of ['#go', '#stop', '#send button[type=submit]', '#payload']) {
+    const box = await page.locator(sel).boundingBox();
+    assert.ok(box && box.x >= 0 && box.x + box.width <= 400, `${sel} is off screen: ${JSON.stringify(box)}`);
+  }
+  const icon = await page.getAttribute('link[rel=icon]', 'href');
+  const res = await fetch(new URL(icon, `http://${pg.http}/`));
+  assert.equal(res.status, 200);
+  assert.match(res.headers.get('content-type'), /^image\/svg\+xml/);
+  await page.screenshot({ path: path.join(artifacts, 'demo-400px.png'), fullPage: true });
+  assert.deepEqual(pageErrors, []);
+});
+
+test('demo page with --auth jwt: says why it cannot connect instead of retrying, connects with a token', async (t) => {
+  const { hs256 } = await import('./util.mjs');
+  const secret = 'demo-page-secret-of-32-bytes-or-more!';
+  const pg = await start(['--auth', 'jwt', '--jwt-secret', secret]);
+  t.after(() => pg.stop());
+  const backend = api(pg.grpc);
+  t.after(() => backend.close());
+  const browser = await chromium.launch({ executablePath: chromiumPath, args: chromiumArgs, headless: true });
+  t.after(() => browser.close());
+  const page = await browser.newPage({ viewport: { width: 400, height: 860 } });
+  const sockets = [];
+  page.on('websocket', (ws) => sockets.push(ws.url()));
+  await page.goto(`http://${pg.http}/`);
+
+  // No token: the page explains and does not try.
+  assert.match(await page.textContent('#auth-note'), /--auth jwt/);
+  await page.click('#go');
+  await page.waitForFunction(() => /No token/.test(document.getElementById('auth-note').textContent));
+  assert.equal(sockets.length, 0);
+
+  // A token signed with another key: one refused attempt, then it stops
+  // and says why (a retry loop would open a socket every few hundred ms).
+  const now = Math.floor(Date.now() / 1000);
+  await page.fill('#token', hs256('another-secret-of-32-bytes-or-more!!', { sub: 'merchant-42', iat: now, exp: now + 600 }));
+  await page.click('#go');
+  await page.waitForFunction(() => /refused the connection/.test(document.getElementById('auth-note').textContent));
+  assert.equal(await page.textContent('#state'), 'closed');
+  await page.waitForTimeout(1500);
+  assert.equal(sockets.length, 1, `attempts: ${sockets.length}`);
+  await page.screenshot({ path: path.join(artifacts, 'demo-jwt-refused.png'), fullPage: true });
+
+  // A good token connects, as the token's user.
+  await page.fill('#token', hs256(secret, { sub: 'merchant-9', iat: now, exp: now + 600 }));
+  await page.click('#go');
+  await page.waitForFunction(() => document.getElementById('state').textContent === 'connected');
+  assert.ok(!sockets[1].includes('/ws/'), 'the user comes from the token, not the URL');
+  const r = await backend.sendToUser({ user_id: 'merchant-9', message: { type: 'order.paid', json: order(7), ttl } });
+  await page.waitForSelector(`li.msg[data-id="${r.message_id}"] .card`);
+  assert.match(await page.textContent('#cmd'), /"user_id":"merchant-9"/);
+});
