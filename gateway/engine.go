@@ -41,6 +41,17 @@ type Engine interface {
 	// every node reach it. Unwatch removes it.
 	Watch(kinds []EventKind, buffer int) *Watcher
 	Unwatch(w *Watcher)
+	// EventsAfter returns up to limit logged events after cursor (an
+	// Event.Cursor, or CursorZero for the oldest kept), in log order. A
+	// cursor whose event is no longer kept, or from a log that was lost,
+	// is a *CursorError; one that cannot be read wraps ErrBadCursor.
+	// Every event an engine hands to Node.Emit is logged first, with its
+	// cursor, atomically with the change it reports. To resume without a
+	// gap, Watch first, then read EventsAfter until it returns fewer than
+	// limit, then skip live events at or before the last one read.
+	EventsAfter(ctx context.Context, cursor string, limit int) ([]Event, error)
+	// EventLogLen returns the events the log keeps (-1: cannot be read now).
+	EventLogLen() int64
 	// Users, Connections and Inboxed are the deployment's totals, for the
 	// admin page and metrics: -1 when they cannot be read now.
 	Users() int64

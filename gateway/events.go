@@ -30,6 +30,10 @@ type Event struct {
 	Type      string // EventClientMessage
 	DataKind  Kind   // EventClientMessage
 	Data      []byte // EventClientMessage
+	// Cursor is the event's place in the event log (eventlog.go), Pos
+	// its position there; set by the engine when it logs the event.
+	Cursor string
+	Pos    EventPos
 }
 
 // Watcher receives events. C is closed when the watcher is removed; Lost is

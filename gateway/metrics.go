@@ -121,6 +121,10 @@ func NewMetrics(reg prometheus.Registerer, h *Hub) *Metrics {
 			Name: "pushgate_inbox_messages",
 			Help: "Messages held in user inboxes (the whole deployment's, as the engine counts them; -1 when it cannot be read).",
 		}, func() float64 { return float64(h.eng.Inboxed()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "pushgate_event_log_entries",
+			Help: "Events kept in the event log for WatchEvents resumes (the whole deployment's, as the engine counts them; -1 when it cannot be read).",
+		}, func() float64 { return float64(h.eng.EventLogLen()) }),
 	)
 	return m
 }

@@ -149,6 +149,8 @@ func New(cfg config.Config, log *slog.Logger) (_ *App, err error) {
 		InboxTotalMessages: cfg.InboxTotalMessages,
 		InboxTotalBytes:    cfg.InboxTotalBytes,
 		IdempotencyEntries: cfg.IdempotencyEntries,
+		EventLogMax:        cfg.EventLogMax,
+		EventLogRetention:  cfg.EventLogRetention,
 	}, log, reg, newEngine)
 	if err != nil {
 		return nil, fmt.Errorf("--engine %s: %w", cfg.Engine, err)

@@ -69,6 +69,8 @@ type Config struct {
 	InboxTotalMessages int           // all inboxes together, messages (memory engine).
 	InboxTotalBytes    int           // all inboxes together, payload bytes (memory engine).
 	IdempotencyEntries int           // idempotency results remembered (memory engine).
+	EventLogMax        int           // events the event log keeps.
+	EventLogRetention  time.Duration // how long the event log keeps an event.
 	GRPCMaxStreams     int           // concurrent calls per gRPC connection.
 	GRPCRequestTimeout time.Duration // from a call's headers to its request; also the connection handshake.
 	GRPCMaxConnsPerIP  int           // open gRPC connections per client address.
@@ -170,6 +172,8 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, *fl
 	fs.IntVar(&c.InboxTotalMessages, "inbox-max-total-messages", gw.InboxTotalMessages, "memory engine: messages in all inboxes together; past it messages are delivered live but not stored (stored: false)")
 	fs.IntVar(&c.InboxTotalBytes, "inbox-max-total-bytes", gw.InboxTotalBytes, "memory engine: payload bytes in all inboxes together (a message counts in each inbox it is in); past it messages are delivered live but not stored (stored: false)")
 	fs.IntVar(&c.IdempotencyEntries, "idempotency-max-entries", gw.IdempotencyEntries, "memory engine: idempotency results remembered (a SendToUsers result counts once per user); past it a send with a new key gets RESOURCE_EXHAUSTED")
+	fs.IntVar(&c.EventLogMax, "event-log-max", gw.EventLogMax, "events the event log keeps for WatchEvents resumes (after_cursor), the oldest dropped first; with the Redis engine approximate from 10000 up (whole stream nodes are trimmed)")
+	fs.DurationVar(&c.EventLogRetention, "event-log-retention", gw.EventLogRetention, "how long the event log keeps an event (the newest is always kept); a cursor older than the log gets OUT_OF_RANGE")
 	fs.IntVar(&c.GRPCMaxStreams, "grpc-max-streams", server.DefaultMaxStreams, "concurrent calls (HTTP/2 streams) per gRPC connection; clients that ignore it get REFUSED_STREAM")
 	fs.DurationVar(&c.GRPCRequestTimeout, "grpc-request-timeout", server.DefaultRequestTimeout, "how long a gRPC call may take to send its request after its headers (it then ends with CANCELLED), and a new connection its TLS and HTTP/2 handshake")
 	fs.IntVar(&c.GRPCMaxConnsPerIP, "grpc-max-connections-per-address", server.DefaultMaxConnsPerAddr, "open gRPC connections per client IP address (more are closed on accept); 0 for no limit")
@@ -403,6 +407,7 @@ func (c *Config) Validate() error {
 	check(c.WatchMax > 0 && c.WatchMaxPerKey > 0, "--watch-max and --watch-max-per-key must be positive")
 	check(c.InboxTotalMessages > 0 && c.InboxTotalBytes > 0, "--inbox-max-total-messages and --inbox-max-total-bytes must be positive")
 	check(c.IdempotencyEntries > 0, "--idempotency-max-entries must be positive")
+	check(c.EventLogMax > 0 && c.EventLogRetention > 0, "--event-log-max and --event-log-retention must be positive")
 	check(c.GRPCMaxStreams > 0 && int64(c.GRPCMaxStreams) <= math.MaxUint32, "--grpc-max-streams must be between 1 and %d", uint32(math.MaxUint32))
 	check(c.GRPCRequestTimeout > 0, "--grpc-request-timeout must be positive")
 	check(c.GRPCMaxConnsPerIP >= 0 && c.GRPCResetRate >= 0, "--grpc-max-connections-per-address and --grpc-reset-rate must not be negative")
