@@ -52,6 +52,10 @@ type Engine interface {
 	EventsAfter(ctx context.Context, cursor string, limit int) ([]Event, error)
 	// EventLogLen returns the events the log keeps (-1: cannot be read now).
 	EventLogLen() int64
+	// Consumer returns the engine's record of the named consumer of the
+	// event log (the webhook sink): its committed cursor and a lease, so
+	// that one node of the deployment consumes at a time.
+	Consumer(name string) Consumer
 	// Users, Connections and Inboxed are the deployment's totals, for the
 	// admin page and metrics: -1 when they cannot be read now.
 	Users() int64
@@ -82,6 +86,22 @@ type Engine interface {
 
 	// Close stops the engine; call it after the hub's Shutdown.
 	Close(ctx context.Context) error
+}
+
+// Consumer is a consumer of the event log whose position the engine keeps
+// (the memory engine in this process, the Redis engine in Redis, so that it
+// outlives the node). Only the node holding its lease may commit.
+type Consumer interface {
+	// Acquire takes the lease for ttl, or renews it when this node holds
+	// it, and reports whether this node holds it now.
+	Acquire(ctx context.Context, ttl time.Duration) (bool, error)
+	// Cursor returns the committed cursor ("" when none was committed).
+	Cursor(ctx context.Context) (string, error)
+	// Commit records cursor if this node still holds the lease, and
+	// reports whether it did.
+	Commit(ctx context.Context, cursor string) (bool, error)
+	// Release gives the lease up, if this node holds it.
+	Release(ctx context.Context) error
 }
 
 // NewEngine makes an engine that reaches this node's connections through

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strconv"
@@ -194,3 +195,27 @@ func (l *memLog) after(cursor string, limit int) ([]Event, error) {
 	}
 	return out, nil
 }
+
+// memConsumer is a consumer of the memory engine: the only node always
+// holds its lease; its cursor lives as long as the process (and the log).
+type memConsumer struct {
+	mu     sync.Mutex
+	cursor string // guarded by mu
+}
+
+func (c *memConsumer) Acquire(context.Context, time.Duration) (bool, error) { return true, nil }
+
+func (c *memConsumer) Cursor(context.Context) (string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cursor, nil
+}
+
+func (c *memConsumer) Commit(_ context.Context, cursor string) (bool, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.cursor = cursor
+	return true, nil
+}
+
+func (c *memConsumer) Release(context.Context) error { return nil }

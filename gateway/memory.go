@@ -39,6 +39,9 @@ type memoryEngine struct {
 	idem    idemTable
 	events  *memLog
 
+	consumersMu sync.Mutex
+	consumers   map[string]*memConsumer // guarded by consumersMu
+
 	users      atomic.Int64 // users with connections
 	conns      atomic.Int64 // their connections, as last read from the node
 	inboxed    atomic.Int64 // messages in all inboxes
@@ -274,6 +277,21 @@ func (e *memoryEngine) emit(ev Event) { e.events.append(ev, e.node.Emit) }
 // EventsAfter implements Engine.
 func (e *memoryEngine) EventsAfter(_ context.Context, cursor string, limit int) ([]Event, error) {
 	return e.events.after(cursor, limit)
+}
+
+// Consumer implements Engine.
+func (e *memoryEngine) Consumer(name string) Consumer {
+	e.consumersMu.Lock()
+	defer e.consumersMu.Unlock()
+	if e.consumers == nil {
+		e.consumers = make(map[string]*memConsumer)
+	}
+	c := e.consumers[name]
+	if c == nil {
+		c = &memConsumer{}
+		e.consumers[name] = c
+	}
+	return c
 }
 
 // EventLogLen implements Engine.

@@ -353,6 +353,9 @@ func (s *Service) WatchEvents(req *pb.WatchEventsRequest, stream grpc.ServerStre
 	}
 }
 
+// EventProto is e as WatchEvents sends it (the webhook sink posts it too).
+func EventProto(e gateway.Event) *pb.Event { return toEvent(e) }
+
 func toEvent(e gateway.Event) *pb.Event {
 	out := &pb.Event{Time: timestamppb.New(e.Time), Cursor: e.Cursor}
 	switch e.Kind {

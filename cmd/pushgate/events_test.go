@@ -302,7 +302,7 @@ func TestEventLogRedisNodeRestart(t *testing.T) {
 
 	a = startEngineNodes(t, 1, args...)[0]
 	w = a.watchAfter(t, cursor, pb.EventKind_EVENT_KIND_CLIENT_MESSAGE)
-	cursor = w.expectSaid(5, 200)
+	w.expectSaid(5, 200)
 	c.say(205, 2)
 	cursor = w.expectSaid(205, 2)
 	w.cancel()

@@ -79,3 +79,40 @@ func (e *Engine) EventLogLen() int64 {
 	}
 	return n
 }
+
+// Consumer implements gateway.Engine: the lease is P:cl:<name> (this
+// node's name, with a TTL), the committed cursor P:cc:<name>.
+func (e *Engine) Consumer(name string) gateway.Consumer { return &consumer{e: e, name: name} }
+
+type consumer struct {
+	e    *Engine
+	name string
+}
+
+func (c *consumer) Acquire(ctx context.Context, ttl time.Duration) (bool, error) {
+	n, err := c.e.call(ctx, "consumer_lease", c.name, c.e.opt.Node, max(ttl.Milliseconds(), 1))
+	return err == nil && num(n) == 1, err
+}
+
+func (c *consumer) Cursor(ctx context.Context) (string, error) {
+	cctx, cancel := context.WithTimeout(ctx, c.e.opt.Timeout)
+	defer cancel()
+	s, err := c.e.rdb.Get(cctx, c.e.P+":cc:"+c.name).Result()
+	if errors.Is(err, redis.Nil) {
+		return "", nil
+	}
+	if err != nil {
+		return "", c.e.wrap(ctx, "consumer_cursor", err)
+	}
+	return s, nil
+}
+
+func (c *consumer) Commit(ctx context.Context, cursor string) (bool, error) {
+	n, err := c.e.call(ctx, "consumer_commit", c.name, c.e.opt.Node, cursor)
+	return err == nil && num(n) == 1, err
+}
+
+func (c *consumer) Release(ctx context.Context) error {
+	_, err := c.e.call(ctx, "consumer_release", c.name, c.e.opt.Node)
+	return err
+}

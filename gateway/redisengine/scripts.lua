@@ -24,6 +24,8 @@
 --   P:ibx           zset user -> when the user's inbox next needs a sweep (ms)
 --   P:inboxed       messages in all inboxes
 --   P:w             hash node -> open WatchEvents streams on that node
+--   P:cl:<name>     the node holding the lease of an event log consumer (PX)
+--   P:cc:<name>     that consumer's committed cursor
 --   P:ev            stream: the event log (field e: the event's JSON); an
 --                   event's cursor is "<P:epoch>.<entry id>"
 -- Channels: P:n:<node> (messages for a node's users and topics, kicks, and
@@ -378,6 +380,26 @@ for _, e in ipairs(redis.call('XRANGE', key('ev'), start, '+', 'COUNT', tonumber
   out[#out + 1] = e[2][2]
 end
 return out
+
+-- @script consumer_lease
+-- ARGV: P name node ttl
+-- Takes or renews the consumer's lease for node; 1 when node holds it.
+local holder = redis.call('GET', key('cl', ARGV[2]))
+if holder and holder ~= ARGV[3] then return 0 end
+redis.call('SET', key('cl', ARGV[2]), ARGV[3], 'PX', ARGV[4])
+return 1
+
+-- @script consumer_commit
+-- ARGV: P name node cursor
+-- Records the consumer's cursor if node holds its lease (1), else 0.
+if redis.call('GET', key('cl', ARGV[2])) ~= ARGV[3] then return 0 end
+redis.call('SET', key('cc', ARGV[2]), ARGV[4])
+return 1
+
+-- @script consumer_release
+-- ARGV: P name node
+if redis.call('GET', key('cl', ARGV[2])) == ARGV[3] then redis.call('DEL', key('cl', ARGV[2])) end
+return 0
 
 -- @script watchers
 -- ARGV: P node count
