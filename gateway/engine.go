@@ -140,6 +140,10 @@ type Node interface {
 	Watch(kinds []EventKind, buffer int) *Watcher
 	Unwatch(w *Watcher)
 	Watchers() int
+	// CutWatchers ends every WatchEvents stream here as one that fell
+	// behind (Watcher.Lost): the engine may have failed to bring them some
+	// events (its link was down), so they resume from their cursors.
+	CutWatchers()
 	// UserConns returns this node's connections of userID (joining ones
 	// included) and when the oldest opened.
 	UserConns(userID string) (n int, since time.Time)

@@ -143,6 +143,15 @@ func (h *Hub) Watchers() int {
 	return 0
 }
 
+// CutWatchers implements Node.
+func (h *Hub) CutWatchers() {
+	if cur := h.watchers.list.Load(); cur != nil {
+		for _, w := range *cur {
+			h.cut(w)
+		}
+	}
+}
+
 // upstream hands a client's message to the engine, for the WatchEvents
 // streams of every node.
 func (h *Hub) upstream(e Event) error {

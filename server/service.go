@@ -340,7 +340,7 @@ func (s *Service) WatchEvents(req *pb.WatchEventsRequest, stream grpc.ServerStre
 		case <-s.draining:
 			return status.Error(codes.Unavailable, "server shutting down; watch another node or retry")
 		case <-w.Lost:
-			return status.Errorf(codes.ResourceExhausted, "watcher fell more than %d events behind; call WatchEvents again with after_cursor set to the last event's cursor", s.watchBuffer)
+			return status.Errorf(codes.ResourceExhausted, "watcher fell more than %d events behind (or the node's link to the engine was down); call WatchEvents again with after_cursor set to the last event's cursor", s.watchBuffer)
 		case e := <-w.C:
 			if covered(last, e) {
 				continue

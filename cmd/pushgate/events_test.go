@@ -314,3 +314,23 @@ func TestEventLogRedisNodeRestart(t *testing.T) {
 		t.Fatalf("cursor of a lost log: %v, want OUT_OF_RANGE", err)
 	}
 }
+
+// The log keeps events for --event-log-retention, and always the newest
+// one, so a consumer that saw it can still resume.
+func TestEventLogRetention(t *testing.T) {
+	s := startServer(t, "--upstream-users", "merchant-*", "--upstream-rate", "0", "--event-log-retention", "1s", "--node-ttl", "3s")
+	c := s.dialEnv(t, "/merchant-1")
+	w := s.watchAfter(t, "", pb.EventKind_EVENT_KIND_CLIENT_MESSAGE)
+	c.say(0, 1)
+	first := w.expectSaid(0, 1)
+	c.say(1, 4)
+	last := w.expectSaid(1, 4)
+	eventually(t, "old events dropped", func() bool { return s.metric(t, "pushgate_event_log_entries") == 1 })
+	s.watchAfter(t, "0").expectSaid(4, 1)
+	if err := s.watchAfter(t, first).end(); status.Code(err) != codes.OutOfRange {
+		t.Fatalf("cursor past the retention: %v, want OUT_OF_RANGE", err)
+	}
+	r := s.watchAfter(t, last)
+	c.say(5, 1)
+	r.expectSaid(5, 1)
+}

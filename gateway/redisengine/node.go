@@ -214,6 +214,9 @@ func (e *Engine) receiveLoop() {
 				e.downSince.Store(0)
 				e.up.Store(true)
 				e.m.reconnects.Inc()
+				// Events published while the subscription was down never
+				// reached this node's streams: they resume from the log.
+				e.node.CutWatchers()
 				e.log.Info("redis reachable again: this node's state is written and its clients caught up")
 			}
 		case *redis.Message:
@@ -411,6 +414,7 @@ func (e *Engine) checkEpoch(ctx context.Context) error {
 	if old := e.epoch.Swap(&ep); old != nil && *old != ep {
 		e.log.Warn("redis lost its data: new inbox epoch", "epoch", ep, "was", *old)
 		e.node.ForgetSeen(ep)
+		e.node.CutWatchers() // their cursors are of the lost log
 	}
 	return nil
 }
