@@ -1,11 +1,16 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -252,5 +257,81 @@ func TestEventWebhookRedisLeaseSurvivesRestart(t *testing.T) {
 	checkChain(t, ds, "")
 	if len(ds) != 60 || n.metric(t, "pushgate_event_webhook_delivered_total") != 20 {
 		t.Fatalf("%d deliveries, the new node made %v", len(ds), n.metric(t, "pushgate_event_webhook_delivered_total"))
+	}
+}
+
+// The receiver of docs/events.md (examples/webhook-receiver/receiver.py,
+// the same text) verifies real deliveries and refuses a forged one.
+func TestEventWebhookExampleReceiver(t *testing.T) {
+	src, err := os.ReadFile("../../examples/webhook-receiver/receiver.py")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := os.ReadFile("../../docs/events.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(doc, []byte("```python\n"+string(src)+"```")) {
+		t.Fatal("docs/events.md does not show examples/webhook-receiver/receiver.py as it is")
+	}
+	if _, err := exec.LookPath("python3"); err != nil {
+		missingToolchain(t, "python3 not found", "python3")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	cmd := exec.Command("python3", "../../examples/webhook-receiver/receiver.py", fmt.Sprint(port))
+	cmd.Env = append(os.Environ(), "PUSHGATE_EVENT_WEBHOOK_SECRET="+hookSecret)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	lines := make(chan string, 16)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	url := fmt.Sprintf("http://127.0.0.1:%d/events", port)
+	eventually(t, "the receiver to listen", func() bool {
+		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	// A forged delivery is refused and not handled.
+	resp, err := http.Post(url, "application/json", strings.NewReader(`{"cursor":"x","follows":"","event":{}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("forged delivery: %s, want 401", resp.Status)
+	}
+
+	s := startServer(t, hookArgs(url, "--event-webhook-kinds", "client_message")...)
+	c := s.dialEnv(t, "/merchant-1")
+	c.say(0, 3)
+	for i := range 3 {
+		select {
+		case l := <-lines:
+			f := strings.Fields(l)
+			if len(f) < 3 || f[1] != "clientMessage" || !strings.Contains(l, fmt.Sprintf(`"json": "%d"`, i)) || !strings.Contains(l, `"userId": "merchant-1"`) {
+				t.Fatalf("receiver printed %q for message %d", l, i)
+			}
+		case <-time.After(waitFor):
+			t.Fatalf("receiver printed nothing for message %d", i)
+		}
 	}
 }

@@ -139,7 +139,7 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 const MinAdminPassword = 12
 
 // secretFlags are masked by "pushgate config print".
-var secretFlags = map[string]bool{"jwt-secret": true, "api-keys": true, "admin-password": true}
+var secretFlags = map[string]bool{"jwt-secret": true, "api-keys": true, "admin-password": true, "event-webhook-secret": true}
 
 // Load is Parse that also returns the flag set, holding the effective value
 // of every option (for Print).
