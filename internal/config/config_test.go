@@ -7,10 +7,11 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"pushgate/gateway"
 	"strings"
 	"testing"
 	"time"
+
+	"pushgate/gateway"
 )
 
 func TestConfigFromFlagsAndEnvironment(t *testing.T) {
