@@ -334,3 +334,50 @@ func TestEventLogRetention(t *testing.T) {
 	c.say(5, 1)
 	r.expectSaid(5, 1)
 }
+
+// A node whose link to Redis stalls misses the events published meanwhile:
+// when its subscription is back its WatchEvents streams are ended, and a
+// stream that resumes from its cursor gets every event once, in order.
+func TestClusterWatcherResumesAfterRedisLinkLoss(t *testing.T) {
+	r := redistest.Start(t)
+	p := newStallProxy(t, r.Addr())
+	args := []string{"--engine", "redis", "--node-ttl", "3s", "--redis-timeout", "500ms", "--upstream-users", "merchant-*", "--upstream-rate", "0"}
+	a := startServer(t, append([]string{"--redis-url", "redis://" + p.addr() + "/0"}, args...)...)
+	b := startServer(t, append([]string{"--redis-url", r.URL()}, args...)...)
+	c := b.dialEnv(t, "/merchant-1")
+	w := a.watchAfter(t, "", pb.EventKind_EVENT_KIND_CLIENT_MESSAGE)
+	c.say(0, 5)
+	cursor := w.expectSaid(0, 5)
+
+	p.stall()
+	eventually(t, "node a to count itself cut off", func() bool { return readyz(t, a) == 503 })
+	c.say(5, 20)
+	p.thaw()
+
+	next := 5
+	deadline := time.After(waitFor)
+	for ended := false; !ended; { // whatever reached it, in order, then the cut
+		select {
+		case e, ok := <-w.ch:
+			if !ok {
+				ended = true
+				break
+			}
+			if got := e.GetClientMessage().GetJson(); got != fmt.Sprint(next) {
+				t.Fatalf("before the cut: got %s, want %d", got, next)
+			}
+			cursor = e.GetCursor()
+			next++
+		case <-deadline:
+			t.Fatalf("stream not ended after the link came back (%d events reached it)", next-5)
+		}
+	}
+	if status.Code(w.err) != codes.ResourceExhausted {
+		t.Fatalf("stream ended with %v, want RESOURCE_EXHAUSTED", w.err)
+	}
+	eventually(t, "node a ready again", func() bool { return readyz(t, a) == 200 })
+	w = a.watchAfter(t, cursor, pb.EventKind_EVENT_KIND_CLIENT_MESSAGE)
+	w.expectSaid(next, 25-next)
+	c.say(25, 1)
+	w.expectSaid(25, 1)
+}
