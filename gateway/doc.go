@@ -96,7 +96,9 @@
 // In the order they may be taken:
 //
 //  1. the engine's own locks (the memory engine's user stripes, several in
-//     index order; the Redis engine's presence and topic stripes);
+//     index order, then its event log's lock, under which an event gets
+//     its cursor and is handed to Emit; the Redis engine's presence and
+//     topic stripes);
 //  2. the hub's shard and topic-shard locks (one at a time);
 //  3. a connection's mu.
 //
