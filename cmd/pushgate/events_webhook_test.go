@@ -335,3 +335,35 @@ func TestEventWebhookExampleReceiver(t *testing.T) {
 		}
 	}
 }
+
+// The webhook was off for longer than the log keeps: it goes on from the
+// oldest kept event, and the delivery says the events before it are
+// unknown (follows "").
+func TestEventWebhookRedisCursorTrimmed(t *testing.T) {
+	rd := redistest.Start(t)
+	r := newHookReceiver(t, "127.0.0.1:0")
+	base := []string{"--redis-url", rd.URL(), "--event-log-max", "20", "--upstream-users", "merchant-*", "--upstream-rate", "0"}
+	hook := append(append([]string{}, base...), "--event-webhook-url", r.url(), "--event-webhook-secret", hookSecret, "--event-webhook-kinds", "client_message")
+	b := startEngineNodes(t, 1, base...)[0] // no webhook
+	a := startEngineNodes(t, 1, hook...)[0]
+	c := b.dialEnv(t, "/merchant-1")
+	c.say(0, 5)
+	checkChain(t, r.waitFor(5), "")
+	a.stop(t)
+
+	c.say(5, 50) // the log keeps the last 20
+
+	n := startEngineNodes(t, 1, hook...)[0]
+	ds := r.waitFor(25)
+	if len(ds) != 25 || ds[5].Follows != "" || ds[5].Dropped != 0 || ds[5].ev.GetClientMessage().GetJson() != "35" {
+		t.Fatalf("%d deliveries; the first after the gap: %+v %v", len(ds), ds[5].Delivery, ds[5].ev)
+	}
+	for i := 6; i < len(ds); i++ {
+		if ds[i].Follows != ds[i-1].Cursor || ds[i].ev.GetClientMessage().GetJson() != fmt.Sprint(30+i) {
+			t.Fatalf("delivery %d: %+v %v", i, ds[i].Delivery, ds[i].ev)
+		}
+	}
+	if g := n.metric(t, "pushgate_event_webhook_gaps_total"); g != 1 {
+		t.Fatalf("pushgate_event_webhook_gaps_total = %v", g)
+	}
+}

@@ -79,11 +79,11 @@ type Delivery struct {
 	// (a retry, or a redelivery after a restart) skips it.
 	Cursor string `json:"cursor"`
 	// Follows is the cursor of the event the sink had to post before this
-	// one ("" for the first ever: a sink with no committed cursor starts at
-	// the oldest event the log keeps). A
+	// one; "" when there is none (the first ever: a sink with no committed
+	// cursor starts at the oldest event the log keeps) or it is unknown
+	// (events were trimmed from the log before they were posted). A
 	// receiver whose last cursor is another one missed events: Dropped of
-	// them were dropped at the bounded queue, or the sink resumed from a
-	// cursor the log no longer kept.
+	// them were dropped at the bounded queue, or some were trimmed.
 	Follows string `json:"follows"`
 	Dropped int64  `json:"dropped,omitempty"`
 	// Event is the event as WatchEvents sends it (protojson).
@@ -282,6 +282,7 @@ func (s *Sink) read(ctx context.Context, cursor string, queue chan<- item) {
 			s.m.gaps.Inc()
 			s.log.Warn("event webhook: events were trimmed from the log before they were posted; continuing from the oldest kept", "cursor", cursor, "oldest", ce.Oldest)
 			cursor = gateway.CursorZero
+			follows = "" // the event before the next one is unknown: a gap for the receiver
 			continue
 		case err != nil:
 			if ctx.Err() == nil {
