@@ -94,8 +94,8 @@ var ErrBadCursor = errors.New("bad cursor")
 
 // memLog is the memory engine's event log: a ring of the last events, with
 // their time, trimmed by count (Config.EventLogMax) and age
-// (Config.EventLogRetention; the newest event is kept whatever its age, so
-// a consumer that saw it can resume). Positions are 0-<n>, n counting from
+// (Config.EventLogRetention; the newest event past it is kept, so a
+// consumer that saw it can resume). Positions are 0-<n>, n counting from
 // 1 in this process; the epoch is the engine's.
 type memLog struct {
 	epoch  string        // immutable
@@ -150,10 +150,11 @@ func (l *memLog) dropLocked() {
 	l.oldest++
 }
 
-// trimLocked drops the events older than the retention, but never the
-// newest.
+// trimLocked drops the events older than the retention but the newest of
+// them: a consumer whose cursor is the last event before a quiet spell can
+// resume after it.
 func (l *memLog) trimLocked(now time.Time) {
-	for l.n > 1 && now.Sub(l.ring[l.start].Time) > l.keep {
+	for l.n > 1 && now.Sub(l.ring[(l.start+1)%len(l.ring)].Time) > l.keep {
 		l.dropLocked()
 	}
 }

@@ -78,9 +78,10 @@ type Config struct {
 	UpstreamTopics []string
 
 	// EventLogMax caps the events the event log keeps (the oldest go
-	// first), and EventLogRetention how long it keeps one (the newest is
-	// kept whatever its age): a WatchEvents stream can resume after any
-	// kept event. With the Redis engine the cap is approximate (the
+	// first), and EventLogRetention how long it keeps one (the newest
+	// event older than that is kept too, so a consumer that saw it before
+	// a quiet spell can resume): a WatchEvents stream can resume after
+	// any kept event. With the Redis engine the cap is approximate (the
 	// stream is trimmed a macro node at a time) and the age is enforced
 	// by every node's reaper pass.
 	EventLogMax       int

@@ -645,13 +645,10 @@ for _, u in ipairs(due) do
   ib_tidy(u, now)
 end
 if #due == 500 then more = 1 end
--- The event log keeps EVKEEP ms of events, and always the newest one.
-local newest = redis.call('XREVRANGE', key('ev'), '+', '-', 'COUNT', 1)
-if #newest > 0 then
-  local minid = (now - EVKEEP) .. '-0'
-  if tonumber(string.match(newest[1][1], '^%d+')) <= now - EVKEEP then minid = newest[1][1] end
-  redis.call('XTRIM', key('ev'), 'MINID', minid)
-end
+-- The event log keeps EVKEEP ms of events, and the newest event older than
+-- that (a consumer that saw it before a quiet spell can resume after it).
+local anchor = redis.call('XREVRANGE', key('ev'), now - EVKEEP, '-', 'COUNT', 1)
+if #anchor > 0 then redis.call('XTRIM', key('ev'), 'MINID', anchor[1][1]) end
 return {removed, users, expired, more}
 
 -- @script list
