@@ -32,9 +32,18 @@ func validCursor(c string) error {
 // page, until the log has no more; w is already registered, so every event
 // logged after the last page reaches it live. It returns the last event
 // read (sent or not), for the live events to skip what it covered.
-func (s *Service) replay(ctx context.Context, cursor string, want func(gateway.Event) bool, stream grpc.ServerStreamingServer[pb.Event]) (last gateway.Event, err error) {
+func (s *Service) replay(ctx context.Context, cursor string, want func(gateway.Event) bool, w *gateway.Watcher, stream grpc.ServerStreamingServer[pb.Event]) (last gateway.Event, err error) {
 	s.metrics.replays.Inc()
 	for {
+		select {
+		case <-s.draining:
+			return last, status.Error(codes.Unavailable, "server shutting down; watch another node or retry")
+		case <-w.Lost:
+			// Live events came faster than the replay went: it would end
+			// cut anyway.
+			return last, s.lostError()
+		default:
+		}
 		evs, err := s.gw.EventsAfter(ctx, cursor, replayPage)
 		var ce *gateway.CursorError
 		switch {

@@ -329,7 +329,7 @@ func (s *Service) WatchEvents(req *pb.WatchEventsRequest, stream grpc.ServerStre
 	var last gateway.Event
 	if c := req.GetAfterCursor(); c != "" {
 		var err error
-		if last, err = s.replay(ctx, c, eventFilter(kinds), stream); err != nil {
+		if last, err = s.replay(ctx, c, eventFilter(kinds), w, stream); err != nil {
 			return err
 		}
 	}
@@ -340,7 +340,7 @@ func (s *Service) WatchEvents(req *pb.WatchEventsRequest, stream grpc.ServerStre
 		case <-s.draining:
 			return status.Error(codes.Unavailable, "server shutting down; watch another node or retry")
 		case <-w.Lost:
-			return status.Errorf(codes.ResourceExhausted, "watcher fell more than %d events behind (or the node's link to the engine was down); call WatchEvents again with after_cursor set to the last event's cursor", s.watchBuffer)
+			return s.lostError()
 		case e := <-w.C:
 			if covered(last, e) {
 				continue
@@ -355,6 +355,11 @@ func (s *Service) WatchEvents(req *pb.WatchEventsRequest, stream grpc.ServerStre
 
 // EventProto is e as WatchEvents sends it (the webhook sink posts it too).
 func EventProto(e gateway.Event) *pb.Event { return toEvent(e) }
+
+// lostError ends a stream that was cut (Watcher.Lost).
+func (s *Service) lostError() error {
+	return status.Errorf(codes.ResourceExhausted, "watcher fell more than %d events behind (or the node's link to the engine was down); call WatchEvents again with after_cursor set to the last event's cursor", s.watchBuffer)
+}
 
 func toEvent(e gateway.Event) *pb.Event {
 	out := &pb.Event{Time: timestamppb.New(e.Time), Cursor: e.Cursor}
