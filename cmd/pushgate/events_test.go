@@ -309,6 +309,9 @@ func TestEventLogRedisNodeRestart(t *testing.T) {
 	w.end()
 
 	r.Restart() // its data is gone, and with it the log
+	eventually(t, "node a back on the new redis", func() bool {
+		return a.metric(t, "pushgate_redis_reconnects_total") >= 1 && readyz(t, a) == 200
+	})
 	err := a.watchAfter(t, cursor).end()
 	if st := status.Convert(err); st.Code() != codes.OutOfRange {
 		t.Fatalf("cursor of a lost log: %v, want OUT_OF_RANGE", err)
