@@ -42,7 +42,7 @@ func mac(secret []byte, ts string, body []byte) []byte {
 
 // Errors of Verify.
 var (
-	ErrNoSignature  = errors.New("webhook: no " + Header + " header, or not t=...,v1=...")
+	ErrNoSignature  = errors.New("webhook: no " + Header + " header, or not of the form t=<unix seconds>,v1=<hex>")
 	ErrBadSignature = errors.New("webhook: signature does not match the body")
 	ErrStale        = errors.New("webhook: signature timestamp outside the tolerance")
 )
