@@ -8,8 +8,9 @@
 // Two halves meet at one seam.
 //
 //   - The Engine owns what nodes share: message ids, inboxes, presence (with
-//     its grace), idempotency keys, and the routing of each message to the
-//     nodes that hold its recipients. The gRPC API and the admin page call
+//     its grace), idempotency keys, the event log (every event with its
+//     cursor, eventlog.go), and the routing of each message to the nodes
+//     that hold its recipients. The gRPC API and the admin page call
 //     the Engine; so does the hub, for its connections (Join, Left,
 //     Subscribe, Unsubscribed, Ack, Upstream).
 //   - The Hub owns this node's connections and is the Node an engine
