@@ -8,8 +8,9 @@
 // Two halves meet at one seam.
 //
 //   - The Engine owns what nodes share: message ids, inboxes, presence (with
-//     its grace), idempotency keys, and the routing of each message to the
-//     nodes that hold its recipients. The gRPC API and the admin page call
+//     its grace), idempotency keys, the event log (every event with its
+//     cursor, eventlog.go), and the routing of each message to the nodes
+//     that hold its recipients. The gRPC API and the admin page call
 //     the Engine; so does the hub, for its connections (Join, Left,
 //     Subscribe, Unsubscribed, Ack, Upstream).
 //   - The Hub owns this node's connections and is the Node an engine
@@ -96,7 +97,9 @@
 // In the order they may be taken:
 //
 //  1. the engine's own locks (the memory engine's user stripes, several in
-//     index order; the Redis engine's presence and topic stripes);
+//     index order, then its event log's lock, under which an event gets
+//     its cursor and is handed to Emit; the Redis engine's presence and
+//     topic stripes);
 //  2. the hub's shard and topic-shard locks (one at a time);
 //  3. a connection's mu.
 //

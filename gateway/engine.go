@@ -41,6 +41,21 @@ type Engine interface {
 	// every node reach it. Unwatch removes it.
 	Watch(kinds []EventKind, buffer int) *Watcher
 	Unwatch(w *Watcher)
+	// EventsAfter returns up to limit logged events after cursor (an
+	// Event.Cursor, or CursorZero for the oldest kept), in log order. A
+	// cursor whose event is no longer kept, or from a log that was lost,
+	// is a *CursorError; one that cannot be read wraps ErrBadCursor.
+	// Every event an engine hands to Node.Emit is logged first, with its
+	// cursor, atomically with the change it reports. To resume without a
+	// gap, Watch first, then read EventsAfter until it returns fewer than
+	// limit, then skip live events at or before the last one read.
+	EventsAfter(ctx context.Context, cursor string, limit int) ([]Event, error)
+	// EventLogLen returns the events the log keeps (-1: cannot be read now).
+	EventLogLen() int64
+	// Consumer returns the engine's record of the named consumer of the
+	// event log (the webhook sink): its committed cursor and a lease, so
+	// that one node of the deployment consumes at a time.
+	Consumer(name string) Consumer
 	// Users, Connections and Inboxed are the deployment's totals, for the
 	// admin page and metrics: -1 when they cannot be read now.
 	Users() int64
@@ -83,6 +98,22 @@ type Engine interface {
 	Close(ctx context.Context) error
 }
 
+// Consumer is a consumer of the event log whose position the engine keeps
+// (the memory engine in this process, the Redis engine in Redis, so that it
+// outlives the node). Only the node holding its lease may commit.
+type Consumer interface {
+	// Acquire takes the lease for ttl, or renews it when this node holds
+	// it, and reports whether this node holds it now.
+	Acquire(ctx context.Context, ttl time.Duration) (bool, error)
+	// Cursor returns the committed cursor ("" when none was committed).
+	Cursor(ctx context.Context) (string, error)
+	// Commit records cursor if this node still holds the lease, and
+	// reports whether it did.
+	Commit(ctx context.Context, cursor string) (bool, error)
+	// Release gives the lease up, if this node holds it.
+	Release(ctx context.Context) error
+}
+
 // NewEngine makes an engine that reaches this node's connections through
 // node. NewHub calls it once, before the hub serves.
 type NewEngine func(node Node) (Engine, error)
@@ -119,6 +150,10 @@ type Node interface {
 	Watch(kinds []EventKind, buffer int) *Watcher
 	Unwatch(w *Watcher)
 	Watchers() int
+	// CutWatchers ends every WatchEvents stream here as one that fell
+	// behind (Watcher.Lost): the engine may have failed to bring them some
+	// events (its link was down), so they resume from their cursors.
+	CutWatchers()
 	// UserConns returns this node's connections of userID (joining ones
 	// included) and when the oldest opened.
 	UserConns(userID string) (n int, since time.Time)

@@ -31,6 +31,10 @@ type Event struct {
 	Type      string // EventClientMessage
 	DataKind  Kind   // EventClientMessage
 	Data      []byte // EventClientMessage
+	// Cursor is the event's place in the event log (eventlog.go), Pos
+	// its position there; set by the engine when it logs the event.
+	Cursor string
+	Pos    EventPos
 	// EventMessageEscalated (MessageID set too): the channel and target a
 	// notification went to, the result (internal/notify's Result) and the
 	// provider's reason.
@@ -150,6 +154,15 @@ func (h *Hub) Watchers() int {
 		return len(*cur)
 	}
 	return 0
+}
+
+// CutWatchers implements Node.
+func (h *Hub) CutWatchers() {
+	if cur := h.watchers.list.Load(); cur != nil {
+		for _, w := range *cur {
+			h.cut(w)
+		}
+	}
 }
 
 // upstream hands a client's message to the engine, for the WatchEvents

@@ -83,6 +83,16 @@ type Config struct {
 	UpstreamUsers  []string
 	UpstreamTopics []string
 
+	// EventLogMax caps the events the event log keeps (the oldest go
+	// first), and EventLogRetention how long it keeps one (the newest
+	// event older than that is kept too, so a consumer that saw it before
+	// a quiet spell can resume): a WatchEvents stream can resume after
+	// any kept event. With the Redis engine the cap is approximate (the
+	// stream is trimmed a macro node at a time) and the age is enforced
+	// by every node's reaper pass.
+	EventLogMax       int
+	EventLogRetention time.Duration
+
 	// Epoch names the lifetime of the memory engine's inboxes: a client
 	// resuming with another epoch's last_id is told recovered:false.
 	// Default: random at start (memory inboxes die with the process). The
@@ -142,6 +152,8 @@ func DefaultConfig() Config {
 		IdempotencyEntries: 500_000,
 		ReceiptRetention:   time.Hour,
 		ReceiptMax:         1_000_000,
+		EventLogMax:        100_000,
+		EventLogRetention:  time.Hour,
 	}
 }
 
@@ -155,6 +167,7 @@ func (c *Config) setDefaults() {
 		{&c.WriteTimeout, &d.WriteTimeout}, {&c.EngineTimeout, &d.EngineTimeout},
 		{&c.InboxMaxTTL, &d.InboxMaxTTL}, {&c.PresenceGrace, &d.PresenceGrace},
 		{&c.ReceiptRetention, &d.ReceiptRetention},
+		{&c.EventLogRetention, &d.EventLogRetention},
 	} {
 		if *f.v == 0 {
 			*f.v = *f.d
@@ -165,6 +178,7 @@ func (c *Config) setDefaults() {
 		{&c.InboxMessages, &d.InboxMessages}, {&c.InboxBytes, &d.InboxBytes}, {&c.MaxTopicsPerConn, &d.MaxTopicsPerConn},
 		{&c.InboxTotalMessages, &d.InboxTotalMessages}, {&c.InboxTotalBytes, &d.InboxTotalBytes}, {&c.IdempotencyEntries, &d.IdempotencyEntries},
 		{&c.ReceiptMax, &d.ReceiptMax},
+		{&c.EventLogMax, &d.EventLogMax},
 	} {
 		if *f.v <= 0 {
 			*f.v = *f.d

@@ -39,6 +39,10 @@ type memoryEngine struct {
 	idem     idemTable
 	receipts *receiptStore
 	notify   memNotify // push targets and escalations (memory_notify.go)
+	events   *memLog
+
+	consumersMu sync.Mutex
+	consumers   map[string]*memConsumer // guarded by consumersMu
 
 	users      atomic.Int64 // users with connections
 	conns      atomic.Int64 // their connections, as last read from the node
@@ -84,6 +88,7 @@ func newMemoryEngine(node Node) *memoryEngine {
 	e.idem.max = e.cfg.IdempotencyEntries
 	retention, most := ReceiptBounds(e.cfg)
 	e.receipts = newReceiptStore(most, retention)
+	e.events = newMemLog(e.cfg.Epoch, e.cfg.EventLogMax, e.cfg.EventLogRetention)
 	go e.expireLoop()
 	return e
 }
@@ -272,6 +277,33 @@ func (e *memoryEngine) Watch(kinds []EventKind, buffer int) *Watcher {
 // Unwatch implements Engine.
 func (e *memoryEngine) Unwatch(w *Watcher) { e.node.Unwatch(w) }
 
+// emit logs ev and hands it to the node's streams, in log order. Callers
+// hold the stripe of ev's user (or none, for an upstream message).
+func (e *memoryEngine) emit(ev Event) { e.events.append(ev, e.node.Emit) }
+
+// EventsAfter implements Engine.
+func (e *memoryEngine) EventsAfter(_ context.Context, cursor string, limit int) ([]Event, error) {
+	return e.events.after(cursor, limit)
+}
+
+// Consumer implements Engine.
+func (e *memoryEngine) Consumer(name string) Consumer {
+	e.consumersMu.Lock()
+	defer e.consumersMu.Unlock()
+	if e.consumers == nil {
+		e.consumers = make(map[string]*memConsumer)
+	}
+	c := e.consumers[name]
+	if c == nil {
+		c = &memConsumer{}
+		e.consumers[name] = c
+	}
+	return c
+}
+
+// EventLogLen implements Engine.
+func (e *memoryEngine) EventLogLen() int64 { return int64(e.events.len()) }
+
 func (e *memoryEngine) Users() int64       { return e.users.Load() }
 func (e *memoryEngine) Connections() int64 { return e.conns.Load() }
 func (e *memoryEngine) Inboxed() int64     { return e.inboxed.Load() }
@@ -302,13 +334,13 @@ func (e *memoryEngine) setPresenceLocked(s *memStripe, userID string, now time.T
 			delete(s.leaving, userID)
 			return
 		}
-		e.node.Emit(Event{Kind: EventUserOnline, UserID: userID, Time: now})
+		e.emit(Event{Kind: EventUserOnline, UserID: userID, Time: now})
 	case was:
 		delete(s.online, userID)
 		e.conns.Add(int64(-old.conns))
 		e.users.Add(-1)
 		if e.cfg.PresenceGrace < 0 {
-			e.node.Emit(Event{Kind: EventUserOffline, UserID: userID, Time: now})
+			e.emit(Event{Kind: EventUserOffline, UserID: userID, Time: now})
 			return
 		}
 		var t *time.Timer
@@ -319,7 +351,7 @@ func (e *memoryEngine) setPresenceLocked(s *memStripe, userID string, now time.T
 				return // came back, or a newer timer owns it
 			}
 			delete(s.leaving, userID)
-			e.node.Emit(Event{Kind: EventUserOffline, UserID: userID})
+			e.emit(Event{Kind: EventUserOffline, UserID: userID})
 		})
 		if old := s.leaving[userID]; old != nil {
 			old.Stop()
@@ -354,7 +386,7 @@ func (e *memoryEngine) Join(_ context.Context, j JoinRequest) (Joined, error) {
 			for _, id := range acked {
 				e.inboxed.Add(-1)
 				c.Acked++
-				e.node.Emit(Event{Kind: EventMessageAcked, UserID: j.UserID, ConnID: j.ConnID, MessageID: id, Implicit: true, Time: now})
+				e.emit(Event{Kind: EventMessageAcked, UserID: j.UserID, ConnID: j.ConnID, MessageID: id, Implicit: true, Time: now})
 			}
 		}
 		e.inboxBytes.Add(int64(b.bytes - before))
@@ -401,7 +433,7 @@ func (e *memoryEngine) Ack(_ context.Context, userID, connID string, ids []strin
 			if b.ack(id) {
 				e.inboxed.Add(-1)
 				c.Acked++
-				e.node.Emit(Event{Kind: EventMessageAcked, UserID: userID, ConnID: connID, MessageID: id, Implicit: implicit, Time: now})
+				e.emit(Event{Kind: EventMessageAcked, UserID: userID, ConnID: connID, MessageID: id, Implicit: implicit, Time: now})
 			}
 		}
 		e.inboxBytes.Add(int64(b.bytes - before))
@@ -420,7 +452,7 @@ func (e *memoryEngine) Ack(_ context.Context, userID, connID string, ids []strin
 
 // Upstream implements Engine.
 func (e *memoryEngine) Upstream(_ context.Context, ev Event) error {
-	e.node.Emit(ev)
+	e.emit(ev)
 	return nil
 }
 

@@ -128,6 +128,10 @@ func NewMetrics(reg prometheus.Registerer, h *Hub) *Metrics {
 			Name: "pushgate_receipt_recipients",
 			Help: "Recipients whose message receipts are kept, at most --receipt-max (the whole deployment's, as the engine counts them; -1 when it cannot be read).",
 		}, func() float64 { return float64(h.eng.Receipts()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "pushgate_event_log_entries",
+			Help: "Events kept in the event log for WatchEvents resumes (the whole deployment's, as the engine counts them; -1 when it cannot be read).",
+		}, func() float64 { return float64(h.eng.EventLogLen()) }),
 	)
 	return m
 }

@@ -35,6 +35,7 @@ type Gateway interface {
 	Receipt(ctx context.Context, id string, users []string, offset, limit int) (gateway.Receipt, error)
 	Watch(kinds []gateway.EventKind, buffer int) *gateway.Watcher
 	Unwatch(w *gateway.Watcher)
+	EventsAfter(ctx context.Context, cursor string, limit int) ([]gateway.Event, error)
 }
 
 var _ Gateway = gateway.Engine(nil)
@@ -58,6 +59,9 @@ type Service struct {
 type serviceMetrics struct {
 	watchRefusedKey  prometheus.Counter
 	watchRefusedNode prometheus.Counter
+	replays          prometheus.Counter // WatchEvents calls with after_cursor
+	replayed         prometheus.Counter // events they sent from the log
+	outOfRange       prometheus.Counter // after_cursor refused: older than the log
 	idemFull         prometheus.Counter
 }
 
@@ -147,13 +151,25 @@ func NewService(gw Gateway, log *slog.Logger, opts Options) *Service {
 	s.metrics = serviceMetrics{
 		watchRefusedKey:  refused.WithLabelValues("per_key"),
 		watchRefusedNode: refused.WithLabelValues("node"),
+		replays: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pushgate_event_replays_total",
+			Help: "WatchEvents calls that resumed with after_cursor.",
+		}),
+		replayed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pushgate_events_replayed_total",
+			Help: "Events WatchEvents streams read from the event log when resuming.",
+		}),
+		outOfRange: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pushgate_event_cursor_out_of_range_total",
+			Help: "WatchEvents calls refused with OUT_OF_RANGE: their after_cursor is older than the event log kept (--event-log-max, --event-log-retention) or from a lost log.",
+		}),
 		idemFull: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "pushgate_idempotency_full_total",
 			Help: "Sends refused with RESOURCE_EXHAUSTED because the engine remembered --idempotency-max-entries idempotency results (memory engine).",
 		}),
 	}
 	if opts.Registerer != nil {
-		opts.Registerer.MustRegister(refused, s.metrics.idemFull)
+		opts.Registerer.MustRegister(refused, s.metrics.idemFull, s.metrics.replays, s.metrics.replayed, s.metrics.outOfRange)
 	}
 	return s
 }
@@ -300,6 +316,9 @@ func (s *Service) WatchEvents(req *pb.WatchEventsRequest, stream grpc.ServerStre
 		return status.Error(codes.Unavailable, "server shutting down; watch another node or retry")
 	default:
 	}
+	if err := validCursor(req.GetAfterCursor()); err != nil {
+		return err
+	}
 	kinds := make([]gateway.EventKind, len(req.GetKinds()))
 	for i, k := range req.GetKinds() {
 		kinds[i] = gateway.EventKind(k) // the enums share their numbers
@@ -317,6 +336,16 @@ func (s *Service) WatchEvents(req *pb.WatchEventsRequest, stream grpc.ServerStre
 		return err
 	}
 	ctx := stream.Context()
+	// Resuming: w is registered, so the events logged from now on reach
+	// it; the replay reads the log up to its end, and the live events it
+	// already covered are skipped.
+	var last gateway.Event
+	if c := req.GetAfterCursor(); c != "" {
+		var err error
+		if last, err = s.replay(ctx, c, eventFilter(kinds), w, stream); err != nil {
+			return err
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -324,8 +353,12 @@ func (s *Service) WatchEvents(req *pb.WatchEventsRequest, stream grpc.ServerStre
 		case <-s.draining:
 			return status.Error(codes.Unavailable, "server shutting down; watch another node or retry")
 		case <-w.Lost:
-			return status.Errorf(codes.ResourceExhausted, "watcher fell more than %d events behind; call WatchEvents again", s.watchBuffer)
+			return s.lostError()
 		case e := <-w.C:
+			if covered(last, e) {
+				continue
+			}
+			last = gateway.Event{}
 			if err := stream.Send(toEvent(e)); err != nil {
 				return err
 			}
@@ -333,8 +366,16 @@ func (s *Service) WatchEvents(req *pb.WatchEventsRequest, stream grpc.ServerStre
 	}
 }
 
+// EventProto is e as WatchEvents sends it (the webhook sink posts it too).
+func EventProto(e gateway.Event) *pb.Event { return toEvent(e) }
+
+// lostError ends a stream that was cut (Watcher.Lost).
+func (s *Service) lostError() error {
+	return status.Errorf(codes.ResourceExhausted, "watcher fell more than %d events behind (or the node's link to the engine was down); call WatchEvents again with after_cursor set to the last event's cursor", s.watchBuffer)
+}
+
 func toEvent(e gateway.Event) *pb.Event {
-	out := &pb.Event{Time: timestamppb.New(e.Time)}
+	out := &pb.Event{Time: timestamppb.New(e.Time), Cursor: e.Cursor}
 	switch e.Kind {
 	case gateway.EventUserOnline:
 		out.Event = &pb.Event_UserOnline{UserOnline: &pb.UserOnline{UserId: e.UserID}}

@@ -254,7 +254,7 @@ func (e *Engine) parseScripts() error {
 		name, body, _ := strings.Cut(p, "\n")
 		switch {
 		case name == "prelude":
-			prelude = body
+			prelude = fmt.Sprintf("local EVMAX, EVKEEP = %d, %d\n", e.cfg.EventLogMax, e.cfg.EventLogRetention.Milliseconds()) + body
 		case strings.HasPrefix(name, "script "):
 			e.scripts[strings.TrimPrefix(name, "script ")] = redis.NewScript(prelude + "\n" + body)
 		default:

@@ -65,6 +65,9 @@ func testConfig() gateway.Config {
 		InboxMaxTTL:   time.Hour,
 		PresenceGrace: -1,
 		EngineTimeout: 5 * time.Second,
+
+		EventLogMax:       1000,
+		EventLogRetention: time.Hour,
 	}
 }
 
@@ -82,6 +85,7 @@ type fakeNode struct {
 	kicks      []kick
 	events     []gateway.Event
 	watchers   map[*gateway.Watcher]chan gateway.Event
+	cuts       int // CutWatchers calls
 	forgot     []string
 	counts     gateway.InboxCounts
 	evictions  int
@@ -202,6 +206,19 @@ func (f *fakeNode) Unwatch(w *gateway.Watcher) {
 	f.mu.Lock()
 	delete(f.watchers, w)
 	f.mu.Unlock()
+}
+
+// CutWatchers counts the cuts.
+func (f *fakeNode) CutWatchers() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.cuts++
+}
+
+func (f *fakeNode) cutCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.cuts
 }
 
 func (f *fakeNode) Watchers() int {
@@ -898,6 +915,31 @@ func TestEventsReachWatchingNodes(t *testing.T) {
 	if n := len(fa.eventsOf(gateway.EventUserOnline)) + len(fa.eventsOf(gateway.EventUserOffline)); n != 2 {
 		t.Fatalf("node a was handed %d presence events, want 2", n)
 	}
+	// Each event came with its cursor, and the log (read from any node)
+	// holds the same events in the same order.
+	handed := fa.allEvents()
+	logged, err := b.EventsAfter(ctx, gateway.CursorZero, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(logged) != len(handed) {
+		t.Fatalf("log holds %d events, node a was handed %d", len(logged), len(handed))
+	}
+	for i := range handed {
+		if handed[i].Cursor == "" || handed[i].Cursor != logged[i].Cursor || handed[i].Kind != logged[i].Kind || handed[i].UserID != logged[i].UserID {
+			t.Fatalf("event %d: handed %+v, logged %+v", i, handed[i], logged[i])
+		}
+		if i > 0 && !logged[i-1].Pos.Less(logged[i].Pos) {
+			t.Fatalf("event %d at %v, after %v", i, logged[i].Pos, logged[i-1].Pos)
+		}
+	}
+	after, err := a.EventsAfter(ctx, logged[0].Cursor, 100)
+	if err != nil || len(after) != len(logged)-1 || after[0].Cursor != logged[1].Cursor {
+		t.Fatalf("EventsAfter the first: %d events, %v", len(after), err)
+	}
+	if n := a.EventLogLen(); n != int64(len(logged)) {
+		t.Fatalf("EventLogLen = %d, want %d", n, len(logged))
+	}
 }
 
 // 5. Disconnect closes the user's connections on every node that holds
@@ -1252,6 +1294,9 @@ func TestRedisDownAndBackEmpty(t *testing.T) {
 	if f := fa.forgotten(); len(f) != 0 {
 		t.Fatalf("ForgetSeen called while redis was down: %v", f)
 	}
+	if n := fa.cutCount(); n != 0 {
+		t.Fatalf("watchers cut %d times before redis came back", n)
+	}
 
 	c.srv.Restart() // empty
 	eventually(t, "the engines to be up again", func() bool { return a.Up() && b.Up() })
@@ -1262,6 +1307,11 @@ func TestRedisDownAndBackEmpty(t *testing.T) {
 		join(t, a, gateway.JoinRequest{UserID: "u", ConnID: "c1b"})
 	}
 	eventually(t, "node a to be told the epoch changed", func() bool { return len(fa.forgotten()) > 0 })
+	// Its WatchEvents streams missed what was published meanwhile: they
+	// are cut, to resume from their cursors.
+	if fa.cutCount() == 0 {
+		t.Fatal("watchers not cut after the subscription was lost")
+	}
 	eventually(t, "u to be online again (node a wrote its state again)", func() bool {
 		p, err := b.Presence(ctx, []string{"u"})
 		return err == nil && p[0].Connections == 1

@@ -64,6 +64,7 @@ func (e *Engine) newEpoch(ep string) {
 		e.m.epochs.Inc()
 		e.log.Warn("redis lost data: new inbox epoch; clients resuming from before are told recovered: false", "epoch", ep, "was", *old)
 		e.node.ForgetSeen(ep)
+		e.node.CutWatchers() // their cursors are of the lost log
 	}
 }
 

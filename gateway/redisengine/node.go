@@ -220,6 +220,9 @@ func (e *Engine) receiveLoop() {
 				e.downSince.Store(0)
 				e.up.Store(true)
 				e.m.reconnects.Inc()
+				// Events published while the subscription was down never
+				// reached this node's streams: they resume from the log.
+				e.node.CutWatchers()
 				e.log.Info("redis reachable again: this node's state is written and its clients caught up")
 			}
 		case *redis.Message:
@@ -316,7 +319,7 @@ func isTimeout(err error) bool {
 //	'B' excluded "\x00" message  a broadcast; excluded: newline-separated users
 //	'T' topic "\x00" message     for this node's subscribers of topic
 //	'K' user "\x00" text         close the user's connections (Disconnect)
-//	'E' json                    an event for WatchEvents (wireEvent)
+//	'E' cursor " " json         an event for WatchEvents (wireEvent)
 //	'X' epoch                   Redis lost data: the inboxes' new epoch
 const (
 	kindUsers     = 'U'
@@ -352,13 +355,13 @@ func (e *Engine) dispatch(channel, payload string) {
 		return
 	}
 	if payload[0] == kindEvent {
-		var w wireEvent
-		if err := json.Unmarshal([]byte(payload[1:]), &w); err != nil {
+		cursor, body, _ := strings.Cut(payload[1:], " ")
+		ev, err := decodeEvent(cursor, body)
+		if err != nil {
 			e.log.Error("bad event from redis", "err", err)
 			return
 		}
-		e.node.Emit(gateway.Event{Kind: w.Kind, Time: time.UnixMilli(w.Time), UserID: w.User, ConnID: w.Conn,
-			MessageID: w.Msg, Implicit: w.Implicit, Topic: w.Topic, Type: w.Type, DataKind: w.DataKind, Data: w.Data, Escalation: w.Esc})
+		e.node.Emit(ev)
 		return
 	}
 	head, body, ok := strings.Cut(payload[1:], "\x00")

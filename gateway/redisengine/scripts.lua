@@ -35,6 +35,10 @@
 --   P:rcq           zset "id:recipients" (score 0, id order): the receipts kept
 --   P:rcn           recipients in all the receipts kept
 --   P:rcev          the highest id whose receipt was evicted for room
+--   P:cl:<name>     the node holding the lease of an event log consumer (PX)
+--   P:cc:<name>     that consumer's committed cursor
+--   P:ev            stream: the event log (field e: the event's JSON); an
+--                   event's cursor is "<P:epoch>.<entry id>"
 -- Channels: P:n:<node> (messages for a node's users and topics, kicks, and
 -- events for its WatchEvents streams), P:all (broadcasts, and the news of
 -- a new epoch).
@@ -83,12 +87,27 @@ local function withid(blob, id)
   return string.sub(blob, 1, 1) .. id .. string.sub(blob, 28)
 end
 
--- publish_event sends an encoded event to the nodes with WatchEvents
--- streams (none: nothing is sent).
+-- publish_event logs an encoded event in the event log (P:ev, trimmed to
+-- EVMAX entries: exactly below 10000, else a macro node at a time) and
+-- sends it with its cursor to the nodes with WatchEvents streams. EVMAX
+-- and EVKEEP (the retention, ms) are the node's --event-log-max and
+-- --event-log-retention, set in front of the prelude.
 local function publish_event(json)
+  local ep = redis.call('GET', key('epoch'))
+  if not ep then
+    -- Redis lost its data and no node has made a new epoch yet.
+    ep = 'T' .. nowms()
+    redis.call('SET', key('epoch'), ep)
+  end
+  local id
+  if EVMAX < 10000 then
+    id = redis.call('XADD', key('ev'), 'MAXLEN', EVMAX, '*', 'e', json)
+  else
+    id = redis.call('XADD', key('ev'), 'MAXLEN', '~', EVMAX, '*', 'e', json)
+  end
   local ws = redis.call('HKEYS', key('w'))
   if #ws == 0 then return end
-  local payload = 'E' .. json
+  local payload = 'E' .. ep .. '.' .. id .. ' ' .. json
   for _, nd in ipairs(ws) do redis.call('PUBLISH', key('n', nd), payload) end
 end
 
@@ -522,6 +541,49 @@ return offline_due(nowms(), 1000)
 publish_event(ARGV[2])
 return 0
 
+-- @script events
+-- ARGV: P epoch id next limit
+-- Up to limit logged events after the entry id of the log of epoch ('' for
+-- the oldest kept; next is the id after it): {epoch, id, json, id, json...},
+-- or {'OLD', oldest cursor} when that entry is no longer kept or the log is
+-- another epoch's.
+local ep = redis.call('GET', key('epoch')) or ''
+local start = '-'
+if ARGV[3] ~= '' then
+  if ARGV[2] ~= ep or #redis.call('XRANGE', key('ev'), ARGV[3], ARGV[3]) == 0 then
+    local first = redis.call('XRANGE', key('ev'), '-', '+', 'COUNT', 1)
+    if #first == 0 then return {'OLD', '0'} end
+    return {'OLD', ep .. '.' .. first[1][1]}
+  end
+  start = ARGV[4]
+end
+local out = {ep}
+for _, e in ipairs(redis.call('XRANGE', key('ev'), start, '+', 'COUNT', tonumber(ARGV[5]))) do
+  out[#out + 1] = e[1]
+  out[#out + 1] = e[2][2]
+end
+return out
+
+-- @script consumer_lease
+-- ARGV: P name node ttl
+-- Takes or renews the consumer's lease for node; 1 when node holds it.
+local holder = redis.call('GET', key('cl', ARGV[2]))
+if holder and holder ~= ARGV[3] then return 0 end
+redis.call('SET', key('cl', ARGV[2]), ARGV[3], 'PX', ARGV[4])
+return 1
+
+-- @script consumer_commit
+-- ARGV: P name node cursor
+-- Records the consumer's cursor if node holds its lease (1), else 0.
+if redis.call('GET', key('cl', ARGV[2])) ~= ARGV[3] then return 0 end
+redis.call('SET', key('cc', ARGV[2]), ARGV[4])
+return 1
+
+-- @script consumer_release
+-- ARGV: P name node
+if redis.call('GET', key('cl', ARGV[2])) == ARGV[3] then redis.call('DEL', key('cl', ARGV[2])) end
+return 0
+
 -- @script watchers
 -- ARGV: P node count
 -- The node's open WatchEvents streams.
@@ -799,6 +861,10 @@ for _, u in ipairs(due) do
   ib_tidy(u, now)
 end
 if #due == 500 then more = 1 end
+-- The event log keeps EVKEEP ms of events, and the newest event older than
+-- that (a consumer that saw it before a quiet spell can resume after it).
+local anchor = redis.call('XREVRANGE', key('ev'), now - EVKEEP, '-', 'COUNT', 1)
+if #anchor > 0 then redis.call('XTRIM', key('ev'), 'MINID', anchor[1][1]) end
 return {removed, users, expired, more}
 
 -- @script list

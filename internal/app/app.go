@@ -34,6 +34,7 @@ import (
 	"pushgate/gateway/token"
 	"pushgate/gateway/web"
 	"pushgate/internal/config"
+	"pushgate/internal/eventsink"
 	"pushgate/internal/notify"
 	"pushgate/internal/version"
 	"pushgate/server"
@@ -54,8 +55,9 @@ type App struct {
 	http   *http.Server
 	grpcLn net.Listener
 	httpLn *connGate
-	ops    *http.Server // nil without --ops-addr
-	opsLn  *connGate    // nil without --ops-addr
+	sink   *eventsink.Sink // nil without --event-webhook-url
+	ops    *http.Server    // nil without --ops-addr
+	opsLn  *connGate       // nil without --ops-addr
 	ready  atomic.Bool
 
 	// httpAPI is the HTTP/JSON API on the HTTP listener; nil when off.
@@ -170,6 +172,8 @@ func New(cfg config.Config, log *slog.Logger) (_ *App, err error) {
 		IdempotencyEntries: cfg.IdempotencyEntries,
 		ReceiptRetention:   cfg.ReceiptRetention,
 		ReceiptMax:         cfg.ReceiptMax,
+		EventLogMax:        cfg.EventLogMax,
+		EventLogRetention:  cfg.EventLogRetention,
 	}, log, reg, newEngine)
 	if err != nil {
 		return nil, fmt.Errorf("--engine %s: %w", cfg.Engine, err)
@@ -194,6 +198,17 @@ func New(cfg config.Config, log *slog.Logger) (_ *App, err error) {
 		MaxWatchers: cfg.WatchMax, MaxWatchersPerKey: cfg.WatchMaxPerKey, Registerer: reg,
 		Notifier: notifier,
 	})
+	if cfg.EventWebhookURL != "" {
+		kinds, _ := cfg.WebhookKinds() // validated
+		a.sink, err = eventsink.New(a.eng, eventsink.Options{
+			URL: cfg.EventWebhookURL, Secret: []byte(cfg.EventWebhookSecret), Kinds: kinds,
+			Queue: cfg.EventWebhookQueue, Timeout: cfg.EventWebhookTimeout, LeaseTTL: cfg.NodeTTL,
+			Log: log, Registerer: reg,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("--event-webhook-url: %w", err)
+		}
+	}
 	guard := server.NewGuard(server.GuardConfig{
 		MaxStreams: uint32(cfg.GRPCMaxStreams), RequestTimeout: cfg.GRPCRequestTimeout,
 		MaxConnsPerAddr: cfg.GRPCMaxConnsPerIP, ResetRate: cfg.GRPCResetRate,
@@ -560,6 +575,9 @@ func (a *App) release() {
 	if a.disp != nil {
 		a.disp.Close() // before the engine: finished sends report through it
 	}
+	if a.sink != nil {
+		a.sink.Close()
+	}
 	if a.eng != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		if err := a.eng.Close(ctx); err != nil {
@@ -598,6 +616,9 @@ func (a *App) Serve(ctx context.Context) error {
 		}
 		errc <- err
 	}()
+	if a.sink != nil {
+		a.sink.Start()
+	}
 	a.ready.Store(true)
 	a.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	go a.followEngine(ctx)
@@ -673,6 +694,9 @@ func (a *App) shutdown() {
 		a.log.Warn("some client connections did not close in time", "remaining", a.hub.Connections())
 	}
 	<-httpDone
+	if a.sink != nil {
+		a.sink.Close()
+	}
 	ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
 	if err := a.eng.Close(ctx); err != nil {
 		a.log.Warn("could not remove this node from the engine; other nodes will reap it", "err", err)

@@ -37,6 +37,8 @@ var Sections = []Section{
 		"grpc-max-connections-per-address", "grpc-reset-rate", "receipt-max"}},
 	{"Delivery", []string{"heartbeat-interval", "heartbeat-timeout", "write-timeout", "inbox-max-ttl", "presence-grace",
 		"idempotency-window", "upstream-users", "upstream-topics", "receipt-retention"}},
+	{"Events (log, resume, webhook)", []string{"event-log-max", "event-log-retention", "event-webhook-url", "event-webhook-secret",
+		"event-webhook-kinds", "event-webhook-queue", "event-webhook-timeout"}},
 	{"Offline push (Web Push, WeChat, webhook)", []string{"vapid-private-key", "vapid-subject", "wechat-app-id", "wechat-app-secret",
 		"wechat-api-url", "wechat-state", "notify-webhook-secret", "notify-max-targets", "notify-max-pending", "notify-workers",
 		"notify-queue", "notify-poll"}},

@@ -12,6 +12,7 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"sort"
 	"strings"
@@ -21,6 +22,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"pushgate/gateway"
+	"pushgate/internal/eventsink"
 	"pushgate/internal/notify"
 	"pushgate/internal/secret"
 	"pushgate/server"
@@ -72,10 +74,18 @@ type Config struct {
 	IdempotencyEntries int           // idempotency results remembered (memory engine).
 	ReceiptRetention   time.Duration // message receipts are kept this long after the send (after the ttl for a stored message).
 	ReceiptMax         int           // recipients whose receipts are kept, all messages together.
-	GRPCMaxStreams     int           // concurrent calls per gRPC connection.
-	GRPCRequestTimeout time.Duration // from a call's headers to its request; also the connection handshake.
-	GRPCMaxConnsPerIP  int           // open gRPC connections per client address.
-	GRPCResetRate      float64       // calls per second per gRPC connection that may end before their request.
+	EventLogMax        int           // events the event log keeps.
+	EventLogRetention  time.Duration // how long the event log keeps an event.
+
+	EventWebhookURL     string        // where the event sink posts ("" off).
+	EventWebhookSecret  string        // signs the sink's posts.
+	EventWebhookKinds   string        // comma-separated kinds posted ("" all).
+	EventWebhookQueue   int           // events waiting to be posted.
+	EventWebhookTimeout time.Duration // bounds one post.
+	GRPCMaxStreams      int           // concurrent calls per gRPC connection.
+	GRPCRequestTimeout  time.Duration // from a call's headers to its request; also the connection handshake.
+	GRPCMaxConnsPerIP   int           // open gRPC connections per client address.
+	GRPCResetRate       float64       // calls per second per gRPC connection that may end before their request.
 
 	Auth            string        // client auth: none or jwt.
 	JWTSecret       string        // HS256 secret.
@@ -150,7 +160,7 @@ const MinAdminPassword = 12
 
 // secretFlags are masked by "pushgate config print".
 var secretFlags = map[string]bool{"jwt-secret": true, "api-keys": true, "admin-password": true,
-	"vapid-private-key": true, "wechat-app-secret": true, "notify-webhook-secret": true}
+	"vapid-private-key": true, "wechat-app-secret": true, "notify-webhook-secret": true, "event-webhook-secret": true}
 
 // Load is Parse that also returns the flag set, holding the effective value
 // of every option (for Print).
@@ -193,6 +203,13 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, *fl
 	fs.IntVar(&c.IdempotencyEntries, "idempotency-max-entries", gw.IdempotencyEntries, "memory engine: idempotency results remembered (a SendToUsers result counts once per user); past it a send with a new key gets RESOURCE_EXHAUSTED")
 	fs.DurationVar(&c.ReceiptRetention, "receipt-retention", gw.ReceiptRetention, "how long GetMessageStatus can report a message sent to users: its receipt is kept this long after the send, and a stored message's this long after its ttl ends")
 	fs.IntVar(&c.ReceiptMax, "receipt-max", gw.ReceiptMax, "recipients whose message receipts are kept, all messages together (a SendToUsers to n users counts n); past it the oldest receipts are evicted")
+	fs.IntVar(&c.EventLogMax, "event-log-max", gw.EventLogMax, "events the event log keeps for WatchEvents resumes (after_cursor), the oldest dropped first; with the Redis engine approximate from 10000 up (whole stream nodes are trimmed)")
+	fs.DurationVar(&c.EventLogRetention, "event-log-retention", gw.EventLogRetention, "how long the event log keeps an event (and the newest older one, so a consumer that saw it before a quiet spell can resume); a cursor older than the log gets OUT_OF_RANGE")
+	fs.StringVar(&c.EventWebhookURL, "event-webhook-url", "", "`URL` the events of the event log are POSTed to, signed, in order, retried until acknowledged (docs/events.md); empty: no webhook")
+	fs.StringVar(&c.EventWebhookSecret, "event-webhook-secret", "", "`secret` (at least 32 bytes) that signs each event webhook POST (header Pushgate-Signature); required with --event-webhook-url")
+	fs.StringVar(&c.EventWebhookKinds, "event-webhook-kinds", "", "comma-separated event `kinds` posted to --event-webhook-url (user_online, user_offline, message_acked, client_message, message_escalated); empty: all")
+	fs.IntVar(&c.EventWebhookQueue, "event-webhook-queue", eventsink.DefaultQueue, "events waiting to be posted to --event-webhook-url; past it new events are dropped (counted, and the next delivery says so)")
+	fs.DurationVar(&c.EventWebhookTimeout, "event-webhook-timeout", eventsink.DefaultTimeout, "how long one event webhook POST may take before it is retried")
 	fs.IntVar(&c.GRPCMaxStreams, "grpc-max-streams", server.DefaultMaxStreams, "concurrent calls (HTTP/2 streams) per gRPC connection; clients that ignore it get REFUSED_STREAM")
 	fs.DurationVar(&c.GRPCRequestTimeout, "grpc-request-timeout", server.DefaultRequestTimeout, "how long a gRPC call may take to send its request after its headers (it then ends with CANCELLED), and a new connection its TLS and HTTP/2 handshake")
 	fs.IntVar(&c.GRPCMaxConnsPerIP, "grpc-max-connections-per-address", server.DefaultMaxConnsPerAddr, "open gRPC connections per client IP address (more are closed on accept); 0 for no limit")
@@ -456,6 +473,15 @@ func (c *Config) validate() []error {
 	check(c.IdempotencyEntries > 0, "--idempotency-max-entries must be positive")
 	check(c.ReceiptRetention >= time.Second, "--receipt-retention must be at least 1s")
 	check(c.ReceiptMax > 0, "--receipt-max must be positive")
+	check(c.EventLogMax > 0 && c.EventLogRetention > 0, "--event-log-max and --event-log-retention must be positive")
+	if c.EventWebhookURL != "" {
+		u, err := url.Parse(c.EventWebhookURL)
+		check(err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "", "--event-webhook-url must be an http:// or https:// URL, got %q", c.EventWebhookURL)
+		check(len(c.EventWebhookSecret) >= 32, "--event-webhook-secret must be set, at least 32 bytes, with --event-webhook-url")
+		_, err = c.WebhookKinds()
+		check(err == nil, "--event-webhook-kinds: %v", err)
+		check(c.EventWebhookQueue > 0 && c.EventWebhookTimeout > 0, "--event-webhook-queue and --event-webhook-timeout must be positive")
+	}
 	check(c.GRPCMaxStreams > 0 && int64(c.GRPCMaxStreams) <= math.MaxUint32, "--grpc-max-streams must be between 1 and %d", uint32(math.MaxUint32))
 	check(c.GRPCRequestTimeout > 0, "--grpc-request-timeout must be positive")
 	check(c.GRPCMaxConnsPerIP >= 0 && c.GRPCResetRate >= 0, "--grpc-max-connections-per-address and --grpc-reset-rate must not be negative")
@@ -464,7 +490,8 @@ func (c *Config) validate() []error {
 	check(c.Auth != "jwt" || hasKey, "--auth jwt needs --jwt-secret, --jwt-public-key or --jwt-jwks")
 	check(c.JWTSecret == "" || len(c.JWTSecret) >= 32, "--jwt-secret must be at least 32 bytes")
 	errs = append(errs, weakSecrets(map[string]string{"jwt-secret": c.JWTSecret, "admin-password": c.AdminPassword,
-		"wechat-app-secret": c.WeChatAppSecret, "notify-webhook-secret": c.WebhookSecret})...)
+		"wechat-app-secret": c.WeChatAppSecret, "notify-webhook-secret": c.WebhookSecret,
+		"event-webhook-secret": c.EventWebhookSecret})...)
 	check(c.VAPIDPrivateKey == "" || c.VAPIDSubject != "", "--vapid-private-key needs --vapid-subject (mailto:you@example.com or an https URL)")
 	check(c.WeChatAppID == "" || c.WeChatAppSecret != "", "--wechat-app-id needs --wechat-app-secret")
 	check(c.WebhookSecret == "" || len(c.WebhookSecret) >= 32, "--notify-webhook-secret must be at least 32 bytes")
@@ -523,6 +550,22 @@ func weakSecrets(byFlag map[string]string) []error {
 		}
 	}
 	return errs
+}
+
+// WebhookKinds is --event-webhook-kinds, parsed (none: all).
+func (c *Config) WebhookKinds() ([]gateway.EventKind, error) {
+	names := map[string]gateway.EventKind{"user_online": gateway.EventUserOnline, "user_offline": gateway.EventUserOffline,
+		"message_acked": gateway.EventMessageAcked, "client_message": gateway.EventClientMessage,
+		"message_escalated": gateway.EventMessageEscalated}
+	var out []gateway.EventKind
+	for _, k := range List(c.EventWebhookKinds) {
+		kind, ok := names[k]
+		if !ok {
+			return nil, fmt.Errorf("unknown kind %q (user_online, user_offline, message_acked, client_message, message_escalated)", k)
+		}
+		out = append(out, kind)
+	}
+	return out, nil
 }
 
 // Proxies is --trusted-proxies, parsed.

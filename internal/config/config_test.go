@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"pushgate/gateway"
 )
 
 func TestConfigFromFlagsAndEnvironment(t *testing.T) {
@@ -244,5 +246,48 @@ func TestAdminPasswordLength(t *testing.T) {
 		if _, err := Parse([]string{"--admin-password", ok}, getenv, io.Discard); err != nil {
 			t.Errorf("%q: %v", ok, err)
 		}
+	}
+}
+
+func TestEventWebhookSettings(t *testing.T) {
+	getenv := func(string) string { return "" }
+	const good = "k3Jq9Zr0-event-hook-secret-0cf7a1d4e2b8"
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--event-webhook-url", "ftp://x/y", "--event-webhook-secret", good}, "--event-webhook-url must be an http:// or https:// URL"},
+		{[]string{"--event-webhook-url", "http://127.0.0.1:9/e"}, "--event-webhook-secret must be set, at least 32 bytes"},
+		{[]string{"--event-webhook-url", "http://127.0.0.1:9/e", "--event-webhook-secret", "change-me-change-me-change-me-change-me"}, "--event-webhook-secret (PUSHGATE_EVENT_WEBHOOK_SECRET) is a placeholder"},
+		{[]string{"--event-webhook-url", "http://127.0.0.1:9/e", "--event-webhook-secret", good, "--event-webhook-kinds", "user_online,acks"}, `--event-webhook-kinds: unknown kind "acks"`},
+		{[]string{"--event-webhook-url", "http://127.0.0.1:9/e", "--event-webhook-secret", good, "--event-webhook-queue", "0"}, "--event-webhook-queue and --event-webhook-timeout must be positive"},
+		{[]string{"--event-log-max", "0"}, "--event-log-max and --event-log-retention must be positive"},
+	} {
+		_, err := Parse(c.args, getenv, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: err = %v, want %q", c.args, err, c.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "change-me-change") {
+			t.Errorf("the error shows the secret: %v", err)
+		}
+	}
+	c, err := Parse([]string{"--event-webhook-url", "https://hooks.example.com/e", "--event-webhook-secret", good, "--event-webhook-kinds", "message_acked,user_offline"}, getenv, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds, _ := c.WebhookKinds()
+	if len(kinds) != 2 || kinds[0] != gateway.EventMessageAcked || kinds[1] != gateway.EventUserOffline {
+		t.Fatalf("kinds = %v", kinds)
+	}
+	_, fs, err := Load([]string{"--event-webhook-url", "https://hooks.example.com/e", "--event-webhook-secret", good}, getenv, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	if err := Print(fs, &b); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(b.String(), good) || !strings.Contains(b.String(), "event-webhook-secret:") {
+		t.Fatalf("config print shows the webhook secret, or not the key:\n%s", b.String())
 	}
 }
