@@ -120,22 +120,12 @@ func markdownLinks(t *testing.T, path string) []mdLink {
 		t.Fatal(err)
 	}
 	var links []mdLink
-	fence := ""
+	var fence fences
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for n := 1; sc.Scan(); n++ {
 		line := sc.Text()
-		trimmed := strings.TrimSpace(line)
-		if f := fenceOf(trimmed); f != "" {
-			switch {
-			case fence == "":
-				fence = f
-			case strings.HasPrefix(f, fence) && strings.TrimLeft(trimmed, string(fence[0])) == "":
-				fence = ""
-			}
-			continue
-		}
-		if fence != "" {
+		if fence.code(line) {
 			continue
 		}
 		line = codeSpan.ReplaceAllString(line, "")
@@ -155,6 +145,24 @@ func markdownLinks(t *testing.T, path string) []mdLink {
 		}
 	}
 	return links
+}
+
+// fences tracks fenced code blocks line by line.
+type fences struct{ open string }
+
+// code reports whether line is inside a fenced block or is a fence.
+func (f *fences) code(line string) bool {
+	trimmed := strings.TrimSpace(line)
+	if fc := fenceOf(trimmed); fc != "" {
+		switch {
+		case f.open == "":
+			f.open = fc
+		case strings.HasPrefix(fc, f.open) && strings.TrimLeft(trimmed, string(f.open[0])) == "":
+			f.open = ""
+		}
+		return true
+	}
+	return f.open != ""
 }
 
 func fenceOf(trimmed string) string {
@@ -179,19 +187,9 @@ func headingAnchors(t *testing.T, path string) map[string]bool {
 	}
 	anchors := map[string]bool{}
 	seen := map[string]int{}
-	fence := ""
+	var fence fences
 	for _, line := range strings.Split(string(data), "\n") {
-		trimmed := strings.TrimSpace(line)
-		if f := fenceOf(trimmed); f != "" {
-			switch {
-			case fence == "":
-				fence = f
-			case strings.HasPrefix(f, fence) && strings.TrimLeft(trimmed, string(fence[0])) == "":
-				fence = ""
-			}
-			continue
-		}
-		if fence != "" {
+		if fence.code(line) {
 			continue
 		}
 		for _, m := range anchorTag.FindAllStringSubmatch(line, -1) {

@@ -59,7 +59,14 @@ func dialEnv(t testing.TB, url string) *envClient {
 		t.Fatalf("subprotocol = %q", c.Subprotocol())
 	}
 	c.SetReadLimit(-1)
-	e := &envClient{t: t, c: c, frames: make(chan env, 8192), end: make(chan error, 1)}
+	return startEnvClient(t, c, 8192)
+}
+
+// startEnvClient reads c's frames (splitting batches) into the client's
+// channel, which holds buffer of them, and waits for the hello.
+func startEnvClient(t testing.TB, c *websocket.Conn, buffer int) *envClient {
+	t.Helper()
+	e := &envClient{t: t, c: c, frames: make(chan env, buffer), end: make(chan error, 1)}
 	go func() {
 		for {
 			_, data, err := c.Read(context.Background())

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
@@ -30,32 +28,7 @@ func dialEnvQuery(t *testing.T, url string, offer []string, wantSub string) *env
 	if c.Subprotocol() != wantSub || resp.Header.Get("Sec-WebSocket-Protocol") != wantSub {
 		t.Fatalf("dial %s offering %q: subprotocol %q, want %q", url, offer, c.Subprotocol(), wantSub)
 	}
-	e := &envClient{t: t, c: c, frames: make(chan env, 64), end: make(chan error, 1)}
-	go func() {
-		for {
-			_, data, err := c.Read(context.Background())
-			if err != nil {
-				e.end <- err
-				close(e.frames)
-				return
-			}
-			for _, line := range bytes.Split(data, []byte("\n")) {
-				var f env
-				if err := json.Unmarshal(line, &f); err != nil {
-					e.end <- err
-					close(e.frames)
-					return
-				}
-				e.frames <- f
-			}
-		}
-	}()
-	t.Cleanup(func() { c.CloseNow() })
-	e.hello = e.next()
-	if e.hello.Op != "hello" {
-		t.Fatalf("first frame is %+v, want hello", e.hello)
-	}
-	return e
+	return startEnvClient(t, c, 64)
 }
 
 // ?protocol=pushgate.v1 selects the envelope format without the
