@@ -151,6 +151,27 @@ func (e *memoryEngine) ClaimEscalation(_ context.Context, userID, messageID stri
 	return c, true, nil
 }
 
+// leftUnseen makes the escalations waiting for an ack of users[i]'s
+// messages ids[i] due now and unconditional: those messages left the inbox
+// (trimmed for room) without an ack, so nobody saw them.
+func (n *memNotify) leftUnseen(users []string, ids [][]string, now time.Time) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for i, u := range users {
+		for _, id := range ids[i] {
+			it := n.pending[escKey{u, id}]
+			if it == nil || !it.IfUnacked {
+				continue
+			}
+			it.IfUnacked = false
+			if it.Due.After(now) {
+				it.Due = now
+				heap.Fix(&n.due, it.index)
+			}
+		}
+	}
+}
+
 // PendingEscalations implements NotifyStore.
 func (e *memoryEngine) PendingEscalations() int64 {
 	e.notify.mu.Lock()

@@ -27,8 +27,10 @@ type NotifyStore interface {
 	// ClaimEscalations takes up to limit escalations due at or before now,
 	// oldest first. Each is taken once, cluster-wide, whichever node asks:
 	// so one node fires it. Those with IfUnacked whose message has left
-	// the user's inbox (acknowledged, written to a raw client, expired or
-	// trimmed) come back with Cancelled set: nothing is to be sent.
+	// the user's inbox (acknowledged, written to a raw client, or expired)
+	// come back with Cancelled set: nothing is to be sent. A message
+	// trimmed from the inbox for room was seen by nobody: the engine makes
+	// its escalation due at the trim and drops IfUnacked, so it fires.
 	ClaimEscalations(ctx context.Context, now time.Time, limit int) ([]ClaimedEscalation, error)
 	// ClaimEscalation takes the escalation of userID and messageID if it
 	// is due, as ClaimEscalations would (ok false: not there or not due).

@@ -358,6 +358,18 @@ local function ib_tidy(u, now)
   if due then redis.call('ZADD', key('ibx'), due, u) end
 end
 
+-- esc_left: id left u's inbox without an ack (trimmed for room), so nobody
+-- saw it: an escalation of it waiting for an ack (notify.lua, P:esc and
+-- P:escd) becomes due now and fires whatever comes next.
+local function esc_left(id, u, now)
+  local m = u .. '\n' .. id
+  local d = redis.call('HGET', key('escd'), m)
+  if not d or string.sub(d, 1, 1) ~= '1' then return end
+  redis.call('HSET', key('escd'), m, '0' .. string.sub(d, 2))
+  local s = tonumber(redis.call('ZSCORE', key('esc'), m))
+  if s and s > now then redis.call('ZADD', key('esc'), now, m) end
+end
+
 -- ib_add stores a message and trims the oldest entries past the caps; it
 -- returns how many it trimmed.
 local function ib_add(u, id, blob, size, expires, maxmsgs, maxbytes, now, remember)
@@ -372,6 +384,7 @@ local function ib_add(u, id, blob, size, expires, maxmsgs, maxbytes, now, rememb
     local first = redis.call('ZRANGE', key('ib', u), 0, 0)[1]
     ib_remove(u, first, true, now, remember)
     rc_trim(first, u, now)
+    esc_left(first, u, now)
     trimmed = trimmed + 1
     b = tonumber(redis.call('HGET', key('in', u), 'b'))
   end
