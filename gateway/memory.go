@@ -151,7 +151,7 @@ func (e *memoryEngine) SendToUsers(ctx context.Context, userIDs []string, p Push
 			}
 		}
 		if len(rt.users) > 0 {
-			e.notify.leftUnseen(rt.users, rt.ids, now)
+			e.leftUnseen(rt.users, rt.ids, now)
 		}
 		if c.Trimmed > 0 || c.Full > 0 || c.ReceiptsEvicted > 0 {
 			e.node.CountInbox(c)

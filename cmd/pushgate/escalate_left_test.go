@@ -58,6 +58,17 @@ func TestEscalationTrimmedUnseenFiresAtOnce(t *testing.T) {
 	if err != nil || st.GetRecipients()[0].GetState() != pb.DeliveryState_DELIVERY_STATE_TRIMMED {
 		t.Fatalf("status %v %v", st, err)
 	}
+	var e *pb.EscalationStatus
+	eventually(t, "the trimmed one's result in the receipt", func() bool {
+		e = r.escStatus(t, unseen, "merchant")
+		return len(e.GetResults()) == 1
+	})
+	if e.GetState() != pb.EscalationState_ESCALATION_STATE_FIRED || e.GetDueTime().AsTime().After(time.Now()) || e.GetResults()[0].GetResult() != "sent" {
+		t.Fatalf("trimmed one's escalation %v, want due at the trim, fired, sent", e)
+	}
+	if e := r.escStatus(t, acked, "merchant"); e.GetState() != pb.EscalationState_ESCALATION_STATE_SCHEDULED {
+		t.Fatalf("acked one's escalation %v, want still scheduled (cancelled when due)", e)
+	}
 	eventually(t, "nothing pending but the acked one's", func() bool {
 		v, err := r.s.metricValue("pushgate_escalations_pending")
 		return err == nil && v == 1

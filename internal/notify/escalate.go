@@ -281,12 +281,17 @@ func (x *Escalator) fire(ctx context.Context, userID, messageID string, spec Spe
 	}
 }
 
-// report puts an escalation's result on every node's WatchEvents streams.
+// report records an escalation's result in the message's receipt and puts
+// it on every node's WatchEvents streams.
 func (x *Escalator) report(userID, messageID, channel, targetID string, r Result, detail string) {
 	ctx, cancel := context.WithTimeout(context.Background(), x.cfg.Timeout)
 	defer cancel()
+	res := gateway.EscalationResult{Channel: channel, TargetID: targetID, Result: string(r), Detail: detail}
+	if err := x.store.RecordEscalationResult(ctx, userID, messageID, res); err != nil {
+		x.log.Warn("escalation result not recorded in the receipt", "user", userID, "message", messageID, "result", r, "err", err)
+	}
 	err := x.store.Upstream(ctx, gateway.Event{Kind: gateway.EventMessageEscalated, Time: time.Now(), UserID: userID, MessageID: messageID,
-		Escalation: &gateway.EscalationResult{Channel: channel, TargetID: targetID, Result: string(r), Detail: detail}})
+		Escalation: &res})
 	if err != nil {
 		x.log.Warn("escalation result not reported", "user", userID, "message", messageID, "result", r, "err", err)
 	}
