@@ -29,7 +29,8 @@ func TestEscalationOfflineSenderKilled(t *testing.T) {
 	}
 	ps := notifytest.NewPushService(pub)
 	defer ps.Close()
-	common := []string{"--engine", "redis", "--redis-url", rs.URL(), "--vapid-private-key", priv, "--vapid-subject", "mailto:ops@example.com"}
+	common := []string{"--engine", "redis", "--redis-url", rs.URL(), "--vapid-private-key", priv, "--vapid-subject", "mailto:ops@example.com",
+		"--notify-allow-private"}
 	victim := startProcess(t, append(common, "--notify-poll", "1h")...)
 	other := startServer(t, append(common, "--notify-poll", "50ms")...)
 

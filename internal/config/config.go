@@ -142,6 +142,8 @@ type Config struct {
 	WeChatState         string        // miniprogram_state: formal, trial or developer.
 	WebhookSecret       string        // HMAC secret of escalation webhooks ("" : webhooks off).
 	WebhookSecretFile   string        // file holding WebhookSecret.
+	NotifyWebhookHosts  string        // comma-separated hosts webhook targets may name ("" : any).
+	NotifyAllowPrivate  bool          // Web Push endpoints may be on private/loopback addresses.
 	NotifyMaxTargets    int           // push targets per user.
 	NotifyMaxPending    int           // escalations waiting, cluster-wide.
 	NotifyWorkers       int           // concurrent notification sends per node.
@@ -271,6 +273,8 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, *fl
 	fs.StringVar(&c.WeChatAPIURL, "wechat-api-url", notify.WeChatAPI, "base `URL` of the WeChat API (a proxy or a test emulator)")
 	fs.StringVar(&c.WeChatState, "wechat-state", "formal", "miniprogram_state of subscribe messages: formal, trial or developer")
 	fs.StringVar(&c.WebhookSecret, "notify-webhook-secret", "", "HMAC `secret` (at least 32 bytes) that signs escalation webhooks (Pushgate-Signature); empty: no webhook targets are notified")
+	fs.StringVar(&c.NotifyWebhookHosts, "notify-webhook-hosts", "", "comma-separated `hosts` webhook push targets may name (*.example.com: its subdomains); empty: any host")
+	fs.BoolVar(&c.NotifyAllowPrivate, "notify-allow-private", false, "let Web Push endpoints be on loopback, private or link-local addresses (refused otherwise: clients choose them)")
 	fs.StringVar(&c.WebhookSecretFile, "notify-webhook-secret-file", "", "`file` holding --notify-webhook-secret (trailing line breaks removed)")
 	fs.IntVar(&c.NotifyMaxTargets, "notify-max-targets", notify.DefaultMaxTargets, "most push targets (Web Push subscriptions, WeChat openids, webhooks) one user may have")
 	fs.IntVar(&c.NotifyMaxPending, "notify-max-pending", notify.DefaultMaxPending, "most escalations waiting for their after, all nodes together; past it a message's escalation is not scheduled (reported on WatchEvents)")

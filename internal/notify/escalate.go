@@ -30,6 +30,7 @@ type EscalatorConfig struct {
 	MaxPending int           // escalations waiting, cluster-wide (default DefaultMaxPending)
 	Poll       time.Duration // how often each node claims due escalations (default 1s)
 	Timeout    time.Duration // one store call made off a request (default 5s)
+	Egress     Egress        // what targets may name
 }
 
 // Defaults of EscalatorConfig (and of the flags that set them).
@@ -96,6 +97,9 @@ func (x *Escalator) AddTarget(ctx context.Context, userID string, t Target) (str
 	if err := t.Validate(); err != nil {
 		return "", err
 	}
+	if err := x.cfg.Egress.Check(t); err != nil {
+		return "", err
+	}
 	b := t.Encode()
 	if len(b) > MaxTargetBytes {
 		return "", fmt.Errorf("target: %d bytes encoded, over the limit of %d", len(b), MaxTargetBytes)
@@ -115,6 +119,9 @@ func (x *Escalator) AddWebPush(ctx context.Context, userID string, subscription 
 	}
 	if err := s.Validate(); err != nil {
 		return "", fmt.Errorf("subscription.%v", err)
+	}
+	if err := x.cfg.Egress.Check(Target{Channel: ChannelWebPush, WebPush: &s}); err != nil {
+		return "", fmt.Errorf("subscription.%s", strings.TrimPrefix(err.Error(), "webpush."))
 	}
 	if !strings.HasPrefix(s.Endpoint, "https://") {
 		return "", errors.New("subscription.endpoint: must be https (a push service's URL)")
