@@ -82,7 +82,7 @@ func NewEscalator(store Store, disp *Dispatcher, cfg EscalatorConfig, log *slog.
 	}
 	if reg != nil {
 		reg.MustRegister(x.escalations, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pushgate_escalations_pending",
-			Help: "Escalations waiting for their after, cluster-wide (--notify-max-pending bounds them; -1: the engine cannot say now)."},
+			Help: "Escalations waiting to fire (offline recipients until the next poll, online ones for their after), cluster-wide (--notify-max-pending bounds them; -1: the engine cannot say now)."},
 			func() float64 { return float64(store.PendingEscalations()) }))
 	}
 	return x
