@@ -150,6 +150,9 @@ func (e *memoryEngine) SendToUsers(ctx context.Context, userIDs []string, p Push
 				e.stripes[i].mu.Unlock()
 			}
 		}
+		if len(rt.users) > 0 {
+			e.leftUnseen(rt.users, rt.ids, now)
+		}
 		if c.Trimmed > 0 || c.Full > 0 || c.ReceiptsEvicted > 0 {
 			e.node.CountInbox(c)
 		}

@@ -114,6 +114,26 @@ func (e *memoryEngine) ScheduleEscalation(_ context.Context, esc Escalation, max
 	it := &escItem{Escalation: esc}
 	heap.Push(&n.due, it)
 	n.pending[k] = it
+	e.receipts.escalation(esc.MessageID, esc.UserID, time.Now(), func(s *EscalationStatus) {
+		*s = EscalationStatus{State: EscalationScheduled, Due: esc.Due}
+	})
+	return nil
+}
+
+// claimed records c's claim in its receipt.
+func (e *memoryEngine) claimed(c ClaimedEscalation, now time.Time) {
+	e.receipts.escalation(c.MessageID, c.UserID, now, func(s *EscalationStatus) {
+		s.State, s.Time = EscalationFired, now
+		if c.Cancelled {
+			s.State = EscalationCancelled
+		}
+	})
+}
+
+// RecordEscalationResult implements NotifyStore.
+func (e *memoryEngine) RecordEscalationResult(_ context.Context, userID, messageID string, r EscalationResult) error {
+	now := time.Now()
+	e.receipts.escalation(messageID, userID, now, func(s *EscalationStatus) { s.RecordResult(r, now) })
 	return nil
 }
 
@@ -130,6 +150,7 @@ func (e *memoryEngine) ClaimEscalations(_ context.Context, now time.Time, limit 
 	n.mu.Unlock()
 	for i := range out {
 		out[i].Cancelled = out[i].IfUnacked && !e.inInbox(out[i].UserID, out[i].MessageID, now)
+		e.claimed(out[i], now)
 	}
 	return out, nil
 }
@@ -148,7 +169,31 @@ func (e *memoryEngine) ClaimEscalation(_ context.Context, userID, messageID stri
 	n.mu.Unlock()
 	c := ClaimedEscalation{Escalation: it.Escalation}
 	c.Cancelled = c.IfUnacked && !e.inInbox(userID, messageID, now)
+	e.claimed(c, now)
 	return c, true, nil
+}
+
+// leftUnseen makes the escalations waiting for an ack of users[i]'s
+// messages ids[i] due now and unconditional: those messages left the inbox
+// (trimmed for room) without an ack, so nobody saw them.
+func (e *memoryEngine) leftUnseen(users []string, ids [][]string, now time.Time) {
+	n := &e.notify
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for i, u := range users {
+		for _, id := range ids[i] {
+			it := n.pending[escKey{u, id}]
+			if it == nil || !it.IfUnacked {
+				continue
+			}
+			it.IfUnacked = false
+			if it.Due.After(now) {
+				it.Due = now
+				heap.Fix(&n.due, it.index)
+				e.receipts.escalation(id, u, now, func(s *EscalationStatus) { s.Due = now })
+			}
+		}
+	}
 }
 
 // PendingEscalations implements NotifyStore.

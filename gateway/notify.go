@@ -21,18 +21,25 @@ type NotifyStore interface {
 	RemoveTarget(ctx context.Context, userID, id string) (bool, error)
 	// Targets returns userID's targets in id order.
 	Targets(ctx context.Context, userID string) ([]StoredTarget, error)
-	// ScheduleEscalation keeps e until it is claimed. A store holding max
+	// ScheduleEscalation keeps e until it is claimed, and records it as
+	// scheduled in the message's receipt. A store holding max
 	// pending escalations already refuses with ErrTooManyEscalations.
 	ScheduleEscalation(ctx context.Context, e Escalation, max int) error
 	// ClaimEscalations takes up to limit escalations due at or before now,
 	// oldest first. Each is taken once, cluster-wide, whichever node asks:
-	// so one node fires it. Those with IfUnacked whose message has left
-	// the user's inbox (acknowledged, written to a raw client, expired or
-	// trimmed) come back with Cancelled set: nothing is to be sent.
+	// so one node fires it; the receipt records it fired or cancelled.
+	// Those with IfUnacked whose message has left
+	// the user's inbox (acknowledged, written to a raw client, or expired)
+	// come back with Cancelled set: nothing is to be sent. A message
+	// trimmed from the inbox for room was seen by nobody: the engine makes
+	// its escalation due at the trim and drops IfUnacked, so it fires.
 	ClaimEscalations(ctx context.Context, now time.Time, limit int) ([]ClaimedEscalation, error)
 	// ClaimEscalation takes the escalation of userID and messageID if it
 	// is due, as ClaimEscalations would (ok false: not there or not due).
 	ClaimEscalation(ctx context.Context, userID, messageID string, now time.Time) (c ClaimedEscalation, ok bool, err error)
+	// RecordEscalationResult adds r to the escalation of userID in
+	// messageID's receipt (nothing when the receipt is not kept).
+	RecordEscalationResult(ctx context.Context, userID, messageID string, r EscalationResult) error
 	// PendingEscalations counts the escalations waiting (-1 when it
 	// cannot be read now).
 	PendingEscalations() int64

@@ -46,14 +46,15 @@ const (
 type RecipientStatus struct {
 	UserID        string
 	State         DeliveryState
-	Online        bool      // the user had a connection at send time
-	Stored        bool      // it went into the user's inbox
-	Delivered     int       // connections it was queued on (at send, and from the inbox at join)
-	DeliveredTime time.Time // the last of them; zero when none
-	AckTime       time.Time // zero unless acknowledged
-	AckConn       string    // the connection that acknowledged it first
-	AckImplicit   bool      // written to a raw client, or resumed past
-	EndTime       time.Time // when it expired or was trimmed; zero otherwise
+	Online        bool              // the user had a connection at send time
+	Stored        bool              // it went into the user's inbox
+	Delivered     int               // connections it was queued on (at send, and from the inbox at join)
+	DeliveredTime time.Time         // the last of them; zero when none
+	AckTime       time.Time         // zero unless acknowledged
+	AckConn       string            // the connection that acknowledged it first
+	AckImplicit   bool              // written to a raw client, or resumed past
+	EndTime       time.Time         // when it expired or was trimmed; zero otherwise
+	Escalation    *EscalationStatus // nil when none was asked for this recipient
 }
 
 // Receipt is one page of a message's receipt.
@@ -122,7 +123,7 @@ func ReceiptState(acked, trimmed, stored bool, delivered int, expires, now time.
 }
 
 // receiptStore keeps the memory engine's receipts. Lock order: an engine
-// stripe, then mu.
+// stripe or the notify lock (memNotify.mu), then mu.
 type receiptStore struct {
 	max       int           // immutable: recipients kept in all
 	retention time.Duration // immutable
@@ -152,6 +153,7 @@ type recStatus struct {
 	delivered                                int32
 	deliveredAt, ackAt, endAt                int64 // unix ns; 0: never
 	ackConn                                  string
+	esc                                      *EscalationStatus
 }
 
 func newReceiptStore(max int, retention time.Duration) *receiptStore {
@@ -288,7 +290,7 @@ func (s *receiptStore) get(id string, users []string, offset, limit int, now tim
 	pick := func(i int) RecipientStatus {
 		st := &r.st[i]
 		rs := RecipientStatus{UserID: r.users[i], Online: st.online, Stored: st.stored, Delivered: int(st.delivered),
-			DeliveredTime: nsTime(st.deliveredAt)}
+			DeliveredTime: nsTime(st.deliveredAt), Escalation: escalationCopy(st.esc)}
 		rs.State, rs.EndTime = ReceiptState(st.acked, st.trimmed, st.stored, int(st.delivered), r.expires, now)
 		switch rs.State {
 		case StateAcked:

@@ -160,6 +160,13 @@ func (s *Service) AddPushTarget(ctx context.Context, req *pb.AddPushTargetReques
 		return nil, err
 	}
 	if _, err := s.notifier.AddTarget(ctx, req.GetUserId(), t); err != nil {
+		if errors.Is(err, notify.ErrEgress) {
+			f, desc, _ := strings.Cut(err.Error(), ": ")
+			if t.Channel == notify.ChannelWebhook {
+				f = "webhook_url"
+			}
+			return nil, invalid("target."+f, desc)
+		}
 		if errors.Is(err, gateway.ErrTooManyTargets) {
 			return nil, status.Errorf(codes.FailedPrecondition, "user has %d push targets, the most allowed (--notify-max-targets); remove one first", s.notifier.MaxTargets())
 		}

@@ -53,6 +53,7 @@ func (s *Service) GetMessageStatus(ctx context.Context, req *pb.GetMessageStatus
 			AckConnectionId:      rs.AckConn,
 			AckImplicit:          rs.AckImplicit,
 			EndTime:              ts(rs.EndTime),
+			Escalation:           escalationStatus(rs.Escalation),
 		}
 	}
 	if len(users) == 0 && offset+len(r.Recipients) < r.Total {

@@ -34,7 +34,8 @@ func startPushServer(t *testing.T, args ...string) pushRig {
 	}
 	ps := notifytest.NewPushService(pub)
 	t.Cleanup(ps.Close)
-	s := startServer(t, append([]string{"--vapid-private-key", priv, "--vapid-subject", "mailto:ops@example.com", "--notify-poll", "100ms"}, args...)...)
+	s := startServer(t, append([]string{"--vapid-private-key", priv, "--vapid-subject", "mailto:ops@example.com", "--notify-poll", "100ms",
+		"--notify-allow-private"}, args...)...) // the emulator is on loopback
 	return pushRig{s: s, ps: ps}
 }
 
@@ -424,7 +425,7 @@ func TestEscalationClusterNodeGoneExactlyOnce(t *testing.T) {
 	defer ps.Close()
 	node := func() *testServer {
 		return startServer(t, "--engine", "redis", "--redis-url", rs.URL(), "--vapid-private-key", priv,
-			"--vapid-subject", "mailto:ops@example.com", "--notify-poll", "50ms")
+			"--vapid-subject", "mailto:ops@example.com", "--notify-poll", "50ms", "--notify-allow-private")
 	}
 	a, b, c := node(), node(), node()
 	ctx := context.Background()

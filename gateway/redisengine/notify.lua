@@ -6,6 +6,7 @@
 --   P:pt:<user>     hash target id -> target (a user's push targets)
 --   P:esc           zset "<user>\n<message id>" -> when the escalation is due (ms, Redis clock)
 --   P:escd          hash "<user>\n<message id>" -> flag (1: only if unacked, 0: always) and data
+--   P:rce:<id>      the receipt's escalations (scripts.lua, rc_esc)
 
 -- @script addtarget
 -- ARGV: P, user, id, data, max. Returns 1, or 0 when the user has max others.
@@ -22,8 +23,13 @@ local z = key('esc')
 if not redis.call('ZSCORE', z, ARGV[2]) and redis.call('ZCARD', z) >= tonumber(ARGV[5]) then
   return 0
 end
-redis.call('ZADD', z, nowms() + tonumber(ARGV[3]), ARGV[2])
+local due = nowms() + tonumber(ARGV[3])
+redis.call('ZADD', z, due, ARGV[2])
 redis.call('HSET', key('escd'), ARGV[2], ARGV[4])
+local nl = string.find(ARGV[2], '\n', 1, true)
+rc_esc(string.sub(ARGV[2], nl + 1), string.sub(ARGV[2], 1, nl - 1), function(e)
+  e.s, e.d, e.t, e.r = 1, due, 0, nil
+end)
 return 1
 
 -- @script claim
@@ -46,14 +52,31 @@ for _, m in ipairs(due) do
   local d = redis.call('HGET', key('escd'), m) or '0'
   redis.call('HDEL', key('escd'), m)
   local cancelled = 0
+  local nl = string.find(m, '\n', 1, true)
+  local u, id = string.sub(m, 1, nl - 1), string.sub(m, nl + 1)
   if string.sub(d, 1, 1) == '1' then
-    local nl = string.find(m, '\n', 1, true)
-    local u, id = string.sub(m, 1, nl - 1), string.sub(m, nl + 1)
     local v = redis.call('HGET', key('im', u), id)
     if not v or tonumber(string.match(v, '^(%d+):')) <= now then cancelled = 1 end
   end
+  rc_esc(id, u, function(e)
+    e.t = now
+    if cancelled == 1 then e.s = 2 else e.s = 3 end
+  end)
   table.insert(out, m)
   table.insert(out, string.sub(d, 2))
   table.insert(out, cancelled)
 end
 return out
+
+-- @script escresult
+-- ARGV: P, user, message id, channel, target id, result, detail. Adds a
+-- result to the user's escalation in the message's receipt (at most 16).
+local now = nowms()
+rc_esc(ARGV[3], ARGV[2], function(e)
+  if e.s == 0 then e.s, e.t = 4, now end
+  if not e.r then e.r = {} end
+  if #e.r < 16 then
+    table.insert(e.r, {ch = ARGV[4], tg = ARGV[5], r = ARGV[6], dt = ARGV[7], tm = now})
+  end
+end)
+return 1

@@ -2,6 +2,7 @@ package redisengine
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -33,7 +34,7 @@ func (e *Engine) Receipt(ctx context.Context, id string, users []string, offset,
 	if len(r) == 2 && num(r[0]) == 0 {
 		return gateway.Receipt{}, gateway.NoReceipt(id, now, str(r[1]), e.cfg.ReceiptRetention, e.cfg.ReceiptMax)
 	}
-	if len(r) < 2 || num(r[0]) != 1 || (len(r)-2)%2 != 0 {
+	if len(r) < 2 || num(r[0]) != 1 || (len(r)-2)%3 != 0 {
 		return gateway.Receipt{}, fmt.Errorf("redis receipt: unexpected reply %v", v)
 	}
 	head := strings.Split(str(r[1]), ":")
@@ -42,16 +43,19 @@ func (e *Engine) Receipt(ctx context.Context, id string, users []string, offset,
 	}
 	out := gateway.Receipt{MessageID: id, Time: msTime(head[0]), Expires: msTime(head[1])}
 	out.Total, _ = strconv.Atoi(head[2])
-	for i := 2; i < len(r); i += 2 {
+	for i := 2; i < len(r); i += 3 {
 		u, val := str(r[i]), str(r[i+1])
 		if val == "" {
 			if len(users) > 0 {
-				return gateway.Receipt{}, gateway.NotRecipient(id, (i-2)/2, u)
+				return gateway.Receipt{}, gateway.NotRecipient(id, (i-2)/3, u)
 			}
 			return gateway.Receipt{}, fmt.Errorf("redis receipt: no status for recipient %q", u)
 		}
 		rs, err := parseStatus(u, val, out.Expires, now)
 		if err != nil {
+			return gateway.Receipt{}, err
+		}
+		if rs.Escalation, err = parseEscalation(str(r[i+2])); err != nil {
 			return gateway.Receipt{}, err
 		}
 		out.Recipients = append(out.Recipients, rs)
@@ -113,4 +117,50 @@ func (e *Engine) Receipts() int64 {
 		return -1
 	}
 	return n
+}
+
+// escJSON is a recipient's escalation as scripts.lua's rc_esc keeps it.
+type escJSON struct {
+	State int64           `json:"s"`
+	Due   int64           `json:"d"`
+	Time  int64           `json:"t"`
+	R     json.RawMessage `json:"r"` // an array; cjson writes an empty one as {}
+}
+
+type escResultJSON struct {
+	Channel  string `json:"ch"`
+	TargetID string `json:"tg"`
+	Result   string `json:"r"`
+	Detail   string `json:"dt"`
+	Time     int64  `json:"tm"`
+}
+
+// parseEscalation decodes a recipient's escalation; "" is none.
+func parseEscalation(v string) (*gateway.EscalationStatus, error) {
+	if v == "" {
+		return nil, nil
+	}
+	var e escJSON
+	if err := json.Unmarshal([]byte(v), &e); err != nil {
+		return nil, fmt.Errorf("redis receipt: bad escalation %q: %w", v, err)
+	}
+	out := &gateway.EscalationStatus{State: gateway.EscalationState(e.State), Due: msTime(strconv.FormatInt(e.Due, 10)),
+		Time: msTime(strconv.FormatInt(e.Time, 10))}
+	if len(e.R) > 0 && e.R[0] == '[' {
+		var rs []escResultJSON
+		if err := json.Unmarshal(e.R, &rs); err != nil {
+			return nil, fmt.Errorf("redis receipt: bad escalation results %q: %w", v, err)
+		}
+		for _, r := range rs {
+			out.Results = append(out.Results, gateway.EscalationOutcome{Time: time.UnixMilli(r.Time),
+				EscalationResult: gateway.EscalationResult{Channel: r.Channel, TargetID: r.TargetID, Result: r.Result, Detail: r.Detail}})
+		}
+	}
+	return out, nil
+}
+
+// RecordEscalationResult implements gateway.NotifyStore.
+func (e *Engine) RecordEscalationResult(ctx context.Context, userID, messageID string, r gateway.EscalationResult) error {
+	_, err := e.call(ctx, "escresult", userID, messageID, r.Channel, r.TargetID, r.Result, r.Detail)
+	return err
 }

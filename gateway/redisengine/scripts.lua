@@ -241,6 +241,22 @@ local function rc_trim(id, u, now)
   rc_put(id, u, r)
 end
 
+-- rc_esc applies f to recipient u's escalation in message id's receipt:
+-- P:rce:<id>, a hash u -> JSON {s: state (1 scheduled, 2 cancelled, 3
+-- fired, 4 not scheduled), d: due ms, t: cancelled/fired ms, r: results
+-- [{ch, tg, r, dt, tm}]}, expiring with the receipt. Nothing when the
+-- receipt is not kept.
+local function rc_esc(id, u, f)
+  local ttl = redis.call('PTTL', key('rch', id))
+  if ttl <= 0 then return end
+  local k = key('rce', id)
+  local v = redis.call('HGET', k, u)
+  local e = v and cjson.decode(v) or {s = 0, d = 0, t = 0}
+  f(e)
+  redis.call('HSET', k, u, cjson.encode(e))
+  redis.call('PEXPIRE', k, ttl)
+end
+
 -- rc_bound drops the receipts at the front of the order that are gone
 -- (their keys expired), and the oldest ones while more than maxn
 -- recipients are kept (never keep, the one just recorded). Returns how many
@@ -256,7 +272,7 @@ local function rc_bound(maxn, keep)
     local alive = redis.call('EXISTS', key('rch', fid)) == 1
     if alive and n <= maxn then break end
     if alive then
-      redis.call('DEL', key('rch', fid), key('rcu', fid), key('rc', fid))
+      redis.call('DEL', key('rch', fid), key('rcu', fid), key('rc', fid), key('rce', fid))
       local ev = redis.call('GET', key('rcev'))
       if not ev or fid > ev then redis.call('SET', key('rcev'), fid) end
       evicted = evicted + 1
@@ -358,6 +374,21 @@ local function ib_tidy(u, now)
   if due then redis.call('ZADD', key('ibx'), due, u) end
 end
 
+-- esc_left: id left u's inbox without an ack (trimmed for room), so nobody
+-- saw it: an escalation of it waiting for an ack (notify.lua, P:esc and
+-- P:escd) becomes due now and fires whatever comes next.
+local function esc_left(id, u, now)
+  local m = u .. '\n' .. id
+  local d = redis.call('HGET', key('escd'), m)
+  if not d or string.sub(d, 1, 1) ~= '1' then return end
+  redis.call('HSET', key('escd'), m, '0' .. string.sub(d, 2))
+  local s = tonumber(redis.call('ZSCORE', key('esc'), m))
+  if s and s > now then
+    redis.call('ZADD', key('esc'), now, m)
+    rc_esc(id, u, function(e) e.d = now end)
+  end
+end
+
 -- ib_add stores a message and trims the oldest entries past the caps; it
 -- returns how many it trimmed.
 local function ib_add(u, id, blob, size, expires, maxmsgs, maxbytes, now, remember)
@@ -372,6 +403,7 @@ local function ib_add(u, id, blob, size, expires, maxmsgs, maxbytes, now, rememb
     local first = redis.call('ZRANGE', key('ib', u), 0, 0)[1]
     ib_remove(u, first, true, now, remember)
     rc_trim(first, u, now)
+    esc_left(first, u, now)
     trimmed = trimmed + 1
     b = tonumber(redis.call('HGET', key('in', u), 'b'))
   end
@@ -904,8 +936,9 @@ return out
 -- @script receipt
 -- ARGV: P id offset limit user...
 -- A page of a message's receipt: 1, "sentMs:expiresMs:recipients", then
--- (user status) for the users given, or for limit recipients from offset
--- (status '' for a user that was not a recipient). Without a receipt: 0 and
+-- (user status escalation) for the users given, or for limit recipients
+-- from offset (status '' for a user that was not a recipient; escalation
+-- the JSON of rc_esc, '' for none). Without a receipt: 0 and
 -- the highest id evicted for room ('' none).
 local id = ARGV[2]
 local h = redis.call('GET', key('rch', id))
@@ -936,5 +969,6 @@ for _, u in ipairs(us) do
   end
   out[#out + 1] = u
   out[#out + 1] = v
+  out[#out + 1] = redis.call('HGET', key('rce', id), u) or ''
 end
 return out

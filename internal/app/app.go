@@ -767,13 +767,18 @@ func (a *App) notifier(cfg config.Config, reg prometheus.Registerer) (server.Not
 		return nil, nil
 	}
 	client := notify.NewHTTPClient()
+	egress := notify.Egress{WebhookHosts: config.List(cfg.NotifyWebhookHosts), AllowPrivate: cfg.NotifyAllowPrivate}
+	pushClient := client // push endpoints are chosen by clients: public addresses only, unless allowed
+	if !egress.AllowPrivate {
+		pushClient = notify.PublicHTTPClient()
+	}
 	nc := notify.Config{Workers: cfg.NotifyWorkers, Queue: cfg.NotifyQueue}
 	if cfg.VAPIDPrivateKey != "" {
 		v, err := notify.ParseVAPID(cfg.VAPIDPrivateKey, cfg.VAPIDSubject)
 		if err != nil {
 			return nil, fmt.Errorf("--vapid-private-key / --vapid-subject: %v", err)
 		}
-		nc.WebPush = &notify.WebPush{VAPID: v, Client: client, Now: time.Now}
+		nc.WebPush = &notify.WebPush{VAPID: v, Client: pushClient, Now: time.Now}
 		a.vapidPublic = v.Public
 	}
 	if cfg.WeChatAppID != "" {
@@ -781,11 +786,11 @@ func (a *App) notifier(cfg config.Config, reg prometheus.Registerer) (server.Not
 			State: cfg.WeChatState, Client: client, Now: time.Now}
 	}
 	if cfg.WebhookSecret != "" {
-		nc.Webhook = &notify.Webhook{Secret: []byte(cfg.WebhookSecret), Client: client, Now: time.Now}
+		nc.Webhook = &notify.Webhook{Secret: []byte(cfg.WebhookSecret), Client: client, Now: time.Now, Hosts: egress}
 	}
 	a.disp = notify.NewDispatcher(nc, reg)
 	a.esc = notify.NewEscalator(store, a.disp, notify.EscalatorConfig{
-		MaxTargets: cfg.NotifyMaxTargets, MaxPending: cfg.NotifyMaxPending, Poll: cfg.NotifyPoll,
+		MaxTargets: cfg.NotifyMaxTargets, MaxPending: cfg.NotifyMaxPending, Poll: cfg.NotifyPoll, Egress: egress,
 	}, a.log, reg)
 	return a.esc, nil
 }

@@ -77,15 +77,16 @@ type Config struct {
 	EventLogMax        int           // events the event log keeps.
 	EventLogRetention  time.Duration // how long the event log keeps an event.
 
-	EventWebhookURL     string        // where the event sink posts ("" off).
-	EventWebhookSecret  string        // signs the sink's posts.
-	EventWebhookKinds   string        // comma-separated kinds posted ("" all).
-	EventWebhookQueue   int           // events waiting to be posted.
-	EventWebhookTimeout time.Duration // bounds one post.
-	GRPCMaxStreams      int           // concurrent calls per gRPC connection.
-	GRPCRequestTimeout  time.Duration // from a call's headers to its request; also the connection handshake.
-	GRPCMaxConnsPerIP   int           // open gRPC connections per client address.
-	GRPCResetRate       float64       // calls per second per gRPC connection that may end before their request.
+	EventWebhookURL        string        // where the event sink posts ("" off).
+	EventWebhookSecret     string        // signs the sink's posts.
+	EventWebhookSecretFile string        // file holding EventWebhookSecret.
+	EventWebhookKinds      string        // comma-separated kinds posted ("" all).
+	EventWebhookQueue      int           // events waiting to be posted.
+	EventWebhookTimeout    time.Duration // bounds one post.
+	GRPCMaxStreams         int           // concurrent calls per gRPC connection.
+	GRPCRequestTimeout     time.Duration // from a call's headers to its request; also the connection handshake.
+	GRPCMaxConnsPerIP      int           // open gRPC connections per client address.
+	GRPCResetRate          float64       // calls per second per gRPC connection that may end before their request.
 
 	Auth            string        // client auth: none or jwt.
 	JWTSecret       string        // HS256 secret.
@@ -131,18 +132,23 @@ type Config struct {
 	NodeTTL           time.Duration // a node that stops beating leaves the cluster after this.
 
 	// Offline notification (docs/offline-push.md).
-	VAPIDPrivateKey  string        // base64url P-256 private key for Web Push ("" : Web Push off).
-	VAPIDSubject     string        // mailto: or https: contact sent to push services.
-	WeChatAppID      string        // mini-program app id ("" : WeChat off).
-	WeChatAppSecret  string        // its app secret.
-	WeChatAPIURL     string        // base URL of the WeChat API.
-	WeChatState      string        // miniprogram_state: formal, trial or developer.
-	WebhookSecret    string        // HMAC secret of escalation webhooks ("" : webhooks off).
-	NotifyMaxTargets int           // push targets per user.
-	NotifyMaxPending int           // escalations waiting, cluster-wide.
-	NotifyWorkers    int           // concurrent notification sends per node.
-	NotifyQueue      int           // notification sends waiting per node.
-	NotifyPoll       time.Duration // how often a node claims due escalations.
+	VAPIDPrivateKey     string        // base64url P-256 private key for Web Push ("" : Web Push off).
+	VAPIDPrivateKeyFile string        // file holding VAPIDPrivateKey.
+	VAPIDSubject        string        // mailto: or https: contact sent to push services.
+	WeChatAppID         string        // mini-program app id ("" : WeChat off).
+	WeChatAppSecret     string        // its app secret.
+	WeChatAppSecretFile string        // file holding WeChatAppSecret.
+	WeChatAPIURL        string        // base URL of the WeChat API.
+	WeChatState         string        // miniprogram_state: formal, trial or developer.
+	WebhookSecret       string        // HMAC secret of escalation webhooks ("" : webhooks off).
+	WebhookSecretFile   string        // file holding WebhookSecret.
+	NotifyWebhookHosts  string        // comma-separated hosts webhook targets may name ("" : any).
+	NotifyAllowPrivate  bool          // Web Push endpoints may be on private/loopback addresses.
+	NotifyMaxTargets    int           // push targets per user.
+	NotifyMaxPending    int           // escalations waiting, cluster-wide.
+	NotifyWorkers       int           // concurrent notification sends per node.
+	NotifyQueue         int           // notification sends waiting per node.
+	NotifyPoll          time.Duration // how often a node claims due escalations.
 }
 
 // Parse reads the configuration: flags from args, over PUSHGATE_*
@@ -207,6 +213,7 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, *fl
 	fs.DurationVar(&c.EventLogRetention, "event-log-retention", gw.EventLogRetention, "how long the event log keeps an event (and the newest older one, so a consumer that saw it before a quiet spell can resume); a cursor older than the log gets OUT_OF_RANGE")
 	fs.StringVar(&c.EventWebhookURL, "event-webhook-url", "", "`URL` the events of the event log are POSTed to, signed, in order, retried until acknowledged (docs/events.md); empty: no webhook")
 	fs.StringVar(&c.EventWebhookSecret, "event-webhook-secret", "", "`secret` (at least 32 bytes) that signs each event webhook POST (header Pushgate-Signature); required with --event-webhook-url")
+	fs.StringVar(&c.EventWebhookSecretFile, "event-webhook-secret-file", "", "`file` holding --event-webhook-secret (trailing line breaks removed)")
 	fs.StringVar(&c.EventWebhookKinds, "event-webhook-kinds", "", "comma-separated event `kinds` posted to --event-webhook-url (user_online, user_offline, message_acked, client_message, message_escalated); empty: all")
 	fs.IntVar(&c.EventWebhookQueue, "event-webhook-queue", eventsink.DefaultQueue, "events waiting to be posted to --event-webhook-url; past it new events are dropped (counted, and the next delivery says so)")
 	fs.DurationVar(&c.EventWebhookTimeout, "event-webhook-timeout", eventsink.DefaultTimeout, "how long one event webhook POST may take before it is retried")
@@ -258,12 +265,17 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, *fl
 	fs.DurationVar(&c.EngineTimeout, "engine-timeout", gw.EngineTimeout, "deadline for the engine's part of a connection's join, subscribe, ack or client message; past it the client gets 503 or an unavailable error")
 	fs.DurationVar(&c.NodeTTL, "node-ttl", 15*time.Second, "with --engine redis: a node that stops (kill -9, network cut) leaves the online list after this, plus up to a third of it")
 	fs.StringVar(&c.VAPIDPrivateKey, "vapid-private-key", "", "VAPID private `key` (base64url, from \"pushgate vapid\") that signs Web Push requests; empty: no Web Push")
+	fs.StringVar(&c.VAPIDPrivateKeyFile, "vapid-private-key-file", "", "`file` holding --vapid-private-key (trailing line breaks removed)")
 	fs.StringVar(&c.VAPIDSubject, "vapid-subject", "", "mailto: or https: `contact` sent to push services with --vapid-private-key (required with it)")
 	fs.StringVar(&c.WeChatAppID, "wechat-app-id", "", "WeChat mini-program app `id` for subscribe messages; empty: no WeChat")
 	fs.StringVar(&c.WeChatAppSecret, "wechat-app-secret", "", "the mini-program's app `secret` (required with --wechat-app-id)")
+	fs.StringVar(&c.WeChatAppSecretFile, "wechat-app-secret-file", "", "`file` holding --wechat-app-secret (trailing line breaks removed)")
 	fs.StringVar(&c.WeChatAPIURL, "wechat-api-url", notify.WeChatAPI, "base `URL` of the WeChat API (a proxy or a test emulator)")
 	fs.StringVar(&c.WeChatState, "wechat-state", "formal", "miniprogram_state of subscribe messages: formal, trial or developer")
 	fs.StringVar(&c.WebhookSecret, "notify-webhook-secret", "", "HMAC `secret` (at least 32 bytes) that signs escalation webhooks (Pushgate-Signature); empty: no webhook targets are notified")
+	fs.StringVar(&c.NotifyWebhookHosts, "notify-webhook-hosts", "", "comma-separated `hosts` webhook push targets may name (*.example.com: its subdomains); empty: any host")
+	fs.BoolVar(&c.NotifyAllowPrivate, "notify-allow-private", false, "let Web Push endpoints be on loopback, private or link-local addresses (refused otherwise: clients choose them)")
+	fs.StringVar(&c.WebhookSecretFile, "notify-webhook-secret-file", "", "`file` holding --notify-webhook-secret (trailing line breaks removed)")
 	fs.IntVar(&c.NotifyMaxTargets, "notify-max-targets", notify.DefaultMaxTargets, "most push targets (Web Push subscriptions, WeChat openids, webhooks) one user may have")
 	fs.IntVar(&c.NotifyMaxPending, "notify-max-pending", notify.DefaultMaxPending, "most escalations waiting for their after, all nodes together; past it a message's escalation is not scheduled (reported on WatchEvents)")
 	fs.IntVar(&c.NotifyWorkers, "notify-workers", notify.DefaultWorkers, "notifications sent at once by this node (Web Push, WeChat and webhook requests in flight)")
@@ -297,6 +309,9 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, *fl
 	}
 	if err := ParseArgs(fs, args); err != nil {
 		return c, fs, err
+	}
+	if errs := c.readSecretFiles(); len(errs) > 0 {
+		return c, fs, errors.Join(errs...)
 	}
 	return c, fs, errors.Join(annotate(c.validate(), o)...)
 }
@@ -414,6 +429,8 @@ func Print(fs *flag.FlagSet, w io.Writer) error {
 		switch {
 		case f.Name == "redis-url":
 			v = maskURLPassword(v)
+		case secretFlags[f.Name] && fromFile(fs, f.Name):
+			v = "" // read from --X-file, printed below
 		case secretFlags[f.Name] && v != "":
 			v = "********"
 		}
@@ -477,7 +494,7 @@ func (c *Config) validate() []error {
 	if c.EventWebhookURL != "" {
 		u, err := url.Parse(c.EventWebhookURL)
 		check(err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "", "--event-webhook-url must be an http:// or https:// URL, got %q", c.EventWebhookURL)
-		check(len(c.EventWebhookSecret) >= 32, "--event-webhook-secret must be set, at least 32 bytes, with --event-webhook-url")
+		check(len(c.EventWebhookSecret) >= 32, "--%s must be set, at least 32 bytes, with --event-webhook-url", c.secretName("event-webhook-secret"))
 		_, err = c.WebhookKinds()
 		check(err == nil, "--event-webhook-kinds: %v", err)
 		check(c.EventWebhookQueue > 0 && c.EventWebhookTimeout > 0, "--event-webhook-queue and --event-webhook-timeout must be positive")
@@ -490,11 +507,11 @@ func (c *Config) validate() []error {
 	check(c.Auth != "jwt" || hasKey, "--auth jwt needs --jwt-secret, --jwt-public-key or --jwt-jwks")
 	check(c.JWTSecret == "" || len(c.JWTSecret) >= 32, "--jwt-secret must be at least 32 bytes")
 	errs = append(errs, weakSecrets(map[string]string{"jwt-secret": c.JWTSecret, "admin-password": c.AdminPassword,
-		"wechat-app-secret": c.WeChatAppSecret, "notify-webhook-secret": c.WebhookSecret,
-		"event-webhook-secret": c.EventWebhookSecret})...)
+		c.secretName("wechat-app-secret"): c.WeChatAppSecret, c.secretName("notify-webhook-secret"): c.WebhookSecret,
+		c.secretName("event-webhook-secret"): c.EventWebhookSecret})...)
 	check(c.VAPIDPrivateKey == "" || c.VAPIDSubject != "", "--vapid-private-key needs --vapid-subject (mailto:you@example.com or an https URL)")
 	check(c.WeChatAppID == "" || c.WeChatAppSecret != "", "--wechat-app-id needs --wechat-app-secret")
-	check(c.WebhookSecret == "" || len(c.WebhookSecret) >= 32, "--notify-webhook-secret must be at least 32 bytes")
+	check(c.WebhookSecret == "" || len(c.WebhookSecret) >= 32, "--%s must be at least 32 bytes", c.secretName("notify-webhook-secret"))
 	check(c.WeChatState == "formal" || c.WeChatState == "trial" || c.WeChatState == "developer", "--wechat-state must be formal, trial or developer")
 	check(c.NotifyMaxTargets > 0 && c.NotifyMaxPending > 0 && c.NotifyWorkers > 0 && c.NotifyQueue > 0 && c.NotifyPoll > 0,
 		"--notify-max-targets, --notify-max-pending, --notify-workers, --notify-queue and --notify-poll must be positive")

@@ -30,6 +30,7 @@ type EscalatorConfig struct {
 	MaxPending int           // escalations waiting, cluster-wide (default DefaultMaxPending)
 	Poll       time.Duration // how often each node claims due escalations (default 1s)
 	Timeout    time.Duration // one store call made off a request (default 5s)
+	Egress     Egress        // what targets may name
 }
 
 // Defaults of EscalatorConfig (and of the flags that set them).
@@ -58,14 +59,7 @@ type Escalator struct {
 	log   *slog.Logger
 
 	escalations *prometheus.CounterVec // by result
-	// firing bounds the goroutines that notify a send's offline
-	// recipients (each reads their targets from the store).
-	firing chan struct{}
 }
-
-// maxFiring is the most sends whose offline recipients are being
-// notified at once on a node; past it they are dropped (and reported).
-const maxFiring = 64
 
 // NewEscalator makes an Escalator; call Run to fire due escalations.
 func NewEscalator(store Store, disp *Dispatcher, cfg EscalatorConfig, log *slog.Logger, reg prometheus.Registerer) *Escalator {
@@ -81,14 +75,14 @@ func NewEscalator(store Store, disp *Dispatcher, cfg EscalatorConfig, log *slog.
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 5 * time.Second
 	}
-	x := &Escalator{store: store, disp: disp, cfg: cfg, log: log, firing: make(chan struct{}, maxFiring),
+	x := &Escalator{store: store, disp: disp, cfg: cfg, log: log,
 		escalations: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pushgate_escalations_total",
-			Help: "Message escalations, by result: scheduled (waiting for an ack), fired, cancelled (acked first), no_target, unscheduled (refused: --notify-max-pending, or the engine unavailable)."},
+			Help: "Message escalations, by result: scheduled (kept in the engine until due: at once for a recipient offline at send time, after `after` for one online), fired, cancelled (acked first), no_target, unscheduled (refused: --notify-max-pending, or the engine unavailable)."},
 			[]string{"result"}),
 	}
 	if reg != nil {
 		reg.MustRegister(x.escalations, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pushgate_escalations_pending",
-			Help: "Escalations waiting for their after, cluster-wide (--notify-max-pending bounds them; -1: the engine cannot say now)."},
+			Help: "Escalations waiting to fire (offline recipients until the next poll, online ones for their after), cluster-wide (--notify-max-pending bounds them; -1: the engine cannot say now)."},
 			func() float64 { return float64(store.PendingEscalations()) }))
 	}
 	return x
@@ -101,6 +95,9 @@ func (x *Escalator) MaxTargets() int { return x.cfg.MaxTargets }
 // returning its id. gateway.ErrTooManyTargets past the bound.
 func (x *Escalator) AddTarget(ctx context.Context, userID string, t Target) (string, error) {
 	if err := t.Validate(); err != nil {
+		return "", err
+	}
+	if err := x.cfg.Egress.Check(t); err != nil {
 		return "", err
 	}
 	b := t.Encode()
@@ -122,6 +119,9 @@ func (x *Escalator) AddWebPush(ctx context.Context, userID string, subscription 
 	}
 	if err := s.Validate(); err != nil {
 		return "", fmt.Errorf("subscription.%v", err)
+	}
+	if err := x.cfg.Egress.Check(Target{Channel: ChannelWebPush, WebPush: &s}); err != nil {
+		return "", fmt.Errorf("subscription.%s", strings.TrimPrefix(err.Error(), "webpush."))
 	}
 	if !strings.HasPrefix(s.Endpoint, "https://") {
 		return "", errors.New("subscription.endpoint: must be https (a push service's URL)")
@@ -183,50 +183,34 @@ func decodeSpec(b []byte) (Spec, error) {
 		WeChatTemplateID: d.TemplateID, WeChatPage: d.Page, WeChatData: d.Data}, Channels: d.Channels, Deadline: time.UnixMilli(d.Deadline)}, nil
 }
 
-// Escalate applies spec to a send's recipients: those offline are
-// notified at once (from this node, on a goroutine of its own: the send
-// was made here), those online get an escalation that fires after
-// spec.After unless they acknowledge first. It never fails the send: what
+// Escalate applies spec to a send's recipients. Every escalation goes
+// through the store's pending escalations, claimed by whichever node polls
+// first: those of recipients offline at send time due at once (fired
+// whatever becomes of the message), those of online recipients due after
+// spec.After unless they acknowledge first. So a node that stops right
+// after the send leaves them to the others. It never fails the send: what
 // cannot be scheduled is counted and reported on WatchEvents.
 func (x *Escalator) Escalate(ctx context.Context, sent gateway.Sent, spec Spec) {
 	data := encodeSpec(spec)
-	var offline []string
 	for _, d := range sent.Users {
+		esc := gateway.Escalation{UserID: d.UserID, MessageID: sent.ID, Due: sent.Time, Data: data}
 		switch {
 		case !d.Online:
-			offline = append(offline, d.UserID)
 		case spec.After > 0:
-			err := x.store.ScheduleEscalation(ctx, gateway.Escalation{UserID: d.UserID, MessageID: sent.ID,
-				Due: sent.Time.Add(spec.After), IfUnacked: true, Data: data}, x.cfg.MaxPending)
-			if err != nil {
-				x.escalations.WithLabelValues("unscheduled").Inc()
-				detail := err.Error()
-				if errors.Is(err, gateway.ErrTooManyEscalations) {
-					detail += " (--notify-max-pending)"
-				}
-				x.report(d.UserID, sent.ID, "", "", ResultDropped, "not scheduled: "+detail)
-				continue
-			}
-			x.escalations.WithLabelValues("scheduled").Inc()
+			esc.Due, esc.IfUnacked = sent.Time.Add(spec.After), true
+		default:
+			continue
 		}
-	}
-	if len(offline) == 0 {
-		return
-	}
-	select {
-	case x.firing <- struct{}{}:
-		go func() {
-			defer func() { <-x.firing }()
-			for _, u := range offline {
-				x.escalations.WithLabelValues("fired").Inc()
-				x.fire(ctx, u, sent.ID, spec)
-			}
-		}()
-	default:
-		for _, u := range offline {
+		if err := x.store.ScheduleEscalation(ctx, esc, x.cfg.MaxPending); err != nil {
 			x.escalations.WithLabelValues("unscheduled").Inc()
-			x.report(u, sent.ID, "", "", ResultDropped, "too many sends being escalated on this node")
+			detail := err.Error()
+			if errors.Is(err, gateway.ErrTooManyEscalations) {
+				detail += " (--notify-max-pending)"
+			}
+			x.report(d.UserID, sent.ID, "", "", ResultDropped, "not scheduled: "+detail)
+			continue
 		}
+		x.escalations.WithLabelValues("scheduled").Inc()
 	}
 }
 
@@ -304,12 +288,17 @@ func (x *Escalator) fire(ctx context.Context, userID, messageID string, spec Spe
 	}
 }
 
-// report puts an escalation's result on every node's WatchEvents streams.
+// report records an escalation's result in the message's receipt and puts
+// it on every node's WatchEvents streams.
 func (x *Escalator) report(userID, messageID, channel, targetID string, r Result, detail string) {
 	ctx, cancel := context.WithTimeout(context.Background(), x.cfg.Timeout)
 	defer cancel()
+	res := gateway.EscalationResult{Channel: channel, TargetID: targetID, Result: string(r), Detail: detail}
+	if err := x.store.RecordEscalationResult(ctx, userID, messageID, res); err != nil {
+		x.log.Warn("escalation result not recorded in the receipt", "user", userID, "message", messageID, "result", r, "err", err)
+	}
 	err := x.store.Upstream(ctx, gateway.Event{Kind: gateway.EventMessageEscalated, Time: time.Now(), UserID: userID, MessageID: messageID,
-		Escalation: &gateway.EscalationResult{Channel: channel, TargetID: targetID, Result: string(r), Detail: detail}})
+		Escalation: &res})
 	if err != nil {
 		x.log.Warn("escalation result not reported", "user", userID, "message", messageID, "result", r, "err", err)
 	}

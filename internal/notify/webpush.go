@@ -309,5 +309,9 @@ func (w *WebPush) Send(ctx context.Context, s Subscription, payload []byte, ttl 
 	if topic != "" {
 		req.Header.Set("Topic", topic)
 	}
-	return httpOutcome(w.Client.Do(req))
+	resp, err := w.Client.Do(req)
+	if errors.Is(err, errPrivateDial) {
+		return Outcome{Result: ResultRefused, Detail: "endpoint: " + errPrivateDial.Error()}
+	}
+	return httpOutcome(resp, err)
 }

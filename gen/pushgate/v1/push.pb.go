@@ -164,6 +164,70 @@ func (DeliveryState) EnumDescriptor() ([]byte, []int) {
 	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{1}
 }
 
+// EscalationState is where a recipient's escalation stands.
+type EscalationState int32
+
+const (
+	// Not a state; never sent.
+	EscalationState_ESCALATION_STATE_UNSPECIFIED EscalationState = 0
+	// Waiting in the engine until due_time (an offline recipient's is due
+	// at once, an online one's after escalation.after).
+	EscalationState_ESCALATION_STATE_SCHEDULED EscalationState = 1
+	// Not sent: the message was acknowledged (or expired) before it was due.
+	EscalationState_ESCALATION_STATE_CANCELLED EscalationState = 2
+	// Claimed by a node at time and handed to the user's targets; results
+	// says what each target's provider answered.
+	EscalationState_ESCALATION_STATE_FIRED EscalationState = 3
+	// Never scheduled (--notify-max-pending reached, or the engine could
+	// not be reached); results holds the one "dropped" result with the reason.
+	EscalationState_ESCALATION_STATE_NOT_SCHEDULED EscalationState = 4
+)
+
+// Enum value maps for EscalationState.
+var (
+	EscalationState_name = map[int32]string{
+		0: "ESCALATION_STATE_UNSPECIFIED",
+		1: "ESCALATION_STATE_SCHEDULED",
+		2: "ESCALATION_STATE_CANCELLED",
+		3: "ESCALATION_STATE_FIRED",
+		4: "ESCALATION_STATE_NOT_SCHEDULED",
+	}
+	EscalationState_value = map[string]int32{
+		"ESCALATION_STATE_UNSPECIFIED":   0,
+		"ESCALATION_STATE_SCHEDULED":     1,
+		"ESCALATION_STATE_CANCELLED":     2,
+		"ESCALATION_STATE_FIRED":         3,
+		"ESCALATION_STATE_NOT_SCHEDULED": 4,
+	}
+)
+
+func (x EscalationState) Enum() *EscalationState {
+	p := new(EscalationState)
+	*p = x
+	return p
+}
+
+func (x EscalationState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (EscalationState) Descriptor() protoreflect.EnumDescriptor {
+	return file_pushgate_v1_push_proto_enumTypes[2].Descriptor()
+}
+
+func (EscalationState) Type() protoreflect.EnumType {
+	return &file_pushgate_v1_push_proto_enumTypes[2]
+}
+
+func (x EscalationState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use EscalationState.Descriptor instead.
+func (EscalationState) EnumDescriptor() ([]byte, []int) {
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{2}
+}
+
 // Message is what is pushed to clients. Exactly one payload must be set.
 type Message struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2725,7 +2789,11 @@ type RecipientStatus struct {
 	// True when the acknowledgement was implied (a raw client, or a resume).
 	AckImplicit bool `protobuf:"varint,9,opt,name=ack_implicit,json=ackImplicit,proto3" json:"ack_implicit,omitempty"`
 	// When it expired or was trimmed; unset otherwise.
-	EndTime       *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	EndTime *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	// The recipient's escalation (the message's notification); unset when
+	// the send asked for none for this recipient (an online recipient with
+	// escalation.after 0).
+	Escalation    *EscalationStatus `protobuf:"bytes,11,opt,name=escalation,proto3" json:"escalation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2826,6 +2894,172 @@ func (x *RecipientStatus) GetAckImplicit() bool {
 func (x *RecipientStatus) GetEndTime() *timestamppb.Timestamp {
 	if x != nil {
 		return x.EndTime
+	}
+	return nil
+}
+
+func (x *RecipientStatus) GetEscalation() *EscalationStatus {
+	if x != nil {
+		return x.Escalation
+	}
+	return nil
+}
+
+// EscalationStatus is a recipient's escalation, as recorded where it
+// happened: scheduled by the send, claimed (cancelled or fired) by one
+// node, and each target's result reported by the node that sent it.
+type EscalationStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Where it stands.
+	State EscalationState `protobuf:"varint,1,opt,name=state,proto3,enum=pushgate.v1.EscalationState" json:"state,omitempty"`
+	// When it is (or was) due.
+	DueTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=due_time,json=dueTime,proto3" json:"due_time,omitempty"`
+	// When it was cancelled or fired; unset while scheduled.
+	Time *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=time,proto3" json:"time,omitempty"`
+	// One per target notified (at most 16), in the order they were
+	// reported; a target not answered yet (retrying) has none yet.
+	Results       []*EscalationOutcome `protobuf:"bytes,4,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EscalationStatus) Reset() {
+	*x = EscalationStatus{}
+	mi := &file_pushgate_v1_push_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EscalationStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EscalationStatus) ProtoMessage() {}
+
+func (x *EscalationStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_pushgate_v1_push_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EscalationStatus.ProtoReflect.Descriptor instead.
+func (*EscalationStatus) Descriptor() ([]byte, []int) {
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *EscalationStatus) GetState() EscalationState {
+	if x != nil {
+		return x.State
+	}
+	return EscalationState_ESCALATION_STATE_UNSPECIFIED
+}
+
+func (x *EscalationStatus) GetDueTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DueTime
+	}
+	return nil
+}
+
+func (x *EscalationStatus) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *EscalationStatus) GetResults() []*EscalationOutcome {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+// EscalationOutcome is one target's result, as on the escalated event.
+type EscalationOutcome struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The channel: "webpush", "wechat" or "webhook"; empty for a result
+	// that concerns no target (no_target, or dropped before any).
+	Channel string `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
+	// The target's id (ListPushTargets).
+	TargetId string `protobuf:"bytes,2,opt,name=target_id,json=targetId,proto3" json:"target_id,omitempty"`
+	// sent, gone, refused, failed, dropped, unconfigured or no_target.
+	Result string `protobuf:"bytes,3,opt,name=result,proto3" json:"result,omitempty"`
+	// Why, for a result other than sent (the provider's error, for example).
+	Detail string `protobuf:"bytes,4,opt,name=detail,proto3" json:"detail,omitempty"`
+	// When it was reported.
+	Time          *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=time,proto3" json:"time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EscalationOutcome) Reset() {
+	*x = EscalationOutcome{}
+	mi := &file_pushgate_v1_push_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EscalationOutcome) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EscalationOutcome) ProtoMessage() {}
+
+func (x *EscalationOutcome) ProtoReflect() protoreflect.Message {
+	mi := &file_pushgate_v1_push_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EscalationOutcome.ProtoReflect.Descriptor instead.
+func (*EscalationOutcome) Descriptor() ([]byte, []int) {
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *EscalationOutcome) GetChannel() string {
+	if x != nil {
+		return x.Channel
+	}
+	return ""
+}
+
+func (x *EscalationOutcome) GetTargetId() string {
+	if x != nil {
+		return x.TargetId
+	}
+	return ""
+}
+
+func (x *EscalationOutcome) GetResult() string {
+	if x != nil {
+		return x.Result
+	}
+	return ""
+}
+
+func (x *EscalationOutcome) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+func (x *EscalationOutcome) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
 	}
 	return nil
 }
@@ -3009,7 +3243,7 @@ const file_pushgate_v1_push_proto_rawDesc = "" +
 	"recipients\x18\x04 \x03(\v2\x1c.pushgate.v1.RecipientStatusR\n" +
 	"recipients\x12&\n" +
 	"\x0fnext_page_token\x18\x05 \x01(\tR\rnextPageToken\x12)\n" +
-	"\x10total_recipients\x18\x06 \x01(\x05R\x0ftotalRecipients\"\xc1\x03\n" +
+	"\x10total_recipients\x18\x06 \x01(\x05R\x0ftotalRecipients\"\x80\x04\n" +
 	"\x0fRecipientStatus\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x120\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x1a.pushgate.v1.DeliveryStateR\x05state\x12\x16\n" +
@@ -3021,7 +3255,21 @@ const file_pushgate_v1_push_proto_rawDesc = "" +
 	"\x11ack_connection_id\x18\b \x01(\tR\x0fackConnectionId\x12!\n" +
 	"\fack_implicit\x18\t \x01(\bR\vackImplicit\x125\n" +
 	"\bend_time\x18\n" +
-	" \x01(\v2\x1a.google.protobuf.TimestampR\aendTime*\xbf\x01\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12=\n" +
+	"\n" +
+	"escalation\x18\v \x01(\v2\x1d.pushgate.v1.EscalationStatusR\n" +
+	"escalation\"\xe7\x01\n" +
+	"\x10EscalationStatus\x122\n" +
+	"\x05state\x18\x01 \x01(\x0e2\x1c.pushgate.v1.EscalationStateR\x05state\x125\n" +
+	"\bdue_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\adueTime\x12.\n" +
+	"\x04time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x128\n" +
+	"\aresults\x18\x04 \x03(\v2\x1e.pushgate.v1.EscalationOutcomeR\aresults\"\xaa\x01\n" +
+	"\x11EscalationOutcome\x12\x18\n" +
+	"\achannel\x18\x01 \x01(\tR\achannel\x12\x1b\n" +
+	"\ttarget_id\x18\x02 \x01(\tR\btargetId\x12\x16\n" +
+	"\x06result\x18\x03 \x01(\tR\x06result\x12\x16\n" +
+	"\x06detail\x18\x04 \x01(\tR\x06detail\x12.\n" +
+	"\x04time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04time*\xbf\x01\n" +
 	"\tEventKind\x12\x1a\n" +
 	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16EVENT_KIND_USER_ONLINE\x10\x01\x12\x1b\n" +
@@ -3036,7 +3284,13 @@ const file_pushgate_v1_push_proto_rawDesc = "" +
 	"\x14DELIVERY_STATE_ACKED\x10\x03\x12\x1a\n" +
 	"\x16DELIVERY_STATE_EXPIRED\x10\x04\x12\x1a\n" +
 	"\x16DELIVERY_STATE_TRIMMED\x10\x05\x12\x1e\n" +
-	"\x1aDELIVERY_STATE_UNDELIVERED\x10\x062\xee\a\n" +
+	"\x1aDELIVERY_STATE_UNDELIVERED\x10\x06*\xb3\x01\n" +
+	"\x0fEscalationState\x12 \n" +
+	"\x1cESCALATION_STATE_UNSPECIFIED\x10\x00\x12\x1e\n" +
+	"\x1aESCALATION_STATE_SCHEDULED\x10\x01\x12\x1e\n" +
+	"\x1aESCALATION_STATE_CANCELLED\x10\x02\x12\x1a\n" +
+	"\x16ESCALATION_STATE_FIRED\x10\x03\x12\"\n" +
+	"\x1eESCALATION_STATE_NOT_SCHEDULED\x10\x042\xee\a\n" +
 	"\vPushService\x12J\n" +
 	"\tBroadcast\x12\x1d.pushgate.v1.BroadcastRequest\x1a\x1e.pushgate.v1.BroadcastResponse\x12M\n" +
 	"\n" +
@@ -3067,113 +3321,122 @@ func file_pushgate_v1_push_proto_rawDescGZIP() []byte {
 	return file_pushgate_v1_push_proto_rawDescData
 }
 
-var file_pushgate_v1_push_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_pushgate_v1_push_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
+var file_pushgate_v1_push_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_pushgate_v1_push_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_pushgate_v1_push_proto_goTypes = []any{
 	(EventKind)(0),                   // 0: pushgate.v1.EventKind
 	(DeliveryState)(0),               // 1: pushgate.v1.DeliveryState
-	(*Message)(nil),                  // 2: pushgate.v1.Message
-	(*Notification)(nil),             // 3: pushgate.v1.Notification
-	(*Escalation)(nil),               // 4: pushgate.v1.Escalation
-	(*PushTarget)(nil),               // 5: pushgate.v1.PushTarget
-	(*WebPushSubscription)(nil),      // 6: pushgate.v1.WebPushSubscription
-	(*AddPushTargetRequest)(nil),     // 7: pushgate.v1.AddPushTargetRequest
-	(*AddPushTargetResponse)(nil),    // 8: pushgate.v1.AddPushTargetResponse
-	(*RemovePushTargetRequest)(nil),  // 9: pushgate.v1.RemovePushTargetRequest
-	(*RemovePushTargetResponse)(nil), // 10: pushgate.v1.RemovePushTargetResponse
-	(*ListPushTargetsRequest)(nil),   // 11: pushgate.v1.ListPushTargetsRequest
-	(*ListPushTargetsResponse)(nil),  // 12: pushgate.v1.ListPushTargetsResponse
-	(*SendToUserRequest)(nil),        // 13: pushgate.v1.SendToUserRequest
-	(*SendToUserResponse)(nil),       // 14: pushgate.v1.SendToUserResponse
-	(*SendToUsersRequest)(nil),       // 15: pushgate.v1.SendToUsersRequest
-	(*SendToUsersResponse)(nil),      // 16: pushgate.v1.SendToUsersResponse
-	(*Delivery)(nil),                 // 17: pushgate.v1.Delivery
-	(*PublishRequest)(nil),           // 18: pushgate.v1.PublishRequest
-	(*PublishResponse)(nil),          // 19: pushgate.v1.PublishResponse
-	(*WatchEventsRequest)(nil),       // 20: pushgate.v1.WatchEventsRequest
-	(*Event)(nil),                    // 21: pushgate.v1.Event
-	(*UserOnline)(nil),               // 22: pushgate.v1.UserOnline
-	(*UserOffline)(nil),              // 23: pushgate.v1.UserOffline
-	(*MessageAcked)(nil),             // 24: pushgate.v1.MessageAcked
-	(*MessageEscalated)(nil),         // 25: pushgate.v1.MessageEscalated
-	(*ClientMessage)(nil),            // 26: pushgate.v1.ClientMessage
-	(*BroadcastRequest)(nil),         // 27: pushgate.v1.BroadcastRequest
-	(*BroadcastResponse)(nil),        // 28: pushgate.v1.BroadcastResponse
-	(*ListOnlineRequest)(nil),        // 29: pushgate.v1.ListOnlineRequest
-	(*ListOnlineResponse)(nil),       // 30: pushgate.v1.ListOnlineResponse
-	(*OnlineUser)(nil),               // 31: pushgate.v1.OnlineUser
-	(*GetPresenceRequest)(nil),       // 32: pushgate.v1.GetPresenceRequest
-	(*GetPresenceResponse)(nil),      // 33: pushgate.v1.GetPresenceResponse
-	(*DisconnectRequest)(nil),        // 34: pushgate.v1.DisconnectRequest
-	(*DisconnectResponse)(nil),       // 35: pushgate.v1.DisconnectResponse
-	(*GetMessageStatusRequest)(nil),  // 36: pushgate.v1.GetMessageStatusRequest
-	(*GetMessageStatusResponse)(nil), // 37: pushgate.v1.GetMessageStatusResponse
-	(*RecipientStatus)(nil),          // 38: pushgate.v1.RecipientStatus
-	nil,                              // 39: pushgate.v1.Notification.WechatDataEntry
-	(*durationpb.Duration)(nil),      // 40: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 41: google.protobuf.Timestamp
+	(EscalationState)(0),             // 2: pushgate.v1.EscalationState
+	(*Message)(nil),                  // 3: pushgate.v1.Message
+	(*Notification)(nil),             // 4: pushgate.v1.Notification
+	(*Escalation)(nil),               // 5: pushgate.v1.Escalation
+	(*PushTarget)(nil),               // 6: pushgate.v1.PushTarget
+	(*WebPushSubscription)(nil),      // 7: pushgate.v1.WebPushSubscription
+	(*AddPushTargetRequest)(nil),     // 8: pushgate.v1.AddPushTargetRequest
+	(*AddPushTargetResponse)(nil),    // 9: pushgate.v1.AddPushTargetResponse
+	(*RemovePushTargetRequest)(nil),  // 10: pushgate.v1.RemovePushTargetRequest
+	(*RemovePushTargetResponse)(nil), // 11: pushgate.v1.RemovePushTargetResponse
+	(*ListPushTargetsRequest)(nil),   // 12: pushgate.v1.ListPushTargetsRequest
+	(*ListPushTargetsResponse)(nil),  // 13: pushgate.v1.ListPushTargetsResponse
+	(*SendToUserRequest)(nil),        // 14: pushgate.v1.SendToUserRequest
+	(*SendToUserResponse)(nil),       // 15: pushgate.v1.SendToUserResponse
+	(*SendToUsersRequest)(nil),       // 16: pushgate.v1.SendToUsersRequest
+	(*SendToUsersResponse)(nil),      // 17: pushgate.v1.SendToUsersResponse
+	(*Delivery)(nil),                 // 18: pushgate.v1.Delivery
+	(*PublishRequest)(nil),           // 19: pushgate.v1.PublishRequest
+	(*PublishResponse)(nil),          // 20: pushgate.v1.PublishResponse
+	(*WatchEventsRequest)(nil),       // 21: pushgate.v1.WatchEventsRequest
+	(*Event)(nil),                    // 22: pushgate.v1.Event
+	(*UserOnline)(nil),               // 23: pushgate.v1.UserOnline
+	(*UserOffline)(nil),              // 24: pushgate.v1.UserOffline
+	(*MessageAcked)(nil),             // 25: pushgate.v1.MessageAcked
+	(*MessageEscalated)(nil),         // 26: pushgate.v1.MessageEscalated
+	(*ClientMessage)(nil),            // 27: pushgate.v1.ClientMessage
+	(*BroadcastRequest)(nil),         // 28: pushgate.v1.BroadcastRequest
+	(*BroadcastResponse)(nil),        // 29: pushgate.v1.BroadcastResponse
+	(*ListOnlineRequest)(nil),        // 30: pushgate.v1.ListOnlineRequest
+	(*ListOnlineResponse)(nil),       // 31: pushgate.v1.ListOnlineResponse
+	(*OnlineUser)(nil),               // 32: pushgate.v1.OnlineUser
+	(*GetPresenceRequest)(nil),       // 33: pushgate.v1.GetPresenceRequest
+	(*GetPresenceResponse)(nil),      // 34: pushgate.v1.GetPresenceResponse
+	(*DisconnectRequest)(nil),        // 35: pushgate.v1.DisconnectRequest
+	(*DisconnectResponse)(nil),       // 36: pushgate.v1.DisconnectResponse
+	(*GetMessageStatusRequest)(nil),  // 37: pushgate.v1.GetMessageStatusRequest
+	(*GetMessageStatusResponse)(nil), // 38: pushgate.v1.GetMessageStatusResponse
+	(*RecipientStatus)(nil),          // 39: pushgate.v1.RecipientStatus
+	(*EscalationStatus)(nil),         // 40: pushgate.v1.EscalationStatus
+	(*EscalationOutcome)(nil),        // 41: pushgate.v1.EscalationOutcome
+	nil,                              // 42: pushgate.v1.Notification.WechatDataEntry
+	(*durationpb.Duration)(nil),      // 43: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 44: google.protobuf.Timestamp
 }
 var file_pushgate_v1_push_proto_depIdxs = []int32{
-	40, // 0: pushgate.v1.Message.ttl:type_name -> google.protobuf.Duration
-	3,  // 1: pushgate.v1.Message.notification:type_name -> pushgate.v1.Notification
-	4,  // 2: pushgate.v1.Message.escalation:type_name -> pushgate.v1.Escalation
-	39, // 3: pushgate.v1.Notification.wechat_data:type_name -> pushgate.v1.Notification.WechatDataEntry
-	40, // 4: pushgate.v1.Escalation.after:type_name -> google.protobuf.Duration
-	6,  // 5: pushgate.v1.PushTarget.webpush:type_name -> pushgate.v1.WebPushSubscription
-	5,  // 6: pushgate.v1.AddPushTargetRequest.target:type_name -> pushgate.v1.PushTarget
-	5,  // 7: pushgate.v1.AddPushTargetResponse.target:type_name -> pushgate.v1.PushTarget
-	5,  // 8: pushgate.v1.ListPushTargetsResponse.targets:type_name -> pushgate.v1.PushTarget
-	2,  // 9: pushgate.v1.SendToUserRequest.message:type_name -> pushgate.v1.Message
-	2,  // 10: pushgate.v1.SendToUsersRequest.message:type_name -> pushgate.v1.Message
-	17, // 11: pushgate.v1.SendToUsersResponse.results:type_name -> pushgate.v1.Delivery
-	2,  // 12: pushgate.v1.PublishRequest.message:type_name -> pushgate.v1.Message
+	43, // 0: pushgate.v1.Message.ttl:type_name -> google.protobuf.Duration
+	4,  // 1: pushgate.v1.Message.notification:type_name -> pushgate.v1.Notification
+	5,  // 2: pushgate.v1.Message.escalation:type_name -> pushgate.v1.Escalation
+	42, // 3: pushgate.v1.Notification.wechat_data:type_name -> pushgate.v1.Notification.WechatDataEntry
+	43, // 4: pushgate.v1.Escalation.after:type_name -> google.protobuf.Duration
+	7,  // 5: pushgate.v1.PushTarget.webpush:type_name -> pushgate.v1.WebPushSubscription
+	6,  // 6: pushgate.v1.AddPushTargetRequest.target:type_name -> pushgate.v1.PushTarget
+	6,  // 7: pushgate.v1.AddPushTargetResponse.target:type_name -> pushgate.v1.PushTarget
+	6,  // 8: pushgate.v1.ListPushTargetsResponse.targets:type_name -> pushgate.v1.PushTarget
+	3,  // 9: pushgate.v1.SendToUserRequest.message:type_name -> pushgate.v1.Message
+	3,  // 10: pushgate.v1.SendToUsersRequest.message:type_name -> pushgate.v1.Message
+	18, // 11: pushgate.v1.SendToUsersResponse.results:type_name -> pushgate.v1.Delivery
+	3,  // 12: pushgate.v1.PublishRequest.message:type_name -> pushgate.v1.Message
 	0,  // 13: pushgate.v1.WatchEventsRequest.kinds:type_name -> pushgate.v1.EventKind
-	41, // 14: pushgate.v1.Event.time:type_name -> google.protobuf.Timestamp
-	22, // 15: pushgate.v1.Event.user_online:type_name -> pushgate.v1.UserOnline
-	23, // 16: pushgate.v1.Event.user_offline:type_name -> pushgate.v1.UserOffline
-	24, // 17: pushgate.v1.Event.message_acked:type_name -> pushgate.v1.MessageAcked
-	26, // 18: pushgate.v1.Event.client_message:type_name -> pushgate.v1.ClientMessage
-	25, // 19: pushgate.v1.Event.escalated:type_name -> pushgate.v1.MessageEscalated
-	2,  // 20: pushgate.v1.BroadcastRequest.message:type_name -> pushgate.v1.Message
-	31, // 21: pushgate.v1.ListOnlineResponse.users:type_name -> pushgate.v1.OnlineUser
-	41, // 22: pushgate.v1.OnlineUser.online_since:type_name -> google.protobuf.Timestamp
-	31, // 23: pushgate.v1.GetPresenceResponse.users:type_name -> pushgate.v1.OnlineUser
-	41, // 24: pushgate.v1.GetMessageStatusResponse.send_time:type_name -> google.protobuf.Timestamp
-	41, // 25: pushgate.v1.GetMessageStatusResponse.expire_time:type_name -> google.protobuf.Timestamp
-	38, // 26: pushgate.v1.GetMessageStatusResponse.recipients:type_name -> pushgate.v1.RecipientStatus
+	44, // 14: pushgate.v1.Event.time:type_name -> google.protobuf.Timestamp
+	23, // 15: pushgate.v1.Event.user_online:type_name -> pushgate.v1.UserOnline
+	24, // 16: pushgate.v1.Event.user_offline:type_name -> pushgate.v1.UserOffline
+	25, // 17: pushgate.v1.Event.message_acked:type_name -> pushgate.v1.MessageAcked
+	27, // 18: pushgate.v1.Event.client_message:type_name -> pushgate.v1.ClientMessage
+	26, // 19: pushgate.v1.Event.escalated:type_name -> pushgate.v1.MessageEscalated
+	3,  // 20: pushgate.v1.BroadcastRequest.message:type_name -> pushgate.v1.Message
+	32, // 21: pushgate.v1.ListOnlineResponse.users:type_name -> pushgate.v1.OnlineUser
+	44, // 22: pushgate.v1.OnlineUser.online_since:type_name -> google.protobuf.Timestamp
+	32, // 23: pushgate.v1.GetPresenceResponse.users:type_name -> pushgate.v1.OnlineUser
+	44, // 24: pushgate.v1.GetMessageStatusResponse.send_time:type_name -> google.protobuf.Timestamp
+	44, // 25: pushgate.v1.GetMessageStatusResponse.expire_time:type_name -> google.protobuf.Timestamp
+	39, // 26: pushgate.v1.GetMessageStatusResponse.recipients:type_name -> pushgate.v1.RecipientStatus
 	1,  // 27: pushgate.v1.RecipientStatus.state:type_name -> pushgate.v1.DeliveryState
-	41, // 28: pushgate.v1.RecipientStatus.delivered_time:type_name -> google.protobuf.Timestamp
-	41, // 29: pushgate.v1.RecipientStatus.ack_time:type_name -> google.protobuf.Timestamp
-	41, // 30: pushgate.v1.RecipientStatus.end_time:type_name -> google.protobuf.Timestamp
-	27, // 31: pushgate.v1.PushService.Broadcast:input_type -> pushgate.v1.BroadcastRequest
-	13, // 32: pushgate.v1.PushService.SendToUser:input_type -> pushgate.v1.SendToUserRequest
-	15, // 33: pushgate.v1.PushService.SendToUsers:input_type -> pushgate.v1.SendToUsersRequest
-	29, // 34: pushgate.v1.PushService.ListOnline:input_type -> pushgate.v1.ListOnlineRequest
-	32, // 35: pushgate.v1.PushService.GetPresence:input_type -> pushgate.v1.GetPresenceRequest
-	34, // 36: pushgate.v1.PushService.Disconnect:input_type -> pushgate.v1.DisconnectRequest
-	18, // 37: pushgate.v1.PushService.Publish:input_type -> pushgate.v1.PublishRequest
-	36, // 38: pushgate.v1.PushService.GetMessageStatus:input_type -> pushgate.v1.GetMessageStatusRequest
-	20, // 39: pushgate.v1.PushService.WatchEvents:input_type -> pushgate.v1.WatchEventsRequest
-	7,  // 40: pushgate.v1.PushService.AddPushTarget:input_type -> pushgate.v1.AddPushTargetRequest
-	9,  // 41: pushgate.v1.PushService.RemovePushTarget:input_type -> pushgate.v1.RemovePushTargetRequest
-	11, // 42: pushgate.v1.PushService.ListPushTargets:input_type -> pushgate.v1.ListPushTargetsRequest
-	28, // 43: pushgate.v1.PushService.Broadcast:output_type -> pushgate.v1.BroadcastResponse
-	14, // 44: pushgate.v1.PushService.SendToUser:output_type -> pushgate.v1.SendToUserResponse
-	16, // 45: pushgate.v1.PushService.SendToUsers:output_type -> pushgate.v1.SendToUsersResponse
-	30, // 46: pushgate.v1.PushService.ListOnline:output_type -> pushgate.v1.ListOnlineResponse
-	33, // 47: pushgate.v1.PushService.GetPresence:output_type -> pushgate.v1.GetPresenceResponse
-	35, // 48: pushgate.v1.PushService.Disconnect:output_type -> pushgate.v1.DisconnectResponse
-	19, // 49: pushgate.v1.PushService.Publish:output_type -> pushgate.v1.PublishResponse
-	37, // 50: pushgate.v1.PushService.GetMessageStatus:output_type -> pushgate.v1.GetMessageStatusResponse
-	21, // 51: pushgate.v1.PushService.WatchEvents:output_type -> pushgate.v1.Event
-	8,  // 52: pushgate.v1.PushService.AddPushTarget:output_type -> pushgate.v1.AddPushTargetResponse
-	10, // 53: pushgate.v1.PushService.RemovePushTarget:output_type -> pushgate.v1.RemovePushTargetResponse
-	12, // 54: pushgate.v1.PushService.ListPushTargets:output_type -> pushgate.v1.ListPushTargetsResponse
-	43, // [43:55] is the sub-list for method output_type
-	31, // [31:43] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	44, // 28: pushgate.v1.RecipientStatus.delivered_time:type_name -> google.protobuf.Timestamp
+	44, // 29: pushgate.v1.RecipientStatus.ack_time:type_name -> google.protobuf.Timestamp
+	44, // 30: pushgate.v1.RecipientStatus.end_time:type_name -> google.protobuf.Timestamp
+	40, // 31: pushgate.v1.RecipientStatus.escalation:type_name -> pushgate.v1.EscalationStatus
+	2,  // 32: pushgate.v1.EscalationStatus.state:type_name -> pushgate.v1.EscalationState
+	44, // 33: pushgate.v1.EscalationStatus.due_time:type_name -> google.protobuf.Timestamp
+	44, // 34: pushgate.v1.EscalationStatus.time:type_name -> google.protobuf.Timestamp
+	41, // 35: pushgate.v1.EscalationStatus.results:type_name -> pushgate.v1.EscalationOutcome
+	44, // 36: pushgate.v1.EscalationOutcome.time:type_name -> google.protobuf.Timestamp
+	28, // 37: pushgate.v1.PushService.Broadcast:input_type -> pushgate.v1.BroadcastRequest
+	14, // 38: pushgate.v1.PushService.SendToUser:input_type -> pushgate.v1.SendToUserRequest
+	16, // 39: pushgate.v1.PushService.SendToUsers:input_type -> pushgate.v1.SendToUsersRequest
+	30, // 40: pushgate.v1.PushService.ListOnline:input_type -> pushgate.v1.ListOnlineRequest
+	33, // 41: pushgate.v1.PushService.GetPresence:input_type -> pushgate.v1.GetPresenceRequest
+	35, // 42: pushgate.v1.PushService.Disconnect:input_type -> pushgate.v1.DisconnectRequest
+	19, // 43: pushgate.v1.PushService.Publish:input_type -> pushgate.v1.PublishRequest
+	37, // 44: pushgate.v1.PushService.GetMessageStatus:input_type -> pushgate.v1.GetMessageStatusRequest
+	21, // 45: pushgate.v1.PushService.WatchEvents:input_type -> pushgate.v1.WatchEventsRequest
+	8,  // 46: pushgate.v1.PushService.AddPushTarget:input_type -> pushgate.v1.AddPushTargetRequest
+	10, // 47: pushgate.v1.PushService.RemovePushTarget:input_type -> pushgate.v1.RemovePushTargetRequest
+	12, // 48: pushgate.v1.PushService.ListPushTargets:input_type -> pushgate.v1.ListPushTargetsRequest
+	29, // 49: pushgate.v1.PushService.Broadcast:output_type -> pushgate.v1.BroadcastResponse
+	15, // 50: pushgate.v1.PushService.SendToUser:output_type -> pushgate.v1.SendToUserResponse
+	17, // 51: pushgate.v1.PushService.SendToUsers:output_type -> pushgate.v1.SendToUsersResponse
+	31, // 52: pushgate.v1.PushService.ListOnline:output_type -> pushgate.v1.ListOnlineResponse
+	34, // 53: pushgate.v1.PushService.GetPresence:output_type -> pushgate.v1.GetPresenceResponse
+	36, // 54: pushgate.v1.PushService.Disconnect:output_type -> pushgate.v1.DisconnectResponse
+	20, // 55: pushgate.v1.PushService.Publish:output_type -> pushgate.v1.PublishResponse
+	38, // 56: pushgate.v1.PushService.GetMessageStatus:output_type -> pushgate.v1.GetMessageStatusResponse
+	22, // 57: pushgate.v1.PushService.WatchEvents:output_type -> pushgate.v1.Event
+	9,  // 58: pushgate.v1.PushService.AddPushTarget:output_type -> pushgate.v1.AddPushTargetResponse
+	11, // 59: pushgate.v1.PushService.RemovePushTarget:output_type -> pushgate.v1.RemovePushTargetResponse
+	13, // 60: pushgate.v1.PushService.ListPushTargets:output_type -> pushgate.v1.ListPushTargetsResponse
+	49, // [49:61] is the sub-list for method output_type
+	37, // [37:49] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_pushgate_v1_push_proto_init() }
@@ -3208,8 +3471,8 @@ func file_pushgate_v1_push_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pushgate_v1_push_proto_rawDesc), len(file_pushgate_v1_push_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   38,
+			NumEnums:      3,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
