@@ -78,7 +78,7 @@ type Conn struct {
 	ackIDs   *limit.Bucket
 }
 
-func (c *Conn) idString() string { return "c" + strconv.FormatUint(c.id, 10) }
+func (c *Conn) idString() string { return "c" + strconv.FormatUint(c.id, 10) + "-" + c.hub.tag }
 
 // enqueueResult says what enqueue did with a frame.
 type enqueueResult uint8

@@ -186,7 +186,7 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, *fl
 	fs.IntVar(&c.MaxHTTPConns, "max-http-connections", 10000, "most open connections on each HTTP listener (--http-addr, --ops-addr) that are not WebSockets: requests being read or answered, and idle keep-alive connections; past it new connections are closed at once; 0 for no limit")
 	fs.IntVar(&c.MaxUserIDBytes, "max-user-id-bytes", gw.MaxUserIDBytes, "longest user id accepted, in bytes")
 	fs.IntVar(&c.MaxPayloadBytes, "max-payload-bytes", 64<<10, "largest message payload accepted from a backend, in bytes")
-	fs.IntVar(&c.MaxBatchUsers, "max-batch-users", 10000, "most user ids in one SendToUsers, GetPresence or Broadcast exclude list")
+	fs.IntVar(&c.MaxBatchUsers, "max-batch-users", 10000, "most user ids in one SendToUsers, GetPresence or Broadcast exclude list, and connection ids in one exclude_connection_ids")
 	fs.IntVar(&c.InboxMessages, "inbox-max-messages", gw.InboxMessages, "per-user inbox limit, in messages (messages sent with a ttl wait there); the oldest are dropped past it")
 	fs.IntVar(&c.InboxBytes, "inbox-max-bytes", gw.InboxBytes, "per-user inbox limit, in payload bytes; the oldest are dropped past it")
 	fs.DurationVar(&c.InboxMaxTTL, "inbox-max-ttl", gw.InboxMaxTTL, "longest ttl a message may ask for (also how long a dropped message is remembered, so resuming clients learn of the gap)")
