@@ -84,6 +84,16 @@ type Config struct {
 	// matching UpstreamTopics (exact or "prefix*"). Empty: nobody.
 	UpstreamUsers  []string
 	UpstreamTopics []string
+	// ClientPublishTopics and ClientDirectUsers say what any envelope
+	// client may publish besides what its token's "pub" and "dm" claims
+	// allow: topics matching ClientPublishTopics (exact or "prefix*"), and
+	// messages to users matching ClientDirectUsers (MatchUserPattern).
+	// Empty: only what tokens allow. ClientPublishPerSecond limits one
+	// connection's publishes (burst of twice that); past it the
+	// connection is closed with 4002.
+	ClientPublishTopics    []string
+	ClientDirectUsers      []string
+	ClientPublishPerSecond float64
 
 	// EventLogMax caps the events the event log keeps (the oldest go
 	// first), and EventLogRetention how long it keeps one (the newest
@@ -156,6 +166,8 @@ func DefaultConfig() Config {
 		ReceiptMax:         1_000_000,
 		EventLogMax:        100_000,
 		EventLogRetention:  time.Hour,
+
+		ClientPublishPerSecond: 5,
 	}
 }
 
@@ -188,6 +200,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.ReadLimit <= 0 {
 		c.ReadLimit = d.ReadLimit
+	}
+	if c.ClientPublishPerSecond <= 0 {
+		c.ClientPublishPerSecond = d.ClientPublishPerSecond
 	}
 }
 

@@ -116,16 +116,21 @@ func TestMessageEncodingRoundTrip(t *testing.T) {
 	}
 
 	m.Exclude = []string{"c1-AAAA", "c22-BBBB"}
+	m.From = "alice"
 	enc := EncodeMessage(m)
 	got, err = DecodeMessage(enc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if enc[0] != 2 || !slices.Equal(got.Exclude, m.Exclude) || !bytes.Equal(got.Data, m.Data) || got.Topic != m.Topic || got.Type != m.Type {
+	if enc[0] != 2 || !slices.Equal(got.Exclude, m.Exclude) || got.From != "alice" || !bytes.Equal(got.Data, m.Data) || got.Topic != m.Topic || got.Type != m.Type {
 		t.Fatalf("round trip with excluded connections (version %d): %+v, want %+v", enc[0], got, m)
 	}
-	if _, err := DecodeMessage(enc[:len(enc)-len(m.Data)-3]); err == nil {
+	if _, err := DecodeMessage(enc[:len(enc)-len(m.Data)-8]); err == nil {
 		t.Fatalf("DecodeMessage accepted an encoding cut inside its excluded ids")
+	}
+	m.Exclude = nil // a sender alone is version 2 too
+	if got, err := DecodeMessage(EncodeMessage(m)); err != nil || got.From != "alice" || got.Exclude != nil || !bytes.Equal(got.Data, m.Data) {
+		t.Fatalf("round trip with a sender only: %+v, %v", got, err)
 	}
 }
 
