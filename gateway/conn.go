@@ -63,6 +63,7 @@ type Conn struct {
 	expiry  *time.Timer         // token expiry; nil without auth
 	topics  map[string]struct{} // subscriptions (the registry is in Hub.topicShards)
 	rules   []string            // topics this connection may join (from its token); nil: any
+	grants  grants              // what it may publish (from its token; publish.go)
 
 	// The join protocol (Hub.register, doc.go).
 	joining bool       // guarded by mu: registered, waiting for the engine's replay; pushes are held
@@ -76,9 +77,10 @@ type Conn struct {
 	// construction; a Bucket is safe for concurrent use.
 	upstream *limit.Bucket
 	ackIDs   *limit.Bucket
+	publish  *limit.Bucket // client publishes (publish.go)
 }
 
-func (c *Conn) idString() string { return "c" + strconv.FormatUint(c.id, 10) }
+func (c *Conn) idString() string { return "c" + strconv.FormatUint(c.id, 10) + "-" + c.hub.tag }
 
 // enqueueResult says what enqueue did with a frame.
 type enqueueResult uint8
@@ -563,6 +565,9 @@ func (c *Conn) handleOp(typ websocket.MessageType, data []byte) {
 	case "push_subscribe":
 		m.otherIn.Inc()
 		c.opPushSubscribe(op)
+	case "publish", "direct":
+		m.otherIn.Inc()
+		c.opPublish(op)
 	default:
 		m.otherIn.Inc()
 		c.send(errorFrame(op.Ref, "unknown_op", "unknown op "+strconv.Quote(op.Op)))
@@ -691,6 +696,7 @@ func (c *Conn) refresh(op clientOp) {
 	var revoked []string
 	c.mu.Lock()
 	c.rules = rules
+	c.grants = grants{pub: claims.Publish, dm: claims.Direct}
 	for t := range c.topics {
 		if !TopicAllowed(rules, t) {
 			revoked = append(revoked, t)

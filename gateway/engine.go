@@ -187,6 +187,12 @@ type Push struct {
 	Kind Kind          // how Data is framed
 	Data []byte        // the payload exactly as the backend sent it
 	TTL  time.Duration // > 0: kept in the recipients' inboxes (sends to users only)
+	// ExcludeConns: connection ids (the hello's conn_id, unique in the
+	// deployment) that must not receive it; Broadcast and Publish only.
+	ExcludeConns []string
+	// From: the user whose client published it (Message.From); "" for a
+	// backend's message.
+	From string
 	// Idempotency, when Key is set, makes a repeat of the call within
 	// Window return the first call's result and send nothing.
 	Idempotency Idempotency
@@ -268,8 +274,10 @@ var ErrIdempotencyFull = errors.New("too many idempotency keys remembered")
 // set, stored when p.TTL > 0 and it goes to users (not a broadcast, not a
 // topic).
 func (p *Push) NewMessage(id string, t time.Time, topic string, broadcast bool) *Message {
-	m := &Message{ID: id, Type: p.Type, Kind: p.Kind, Data: p.Data, Topic: topic, Time: t, broadcast: broadcast}
-	if !broadcast && topic == "" {
+	m := &Message{ID: id, Type: p.Type, Kind: p.Kind, Data: p.Data, Topic: topic, Time: t, From: p.From, broadcast: broadcast}
+	if broadcast || topic != "" {
+		m.Exclude = p.ExcludeConns
+	} else {
 		m.TTL = p.TTL
 		m.stored = p.TTL > 0
 	}

@@ -18,7 +18,7 @@ const Subprotocol = "pushgate.v1"
 
 // envelope returns the envelope encoding of m, made once:
 //
-//	{"op":"message","id":"…","type":"…","topic":"…","broadcast":true,"stored":true,"ts":1732…,"data":…}
+//	{"op":"message","id":"…","type":"…","topic":"…","from":"…","broadcast":true,"stored":true,"ts":1732…,"data":…}
 //
 // JSON payloads are embedded as JSON (compacted: whitespace removed, every
 // number and string kept exactly as written), text as a JSON string, and
@@ -37,6 +37,10 @@ func (m *Message) envelope() []byte {
 		if m.Topic != "" {
 			b = append(b, `,"topic":`...)
 			b = appendJSONString(b, m.Topic)
+		}
+		if m.From != "" {
+			b = append(b, `,"from":`...)
+			b = appendJSONString(b, m.From)
 		}
 		if m.broadcast {
 			b = append(b, `,"broadcast":true`...)
@@ -84,6 +88,9 @@ type clientOp struct {
 	Type  string          `json:"type,omitempty"`
 	Data  json.RawMessage `json:"data,omitempty"`
 	Token string          `json:"token,omitempty"` // refresh
+	// publish, direct
+	UserID        string `json:"user_id,omitempty"`
+	ExcludeSender bool   `json:"exclude_sender,omitempty"`
 
 	Subscription json.RawMessage `json:"subscription,omitempty"` // push_subscribe
 }

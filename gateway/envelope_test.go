@@ -119,7 +119,7 @@ func testHubWith(t *testing.T, cfg Config, rules []string, newEngine NewEngine) 
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /ws/{userID}", func(w http.ResponseWriter, r *http.Request) {
-		h.serve(w, r, r.PathValue("userID"), rules, time.Time{})
+		h.serve(w, r, r.PathValue("userID"), rules, grants{}, time.Time{})
 	})
 	srv := httptest.NewServer(mux)
 	t.Cleanup(func() {

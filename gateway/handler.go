@@ -73,7 +73,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.reject(w, r, http.StatusBadRequest, "bad_user_id", "user id: "+err.Error())
 			return
 		}
-		h.serve(w, r, claimed, nil, time.Time{})
+		h.serve(w, r, claimed, nil, grants{}, time.Time{})
 		return
 	}
 	tok := tokenFrom(r, h.cfg.TokenCookie)
@@ -103,7 +103,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if rules == nil {
 		rules = []string{} // no topics claim: no topics
 	}
-	h.serve(w, r, claims.Subject, rules, claims.Expires)
+	h.serve(w, r, claims.Subject, rules, grants{pub: claims.Publish, dm: claims.Direct}, claims.Expires)
 }
 
 // clientAddr is the client's address: the socket's, or, behind a trusted
@@ -200,8 +200,9 @@ func originHost(origin string) string {
 }
 
 // serve runs the connection of an identified user. topicRules limits the
-// topics it may join (nil: any); expires, if set, is when its token expires.
-func (h *Hub) serve(w http.ResponseWriter, r *http.Request, userID string, topicRules []string, expires time.Time) {
+// topics it may join (nil: any), g what it may publish; expires, if set, is
+// when its token expires.
+func (h *Hub) serve(w http.ResponseWriter, r *http.Request, userID string, topicRules []string, g grants, expires time.Time) {
 	// Counted live before the closing check, so that Shutdown, which sets
 	// closing and then waits for live to reach zero, cannot miss it.
 	h.live.Add(1)
@@ -269,6 +270,8 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, userID string, topic
 		envelope:  envelope,
 		topicList: topics,
 		rules:     topicRules,
+		grants:    g,
+		publish:   newPublishBucket(&h.cfg),
 		upstream:  newUpstreamBucket(&h.cfg),
 		ackIDs:    newAckBucket(&h.cfg),
 	}

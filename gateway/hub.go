@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -82,6 +84,16 @@ type Config struct {
 	// matching UpstreamTopics (exact or "prefix*"). Empty: nobody.
 	UpstreamUsers  []string
 	UpstreamTopics []string
+	// ClientPublishTopics and ClientDirectUsers say what any envelope
+	// client may publish besides what its token's "pub" and "dm" claims
+	// allow: topics matching ClientPublishTopics (exact or "prefix*"), and
+	// messages to users matching ClientDirectUsers (MatchUserPattern).
+	// Empty: only what tokens allow. ClientPublishPerSecond limits one
+	// connection's publishes (burst of twice that); past it the
+	// connection is closed with 4002.
+	ClientPublishTopics    []string
+	ClientDirectUsers      []string
+	ClientPublishPerSecond float64
 
 	// EventLogMax caps the events the event log keeps (the oldest go
 	// first), and EventLogRetention how long it keeps one (the newest
@@ -154,6 +166,8 @@ func DefaultConfig() Config {
 		ReceiptMax:         1_000_000,
 		EventLogMax:        100_000,
 		EventLogRetention:  time.Hour,
+
+		ClientPublishPerSecond: 5,
 	}
 }
 
@@ -187,6 +201,9 @@ func (c *Config) setDefaults() {
 	if c.ReadLimit <= 0 {
 		c.ReadLimit = d.ReadLimit
 	}
+	if c.ClientPublishPerSecond <= 0 {
+		c.ClientPublishPerSecond = d.ClientPublishPerSecond
+	}
 }
 
 const numShards = 64
@@ -208,6 +225,10 @@ type Hub struct {
 	metrics *Metrics
 	seed    maphash.Seed
 	eng     Engine
+	// tag ends this hub's connection ids ("c17-<tag>"), so that an id
+	// names one connection in the whole deployment: a node that starts
+	// again counts from 1 under another tag.
+	tag string
 
 	pushReg atomic.Pointer[PushRegistrar] // set once before serving (SetPushRegistrar)
 
@@ -245,7 +266,7 @@ type presence struct {
 // engine, made by newEngine with the hub as its Node.
 func NewHub(cfg Config, log *slog.Logger, reg prometheus.Registerer, newEngine NewEngine) (*Hub, error) {
 	cfg.setDefaults()
-	h := &Hub{cfg: cfg, log: log, seed: maphash.MakeSeed()}
+	h := &Hub{cfg: cfg, log: log, seed: maphash.MakeSeed(), tag: NewID()[16:]}
 	h.newConn = limit.NewBucket(cfg.NewConnsPerSecond, int(cfg.NewConnsPerSecond)+1)
 	h.logBucket = limit.NewBucket(logBurst, logBurst)
 	for i := range h.shards {
@@ -496,6 +517,38 @@ func (h *Hub) preEncode(m *Message) {
 	}
 }
 
+// skipConns returns the ids of this hub's connections among m's excluded
+// connection ids (nil when none).
+func (h *Hub) skipConns(m *Message) map[uint64]struct{} {
+	var skip map[uint64]struct{}
+	for _, id := range m.Exclude {
+		num, tag, ok := strings.Cut(id, "-")
+		if !ok || tag != h.tag || len(num) < 2 || num[0] != 'c' {
+			continue
+		}
+		n, err := strconv.ParseUint(num[1:], 10, 64)
+		if err != nil {
+			continue
+		}
+		if skip == nil {
+			skip = make(map[uint64]struct{}, len(m.Exclude))
+		}
+		skip[n] = struct{}{}
+	}
+	return skip
+}
+
+// dropSkipped removes the connections in skip from targets.
+func dropSkipped(targets []*Conn, skip map[uint64]struct{}) []*Conn {
+	if skip == nil {
+		return targets
+	}
+	return slices.DeleteFunc(targets, func(c *Conn) bool {
+		_, ok := skip[c.id]
+		return ok
+	})
+}
+
 // DeliverBroadcast implements Node.
 func (h *Hub) DeliverBroadcast(m *Message, exclude []string) int64 {
 	var skip map[string]struct{}
@@ -505,6 +558,7 @@ func (h *Hub) DeliverBroadcast(m *Message, exclude []string) int64 {
 			skip[id] = struct{}{}
 		}
 	}
+	skipConns := h.skipConns(m)
 	h.preEncode(m)
 	tp := h.targets.Get().(*[]*Conn)
 	sp := h.targets.Get().(*[]*Conn)
@@ -524,7 +578,7 @@ func (h *Hub) DeliverBroadcast(m *Message, exclude []string) int64 {
 		}
 		s.mu.RUnlock()
 		var k int64
-		k, starts = fanout(targets, m, starts)
+		k, starts = fanout(dropSkipped(targets, skipConns), m, starts)
 		n += k
 		clear(targets)
 		*tp = targets[:0]
@@ -547,6 +601,7 @@ func (h *Hub) DeliverTopic(m *Message) int64 {
 		targets = append(targets, c)
 	}
 	ts.mu.RUnlock()
+	targets = dropSkipped(targets, h.skipConns(m))
 	sp := h.targets.Get().(*[]*Conn)
 	n, starts := fanout(targets, m, (*sp)[:0])
 	startWriters(starts)

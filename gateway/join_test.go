@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -105,10 +106,31 @@ func TestMessageEncodingRoundTrip(t *testing.T) {
 		got.TTL != m.TTL || !got.Time.Equal(m.Time) || !got.stored || got.broadcast {
 		t.Fatalf("round trip: %+v, want %+v", got, m)
 	}
-	for _, bad := range [][]byte{nil, {1}, append([]byte{2}, EncodeMessage(m)[1:]...), EncodeMessage(m)[:50]} {
+	if got.Exclude != nil || EncodeMessage(m)[0] != 1 {
+		t.Fatalf("a message without excluded connections: Exclude %q, version %d; want none, 1", got.Exclude, EncodeMessage(m)[0])
+	}
+	for _, bad := range [][]byte{nil, {1}, append([]byte{3}, EncodeMessage(m)[1:]...), EncodeMessage(m)[:50]} {
 		if _, err := DecodeMessage(bad); err == nil {
 			t.Fatalf("DecodeMessage(%q) accepted", bad)
 		}
+	}
+
+	m.Exclude = []string{"c1-AAAA", "c22-BBBB"}
+	m.From = "alice"
+	enc := EncodeMessage(m)
+	got, err = DecodeMessage(enc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if enc[0] != 2 || !slices.Equal(got.Exclude, m.Exclude) || got.From != "alice" || !bytes.Equal(got.Data, m.Data) || got.Topic != m.Topic || got.Type != m.Type {
+		t.Fatalf("round trip with excluded connections (version %d): %+v, want %+v", enc[0], got, m)
+	}
+	if _, err := DecodeMessage(enc[:len(enc)-len(m.Data)-8]); err == nil {
+		t.Fatalf("DecodeMessage accepted an encoding cut inside its excluded ids")
+	}
+	m.Exclude = nil // a sender alone is version 2 too
+	if got, err := DecodeMessage(EncodeMessage(m)); err != nil || got.From != "alice" || got.Exclude != nil || !bytes.Equal(got.Data, m.Data) {
+		t.Fatalf("round trip with a sender only: %+v, %v", got, err)
 	}
 }
 

@@ -33,6 +33,13 @@ type Message struct {
 	Topic string        // set by Publish
 	TTL   time.Duration // > 0: kept in recipients' inboxes (SendToUser/SendToUsers)
 	Time  time.Time     // when the hub accepted it; set by the Hub
+	// Exclude: connection ids (the hello's conn_id) that must not receive
+	// it (Broadcast, Publish).
+	Exclude []string
+	// From: the user who published it from a client (client publish; set
+	// by the server from the connection's identity, never by the client).
+	// Envelope clients see it.
+	From string
 
 	broadcast bool // set by Broadcast; envelope clients see it
 	stored    bool // in at least one inbox, so a raw write acks it

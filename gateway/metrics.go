@@ -28,7 +28,11 @@ type Metrics struct {
 	upstream         prometheus.Counter
 	upstreamRefused  prometheus.Counter
 	subscribeRefused prometheus.Counter
-	subscriptions    prometheus.Gauge
+
+	clientPublished          prometheus.Counter
+	clientPublishForbidden   prometheus.Counter
+	clientPublishRateLimited prometheus.Counter
+	subscriptions            prometheus.Gauge
 
 	acked        prometheus.Counter
 	replayed     prometheus.Counter
@@ -108,6 +112,10 @@ func NewMetrics(reg prometheus.Registerer, h *Hub) *Metrics {
 	m.controlIn = framesIn.WithLabelValues("control")
 	m.acksIn = framesIn.WithLabelValues("ack")
 	m.otherIn = framesIn.WithLabelValues("other")
+	pub := vec("pushgate_client_publish_total", "Client publish and direct ops, by result: published, forbidden (no claim or server pattern allows it), rate_limited (over --client-publish-rate: closed with 4002).", "result")
+	m.clientPublished = pub.WithLabelValues("published")
+	m.clientPublishForbidden = pub.WithLabelValues("forbidden")
+	m.clientPublishRateLimited = pub.WithLabelValues("rate_limited")
 	for _, r := range []CloseReason{closeClient, closeWriteError, CloseGoingAway, CloseSlowConsumer, CloseHeartbeatTimeout, CloseRateLimited, CloseEngineUnavailable, CloseKicked, CloseTokenExpired, CloseInvalidFrame, CloseMessageTooBig} {
 		m.closed.WithLabelValues(r.Label)
 	}

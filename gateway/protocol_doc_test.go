@@ -64,7 +64,7 @@ func TestProtocolExamples(t *testing.T) {
 			continue
 		}
 		switch op.Op {
-		case "ping", "ack", "subscribe", "unsubscribe", "send", "refresh", "push_subscribe":
+		case "ping", "ack", "subscribe", "unsubscribe", "send", "refresh", "push_subscribe", "publish", "direct":
 		default:
 			t.Errorf("client example uses unknown op %q", op.Op)
 		}
@@ -82,6 +82,7 @@ func checkServerFrame(t *testing.T, ex string) {
 		ID        string          `json:"id"`
 		Type      string          `json:"type"`
 		Topic     string          `json:"topic"`
+		From      string          `json:"from"`
 		Broadcast bool            `json:"broadcast"`
 		Stored    bool            `json:"stored"`
 		TS        int64           `json:"ts"`
@@ -105,7 +106,7 @@ func checkServerFrame(t *testing.T, ex string) {
 		if !ValidID(f.ID) {
 			t.Errorf("example id %q is not a message id", f.ID)
 		}
-		m := &Message{ID: f.ID, Type: f.Type, Topic: f.Topic, broadcast: f.Broadcast, stored: f.Stored, Time: time.UnixMilli(f.TS)}
+		m := &Message{ID: f.ID, Type: f.Type, Topic: f.Topic, From: f.From, broadcast: f.Broadcast, stored: f.Stored, Time: time.UnixMilli(f.TS)}
 		switch {
 		case f.Encoding == "base64":
 			var s string
@@ -133,6 +134,8 @@ func checkServerFrame(t *testing.T, ex string) {
 		want = refreshedFrame(f.Ref, time.UnixMilli(f.Exp)).data
 	case "push_subscribed":
 		want = pushSubscribedFrame(f.Ref, f.TargetID).data
+	case "published":
+		want = publishedFrame(f.Ref, f.ID).data
 	case "acked", "subscribed", "unsubscribed", "sent":
 		want = replyFrame(f.Op, f.Ref, f.Topic).data
 	case "error":

@@ -3,6 +3,7 @@ package gateway
 import (
 	"encoding/binary"
 	"errors"
+	"strings"
 	"time"
 )
 
@@ -17,8 +18,16 @@ import (
 //	37..44  ttl, ns, big-endian
 //	45..    uvarint length of type, uvarint length of topic, then type,
 //	        topic and the payload bytes, which run to the end
+//
+// A message with excluded connections (Message.Exclude) or a sender
+// (Message.From) is version 2: after the topic's length come the uvarint
+// lengths of the excluded ids (newline-separated) and of the sender, and
+// they follow the topic in that order. Version 1 stays the encoding of
+// every other message, so nodes that read only version 1 still read them
+// (and drop, never misread, a version 2 message).
 const (
 	msgVersion    = 1
+	msgV2         = 2
 	flagBroadcast = 1
 	flagStored    = 2
 )
@@ -26,8 +35,14 @@ const (
 // EncodeMessage returns m's encoding between nodes. An empty m.ID is
 // written as 26 zeros for the engine to fill in.
 func EncodeMessage(m *Message) []byte {
-	b := make([]byte, 0, 64+len(m.Type)+len(m.Topic)+len(m.Data))
-	b = append(b, msgVersion)
+	ex := strings.Join(m.Exclude, "\n")
+	v2 := len(m.Exclude) > 0 || m.From != ""
+	b := make([]byte, 0, 64+len(m.Type)+len(m.Topic)+len(ex)+len(m.From)+len(m.Data))
+	if v2 {
+		b = append(b, msgV2)
+	} else {
+		b = append(b, msgVersion)
+	}
 	if len(m.ID) == 26 {
 		b = append(b, m.ID...)
 	} else {
@@ -45,8 +60,14 @@ func EncodeMessage(m *Message) []byte {
 	b = binary.BigEndian.AppendUint64(b, uint64(m.TTL))
 	b = binary.AppendUvarint(b, uint64(len(m.Type)))
 	b = binary.AppendUvarint(b, uint64(len(m.Topic)))
+	if v2 {
+		b = binary.AppendUvarint(b, uint64(len(ex)))
+		b = binary.AppendUvarint(b, uint64(len(m.From)))
+	}
 	b = append(b, m.Type...)
 	b = append(b, m.Topic...)
+	b = append(b, ex...)
+	b = append(b, m.From...)
 	return append(b, m.Data...)
 }
 
@@ -54,7 +75,7 @@ var errBadEncoding = errors.New("bad message encoding")
 
 // DecodeMessage parses EncodeMessage's output.
 func DecodeMessage(b []byte) (*Message, error) {
-	if len(b) < 1+26+2+16 || b[0] != msgVersion {
+	if len(b) < 1+26+2+16 || (b[0] != msgVersion && b[0] != msgV2) {
 		return nil, errBadEncoding
 	}
 	m := &Message{ID: string(b[1:27]), Kind: Kind(b[27])}
@@ -70,13 +91,31 @@ func DecodeMessage(b []byte) (*Message, error) {
 	}
 	rest = rest[k:]
 	np, k := binary.Uvarint(rest)
-	if k <= 0 || uint64(len(rest)-k) < nt+np {
+	if k <= 0 {
 		return nil, errBadEncoding
 	}
 	rest = rest[k:]
+	var nx, nf uint64
+	if b[0] == msgV2 {
+		if nx, k = binary.Uvarint(rest); k <= 0 {
+			return nil, errBadEncoding
+		}
+		rest = rest[k:]
+		if nf, k = binary.Uvarint(rest); k <= 0 {
+			return nil, errBadEncoding
+		}
+		rest = rest[k:]
+	}
+	if uint64(len(rest)) < nt+np+nx+nf {
+		return nil, errBadEncoding
+	}
 	m.Type = string(rest[:nt])
 	m.Topic = string(rest[nt : nt+np])
-	m.Data = rest[nt+np:]
+	if nx > 0 {
+		m.Exclude = strings.Split(string(rest[nt+np:nt+np+nx]), "\n")
+	}
+	m.From = string(rest[nt+np+nx : nt+np+nx+nf])
+	m.Data = rest[nt+np+nx+nf:]
 	if m.Kind < KindJSON || m.Kind > KindBinary || !ValidID(m.ID) {
 		return nil, errBadEncoding
 	}

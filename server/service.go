@@ -284,6 +284,7 @@ func (s *Service) Broadcast(ctx context.Context, req *pb.BroadcastRequest) (*pb.
 	if err != nil {
 		return nil, err
 	}
+	p.ExcludeConns = req.GetExcludeConnectionIds()
 	sent, err := s.gw.Broadcast(ctx, p, req.GetExcludeUserIds())
 	if err != nil {
 		return nil, s.sendError(ctx, "Broadcast", err)
@@ -297,6 +298,7 @@ func (s *Service) Publish(ctx context.Context, req *pb.PublishRequest) (*pb.Publ
 	if err != nil {
 		return nil, err
 	}
+	p.ExcludeConns = req.GetExcludeConnectionIds()
 	sent, err := s.gw.Publish(ctx, req.GetTopic(), p)
 	if err != nil {
 		return nil, s.sendError(ctx, "Publish", err)

@@ -89,12 +89,18 @@ func (l *Limits) validate(req any) error {
 		if err := l.message("message", r.GetMessage(), false); err != nil {
 			return err
 		}
-		return l.userIDs("exclude_user_ids", r.GetExcludeUserIds(), false)
+		if err := l.userIDs("exclude_user_ids", r.GetExcludeUserIds(), false); err != nil {
+			return err
+		}
+		return l.connIDs("exclude_connection_ids", r.GetExcludeConnectionIds())
 	case *pb.PublishRequest:
 		if err := gateway.ValidTopic(r.GetTopic()); err != nil {
 			return invalid("topic", err.Error())
 		}
-		return l.message("message", r.GetMessage(), false)
+		if err := l.message("message", r.GetMessage(), false); err != nil {
+			return err
+		}
+		return l.connIDs("exclude_connection_ids", r.GetExcludeConnectionIds())
 	case *pb.ListOnlineRequest:
 		if s := r.GetPageSize(); s < 0 || s > MaxPageSize {
 			return invalid("page_size", fmt.Sprintf("must be between 1 and %d (0 means %d), got %d", MaxPageSize, DefaultPageSize, s))
@@ -156,6 +162,28 @@ func (l *Limits) userIDs(field string, ids []string, required bool) error {
 	for i, id := range ids {
 		if err := l.userID(fmt.Sprintf("%s[%d]", field, i), id); err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// maxConnIDBytes is the longest connection id a request may name.
+const maxConnIDBytes = 64
+
+// connIDs validates a list of connection ids (a hello's conn_id: letters,
+// digits and "-").
+func (l *Limits) connIDs(field string, ids []string) error {
+	if len(ids) > l.MaxBatchUsers {
+		return invalid(field, fmt.Sprintf("at most %d ids per call, got %d", l.MaxBatchUsers, len(ids)))
+	}
+	for i, id := range ids {
+		if len(id) == 0 || len(id) > maxConnIDBytes {
+			return invalid(fmt.Sprintf("%s[%d]", field, i), fmt.Sprintf("must be 1 to %d bytes (a hello's conn_id), got %d", maxConnIDBytes, len(id)))
+		}
+		for j := 0; j < len(id); j++ {
+			if c := id[j]; !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+				return invalid(fmt.Sprintf("%s[%d]", field, i), fmt.Sprintf("%q is not a connection id (a hello's conn_id: letters, digits and \"-\")", id))
+			}
 		}
 	}
 	return nil

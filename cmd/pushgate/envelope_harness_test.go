@@ -18,6 +18,7 @@ type env struct {
 	ID        string          `json:"id"`
 	Type      string          `json:"type"`
 	Topic     string          `json:"topic"`
+	From      string          `json:"from"`
 	Broadcast bool            `json:"broadcast"`
 	TS        int64           `json:"ts"`
 	Data      json.RawMessage `json:"data"`

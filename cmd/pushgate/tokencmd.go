@@ -23,7 +23,7 @@ var tokenEnv = map[string]string{
 }
 
 var tokenSections = []config.Section{
-	{Title: "Token", Flags: []string{"user", "ttl", "topics"}},
+	{Title: "Token", Flags: []string{"user", "ttl", "topics", "pub", "dm"}},
 	{Title: "Signing key", Flags: []string{"jwt-secret", "jwt-private-key", "jwt-kid", "jwt-issuer", "jwt-audience"}},
 }
 
@@ -35,6 +35,8 @@ func runToken(args []string, getenv func(string) string, stdout io.Writer) error
 	user := fs.String("user", "", "user `id` the token is for (its sub); required")
 	ttl := fs.Duration("ttl", time.Hour, "how long the token is valid")
 	topics := fs.String("topics", "", "comma-separated `topics` the user may join (exact names or prefix*)")
+	pub := fs.String("pub", "", "comma-separated `topics` the user's clients may publish to (exact names or prefix*): the pub claim")
+	dm := fs.String("dm", "", "comma-separated user id `patterns` the user's clients may send messages to (op direct): the dm claim")
 	var mc token.MintConfig
 	var secret string
 	fs.StringVar(&secret, "jwt-secret", "", "HS256 `secret`, the one pushgate verifies tokens with (at least 32 bytes)")
@@ -43,7 +45,7 @@ func runToken(args []string, getenv func(string) string, stdout io.Writer) error
 	fs.StringVar(&mc.Issuer, "jwt-issuer", "", "iss claim")
 	fs.StringVar(&mc.Audience, "jwt-audience", "", "aud claim")
 	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), `Usage: pushgate token --user ID [--ttl 1h] [--topics a,b]
+		fmt.Fprint(fs.Output(), `Usage: pushgate token --user ID [--ttl 1h] [--topics a,b] [--pub a,b] [--dm 'p*']
 
 Prints a client token for --auth jwt, signed with --jwt-secret or
 --jwt-private-key (or their environment variables).
@@ -85,7 +87,20 @@ Prints a client token for --auth jwt, signed with --jwt-secret or
 		}
 		rules = append(rules, t)
 	}
-	tok, err := token.Mint(mc, *user, *ttl, rules)
+	var pubRules []string
+	for _, t := range config.List(*pub) {
+		if err := gateway.ValidTopic(trimStar(t)); err != nil {
+			return fmt.Errorf("--pub %q: %v", t, err)
+		}
+		pubRules = append(pubRules, t)
+	}
+	dmRules := config.List(*dm)
+	for _, p := range dmRules {
+		if err := gateway.ValidUserPattern(p); err != nil {
+			return fmt.Errorf("--dm %q: %v", p, err)
+		}
+	}
+	tok, err := token.MintGrants(mc, *user, *ttl, token.Grants{Topics: rules, Publish: pubRules, Direct: dmRules})
 	if err != nil {
 		return err
 	}

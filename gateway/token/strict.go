@@ -24,8 +24,8 @@ import (
 //   - names match exactly: "SUB" is not "sub";
 //   - exp, nbf and iat are JSON numbers (Unix seconds, fractions allowed)
 //     from 0 to the end of the year 9999, never strings;
-//   - sub and iss are strings, aud a string or an array of strings, topics an
-//     array of strings (or null, the same as absent);
+//   - sub and iss are strings, aud a string or an array of strings, topics,
+//     pub and dm arrays of strings (or null, the same as absent);
 //   - a "crit" header is refused: this verifier understands no extension,
 //     and RFC 7515 (4.1.11) says a token naming one it does not understand
 //     is invalid; "kid", if present, is a string.
@@ -119,6 +119,7 @@ type rawClaims struct {
 	hasIat      bool
 	topics      []string
 	topicsGiven bool // present and not null
+	pub, dm     []string
 }
 
 // parseClaims reads a token's second part by the rules above.
@@ -178,6 +179,16 @@ func parseClaims(tok string) (rawClaims, error) {
 			return c, bad("topics", "an array of strings")
 		}
 		c.topicsGiven = true
+	}
+	for _, a := range []struct {
+		name string
+		out  *[]string
+	}{{"pub", &c.pub}, {"dm", &c.dm}} {
+		if v, ok := m[a.name]; ok && string(v) != "null" {
+			if !isStringArray(v, a.out) {
+				return c, bad(a.name, "an array of strings")
+			}
+		}
 	}
 	return c, nil
 }

@@ -52,6 +52,12 @@ type Claims struct {
 	Subject string    // the user id
 	Expires time.Time // exp plus the leeway: when the token stops being accepted
 	Topics  []string  // topic rules from "topics"; nil when the claim is absent
+	// Publish: topic rules from "pub", the topics the user's clients may
+	// publish to (exact, or "prefix*"); Direct: user id patterns from "dm",
+	// the users they may send a message to (MatchUserPattern's syntax).
+	// nil when the claim is absent.
+	Publish []string
+	Direct  []string
 }
 
 // Error is a verification failure with a short reason for the client
@@ -170,6 +176,7 @@ func (v *Verifier) Verify(tok string) (Claims, error) {
 	if c.topicsGiven {
 		out.Topics = c.topics
 	}
+	out.Publish, out.Direct = c.pub, c.dm
 	return out, nil
 }
 
@@ -398,17 +405,33 @@ type MintConfig struct {
 // Mint returns a signed token for userID, valid for ttl, granting topics
 // (topic names or "prefix*" rules; none: the claim is left out).
 func Mint(mc MintConfig, userID string, ttl time.Duration, topics []string) (string, error) {
+	return MintGrants(mc, userID, ttl, Grants{Topics: topics})
+}
+
+// Grants are what a minted token allows: the claims "topics", "pub" and
+// "dm" (each left out when empty).
+type Grants struct {
+	Topics  []string // topics the user may join
+	Publish []string // topics the user's clients may publish to
+	Direct  []string // user id patterns they may send a message to
+}
+
+// MintGrants is Mint with the client-publish claims too.
+func MintGrants(mc MintConfig, userID string, ttl time.Duration, g Grants) (string, error) {
+	topics := g.Topics
 	now := time.Now()
 	claims := struct {
 		jwt.RegisteredClaims
 		Topics []string `json:"topics,omitempty"`
-	}{jwt.RegisteredClaims{
+		Pub    []string `json:"pub,omitempty"`
+		DM     []string `json:"dm,omitempty"`
+	}{RegisteredClaims: jwt.RegisteredClaims{
 		Subject:   userID,
 		IssuedAt:  jwt.NewNumericDate(now),
 		NotBefore: jwt.NewNumericDate(now),
 		ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
 		Issuer:    mc.Issuer,
-	}, topics}
+	}, Topics: topics, Pub: g.Publish, DM: g.Direct}
 	if mc.Audience != "" {
 		claims.Audience = jwt.ClaimStrings{mc.Audience}
 	}

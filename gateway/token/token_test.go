@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -171,6 +172,9 @@ func TestVerify(t *testing.T) {
 		{"aud as an array", hs, raw(hsHead, fmt.Sprintf(`{"sub":"u10","aud":["x","pushgate"],"iss":"shop","exp":%d}`, exp)), "u10", ""},
 		{"topics not an array", hs, raw(hsHead, claimsJSON(`"sub":"u"`, `"topics":"store:*"`)), "", "bad_claim"},
 		{"topics null", hs, raw(hsHead, claimsJSON(`"sub":"u11"`, `"topics":null`)), "u11", ""},
+		{"pub not an array", hs, raw(hsHead, claimsJSON(`"sub":"u"`, `"pub":"todo:*"`)), "", "bad_claim"},
+		{"dm of numbers", hs, raw(hsHead, claimsJSON(`"sub":"u"`, `"dm":[1]`)), "", "bad_claim"},
+		{"pub and dm null", hs, raw(hsHead, claimsJSON(`"sub":"u15"`, `"pub":null`, `"dm":null`)), "u15", ""},
 		{"data after the claims", hs, raw(hsHead, claimsJSON(`"sub":"u"`)+`{}`), "", "malformed"},
 		{"iat in the future", hs, sign(t, jwt.SigningMethodHS256, secret, with(valid("u"), "iat", now.Add(time.Minute).Unix()), ""), "", "not_yet_valid"},
 		{"iat in the future, within leeway", hs, sign(t, jwt.SigningMethodHS256, secret, with(valid("u12"), "iat", now.Add(2*time.Second).Unix()), ""), "u12", ""},
@@ -242,8 +246,17 @@ func TestMintVerifies(t *testing.T) {
 		}
 		v, _ := NewVerifier(tc.cfg)
 		c, err := v.Verify(tok)
-		if err != nil || c.Subject != "merchant-42" || len(c.Topics) != 1 || c.Topics[0] != "store:*" || time.Until(c.Expires) < 59*time.Minute {
+		if err != nil || c.Subject != "merchant-42" || len(c.Topics) != 1 || c.Topics[0] != "store:*" || time.Until(c.Expires) < 59*time.Minute ||
+			c.Publish != nil || c.Direct != nil {
 			t.Fatalf("minted token: %+v, %v", c, err)
+		}
+		tok, err = MintGrants(tc.mc, "merchant-42", time.Hour, Grants{Publish: []string{"todo:*"}, Direct: []string{"shop-*", "admin"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err = v.Verify(tok)
+		if err != nil || c.Topics != nil || !slices.Equal(c.Publish, []string{"todo:*"}) || !slices.Equal(c.Direct, []string{"shop-*", "admin"}) {
+			t.Fatalf("minted token with pub and dm: %+v, %v", c, err)
 		}
 	}
 }

@@ -64,6 +64,9 @@ type Config struct {
 	MaxTopicsPerConn  int           // subscriptions per connection.
 	UpstreamUsers     string        // comma-separated user id patterns allowed to send upstream.
 	UpstreamTopics    string        // comma-separated topic patterns clients may send to.
+	PublishTopics     string        // comma-separated topic patterns any client may publish to.
+	DirectUsers       string        // comma-separated user id patterns any client may send a message to.
+	PublishRate       float64       // client publishes per second per connection.
 	IdempotencyWindow time.Duration // how long idempotency keys are remembered.
 	WatchBuffer       int           // events a WatchEvents stream may lag.
 
@@ -192,7 +195,7 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, *fl
 	fs.IntVar(&c.MaxHTTPConns, "max-http-connections", 10000, "most open connections on each HTTP listener (--http-addr, --ops-addr) that are not WebSockets: requests being read or answered, and idle keep-alive connections; past it new connections are closed at once; 0 for no limit")
 	fs.IntVar(&c.MaxUserIDBytes, "max-user-id-bytes", gw.MaxUserIDBytes, "longest user id accepted, in bytes")
 	fs.IntVar(&c.MaxPayloadBytes, "max-payload-bytes", 64<<10, "largest message payload accepted from a backend, in bytes")
-	fs.IntVar(&c.MaxBatchUsers, "max-batch-users", 10000, "most user ids in one SendToUsers, GetPresence or Broadcast exclude list")
+	fs.IntVar(&c.MaxBatchUsers, "max-batch-users", 10000, "most user ids in one SendToUsers, GetPresence or Broadcast exclude list, and connection ids in one exclude_connection_ids")
 	fs.IntVar(&c.InboxMessages, "inbox-max-messages", gw.InboxMessages, "per-user inbox limit, in messages (messages sent with a ttl wait there); the oldest are dropped past it")
 	fs.IntVar(&c.InboxBytes, "inbox-max-bytes", gw.InboxBytes, "per-user inbox limit, in payload bytes; the oldest are dropped past it")
 	fs.DurationVar(&c.InboxMaxTTL, "inbox-max-ttl", gw.InboxMaxTTL, "longest ttl a message may ask for (also how long a dropped message is remembered, so resuming clients learn of the gap)")
@@ -200,6 +203,9 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, *fl
 	fs.IntVar(&c.MaxTopicsPerConn, "max-topics-per-connection", gw.MaxTopicsPerConn, "most topics one connection may subscribe to")
 	fs.StringVar(&c.UpstreamUsers, "upstream-users", "", "comma-separated user id `patterns` whose clients may send messages to WatchEvents: * matches any characters (/ included; * alone is everyone), ? one, [a-z] one of a class, \\ escapes")
 	fs.StringVar(&c.UpstreamTopics, "upstream-topics", "", "comma-separated topic `patterns` (exact, or prefix*) that clients may send messages to")
+	fs.StringVar(&c.PublishTopics, "client-publish-topics", "", "comma-separated topic `patterns` (exact, or prefix*) that every envelope client may publish to, besides what its token's pub claim allows")
+	fs.StringVar(&c.DirectUsers, "client-direct-users", "", "comma-separated user id `patterns` that every envelope client may send a message to (op direct), besides what its token's dm claim allows; same syntax as --upstream-users")
+	fs.Float64Var(&c.PublishRate, "client-publish-rate", gw.ClientPublishPerSecond, "publish and direct ops per second one client connection may make, bursts of twice that (closed with 4002 past it)")
 	fs.DurationVar(&c.IdempotencyWindow, "idempotency-window", 5*time.Minute, "how long a call with an idempotency_key is remembered (repeats get the first response)")
 	fs.IntVar(&c.WatchBuffer, "watch-buffer", server.DefaultWatchBuffer, "events a WatchEvents stream may fall behind before it is ended with RESOURCE_EXHAUSTED")
 	fs.IntVar(&c.WatchMax, "watch-max", server.DefaultMaxWatchers, "most WatchEvents streams open on this node (RESOURCE_EXHAUSTED past it)")
@@ -483,6 +489,15 @@ func (c *Config) validate() []error {
 		err := gateway.ValidUserPattern(p)
 		check(err == nil, "--upstream-users: pattern %q: %v", p, err)
 	}
+	for _, p := range List(c.DirectUsers) {
+		err := gateway.ValidUserPattern(p)
+		check(err == nil, "--client-direct-users: pattern %q: %v", p, err)
+	}
+	for _, p := range List(c.PublishTopics) {
+		err := gateway.ValidTopic(strings.TrimSuffix(p, "*"))
+		check(err == nil || p == "*", "--client-publish-topics: pattern %q: %v", p, err)
+	}
+	check(c.PublishRate > 0, "--client-publish-rate must be positive")
 	check(c.PresenceGrace >= 0, "--presence-grace must not be negative")
 	check(c.WatchBuffer > 0, "--watch-buffer must be positive")
 	check(c.WatchMax > 0 && c.WatchMaxPerKey > 0, "--watch-max and --watch-max-per-key must be positive")

@@ -10,6 +10,8 @@ export interface PushMessage {
   type: string;
   /** Set for messages published to a topic. */
   topic: string;
+  /** The sender's user id, for messages a client published or sent directly; "" for a backend's. */
+  from: string;
   /** True for broadcasts to everyone. */
   broadcast: boolean;
   /** True when the message waited in the inbox for an ack (acked automatically unless autoAck is false). */
@@ -75,6 +77,8 @@ export interface Reply {
   exp?: number;
   /** push_subscribed: the push target's id. */
   target_id?: string;
+  /** published: the message's id. */
+  id?: string;
 }
 
 export interface EventMap {
@@ -96,6 +100,10 @@ export class PushgateClient {
   epoch: string;
   /** The user the server says this is (after hello). */
   userId?: string;
+  /** This connection's id (after hello; new on every reconnect): give it to
+   * your backend so that its Publish or Broadcast can leave this page out
+   * (exclude_connection_ids). */
+  connId?: string;
   connect(): this;
   close(): void;
   on<K extends keyof EventMap>(event: K, fn: (arg: EventMap[K]) => void): this;
@@ -103,6 +111,10 @@ export class PushgateClient {
   subscribe(topic: string): Promise<Reply>;
   unsubscribe(topic: string): Promise<Reply>;
   send(data: unknown, opts?: { type?: string; topic?: string }): Promise<Reply>;
+  /** Publishes to everyone subscribed to topic (token "pub" claim or server pattern); resolves with {op: "published", id}. */
+  publish(topic: string, data: unknown, opts?: { type?: string; excludeSender?: boolean }): Promise<Reply>;
+  /** Sends to every connection of userId, live only (token "dm" claim or server pattern); resolves with {op: "published", id}. */
+  direct(userId: string, data: unknown, opts?: { type?: string }): Promise<Reply>;
   ack(ids: string | string[]): void;
   /**
    * Registers the served service worker, subscribes to Web Push with the

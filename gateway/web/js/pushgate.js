@@ -251,7 +251,7 @@
         break;
       case 'message':
         var msg = {
-          id: f.id, type: f.type || '', topic: f.topic || '', broadcast: !!f.broadcast,
+          id: f.id, type: f.type || '', topic: f.topic || '', from: f.from || '', broadcast: !!f.broadcast,
           stored: !!f.stored, ts: f.ts, data: f.data, binary: null, json: null,
         };
         // The payload's JSON text as sent (data is the last field of a
@@ -281,7 +281,7 @@
           this._emit('error', err);
         }
         break;
-      default: // subscribed, unsubscribed, sent, acked, refreshed
+      default: // subscribed, unsubscribed, sent, published, acked, refreshed
         if (f.op === 'unsubscribed' && f.ref === undefined && f.topic) {
           delete this.topics[f.topic]; // ended by the server (a refreshed token no longer allows it)
         }
@@ -448,6 +448,31 @@
     var frame = { op: 'send', data: data };
     if (opts && opts.type) frame.type = opts.type;
     if (opts && opts.topic) frame.topic = opts.topic;
+    return this._request(frame);
+  };
+
+  /**
+   * publish sends data to everyone subscribed to topic, when the token's
+   * "pub" claim or the server allows it (PROTOCOL.md, "publish"). Options:
+   * type, excludeSender (this connection does not get its own message).
+   * It resolves with the server's reply ({op: "published", id}); refused
+   * ones reject with an Error whose code is "forbidden".
+   */
+  PushgateClient.prototype.publish = function (topic, data, opts) {
+    var frame = { op: 'publish', topic: topic, data: data };
+    if (opts && opts.type) frame.type = opts.type;
+    if (opts && opts.excludeSender) frame.exclude_sender = true;
+    return this._request(frame);
+  };
+
+  /**
+   * direct sends data to every connection of userId, when the token's "dm"
+   * claim or the server allows it (PROTOCOL.md, "direct"): live only.
+   * Options: type. Resolves with {op: "published", id}.
+   */
+  PushgateClient.prototype.direct = function (userId, data, opts) {
+    var frame = { op: 'direct', user_id: userId, data: data };
+    if (opts && opts.type) frame.type = opts.type;
     return this._request(frame);
   };
 

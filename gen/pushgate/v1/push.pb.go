@@ -1376,9 +1376,14 @@ type PublishRequest struct {
 	// "todo:team-7" or "store:1").
 	Topic string `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
 	// The message to push. Required; ttl must be unset.
-	Message       *Message `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Message *Message `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	// Connections that must not receive the message, by the conn_id of their
+	// hello (for example the page that made the change, which already shows
+	// it). Ids of connections that are gone, or not subscribed, are ignored.
+	// At most --max-batch-users ids, each 1 to 64 bytes.
+	ExcludeConnectionIds []string `protobuf:"bytes,3,rep,name=exclude_connection_ids,json=excludeConnectionIds,proto3" json:"exclude_connection_ids,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *PublishRequest) Reset() {
@@ -1425,12 +1430,21 @@ func (x *PublishRequest) GetMessage() *Message {
 	return nil
 }
 
+func (x *PublishRequest) GetExcludeConnectionIds() []string {
+	if x != nil {
+		return x.ExcludeConnectionIds
+	}
+	return nil
+}
+
 // PublishResponse reports how far the message went.
 type PublishResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Server-assigned id of the message.
 	MessageId string `protobuf:"bytes,1,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
 	// How many subscribed connections the message was queued on for writing.
+	// The Redis engine counts from each node's totals, excluded connections
+	// included (the memory engine leaves them out).
 	DeliveredConnections int64 `protobuf:"varint,2,opt,name=delivered_connections,json=deliveredConnections,proto3" json:"delivered_connections,omitempty"`
 	unknownFields        protoimpl.UnknownFields
 	sizeCache            protoimpl.SizeCache
@@ -2108,8 +2122,13 @@ type BroadcastRequest struct {
 	// Users whose connections must not receive the message (for example the
 	// user who caused the change). At most --max-batch-users ids.
 	ExcludeUserIds []string `protobuf:"bytes,2,rep,name=exclude_user_ids,json=excludeUserIds,proto3" json:"exclude_user_ids,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Connections that must not receive the message, by the conn_id of their
+	// hello (the page that made the change, while the same user's other tabs
+	// and devices still get it). Ids of connections that are gone are
+	// ignored. At most --max-batch-users ids, each 1 to 64 bytes.
+	ExcludeConnectionIds []string `protobuf:"bytes,3,rep,name=exclude_connection_ids,json=excludeConnectionIds,proto3" json:"exclude_connection_ids,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *BroadcastRequest) Reset() {
@@ -2156,12 +2175,21 @@ func (x *BroadcastRequest) GetExcludeUserIds() []string {
 	return nil
 }
 
+func (x *BroadcastRequest) GetExcludeConnectionIds() []string {
+	if x != nil {
+		return x.ExcludeConnectionIds
+	}
+	return nil
+}
+
 // BroadcastResponse reports how far the broadcast went.
 type BroadcastResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Server-assigned id of the message.
 	MessageId string `protobuf:"bytes,1,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
-	// How many connections the message was queued on for writing.
+	// How many connections the message was queued on for writing. The Redis
+	// engine counts from each node's totals, exclude_connection_ids included
+	// (the memory engine leaves them out).
 	DeliveredConnections int64 `protobuf:"varint,2,opt,name=delivered_connections,json=deliveredConnections,proto3" json:"delivered_connections,omitempty"`
 	unknownFields        protoimpl.UnknownFields
 	sizeCache            protoimpl.SizeCache
@@ -3146,10 +3174,11 @@ const file_pushgate_v1_push_proto_rawDesc = "" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x16\n" +
 	"\x06online\x18\x02 \x01(\bR\x06online\x123\n" +
 	"\x15delivered_connections\x18\x03 \x01(\x05R\x14deliveredConnections\x12\x16\n" +
-	"\x06stored\x18\x04 \x01(\bR\x06stored\"V\n" +
+	"\x06stored\x18\x04 \x01(\bR\x06stored\"\x8c\x01\n" +
 	"\x0ePublishRequest\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12.\n" +
-	"\amessage\x18\x02 \x01(\v2\x14.pushgate.v1.MessageR\amessage\"e\n" +
+	"\amessage\x18\x02 \x01(\v2\x14.pushgate.v1.MessageR\amessage\x124\n" +
+	"\x16exclude_connection_ids\x18\x03 \x03(\tR\x14excludeConnectionIds\"e\n" +
 	"\x0fPublishResponse\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tR\tmessageId\x123\n" +
@@ -3194,10 +3223,11 @@ const file_pushgate_v1_push_proto_rawDesc = "" +
 	"\x04json\x18\x05 \x01(\tH\x00R\x04json\x12\x14\n" +
 	"\x04text\x18\x06 \x01(\tH\x00R\x04text\x12\x18\n" +
 	"\x06binary\x18\a \x01(\fH\x00R\x06binaryB\t\n" +
-	"\apayload\"l\n" +
+	"\apayload\"\xa2\x01\n" +
 	"\x10BroadcastRequest\x12.\n" +
 	"\amessage\x18\x01 \x01(\v2\x14.pushgate.v1.MessageR\amessage\x12(\n" +
-	"\x10exclude_user_ids\x18\x02 \x03(\tR\x0eexcludeUserIds\"g\n" +
+	"\x10exclude_user_ids\x18\x02 \x03(\tR\x0eexcludeUserIds\x124\n" +
+	"\x16exclude_connection_ids\x18\x03 \x03(\tR\x14excludeConnectionIds\"g\n" +
 	"\x11BroadcastResponse\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tR\tmessageId\x123\n" +

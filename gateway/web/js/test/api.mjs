@@ -19,6 +19,7 @@ export function api(addr, key) {
   return {
     sendToUser: call('SendToUser'),
     publish: call('Publish'),
+    broadcast: call('Broadcast'),
     getPresence: call('GetPresence'),
     disconnect: call('Disconnect'),
     addPushTarget: call('AddPushTarget'),

@@ -131,3 +131,54 @@ test('demo page with --auth jwt: says why it cannot connect instead of retrying,
   await page.waitForSelector(`li.msg[data-id="${r.message_id}"] .card`);
   assert.match(await page.textContent('#cmd'), /"user_id":"merchant-9"/);
 });
+
+test('demo page: a to-do item added on one page appears on every page, with who added it', async (t) => {
+  const pg = await start(['--client-publish-topics', 'demo:todo']);
+  t.after(() => pg.stop());
+  const browser = await chromium.launch({ executablePath: chromiumPath, args: chromiumArgs, headless: true });
+  t.after(() => browser.close());
+  const open = async (user) => {
+    const page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
+    const errors = [];
+    page.on('pageerror', (e) => errors.push(e));
+    await page.goto(`http://${pg.http}/`);
+    await page.waitForFunction(() => document.getElementById('state').textContent === 'connected');
+    await page.click('#stop');
+    await page.waitForFunction(() => document.getElementById('state').textContent === 'closed');
+    await page.fill('#user', user);
+    await page.click('#go');
+    await page.waitForFunction((u) => /connected as /.test(document.getElementById('log').textContent) &&
+      document.getElementById('log').textContent.includes('connected as ' + u), user);
+    return { page, errors };
+  };
+  const a = await open('merchant-1');
+  const b = await open('merchant-2');
+  // The subscribe reply comes after the hello: wait until a publish reaches b.
+  const backend = api(pg.grpc);
+  t.after(() => backend.close());
+  await waitFor('both pages subscribed', async () => (await backend.publish({ topic: 'demo:todo', message: { json: '{"text":"from the backend"}' } })).delivered_connections === '2');
+  await a.page.fill('#todo-text', 'buy milk');
+  await a.page.click('#todo button[type=submit]');
+  for (const p of [a.page, b.page]) {
+    await p.waitForFunction(() => [...document.querySelectorAll('#todos li')].some((li) => li.textContent === 'buy milkadded by merchant-1'));
+  }
+  assert.equal(await a.page.inputValue('#todo-text'), '');
+  await b.page.screenshot({ path: path.join(artifacts, 'demo-todo.png'), fullPage: true });
+  // The to-do items are not in the message list.
+  assert.equal(await b.page.$$eval('li.msg', (els) => els.length), 0);
+  assert.deepEqual([...a.errors, ...b.errors], []);
+});
+
+test('demo page: a server that does not allow client publish says how to allow it', async (t) => {
+  const pg = await start();
+  t.after(() => pg.stop());
+  const browser = await chromium.launch({ executablePath: chromiumPath, args: chromiumArgs, headless: true });
+  t.after(() => browser.close());
+  const page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
+  await page.goto(`http://${pg.http}/`);
+  await page.waitForFunction(() => document.getElementById('state').textContent === 'connected');
+  await page.fill('#todo-text', 'buy milk');
+  await page.click('#todo button[type=submit]');
+  await page.waitForFunction(() => /--client-publish-topics demo:todo/.test(document.getElementById('todo-note').textContent));
+  assert.equal(await page.$$eval('#todos li', (els) => els.length), 0);
+});
