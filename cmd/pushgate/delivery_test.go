@@ -556,7 +556,9 @@ func TestInboxLimitsExpiryAndMemory(t *testing.T) {
 	}
 	c.c.CloseNow()
 
-	// Expiry, and memory back to its baseline afterwards.
+	// Expiry, and memory back to its baseline afterwards. With the Redis
+	// engine the inboxes are in Redis: this process's heap barely grows
+	// (what is left after is noise of that size), so only expiry is checked.
 	runtime.GC()
 	var before runtime.MemStats
 	runtime.ReadMemStats(&before)
@@ -572,6 +574,9 @@ func TestInboxLimitsExpiryAndMemory(t *testing.T) {
 	runtime.ReadMemStats(&peak)
 	eventually(t, "all expired", func() bool { return s.metric(t, "pushgate_inbox_expired_total") >= users })
 	eventually(t, "inboxes empty", func() bool { return s.app.Engine().Inboxed() == 0 })
+	if testEngine != "memory" {
+		return
+	}
 	// What stays is what maps and pools keep for reuse, not the inboxes:
 	// allow a quarter of the growth they caused.
 	grown := int64(peak.HeapAlloc) - int64(before.HeapAlloc)
