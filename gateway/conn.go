@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/coder/websocket"
+	"go.opentelemetry.io/otel/trace"
 
 	"pushgate/gateway/limit"
 )
@@ -343,8 +344,12 @@ func (c *Conn) writeBatch(batch []frame) (int, error) {
 				}
 			}
 			*bp = buf
+			start := trace.WithTimestamp(time.Now())
 			if err := c.ws.Write(context.Background(), websocket.MessageText, buf); err != nil {
 				return written, err
+			}
+			if c.hub.tr != nil {
+				c.hub.tr.wrote(c, batch[written:written+n], start)
 			}
 			written += n
 			m.delivered.Add(float64(msgs))
@@ -366,11 +371,18 @@ func (c *Conn) writeBatch(batch []frame) (int, error) {
 				}
 			}
 		}
+		var start trace.SpanStartEventOption
+		if c.hub.tr != nil {
+			start = trace.WithTimestamp(time.Now())
+		}
 		if err := c.ws.Write(context.Background(), typ, data); err != nil {
 			return i, err
 		}
 		if f.msg != nil {
 			m.delivered.Inc()
+			if c.hub.tr != nil {
+				c.hub.tr.wrote(c, batch[i:i+1], start)
+			}
 		}
 		m.bytesOut.Add(float64(len(data)))
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Kind is how a payload is framed on the wire.
@@ -33,6 +34,10 @@ type Message struct {
 	Topic string        // set by Publish
 	TTL   time.Duration // > 0: kept in recipients' inboxes (SendToUser/SendToUsers)
 	Time  time.Time     // when the hub accepted it; set by the Hub
+	// Trace is the span of the call that sent it when that call is
+	// sampled (SampledSpan), else invalid: the hub's spans for it join
+	// that trace.
+	Trace trace.SpanContext
 
 	broadcast bool // set by Broadcast; envelope clients see it
 	stored    bool // in at least one inbox, so a raw write acks it

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 // The encoding of a message between nodes (EncodeMessage), byte by byte:
@@ -17,8 +19,15 @@ import (
 //	37..44  ttl, ns, big-endian
 //	45..    uvarint length of type, uvarint length of topic, then type,
 //	        topic and the payload bytes, which run to the end
+//
+// A message with a sampled Trace is version 2: 25 bytes follow the ttl
+// (trace id, span id, trace flags) and the rest moves up. Version 1 is
+// unchanged, so nodes of a version that knows only it take every message
+// of an untraced deployment.
 const (
 	msgVersion    = 1
+	msgTraced     = 2
+	traceBytes    = 16 + 8 + 1
 	flagBroadcast = 1
 	flagStored    = 2
 )
@@ -26,8 +35,13 @@ const (
 // EncodeMessage returns m's encoding between nodes. An empty m.ID is
 // written as 26 zeros for the engine to fill in.
 func EncodeMessage(m *Message) []byte {
-	b := make([]byte, 0, 64+len(m.Type)+len(m.Topic)+len(m.Data))
-	b = append(b, msgVersion)
+	b := make([]byte, 0, 64+traceBytes+len(m.Type)+len(m.Topic)+len(m.Data))
+	traced := m.Trace.IsSampled()
+	if traced {
+		b = append(b, msgTraced)
+	} else {
+		b = append(b, msgVersion)
+	}
 	if len(m.ID) == 26 {
 		b = append(b, m.ID...)
 	} else {
@@ -43,6 +57,12 @@ func EncodeMessage(m *Message) []byte {
 	b = append(b, byte(m.Kind), flags)
 	b = binary.BigEndian.AppendUint64(b, uint64(m.Time.UnixNano()))
 	b = binary.BigEndian.AppendUint64(b, uint64(m.TTL))
+	if traced {
+		tid, sid := m.Trace.TraceID(), m.Trace.SpanID()
+		b = append(b, tid[:]...)
+		b = append(b, sid[:]...)
+		b = append(b, byte(m.Trace.TraceFlags()))
+	}
 	b = binary.AppendUvarint(b, uint64(len(m.Type)))
 	b = binary.AppendUvarint(b, uint64(len(m.Topic)))
 	b = append(b, m.Type...)
@@ -54,7 +74,7 @@ var errBadEncoding = errors.New("bad message encoding")
 
 // DecodeMessage parses EncodeMessage's output.
 func DecodeMessage(b []byte) (*Message, error) {
-	if len(b) < 1+26+2+16 || b[0] != msgVersion {
+	if len(b) < 1+26+2+16 || (b[0] != msgVersion && b[0] != msgTraced) {
 		return nil, errBadEncoding
 	}
 	m := &Message{ID: string(b[1:27]), Kind: Kind(b[27])}
@@ -64,6 +84,16 @@ func DecodeMessage(b []byte) (*Message, error) {
 	m.Time = time.Unix(0, int64(binary.BigEndian.Uint64(b[29:37])))
 	m.TTL = time.Duration(binary.BigEndian.Uint64(b[37:45]))
 	rest := b[45:]
+	if b[0] == msgTraced {
+		if len(rest) < traceBytes {
+			return nil, errBadEncoding
+		}
+		m.Trace = trace.NewSpanContext(trace.SpanContextConfig{
+			TraceID: trace.TraceID(rest[:16]), SpanID: trace.SpanID(rest[16:24]),
+			TraceFlags: trace.TraceFlags(rest[24]), Remote: true,
+		})
+		rest = rest[traceBytes:]
+	}
 	nt, k := binary.Uvarint(rest)
 	if k <= 0 {
 		return nil, errBadEncoding
