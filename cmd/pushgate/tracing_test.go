@@ -19,6 +19,7 @@ import (
 	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 
@@ -164,14 +165,21 @@ func TestTracingSendToUser(t *testing.T) {
 				t.Errorf("raw ack: implicit = %q, want true", got)
 			}
 
-			// Without a traceparent and a ratio of 0, nothing is traced.
+			// Without a traceparent and a ratio of 0, nothing is traced;
+			// nor is a health check.
 			before := len(exp.GetSpans())
 			if _, err := s.api.SendToUser(context.Background(), &pb.SendToUserRequest{UserId: "alice", Message: ttlMsg(`{"n":2}`, time.Minute)}); err != nil {
 				t.Fatal(err)
 			}
 			c.send(map[string]any{"op": "ack", "id": c.nextMessage().ID})
-			// A traced call after it: once its spans are in, the untraced
-			// one's would be too.
+			// Health checks are not traced, even with a traceparent.
+			hp, _, _ := traceparent(5)
+			hctx := metadata.AppendToOutgoingContext(context.Background(), "traceparent", hp)
+			if _, err := healthpb.NewHealthClient(s.cc).Check(hctx, &healthpb.HealthCheckRequest{}); err != nil {
+				t.Fatal(err)
+			}
+			// A traced call after them: once its spans are in, theirs
+			// would be too.
 			tpHeader, tid, _ = traceparent(3)
 			ctx = metadata.AppendToOutgoingContext(context.Background(), "traceparent", tpHeader)
 			if _, err := s.api.GetPresence(ctx, &pb.GetPresenceRequest{UserIds: []string{"alice"}}); err != nil {
@@ -180,7 +188,7 @@ func TestTracingSendToUser(t *testing.T) {
 			eventually(t, "the Presence span", func() bool { _, ok := spansOf(exp, tid)["pushgate.engine.Presence"]; return ok })
 			for _, sp := range exp.GetSpans()[before:] {
 				if sp.SpanContext.TraceID() != tid {
-					t.Errorf("untraced send made span %s", sp.Name)
+					t.Errorf("an untraced call made span %s", sp.Name)
 				}
 			}
 		})

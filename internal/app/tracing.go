@@ -3,13 +3,16 @@ package app
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/extra/redisotel/v9"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/stats"
 
+	pb "pushgate/gen/pushgate/v1"
 	"pushgate/internal/config"
 	"pushgate/internal/tracing"
 	"pushgate/internal/version"
@@ -56,15 +59,19 @@ func (a *App) setupTracing(cfg config.Config, opts []Option) error {
 }
 
 // grpcTracing is the gRPC server's stats handler that starts a span per
-// call, a child of the caller's traceparent (gRPC metadata, or the HTTP
-// header of an HTTP/JSON API call, which reaches the gRPC server as
-// metadata).
+// PushService call, a child of the caller's traceparent (gRPC metadata, or
+// the HTTP header of an HTTP/JSON API call, which reaches the gRPC server
+// as metadata). Health checks and reflection are not traced: probes would
+// fill the traces.
 func (a *App) grpcTracing() []grpc.ServerOption {
 	if a.tp == nil {
 		return nil
 	}
 	return []grpc.ServerOption{grpc.StatsHandler(otelgrpc.NewServerHandler(
-		otelgrpc.WithTracerProvider(a.tp), otelgrpc.WithPropagators(tracing.Propagator())))}
+		otelgrpc.WithTracerProvider(a.tp), otelgrpc.WithPropagators(tracing.Propagator()),
+		otelgrpc.WithFilter(func(info *stats.RPCTagInfo) bool {
+			return strings.HasPrefix(info.FullMethodName, "/"+pb.PushService_ServiceDesc.ServiceName+"/")
+		})))}
 }
 
 // traceRedis adds a span per Redis command made in a traced call, without
