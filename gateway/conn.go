@@ -344,7 +344,10 @@ func (c *Conn) writeBatch(batch []frame) (int, error) {
 				}
 			}
 			*bp = buf
-			start := trace.WithTimestamp(time.Now())
+			var start trace.SpanStartEventOption
+			if c.hub.tr != nil {
+				start = trace.WithTimestamp(time.Now())
+			}
 			if err := c.ws.Write(context.Background(), websocket.MessageText, buf); err != nil {
 				return written, err
 			}

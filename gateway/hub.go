@@ -424,9 +424,10 @@ func (h *Hub) remove(c *Conn) {
 	}
 }
 
-// deliver is Node.Deliver (trace.go). Connections whose queue overflowed are closed
-// as slow consumers on another goroutine: the engine may hold its own locks
-// around Deliver, and closing a connection calls the engine (Left).
+// deliver is Node.Deliver (trace.go). Connections whose queue overflowed
+// are closed as slow consumers on another goroutine: the engine may hold
+// its own locks around Deliver, and closing a connection calls the engine
+// (Left).
 func (h *Hub) deliver(userIDs []string, m *Message) int {
 	var overflow []*Conn
 	n := 0
