@@ -346,7 +346,7 @@ func (c *Conn) writeBatch(batch []frame) (int, error) {
 			*bp = buf
 			var start trace.SpanStartEventOption
 			if c.hub.tr != nil {
-				start = trace.WithTimestamp(time.Now())
+				start = c.hub.tr.writing(batch[written : written+n])
 			}
 			if err := c.ws.Write(context.Background(), websocket.MessageText, buf); err != nil {
 				return written, err
@@ -376,7 +376,7 @@ func (c *Conn) writeBatch(batch []frame) (int, error) {
 		}
 		var start trace.SpanStartEventOption
 		if c.hub.tr != nil {
-			start = trace.WithTimestamp(time.Now())
+			start = c.hub.tr.writing(batch[i : i+1])
 		}
 		if err := c.ws.Write(context.Background(), typ, data); err != nil {
 			return i, err

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/attribute"
@@ -150,15 +151,32 @@ func (h *Hub) DeliverTopic(m *Message) int64 {
 	return n
 }
 
+// traced reports whether m gets write and ack spans: a traced message to
+// users (broadcasts and topic messages have their deliver span's counts
+// only: one span per connection of a fan-out would be one per client).
+func traced(m *Message) bool {
+	return m != nil && m.Trace.IsSampled() && !m.broadcast && m.Topic == ""
+}
+
+// writing is called by a write loop before it writes frames in one write:
+// it remembers their traced messages before the client can acknowledge
+// them, and returns the write's start for wrote.
+func (t *hubTracer) writing(frames []frame) trace.SpanStartEventOption {
+	for i := range frames {
+		if m := frames[i].msg; traced(m) {
+			t.remember(m.ID, m.Trace)
+		}
+	}
+	return trace.WithTimestamp(time.Now())
+}
+
 // wrote is called by a write loop after frames were written to c in one
-// write that started at start: each traced message of a user among them
-// gets a write span (broadcasts and topic messages have their deliver
-// span's counts only: one span per connection of a fan-out would be one
-// per client).
+// write that started at start (writing): each traced message among them
+// gets a write span.
 func (t *hubTracer) wrote(c *Conn, frames []frame, start trace.SpanStartEventOption) {
 	n := 0
 	for i := range frames {
-		if m := frames[i].msg; m != nil && m.Trace.IsSampled() && !m.broadcast && m.Topic == "" {
+		if traced(frames[i].msg) {
 			n++
 		}
 	}
@@ -171,10 +189,9 @@ func (t *hubTracer) wrote(c *Conn, frames []frame, start trace.SpanStartEventOpt
 	}
 	for i := range frames {
 		m := frames[i].msg
-		if m == nil || !m.Trace.IsSampled() || m.broadcast || m.Topic != "" {
+		if !traced(m) {
 			continue
 		}
-		t.remember(m.ID, m.Trace)
 		ctx := trace.ContextWithRemoteSpanContext(context.Background(), m.Trace)
 		_, span := t.tracer.Start(ctx, "pushgate.write", start, trace.WithAttributes(
 			AttrMessageID.String(m.ID), AttrUserID.String(c.userID), AttrConnID.String(c.idString()),

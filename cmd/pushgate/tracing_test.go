@@ -127,7 +127,7 @@ func TestTracingSendToUser(t *testing.T) {
 				t.Fatalf("got message %s, sent %s", m.ID, r.MessageId)
 			}
 			c.send(map[string]any{"op": "ack", "id": m.ID})
-			eventually(t, "the ack span", func() bool { _, ok := spansOf(exp, tid)["pushgate.ack"]; return ok })
+			waitSpans(t, exp, tid)
 			spans := spansOf(exp, tid)
 			call := checkTrace(t, spans, "pushgate.v1.PushService/SendToUser", parent, r.MessageId)
 			if got := attr(spans["pushgate.ack"], "pushgate.ack.implicit"); got != "false" {
@@ -158,7 +158,7 @@ func TestTracingSendToUser(t *testing.T) {
 			if got := <-w.msgs; string(got.data) != "hi" {
 				t.Fatalf("bob got %q", got.data)
 			}
-			eventually(t, "the implicit ack span", func() bool { _, ok := spansOf(exp, tid)["pushgate.ack"]; return ok })
+			waitSpans(t, exp, tid)
 			spans = spansOf(exp, tid)
 			checkTrace(t, spans, "pushgate.v1.PushService/SendToUser", parent, a.body["messageId"].(string))
 			if got := attr(spans["pushgate.ack"], "pushgate.ack.implicit"); got != "true" {
@@ -193,6 +193,24 @@ func TestTracingSendToUser(t *testing.T) {
 			}
 		})
 	}
+}
+
+// sendSpans are the spans of a traced send to a user that acknowledges.
+var sendSpans = []string{"pushgate.v1.PushService/SendToUser", "pushgate.engine.SendToUsers", "pushgate.deliver", "pushgate.write", "pushgate.ack"}
+
+// waitSpans waits until trace tid has every span of sendSpans: the call's
+// span ends after its answer is sent, so it may come after the others.
+func waitSpans(t *testing.T, exp *tracetest.InMemoryExporter, tid trace.TraceID) {
+	t.Helper()
+	eventually(t, "the spans of the send", func() bool {
+		spans := spansOf(exp, tid)
+		for _, name := range sendSpans {
+			if _, ok := spans[name]; !ok {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 // checkTrace checks the spans of one traced send to a user and returns the
