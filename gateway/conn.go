@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/coder/websocket"
+	"go.opentelemetry.io/otel/trace"
 
 	"pushgate/gateway/limit"
 )
@@ -345,8 +346,15 @@ func (c *Conn) writeBatch(batch []frame) (int, error) {
 				}
 			}
 			*bp = buf
+			var start trace.SpanStartEventOption
+			if c.hub.tr != nil {
+				start = c.hub.tr.writing(batch[written : written+n])
+			}
 			if err := c.ws.Write(context.Background(), websocket.MessageText, buf); err != nil {
 				return written, err
+			}
+			if c.hub.tr != nil {
+				c.hub.tr.wrote(c, batch[written:written+n], start)
 			}
 			written += n
 			m.delivered.Add(float64(msgs))
@@ -368,11 +376,18 @@ func (c *Conn) writeBatch(batch []frame) (int, error) {
 				}
 			}
 		}
+		var start trace.SpanStartEventOption
+		if c.hub.tr != nil {
+			start = c.hub.tr.writing(batch[i : i+1])
+		}
 		if err := c.ws.Write(context.Background(), typ, data); err != nil {
 			return i, err
 		}
 		if f.msg != nil {
 			m.delivered.Inc()
+			if c.hub.tr != nil {
+				c.hub.tr.wrote(c, batch[i:i+1], start)
+			}
 		}
 		m.bytesOut.Add(float64(len(data)))
 	}

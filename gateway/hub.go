@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"pushgate/gateway/limit"
 	"pushgate/gateway/token"
@@ -138,6 +139,10 @@ type Config struct {
 	// the message ids it may acknowledge (burst of a full inbox plus twice
 	// that); past either the connection is closed with 4002. 0: no limit.
 	UpstreamPerSecond float64
+
+	// Tracer, when set, makes the hub's spans for messages sent by traced
+	// calls (trace.go). nil: tracing off.
+	Tracer trace.TracerProvider
 }
 
 // DefaultConfig returns the defaults of the fields that have one: the one
@@ -229,6 +234,7 @@ type Hub struct {
 	// names one connection in the whole deployment: a node that starts
 	// again counts from 1 under another tag.
 	tag string
+	tr  *hubTracer // nil: tracing off
 
 	pushReg atomic.Pointer[PushRegistrar] // set once before serving (SetPushRegistrar)
 
@@ -275,6 +281,7 @@ func NewHub(cfg Config, log *slog.Logger, reg prometheus.Registerer, newEngine N
 	}
 	h.targets.New = func() any { s := make([]*Conn, 0, 256); return &s }
 	h.metrics = NewMetrics(reg, h)
+	h.tr = newHubTracer(cfg.Tracer, reg)
 	eng, err := newEngine(h)
 	if err != nil {
 		return nil, err
@@ -438,10 +445,11 @@ func (h *Hub) remove(c *Conn) {
 	}
 }
 
-// Deliver implements Node. Connections whose queue overflowed are closed
-// as slow consumers on another goroutine: the engine may hold its own locks
-// around Deliver, and closing a connection calls the engine (Left).
-func (h *Hub) Deliver(userIDs []string, m *Message) int {
+// deliver is Node.Deliver (trace.go). Connections whose queue overflowed
+// are closed as slow consumers on another goroutine: the engine may hold
+// its own locks around Deliver, and closing a connection calls the engine
+// (Left).
+func (h *Hub) deliver(userIDs []string, m *Message) int {
 	var overflow []*Conn
 	n := 0
 	for _, u := range userIDs {
@@ -549,8 +557,8 @@ func dropSkipped(targets []*Conn, skip map[uint64]struct{}) []*Conn {
 	})
 }
 
-// DeliverBroadcast implements Node.
-func (h *Hub) DeliverBroadcast(m *Message, exclude []string) int64 {
+// deliverBroadcast is Node.DeliverBroadcast (trace.go).
+func (h *Hub) deliverBroadcast(m *Message, exclude []string) int64 {
 	var skip map[string]struct{}
 	if len(exclude) > 0 {
 		skip = make(map[string]struct{}, len(exclude))
@@ -590,8 +598,8 @@ func (h *Hub) DeliverBroadcast(m *Message, exclude []string) int64 {
 	return n
 }
 
-// DeliverTopic implements Node.
-func (h *Hub) DeliverTopic(m *Message) int64 {
+// deliverTopic is Node.DeliverTopic (trace.go).
+func (h *Hub) deliverTopic(m *Message) int64 {
 	h.preEncode(m)
 	ts := h.topicShard(m.Topic)
 	tp := h.targets.Get().(*[]*Conn)
@@ -618,6 +626,11 @@ func (h *Hub) DeliverTopic(m *Message) int64 {
 func (h *Hub) ack(c *Conn, ids []string, implicit bool) error {
 	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.EngineTimeout)
 	defer cancel()
+	if h.tr != nil {
+		return h.tr.ack(ctx, c, ids, implicit, func(ctx context.Context) error {
+			return h.eng.Ack(ctx, c.userID, c.idString(), ids, implicit)
+		})
+	}
 	return h.eng.Ack(ctx, c.userID, c.idString(), ids, implicit)
 }
 

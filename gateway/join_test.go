@@ -109,7 +109,7 @@ func TestMessageEncodingRoundTrip(t *testing.T) {
 	if got.Exclude != nil || EncodeMessage(m)[0] != 1 {
 		t.Fatalf("a message without excluded connections: Exclude %q, version %d; want none, 1", got.Exclude, EncodeMessage(m)[0])
 	}
-	for _, bad := range [][]byte{nil, {1}, append([]byte{3}, EncodeMessage(m)[1:]...), EncodeMessage(m)[:50]} {
+	for _, bad := range [][]byte{nil, {1}, append([]byte{2}, EncodeMessage(m)[1:]...), append([]byte{8}, EncodeMessage(m)[1:]...), EncodeMessage(m)[:50]} {
 		if _, err := DecodeMessage(bad); err == nil {
 			t.Fatalf("DecodeMessage(%q) accepted", bad)
 		}
@@ -122,7 +122,7 @@ func TestMessageEncodingRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if enc[0] != 2 || !slices.Equal(got.Exclude, m.Exclude) || got.From != "alice" || !bytes.Equal(got.Data, m.Data) || got.Topic != m.Topic || got.Type != m.Type {
+	if enc[0] != msgVersion+msgExtras || !slices.Equal(got.Exclude, m.Exclude) || got.From != "alice" || !bytes.Equal(got.Data, m.Data) || got.Topic != m.Topic || got.Type != m.Type {
 		t.Fatalf("round trip with excluded connections (version %d): %+v, want %+v", enc[0], got, m)
 	}
 	if _, err := DecodeMessage(enc[:len(enc)-len(m.Data)-8]); err == nil {

@@ -113,6 +113,7 @@ func (e *memoryEngine) SendToUsers(ctx context.Context, userIDs []string, p Push
 		}
 		now := time.Now()
 		m := p.NewMessage(NewID(), now, "", false)
+		m.Trace = SampledSpan(ctx)
 		out := Sent{ID: m.ID, Time: now, Users: make([]Delivery, len(userIDs))}
 		var c InboxCounts
 		var rt receiptTrims
@@ -189,6 +190,7 @@ func (e *memoryEngine) Broadcast(ctx context.Context, p Push, exclude []string) 
 	return e.idem.do(ctx, p.Idempotency, func() (Sent, error) {
 		now := time.Now()
 		m := p.NewMessage(NewID(), now, "", true)
+		m.Trace = SampledSpan(ctx)
 		n := e.node.DeliverBroadcast(m, exclude)
 		return Sent{ID: m.ID, Time: now, Connections: n}, nil
 	})
@@ -199,6 +201,7 @@ func (e *memoryEngine) Publish(ctx context.Context, topic string, p Push) (Sent,
 	return e.idem.do(ctx, p.Idempotency, func() (Sent, error) {
 		now := time.Now()
 		m := p.NewMessage(NewID(), now, topic, false)
+		m.Trace = SampledSpan(ctx)
 		n := e.node.DeliverTopic(m)
 		return Sent{ID: m.ID, Time: now, Connections: n}, nil
 	})

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Kind is how a payload is framed on the wire.
@@ -40,6 +41,10 @@ type Message struct {
 	// by the server from the connection's identity, never by the client).
 	// Envelope clients see it.
 	From string
+	// Trace is the span of the call that sent it when that call is
+	// sampled (SampledSpan), else invalid: the hub's spans for it join
+	// that trace.
+	Trace trace.SpanContext
 
 	broadcast bool // set by Broadcast; envelope clients see it
 	stored    bool // in at least one inbox, so a raw write acks it

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"strings"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 // The encoding of a message between nodes (EncodeMessage), byte by byte:
@@ -19,15 +21,24 @@ import (
 //	45..    uvarint length of type, uvarint length of topic, then type,
 //	        topic and the payload bytes, which run to the end
 //
-// A message with excluded connections (Message.Exclude) or a sender
-// (Message.From) is version 2: after the topic's length come the uvarint
-// lengths of the excluded ids (newline-separated) and of the sender, and
-// they follow the topic in that order. Version 1 stays the encoding of
-// every other message, so nodes that read only version 1 still read them
-// (and drop, never misread, a version 2 message).
+// The first byte is 1, plus 2 when the message has excluded connections
+// (Message.Exclude) or a sender (Message.From), plus 4 when it comes from a
+// sampled call (Message.Trace):
+//
+//   - with 4, 25 bytes follow the ttl (trace id, span id, trace flags) and
+//     the rest moves up;
+//   - with 2, after the topic's length come the uvarint lengths of the
+//     excluded ids (newline-separated) and of the sender, and they follow
+//     the topic in that order.
+//
+// A plain message is 1, as before these were added, so nodes that read
+// only 1 still read every plain message (and drop, never misread, the
+// others).
 const (
 	msgVersion    = 1
-	msgV2         = 2
+	msgExtras     = 2 // added to msgVersion
+	msgTraced     = 4 // added to msgVersion
+	traceBytes    = 16 + 8 + 1
 	flagBroadcast = 1
 	flagStored    = 2
 )
@@ -37,12 +48,16 @@ const (
 func EncodeMessage(m *Message) []byte {
 	ex := strings.Join(m.Exclude, "\n")
 	v2 := len(m.Exclude) > 0 || m.From != ""
-	b := make([]byte, 0, 64+len(m.Type)+len(m.Topic)+len(ex)+len(m.From)+len(m.Data))
+	traced := m.Trace.IsSampled()
+	b := make([]byte, 0, 64+traceBytes+len(m.Type)+len(m.Topic)+len(ex)+len(m.From)+len(m.Data))
+	version := byte(msgVersion)
 	if v2 {
-		b = append(b, msgV2)
-	} else {
-		b = append(b, msgVersion)
+		version += msgExtras
 	}
+	if traced {
+		version += msgTraced
+	}
+	b = append(b, version)
 	if len(m.ID) == 26 {
 		b = append(b, m.ID...)
 	} else {
@@ -58,6 +73,12 @@ func EncodeMessage(m *Message) []byte {
 	b = append(b, byte(m.Kind), flags)
 	b = binary.BigEndian.AppendUint64(b, uint64(m.Time.UnixNano()))
 	b = binary.BigEndian.AppendUint64(b, uint64(m.TTL))
+	if traced {
+		tid, sid := m.Trace.TraceID(), m.Trace.SpanID()
+		b = append(b, tid[:]...)
+		b = append(b, sid[:]...)
+		b = append(b, byte(m.Trace.TraceFlags()))
+	}
 	b = binary.AppendUvarint(b, uint64(len(m.Type)))
 	b = binary.AppendUvarint(b, uint64(len(m.Topic)))
 	if v2 {
@@ -75,7 +96,7 @@ var errBadEncoding = errors.New("bad message encoding")
 
 // DecodeMessage parses EncodeMessage's output.
 func DecodeMessage(b []byte) (*Message, error) {
-	if len(b) < 1+26+2+16 || (b[0] != msgVersion && b[0] != msgV2) {
+	if len(b) < 1+26+2+16 || b[0]&1 == 0 || b[0] > msgVersion+msgExtras+msgTraced {
 		return nil, errBadEncoding
 	}
 	m := &Message{ID: string(b[1:27]), Kind: Kind(b[27])}
@@ -85,6 +106,16 @@ func DecodeMessage(b []byte) (*Message, error) {
 	m.Time = time.Unix(0, int64(binary.BigEndian.Uint64(b[29:37])))
 	m.TTL = time.Duration(binary.BigEndian.Uint64(b[37:45]))
 	rest := b[45:]
+	if b[0]&msgTraced != 0 {
+		if len(rest) < traceBytes {
+			return nil, errBadEncoding
+		}
+		m.Trace = trace.NewSpanContext(trace.SpanContextConfig{
+			TraceID: trace.TraceID(rest[:16]), SpanID: trace.SpanID(rest[16:24]),
+			TraceFlags: trace.TraceFlags(rest[24]), Remote: true,
+		})
+		rest = rest[traceBytes:]
+	}
 	nt, k := binary.Uvarint(rest)
 	if k <= 0 {
 		return nil, errBadEncoding
@@ -96,7 +127,7 @@ func DecodeMessage(b []byte) (*Message, error) {
 	}
 	rest = rest[k:]
 	var nx, nf uint64
-	if b[0] == msgV2 {
+	if b[0]&msgExtras != 0 {
 		if nx, k = binary.Uvarint(rest); k <= 0 {
 			return nil, errBadEncoding
 		}

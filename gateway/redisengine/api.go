@@ -22,6 +22,7 @@ import (
 func (e *Engine) SendToUsers(ctx context.Context, users []string, p gateway.Push) (gateway.Sent, error) {
 	now := time.Now()
 	m := p.NewMessage(gateway.NewID(), now, "", false)
+	m.Trace = gateway.SampledSpan(ctx)
 	args := make([]any, 0, 20+len(users))
 	args = idemArgs(p.Idempotency, args)
 	args = append(args, m.ID, m.TTL.Milliseconds(), e.cfg.InboxMessages, e.cfg.InboxBytes, e.cfg.InboxMaxTTL.Milliseconds(), len(m.Data))
@@ -70,6 +71,7 @@ func (e *Engine) SendToUsers(ctx context.Context, users []string, p gateway.Push
 func (e *Engine) Broadcast(ctx context.Context, p gateway.Push, exclude []string) (gateway.Sent, error) {
 	now := time.Now()
 	m := p.NewMessage(gateway.NewID(), now, "", true)
+	m.Trace = gateway.SampledSpan(ctx)
 	args := make([]any, 0, 5+len(exclude))
 	args = idemArgs(p.Idempotency, args)
 	args = append(args, m.ID, gateway.EncodeMessage(m))
@@ -85,6 +87,7 @@ func (e *Engine) Broadcast(ctx context.Context, p gateway.Push, exclude []string
 func (e *Engine) Publish(ctx context.Context, topic string, p gateway.Push) (gateway.Sent, error) {
 	now := time.Now()
 	m := p.NewMessage(gateway.NewID(), now, topic, false)
+	m.Trace = gateway.SampledSpan(ctx)
 	return e.idCount(ctx, "publish", now, append(idemArgs(p.Idempotency, nil), m.ID, topic, gateway.EncodeMessage(m)))
 }
 

@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
@@ -68,13 +69,16 @@ type App struct {
 	// vapidPublic is the Web Push application server key browsers
 	// subscribe with ("" without --vapid-private-key).
 	vapidPublic string
+
+	tp         trace.TracerProvider        // nil: tracing off (tracing.go)
+	tpShutdown func(context.Context) error // flushes the exporter New made
 }
 
 // New wires pushgate and binds its listeners (so their addresses are known
 // before Serve), refusing network-reachable addresses in protected mode.
 // When it fails, everything it had started is released again: the engine
 // (its node leaves Redis), the listeners and the hub.
-func New(cfg config.Config, log *slog.Logger) (_ *App, err error) {
+func New(cfg config.Config, log *slog.Logger, opts ...Option) (_ *App, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -131,12 +135,18 @@ func New(cfg config.Config, log *slog.Logger) (_ *App, err error) {
 			a.release()
 		}
 	}()
+	if err := a.setupTracing(cfg, opts); err != nil {
+		return nil, err
+	}
 	newEngine := gateway.MemoryEngine()
 	if cfg.Engine == "redis" {
 		opts, _ := cfg.RedisOptions() // validated with the config
 		// go-redis's logger is process-wide.
 		redisLogOnce.Do(func() { redis.SetLogger(redisLog{log}) })
 		a.rdb = redis.NewUniversalClient(opts)
+		if err := a.traceRedis(); err != nil {
+			return nil, fmt.Errorf("tracing redis: %w", err)
+		}
 		newEngine = redisengine.New(context.Background(), a.rdb, log, reg, redisengine.Options{
 			Prefix: cfg.RedisPrefix, NodeTTL: cfg.NodeTTL, Timeout: cfg.RedisTimeout,
 			WaitReplicas: cfg.RedisWaitReplicas, WaitTimeout: cfg.RedisWaitTimeout,
@@ -178,6 +188,7 @@ func New(cfg config.Config, log *slog.Logger) (_ *App, err error) {
 		ReceiptMax:         cfg.ReceiptMax,
 		EventLogMax:        cfg.EventLogMax,
 		EventLogRetention:  cfg.EventLogRetention,
+		Tracer:             a.tp,
 	}, log, reg, newEngine)
 	if err != nil {
 		return nil, fmt.Errorf("--engine %s: %w", cfg.Engine, err)
@@ -190,6 +201,7 @@ func New(cfg config.Config, log *slog.Logger) (_ *App, err error) {
 	if err != nil {
 		return nil, err
 	}
+	grpcOpts = append(grpcOpts, a.grpcTracing()...)
 	notifier, err := a.notifier(cfg, reg)
 	if err != nil {
 		return nil, err
@@ -197,7 +209,11 @@ func New(cfg config.Config, log *slog.Logger) (_ *App, err error) {
 	if a.esc != nil {
 		a.hub.SetPushRegistrar(a.esc)
 	}
-	a.svc = server.NewService(a.eng, log, server.Options{
+	var gw server.Gateway = a.eng
+	if a.tp != nil {
+		gw = server.TracedGateway(a.eng, a.tp)
+	}
+	a.svc = server.NewService(gw, log, server.Options{
 		IdempotencyWindow: cfg.IdempotencyWindow, WatchBuffer: cfg.WatchBuffer,
 		MaxWatchers: cfg.WatchMax, MaxWatchersPerKey: cfg.WatchMaxPerKey, Registerer: reg,
 		Notifier: notifier,
@@ -592,6 +608,7 @@ func (a *App) release() {
 	if a.rdb != nil {
 		a.rdb.Close()
 	}
+	a.stopTracing()
 }
 
 // Serve runs until ctx ends or a server fails, then shuts down in order:
@@ -714,6 +731,7 @@ func (a *App) shutdown() {
 		_ = a.ops.Shutdown(ctx)
 		cancel()
 	}
+	a.stopTracing()
 	a.log.Info("pushgate stopped", "took", time.Since(start).Round(time.Millisecond))
 }
 

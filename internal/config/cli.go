@@ -45,7 +45,7 @@ var Sections = []Section{
 	{"Engine", []string{"engine", "redis-url", "redis-master-name", "redis-cluster", "redis-prefix", "redis-timeout",
 		"redis-wait-replicas", "redis-wait-timeout", "engine-timeout", "node-ttl"}},
 	{"Operations", []string{"config", "log-format", "log-level", "node-name", "admin-password", "pprof", "shutdown-delay",
-		"drain-window", "grpc-stop-timeout"}},
+		"drain-window", "grpc-stop-timeout", "otlp-endpoint", "otlp-protocol", "trace-sample-ratio"}},
 }
 
 // defaultNotes replace a default that depends on the machine in --help.

@@ -123,6 +123,10 @@ type Config struct {
 	TrustedProxies  string        // CIDRs whose X-Forwarded-For is believed.
 	DrainWindow     time.Duration // client closes are spread over this at shutdown.
 
+	OTLPEndpoint     string  // OpenTelemetry collector URL for traces ("": tracing off).
+	OTLPProtocol     string  // grpc or http.
+	TraceSampleRatio float64 // share of calls without a sampled parent that are traced.
+
 	Engine            string        // memory or redis.
 	RedisURL          string        // redis:// or rediss:// URL; several hosts comma-separated.
 	RedisMasterName   string        // Sentinel master name (the URL's hosts are the sentinels).
@@ -259,6 +263,9 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, *fl
 	fs.StringVar(&c.AdminPassword, "admin-password", "", fmt.Sprintf("password for the /admin page (user \"admin\"), at least %d characters; API keys are accepted too. Without either, /admin is served only on a loopback listener. An address that fails 10 logins waits 6s per further try (HTTP 429)", MinAdminPassword))
 	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go profiling at /debug/pprof (with the ops endpoints)")
 	fs.StringVar(&c.NodeName, "node-name", host, "this node's name: in every log line (node=) and on the admin page")
+	fs.StringVar(&c.OTLPEndpoint, "otlp-endpoint", "", "OpenTelemetry collector `URL` to export traces to (http://collector:4317 for --otlp-protocol grpc, http://collector:4318 for http; https:// for TLS); empty: tracing off")
+	fs.StringVar(&c.OTLPProtocol, "otlp-protocol", "grpc", "OTLP protocol of --otlp-endpoint: grpc or http (protobuf over HTTP)")
+	fs.Float64Var(&c.TraceSampleRatio, "trace-sample-ratio", 1, "share (0 to 1) of API calls traced when the caller sent no traceparent; a caller's traceparent decides for its own calls")
 	fs.StringVar(&c.TrustedProxies, "trusted-proxies", "", "comma-separated `CIDRs` of proxies (e.g. 127.0.0.1/32 for a local nginx) whose X-Forwarded-For names the client address in logs")
 	fs.StringVar(&c.Engine, "engine", "memory", "where presence, inboxes and fan-out live: memory (this node only, nothing to install) or redis (several nodes share them through --redis-url)")
 	fs.StringVar(&c.RedisURL, "redis-url", "redis://127.0.0.1:6379/0", "Redis `URL` for --engine redis: redis:// or rediss:// (TLS), with user:password@ and /db; several hosts comma-separated (redis://h1:6379,h2:6379) for Sentinel or Cluster")
@@ -468,6 +475,13 @@ func (c *Config) validate() []error {
 	var lvl slog.Level
 	check(lvl.UnmarshalText([]byte(c.LogLevel)) == nil, "--log-level must be debug, info, warn or error, got %q", c.LogLevel)
 	check(c.HeartbeatInterval > 0, "--heartbeat-interval must be positive")
+	check(c.OTLPProtocol == "grpc" || c.OTLPProtocol == "http", "--otlp-protocol must be grpc or http, got %q", c.OTLPProtocol)
+	check(c.TraceSampleRatio >= 0 && c.TraceSampleRatio <= 1, "--trace-sample-ratio must be between 0 and 1, got %v", c.TraceSampleRatio)
+	if c.OTLPEndpoint != "" {
+		u, err := url.Parse(c.OTLPEndpoint)
+		check(err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "",
+			"--otlp-endpoint must be an http:// or https:// URL such as http://collector:4317, got %q", c.OTLPEndpoint)
+	}
 	check(c.HeartbeatTimeout > 0, "--heartbeat-timeout must be positive")
 	check(c.WriteTimeout > 0, "--write-timeout must be positive")
 	check(c.EngineTimeout > 0, "--engine-timeout must be positive")
