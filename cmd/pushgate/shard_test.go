@@ -1,0 +1,304 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"pushgate/gateway/redisengine"
+	"pushgate/gateway/redisengine/redistest"
+	pb "pushgate/gen/pushgate/v1"
+)
+
+// startShards starts n redis-servers and returns them and the --redis-url
+// that names them all.
+func startShards(t *testing.T, n int) ([]*redistest.Server, string) {
+	t.Helper()
+	rs := make([]*redistest.Server, n)
+	urls := make([]string, n)
+	for i := range rs {
+		rs[i] = redistest.Start(t)
+		urls[i] = rs[i].URL()
+	}
+	return rs, strings.Join(urls, " ")
+}
+
+// usersOn returns per users whose ids start with prefix for each of n
+// shards, shard by shard.
+func usersOn(n, per int, prefix string) [][]string {
+	out := make([][]string, n)
+	for i := 0; ; i++ {
+		u := fmt.Sprintf("%s%d", prefix, i)
+		k := redisengine.ShardOf(u, n)
+		if len(out[k]) < per {
+			out[k] = append(out[k], u)
+		}
+		full := true
+		for _, us := range out {
+			full = full && len(us) == per
+		}
+		if full {
+			return out
+		}
+	}
+}
+
+func readyBody(t *testing.T, s *testServer) (int, string) {
+	t.Helper()
+	resp, err := http.Get("http://" + s.app.OpsAddr() + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// Three nodes over three shards: users spread over the shards (each
+// shard's Redis holds exactly its users), and every call that spans users
+// works across them: a send to users of every shard, broadcast, a topic,
+// presence, ListOnline paging, resume on another node, receipts and live
+// WatchEvents.
+func TestShardsThreeNodesThreeShards(t *testing.T) {
+	rs, url := startShards(t, 3)
+	n := startEngineNodes(t, 3, "--redis-url", url, "--presence-grace", "0")
+	ctx := context.Background()
+	watch := n[0].watchAfter(t, "", pb.EventKind_EVENT_KIND_USER_ONLINE)
+
+	byShard := usersOn(3, 3, "sh-")
+	var users []string
+	clients := map[string]*wsClient{}
+	for k, us := range byShard {
+		for j, u := range us {
+			q := ""
+			if j == 0 {
+				q = "topics=news"
+			}
+			clients[u] = dialWS(t, n[(k+j)%3].wsURL(u)+"?"+q)
+			users = append(users, u)
+		}
+	}
+	slices.Sort(users)
+	for _, u := range users {
+		eventually(t, u+" online", func() bool { return n[0].online(t, u) == 1 })
+	}
+	// Live events reach the stream from every shard.
+	online := map[string]bool{}
+	for len(online) < len(users) {
+		online[watch.next().GetUserOnline().GetUserId()] = true
+	}
+	// Each shard's Redis holds its users' presence, and only theirs.
+	for k, r := range rs {
+		got, err := r.Client().ZRange(ctx, "{pushgate}:online", 0, -1).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := slices.Clone(byShard[k])
+		slices.Sort(want)
+		if !slices.Equal(got, want) {
+			t.Fatalf("shard %d online set %v, want %v", k, got, want)
+		}
+	}
+
+	// One send to users of every shard.
+	resp, err := n[1].api.SendToUsers(ctx, &pb.SendToUsersRequest{UserIds: users, Message: &pb.Message{
+		Payload: &pb.Message_Text{Text: "to-all"}, Ttl: durationpb.New(time.Hour)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The first send on every shard: no shard's last id is past the
+	// proposed one, so every copy has the call's id.
+	for i, d := range resp.GetResults() {
+		if d.GetUserId() != users[i] || d.GetDeliveredConnections() != 1 || !d.GetStored() || d.GetMessageId() != "" {
+			t.Fatalf("result %d = %v", i, d)
+		}
+	}
+	for _, u := range users {
+		clients[u].expect("to-all")
+	}
+
+	// Receipts: the whole list pages over every shard with no gap or
+	// duplicate; per user, each shard answers for its own.
+	var listed []string
+	for token := ""; ; {
+		st, err := n[2].api.GetMessageStatus(ctx, &pb.GetMessageStatusRequest{MessageId: resp.GetMessageId(), PageSize: 4, PageToken: token})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.GetTotalRecipients() != int32(len(users)) {
+			t.Fatalf("total recipients %d, want %d", st.GetTotalRecipients(), len(users))
+		}
+		for _, r := range st.GetRecipients() {
+			listed = append(listed, r.GetUserId())
+		}
+		if token = st.GetNextPageToken(); token == "" {
+			break
+		}
+	}
+	if slices.Sort(listed); !slices.Equal(listed, users) {
+		t.Fatalf("receipt lists %v, want %v", listed, users)
+	}
+	st, err := n[0].api.GetMessageStatus(ctx, &pb.GetMessageStatusRequest{MessageId: resp.GetMessageId(), UserIds: []string{users[8], users[0], users[4]}})
+	if err != nil || len(st.GetRecipients()) != 3 || st.GetRecipients()[0].GetUserId() != users[8] || st.GetRecipients()[2].GetDeliveredConnections() != 1 {
+		t.Fatalf("GetMessageStatus by users = %v, %v", st, err)
+	}
+	if _, err := n[0].api.GetMessageStatus(ctx, &pb.GetMessageStatusRequest{MessageId: resp.GetMessageId(), UserIds: []string{"stranger"}}); status.Code(err) == codes.OK {
+		t.Fatalf("GetMessageStatus for a user not sent to answered OK")
+	}
+
+	// Broadcast and a topic reach every shard's users.
+	if _, err := n[2].api.Broadcast(ctx, &pb.BroadcastRequest{Message: textMsg("bc")}); err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range users {
+		clients[u].expect("bc")
+	}
+	pub, err := n[1].api.Publish(ctx, &pb.PublishRequest{Topic: "news", Message: textMsg("news-1")})
+	if err != nil || pub.GetDeliveredConnections() != 3 {
+		t.Fatalf("Publish = %v, %v", pub, err)
+	}
+	for _, us := range byShard {
+		clients[us[0]].expect("news-1")
+	}
+
+	// Presence and ListOnline, from every node.
+	pr, err := n[2].api.GetPresence(ctx, &pb.GetPresenceRequest{UserIds: append(slices.Clone(users), "nobody")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range pr.GetUsers() {
+		want := int32(1)
+		if i == len(users) {
+			want = 0
+		}
+		if p.GetConnections() != want {
+			t.Fatalf("presence %d = %v", i, p)
+		}
+	}
+	want := make([]string, len(users))
+	for i, u := range users {
+		want[i] = u + ":1"
+	}
+	for _, s := range n {
+		for _, size := range []int32{1, 2, 4, 100} {
+			got, total, conns := listAll(t, s, size)
+			if !slices.Equal(got, want) || total != int64(len(users)) || conns != int64(len(users)) {
+				t.Fatalf("ListOnline pages of %d = %v (%d users, %d conns), want %v", size, got, total, conns, want)
+			}
+		}
+	}
+
+	// Resume on another node: a user of the last shard (with no raw
+	// connection, whose writes would acknowledge the messages).
+	u := usersOn(3, 1, "resume-")[2][0]
+	c1 := n[0].dialEnv(t, "/"+u)
+	r1, err := n[1].api.SendToUser(ctx, &pb.SendToUserRequest{UserId: u, Message: &pb.Message{Payload: &pb.Message_Json{Json: `{"n":1}`}, Ttl: durationpb.New(time.Hour)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := c1.nextMessage(); m.ID != r1.GetMessageId() {
+		t.Fatalf("got %s, want %s", m.ID, r1.GetMessageId())
+	}
+	epoch := c1.hello.Epoch
+	c1.c.CloseNow()
+	r2, err := n[2].api.SendToUser(ctx, &pb.SendToUserRequest{UserId: u, Message: &pb.Message{Payload: &pb.Message_Json{Json: `{"n":2}`}, Ttl: durationpb.New(time.Hour)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2 := n[1].dialEnv(t, "/"+u+"?last_id="+r1.GetMessageId()+"&epoch="+epoch)
+	if c2.hello.Recovered == nil || !*c2.hello.Recovered || c2.hello.Epoch != epoch {
+		t.Fatalf("hello %+v, want recovered in epoch %s", c2.hello, epoch)
+	}
+	if m := c2.nextMessage(); m.ID != r2.GetMessageId() {
+		t.Fatalf("replayed %s, want %s", m.ID, r2.GetMessageId())
+	}
+
+	// Resuming the event log from a cursor is refused with several shards.
+	ws, err := n[0].api.WatchEvents(ctx, &pb.WatchEventsRequest{AfterCursor: "0"})
+	if err == nil {
+		_, err = ws.Recv()
+	}
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "several redis shards") {
+		t.Fatalf("WatchEvents after a cursor = %v, want INVALID_ARGUMENT naming the shards", err)
+	}
+}
+
+// A shard killed: its users' calls answer UNAVAILABLE and its users'
+// connections are closed with 4003 (to resume elsewhere) once the node
+// ttl passes; the other shard's users keep working; readiness names the
+// shard. When it comes back, everything heals without restarts.
+func TestShardDownOnlyItsUsers(t *testing.T) {
+	rs, url := startShards(t, 2)
+	n := startEngineNodes(t, 2, "--redis-url", url, "--node-ttl", "3s", "--redis-timeout", "500ms", "--presence-grace", "0")
+	a, b := n[0], n[1]
+	ctx := context.Background()
+	us := usersOn(2, 1, "down-")
+	alive, doomed := us[0][0], us[1][0]
+	ca, cd := a.dial(t, alive), a.dial(t, doomed)
+	for _, u := range []string{alive, doomed} {
+		eventually(t, u+" online", func() bool { return b.online(t, u) == 1 })
+	}
+
+	rs[1].Kill()
+	eventually(t, "the doomed user's sends to fail", func() bool {
+		_, err := b.api.SendToUser(ctx, &pb.SendToUserRequest{UserId: doomed, Message: textMsg("x")})
+		return status.Code(err) == codes.Unavailable
+	})
+	if code := cd.closeCode(); code != 4003 {
+		t.Fatalf("doomed user's connection closed with %d, want 4003", code)
+	}
+	for i := range 3 {
+		r, err := b.api.SendToUser(ctx, &pb.SendToUserRequest{UserId: alive, Message: textMsg(fmt.Sprint("ok-", i))})
+		if err != nil || r.GetDeliveredConnections() != 1 {
+			t.Fatalf("send to the other shard's user = %v, %v", r, err)
+		}
+		ca.expect(fmt.Sprint("ok-", i))
+	}
+	// The node stays ready for the other shard's users, and says which
+	// shard it cannot reach.
+	for _, s := range n {
+		eventually(t, "readiness to name the shard", func() bool {
+			code, body := readyBody(t, s)
+			return code == http.StatusOK && strings.Contains(body, "redis shards unreachable: 1 ("+rs[1].Addr()+")")
+		})
+	}
+	// A new connection of the doomed user is refused; the other's is not.
+	ctxd, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if c, _, err := websocket.Dial(ctxd, a.wsURL(doomed), nil); err == nil {
+		_, _, err = c.Read(ctxd)
+		if code := websocket.CloseStatus(err); code != 4003 && code != 1011 {
+			t.Fatalf("doomed user's new connection: %v", err)
+		}
+	}
+
+	rs[1].Restart()
+	for _, s := range n {
+		eventually(t, "the shard to heal", func() bool {
+			code, body := readyBody(t, s)
+			_, err := s.api.SendToUser(ctx, &pb.SendToUserRequest{UserId: doomed, Message: textMsg("probe")})
+			return code == http.StatusOK && body == "ready\n" && err == nil
+		})
+	}
+	cd2 := b.dial(t, doomed)
+	eventually(t, "the doomed user online again", func() bool { return a.online(t, doomed) == 1 })
+	r, err := a.api.SendToUser(ctx, &pb.SendToUserRequest{UserId: doomed, Message: textMsg("back")})
+	if err != nil || r.GetDeliveredConnections() != 1 {
+		t.Fatalf("send after the shard came back = %v, %v", r, err)
+	}
+	cd2.expect("back")
+	if _, err := a.api.SendToUser(ctx, &pb.SendToUserRequest{UserId: alive, Message: textMsg("still")}); err != nil {
+		t.Fatal(err)
+	}
+	ca.expect("still")
+}
