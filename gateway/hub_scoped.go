@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 )
 
@@ -16,6 +17,38 @@ type ScopedNode interface {
 	// ForgetSeenUsers is ForgetSeen for the connections of the users for
 	// which owns returns true.
 	ForgetSeenUsers(owns func(userID string) bool, epoch string)
+	// SetPartition makes the node count its connections by part: of
+	// returns a user's part, below n. Call it before connections are
+	// made (from the engine's constructor).
+	SetPartition(n int, of func(userID string) int)
+	// PartConnections returns the connections of the users of part i
+	// (SetPartition).
+	PartConnections(i int) int64
+}
+
+// partition counts a hub's connections by the part of their user.
+type partition struct {
+	of     func(string) int
+	counts []atomic.Int64
+}
+
+// SetPartition implements ScopedNode.
+func (h *Hub) SetPartition(n int, of func(string) int) {
+	h.part.Store(&partition{of: of, counts: make([]atomic.Int64, n)})
+}
+
+// PartConnections implements ScopedNode.
+func (h *Hub) PartConnections(i int) int64 {
+	if p := h.part.Load(); p != nil && i < len(p.counts) {
+		return p.counts[i].Load()
+	}
+	return 0
+}
+
+func (h *Hub) countPart(userID string, d int64) {
+	if p := h.part.Load(); p != nil {
+		p.counts[p.of(userID)].Add(d)
+	}
 }
 
 var _ ScopedNode = (*Hub)(nil)

@@ -47,13 +47,14 @@ func NewSharded(ctx context.Context, shards []Shard, log *slog.Logger, reg prome
 			return nil, errors.New("redis: a sharded engine needs a node that evicts by user (gateway.ScopedNode)")
 		}
 		opt.setDefaults() // one node name on every shard
+		sn.SetPartition(len(shards), func(u string) int { return ShardOf(u, len(shards)) })
 		s := &Sharded{node: node, names: make([]string, len(shards)), log: log}
 		for i, sh := range shards {
 			s.names[i] = sh.Name
 			i := i
 			owns := func(u string) bool { return ShardOf(u, len(shards)) == i }
 			r := prometheus.WrapRegistererWith(prometheus.Labels{"shard": strconv.Itoa(i)}, reg)
-			e, err := Start(ctx, &shardNode{ScopedNode: sn, owns: owns}, sh.Client, log.With("shard", i), r, opt)
+			e, err := Start(ctx, &shardNode{ScopedNode: sn, owns: owns, i: i}, sh.Client, log.With("shard", i), r, opt)
 			if err != nil {
 				for _, o := range s.shards {
 					_ = o.Close(ctx)
@@ -86,12 +87,17 @@ func ShardOf(id string, n int) int {
 	return int(b)
 }
 
-// shardNode is the node as one shard sees it: evicting and forgetting
-// seen ids concern only the shard's users.
+// shardNode is the node as one shard sees it: its connections, evicting
+// and forgetting seen ids concern only the shard's users. So each shard
+// counts, per node, the connections of its users, and the deployment's
+// count is the shards' sum.
 type shardNode struct {
 	gateway.ScopedNode
 	owns func(userID string) bool
+	i    int
 }
+
+func (n *shardNode) Connections() int64 { return n.PartConnections(n.i) }
 
 func (n *shardNode) Evict(window time.Duration) int { return n.EvictUsers(n.owns, window) }
 
@@ -192,24 +198,47 @@ func (s *Sharded) SendToUsers(ctx context.Context, users []string, p gateway.Pus
 // Broadcast implements gateway.Engine: through one shard (every node hears
 // every shard's broadcast channel): the idempotency key's shard when there
 // is a key, so that a retry is recognised; else the first shard that is up.
+// The count is the connections of every shard's users less the excluded
+// users' (each shard counts its own users' connections).
 func (s *Sharded) Broadcast(ctx context.Context, p gateway.Push, exclude []string) (gateway.Sent, error) {
-	if p.Idempotency.Key != "" {
-		return s.of(p.Idempotency.Key).Broadcast(ctx, p, exclude)
-	}
+	var sent gateway.Sent
 	var err error
-	for _, e := range s.shards {
-		if !e.Up() {
-			continue
+	via := -1
+	if p.Idempotency.Key != "" {
+		via = ShardOf(p.Idempotency.Key, len(s.shards))
+		sent, err = s.shards[via].Broadcast(ctx, p, exclude)
+	} else {
+		for k, e := range s.shards {
+			if !e.Up() {
+				continue
+			}
+			if sent, err = e.Broadcast(ctx, p, exclude); err == nil || !errors.Is(err, gateway.ErrUnavailable) {
+				via = k
+				break
+			}
 		}
-		var sent gateway.Sent
-		if sent, err = e.Broadcast(ctx, p, exclude); err == nil || !errors.Is(err, gateway.ErrUnavailable) {
-			return sent, err
+		if via < 0 && err == nil {
+			err = fmt.Errorf("%w: no redis shard reachable", gateway.ErrUnavailable)
 		}
 	}
-	if err == nil {
-		err = fmt.Errorf("%w: no redis shard reachable", gateway.ErrUnavailable)
+	if err != nil {
+		return gateway.Sent{}, err
 	}
-	return gateway.Sent{}, err
+	// The shard that ran it counted its own users only.
+	page, err := s.ListOnline(ctx, "", 0, nil)
+	if err != nil {
+		return sent, nil // sent; the count is the one shard's
+	}
+	sent.Connections = page.TotalConnections
+	if len(exclude) > 0 {
+		if pr, err := s.Presence(ctx, exclude); err == nil {
+			for _, u := range pr {
+				sent.Connections -= int64(u.Connections)
+			}
+		}
+	}
+	sent.Connections = max(sent.Connections, 0)
+	return sent, nil
 }
 
 // Publish implements gateway.Engine: on the topic's shard.
@@ -258,8 +287,7 @@ func (s *Sharded) ListOnline(ctx context.Context, after string, limit int, match
 		out.Users = append(out.Users, p.Users...)
 		out.More = out.More || p.More
 		out.TotalUsers += p.TotalUsers
-		// Every node counts all its connections on every shard.
-		out.TotalConnections = max(out.TotalConnections, p.TotalConnections)
+		out.TotalConnections += p.TotalConnections
 	}
 	slices.SortFunc(out.Users, func(a, b gateway.OnlineUser) int { return cmp.Compare(a.UserID, b.UserID) })
 	if len(out.Users) > limit {
@@ -272,19 +300,8 @@ func (s *Sharded) ListOnline(ctx context.Context, after string, limit int, match
 // read).
 func (s *Sharded) Users() int64 { return s.sum((*Engine).Users) }
 
-// Connections implements gateway.Engine: every node reports all its
-// connections to every shard, so the largest count is the deployment's.
-func (s *Sharded) Connections() int64 {
-	var n int64
-	for _, e := range s.shards {
-		c := e.Connections()
-		if c < 0 {
-			return -1
-		}
-		n = max(n, c)
-	}
-	return n
-}
+// Connections implements gateway.Engine: each shard counts its users'.
+func (s *Sharded) Connections() int64 { return s.sum((*Engine).Connections) }
 
 // Inboxed implements gateway.Engine.
 func (s *Sharded) Inboxed() int64 { return s.sum((*Engine).Inboxed) }
