@@ -218,7 +218,7 @@ type Hub struct {
 	users   atomic.Int64
 	conns   atomic.Int64
 	part    atomic.Pointer[partition] // connections counted by engine shard (hub_scoped.go)
-	envs    atomic.Int64 // envelope connections among conns
+	envs    atomic.Int64              // envelope connections among conns
 	nextID  atomic.Uint64
 	closing atomic.Bool   // Shutdown started: refuse new connections
 	live    atomic.Int64  // connection handlers still running
