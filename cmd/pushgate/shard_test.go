@@ -302,3 +302,114 @@ func TestShardDownOnlyItsUsers(t *testing.T) {
 	}
 	ca.expect("still")
 }
+
+// redisWork reads a redis-server's commands processed (INFO commandstats,
+// all but INFO itself) and CPU seconds used (INFO cpu, user + system).
+func redisWork(t *testing.T, r *redistest.Server) (calls int64, cpu float64) {
+	t.Helper()
+	info, err := r.Client().Info(context.Background(), "commandstats", "cpu").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(info, "\n") {
+		line = strings.TrimSpace(line)
+		if name, rest, ok := strings.Cut(line, ":calls="); ok && strings.HasPrefix(name, "cmdstat_") && name != "cmdstat_info" {
+			var n int64
+			fmt.Sscanf(rest, "%d", &n)
+			calls += n
+		}
+		var f float64
+		if _, err := fmt.Sscanf(line, "used_cpu_sys:%g", &f); err == nil {
+			cpu += f
+		}
+		if _, err := fmt.Sscanf(line, "used_cpu_user:%g", &f); err == nil {
+			cpu += f
+		}
+	}
+	return calls, cpu
+}
+
+// The Redis work of a send is the same in total with 1, 2 and 4 shards
+// and splits over them as the users do (64 users, two nodes, 600 sends to
+// them in turn, with and without a ttl). The table it logs is in
+// docs/cluster.md ("Shards").
+func TestShardsRedisWorkPerSend(t *testing.T) {
+	const users, sends = 64, 600
+	type result struct {
+		perSend float64   // commands per send, all shards
+		shares  []float64 // each shard's part of them
+		cpu     float64   // CPU seconds per send, all shards
+	}
+	measure := func(shards int, ttl *durationpb.Duration) result {
+		rs, url := startShards(t, shards)
+		n := startEngineNodes(t, 2, "--redis-url", url, "--node-ttl", "60s") // beats stay out of the count
+		ctx := context.Background()
+		clients := make([]*wsClient, users)
+		for i := range clients {
+			clients[i] = n[i%2].dial(t, fmt.Sprintf("w-%d", i))
+		}
+		eventually(t, "everyone online", func() bool {
+			_, tu, _ := listAll(t, n[0], 100)
+			return tu == users
+		})
+		calls0, cpu0 := make([]int64, shards), make([]float64, shards)
+		for k, r := range rs {
+			calls0[k], cpu0[k] = redisWork(t, r)
+		}
+		for i := range sends {
+			resp, err := n[i%2].api.SendToUser(ctx, &pb.SendToUserRequest{UserId: fmt.Sprintf("w-%d", i%users),
+				Message: &pb.Message{Payload: &pb.Message_Json{Json: `{"type":1,"orderId":"20261122000123","content":"new order"}`}, Ttl: ttl}})
+			if err != nil || resp.GetDeliveredConnections() != 1 {
+				t.Fatalf("send: %v %v", resp, err)
+			}
+		}
+		var out result
+		var total int64
+		calls := make([]int64, shards)
+		for k, r := range rs {
+			c, cpu := redisWork(t, r)
+			calls[k] = c - calls0[k]
+			total += calls[k]
+			out.cpu += (cpu - cpu0[k]) / sends
+		}
+		out.perSend = float64(total) / sends
+		for _, c := range calls {
+			out.shares = append(out.shares, float64(c)/float64(total))
+		}
+		for i, c := range clients {
+			for range sends / users {
+				c.next()
+			}
+			if i < sends%users {
+				c.next()
+			}
+		}
+		return out
+	}
+	for _, ttl := range []*durationpb.Duration{nil, durationpb.New(time.Hour)} {
+		kind := "live"
+		if ttl != nil {
+			kind = "stored (ttl)"
+		}
+		var one float64
+		for _, shards := range []int{1, 2, 4} {
+			r := measure(shards, ttl)
+			if shards == 1 {
+				one = r.perSend
+			}
+			var parts []string
+			for _, s := range r.shares {
+				parts = append(parts, fmt.Sprintf("%.0f%%", s*100))
+			}
+			t.Logf("| %s | %d | %.2f | %s | %.0f µs |", kind, shards, r.perSend, strings.Join(parts, " / "), r.cpu*1e6)
+			if r.perSend > one*1.05+0.05 || r.perSend < one*0.95-0.05 {
+				t.Fatalf("%s, %d shards: %.2f commands per send, %.2f with one", kind, shards, r.perSend, one)
+			}
+			for k, s := range r.shares {
+				if s < 0.5/float64(shards) || s > 1.5/float64(shards) {
+					t.Fatalf("%s, %d shards: shard %d did %.0f%% of the work", kind, shards, k, s*100)
+				}
+			}
+		}
+	}
+}
