@@ -272,15 +272,19 @@ func TestShardDownOnlyItsUsers(t *testing.T) {
 			return code == http.StatusOK && strings.Contains(body, "redis shards unreachable: 1 ("+rs[1].Addr()+")")
 		})
 	}
-	// A new connection of the doomed user is refused; the other's is not.
+	// A new connection of the doomed user is refused (HTTP 503); the
+	// other's is not.
 	ctxd, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if c, _, err := websocket.Dial(ctxd, a.wsURL(doomed), nil); err == nil {
-		_, _, err = c.Read(ctxd)
-		if code := websocket.CloseStatus(err); code != 4003 && code != 1011 {
-			t.Fatalf("doomed user's new connection: %v", err)
-		}
+	if _, _, err := websocket.Dial(ctxd, a.wsURL(doomed), nil); err == nil || !strings.Contains(err.Error(), "503") {
+		t.Fatalf("doomed user's new connection: %v, want HTTP 503", err)
 	}
+	fresh := a.dial(t, alive)
+	if _, err := b.api.SendToUser(ctx, &pb.SendToUserRequest{UserId: alive, Message: textMsg("both")}); err != nil {
+		t.Fatal(err)
+	}
+	ca.expect("both")
+	fresh.expect("both")
 
 	rs[1].Restart()
 	for _, s := range n {
@@ -301,6 +305,7 @@ func TestShardDownOnlyItsUsers(t *testing.T) {
 		t.Fatal(err)
 	}
 	ca.expect("still")
+	fresh.expect("still")
 }
 
 // redisWork reads a redis-server's commands processed (INFO commandstats,
