@@ -497,9 +497,10 @@ func (s *Sharded) Targets(ctx context.Context, userID string) ([]gateway.StoredT
 }
 
 // ScheduleEscalation implements gateway.NotifyStore: on the user's shard,
-// with max bounding that shard's pending escalations.
+// which holds at most its share of max (rounded up).
 func (s *Sharded) ScheduleEscalation(ctx context.Context, esc gateway.Escalation, max int) error {
-	return s.of(esc.UserID).ScheduleEscalation(ctx, esc, max)
+	n := len(s.shards)
+	return s.of(esc.UserID).ScheduleEscalation(ctx, esc, (max+n-1)/n)
 }
 
 // ClaimEscalations implements gateway.NotifyStore: the due escalations of
