@@ -1,6 +1,7 @@
 package notify
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -190,13 +191,14 @@ func decodeSpec(b []byte) (Spec, error) {
 // cannot be scheduled is counted and reported on WatchEvents.
 func (x *Escalator) Escalate(ctx context.Context, sent gateway.Sent, spec Spec) {
 	data := encodeSpec(spec)
-	var offline []string
+	var offline []gateway.Delivery
 	for _, d := range sent.Users {
+		id := cmp.Or(d.MessageID, sent.ID) // the id this user's copy got
 		switch {
 		case !d.Online:
-			offline = append(offline, d.UserID)
+			offline = append(offline, d)
 		case spec.After > 0:
-			err := x.store.ScheduleEscalation(ctx, gateway.Escalation{UserID: d.UserID, MessageID: sent.ID,
+			err := x.store.ScheduleEscalation(ctx, gateway.Escalation{UserID: d.UserID, MessageID: id,
 				Due: sent.Time.Add(spec.After), IfUnacked: true, Data: data}, x.cfg.MaxPending)
 			if err != nil {
 				x.escalations.WithLabelValues("unscheduled").Inc()
@@ -204,7 +206,7 @@ func (x *Escalator) Escalate(ctx context.Context, sent gateway.Sent, spec Spec) 
 				if errors.Is(err, gateway.ErrTooManyEscalations) {
 					detail += " (--notify-max-pending)"
 				}
-				x.report(d.UserID, sent.ID, "", "", ResultDropped, "not scheduled: "+detail)
+				x.report(d.UserID, id, "", "", ResultDropped, "not scheduled: "+detail)
 				continue
 			}
 			x.escalations.WithLabelValues("scheduled").Inc()
@@ -217,15 +219,15 @@ func (x *Escalator) Escalate(ctx context.Context, sent gateway.Sent, spec Spec) 
 	case x.firing <- struct{}{}:
 		go func() {
 			defer func() { <-x.firing }()
-			for _, u := range offline {
+			for _, d := range offline {
 				x.escalations.WithLabelValues("fired").Inc()
-				x.fire(ctx, u, sent.ID, spec)
+				x.fire(ctx, d.UserID, cmp.Or(d.MessageID, sent.ID), spec)
 			}
 		}()
 	default:
-		for _, u := range offline {
+		for _, d := range offline {
 			x.escalations.WithLabelValues("unscheduled").Inc()
-			x.report(u, sent.ID, "", "", ResultDropped, "too many sends being escalated on this node")
+			x.report(d.UserID, cmp.Or(d.MessageID, sent.ID), "", "", ResultDropped, "too many sends being escalated on this node")
 		}
 	}
 }
