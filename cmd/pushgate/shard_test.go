@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -416,5 +417,52 @@ func TestShardsRedisWorkPerSend(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// Adding a shard: a user that stays keeps its inbox (recovered: true); a
+// user that moves to the new shard resumes there, in another epoch, and is
+// told recovered: false instead of being given a silent gap.
+func TestShardAddedMovedUserNotRecovered(t *testing.T) {
+	rs, _ := startShards(t, 2)
+	var stays, moves string
+	for i := 0; stays == "" || moves == ""; i++ {
+		u := fmt.Sprintf("mv-%d", i)
+		if redisengine.ShardOf(u, 2) == 0 {
+			stays = cmp.Or(stays, u)
+		} else {
+			moves = cmp.Or(moves, u)
+		}
+	}
+	ctx := context.Background()
+	one := startServer(t, "--engine", "redis", "--redis-url", rs[0].URL())
+	type seen struct{ id, epoch string }
+	last := map[string]seen{}
+	for _, u := range []string{stays, moves} {
+		c := one.dialEnv(t, "/"+u)
+		r, err := one.api.SendToUser(ctx, &pb.SendToUserRequest{UserId: u, Message: &pb.Message{Payload: &pb.Message_Json{Json: `{"n":1}`}, Ttl: durationpb.New(time.Hour)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m := c.nextMessage(); m.ID != r.GetMessageId() {
+			t.Fatalf("got %s, want %s", m.ID, r.GetMessageId())
+		}
+		last[u] = seen{r.GetMessageId(), c.hello.Epoch}
+		c.c.CloseNow()
+		// Sent while away: the stayer gets it replayed.
+		if _, err := one.api.SendToUser(ctx, &pb.SendToUserRequest{UserId: u, Message: &pb.Message{Payload: &pb.Message_Json{Json: `{"n":2}`}, Ttl: durationpb.New(time.Hour)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	one.stop(t)
+
+	two := startServer(t, "--engine", "redis", "--redis-url", rs[0].URL()+" "+rs[1].URL())
+	c := two.dialEnv(t, "/"+stays+"?last_id="+last[stays].id+"&epoch="+last[stays].epoch)
+	if c.hello.Recovered == nil || !*c.hello.Recovered || c.hello.Replayed != 1 {
+		t.Fatalf("user that stayed: hello %+v, want recovered with 1 replayed", c.hello)
+	}
+	c = two.dialEnv(t, "/"+moves+"?last_id="+last[moves].id+"&epoch="+last[moves].epoch)
+	if c.hello.Recovered == nil || *c.hello.Recovered || c.hello.Epoch == last[moves].epoch {
+		t.Fatalf("user that moved: hello %+v, want recovered: false in another epoch than %s", c.hello, last[moves].epoch)
 	}
 }
