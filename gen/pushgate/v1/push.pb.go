@@ -1247,8 +1247,8 @@ type Delivery struct {
 	// message_id: with several Redis shards (docs/cluster.md, "Shards"), a
 	// shard whose last id already sorts after the proposed one hands out
 	// its successor, so that the user's messages stay in order. Ask
-	// GetMessageStatus about this user with this id. Absent otherwise.
-	MessageId     *string `protobuf:"bytes,5,opt,name=message_id,json=messageId,proto3,oneof" json:"message_id,omitempty"`
+	// GetMessageStatus about this user with this id. Empty otherwise.
+	MessageId     string `protobuf:"bytes,5,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1312,8 +1312,8 @@ func (x *Delivery) GetStored() bool {
 }
 
 func (x *Delivery) GetMessageId() string {
-	if x != nil && x.MessageId != nil {
-		return *x.MessageId
+	if x != nil {
+		return x.MessageId
 	}
 	return ""
 }
@@ -2920,15 +2920,14 @@ const file_pushgate_v1_push_proto_rawDesc = "" +
 	"\x13SendToUsersResponse\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tR\tmessageId\x12/\n" +
-	"\aresults\x18\x02 \x03(\v2\x15.pushgate.v1.DeliveryR\aresults\"\xbb\x01\n" +
+	"\aresults\x18\x02 \x03(\v2\x15.pushgate.v1.DeliveryR\aresults\"\xa7\x01\n" +
 	"\bDelivery\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x16\n" +
 	"\x06online\x18\x02 \x01(\bR\x06online\x123\n" +
 	"\x15delivered_connections\x18\x03 \x01(\x05R\x14deliveredConnections\x12\x16\n" +
-	"\x06stored\x18\x04 \x01(\bR\x06stored\x12\"\n" +
+	"\x06stored\x18\x04 \x01(\bR\x06stored\x12\x1d\n" +
 	"\n" +
-	"message_id\x18\x05 \x01(\tH\x00R\tmessageId\x88\x01\x01B\r\n" +
-	"\v_message_id\"V\n" +
+	"message_id\x18\x05 \x01(\tR\tmessageId\"V\n" +
 	"\x0ePublishRequest\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12.\n" +
 	"\amessage\x18\x02 \x01(\v2\x14.pushgate.v1.MessageR\amessage\"e\n" +
@@ -3207,7 +3206,6 @@ func file_pushgate_v1_push_proto_init() {
 		(*PushTarget_WechatOpenid)(nil),
 		(*PushTarget_WebhookUrl)(nil),
 	}
-	file_pushgate_v1_push_proto_msgTypes[15].OneofWrappers = []any{}
 	file_pushgate_v1_push_proto_msgTypes[19].OneofWrappers = []any{
 		(*Event_UserOnline)(nil),
 		(*Event_UserOffline)(nil),
