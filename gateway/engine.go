@@ -223,6 +223,10 @@ type Delivery struct {
 	Online    bool // the user had at least one open connection
 	Delivered int  // connections the message was queued on
 	Stored    bool // the message went into the user's inbox
+	// MessageID is the id this user's copy got when it differs from
+	// Sent.ID (a sharded engine whose shard had to hand out a later id,
+	// docs/cluster.md); "" when it is Sent.ID.
+	MessageID string
 }
 
 // JoinRequest is a connection joining through the engine.

@@ -244,7 +244,8 @@ type Hub struct {
 
 	users   atomic.Int64
 	conns   atomic.Int64
-	envs    atomic.Int64 // envelope connections among conns
+	part    atomic.Pointer[partition] // connections counted by engine shard (hub_scoped.go)
+	envs    atomic.Int64              // envelope connections among conns
 	nextID  atomic.Uint64
 	closing atomic.Bool   // Shutdown started: refuse new connections
 	live    atomic.Int64  // connection handlers still running
@@ -405,6 +406,7 @@ func (h *Hub) addConnLocked(s *shard, c *Conn) error {
 	}
 	p.conns = append(p.conns, c)
 	h.conns.Add(1)
+	h.countPart(c.userID, 1)
 	if c.envelope {
 		h.envs.Add(1)
 	}
@@ -430,6 +432,7 @@ func (h *Hub) remove(c *Conn) {
 			removed = true
 			p.conns = slices.Delete(p.conns, i, i+1)
 			h.conns.Add(-1)
+			h.countPart(c.userID, -1)
 			if c.envelope {
 				h.envs.Add(-1)
 			}

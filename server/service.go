@@ -273,7 +273,7 @@ func (s *Service) SendToUsers(ctx context.Context, req *pb.SendToUsersRequest) (
 	s.escalate(ctx, req.GetMessage(), sent)
 	resp := &pb.SendToUsersResponse{MessageId: sent.ID, Results: make([]*pb.Delivery, len(sent.Users))}
 	for i, d := range sent.Users {
-		resp.Results[i] = &pb.Delivery{UserId: d.UserID, Online: d.Online, DeliveredConnections: int32(d.Delivered), Stored: d.Stored}
+		resp.Results[i] = &pb.Delivery{UserId: d.UserID, Online: d.Online, DeliveredConnections: int32(d.Delivered), Stored: d.Stored, MessageId: d.MessageID}
 	}
 	return resp, nil
 }

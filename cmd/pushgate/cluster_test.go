@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,10 +21,38 @@ import (
 	pb "pushgate/gen/pushgate/v1"
 )
 
-// startNodes starts n pushgate nodes sharing the Redis r.
+// startNodes starts n pushgate nodes sharing the Redis r: r alone, or r
+// as the first of PUSHGATE_TEST_SHARDS shards (the others started here), so
+// that the cluster suite runs over several shards too.
 func startNodes(t *testing.T, r *redistest.Server, n int, args ...string) []*testServer {
 	t.Helper()
-	return startEngineNodes(t, n, append([]string{"--redis-url", r.URL()}, args...)...)
+	url := r.URL()
+	for range testShards - 1 {
+		x := redistest.Start(t)
+		url += " " + x.URL()
+		extraShards.Store(r, append(shardsOf(r)[1:], x))
+	}
+	return startEngineNodes(t, n, append([]string{"--redis-url", url}, args...)...)
+}
+
+// extraShards holds, for the Redis given to startNodes, the other shards
+// it started.
+var extraShards sync.Map
+
+// shardsOf returns r and the shards startNodes started with it.
+func shardsOf(r *redistest.Server) []*redistest.Server {
+	x, _ := extraShards.Load(r)
+	more, _ := x.([]*redistest.Server)
+	return append([]*redistest.Server{r}, more...)
+}
+
+// redisMetric is the series of the Redis engine's metric name for shard 0:
+// labelled by shard when there are several.
+func redisMetric(name string) string {
+	if testShards > 1 {
+		return name + `{shard="0"}`
+	}
+	return name
 }
 
 // listAll pages through ListOnline with the given page size and returns
@@ -112,7 +141,7 @@ func TestClusterThreeNodesRouteEveryCall(t *testing.T) {
 	// Broadcast from B, excluding u3.
 	r3, err := b.api.Broadcast(ctx, &pb.BroadcastRequest{Message: jsonMsg(`{"n":3}`), ExcludeUserIds: []string{"u3"}})
 	if err != nil || r3.GetDeliveredConnections() != 4 {
-		t.Fatalf("Broadcast = %v, %v; want 4 connections", r3, err)
+		t.Fatalf("Broadcast = %v, %v; want 4 connections (%d)", r3, err, r3.GetDeliveredConnections())
 	}
 	for _, cl := range []*wsClient{u1a, u1b, u2, by} {
 		cl.expect(`{"n":3}`)
@@ -414,10 +443,10 @@ func TestClusterRedisRestartMidStream(t *testing.T) {
 		}
 	}
 	for i, s := range n {
-		if v := s.metric(t, "pushgate_redis_reconnects_total"); v < 1 {
+		if v := s.metric(t, redisMetric("pushgate_redis_reconnects_total")); v < 1 {
 			t.Fatalf("node %d: reconnects %v", i, v)
 		}
-		if v := s.metric(t, "pushgate_redis_up"); v != 1 {
+		if v := s.metric(t, redisMetric("pushgate_redis_up")); v != 1 {
 			t.Fatalf("node %d: redis_up %v", i, v)
 		}
 	}
@@ -536,7 +565,7 @@ func TestClusterRedisTrafficPerSendIsFlat(t *testing.T) {
 			return tu == int64(nodes)
 		})
 		const sends = 1000
-		c0, i0, o0, err := r.Stats(ctx)
+		c0, i0, o0, err := statsOf(ctx, shardsOf(r))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -547,7 +576,7 @@ func TestClusterRedisTrafficPerSendIsFlat(t *testing.T) {
 				t.Fatalf("send: %v %v", resp, err)
 			}
 		}
-		c1, i1, o1, err := r.Stats(ctx)
+		c1, i1, o1, err := statsOf(ctx, shardsOf(r))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -556,8 +585,8 @@ func TestClusterRedisTrafficPerSendIsFlat(t *testing.T) {
 				c.next()
 			}
 		}
-		// The INFO call itself is one command.
-		return traffic{float64(c1-c0-1) / sends, float64(i1-i0) / sends, float64(o1-o0) / sends}
+		// The INFO call itself is one command per shard.
+		return traffic{float64(c1-c0-int64(testShards)) / sends, float64(i1-i0) / sends, float64(o1-o0) / sends}
 	}
 	near := func(a, b float64) bool { return a <= b*1.05+0.05 && b <= a*1.05+0.05 }
 	for _, ttl := range []*durationpb.Duration{nil, durationpb.New(time.Hour)} {
@@ -572,6 +601,18 @@ func TestClusterRedisTrafficPerSendIsFlat(t *testing.T) {
 			t.Fatalf("%s: traffic per send grows with nodes: 2 nodes %+v, 6 nodes %+v", kind, t2, t6)
 		}
 	}
+}
+
+// statsOf sums the shards' Stats.
+func statsOf(ctx context.Context, shards []*redistest.Server) (cmds, in, out int64, err error) {
+	for _, r := range shards {
+		c, i, o, err := r.Stats(ctx)
+		if err != nil {
+			return 0, 0, 0, err
+		}
+		cmds, in, out = cmds+c, in+i, out+o
+	}
+	return cmds, in, out, nil
 }
 
 // While Redis is down every path answers clearly and open connections stay:

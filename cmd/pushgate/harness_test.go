@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -77,6 +78,16 @@ func (s *syncBuffer) String() string {
 // testEngine is the engine the shared suites run on: "memory" (default) or
 // "redis" (PUSHGATE_TEST_ENGINE=redis; `make test` runs both).
 var testEngine = cmp.Or(os.Getenv("PUSHGATE_TEST_ENGINE"), "memory")
+
+// testShards is how many Redis shards the cluster suite's nodes share
+// (startNodes): PUSHGATE_TEST_SHARDS, default 1.
+var testShards = func() int {
+	n, err := strconv.Atoi(cmp.Or(os.Getenv("PUSHGATE_TEST_SHARDS"), "1"))
+	if err != nil || n < 1 {
+		panic("PUSHGATE_TEST_SHARDS must be a positive number")
+	}
+	return n
+}()
 
 // engineArgs returns the flags that put a server started with args on the
 // test engine: with "redis", a redis-server of its own (so every server

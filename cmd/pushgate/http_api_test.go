@@ -146,8 +146,8 @@ func TestHTTPAPIEachRPC(t *testing.T) {
 	sentID := a.body["messageId"].(string)
 
 	a = api.call("SendToUsers", calls[1].body, http.StatusOK)
-	if !strings.Contains(a.raw, `{"userId":"merchant-42","online":true,"deliveredConnections":1,"stored":false}`) ||
-		!strings.Contains(a.raw, `{"userId":"nobody","online":false,"deliveredConnections":0,"stored":false}`) {
+	if !strings.Contains(a.raw, `{"userId":"merchant-42","online":true,"deliveredConnections":1,"stored":false,"messageId":""}`) ||
+		!strings.Contains(a.raw, `{"userId":"nobody","online":false,"deliveredConnections":0,"stored":false,"messageId":""}`) {
 		t.Errorf("SendToUsers: %s", a.raw)
 	}
 	c.expect(`{"n":2}`)

@@ -20,8 +20,13 @@ import (
 // publishes the message to the users' nodes, with one id, so the id is in
 // order in every recipient's stream.
 func (e *Engine) SendToUsers(ctx context.Context, users []string, p gateway.Push) (gateway.Sent, error) {
-	now := time.Now()
-	m := p.NewMessage(gateway.NewID(), now, "", false)
+	return e.sendToUsers(ctx, users, p, gateway.NewID(), time.Now())
+}
+
+// sendToUsers is SendToUsers with the proposed id (the script hands out
+// the successor of the last id instead when id does not sort after it).
+func (e *Engine) sendToUsers(ctx context.Context, users []string, p gateway.Push, id string, now time.Time) (gateway.Sent, error) {
+	m := p.NewMessage(id, now, "", false)
 	m.Trace = gateway.SampledSpan(ctx)
 	args := make([]any, 0, 20+len(users))
 	args = idemArgs(p.Idempotency, args)

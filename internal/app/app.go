@@ -48,8 +48,9 @@ type App struct {
 	cfg    config.Config
 	log    *slog.Logger
 	hub    *gateway.Hub
-	eng    gateway.Engine        // the hub's engine: memory or Redis
-	rdb    redis.UniversalClient // the Redis engine's client; nil with the memory engine
+	eng    gateway.Engine          // the hub's engine: memory or Redis
+	rdb    redis.UniversalClient   // the Redis engine's client (its first shard's); nil with the memory engine
+	rdbs   []redis.UniversalClient // every shard's client
 	health *health.Server
 	svc    *server.Service
 	grpc   *grpc.Server
@@ -140,14 +141,19 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (_ *App, err error
 	}
 	newEngine := gateway.MemoryEngine()
 	if cfg.Engine == "redis" {
-		opts, _ := cfg.RedisOptions() // validated with the config
+		all, _ := cfg.RedisShardOptions() // validated with the config
 		// go-redis's logger is process-wide.
 		redisLogOnce.Do(func() { redis.SetLogger(redisLog{log}) })
-		a.rdb = redis.NewUniversalClient(opts)
+		shards := make([]redisengine.Shard, len(all))
+		for i, opts := range all {
+			shards[i] = redisengine.Shard{Client: redis.NewUniversalClient(opts), Name: strings.Join(opts.Addrs, ",")}
+			a.rdbs = append(a.rdbs, shards[i].Client)
+		}
+		a.rdb = a.rdbs[0]
 		if err := a.traceRedis(); err != nil {
 			return nil, fmt.Errorf("tracing redis: %w", err)
 		}
-		newEngine = redisengine.New(context.Background(), a.rdb, log, reg, redisengine.Options{
+		newEngine = redisengine.NewSharded(context.Background(), shards, log, reg, redisengine.Options{
 			Prefix: cfg.RedisPrefix, NodeTTL: cfg.NodeTTL, Timeout: cfg.RedisTimeout,
 			WaitReplicas: cfg.RedisWaitReplicas, WaitTimeout: cfg.RedisWaitTimeout,
 		})
@@ -326,10 +332,24 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (_ *App, err error
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
 			return
 		}
+		var down []string
+		if sh, ok := a.eng.(interface{ Unreachable() []string }); ok {
+			down = sh.Unreachable()
+		}
 		if !a.eng.Up() {
 			// New connections and calls would fail here: let the load
 			// balancer send them to a node that reaches Redis.
-			http.Error(w, "not ready: redis unreachable", http.StatusServiceUnavailable)
+			msg := "not ready: redis unreachable"
+			if len(down) > 0 {
+				msg += ": shards " + strings.Join(down, ", ")
+			}
+			http.Error(w, msg, http.StatusServiceUnavailable)
+			return
+		}
+		if len(down) > 0 {
+			// Some shards only: their users get UNAVAILABLE on every node
+			// alike, so this node stays in service for the others.
+			fmt.Fprintf(w, "ready; redis shards unreachable: %s\n", strings.Join(down, ", "))
 			return
 		}
 		fmt.Fprintln(w, "ready")
@@ -605,8 +625,8 @@ func (a *App) release() {
 		}
 		cancel()
 	}
-	if a.rdb != nil {
-		a.rdb.Close()
+	for _, c := range a.rdbs {
+		c.Close()
 	}
 	a.stopTracing()
 }
@@ -723,8 +743,8 @@ func (a *App) shutdown() {
 		a.log.Warn("could not remove this node from the engine; other nodes will reap it", "err", err)
 	}
 	cancel()
-	if a.rdb != nil {
-		a.rdb.Close()
+	for _, c := range a.rdbs {
+		c.Close()
 	}
 	if a.ops != nil { // last, so health and metrics answered during the drain
 		ctx, cancel := context.WithTimeout(context.Background(), HTTPStopTimeout)

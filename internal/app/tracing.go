@@ -77,11 +77,16 @@ func (a *App) grpcTracing() []grpc.ServerOption {
 // traceRedis adds a span per Redis command made in a traced call, without
 // the command's arguments (they hold payloads and user ids).
 func (a *App) traceRedis() error {
-	if a.tp == nil || a.rdb == nil {
+	if a.tp == nil {
 		return nil
 	}
-	return redisotel.InstrumentTracing(a.rdb, redisotel.WithTracerProvider(tracing.ChildOnly(a.tp)),
-		redisotel.WithDBStatement(false), redisotel.WithCallerEnabled(false))
+	for _, rdb := range a.rdbs {
+		if err := redisotel.InstrumentTracing(rdb, redisotel.WithTracerProvider(tracing.ChildOnly(a.tp)),
+			redisotel.WithDBStatement(false), redisotel.WithCallerEnabled(false)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // stopTracing flushes the spans not yet exported (for up to 5s) and stops

@@ -8,11 +8,51 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
+// RedisShards returns the Redis deployments --redis-url names: one URL,
+// or several separated by spaces (a sharded engine, docs/cluster.md).
+func (c *Config) RedisShards() []string { return strings.Fields(c.RedisURL) }
+
+// RedisShardOptions returns the go-redis options of each deployment
+// --redis-url names (RedisShards), in order.
+func (c *Config) RedisShardOptions() ([]*redis.UniversalOptions, error) {
+	urls := c.RedisShards()
+	if len(urls) == 0 {
+		return nil, fmt.Errorf("no URL")
+	}
+	if len(urls) > MaxRedisShards {
+		return nil, fmt.Errorf("%d URLs: at most %d shards", len(urls), MaxRedisShards)
+	}
+	out := make([]*redis.UniversalOptions, len(urls))
+	for i, raw := range urls {
+		o, err := c.redisOptions(raw)
+		if err != nil {
+			if len(urls) > 1 {
+				return nil, fmt.Errorf("shard %d: %w", i, err)
+			}
+			return nil, err
+		}
+		out[i] = o
+	}
+	return out, nil
+}
+
+// MaxRedisShards bounds the deployments --redis-url may name.
+const MaxRedisShards = 64
+
 // RedisOptions turns --redis-url (and --redis-master-name, --redis-cluster)
 // into go-redis options: one host is a plain Redis; several are sentinels
-// (with a master name) or Cluster nodes.
+// (with a master name) or Cluster nodes. With several shards it returns
+// the first's.
 func (c *Config) RedisOptions() (*redis.UniversalOptions, error) {
-	u, err := url.Parse(c.RedisURL)
+	all, err := c.RedisShardOptions()
+	if err != nil {
+		return nil, err
+	}
+	return all[0], nil
+}
+
+func (c *Config) redisOptions(raw string) (*redis.UniversalOptions, error) {
+	u, err := url.Parse(raw)
 	if err != nil {
 		return nil, err
 	}
@@ -60,8 +100,19 @@ func (c *Config) RedisOptions() (*redis.UniversalOptions, error) {
 	}, nil
 }
 
-// maskURLPassword hides the password of a redis:// URL, for printing.
+// maskURLPassword hides the password of a redis:// URL (of each, when
+// several are separated by spaces), for printing.
 func maskURLPassword(raw string) string {
+	if urls := strings.Fields(raw); len(urls) > 1 {
+		for i, u := range urls {
+			urls[i] = maskOneURL(u)
+		}
+		return strings.Join(urls, " ")
+	}
+	return maskOneURL(raw)
+}
+
+func maskOneURL(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "********" // unparsable: it may hold anything

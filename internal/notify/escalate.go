@@ -1,6 +1,7 @@
 package notify
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -193,7 +194,8 @@ func decodeSpec(b []byte) (Spec, error) {
 func (x *Escalator) Escalate(ctx context.Context, sent gateway.Sent, spec Spec) {
 	data := encodeSpec(spec)
 	for _, d := range sent.Users {
-		esc := gateway.Escalation{UserID: d.UserID, MessageID: sent.ID, Due: sent.Time, Data: data}
+		id := cmp.Or(d.MessageID, sent.ID) // the id this user's copy got
+		esc := gateway.Escalation{UserID: d.UserID, MessageID: id, Due: sent.Time, Data: data}
 		switch {
 		case !d.Online:
 		case spec.After > 0:
@@ -207,7 +209,7 @@ func (x *Escalator) Escalate(ctx context.Context, sent gateway.Sent, spec Spec) 
 			if errors.Is(err, gateway.ErrTooManyEscalations) {
 				detail += " (--notify-max-pending)"
 			}
-			x.report(d.UserID, sent.ID, "", "", ResultDropped, "not scheduled: "+detail)
+			x.report(d.UserID, id, "", "", ResultDropped, "not scheduled: "+detail)
 			continue
 		}
 		x.escalations.WithLabelValues("scheduled").Inc()

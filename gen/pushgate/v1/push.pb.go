@@ -1306,7 +1306,13 @@ type Delivery struct {
 	// How many of the user's connections the message was queued on for writing.
 	DeliveredConnections int32 `protobuf:"varint,3,opt,name=delivered_connections,json=deliveredConnections,proto3" json:"delivered_connections,omitempty"`
 	// True when the message was put in the user's inbox (ttl > 0).
-	Stored        bool `protobuf:"varint,4,opt,name=stored,proto3" json:"stored,omitempty"`
+	Stored bool `protobuf:"varint,4,opt,name=stored,proto3" json:"stored,omitempty"`
+	// Set only when this user's copy has another id than the response's
+	// message_id: with several Redis shards (docs/cluster.md, "Shards"), a
+	// shard whose last id already sorts after the proposed one hands out
+	// its successor, so that the user's messages stay in order. Ask
+	// GetMessageStatus about this user with this id. Empty otherwise.
+	MessageId     string `protobuf:"bytes,5,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1367,6 +1373,13 @@ func (x *Delivery) GetStored() bool {
 		return x.Stored
 	}
 	return false
+}
+
+func (x *Delivery) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
 }
 
 // PublishRequest addresses every subscriber of a topic.
@@ -3169,12 +3182,14 @@ const file_pushgate_v1_push_proto_rawDesc = "" +
 	"\x13SendToUsersResponse\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tR\tmessageId\x12/\n" +
-	"\aresults\x18\x02 \x03(\v2\x15.pushgate.v1.DeliveryR\aresults\"\x88\x01\n" +
+	"\aresults\x18\x02 \x03(\v2\x15.pushgate.v1.DeliveryR\aresults\"\xa7\x01\n" +
 	"\bDelivery\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x16\n" +
 	"\x06online\x18\x02 \x01(\bR\x06online\x123\n" +
 	"\x15delivered_connections\x18\x03 \x01(\x05R\x14deliveredConnections\x12\x16\n" +
-	"\x06stored\x18\x04 \x01(\bR\x06stored\"\x8c\x01\n" +
+	"\x06stored\x18\x04 \x01(\bR\x06stored\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\x05 \x01(\tR\tmessageId\"\x8c\x01\n" +
 	"\x0ePublishRequest\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12.\n" +
 	"\amessage\x18\x02 \x01(\v2\x14.pushgate.v1.MessageR\amessage\x124\n" +
