@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"math/rand/v2"
-	"net"
 	"os"
 	"slices"
 	"strconv"
@@ -50,7 +49,7 @@ type Conn struct {
 	// Set once by attach, before ready; read-only after. Only the write loop
 	// (which starts after ready), the heartbeat and the read loop use them.
 	ws *websocket.Conn
-	nc net.Conn // the hijacked socket, for write deadlines
+	nc *sock // the hijacked socket: data frames are written here, and deadlines set
 
 	// Guarded by mu.
 	mu      sync.Mutex
@@ -215,7 +214,7 @@ func (c *Conn) closeWith(r CloseReason) {
 	if r.Code != CloseGoingAway.Code {
 		dropped = c.q.drop()
 	}
-	var nc net.Conn
+	var nc *sock
 	if c.ready {
 		nc = c.nc
 	}
@@ -258,7 +257,7 @@ func (c *Conn) startWriterLocked() bool {
 
 // attach hands the connection its socket once the handshake is done. Frames
 // queued (and a close requested) before then are written now.
-func (c *Conn) attach(ws *websocket.Conn, nc net.Conn) {
+func (c *Conn) attach(ws *websocket.Conn, nc *sock) {
 	c.mu.Lock()
 	c.ws, c.nc = ws, nc
 	c.ready = true
@@ -319,17 +318,19 @@ func (c *Conn) writeLoop() {
 	}
 }
 
-// writeBatch writes frames in order and returns how many it wrote. An
-// envelope connection gets all the pending envelopes of a backlog in one
-// frame (separated by "\n") and one write; a raw connection gets one frame
-// per message, as sent.
+// writeBatch writes frames in order and returns how many it wrote. It
+// encodes the frames itself and writes as many as fit in one buffer with
+// one write (frameWriter). An envelope connection gets all the pending
+// envelopes of a backlog in one frame (separated by "\n"); a raw connection
+// gets one frame per message, as sent.
 func (c *Conn) writeBatch(batch []frame) (int, error) {
-	m := c.hub.metrics
-	if c.envelope && len(batch) > 1 {
-		bp := batchBufs.Get().(*[]byte)
-		defer batchBufs.Put(bp)
-		written := 0
-		for i := 0; i < len(batch); {
+	w := newFrameWriter(c.nc, c.hub.metrics)
+	defer w.release()
+	var acks []string
+	for i := 0; i < len(batch); {
+		if c.envelope && i+1 < len(batch) {
+			// Join this frame and the ones behind it.
+			bp := batchBufs.Get().(*[]byte)
 			buf := (*bp)[:0]
 			n, msgs := 0, 0
 			for ; i < len(batch) && (n == 0 || len(buf)+len(c.bytes(&batch[i])) < maxBatchFrame); i++ {
@@ -342,21 +343,18 @@ func (c *Conn) writeBatch(batch []frame) (int, error) {
 					msgs++
 				}
 			}
+			err := w.add(websocket.MessageText, buf, n, msgs)
 			*bp = buf
-			if err := c.ws.Write(context.Background(), websocket.MessageText, buf); err != nil {
-				return written, err
+			batchBufs.Put(bp)
+			if err != nil {
+				return w.written, err
 			}
-			written += n
-			m.delivered.Add(float64(msgs))
-			m.bytesOut.Add(float64(len(buf)))
+			continue
 		}
-		return written, nil
-	}
-	var acks []string
-	for i := range batch {
 		f := &batch[i]
-		typ, data := f.typ, f.data
+		typ, data, msgs := f.typ, f.data, 0
 		if f.msg != nil {
+			msgs = 1
 			if c.envelope {
 				typ, data = websocket.MessageText, f.msg.envelope()
 			} else {
@@ -366,13 +364,13 @@ func (c *Conn) writeBatch(batch []frame) (int, error) {
 				}
 			}
 		}
-		if err := c.ws.Write(context.Background(), typ, data); err != nil {
-			return i, err
+		if err := w.add(typ, data, 1, msgs); err != nil {
+			return w.written, err
 		}
-		if f.msg != nil {
-			m.delivered.Inc()
-		}
-		m.bytesOut.Add(float64(len(data)))
+		i++
+	}
+	if err := w.flush(); err != nil {
+		return w.written, err
 	}
 	if len(acks) > 0 {
 		// A raw client cannot acknowledge: written counts as delivered, so a

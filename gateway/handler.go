@@ -410,12 +410,14 @@ func ValidUserID(id string, max int) error {
 	return nil
 }
 
-// hijackCapture keeps the net.Conn that websocket.Accept hijacks, so the
-// write loop can put deadlines on the socket itself (cheaper than a context
-// per write, and it can unblock a write already in progress).
+// hijackCapture keeps the net.Conn that websocket.Accept hijacks, wrapped
+// in a sock: the write loop writes its data frames there itself, and puts
+// deadlines on the socket (cheaper than a context per write, and it can
+// unblock a write already in progress). The library gets the sock too, so
+// that its control frames and the write loop's frames never interleave.
 type hijackCapture struct {
 	http.ResponseWriter
-	conn net.Conn
+	conn *sock
 }
 
 // Hijack hands the hijacked socket to websocket.Accept and keeps it. It also
@@ -428,14 +430,17 @@ func (h *hijackCapture) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if !ok {
 		return nil, nil, errors.New("response writer cannot hijack")
 	}
-	c, brw, err := hj.Hijack()
+	nc, brw, err := hj.Hijack()
 	if err != nil {
-		return c, brw, err
+		return nc, brw, err
 	}
+	c := &sock{Conn: nc}
 	h.conn = c
+	bw := bufio.NewWriterSize(c, connBufSize)
 	n := brw.Reader.Buffered()
 	if n > connBufSize {
-		return c, brw, nil // the client sent a lot ahead; keep net/http's buffers
+		// The client sent a lot ahead; keep net/http's read buffer.
+		return c, bufio.NewReadWriter(brw.Reader, bw), nil
 	}
 	br := bufio.NewReaderSize(c, connBufSize)
 	if n > 0 {
@@ -445,10 +450,10 @@ func (h *hijackCapture) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		early, _ := brw.Reader.Peek(n)
 		br = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(early)), c), connBufSize)
 		if _, err := br.Peek(n); err != nil {
-			return c, brw, nil
+			return c, bufio.NewReadWriter(brw.Reader, bw), nil
 		}
 	}
-	return c, bufio.NewReadWriter(br, bufio.NewWriterSize(c, connBufSize)), nil
+	return c, bufio.NewReadWriter(br, bw), nil
 }
 
 // connBufSize is each connection's read and write buffer.

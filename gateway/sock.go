@@ -1,0 +1,131 @@
+package gateway
+
+import (
+	"net"
+	"sync"
+
+	"github.com/coder/websocket"
+
+	"pushgate/internal/wsframe"
+)
+
+// sock is a connection's socket, shared by two writers: the write loop,
+// which encodes its data frames itself (frameWriter) and writes them
+// straight to the socket, and coder/websocket, which writes only control
+// frames (pings, the pongs it answers, close frames) through its buffered
+// writer. Frames never interleave: the library's buffer (connBufSize) holds
+// any control frame and it flushes at the end of each, so each of its
+// writes here is one whole frame, and the write loop writes whole frames in
+// one write (a net.Conn write is not interleaved with another). mu orders
+// the writes with the close: once a close frame has gone out, by either
+// writer, no data frame follows it.
+type sock struct {
+	net.Conn
+	mu     sync.Mutex
+	closed bool // guarded by mu: a close frame was written
+}
+
+// Write is the library's (through its bufio.Writer): one whole control
+// frame per call.
+func (s *sock) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(p) > 0 && p[0]&0x0F == wsframe.OpClose {
+		s.closed = true
+	}
+	return s.Conn.Write(p)
+}
+
+// writeFrames writes a (encoded frames) and then b (the payload of the
+// last frame in a, when it is too big to copy) as one write, unless a close
+// frame already went out.
+func (s *sock) writeFrames(a, b []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return net.ErrClosed
+	}
+	if len(b) == 0 {
+		_, err := s.Conn.Write(a)
+		return err
+	}
+	bufs := net.Buffers{a, b}
+	_, err := bufs.WriteTo(s.Conn)
+	return err
+}
+
+// The write loop's encoding buffer: frames of a batch are copied into it and
+// written together once it holds flushAt bytes; a payload over bigPayload is
+// not copied but written right behind its header.
+const (
+	flushAt    = 32 << 10
+	bigPayload = 8 << 10
+)
+
+var frameBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
+
+// frameWriter encodes one batch's frames for a sock and writes them in as
+// few writes as it can, counting what was written.
+type frameWriter struct {
+	s   *sock
+	m   *Metrics
+	bp  *[]byte
+	buf []byte
+	// Buffered and not yet written: frames, messages among them, payload
+	// bytes.
+	frames, msgs, bytes int
+	written             int // frames written
+}
+
+func newFrameWriter(s *sock, m *Metrics) frameWriter {
+	bp := frameBufs.Get().(*[]byte)
+	return frameWriter{s: s, m: m, bp: bp, buf: (*bp)[:0]}
+}
+
+// add encodes one frame holding frames queued frames (msgs of them
+// messages).
+func (w *frameWriter) add(typ websocket.MessageType, payload []byte, frames, msgs int) error {
+	op := byte(wsframe.OpText)
+	if typ == websocket.MessageBinary {
+		op = wsframe.OpBinary
+	}
+	if len(w.buf) > 0 && len(w.buf)+wsframe.Size(len(payload)) > flushAt {
+		if err := w.flush(); err != nil {
+			return err
+		}
+	}
+	w.frames, w.msgs, w.bytes = w.frames+frames, w.msgs+msgs, w.bytes+len(payload)
+	if len(payload) > bigPayload {
+		w.buf = wsframe.AppendHeader(w.buf, op, len(payload))
+		return w.write(payload)
+	}
+	w.buf = wsframe.Append(w.buf, op, payload)
+	return nil
+}
+
+// flush writes what is buffered.
+func (w *frameWriter) flush() error {
+	if len(w.buf) == 0 {
+		return nil
+	}
+	return w.write(nil)
+}
+
+func (w *frameWriter) write(tail []byte) error {
+	if err := w.s.writeFrames(w.buf, tail); err != nil {
+		return err
+	}
+	w.written += w.frames
+	w.m.delivered.Add(float64(w.msgs))
+	w.m.bytesOut.Add(float64(w.bytes))
+	w.buf, w.frames, w.msgs, w.bytes = w.buf[:0], 0, 0, 0
+	return nil
+}
+
+// release gives the buffer back (unless a burst made it large).
+func (w *frameWriter) release() {
+	if cap(w.buf) <= 2*flushAt {
+		*w.bp = w.buf[:0]
+		frameBufs.Put(w.bp)
+	}
+}
