@@ -281,6 +281,15 @@ var batchBufs = sync.Pool{New: func() any { b := make([]byte, 0, 8<<10); return 
 // connection is closing it writes the close frame instead of exiting.
 func (c *Conn) writeLoop() {
 	for {
+		if c.nc.hasPending() {
+			// A non-blocking first write (writeNow) left part of its frames.
+			_ = c.nc.SetWriteDeadline(time.Now().Add(c.hub.cfg.WriteTimeout))
+			err := c.nc.flushPending()
+			_ = c.nc.SetWriteDeadline(time.Time{})
+			if err != nil {
+				c.writeFailed(err)
+			}
+		}
 		c.mu.Lock()
 		if len(c.q.frames) == 0 {
 			if !c.closing {
@@ -297,20 +306,13 @@ func (c *Conn) writeLoop() {
 		c.mu.Unlock()
 
 		_ = c.nc.SetWriteDeadline(time.Now().Add(c.hub.cfg.WriteTimeout))
-		written, err := c.writeBatch(batch)
+		acks, err := c.writeQueued(batch, since, false)
 		_ = c.nc.SetWriteDeadline(time.Time{})
-		if err == nil {
-			// How long the batch's oldest frame waited to be written.
-			c.hub.metrics.writeLatency.Observe(time.Since(since).Seconds())
-		} else {
-			c.hub.metrics.droppedWrite.Add(float64(len(batch) - written))
+		if len(acks) > 0 {
+			c.ackWritten(acks)
 		}
 		if err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				c.closeWith(closeSlowWrite)
-			} else {
-				c.closeWith(closeWriteError)
-			}
+			c.writeFailed(err)
 		}
 		c.mu.Lock()
 		c.q.reuse(batch)
@@ -318,13 +320,82 @@ func (c *Conn) writeLoop() {
 	}
 }
 
+// writeNow is the write loop's first round, run by the goroutine that
+// started it (a fan-out, once everything is queued) without blocking: what
+// is queued is written with one non-blocking write(2). Only when the socket
+// does not take it all, more was queued meanwhile, or the connection is
+// closing does a write loop goroutine take over; otherwise a delivery costs
+// no goroutine and no deadline.
+func (c *Conn) writeNow() {
+	if !c.nc.canTry() {
+		go c.writeFn()
+		return
+	}
+	c.mu.Lock()
+	if len(c.q.frames) == 0 || c.closing {
+		c.mu.Unlock()
+		go c.writeFn()
+		return
+	}
+	batch, since := c.q.take()
+	c.mu.Unlock()
+	acks, err := c.writeQueued(batch, since, true)
+	if len(acks) > 0 {
+		go c.ackWritten(acks)
+	}
+	if err != nil {
+		c.writeFailed(err)
+	}
+	c.mu.Lock()
+	c.q.reuse(batch)
+	if len(c.q.frames) == 0 && !c.closing && !c.nc.hasPending() {
+		c.writing = false
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	go c.writeFn()
+}
+
+// writeQueued writes a batch taken from the queue (writeBatch) and counts
+// it.
+func (c *Conn) writeQueued(batch []frame, since time.Time, nonblock bool) (acks []string, err error) {
+	written, acks, err := c.writeBatch(batch, nonblock)
+	if err == nil {
+		// How long the batch's oldest frame waited to be written.
+		c.hub.metrics.writeLatency.Observe(time.Since(since).Seconds())
+	} else {
+		c.hub.metrics.droppedWrite.Add(float64(len(batch) - written))
+	}
+	return acks, err
+}
+
+// writeFailed closes the connection after a failed write: as a slow
+// consumer if the write timed out.
+func (c *Conn) writeFailed(err error) {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		c.closeWith(closeSlowWrite)
+	} else {
+		c.closeWith(closeWriteError)
+	}
+}
+
+// ackWritten records stored messages written to a raw client: a raw client
+// cannot acknowledge, so written counts as delivered, and a reload never
+// shows the same order twice.
+func (c *Conn) ackWritten(ids []string) { c.hub.ack(c, ids, true) }
+
 // writeBatch writes frames in order and returns how many it wrote. It
 // encodes the frames itself and writes as many as fit in one buffer with
 // one write (frameWriter). An envelope connection gets all the pending
 // envelopes of a backlog in one frame (separated by "\n"); a raw connection
 // gets one frame per message, as sent.
-func (c *Conn) writeBatch(batch []frame) (int, error) {
+//
+// It returns the stored messages written to a raw client, for the caller to
+// acknowledge (ackWritten). nonblock writes with tryWrite.
+func (c *Conn) writeBatch(batch []frame, nonblock bool) (int, []string, error) {
 	w := newFrameWriter(c.nc, c.hub.metrics)
+	w.nonblock = nonblock
 	defer w.release()
 	var acks []string
 	for i := 0; i < len(batch); {
@@ -347,7 +418,7 @@ func (c *Conn) writeBatch(batch []frame) (int, error) {
 			*bp = buf
 			batchBufs.Put(bp)
 			if err != nil {
-				return w.written, err
+				return w.written, nil, err
 			}
 			continue
 		}
@@ -365,19 +436,14 @@ func (c *Conn) writeBatch(batch []frame) (int, error) {
 			}
 		}
 		if err := w.add(typ, data, 1, msgs); err != nil {
-			return w.written, err
+			return w.written, nil, err
 		}
 		i++
 	}
 	if err := w.flush(); err != nil {
-		return w.written, err
+		return w.written, nil, err
 	}
-	if len(acks) > 0 {
-		// A raw client cannot acknowledge: written counts as delivered, so a
-		// reload never shows the same order twice.
-		c.hub.ack(c, acks, true)
-	}
-	return len(batch), nil
+	return len(batch), acks, nil
 }
 
 // bytes returns an envelope connection's encoding of f.

@@ -434,7 +434,7 @@ func (h *hijackCapture) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nc, brw, err
 	}
-	c := &sock{Conn: nc}
+	c := newSock(nc)
 	h.conn = c
 	bw := bufio.NewWriterSize(c, connBufSize)
 	n := brw.Reader.Buffered()

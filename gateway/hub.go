@@ -480,10 +480,12 @@ func fanout(targets []*Conn, m *Message, starts []*Conn) (int64, []*Conn) {
 	return n, starts
 }
 
-// startWriters starts the write loops fanout asked for, and clears the list.
+// startWriters starts the write loops fanout asked for, each with a
+// non-blocking first round on this goroutine (Conn.writeNow), and clears
+// the list.
 func startWriters(starts []*Conn) {
 	for _, c := range starts {
-		go c.writeFn()
+		c.writeNow()
 	}
 	clear(starts)
 }

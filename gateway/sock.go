@@ -3,6 +3,7 @@ package gateway
 import (
 	"net"
 	"sync"
+	"syscall"
 
 	"github.com/coder/websocket"
 
@@ -19,10 +20,36 @@ import (
 // one write (a net.Conn write is not interleaved with another). mu orders
 // the writes with the close: once a close frame has gone out, by either
 // writer, no data frame follows it.
+//
+// A fan-out writes each connection's first frames from its own goroutine,
+// without blocking (tryWrite): what the socket does not take at once is
+// kept in pending, and goes out before anything else, from the write loop.
 type sock struct {
 	net.Conn
-	mu     sync.Mutex
-	closed bool // guarded by mu: a close frame was written
+	mu      sync.Mutex
+	closed  bool   // guarded by mu: a close frame was written
+	pending []byte // guarded by mu: bytes of frames that must go out next
+
+	// The non-blocking write, when the socket has a file descriptor: rc's
+	// Write calls tryFn (bound once, so that a write allocates nothing),
+	// which writes tryBuf and leaves its result in tryN and tryErr.
+	// Guarded by mu.
+	rc     syscall.RawConn
+	tryFn  func(fd uintptr) bool
+	tryBuf []byte
+	tryN   int
+	tryErr error
+}
+
+func newSock(nc net.Conn) *sock {
+	s := &sock{Conn: nc}
+	if sc, ok := nc.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			s.rc = rc
+			s.tryFn = s.writeFd
+		}
+	}
+	return s
 }
 
 // Write is the library's (through its bufio.Writer): one whole control
@@ -30,10 +57,106 @@ type sock struct {
 func (s *sock) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if err := s.flushPendingLocked(); err != nil {
+		return 0, err
+	}
 	if len(p) > 0 && p[0]&0x0F == wsframe.OpClose {
 		s.closed = true
 	}
 	return s.Conn.Write(p)
+}
+
+// flushPendingLocked writes what a non-blocking write left. Called with mu
+// held; on error what was pending is dropped (the socket is broken).
+func (s *sock) flushPendingLocked() error {
+	if len(s.pending) == 0 {
+		return nil
+	}
+	_, err := s.Conn.Write(s.pending)
+	s.dropPendingLocked()
+	return err
+}
+
+// dropPendingLocked empties pending, keeping a small array for next time.
+func (s *sock) dropPendingLocked() {
+	if cap(s.pending) > 4<<10 {
+		s.pending = nil
+	} else {
+		s.pending = s.pending[:0]
+	}
+}
+
+// hasPending reports whether bytes wait in pending.
+func (s *sock) hasPending() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.pending) > 0
+}
+
+// flushPending writes pending (blocking, within the socket's deadline).
+func (s *sock) flushPending() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.flushPendingLocked()
+}
+
+// canTry reports whether the socket supports tryWrite.
+func (s *sock) canTry() bool { return s.rc != nil }
+
+// tryWrite is writeFrames without blocking: it writes what the socket
+// takes now and keeps the rest in pending (behind what already waits
+// there). Only an error of the socket is returned.
+func (s *sock) tryWrite(a, b []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return net.ErrClosed
+	}
+	if len(s.pending) == 0 {
+		n, err := s.writeNow(a)
+		if err != nil {
+			return err
+		}
+		a = a[n:]
+		if len(a) == 0 && len(b) > 0 {
+			if n, err = s.writeNow(b); err != nil {
+				return err
+			}
+			b = b[n:]
+		}
+	}
+	s.pending = append(append(s.pending, a...), b...)
+	return nil
+}
+
+// writeNow makes one write(2) of p on the non-blocking socket: n is what it
+// took (0 when its buffer is full). Called with mu held.
+func (s *sock) writeNow(p []byte) (int, error) {
+	s.tryBuf, s.tryN, s.tryErr = p, 0, nil
+	err := s.rc.Write(s.tryFn)
+	s.tryBuf = nil
+	if err != nil {
+		return 0, err
+	}
+	return s.tryN, s.tryErr
+}
+
+// writeFd is tryFn.
+func (s *sock) writeFd(fd uintptr) bool {
+	for {
+		n, err := syscall.Write(int(fd), s.tryBuf)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			s.tryN = 0
+		case err != nil:
+			s.tryErr = err
+		default:
+			s.tryN = n
+		}
+		return true
+	}
 }
 
 // writeFrames writes a (encoded frames) and then b (the payload of the
@@ -44,6 +167,9 @@ func (s *sock) writeFrames(a, b []byte) error {
 	defer s.mu.Unlock()
 	if s.closed {
 		return net.ErrClosed
+	}
+	if err := s.flushPendingLocked(); err != nil {
+		return err
 	}
 	if len(b) == 0 {
 		_, err := s.Conn.Write(a)
@@ -67,10 +193,11 @@ var frameBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return 
 // frameWriter encodes one batch's frames for a sock and writes them in as
 // few writes as it can, counting what was written.
 type frameWriter struct {
-	s   *sock
-	m   *Metrics
-	bp  *[]byte
-	buf []byte
+	s        *sock
+	m        *Metrics
+	nonblock bool // tryWrite instead of writeFrames
+	bp       *[]byte
+	buf      []byte
 	// Buffered and not yet written: frames, messages among them, payload
 	// bytes.
 	frames, msgs, bytes int
@@ -112,7 +239,13 @@ func (w *frameWriter) flush() error {
 }
 
 func (w *frameWriter) write(tail []byte) error {
-	if err := w.s.writeFrames(w.buf, tail); err != nil {
+	var err error
+	if w.nonblock {
+		err = w.s.tryWrite(w.buf, tail)
+	} else {
+		err = w.s.writeFrames(w.buf, tail)
+	}
+	if err != nil {
 		return err
 	}
 	w.written += w.frames

@@ -264,3 +264,35 @@ func TestSockRefusesFramesAfterClose(t *testing.T) {
 		t.Fatalf("the socket got % x\nwant % x", got, want)
 	}
 }
+
+// A fan-out's non-blocking first write leaves in pending what a client that
+// is not reading has no room for; the write loop sends it once the client
+// reads, whole and in order, before the frames queued behind it.
+func TestFramesOutlastAFullSocket(t *testing.T) {
+	h, srv := testHub(t, Config{QueueMessages: 1000, QueueBytes: 64 << 20, WriteTimeout: time.Minute}, nil)
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	c := dialRaw(t, addr, "/ws/u")
+	waitConns(t, h, 1)
+	ctx := context.Background()
+	var want [][]byte
+	for i := range 40 {
+		// Broadcasts go through the fan-out (Conn.writeNow); every 4th
+		// message is a unicast, queued behind for the write loop.
+		p := bytes.Repeat([]byte{byte('A' + i%26)}, 256<<10)
+		if i%4 == 3 {
+			p = []byte(fmt.Sprintf(`{"unicast":%d}`, i))
+			if _, err := h.Engine().SendToUsers(ctx, []string{"u"}, Push{Kind: KindJSON, Data: p}); err != nil {
+				t.Fatal(err)
+			}
+		} else if _, err := h.Engine().Broadcast(ctx, Push{Kind: KindBinary, Data: p}, nil); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, p)
+	}
+	for i, p := range want {
+		f := c.read(t)
+		if !bytes.Equal(f.payload, p) {
+			t.Fatalf("frame %d: %d bytes starting %q, want %d bytes starting %q", i, len(f.payload), f.payload[:min(8, len(f.payload))], len(p), p[:8])
+		}
+	}
+}
