@@ -321,7 +321,8 @@ func (c *Conn) writeLoop() {
 }
 
 // writeNow is the write loop's first round, run by the goroutine that
-// started it (a fan-out, once everything is queued) without blocking: what
+// started it (a delivery, once everything is queued and its locks are
+// released) without blocking: what
 // is queued is written with one non-blocking write(2). Only when the socket
 // does not take it all, more was queued meanwhile, or the connection is
 // closing does a write loop goroutine take over; otherwise a delivery costs
@@ -343,11 +344,19 @@ func (c *Conn) writeNow() {
 	if len(acks) > 0 {
 		go c.ackWritten(acks)
 	}
-	if err != nil {
-		c.writeFailed(err)
-	}
 	c.mu.Lock()
 	c.q.reuse(batch)
+	c.mu.Unlock()
+	if err != nil {
+		// Closing calls the engine, which may hold its locks around
+		// Deliver: the write loop closes.
+		go func() {
+			c.writeFailed(err)
+			c.writeLoop()
+		}()
+		return
+	}
+	c.mu.Lock()
 	if len(c.q.frames) == 0 && !c.closing && !c.nc.hasPending() {
 		c.writing = false
 		c.mu.Unlock()

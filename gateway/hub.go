@@ -419,9 +419,12 @@ func (h *Hub) remove(c *Conn) {
 
 // Deliver implements Node. Connections whose queue overflowed are closed
 // as slow consumers on another goroutine: the engine may hold its own locks
-// around Deliver, and closing a connection calls the engine (Left).
+// around Deliver, and closing a connection calls the engine (Left). The
+// write loops start once the shard locks are released (startWriters).
 func (h *Hub) Deliver(userIDs []string, m *Message) int {
 	var overflow []*Conn
+	sp := h.targets.Get().(*[]*Conn)
+	starts := (*sp)[:0]
 	n := 0
 	for _, u := range userIDs {
 		s := h.shard(u)
@@ -436,9 +439,12 @@ func (h *Hub) Deliver(userIDs []string, m *Message) int {
 				if m.stored {
 					c.last = max(c.last, m.ID)
 				}
-				switch c.enqueue(frame{msg: m}) {
+				switch r, start := c.push(frame{msg: m}); r {
 				case queued:
 					n++
+					if start {
+						starts = append(starts, c)
+					}
 				case overflowed:
 					overflow = append(overflow, c)
 				}
@@ -446,6 +452,9 @@ func (h *Hub) Deliver(userIDs []string, m *Message) int {
 		}
 		s.mu.Unlock()
 	}
+	startWriters(starts)
+	*sp = starts[:0]
+	h.targets.Put(sp)
 	if len(overflow) > 0 {
 		go closeSlow(overflow)
 	}
