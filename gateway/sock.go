@@ -14,7 +14,7 @@ import (
 // which encodes its data frames itself (frameWriter) and writes them
 // straight to the socket, and coder/websocket, which writes only control
 // frames (pings, the pongs it answers, close frames) through its buffered
-// writer. Frames never interleave: the library's buffer (connBufSize) holds
+// writer. Frames never interleave: the library's buffer (connWriteBuf) holds
 // any control frame and it flushes at the end of each, so each of its
 // writes here is one whole frame, and the write loop writes whole frames in
 // one write (a net.Conn write is not interleaved with another). mu orders

@@ -137,13 +137,18 @@ func TestWrittenFramesAreWellFormed(t *testing.T) {
 		}
 		want = append(want, p)
 		if i%50 == 0 {
-			c.send(t, wsframe.OpPing, []byte(fmt.Sprint(i)))
+			// The longest a control frame may be at i == 250: the
+			// library's write buffer (connWriteBuf) must hold its pong.
+			c.send(t, wsframe.OpPing, pingPayload(i))
 		}
 	}
 	pongs := 0
 	for i := 0; i < len(want); {
 		f := c.read(t)
 		if f.op == wsframe.OpPong {
+			if want := pingPayload(pongs * 50); !bytes.Equal(f.payload, want) {
+				t.Fatalf("pong %d: %q, want %q", pongs, f.payload, want)
+			}
 			pongs++
 			continue
 		}
@@ -162,6 +167,13 @@ func TestWrittenFramesAreWellFormed(t *testing.T) {
 		}
 		pongs++
 	}
+}
+
+func pingPayload(i int) []byte {
+	if i == 250 {
+		return bytes.Repeat([]byte{'p'}, 125)
+	}
+	return []byte(fmt.Sprint(i))
 }
 
 // After the client's close, the server answers with a close frame and
