@@ -294,6 +294,9 @@ func runScenario(ctx context.Context, cfg Config, stderr io.Writer) (*Result, er
 	res.server(before, after)
 	if after.ok {
 		res.ServerCPUPerSec = (after.cpu - sendStart.cpu) / end.Sub(start).Seconds()
+		if res.Delivered > 0 {
+			res.ServerCPUPerFrame = (after.cpu - sendStart.cpu) / float64(res.Delivered) * 1e6
+		}
 	}
 	return res, nil
 }
