@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"math/rand/v2"
-	"net"
 	"os"
 	"slices"
 	"strconv"
@@ -15,7 +14,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/coder/websocket"
-	"go.opentelemetry.io/otel/trace"
 
 	"pushgate/gateway/limit"
 )
@@ -51,7 +49,7 @@ type Conn struct {
 	// Set once by attach, before ready; read-only after. Only the write loop
 	// (which starts after ready), the heartbeat and the read loop use them.
 	ws *websocket.Conn
-	nc net.Conn // the hijacked socket, for write deadlines
+	nc *sock // the hijacked socket: data frames are written here, and deadlines set
 
 	// Guarded by mu.
 	mu      sync.Mutex
@@ -218,7 +216,7 @@ func (c *Conn) closeWith(r CloseReason) {
 	if r.Code != CloseGoingAway.Code {
 		dropped = c.q.drop()
 	}
-	var nc net.Conn
+	var nc *sock
 	if c.ready {
 		nc = c.nc
 	}
@@ -261,7 +259,7 @@ func (c *Conn) startWriterLocked() bool {
 
 // attach hands the connection its socket once the handshake is done. Frames
 // queued (and a close requested) before then are written now.
-func (c *Conn) attach(ws *websocket.Conn, nc net.Conn) {
+func (c *Conn) attach(ws *websocket.Conn, nc *sock) {
 	c.mu.Lock()
 	c.ws, c.nc = ws, nc
 	c.ready = true
@@ -285,6 +283,15 @@ var batchBufs = sync.Pool{New: func() any { b := make([]byte, 0, 8<<10); return 
 // connection is closing it writes the close frame instead of exiting.
 func (c *Conn) writeLoop() {
 	for {
+		if c.nc.hasPending() {
+			// A non-blocking first write (writeNow) left part of its frames.
+			_ = c.nc.SetWriteDeadline(time.Now().Add(c.hub.cfg.WriteTimeout))
+			err := c.nc.flushPending()
+			_ = c.nc.SetWriteDeadline(time.Time{})
+			if err != nil {
+				c.writeFailed(err)
+			}
+		}
 		c.mu.Lock()
 		if len(c.q.frames) == 0 {
 			if !c.closing {
@@ -301,20 +308,13 @@ func (c *Conn) writeLoop() {
 		c.mu.Unlock()
 
 		_ = c.nc.SetWriteDeadline(time.Now().Add(c.hub.cfg.WriteTimeout))
-		written, err := c.writeBatch(batch)
+		acks, err := c.writeQueued(batch, since, false)
 		_ = c.nc.SetWriteDeadline(time.Time{})
-		if err == nil {
-			// How long the batch's oldest frame waited to be written.
-			c.hub.metrics.writeLatency.Observe(time.Since(since).Seconds())
-		} else {
-			c.hub.metrics.droppedWrite.Add(float64(len(batch) - written))
+		if len(acks) > 0 {
+			c.ackWritten(acks)
 		}
 		if err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				c.closeWith(closeSlowWrite)
-			} else {
-				c.closeWith(closeWriteError)
-			}
+			c.writeFailed(err)
 		}
 		c.mu.Lock()
 		c.q.reuse(batch)
@@ -322,17 +322,101 @@ func (c *Conn) writeLoop() {
 	}
 }
 
-// writeBatch writes frames in order and returns how many it wrote. An
-// envelope connection gets all the pending envelopes of a backlog in one
-// frame (separated by "\n") and one write; a raw connection gets one frame
-// per message, as sent.
-func (c *Conn) writeBatch(batch []frame) (int, error) {
-	m := c.hub.metrics
-	if c.envelope && len(batch) > 1 {
-		bp := batchBufs.Get().(*[]byte)
-		defer batchBufs.Put(bp)
-		written := 0
-		for i := 0; i < len(batch); {
+// writeNow is the write loop's first round, run by the goroutine that
+// started it (a delivery, once everything is queued and its locks are
+// released) without blocking: what
+// is queued is written with one non-blocking write(2). Only when the socket
+// does not take it all, more was queued meanwhile, or the connection is
+// closing does a write loop goroutine take over; otherwise a delivery costs
+// no goroutine and no deadline.
+func (c *Conn) writeNow() {
+	if !c.nc.canTry() {
+		go c.writeFn()
+		return
+	}
+	c.mu.Lock()
+	if len(c.q.frames) == 0 || c.closing {
+		c.mu.Unlock()
+		go c.writeFn()
+		return
+	}
+	batch, since := c.q.take()
+	c.mu.Unlock()
+	acks, err := c.writeQueued(batch, since, true)
+	if len(acks) > 0 {
+		go c.ackWritten(acks)
+	}
+	c.mu.Lock()
+	c.q.reuse(batch)
+	c.mu.Unlock()
+	if err != nil {
+		// Closing calls the engine, which may hold its locks around
+		// Deliver: the write loop closes.
+		go func() {
+			c.writeFailed(err)
+			c.writeLoop()
+		}()
+		return
+	}
+	c.mu.Lock()
+	if len(c.q.frames) == 0 && !c.closing && !c.nc.hasPending() {
+		c.writing = false
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	go c.writeFn()
+}
+
+// writeQueued writes a batch taken from the queue (writeBatch) and counts
+// it.
+func (c *Conn) writeQueued(batch []frame, since time.Time, nonblock bool) (acks []string, err error) {
+	written, acks, err := c.writeBatch(batch, nonblock)
+	if err == nil {
+		// How long the batch's oldest frame waited to be written.
+		c.hub.metrics.writeLatency.Observe(time.Since(since).Seconds())
+	} else {
+		c.hub.metrics.droppedWrite.Add(float64(len(batch) - written))
+	}
+	return acks, err
+}
+
+// writeFailed closes the connection after a failed write: as a slow
+// consumer if the write timed out.
+func (c *Conn) writeFailed(err error) {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		c.closeWith(closeSlowWrite)
+	} else {
+		c.closeWith(closeWriteError)
+	}
+}
+
+// ackWritten records stored messages written to a raw client: a raw client
+// cannot acknowledge, so written counts as delivered, and a reload never
+// shows the same order twice.
+func (c *Conn) ackWritten(ids []string) { c.hub.ack(c, ids, true) }
+
+// writeBatch writes frames in order and returns how many it wrote. It
+// encodes the frames itself and writes as many as fit in one buffer with
+// one write (frameWriter). An envelope connection gets all the pending
+// envelopes of a backlog in one frame (separated by "\n"); a raw connection
+// gets one frame per message, as sent.
+//
+// It returns the stored messages written to a raw client, for the caller to
+// acknowledge (ackWritten). nonblock writes with tryWrite.
+func (c *Conn) writeBatch(batch []frame, nonblock bool) (int, []string, error) {
+	w := newFrameWriter(c.nc, c.hub.metrics)
+	w.nonblock = nonblock
+	defer w.release()
+	if tr := c.hub.tr; tr != nil {
+		start := tr.writing(batch)
+		defer func() { tr.wrote(c, batch[:w.written], start) }()
+	}
+	var acks []string
+	for i := 0; i < len(batch); {
+		if c.envelope && i+1 < len(batch) {
+			// Join this frame and the ones behind it.
+			bp := batchBufs.Get().(*[]byte)
 			buf := (*bp)[:0]
 			n, msgs := 0, 0
 			for ; i < len(batch) && (n == 0 || len(buf)+len(c.bytes(&batch[i])) < maxBatchFrame); i++ {
@@ -345,28 +429,18 @@ func (c *Conn) writeBatch(batch []frame) (int, error) {
 					msgs++
 				}
 			}
+			err := w.add(websocket.MessageText, buf, n, msgs)
 			*bp = buf
-			var start trace.SpanStartEventOption
-			if c.hub.tr != nil {
-				start = c.hub.tr.writing(batch[written : written+n])
+			batchBufs.Put(bp)
+			if err != nil {
+				return w.written, nil, err
 			}
-			if err := c.ws.Write(context.Background(), websocket.MessageText, buf); err != nil {
-				return written, err
-			}
-			if c.hub.tr != nil {
-				c.hub.tr.wrote(c, batch[written:written+n], start)
-			}
-			written += n
-			m.delivered.Add(float64(msgs))
-			m.bytesOut.Add(float64(len(buf)))
+			continue
 		}
-		return written, nil
-	}
-	var acks []string
-	for i := range batch {
 		f := &batch[i]
-		typ, data := f.typ, f.data
+		typ, data, msgs := f.typ, f.data, 0
 		if f.msg != nil {
+			msgs = 1
 			if c.envelope {
 				typ, data = websocket.MessageText, f.msg.envelope()
 			} else {
@@ -376,27 +450,15 @@ func (c *Conn) writeBatch(batch []frame) (int, error) {
 				}
 			}
 		}
-		var start trace.SpanStartEventOption
-		if c.hub.tr != nil {
-			start = c.hub.tr.writing(batch[i : i+1])
+		if err := w.add(typ, data, 1, msgs); err != nil {
+			return w.written, nil, err
 		}
-		if err := c.ws.Write(context.Background(), typ, data); err != nil {
-			return i, err
-		}
-		if f.msg != nil {
-			m.delivered.Inc()
-			if c.hub.tr != nil {
-				c.hub.tr.wrote(c, batch[i:i+1], start)
-			}
-		}
-		m.bytesOut.Add(float64(len(data)))
+		i++
 	}
-	if len(acks) > 0 {
-		// A raw client cannot acknowledge: written counts as delivered, so a
-		// reload never shows the same order twice.
-		c.hub.ack(c, acks, true)
+	if err := w.flush(); err != nil {
+		return w.written, nil, err
 	}
-	return len(batch), nil
+	return len(batch), acks, nil
 }
 
 // bytes returns an envelope connection's encoding of f.

@@ -413,46 +413,57 @@ func ValidUserID(id string, max int) error {
 	return nil
 }
 
-// hijackCapture keeps the net.Conn that websocket.Accept hijacks, so the
-// write loop can put deadlines on the socket itself (cheaper than a context
-// per write, and it can unblock a write already in progress).
+// hijackCapture keeps the net.Conn that websocket.Accept hijacks, wrapped
+// in a sock: the write loop writes its data frames there itself, and puts
+// deadlines on the socket (cheaper than a context per write, and it can
+// unblock a write already in progress). The library gets the sock too, so
+// that its control frames and the write loop's frames never interleave.
 type hijackCapture struct {
 	http.ResponseWriter
-	conn net.Conn
+	conn *sock
 }
 
-// Hijack hands the hijacked socket to websocket.Accept and keeps it. It also
-// swaps net/http's 4 KiB read and write buffers for smaller ones
-// (connBufSize): an idle connection holds them for its whole life, and push
-// traffic is small frames. Bytes the client sent after its handshake are
-// kept; larger frames bypass the buffers.
+// Hijack hands the hijacked socket, wrapped in a sock, to websocket.Accept
+// and keeps it. It also swaps net/http's 4 KiB read and write buffers for
+// small ones (connReadBuf, connWriteBuf): an idle connection holds them for
+// its whole life, clients send little, and the library writes only control
+// frames (the write loop writes its frames itself). Bytes the client sent
+// after its handshake are kept; larger frames bypass the read buffer.
 func (h *hijackCapture) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	hj, ok := h.ResponseWriter.(http.Hijacker)
 	if !ok {
 		return nil, nil, errors.New("response writer cannot hijack")
 	}
-	c, brw, err := hj.Hijack()
+	nc, brw, err := hj.Hijack()
 	if err != nil {
-		return c, brw, err
+		return nc, brw, err
 	}
+	c := newSock(nc)
 	h.conn = c
+	bw := bufio.NewWriterSize(c, connWriteBuf)
 	n := brw.Reader.Buffered()
-	if n > connBufSize {
-		return c, brw, nil // the client sent a lot ahead; keep net/http's buffers
+	if n > connReadBuf {
+		// The client sent a lot ahead; keep net/http's read buffer.
+		return c, bufio.NewReadWriter(brw.Reader, bw), nil
 	}
-	br := bufio.NewReaderSize(c, connBufSize)
+	br := bufio.NewReaderSize(c, connReadBuf)
 	if n > 0 {
 		// Frames the client sent right behind its handshake must be in the
 		// new reader's buffer: websocket.Accept takes what is buffered there
 		// and reads the rest from the socket.
 		early, _ := brw.Reader.Peek(n)
-		br = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(early)), c), connBufSize)
+		br = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(early)), c), connReadBuf)
 		if _, err := br.Peek(n); err != nil {
-			return c, brw, nil
+			return c, bufio.NewReadWriter(brw.Reader, bw), nil
 		}
 	}
-	return c, bufio.NewReadWriter(br, bufio.NewWriterSize(c, connBufSize)), nil
+	return c, bufio.NewReadWriter(br, bw), nil
 }
 
-// connBufSize is each connection's read and write buffer.
-const connBufSize = 1024
+// Each connection's read and write buffers. The write buffer must hold any
+// control frame whole (a 125-byte payload and its 2-byte header): sock
+// relies on each of the library's writes being one frame.
+const (
+	connReadBuf  = 512
+	connWriteBuf = 256
+)

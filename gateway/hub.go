@@ -451,9 +451,12 @@ func (h *Hub) remove(c *Conn) {
 // deliver is Node.Deliver (trace.go). Connections whose queue overflowed
 // are closed as slow consumers on another goroutine: the engine may hold
 // its own locks around Deliver, and closing a connection calls the engine
-// (Left).
+// (Left). The write loops start once the shard locks are released
+// (startWriters).
 func (h *Hub) deliver(userIDs []string, m *Message) int {
 	var overflow []*Conn
+	sp := h.targets.Get().(*[]*Conn)
+	starts := (*sp)[:0]
 	n := 0
 	for _, u := range userIDs {
 		s := h.shard(u)
@@ -468,9 +471,12 @@ func (h *Hub) deliver(userIDs []string, m *Message) int {
 				if m.stored {
 					c.last = max(c.last, m.ID)
 				}
-				switch c.enqueue(frame{msg: m}) {
+				switch r, start := c.push(frame{msg: m}); r {
 				case queued:
 					n++
+					if start {
+						starts = append(starts, c)
+					}
 				case overflowed:
 					overflow = append(overflow, c)
 				}
@@ -478,6 +484,9 @@ func (h *Hub) deliver(userIDs []string, m *Message) int {
 		}
 		s.mu.Unlock()
 	}
+	startWriters(starts)
+	*sp = starts[:0]
+	h.targets.Put(sp)
 	if len(overflow) > 0 {
 		go closeSlow(overflow)
 	}
@@ -512,10 +521,12 @@ func fanout(targets []*Conn, m *Message, starts []*Conn) (int64, []*Conn) {
 	return n, starts
 }
 
-// startWriters starts the write loops fanout asked for, and clears the list.
+// startWriters starts the write loops fanout asked for, each with a
+// non-blocking first round on this goroutine (Conn.writeNow), and clears
+// the list.
 func startWriters(starts []*Conn) {
 	for _, c := range starts {
-		go c.writeFn()
+		c.writeNow()
 	}
 	clear(starts)
 }

@@ -1,10 +1,18 @@
 #!/usr/bin/env bash
 # Runs the load benchmarks of BENCHMARKS.md: each scenario three times
-# against pushgate and against the reference server, the server pinned to
-# CPU 0 and pushbench to CPU 1. Results: one JSON object per run, in
-# $OUT (default bench-results.jsonl).
+# against pushgate and against the floor (`pushbench reference`: the
+# minimal server, one write(2) per connection of a frame encoded once), the
+# server pinned to CPU 0 and pushbench to CPU 1. Results: one JSON object
+# per run, in $OUT (default bench-results.jsonl); at the end, the medians
+# (and min–max) of each benchmark and server.
 #
 #   cmd/pushbench/bench.sh [scenario...]   (default: all)
+#
+# Scenarios: idle, fanout-latency, fanout-cpu, fanout-max, fanout-envelope,
+# unicast, storm. SERVERS (default "pushgate floor") picks the servers;
+# "library" is the reference server writing through coder/websocket, and
+# "before" the pushgate binary at $BEFORE (an earlier build, for
+# before/after comparisons in the same run).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-bench-results.jsonl}
@@ -15,18 +23,21 @@ go build -o .tools/pushbench ./cmd/pushbench
 PB=.tools/pushbench
 CPU_SERVER=${CPU_SERVER:-0}
 CPU_LOAD=${CPU_LOAD:-1}
+SERVERS=${SERVERS:-pushgate floor}
 
 freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# start_server KIND: starts pushgate or the reference on free ports, pinned
-# to CPU_SERVER; sets PID, WS, GRPC.
+# start_server KIND: starts pushgate, the floor or the library reference on
+# free ports, pinned to CPU_SERVER; sets PID, WS, GRPC.
 start_server() {
   WS=127.0.0.1:$(freeport); GRPC=127.0.0.1:$(freeport)
-  if [ "$1" = pushgate ]; then
-    taskset -c "$CPU_SERVER" .tools/pushgate-bench --http-addr "$WS" --grpc-addr "$GRPC" \
+  if [ "$1" = pushgate ] || [ "$1" = before ]; then
+    local bin=.tools/pushgate-bench
+    [ "$1" = before ] && bin=$BEFORE
+    taskset -c "$CPU_SERVER" "$bin" --http-addr "$WS" --grpc-addr "$GRPC" \
       --log-level warn --max-new-connections 0 --max-connections 200000 --grpc-rate 0 --drain-window 0 &
   else
-    taskset -c "$CPU_SERVER" "$PB" reference --http "$WS" --grpc "$GRPC" 2>/dev/null &
+    taskset -c "$CPU_SERVER" "$PB" reference --writer "$1" --http "$WS" --grpc "$GRPC" 2>/dev/null &
   fi
   PID=$!
   for _ in $(seq 100); do
@@ -39,6 +50,7 @@ stop_server() { kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true
 
 bench() { # bench NAME SERVER pushbench-args...
   local name=$1 server=$2; shift 2
+  case " $SERVERS " in *" $server "*) ;; *) return 0 ;; esac
   for run in $(seq "$RUNS"); do
     start_server "$server"
     echo "== $name $server run $run ($WS $GRPC)" >&2
@@ -53,21 +65,42 @@ want() { [ $# -eq 0 ] && return 0; for s in "${SCENARIOS[@]}"; do [ "$s" = "$1" 
 SCENARIOS=("$@")
 all() { [ ${#SCENARIOS[@]} -eq 0 ] || want "$1"; }
 
+S=(pushgate floor library before)
 if all idle; then
-  for s in pushgate reference; do bench idle-19000 $s --scenario idle --conns 19000 --duration 5s; done
+  for s in "${S[@]}"; do bench idle-19000 $s --scenario idle --conns 19000 --duration 5s; done
 fi
 if all fanout-latency; then
-  for s in pushgate reference; do bench fanout-latency $s --scenario fanout --conns "$N" --rate 1 --count 15; done
+  for s in "${S[@]}"; do bench fanout-latency $s --scenario fanout --conns "$N" --rate 1 --count 15; done
 fi
-if all fanout-throughput; then
-  for s in pushgate reference; do bench fanout-throughput $s --scenario fanout --conns "$N" --rate 50 --count 100 --callers 4; done
-  bench fanout-throughput-envelope pushgate --scenario fanout --envelope --conns "$N" --rate 50 --count 100 --callers 4
+if all fanout-cpu; then
+  # 6 broadcasts/s to N=10,000: 60,000 deliveries/s; CPU per delivered frame.
+  for s in "${S[@]}"; do bench fanout-60k $s --scenario fanout --conns "$N" --rate 6 --count 60 --callers 4; done
+fi
+if all fanout-max; then
+  # Sustained: p99 call to frame under 1 s, nothing lost.
+  for r in ${MAX_RATES:-10 15 20}; do
+    for s in "${S[@]}"; do bench "fanout-$((r * N / 1000))k" $s --scenario fanout --conns "$N" --rate "$r" --count $((r * 10)) --callers 4; done
+  done
+fi
+if all fanout-envelope; then
+  bench fanout-60k-envelope pushgate --scenario fanout --envelope --conns "$N" --rate 6 --count 60 --callers 4
 fi
 if all unicast; then
-  for s in pushgate reference; do bench unicast-5000 $s --scenario unicast --conns "$N" --rate 5000 --count 25000 --callers 32; done
-  bench unicast-max pushgate --scenario unicast --conns "$N" --rate 100000 --count 100000 --callers 64
+  for s in "${S[@]}"; do bench unicast-5000 $s --scenario unicast --conns "$N" --rate 5000 --count 25000 --callers 32; done
+  for s in "${S[@]}"; do bench unicast-max $s --scenario unicast --conns "$N" --rate 100000 --count 100000 --callers 64; done
 fi
 if all storm; then
-  for s in pushgate reference; do bench storm $s --scenario storm --conns "$N"; done
+  for s in "${S[@]}"; do bench storm $s --scenario storm --conns "$N"; done
 fi
 echo "results in $OUT" >&2
+# Medians (min-max) per benchmark and server.
+jq -rs '
+  def med: sort | .[(length - 1) / 2 | floor];
+  def cell(f): (map(f) | "\(med) (\(min)-\(max))");
+  group_by([.name, .server])[] |
+  "\(.[0].name)\t\(.[0].server)\truns \(length)\tdeliveries/s \(cell(.deliveries_per_sec | floor))\tlost \(cell(.lost))" +
+  "\tp50 ms \(cell(.latency_us.p50 / 1000))\tp99 ms \(cell(.latency_us.p99 / 1000))" +
+  "\tlast-frame p99 ms \(cell((.last_frame_latency_us.p99 // 0) / 1000))" +
+  "\tCPU s/s \(cell(.server_cpu_seconds_per_second // 0))\tCPU us/delivery \(cell(.server_cpu_us_per_delivery // 0))" +
+  "\tKiB/conn \(cell((.server_rss_per_conn_bytes // 0) / 1024 | floor))"
+' "$OUT" >&2

@@ -26,10 +26,10 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// faulty is the reference server with injected faults: it drops or doubles
+// faulty is a reference server with injected faults: it drops or doubles
 // the payloads whose sequence number the test picks.
 type faulty struct {
-	*reference
+	refServer
 	drop, double func(seq int32) bool
 }
 
@@ -38,9 +38,9 @@ func (f *faulty) Broadcast(ctx context.Context, req *pb.BroadcastRequest) (*pb.B
 	if f.drop(seq) {
 		return &pb.BroadcastResponse{}, nil // claims success, delivers nothing
 	}
-	r, err := f.reference.Broadcast(ctx, req)
+	r, err := f.refServer.Broadcast(ctx, req)
 	if f.double(seq) {
-		f.reference.Broadcast(ctx, req)
+		f.refServer.Broadcast(ctx, req)
 	}
 	return r, err
 }
@@ -51,16 +51,22 @@ func (f *faulty) SendToUser(ctx context.Context, req *pb.SendToUserRequest) (*pb
 		// Claims a delivery, writes nothing.
 		return &pb.SendToUserResponse{Online: true, DeliveredConnections: 1}, nil
 	}
-	r, err := f.reference.SendToUser(ctx, req)
+	r, err := f.refServer.SendToUser(ctx, req)
 	if f.double(seq) {
-		f.reference.SendToUser(ctx, req)
+		f.refServer.SendToUser(ctx, req)
 	}
 	return r, err
 }
 
-func startFaulty(t *testing.T, drop, double func(int32) bool) (ws, grpcAddr string) {
-	ref := &reference{users: map[string][]*websocket.Conn{}}
-	f := &faulty{reference: ref, drop: drop, double: double}
+// writers are the reference server's modes; the accounting tests run on
+// each.
+var writers = map[string]func() refServer{
+	"floor":   func() refServer { return newFloor() },
+	"library": func() refServer { return &reference{users: map[string][]*websocket.Conn{}} },
+}
+
+func startFaulty(t *testing.T, ref refServer, drop, double func(int32) bool) (ws, grpcAddr string) {
+	f := &faulty{refServer: ref, drop: drop, double: double}
 	hl, _ := net.Listen("tcp", "127.0.0.1:0")
 	gl, _ := net.Listen("tcp", "127.0.0.1:0")
 	gs := grpc.NewServer()
@@ -74,9 +80,11 @@ func startFaulty(t *testing.T, drop, double func(int32) bool) (ws, grpcAddr stri
 	return hl.Addr().String(), gl.Addr().String()
 }
 
+// benchConfig is a small run; Settle is generous for a loaded machine (a run
+// that gets everything ends its wait at once).
 func benchConfig(ws, grpcAddr, scenario string) Config {
 	return Config{Scenario: scenario, WS: ws, GRPC: grpcAddr, Conns: 100, Procs: 2, Rate: 200, Count: 30,
-		Duration: 20 * time.Second, Payload: 64, Callers: 4, Settle: 2 * time.Second, ConnectPar: 50}
+		Duration: 20 * time.Second, Payload: 64, Callers: 4, Settle: 5 * time.Second, ConnectPar: 50}
 }
 
 func TestCountsLossesAndDuplicates(t *testing.T) {
@@ -90,39 +98,47 @@ func TestCountsLossesAndDuplicates(t *testing.T) {
 		{"drops every 10th broadcast", func(s int32) bool { return s%10 == 0 }, never, 3 * 100, 0},
 		{"sends every 7th twice", never, func(s int32) bool { return s%7 == 0 }, 0, 5 * 100},
 	}
-	for _, tc := range cases {
-		ws, g := startFaulty(t, tc.drop, tc.double)
-		res, err := runScenario(context.Background(), benchConfig(ws, g, "fanout"), io.Discard)
-		if err != nil {
-			t.Fatalf("%s: %v", tc.name, err)
+	for writer, newRef := range writers {
+		for _, tc := range cases {
+			countsLossesAndDuplicates(t, writer+": "+tc.name, newRef(), tc.drop, tc.double, tc.lost, tc.doubled)
 		}
-		if res.Connected != 100 || res.Sent != 30 {
-			t.Fatalf("%s: %d connected, %d sent", tc.name, res.Connected, res.Sent)
-		}
-		if res.Lost != tc.lost || res.Duplicates != tc.doubled {
-			t.Errorf("%s: lost %d, duplicates %d; want %d, %d", tc.name, res.Lost, res.Duplicates, tc.lost, tc.doubled)
-		}
-		if want := 30*100 - tc.lost + tc.doubled; res.Delivered != want {
-			t.Errorf("%s: delivered %d, want %d", tc.name, res.Delivered, want)
-		}
-		if tc.lost == 0 && tc.doubled == 0 && (res.Latency.N != 3000 || res.LastFrameLatency.N != 30) {
-			t.Errorf("%s: latency samples %d / %d", tc.name, res.Latency.N, res.LastFrameLatency.N)
-		}
+	}
+}
+
+func countsLossesAndDuplicates(t *testing.T, name string, ref refServer, drop, double func(int32) bool, lost, doubled int64) {
+	ws, g := startFaulty(t, ref, drop, double)
+	res, err := runScenario(context.Background(), benchConfig(ws, g, "fanout"), io.Discard)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	if res.Connected != 100 || res.Sent != 30 {
+		t.Fatalf("%s: %d connected, %d sent", name, res.Connected, res.Sent)
+	}
+	if res.Lost != lost || res.Duplicates != doubled {
+		t.Errorf("%s: lost %d, duplicates %d; want %d, %d", name, res.Lost, res.Duplicates, lost, doubled)
+	}
+	if want := 30*100 - lost + doubled; res.Delivered != want {
+		t.Errorf("%s: delivered %d, want %d", name, res.Delivered, want)
+	}
+	if lost == 0 && doubled == 0 && (res.Latency.N != 3000 || res.LastFrameLatency.N != 30) {
+		t.Errorf("%s: latency samples %d / %d", name, res.Latency.N, res.LastFrameLatency.N)
 	}
 }
 
 func TestUnicastAccounting(t *testing.T) {
 	// Every 10th unicast claimed but never written, every 10th (another)
 	// written twice.
-	ws, g := startFaulty(t, func(s int32) bool { return s%10 == 5 }, func(s int32) bool { return s%10 == 3 })
-	cfg := benchConfig(ws, g, "unicast")
-	cfg.Count = 200
-	res, err := runScenario(context.Background(), cfg, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.Lost != 20 || res.Duplicates != 20 || res.Delivered != 200 {
-		t.Fatalf("lost %d, duplicates %d, delivered %d; want 20, 20, 200", res.Lost, res.Duplicates, res.Delivered)
+	for writer, newRef := range writers {
+		ws, g := startFaulty(t, newRef(), func(s int32) bool { return s%10 == 5 }, func(s int32) bool { return s%10 == 3 })
+		cfg := benchConfig(ws, g, "unicast")
+		cfg.Count = 200
+		res, err := runScenario(context.Background(), cfg, io.Discard)
+		if err != nil {
+			t.Fatalf("%s: %v", writer, err)
+		}
+		if res.Lost != 20 || res.Duplicates != 20 || res.Delivered != 200 {
+			t.Fatalf("%s: lost %d, duplicates %d, delivered %d; want 20, 20, 200", writer, res.Lost, res.Duplicates, res.Delivered)
+		}
 	}
 }
 

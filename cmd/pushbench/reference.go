@@ -16,13 +16,11 @@ import (
 	pb "pushgate/gen/pushgate/v1"
 )
 
-// reference is the physical-limit yardstick for the benchmarks: a minimal
-// server that accepts WebSockets (one reader goroutine per connection, which
-// discards what it reads) and, for Broadcast and SendToUser, writes the
-// payload straight to each socket from the calling goroutine: no queues, no
-// ids, no inbox, no metrics, no limits. pushgate's numbers are read as a
-// fraction of what this does on the same machine in the same run. It
-// implements only the two calls the benchmarks make.
+// reference is the reference server's --writer library mode: like floor, but
+// through coder/websocket (the library pushgate uses): websocket.Accept for
+// the handshake, its reader for each connection, and one Conn.Write per
+// connection and message. Set beside floor it shows what the library's
+// write path costs.
 type reference struct {
 	pb.UnimplementedPushServiceServer
 	mu    sync.RWMutex
@@ -34,10 +32,19 @@ func runReference(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	httpAddr := fs.String("http", "127.0.0.1:8081", "WebSocket `address`")
 	grpcAddr := fs.String("grpc", "127.0.0.1:9091", "gRPC `address`")
+	writer := fs.String("writer", "floor", "floor (own handshake, frame encoded once per message, one write(2) per connection) or library (coder/websocket's Conn.Write)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	ref := &reference{users: map[string][]*websocket.Conn{}}
+	var srv refServer
+	switch *writer {
+	case "floor":
+		srv = newFloor()
+	case "library":
+		srv = &reference{users: map[string][]*websocket.Conn{}}
+	default:
+		return fmt.Errorf("--writer %q: want floor or library", *writer)
+	}
 	hl, err := net.Listen("tcp", *httpAddr)
 	if err != nil {
 		return err
@@ -47,17 +54,24 @@ func runReference(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	gs := grpc.NewServer()
-	pb.RegisterPushServiceServer(gs, ref)
+	pb.RegisterPushServiceServer(gs, srv)
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /ws/{user}", ref.serveWS)
+	mux.HandleFunc("GET /ws/{user}", srv.serveWS)
 	hs := &http.Server{Handler: mux}
 	go gs.Serve(gl)
 	go hs.Serve(hl)
-	line, _ := json.Marshal(map[string]string{"msg": "reference started", "http": hl.Addr().String(), "grpc": gl.Addr().String()})
+	line, _ := json.Marshal(map[string]string{"msg": "reference started", "writer": *writer, "http": hl.Addr().String(), "grpc": gl.Addr().String()})
 	fmt.Fprintln(stderr, string(line))
 	<-ctx.Done()
 	gs.Stop()
 	return hs.Close()
+}
+
+// refServer is a reference server: the two gRPC calls and the WebSocket
+// endpoint.
+type refServer interface {
+	pb.PushServiceServer
+	serveWS(http.ResponseWriter, *http.Request)
 }
 
 func (r *reference) serveWS(w http.ResponseWriter, req *http.Request) {

@@ -34,9 +34,10 @@ type Result struct {
 	StormBackMS int64 `json:"storm_back_ms,omitempty"`
 	StormFailed int   `json:"storm_failed,omitempty"`
 
-	ServerRSSBytes   int64   `json:"server_rss_bytes,omitempty"`
-	ServerRSSPerConn float64 `json:"server_rss_per_conn_bytes,omitempty"`
-	ServerCPUPerSec  float64 `json:"server_cpu_seconds_per_second,omitempty"` // during the send phase and the wait for deliveries
+	ServerRSSBytes    int64   `json:"server_rss_bytes,omitempty"`
+	ServerRSSPerConn  float64 `json:"server_rss_per_conn_bytes,omitempty"`
+	ServerCPUPerSec   float64 `json:"server_cpu_seconds_per_second,omitempty"` // during the send phase and the wait for deliveries
+	ServerCPUPerFrame float64 `json:"server_cpu_us_per_delivery,omitempty"`    // the same CPU time divided by the frames delivered
 }
 
 // Percentiles of a latency sample, microseconds.
@@ -122,7 +123,7 @@ func (r *Result) table(w io.Writer) {
 		fmt.Fprintf(w, "storm: all back in %d ms, %d failed\n", r.StormBackMS, r.StormFailed)
 	}
 	if r.ServerRSSBytes > 0 {
-		fmt.Fprintf(w, "server: RSS %.1f MiB, %.1f KiB per connection, CPU %.2f s/s\n",
-			float64(r.ServerRSSBytes)/(1<<20), r.ServerRSSPerConn/1024, r.ServerCPUPerSec)
+		fmt.Fprintf(w, "server: RSS %.1f MiB, %.1f KiB per connection, CPU %.2f s/s, %.2f µs per delivery\n",
+			float64(r.ServerRSSBytes)/(1<<20), r.ServerRSSPerConn/1024, r.ServerCPUPerSec, r.ServerCPUPerFrame)
 	}
 }

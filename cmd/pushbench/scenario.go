@@ -255,6 +255,18 @@ func runScenario(ctx context.Context, cfg Config, stderr io.Writer) (*Result, er
 		time.Sleep(50 * time.Millisecond)
 	}
 	end := time.Now()
+	cpuEnd := sampleProc(cfg.ServerPID)
+	// Duplicates are not in want: wait until the count stops moving (a
+	// quarter second without a frame), so that a frame sent twice is
+	// counted twice however fast the server wrote it.
+	for last := int64(-1); time.Now().Before(settle) && ctx.Err() == nil; {
+		n := received(kids)
+		if n == last {
+			break
+		}
+		last = n
+		time.Sleep(250 * time.Millisecond)
+	}
 
 	// Collect and account.
 	got := map[string][]int32{}
@@ -292,8 +304,11 @@ func runScenario(ctx context.Context, cfg Config, stderr io.Writer) (*Result, er
 	res.DeliveriesPerSec = float64(res.Delivered) / window.Seconds()
 	after := sampleProc(cfg.ServerPID)
 	res.server(before, after)
-	if after.ok {
-		res.ServerCPUPerSec = (after.cpu - sendStart.cpu) / end.Sub(start).Seconds()
+	if cpuEnd.ok {
+		res.ServerCPUPerSec = (cpuEnd.cpu - sendStart.cpu) / end.Sub(start).Seconds()
+		if res.Delivered > 0 {
+			res.ServerCPUPerFrame = (cpuEnd.cpu - sendStart.cpu) / float64(res.Delivered) * 1e6
+		}
 	}
 	return res, nil
 }

@@ -1,0 +1,264 @@
+package gateway
+
+import (
+	"net"
+	"sync"
+	"syscall"
+
+	"github.com/coder/websocket"
+
+	"pushgate/internal/wsframe"
+)
+
+// sock is a connection's socket, shared by two writers: the write loop,
+// which encodes its data frames itself (frameWriter) and writes them
+// straight to the socket, and coder/websocket, which writes only control
+// frames (pings, the pongs it answers, close frames) through its buffered
+// writer. Frames never interleave: the library's buffer (connWriteBuf) holds
+// any control frame and it flushes at the end of each, so each of its
+// writes here is one whole frame, and the write loop writes whole frames in
+// one write (a net.Conn write is not interleaved with another). mu orders
+// the writes with the close: once a close frame has gone out, by either
+// writer, no data frame follows it.
+//
+// A fan-out writes each connection's first frames from its own goroutine,
+// without blocking (tryWrite): what the socket does not take at once is
+// kept in pending, and goes out before anything else, from the write loop.
+type sock struct {
+	net.Conn
+	mu      sync.Mutex
+	closed  bool   // guarded by mu: a close frame was written
+	pending []byte // guarded by mu: bytes of frames that must go out next
+
+	// The non-blocking write, when the socket has a file descriptor: rc's
+	// Write calls tryFn (bound once, so that a write allocates nothing),
+	// which writes tryBuf and leaves its result in tryN and tryErr.
+	// Guarded by mu.
+	rc     syscall.RawConn
+	tryFn  func(fd uintptr) bool
+	tryBuf []byte
+	tryN   int
+	tryErr error
+}
+
+func newSock(nc net.Conn) *sock {
+	s := &sock{Conn: nc}
+	if sc, ok := nc.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			s.rc = rc
+			s.tryFn = s.writeFd
+		}
+	}
+	return s
+}
+
+// Write is the library's (through its bufio.Writer): one whole control
+// frame per call.
+func (s *sock) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.flushPendingLocked(); err != nil {
+		return 0, err
+	}
+	if len(p) > 0 && p[0]&0x0F == wsframe.OpClose {
+		s.closed = true
+	}
+	return s.Conn.Write(p)
+}
+
+// flushPendingLocked writes what a non-blocking write left. Called with mu
+// held; on error what was pending is dropped (the socket is broken).
+func (s *sock) flushPendingLocked() error {
+	if len(s.pending) == 0 {
+		return nil
+	}
+	_, err := s.Conn.Write(s.pending)
+	s.dropPendingLocked()
+	return err
+}
+
+// dropPendingLocked empties pending, keeping a small array for next time.
+func (s *sock) dropPendingLocked() {
+	if cap(s.pending) > 4<<10 {
+		s.pending = nil
+	} else {
+		s.pending = s.pending[:0]
+	}
+}
+
+// hasPending reports whether bytes wait in pending.
+func (s *sock) hasPending() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.pending) > 0
+}
+
+// flushPending writes pending (blocking, within the socket's deadline).
+func (s *sock) flushPending() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.flushPendingLocked()
+}
+
+// canTry reports whether the socket supports tryWrite.
+func (s *sock) canTry() bool { return s.rc != nil }
+
+// tryWrite is writeFrames without blocking: it writes what the socket
+// takes now and keeps the rest in pending (behind what already waits
+// there). Only an error of the socket is returned.
+func (s *sock) tryWrite(a, b []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return net.ErrClosed
+	}
+	if len(s.pending) == 0 {
+		n, err := s.writeNow(a)
+		if err != nil {
+			return err
+		}
+		a = a[n:]
+		if len(a) == 0 && len(b) > 0 {
+			if n, err = s.writeNow(b); err != nil {
+				return err
+			}
+			b = b[n:]
+		}
+	}
+	s.pending = append(append(s.pending, a...), b...)
+	return nil
+}
+
+// writeNow makes one write(2) of p on the non-blocking socket: n is what it
+// took (0 when its buffer is full). Called with mu held.
+func (s *sock) writeNow(p []byte) (int, error) {
+	s.tryBuf, s.tryN, s.tryErr = p, 0, nil
+	err := s.rc.Write(s.tryFn)
+	s.tryBuf = nil
+	if err != nil {
+		return 0, err
+	}
+	return s.tryN, s.tryErr
+}
+
+// writeFd is tryFn.
+func (s *sock) writeFd(fd uintptr) bool {
+	for {
+		n, err := syscall.Write(int(fd), s.tryBuf)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			s.tryN = 0
+		case err != nil:
+			s.tryErr = err
+		default:
+			s.tryN = n
+		}
+		return true
+	}
+}
+
+// writeFrames writes a (encoded frames) and then b (the payload of the
+// last frame in a, when it is too big to copy) as one write, unless a close
+// frame already went out.
+func (s *sock) writeFrames(a, b []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return net.ErrClosed
+	}
+	if err := s.flushPendingLocked(); err != nil {
+		return err
+	}
+	if len(b) == 0 {
+		_, err := s.Conn.Write(a)
+		return err
+	}
+	bufs := net.Buffers{a, b}
+	_, err := bufs.WriteTo(s.Conn)
+	return err
+}
+
+// The write loop's encoding buffer: frames of a batch are copied into it and
+// written together once it holds flushAt bytes; a payload over bigPayload is
+// not copied but written right behind its header.
+const (
+	flushAt    = 32 << 10
+	bigPayload = 8 << 10
+)
+
+var frameBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
+
+// frameWriter encodes one batch's frames for a sock and writes them in as
+// few writes as it can, counting what was written.
+type frameWriter struct {
+	s        *sock
+	m        *Metrics
+	nonblock bool // tryWrite instead of writeFrames
+	bp       *[]byte
+	buf      []byte
+	// Buffered and not yet written: frames, messages among them, payload
+	// bytes.
+	frames, msgs, bytes int
+	written             int // frames written
+}
+
+func newFrameWriter(s *sock, m *Metrics) frameWriter {
+	bp := frameBufs.Get().(*[]byte)
+	return frameWriter{s: s, m: m, bp: bp, buf: (*bp)[:0]}
+}
+
+// add encodes one frame holding frames queued frames (msgs of them
+// messages).
+func (w *frameWriter) add(typ websocket.MessageType, payload []byte, frames, msgs int) error {
+	op := byte(wsframe.OpText)
+	if typ == websocket.MessageBinary {
+		op = wsframe.OpBinary
+	}
+	if len(w.buf) > 0 && len(w.buf)+wsframe.Size(len(payload)) > flushAt {
+		if err := w.flush(); err != nil {
+			return err
+		}
+	}
+	w.frames, w.msgs, w.bytes = w.frames+frames, w.msgs+msgs, w.bytes+len(payload)
+	if len(payload) > bigPayload {
+		w.buf = wsframe.AppendHeader(w.buf, op, len(payload))
+		return w.write(payload)
+	}
+	w.buf = wsframe.Append(w.buf, op, payload)
+	return nil
+}
+
+// flush writes what is buffered.
+func (w *frameWriter) flush() error {
+	if len(w.buf) == 0 {
+		return nil
+	}
+	return w.write(nil)
+}
+
+func (w *frameWriter) write(tail []byte) error {
+	var err error
+	if w.nonblock {
+		err = w.s.tryWrite(w.buf, tail)
+	} else {
+		err = w.s.writeFrames(w.buf, tail)
+	}
+	if err != nil {
+		return err
+	}
+	w.written += w.frames
+	w.m.delivered.Add(float64(w.msgs))
+	w.m.bytesOut.Add(float64(w.bytes))
+	w.buf, w.frames, w.msgs, w.bytes = w.buf[:0], 0, 0, 0
+	return nil
+}
+
+// release gives the buffer back (unless a burst made it large).
+func (w *frameWriter) release() {
+	if cap(w.buf) <= 2*flushAt {
+		*w.bp = w.buf[:0]
+		frameBufs.Put(w.bp)
+	}
+}
