@@ -23,7 +23,10 @@ test('a new order while the admin page is closed: one system notification, the o
   // A key pair from "pushgate vapid".
   const out = execFileSync(binary, ['vapid'], { encoding: 'utf8' });
   const [, priv, pub] = /^private key: (\S+)\npublic key: {2}(\S+)\n$/.exec(out);
-  const pg = await start(['--vapid-private-key', priv, '--vapid-subject', 'mailto:ops@example.com', '--notify-poll', '100ms']);
+  // The emulated push service listens on loopback, a private address:
+  // allowed here, refused by default.
+  const pg = await start(['--vapid-private-key', priv, '--vapid-subject', 'mailto:ops@example.com', '--notify-poll', '100ms',
+    '--notify-allow-private']);
   t.after(() => pg.stop());
   const origin = `http://${pg.http}`;
   assert.equal(await (await fetch(`${origin}/push/vapid-public-key`)).text(), pub);
