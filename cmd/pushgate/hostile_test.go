@@ -18,6 +18,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -421,17 +423,33 @@ func TestHostileInput(t *testing.T) {
 			return grpcCode(err, codes.InvalidArgument, "topic")
 		}},
 		{"gRPC: calls over the rate limit", func() error {
-			limited := 0
-			for range 1000 {
-				_, err := s.anon.GetPresence(withKey("Bearer burst-key-0123456789abcdef"), &pb.GetPresenceRequest{UserIds: []string{"x"}})
-				if status.Code(err) == codes.ResourceExhausted {
-					limited++
-				} else if err != nil {
-					return err
-				}
+			// 16 callers at once, far above --grpc-rate 300 (a loaded
+			// machine that made calls one by one might stay under it),
+			// until one is refused.
+			var limited, calls atomic.Int64
+			var failed atomic.Value
+			var wg sync.WaitGroup
+			for range 16 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for limited.Load() == 0 && calls.Add(1) <= 10000 {
+						_, err := s.anon.GetPresence(withKey("Bearer burst-key-0123456789abcdef"), &pb.GetPresenceRequest{UserIds: []string{"x"}})
+						if status.Code(err) == codes.ResourceExhausted {
+							limited.Add(1)
+						} else if err != nil {
+							failed.CompareAndSwap(nil, err)
+							return
+						}
+					}
+				}()
 			}
-			if limited == 0 {
-				return errors.New("1000 calls at once, none refused")
+			wg.Wait()
+			if err, _ := failed.Load().(error); err != nil {
+				return err
+			}
+			if limited.Load() == 0 {
+				return errors.New("10,000 calls by 16 callers at once, none refused")
 			}
 			return nil
 		}},
