@@ -334,6 +334,7 @@ func TestClusterSentinelFailoverWaitReplicas(t *testing.T) {
 	killed := time.Now()
 	r.failedOver(t)
 	promoted := time.Since(killed)
+	redistest.WaitInfo(t, r.replica.Addr(), "replication", "role:master")
 	r.master.Restart() // empty; the sentinels make it a replica of the new master
 	redistest.WaitInfo(t, r.replica.Addr(), "replication", "connected_slaves:1")
 

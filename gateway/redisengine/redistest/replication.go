@@ -49,9 +49,10 @@ func WaitInfo(t testing.TB, addr, section, line string) {
 }
 
 // StartSentinels runs n sentinels (a majority is the quorum) that monitor
-// the master at masterAddr as "mymaster", with a 1s down-after, and waits
-// until each knows the others and replicas replicas. It returns their
-// addresses.
+// the master at masterAddr as "mymaster", with a 3s down-after (1s let a
+// starved machine take a slow pong for a dead master and fail over again),
+// and waits until each knows the others and replicas replicas. It returns
+// their addresses.
 func StartSentinels(t testing.TB, n int, masterAddr string, replicas int) []string {
 	t.Helper()
 	host, port, err := net.SplitHostPort(masterAddr)
@@ -62,7 +63,7 @@ func StartSentinels(t testing.TB, n int, masterAddr string, replicas int) []stri
 	for range n {
 		p := freePort(t)
 		conf := fmt.Sprintf("port %d\nbind 127.0.0.1\nprotected-mode no\nsentinel monitor mymaster %s %s %d\n"+
-			"sentinel down-after-milliseconds mymaster 1000\nsentinel failover-timeout mymaster 5000\nsentinel parallel-syncs mymaster 1\n",
+			"sentinel down-after-milliseconds mymaster 3000\nsentinel failover-timeout mymaster 10000\nsentinel parallel-syncs mymaster 1\n",
 			p, host, port, n/2+1)
 		path := t.TempDir() + "/sentinel.conf"
 		if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
