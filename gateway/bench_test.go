@@ -782,10 +782,15 @@ func BenchmarkFanoutEnqueue(b *testing.B) {
 // BenchmarkSendToUser measures Hub.SendToUser to a user with one idle
 // connection, from the call until the client has read the frame.
 func BenchmarkSendToUser(b *testing.B) {
-	h := newPipeHarness(b, benchConfig(), 1, pipeOptions{expect: benchPayload})
+	benchSendToUser(b, benchConfig(), context.Background())
+}
+
+// benchSendToUser times SendToUser calls made with ctx, one at a time, each
+// until its frame arrived, on a hub with cfg.
+func benchSendToUser(b *testing.B, cfg Config, ctx context.Context) {
+	h := newPipeHarness(b, cfg, 1, pipeOptions{expect: benchPayload})
 	defer h.close(b)
 	warm(b, h, 3)
-	ctx := context.Background()
 	user := h.clients[0].userID
 	msgs := benchMessages(b.N)
 	var timed time.Duration

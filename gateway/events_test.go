@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"pushgate/internal/promtest"
 )
 
 // hubWithRegistry is newTestHub with the registry its metrics are on.
@@ -21,26 +23,6 @@ func hubWithRegistry(t *testing.T, cfg Config) (*Hub, *prometheus.Registry) {
 	}
 	t.Cleanup(func() { h.Engine().Close(context.Background()) })
 	return h, reg
-}
-
-// metricValue returns the sum of the series of the named metric on reg.
-func metricValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			v := 0.0
-			for _, m := range mf.GetMetric() {
-				v += m.GetCounter().GetValue() + m.GetGauge().GetValue()
-			}
-			return v
-		}
-	}
-	t.Fatalf("metric %s not registered", name)
-	return 0
 }
 
 func recvEvent(t *testing.T, w *Watcher) Event {
@@ -112,7 +94,7 @@ func TestSlowWatcherIsCutAndOthersReceive(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("slow watcher not cut")
 	}
-	if v := metricValue(t, reg, "pushgate_watchers_cut_total"); v != 1 {
+	if v := promtest.Value(t, reg, "pushgate_watchers_cut_total"); v != 1 {
 		t.Fatalf("watchers cut = %v, want 1", v)
 	}
 	for h.Watchers() != 1 {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"pushgate/internal/promtest"
 )
 
 // All inboxes together stay within InboxTotalMessages and InboxTotalBytes:
@@ -30,7 +32,7 @@ func TestMemoryInboxTotalCaps(t *testing.T) {
 	if n := e.Inboxed(); n != 3 {
 		t.Fatalf("inboxed = %d, want 3", n)
 	}
-	if v := metricValue(t, reg, "pushgate_inbox_full_total"); v != 2 {
+	if v := promtest.Value(t, reg, "pushgate_inbox_full_total"); v != 2 {
 		t.Fatalf("inbox full = %v, want 2", v)
 	}
 	// d resumes from before the message it did not get kept: a possible loss.

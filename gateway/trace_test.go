@@ -125,34 +125,12 @@ func BenchmarkSendToUserTraced(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			cfg := benchConfig()
 			cfg.Tracer = sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()))
-			h := newPipeHarness(b, cfg, 1, pipeOptions{expect: benchPayload})
-			defer h.close(b)
-			warm(b, h, 3)
 			var flags trace.TraceFlags
 			if sampled {
 				flags = trace.FlagsSampled
 			}
 			ctx, _ := sampledContext(flags)
-			user := h.clients[0].userID
-			msgs := benchMessages(b.N)
-			var timed time.Duration
-
-			b.ReportAllocs()
-			b.ResetTimer()
-			base := h.got.Load()
-			for i := range b.N {
-				h.waitIdle(b)
-				h.expectTotal(base + int64(i+1))
-				start := time.Now()
-				r, _ := h.hub.Engine().SendToUsers(ctx, []string{user}, msgs[i])
-				h.wait(b)
-				timed += time.Since(start)
-				if r.Users[0].Delivered != 1 {
-					b.Fatalf("SendToUser = %+v, want one delivery", r.Users[0])
-				}
-			}
-			b.StopTimer()
-			b.ReportMetric(float64(timed.Nanoseconds())/float64(b.N), "ns/op")
+			benchSendToUser(b, cfg, ctx)
 		})
 	}
 }

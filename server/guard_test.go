@@ -21,6 +21,7 @@ import (
 
 	"pushgate/gateway"
 	pb "pushgate/gen/pushgate/v1"
+	"pushgate/internal/promtest"
 )
 
 // guarded serves a PushService on the memory engine behind a Guard, and
@@ -51,25 +52,6 @@ func guarded(t *testing.T, cfg GuardConfig, so ServerOptions, opts Options) (*gr
 	}
 	t.Cleanup(func() { cc.Close() })
 	return cc, hs, reg, ln.Addr()
-}
-
-func gatheredValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			v := 0.0
-			for _, m := range mf.GetMetric() {
-				v += m.GetCounter().GetValue() + m.GetGauge().GetValue()
-			}
-			return v
-		}
-	}
-	t.Fatalf("metric %s not registered", name)
-	return 0
 }
 
 // The request timeout ends only calls whose request has not arrived: a
@@ -126,13 +108,13 @@ func TestGuardTimesOutOnlyCallsWithoutTheirRequest(t *testing.T) {
 	if status.Code(err) != codes.Canceled || time.Since(start) < timeout {
 		t.Fatalf("a stream without its request: %v after %v, want CANCELLED after %v", err, time.Since(start), timeout)
 	}
-	if v := gatheredValue(t, reg, "pushgate_grpc_request_timeouts_total"); v != 1 {
+	if v := promtest.Value(t, reg, "pushgate_grpc_request_timeouts_total"); v != 1 {
 		t.Fatalf("request timeouts = %v, want 1", v)
 	}
-	if v := gatheredValue(t, reg, "pushgate_grpc_reset_flood_closed_total"); v != 0 {
+	if v := promtest.Value(t, reg, "pushgate_grpc_reset_flood_closed_total"); v != 0 {
 		t.Fatalf("connections closed for resets = %v, want 0", v)
 	}
-	if v := gatheredValue(t, reg, "pushgate_grpc_connections"); v != 1 {
+	if v := promtest.Value(t, reg, "pushgate_grpc_connections"); v != 1 {
 		t.Fatalf("open connections = %v, want 1 (the same one throughout)", v)
 	}
 }
@@ -163,12 +145,12 @@ func TestGuardConnectionsPerAddress(t *testing.T) {
 	if served(conns[2]) {
 		t.Fatal("a third connection from one address was served")
 	}
-	if v := gatheredValue(t, reg, "pushgate_grpc_connections_refused_total"); v != 1 {
+	if v := promtest.Value(t, reg, "pushgate_grpc_connections_refused_total"); v != 1 {
 		t.Fatalf("refused = %v, want 1", v)
 	}
 	conns[0].Close()
 	deadline := time.Now().Add(5 * time.Second)
-	for gatheredValue(t, reg, "pushgate_grpc_connections") != 1 {
+	for promtest.Value(t, reg, "pushgate_grpc_connections") != 1 {
 		if time.Now().After(deadline) {
 			t.Fatal("closed connection still counted")
 		}

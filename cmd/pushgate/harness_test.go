@@ -103,7 +103,14 @@ func engineArgs(t testing.TB, args []string) []string {
 
 func startServer(t testing.TB, args ...string) *testServer {
 	t.Helper()
-	args = append([]string{"--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--drain-window", "100ms"}, engineArgs(t, args)...)
+	return startAppServer(t, engineArgs(t, args))
+}
+
+// startAppServer starts an in-process server on loopback with args (no
+// engine chosen for it) and the app options opts.
+func startAppServer(t testing.TB, args []string, opts ...app.Option) *testServer {
+	t.Helper()
+	args = append([]string{"--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--drain-window", "100ms"}, args...)
 	cfg, err := config.Parse(args, func(string) string { return "" }, io.Discard)
 	if err != nil {
 		t.Fatalf("config: %v", err)
@@ -112,7 +119,7 @@ func startServer(t testing.TB, args ...string) *testServer {
 	var lvl slog.Level
 	lvl.UnmarshalText([]byte(cfg.LogLevel))
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: lvl}))
-	a, err := app.New(cfg, log)
+	a, err := app.New(cfg, log, opts...)
 	if err != nil {
 		t.Fatalf("app.New: %v", err)
 	}

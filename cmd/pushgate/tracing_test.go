@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -18,7 +17,6 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
@@ -26,36 +24,14 @@ import (
 	"pushgate/gateway/redisengine/redistest"
 	pb "pushgate/gen/pushgate/v1"
 	"pushgate/internal/app"
-	"pushgate/internal/config"
 	"pushgate/internal/tracing"
 )
 
-// startTracedServer is startServer with tp as the server's tracer provider.
+// startTracedServer is startServer with tp as the server's tracer provider
+// (and no engine chosen for it: args choose).
 func startTracedServer(t testing.TB, tp trace.TracerProvider, args ...string) *testServer {
 	t.Helper()
-	args = append([]string{"--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--drain-window", "100ms"}, args...)
-	cfg, err := config.Parse(args, func(string) string { return "" }, io.Discard)
-	if err != nil {
-		t.Fatalf("config: %v", err)
-	}
-	logs := &syncBuffer{}
-	a, err := app.New(cfg, slog.New(slog.NewTextHandler(logs, nil)), app.WithTracerProvider(tp))
-	if err != nil {
-		t.Fatalf("app.New: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	s := &testServer{app: a, cancel: cancel, done: make(chan error, 1), logs: logs}
-	go func() { s.done <- a.Serve(ctx) }()
-	cc, err := grpc.NewClient(a.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.cc, s.api = cc, pb.NewPushServiceClient(cc)
-	t.Cleanup(func() {
-		cc.Close()
-		s.stop(t)
-	})
-	return s
+	return startAppServer(t, args, app.WithTracerProvider(tp))
 }
 
 // traceparent returns a W3C traceparent of a new sampled trace, and its
