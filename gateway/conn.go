@@ -67,6 +67,10 @@ type Conn struct {
 	// The join protocol (Hub.register, doc.go).
 	joining bool       // guarded by mu: registered, waiting for the engine's replay; pushes are held
 	pending []*Message // guarded by mu: held while joining, counted in q's caps
+	// topicHold: the messages of the topics with history this connection
+	// is joining (Hub.joinTopic), held until the topic's replay is queued,
+	// counted in q's caps. Guarded by mu.
+	topicHold map[string][]*Message
 	last    string     // guarded by the user's shard mu: the highest stored message id queued (or replayed)
 	joinSeq string     // guarded by the user's shard mu: the last id handed out when the connection joined
 	epoch   string     // guarded by the user's shard mu: the engine epoch it joined in
@@ -161,6 +165,21 @@ func (c *Conn) push(f frame) (enqueueResult, bool) {
 		c.mu.Unlock()
 		c.hub.metrics.droppedClosing.Inc()
 		return closing, false
+	}
+	if f.msg != nil && f.msg.Topic != "" && c.topicHold != nil {
+		if hold, ok := c.topicHold[f.msg.Topic]; ok {
+			// The topic's subscribed frame and replay go first
+			// (Hub.joinTopic).
+			if !c.q.fits(len(hold)+len(c.q.frames), f.size(), cfg) {
+				c.mu.Unlock()
+				c.hub.metrics.droppedSlow.Inc()
+				return overflowed, false
+			}
+			c.topicHold[f.msg.Topic] = append(hold, f.msg)
+			c.q.bytes += f.size()
+			c.mu.Unlock()
+			return held, false
+		}
 	}
 	if c.joining && f.msg != nil {
 		// The hello and the replay go first (Hub.register). What is held
@@ -689,13 +708,29 @@ func (c *Conn) opAck(op clientOp) {
 	}
 }
 
-// opSubscribe joins a topic (PROTOCOL.md, "subscribe").
+// opSubscribe joins a topic (PROTOCOL.md, "subscribe"), after the
+// client's position in it when it gives one ("last_id", "epoch").
 func (c *Conn) opSubscribe(op clientOp) {
 	if err := ValidTopic(op.Topic); err != nil {
 		c.send(errorFrame(op.Ref, "bad_topic", "topic: "+err.Error()))
 		return
 	}
-	switch err := c.hub.subscribe(c, op.Topic); {
+	var pos *TopicPosition
+	switch {
+	case op.LastID != "" && !ValidID(op.LastID):
+		c.send(errorFrame(op.Ref, "bad_request", "last_id: not a message id (26 characters of Crockford base32)"))
+		return
+	case op.Epoch != "" && op.LastID == "":
+		c.send(errorFrame(op.Ref, "bad_request", "epoch: only with last_id"))
+		return
+	case op.LastID != "":
+		if err := validEpoch(op.Epoch); err != nil {
+			c.send(errorFrame(op.Ref, "bad_request", "epoch: "+err.Error()))
+			return
+		}
+		pos = &TopicPosition{LastID: op.LastID, Epoch: op.Epoch}
+	}
+	switch err := c.hub.subscribe(c, op.Topic, op.Ref, pos, true); {
 	case errors.Is(err, errForbiddenTopic):
 		c.hub.metrics.subscribeRefused.Inc()
 		c.send(errorFrame(op.Ref, "forbidden", "not allowed to subscribe to "+op.Topic))
@@ -704,8 +739,6 @@ func (c *Conn) opSubscribe(op clientOp) {
 		c.send(errorFrame(op.Ref, "too_many_topics", err.Error()))
 	case errors.Is(err, ErrUnavailable):
 		c.send(errorFrame(op.Ref, "unavailable", "subscriptions cannot be made now; try again"))
-	case err == nil:
-		c.send(replyFrame("subscribed", op.Ref, op.Topic))
 	}
 }
 

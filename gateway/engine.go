@@ -25,7 +25,10 @@ type Engine interface {
 	// Broadcast delivers p to every connection except those of the users
 	// in exclude. Live only (p.TTL is ignored).
 	Broadcast(ctx context.Context, p Push, exclude []string) (Sent, error)
-	// Publish delivers p to every subscriber of topic. Live only.
+	// Publish delivers p to every subscriber of topic. A topic with a
+	// history rule (Config.HistoryOf) keeps it too, for
+	// TopicHistoryTTL(rule, p.TTL), in the same step that gives it its id
+	// and delivers it (history.go); other topics are live only.
 	Publish(ctx context.Context, topic string, p Push) (Sent, error)
 	// Disconnect closes every connection of userID with CloseKicked (text,
 	// if not empty, in the close frame) and returns how many.
@@ -86,6 +89,10 @@ type Engine interface {
 	// (a subscriber joined here). Unsubscribed says one left (never blocks).
 	Subscribe(ctx context.Context, topic string) error
 	Unsubscribed(topic string)
+	// TopicHistory reads the kept messages of a topic with a history rule
+	// after r.LastID, and the epoch of what keeps them (history.go). The
+	// hub calls it once Subscribe has returned.
+	TopicHistory(ctx context.Context, r TopicHistoryRequest) (TopicHistory, error)
 	// Ack removes acknowledged messages from userID's inbox and reports
 	// each one that was there to WatchEvents. implicit: written to a raw
 	// connection; then Ack must not block (it is called by a write loop).
@@ -178,6 +185,9 @@ type InboxCounts struct {
 	// ReceiptsEvicted: receipts dropped before their time to stay within
 	// Config.ReceiptMax.
 	ReceiptsEvicted int
+	// Topic histories (history.go): messages kept; dropped for the rule's
+	// count, for their ttl; not kept for Config.TopicHistoryTotal.
+	TopicStored, TopicTrimmed, TopicExpired, TopicFull int
 }
 
 // Push is a message a caller asks to send: what the backend gave, before
@@ -186,7 +196,7 @@ type Push struct {
 	Type string        // label from the backend; envelope clients see it
 	Kind Kind          // how Data is framed
 	Data []byte        // the payload exactly as the backend sent it
-	TTL  time.Duration // > 0: kept in the recipients' inboxes (sends to users only)
+	TTL  time.Duration // > 0: kept in the recipients' inboxes (sends to users), or for at most this long in a topic's history
 	// ExcludeConns: connection ids (the hello's conn_id, unique in the
 	// deployment) that must not receive it; Broadcast and Publish only.
 	ExcludeConns []string
@@ -276,11 +286,15 @@ var ErrIdempotencyFull = errors.New("too many idempotency keys remembered")
 
 // NewMessage makes the message an engine delivers for p: m.ID and m.Time
 // set, stored when p.TTL > 0 and it goes to users (not a broadcast, not a
-// topic).
+// topic). A topic message keeps p.TTL, which a topic with history uses
+// (TopicHistoryTTL).
 func (p *Push) NewMessage(id string, t time.Time, topic string, broadcast bool) *Message {
 	m := &Message{ID: id, Type: p.Type, Kind: p.Kind, Data: p.Data, Topic: topic, Time: t, From: p.From, broadcast: broadcast}
 	if broadcast || topic != "" {
 		m.Exclude = p.ExcludeConns
+		if topic != "" {
+			m.TTL = p.TTL
+		}
 	} else {
 		m.TTL = p.TTL
 		m.stored = p.TTL > 0

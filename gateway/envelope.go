@@ -88,6 +88,9 @@ type clientOp struct {
 	Type  string          `json:"type,omitempty"`
 	Data  json.RawMessage `json:"data,omitempty"`
 	Token string          `json:"token,omitempty"` // refresh
+	// subscribe: resume the topic after this id, from this epoch
+	LastID string `json:"last_id,omitempty"`
+	Epoch  string `json:"epoch,omitempty"`
 	// publish, direct
 	UserID        string `json:"user_id,omitempty"`
 	ExcludeSender bool   `json:"exclude_sender,omitempty"`

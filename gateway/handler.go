@@ -256,6 +256,18 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, userID string, topic
 		h.reject(w, r, http.StatusBadRequest, "bad_last_id", "last_id: not a message id")
 		return
 	}
+	var positions map[string]TopicPosition
+	if q.Has("topic_last_ids") {
+		if !envelope {
+			h.reject(w, r, http.StatusBadRequest, "bad_last_id", "topic_last_ids: envelope mode only (raw frames carry no ids)")
+			return
+		}
+		var err error
+		if positions, err = ParseTopicLastIDs(q.Get("topic_last_ids"), topics); err != nil {
+			h.reject(w, r, http.StatusBadRequest, "bad_last_id", "topic_last_ids: "+err.Error())
+			return
+		}
+	}
 
 	// The connection joins the registry before the handshake completes, so
 	// that a backend reacting to the page's "open" event already finds the
@@ -288,7 +300,11 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, userID string, topic
 	for _, t := range topics {
 		// Checked above: fails only if already closing, or when the cluster
 		// engine cannot be reached.
-		if err := h.subscribe(c, t); errors.Is(err, ErrUnavailable) {
+		var pos *TopicPosition
+		if p, ok := positions[t]; ok {
+			pos = &p
+		}
+		if err := h.subscribe(c, t, nil, pos, false); errors.Is(err, ErrUnavailable) {
 			c.closeWith(closeHandshakeFailed)
 			w.Header().Set("Retry-After", "5")
 			h.reject(w, r, http.StatusServiceUnavailable, "engine_unavailable", "push engine unavailable, retry later")

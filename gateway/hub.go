@@ -78,6 +78,15 @@ type Config struct {
 	PresenceGrace time.Duration
 	// MaxTopicsPerConn caps one connection's subscriptions.
 	MaxTopicsPerConn int
+	// TopicHistory lists the topics that keep their last messages (the
+	// first rule that matches a topic applies; history.go). Empty: every
+	// topic is live only. TopicHistoryTotal caps the messages the memory
+	// engine keeps in all topic histories together: at the cap a message
+	// is still delivered live but not kept, and clients resuming from
+	// before it are told recovered:false (Redis is bounded by its
+	// maxmemory).
+	TopicHistory      []TopicHistoryRule
+	TopicHistoryTotal int
 	// UpstreamUsers and UpstreamTopics say who may send messages upstream
 	// (to WatchEvents): users whose id matches one of UpstreamUsers
 	// (MatchUserPattern: path.Match's syntax, but '*' and '?' match '/'
@@ -163,6 +172,7 @@ func DefaultConfig() Config {
 		InboxMaxTTL:       24 * time.Hour,
 		PresenceGrace:     5 * time.Second,
 		MaxTopicsPerConn:  64,
+		TopicHistoryTotal: 100_000,
 
 		InboxTotalMessages: 1_000_000,
 		InboxTotalBytes:    512 << 20,
@@ -196,7 +206,7 @@ func (c *Config) setDefaults() {
 		{&c.QueueMessages, &d.QueueMessages}, {&c.QueueBytes, &d.QueueBytes}, {&c.MaxUserIDBytes, &d.MaxUserIDBytes},
 		{&c.InboxMessages, &d.InboxMessages}, {&c.InboxBytes, &d.InboxBytes}, {&c.MaxTopicsPerConn, &d.MaxTopicsPerConn},
 		{&c.InboxTotalMessages, &d.InboxTotalMessages}, {&c.InboxTotalBytes, &d.InboxTotalBytes}, {&c.IdempotencyEntries, &d.IdempotencyEntries},
-		{&c.ReceiptMax, &d.ReceiptMax},
+		{&c.ReceiptMax, &d.ReceiptMax}, {&c.TopicHistoryTotal, &d.TopicHistoryTotal},
 		{&c.EventLogMax, &d.EventLogMax},
 	} {
 		if *f.v <= 0 {
@@ -684,6 +694,10 @@ func (h *Hub) CountInbox(c InboxCounts) {
 	m.replayed.Add(float64(c.Replayed))
 	m.inboxFull.Add(float64(c.Full))
 	m.receiptsEvicted.Add(float64(c.ReceiptsEvicted))
+	m.topicStored.Add(float64(c.TopicStored))
+	m.topicTrimmed.Add(float64(c.TopicTrimmed))
+	m.topicExpired.Add(float64(c.TopicExpired))
+	m.topicFull.Add(float64(c.TopicFull))
 }
 
 // userConns appends userID's connections to dst, copied under the shard's

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"hash/maphash"
+	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -36,6 +37,7 @@ type memoryEngine struct {
 	done chan struct{}
 
 	stripes  [numShards]memStripe
+	tstripes [numShards]memTopicStripe // topic histories (history.go)
 	idem     idemTable
 	receipts *receiptStore
 	notify   memNotify // push targets and escalations (memory_notify.go)
@@ -47,6 +49,7 @@ type memoryEngine struct {
 	users      atomic.Int64 // users with connections
 	conns      atomic.Int64 // their connections, as last read from the node
 	inboxed    atomic.Int64 // messages in all inboxes
+	topicKept  atomic.Int64 // messages in all topic histories
 	inboxBytes atomic.Int64 // their payload bytes (a message in several inboxes counts in each)
 	closed     atomic.Bool
 
@@ -83,6 +86,7 @@ func newMemoryEngine(node Node) *memoryEngine {
 		s.online = make(map[string]memPresence)
 		s.inboxes = make(map[string]*inbox)
 		s.leaving = make(map[string]*time.Timer)
+		e.tstripes[i].topics = make(map[string]*topicHist)
 	}
 	e.idem.entries = make(map[string]*idemEntry)
 	e.idem.max = e.cfg.IdempotencyEntries
@@ -196,8 +200,15 @@ func (e *memoryEngine) Broadcast(ctx context.Context, p Push, exclude []string) 
 	})
 }
 
-// Publish implements Engine.
+// Publish implements Engine. A topic with history takes its stripe, so
+// that its ids grow in the order its messages are delivered and kept
+// (history.go).
 func (e *memoryEngine) Publish(ctx context.Context, topic string, p Push) (Sent, error) {
+	if rule, ok := e.cfg.HistoryOf(topic); ok {
+		return e.idem.do(ctx, p.Idempotency, func() (Sent, error) {
+			return e.publishKept(ctx, topic, rule, p), nil
+		})
+	}
 	return e.idem.do(ctx, p.Idempotency, func() (Sent, error) {
 		now := time.Now()
 		m := p.NewMessage(NewID(), now, topic, false)
@@ -205,6 +216,123 @@ func (e *memoryEngine) Publish(ctx context.Context, topic string, p Push) (Sent,
 		n := e.node.DeliverTopic(m)
 		return Sent{ID: m.ID, Time: now, Connections: n}, nil
 	})
+}
+
+// memTopicStripe holds the histories of the topics that hash to it. Lock
+// order: a topic stripe, then the hub's locks (inside Node calls).
+type memTopicStripe struct {
+	mu     sync.Mutex
+	topics map[string]*topicHist // guarded by mu
+}
+
+// topicHist is one topic's history: its kept messages (an inbox: entries
+// in id order, each with its expiry, and the highest id lost), and the
+// last id the topic handed out, remembered for Config.InboxMaxTTL after
+// it (a resume from a topic with no record says recovered:false).
+type topicHist struct {
+	inbox
+	last   string
+	lastAt time.Time
+}
+
+func (e *memoryEngine) topicStripe(topic string) *memTopicStripe {
+	return &e.tstripes[maphash.String(e.seed, topic)%numShards]
+}
+
+// publishKept publishes p to a topic with history: under the topic's
+// stripe the message gets its id, is kept (unless every history together
+// is at Config.TopicHistoryTotal) and is delivered.
+func (e *memoryEngine) publishKept(ctx context.Context, topic string, rule TopicHistoryRule, p Push) Sent {
+	p.TTL = TopicHistoryTTL(rule, p.TTL)
+	ts := e.topicStripe(topic)
+	var c InboxCounts
+	ts.mu.Lock()
+	now := time.Now()
+	m := p.NewMessage(NewID(), now, topic, false)
+	m.Trace = SampledSpan(ctx)
+	h := ts.topics[topic]
+	if h == nil {
+		h = &topicHist{}
+		ts.topics[topic] = h
+	}
+	if n := h.expire(now, e.cfg.InboxMaxTTL); n > 0 {
+		e.topicKept.Add(int64(-n))
+		c.TopicExpired += n
+	}
+	if e.topicKept.Load() >= int64(e.cfg.TopicHistoryTotal) {
+		// Delivered, not kept: resuming clients from before it are told.
+		h.lost = max(h.lost, m.ID)
+		h.lostUntil = now.Add(e.cfg.InboxMaxTTL)
+		c.TopicFull++
+	} else {
+		trimmed := h.add(m, now, rule.Messages, math.MaxInt, e.cfg.InboxMaxTTL)
+		e.topicKept.Add(int64(1 - trimmed))
+		c.TopicStored++
+		c.TopicTrimmed += trimmed
+	}
+	h.last, h.lastAt = m.ID, now
+	n := e.node.DeliverTopic(m)
+	ts.mu.Unlock()
+	e.node.CountInbox(c)
+	return Sent{ID: m.ID, Time: now, Connections: n}
+}
+
+// TopicHistory implements Engine.
+func (e *memoryEngine) TopicHistory(_ context.Context, r TopicHistoryRequest) (TopicHistory, error) {
+	out := TopicHistory{Epoch: e.cfg.Epoch, Complete: true}
+	if r.LastID == "" {
+		return out, nil
+	}
+	ts := e.topicStripe(r.Topic)
+	now := time.Now()
+	var c InboxCounts
+	ts.mu.Lock()
+	h := ts.topics[r.Topic]
+	switch {
+	case h == nil || !now.Before(h.lastAt.Add(e.cfg.InboxMaxTTL)):
+		// No record of the topic: whatever followed LastID is forgotten.
+		out.Complete = false
+	default:
+		if n := h.expire(now, e.cfg.InboxMaxTTL); n > 0 {
+			e.topicKept.Add(int64(-n))
+			c.TopicExpired += n
+		}
+		out.Replay, out.Complete = h.after(r.LastID, now)
+		if h.last <= r.LastID {
+			out.Complete = true // nothing was published after it
+		}
+	}
+	ts.mu.Unlock()
+	if r.Epoch != "" && r.Epoch != e.cfg.Epoch {
+		out.Complete = false // LastID is from histories that no longer exist
+	}
+	if c.TopicExpired > 0 {
+		e.node.CountInbox(c)
+	}
+	return out, nil
+}
+
+// expireTopics drops expired history entries, and the histories with
+// nothing left to remember.
+func (e *memoryEngine) expireTopics(now time.Time) {
+	var c InboxCounts
+	for i := range e.tstripes {
+		ts := &e.tstripes[i]
+		ts.mu.Lock()
+		for t, h := range ts.topics {
+			if n := h.expire(now, e.cfg.InboxMaxTTL); n > 0 {
+				e.topicKept.Add(int64(-n))
+				c.TopicExpired += n
+			}
+			if h.empty(now) && !now.Before(h.lastAt.Add(e.cfg.InboxMaxTTL)) {
+				delete(ts.topics, t)
+			}
+		}
+		ts.mu.Unlock()
+	}
+	if c.TopicExpired > 0 {
+		e.node.CountInbox(c)
+	}
 }
 
 // Disconnect implements Engine.
@@ -492,6 +620,7 @@ func (e *memoryEngine) expireLoop() {
 			return
 		case now := <-t.C:
 			e.expire(now)
+			e.expireTopics(now)
 			e.receipts.sweep(now)
 		}
 	}

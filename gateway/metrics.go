@@ -42,6 +42,12 @@ type Metrics struct {
 
 	receiptsEvicted prometheus.Counter
 
+	topicStored   prometheus.Counter
+	topicReplayed prometheus.Counter
+	topicTrimmed  prometheus.Counter
+	topicExpired  prometheus.Counter
+	topicFull     prometheus.Counter
+
 	watchers    prometheus.Gauge
 	watchersCut prometheus.Counter
 
@@ -112,6 +118,12 @@ func NewMetrics(reg prometheus.Registerer, h *Hub) *Metrics {
 	m.controlIn = framesIn.WithLabelValues("control")
 	m.acksIn = framesIn.WithLabelValues("ack")
 	m.otherIn = framesIn.WithLabelValues("other")
+	m.topicStored = counter("pushgate_topic_history_stored_total", "Messages kept in topic histories (topics matching --topic-history).")
+	m.topicReplayed = counter("pushgate_topic_history_replayed_total", "Topic history messages queued to connections that subscribed with a position.")
+	topicDropped := vec("pushgate_topic_history_dropped_total", "Topic history messages dropped before their ttl, or not kept, by reason: trimmed (over the rule's message count), expired (ttl passed), full (memory engine: all histories together at --topic-history-max-total).", "reason")
+	m.topicTrimmed = topicDropped.WithLabelValues("trimmed")
+	m.topicExpired = topicDropped.WithLabelValues("expired")
+	m.topicFull = topicDropped.WithLabelValues("full")
 	pub := vec("pushgate_client_publish_total", "Client publish and direct ops, by result: published, forbidden (no claim or server pattern allows it), rate_limited (over --client-publish-rate: closed with 4002).", "result")
 	m.clientPublished = pub.WithLabelValues("published")
 	m.clientPublishForbidden = pub.WithLabelValues("forbidden")

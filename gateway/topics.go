@@ -69,41 +69,76 @@ func (h *Hub) topicShard(topic string) *topicShard {
 
 // subscribe adds c to topic. It fails if the connection is closing, the
 // topic is not allowed for it, or it holds too many topics. Subscribing
-// twice is not an error.
-func (h *Hub) subscribe(c *Conn, topic string) error {
-	if err := h.subscribeLocal(c, topic); err != nil {
+// twice is not an error. An envelope connection gets the "subscribed"
+// frame (with ref) for a subscribe op (op) or for a topic that keeps
+// history or was given a position (pos): for a topic with history it
+// comes before the topic's replay (joinTopic).
+func (h *Hub) subscribe(c *Conn, topic string, ref []byte, pos *TopicPosition, op bool) error {
+	_, history := h.cfg.HistoryOf(topic)
+	added, err := h.subscribeLocal(c, topic, history)
+	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.EngineTimeout)
 	defer cancel()
 	if err := h.eng.Subscribe(ctx, topic); err != nil {
-		h.unsubscribe(c, topic)
+		if added {
+			h.unsubscribe(c, topic)
+		}
 		return ErrUnavailable
+	}
+	if added && history {
+		if err := h.joinTopic(c, topic, ref, pos); err != nil {
+			h.unsubscribe(c, topic)
+			return err
+		}
+		return nil
+	}
+	if !c.envelope {
+		return nil
+	}
+	switch {
+	case pos != nil && added:
+		// The topic keeps no history: what the client missed is lost.
+		f := replyFrame("subscribed", ref, topic)
+		f.data = append(f.data[:len(f.data)-1], `,"replayed":0,"recovered":false}`...)
+		c.send(f)
+	case op:
+		c.send(replyFrame("subscribed", ref, topic))
 	}
 	return nil
 }
 
-func (h *Hub) subscribeLocal(c *Conn, topic string) error {
+// subscribeLocal adds c to topic's registry, holding the topic's messages
+// when it keeps history (until joinTopic). added is false when c was
+// subscribed already.
+func (h *Hub) subscribeLocal(c *Conn, topic string, history bool) (added bool, err error) {
 	// c.mu is held while the registry changes so that remove, which takes
 	// the topic list under c.mu after closing is set, cannot miss it.
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closing {
-		return errClosing
+		return false, errClosing
 	}
 	if !TopicAllowed(c.rules, topic) {
-		return errForbiddenTopic
+		return false, errForbiddenTopic
 	}
 	if _, ok := c.topics[topic]; ok {
-		return nil
+		return false, nil
 	}
 	if len(c.topics) >= h.cfg.MaxTopicsPerConn {
-		return errTooManyTopics
+		return false, errTooManyTopics
 	}
 	if c.topics == nil {
 		c.topics = make(map[string]struct{})
 	}
 	c.topics[topic] = struct{}{}
+	if history {
+		if c.topicHold == nil {
+			c.topicHold = make(map[string][]*Message)
+		}
+		c.topicHold[topic] = nil
+	}
 	ts := h.topicShard(topic)
 	ts.mu.Lock()
 	subs := ts.topics[topic]
@@ -114,7 +149,7 @@ func (h *Hub) subscribeLocal(c *Conn, topic string) error {
 	subs[c] = struct{}{}
 	ts.mu.Unlock()
 	h.metrics.subscriptions.Inc()
-	return nil
+	return true, nil
 }
 
 // unsubscribe removes c from topic; it reports whether c was subscribed.
@@ -122,6 +157,10 @@ func (h *Hub) unsubscribe(c *Conn, topic string) bool {
 	c.mu.Lock()
 	_, ok := c.topics[topic]
 	delete(c.topics, topic)
+	for _, m := range c.topicHold[topic] {
+		c.q.bytes -= m.size()
+	}
+	delete(c.topicHold, topic)
 	c.mu.Unlock()
 	if ok {
 		h.dropSubscriber(c, topic)

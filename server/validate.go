@@ -37,6 +37,9 @@ type Limits struct {
 	MaxBatchUsers int
 	// MaxTTL is the longest message ttl. Default 24h.
 	MaxTTL time.Duration
+	// TopicHistory lists the topics that keep history (--topic-history):
+	// a Publish to one may carry a ttl up to its rule's.
+	TopicHistory []gateway.TopicHistoryRule
 }
 
 func (l *Limits) setDefaults() {
@@ -79,14 +82,14 @@ func (l *Limits) validate(req any) error {
 		if err := l.userID("user_id", r.GetUserId()); err != nil {
 			return err
 		}
-		return l.message("message", r.GetMessage(), true)
+		return l.message("message", r.GetMessage(), true, true)
 	case *pb.SendToUsersRequest:
 		if err := l.userIDs("user_ids", r.GetUserIds(), true); err != nil {
 			return err
 		}
-		return l.message("message", r.GetMessage(), true)
+		return l.message("message", r.GetMessage(), true, true)
 	case *pb.BroadcastRequest:
-		if err := l.message("message", r.GetMessage(), false); err != nil {
+		if err := l.message("message", r.GetMessage(), false, false); err != nil {
 			return err
 		}
 		if err := l.userIDs("exclude_user_ids", r.GetExcludeUserIds(), false); err != nil {
@@ -97,8 +100,12 @@ func (l *Limits) validate(req any) error {
 		if err := gateway.ValidTopic(r.GetTopic()); err != nil {
 			return invalid("topic", err.Error())
 		}
-		if err := l.message("message", r.GetMessage(), false); err != nil {
+		rule, history := gateway.HistoryRule(l.TopicHistory, r.GetTopic())
+		if err := l.message("message", r.GetMessage(), false, history); err != nil {
 			return err
+		}
+		if d := r.GetMessage().GetTtl().AsDuration(); history && d > rule.TTL {
+			return invalid("message.ttl", fmt.Sprintf("at most %v: topic %s keeps messages that long (--topic-history %s)", rule.TTL, r.GetTopic(), rule))
 		}
 		return l.connIDs("exclude_connection_ids", r.GetExcludeConnectionIds())
 	case *pb.ListOnlineRequest:
@@ -189,8 +196,10 @@ func (l *Limits) connIDs(field string, ids []string) error {
 	return nil
 }
 
-// message validates a Message; storable says whether a ttl is allowed.
-func (l *Limits) message(field string, m *pb.Message, storable bool) error {
+// message validates a Message; storable says whether it may escalate (a
+// send to users), keeps whether a ttl is allowed (it is kept: a send to
+// users, or a Publish to a topic with history).
+func (l *Limits) message(field string, m *pb.Message, storable, keeps bool) error {
 	if m == nil {
 		return invalid(field, "is required")
 	}
@@ -204,8 +213,8 @@ func (l *Limits) message(field string, m *pb.Message, storable bool) error {
 		switch d := ttl.AsDuration(); {
 		case d < 0:
 			return invalid(field+".ttl", "must not be negative")
-		case d > 0 && !storable:
-			return invalid(field+".ttl", "Broadcast and Publish are live only; use SendToUser or SendToUsers to keep a message")
+		case d > 0 && !keeps:
+			return invalid(field+".ttl", "Broadcast and Publish are live only, except Publish to a topic with history (--topic-history); use SendToUser or SendToUsers to keep a message")
 		case d > l.MaxTTL:
 			return invalid(field+".ttl", fmt.Sprintf("at most %v", l.MaxTTL))
 		}

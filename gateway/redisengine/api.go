@@ -88,12 +88,61 @@ func (e *Engine) Broadcast(ctx context.Context, p gateway.Push, exclude []string
 
 // Publish implements gateway.Engine: the message goes to the nodes with
 // subscribers of topic; it returns the subscribers on the nodes that heard
-// it.
+// it. A topic with history keeps it in the same script (history.go).
 func (e *Engine) Publish(ctx context.Context, topic string, p gateway.Push) (gateway.Sent, error) {
 	now := time.Now()
+	rule, kept := e.cfg.HistoryOf(topic)
+	if kept {
+		p.TTL = gateway.TopicHistoryTTL(rule, p.TTL)
+	}
 	m := p.NewMessage(gateway.NewID(), now, topic, false)
 	m.Trace = gateway.SampledSpan(ctx)
-	return e.idCount(ctx, "publish", now, append(idemArgs(p.Idempotency, nil), m.ID, topic, gateway.EncodeMessage(m)))
+	args := append(idemArgs(p.Idempotency, nil), m.ID, topic, gateway.EncodeMessage(m))
+	if !kept {
+		return e.idCount(ctx, "publish", now, args)
+	}
+	// The data-loss guard and the node's new mark, as for a stored send.
+	args = append(args, rule.Messages, m.TTL.Milliseconds(), e.cfg.InboxMaxTTL.Milliseconds(),
+		e.opt.Node, e.markOf(), e.keep(), m.ID[16:])
+	v, err := e.call(ctx, "publish", args...)
+	if err != nil {
+		return gateway.Sent{}, err
+	}
+	r, _ := v.([]any)
+	if len(r) != 4 {
+		return gateway.Sent{}, fmt.Errorf("redis publish: unexpected reply %v", v)
+	}
+	out := gateway.Sent{ID: str(r[0]), Time: now, Connections: num(r[1])}
+	e.noteStored(out.ID)
+	e.node.CountInbox(gateway.InboxCounts{TopicStored: 1, TopicTrimmed: int(num(r[2])), TopicExpired: int(num(r[3]))})
+	return out, nil
+}
+
+// TopicHistory implements gateway.Engine: one script reads the epoch and
+// the topic's kept messages after r.LastID.
+func (e *Engine) TopicHistory(ctx context.Context, r gateway.TopicHistoryRequest) (gateway.TopicHistory, error) {
+	v, err := e.call(ctx, "topic_history", r.Topic, r.LastID, r.Epoch, gateway.NewID()[16:], e.cfg.InboxMaxTTL.Milliseconds(),
+		e.opt.Node, e.markOf(), e.keep())
+	if err != nil {
+		return gateway.TopicHistory{}, err
+	}
+	res, _ := v.([]any)
+	if len(res) < 3 {
+		return gateway.TopicHistory{}, fmt.Errorf("redis topic_history: unexpected reply %v", v)
+	}
+	out := gateway.TopicHistory{Epoch: str(res[0]), Complete: num(res[1]) == 1}
+	e.newEpoch(out.Epoch)
+	for _, b := range res[3:] {
+		m, err := gateway.DecodeMessage([]byte(str(b)))
+		if err != nil {
+			return gateway.TopicHistory{}, fmt.Errorf("redis topic_history: entry: %w", err)
+		}
+		out.Replay = append(out.Replay, m)
+	}
+	if n := int(num(res[2])); n > 0 {
+		e.node.CountInbox(gateway.InboxCounts{TopicExpired: n})
+	}
+	return out, nil
 }
 
 // idemArgs appends the idempotency key, hash and window the scripts that

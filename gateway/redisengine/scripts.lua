@@ -23,6 +23,12 @@
 --   P:in:<user>     hash: b (data bytes), lost (highest id lost), lu (lost remembered until, ms)
 --   P:ibx           zset user -> when the user's inbox next needs a sweep (ms)
 --   P:inboxed       messages in all inboxes
+--   P:th:<topic>    zset of a topic's history ids (score 0, id order)
+--   P:thx:<topic>   zset id -> when the entry expires (ms)
+--   P:thm:<topic>   hash id -> the encoded message
+--   P:thi:<topic>   hash: last (the topic's last id), lost (highest id
+--                   dropped before its ttl), lu (lost remembered until, ms);
+--                   expires the longest ttl after the topic's last message
 --   P:w             hash node -> open WatchEvents streams on that node
 --   P:wm:<node>     the id of the last stored send that node made (the
 --                   data-loss guard, below); expires a while after the
@@ -505,6 +511,69 @@ local function userconns(u, now)
   return n, since or 0
 end
 
+-- Topic histories (gateway/history.go). A topic with a history rule keeps
+-- its last messages; the publish script stores each with its id, so "after
+-- id X" is exact for a topic. The entry keys expire with the newest entry;
+-- the record (P:thi) the longest ttl after the last message, so that a
+-- client resuming from before a loss is told, and one from a topic with no
+-- record at all is told it may have missed something.
+
+-- th_drop removes ids from topic t's history as lost (not delivered to a
+-- resuming client) and remembers the highest.
+local function th_drop(t, ids, now, remember)
+  if #ids == 0 then return 0 end
+  local lost = redis.call('HGET', key('thi', t), 'lost') or ''
+  for _, id in ipairs(ids) do
+    if id > lost then lost = id end
+  end
+  redis.call('ZREM', key('th', t), unpack(ids))
+  redis.call('ZREM', key('thx', t), unpack(ids))
+  redis.call('HDEL', key('thm', t), unpack(ids))
+  redis.call('HSET', key('thi', t), 'lost', lost, 'lu', now + remember)
+  return #ids
+end
+
+-- th_expire drops topic t's entries whose ttl passed; returns how many.
+local function th_expire(t, now, remember)
+  return th_drop(t, redis.call('ZRANGEBYSCORE', key('thx', t), '-inf', now), now, remember)
+end
+
+-- th_add keeps a message in topic t's history, at most maxmsgs entries
+-- (the oldest go first); returns how many it trimmed.
+local function th_add(t, id, blob, expires, maxmsgs, now, remember)
+  redis.call('ZADD', key('th', t), 0, id)
+  redis.call('ZADD', key('thx', t), expires, id)
+  redis.call('HSET', key('thm', t), id, blob)
+  local trimmed = 0
+  local n = redis.call('ZCARD', key('th', t))
+  if n > maxmsgs then
+    trimmed = th_drop(t, redis.call('ZRANGE', key('th', t), 0, n - maxmsgs - 1), now, remember)
+  end
+  redis.call('HSET', key('thi', t), 'last', id)
+  local life = expires - now
+  for _, k in ipairs({key('th', t), key('thx', t), key('thm', t)}) do
+    if redis.call('PTTL', k) < life then redis.call('PEXPIRE', k, life) end
+  end
+  redis.call('PEXPIRE', key('thi', t), remember)
+  return trimmed
+end
+
+-- th_after returns topic t's kept messages after lastid, and whether
+-- nothing after lastid was lost.
+local function th_after(t, lastid, now)
+  local info = redis.call('HMGET', key('thi', t), 'last', 'lost', 'lu')
+  if not info[1] then return {}, false end
+  local out = {}
+  local ids = redis.call('ZRANGEBYLEX', key('th', t), '(' .. lastid, '+')
+  if #ids > 0 then
+    for _, b in ipairs(redis.call('HMGET', key('thm', t), unpack(ids))) do
+      if b then out[#out + 1] = b end
+    end
+  end
+  local complete = info[1] <= lastid or not info[2] or info[2] <= lastid or tonumber(info[3] or '0') <= now
+  return out, complete
+end
+
 -- @script join
 -- ARGV: P node user conn count since lastid resume clientepoch newepoch
 --       nodetotal grace remember mark keep
@@ -754,13 +823,26 @@ end
 return idem_keep({id, total})
 
 -- @script publish
--- ARGV: P ik ih iw proposedid topic blob
--- Publishes to the nodes with subscribers; returns the id and the subscribers reached.
+-- ARGV: P ik ih iw proposedid topic blob [maxmsgs ttl remember node mark keep newepoch]
+-- Publishes to the nodes with subscribers; returns the id and the
+-- subscribers reached. With maxmsgs (a topic with history) the message is
+-- kept in the topic's history for ttl ms, the node's mark checked first
+-- and moved to it (as a stored send's), and the reply also has the entries
+-- trimmed and expired.
+local kept = ARGV[8] ~= nil
+if kept then guard(ARGV[11], ARGV[12], ARGV[14], tonumber(ARGV[13])) end
 local seen = idem_seen()
 if seen then return seen end
 local topic = ARGV[6]
 local id = nextid(ARGV[5])
 local blob = withid(ARGV[7], id)
+local trimmed, expired = 0, 0
+if kept then
+  local now, remember = nowms(), tonumber(ARGV[10])
+  expired = th_expire(topic, now, remember)
+  trimmed = th_add(topic, id, blob, now + tonumber(ARGV[9]), tonumber(ARGV[8]), now, remember)
+  redis.call('SET', key('wm', ARGV[11]), id, 'PX', tonumber(ARGV[13]))
+end
 local total = 0
 local hv = redis.call('HGETALL', key('t', topic))
 for j = 1, #hv, 2 do
@@ -768,7 +850,29 @@ for j = 1, #hv, 2 do
     total = total + tonumber(hv[j + 1])
   end
 end
+if kept then return idem_keep({id, total, trimmed, expired}) end
 return idem_keep({id, total})
+
+-- @script topic_history
+-- ARGV: P topic lastid clientepoch newepoch remember node mark keep
+-- The epoch and (with lastid) a topic's kept messages after lastid, with
+-- whether nothing after it was lost, and how many entries expired. The
+-- node's mark is checked first (guard), as for a join.
+local t, lastid, cepoch = ARGV[2], ARGV[3], ARGV[4]
+guard(ARGV[7], ARGV[8], ARGV[5], tonumber(ARGV[9]))
+local ep = redis.call('GET', key('epoch'))
+if not ep then
+  ep = ARGV[5]
+  redis.call('SET', key('epoch'), ep)
+end
+if lastid == '' then return {ep, 1, 0} end
+local now = nowms()
+local expired = th_expire(t, now, tonumber(ARGV[6]))
+local replay, complete = th_after(t, lastid, now)
+if cepoch ~= '' and cepoch ~= ep then complete = false end
+local out = {ep, complete and 1 or 0, expired}
+for _, b in ipairs(replay) do out[#out + 1] = b end
+return out
 
 -- @script kick
 -- ARGV: P user text grace

@@ -471,6 +471,13 @@ func (s *Sharded) Subscribe(ctx context.Context, topic string) error {
 // Unsubscribed implements gateway.Engine.
 func (s *Sharded) Unsubscribed(topic string) { s.of(topic).Unsubscribed(topic) }
 
+// TopicHistory implements gateway.Engine: on the topic's shard, whose
+// epoch the subscription gets (a topic moved to another shard resumes
+// with recovered: false).
+func (s *Sharded) TopicHistory(ctx context.Context, r gateway.TopicHistoryRequest) (gateway.TopicHistory, error) {
+	return s.of(r.Topic).TopicHistory(ctx, r)
+}
+
 // Ack implements gateway.Engine: on the user's shard.
 func (s *Sharded) Ack(ctx context.Context, userID, connID string, ids []string, implicit bool) error {
 	return s.of(userID).Ack(ctx, userID, connID, ids, implicit)

@@ -158,6 +158,10 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (_ *App, err error
 			WaitReplicas: cfg.RedisWaitReplicas, WaitTimeout: cfg.RedisWaitTimeout,
 		})
 	}
+	historyRules, err := cfg.HistoryRules()
+	if err != nil {
+		return nil, fmt.Errorf("--topic-history: %w", err)
+	}
 	a.hub, err = gateway.NewHub(gateway.Config{
 		HeartbeatInterval: cfg.HeartbeatInterval,
 		HeartbeatTimeout:  cfg.HeartbeatTimeout,
@@ -173,6 +177,8 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (_ *App, err error
 		InboxMaxTTL:       cfg.InboxMaxTTL,
 		PresenceGrace:     presenceGrace(cfg.PresenceGrace),
 		MaxTopicsPerConn:  cfg.MaxTopicsPerConn,
+		TopicHistory:      historyRules,
+		TopicHistoryTotal: cfg.TopicHistoryTotal,
 		UpstreamUsers:     config.List(cfg.UpstreamUsers),
 		UpstreamTopics:    config.List(cfg.UpstreamTopics),
 
@@ -240,7 +246,7 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (_ *App, err error
 		MaxConnsPerAddr: cfg.GRPCMaxConnsPerIP, ResetRate: cfg.GRPCResetRate,
 	}, reg)
 	a.grpc = server.NewGRPCServer(a.svc, a.health, server.ServerOptions{
-		Limits:        server.Limits{MaxUserIDBytes: cfg.MaxUserIDBytes, MaxPayloadBytes: cfg.MaxPayloadBytes, MaxBatchUsers: cfg.MaxBatchUsers, MaxTTL: cfg.InboxMaxTTL},
+		Limits:        server.Limits{MaxUserIDBytes: cfg.MaxUserIDBytes, MaxPayloadBytes: cfg.MaxPayloadBytes, MaxBatchUsers: cfg.MaxBatchUsers, MaxTTL: cfg.InboxMaxTTL, TopicHistory: historyRules},
 		APIKeys:       keys,
 		RatePerCaller: cfg.GRPCRate,
 		NoReflection:  cfg.NoReflection,

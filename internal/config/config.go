@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -62,6 +63,8 @@ type Config struct {
 	InboxMaxTTL       time.Duration // longest message ttl.
 	PresenceGrace     time.Duration // offline events wait this long.
 	MaxTopicsPerConn  int           // subscriptions per connection.
+	TopicHistory      string        // comma-separated pattern=messages/ttl rules: topics that keep history.
+	TopicHistoryTotal int           // messages in all topic histories together (memory engine).
 	UpstreamUsers     string        // comma-separated user id patterns allowed to send upstream.
 	UpstreamTopics    string        // comma-separated topic patterns clients may send to.
 	PublishTopics     string        // comma-separated topic patterns any client may publish to.
@@ -167,6 +170,19 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 	return c, err
 }
 
+// HistoryRules parses --topic-history.
+func (c *Config) HistoryRules() ([]gateway.TopicHistoryRule, error) {
+	var out []gateway.TopicHistoryRule
+	for _, s := range List(c.TopicHistory) {
+		r, err := gateway.ParseTopicHistoryRule(s)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
 // MinAdminPassword is the shortest --admin-password accepted, in
 // characters.
 const MinAdminPassword = 12
@@ -205,6 +221,8 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, *fl
 	fs.DurationVar(&c.InboxMaxTTL, "inbox-max-ttl", gw.InboxMaxTTL, "longest ttl a message may ask for (also how long a dropped message is remembered, so resuming clients learn of the gap)")
 	fs.DurationVar(&c.PresenceGrace, "presence-grace", gw.PresenceGrace, "how long a user may be gone before WatchEvents reports them offline (a page reload reports nothing); 0 reports at once")
 	fs.IntVar(&c.MaxTopicsPerConn, "max-topics-per-connection", gw.MaxTopicsPerConn, "most topics one connection may subscribe to")
+	fs.StringVar(&c.TopicHistory, "topic-history", "", "comma-separated `rules` pattern=messages/ttl: topics matching pattern (exact, or prefix*) keep their last messages, each for ttl (or a Publish's shorter ttl), and clients resume them after a reconnect, e.g. todo:*=100/10m; the first matching rule applies; messages at most "+strconv.Itoa(gateway.MaxTopicHistoryMessages)+", ttl 1s to --inbox-max-ttl; empty: every topic is live only")
+	fs.IntVar(&c.TopicHistoryTotal, "topic-history-max-total", gw.TopicHistoryTotal, "memory engine: messages in all topic histories together; past it messages are delivered live but not kept (resuming clients get recovered: false)")
 	fs.StringVar(&c.UpstreamUsers, "upstream-users", "", "comma-separated user id `patterns` whose clients may send messages to WatchEvents: * matches any characters (/ included; * alone is everyone), ? one, [a-z] one of a class, \\ escapes")
 	fs.StringVar(&c.UpstreamTopics, "upstream-topics", "", "comma-separated topic `patterns` (exact, or prefix*) that clients may send messages to")
 	fs.StringVar(&c.PublishTopics, "client-publish-topics", "", "comma-separated topic `patterns` (exact, or prefix*) that every envelope client may publish to, besides what its token's pub claim allows")
@@ -496,6 +514,14 @@ func (c *Config) validate() []error {
 	check(c.InboxBytes > 0, "--inbox-max-bytes must be positive")
 	check(c.InboxMaxTTL > 0, "--inbox-max-ttl must be positive")
 	check(c.MaxTopicsPerConn > 0, "--max-topics-per-connection must be positive")
+	if rules, err := c.HistoryRules(); err != nil {
+		check(false, "--topic-history: %v", err)
+	} else {
+		for _, r := range rules {
+			check(r.TTL <= c.InboxMaxTTL, "--topic-history: %s: ttl %v is longer than --inbox-max-ttl (%v), how long a loss is remembered", r, r.TTL, c.InboxMaxTTL)
+		}
+	}
+	check(c.TopicHistoryTotal > 0, "--topic-history-max-total must be positive")
 	check(c.IdempotencyWindow > 0, "--idempotency-window must be positive")
 	_, err := c.Proxies()
 	check(err == nil, "--trusted-proxies: %v", err)
