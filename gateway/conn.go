@@ -71,9 +71,9 @@ type Conn struct {
 	// is joining (Hub.joinTopic), held until the topic's replay is queued,
 	// counted in q's caps. Guarded by mu.
 	topicHold map[string][]*Message
-	last    string     // guarded by the user's shard mu: the highest stored message id queued (or replayed)
-	joinSeq string     // guarded by the user's shard mu: the last id handed out when the connection joined
-	epoch   string     // guarded by the user's shard mu: the engine epoch it joined in
+	last      string // guarded by the user's shard mu: the highest stored message id queued (or replayed)
+	joinSeq   string // guarded by the user's shard mu: the last id handed out when the connection joined
+	epoch     string // guarded by the user's shard mu: the engine epoch it joined in
 
 	// The frames the client may send (data and control frames), and the
 	// message ids it may acknowledge; nil when unlimited. Set at
