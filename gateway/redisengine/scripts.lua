@@ -541,6 +541,11 @@ end
 -- th_add keeps a message in topic t's history, at most maxmsgs entries
 -- (the oldest go first); returns how many it trimmed.
 local function th_add(t, id, blob, expires, maxmsgs, now, remember)
+  if redis.call('EXISTS', key('th', t)) == 0 then
+    -- The entries before, if any, expired with their keys: lost.
+    local prev = redis.call('HGET', key('thi', t), 'last')
+    if prev then th_drop(t, {prev}, now, remember) end
+  end
   redis.call('ZADD', key('th', t), 0, id)
   redis.call('ZADD', key('thx', t), expires, id)
   redis.call('HSET', key('thm', t), id, blob)
@@ -570,8 +575,11 @@ local function th_after(t, lastid, now)
       if b then out[#out + 1] = b end
     end
   end
-  local complete = info[1] <= lastid or not info[2] or info[2] <= lastid or tonumber(info[3] or '0') <= now
-  return out, complete
+  if info[1] <= lastid then return out, true end
+  -- Entries after lastid existed; none kept means they expired with
+  -- their keys.
+  if #ids == 0 and redis.call('EXISTS', key('th', t)) == 0 then return out, false end
+  return out, not info[2] or info[2] <= lastid or tonumber(info[3] or '0') <= now
 end
 
 -- @script join
