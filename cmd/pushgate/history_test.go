@@ -15,8 +15,8 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"pushgate/gateway/redisengine/redistest"
-	"pushgate/internal/config"
 	pb "pushgate/gen/pushgate/v1"
+	"pushgate/internal/config"
 )
 
 // Topic history and resume (PROTOCOL.md, "Topic history and resume").
