@@ -286,15 +286,11 @@ var ErrIdempotencyFull = errors.New("too many idempotency keys remembered")
 
 // NewMessage makes the message an engine delivers for p: m.ID and m.Time
 // set, stored when p.TTL > 0 and it goes to users (not a broadcast, not a
-// topic). A topic message keeps p.TTL, which a topic with history uses
-// (TopicHistoryTTL).
+// topic; an engine sets the ttl of a message a topic's history keeps).
 func (p *Push) NewMessage(id string, t time.Time, topic string, broadcast bool) *Message {
 	m := &Message{ID: id, Type: p.Type, Kind: p.Kind, Data: p.Data, Topic: topic, Time: t, From: p.From, broadcast: broadcast}
 	if broadcast || topic != "" {
 		m.Exclude = p.ExcludeConns
-		if topic != "" {
-			m.TTL = p.TTL
-		}
 	} else {
 		m.TTL = p.TTL
 		m.stored = p.TTL > 0

@@ -243,12 +243,12 @@ func (e *memoryEngine) topicStripe(topic string) *memTopicStripe {
 // stripe the message gets its id, is kept (unless every history together
 // is at Config.TopicHistoryTotal) and is delivered.
 func (e *memoryEngine) publishKept(ctx context.Context, topic string, rule TopicHistoryRule, p Push) Sent {
-	p.TTL = TopicHistoryTTL(rule, p.TTL)
 	ts := e.topicStripe(topic)
 	var c InboxCounts
 	ts.mu.Lock()
 	now := time.Now()
 	m := p.NewMessage(NewID(), now, topic, false)
+	m.TTL = TopicHistoryTTL(rule, p.TTL)
 	m.Trace = SampledSpan(ctx)
 	h := ts.topics[topic]
 	if h == nil {

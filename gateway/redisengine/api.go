@@ -92,10 +92,10 @@ func (e *Engine) Broadcast(ctx context.Context, p gateway.Push, exclude []string
 func (e *Engine) Publish(ctx context.Context, topic string, p gateway.Push) (gateway.Sent, error) {
 	now := time.Now()
 	rule, kept := e.cfg.HistoryOf(topic)
-	if kept {
-		p.TTL = gateway.TopicHistoryTTL(rule, p.TTL)
-	}
 	m := p.NewMessage(gateway.NewID(), now, topic, false)
+	if kept {
+		m.TTL = gateway.TopicHistoryTTL(rule, p.TTL)
+	}
 	m.Trace = gateway.SampledSpan(ctx)
 	args := append(idemArgs(p.Idempotency, nil), m.ID, topic, gateway.EncodeMessage(m))
 	if !kept {
