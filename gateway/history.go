@@ -122,6 +122,11 @@ type TopicHistoryRequest struct {
 // TopicHistory is a topic's history after a position.
 type TopicHistory struct {
 	Epoch string // the epoch of the engine (shard) that keeps the topic
+	// Seq: an id no smaller than any the topic handed out before the read;
+	// every later message of the topic has a greater one. A client that
+	// has everything up to it (the replay, and the messages held while it
+	// joined) resumes from it.
+	Seq string
 	// Replay: the kept messages after LastID, in order (none without a
 	// LastID).
 	Replay []*Message
@@ -196,6 +201,8 @@ func subscribedFrame(ref []byte, topic string, j *topicJoin, replayed int) frame
 	b := f.data[:len(f.data)-1]
 	b = append(b, `,"epoch":`...)
 	b = appendJSONString(b, j.history.Epoch)
+	b = append(b, `,"last_id":`...)
+	b = appendJSONString(b, j.history.Seq)
 	if j.pos != nil {
 		b = append(b, `,"replayed":`...)
 		b = strconv.AppendInt(b, int64(replayed), 10)

@@ -280,15 +280,14 @@ func (e *memoryEngine) publishKept(ctx context.Context, topic string, rule Topic
 // TopicHistory implements Engine.
 func (e *memoryEngine) TopicHistory(_ context.Context, r TopicHistoryRequest) (TopicHistory, error) {
 	out := TopicHistory{Epoch: e.cfg.Epoch, Complete: true}
-	if r.LastID == "" {
-		return out, nil
-	}
 	ts := e.topicStripe(r.Topic)
 	now := time.Now()
 	var c InboxCounts
 	ts.mu.Lock()
+	out.Seq = NewID() // the topic's later ids are made under this lock: greater
 	h := ts.topics[r.Topic]
 	switch {
+	case r.LastID == "":
 	case h == nil || !now.Before(h.lastAt.Add(e.cfg.InboxMaxTTL)):
 		// No record of the topic: whatever followed LastID is forgotten.
 		out.Complete = false

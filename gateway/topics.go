@@ -98,6 +98,17 @@ func (h *Hub) subscribe(c *Conn, topic string, ref []byte, pos *TopicPosition, o
 		return nil
 	}
 	switch {
+	case history && op:
+		// Subscribed already (by topics= in the URL, or an earlier op):
+		// the reply names the epoch; the position is the one the first
+		// subscription gave and the messages since.
+		hist, err := h.eng.TopicHistory(ctx, TopicHistoryRequest{Topic: topic})
+		if err != nil {
+			return ErrUnavailable
+		}
+		f := replyFrame("subscribed", ref, topic)
+		f.data = append(appendJSONString(append(f.data[:len(f.data)-1], `,"epoch":`...), hist.Epoch), '}')
+		c.send(f)
 	case pos != nil && added:
 		// The topic keeps no history: what the client missed is lost.
 		f := replyFrame("subscribed", ref, topic)

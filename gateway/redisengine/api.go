@@ -127,12 +127,12 @@ func (e *Engine) TopicHistory(ctx context.Context, r gateway.TopicHistoryRequest
 		return gateway.TopicHistory{}, err
 	}
 	res, _ := v.([]any)
-	if len(res) < 3 {
+	if len(res) < 4 {
 		return gateway.TopicHistory{}, fmt.Errorf("redis topic_history: unexpected reply %v", v)
 	}
-	out := gateway.TopicHistory{Epoch: str(res[0]), Complete: num(res[1]) == 1}
+	out := gateway.TopicHistory{Epoch: str(res[0]), Complete: num(res[1]) == 1, Seq: str(res[3])}
 	e.newEpoch(out.Epoch)
-	for _, b := range res[3:] {
+	for _, b := range res[4:] {
 		m, err := gateway.DecodeMessage([]byte(str(b)))
 		if err != nil {
 			return gateway.TopicHistory{}, fmt.Errorf("redis topic_history: entry: %w", err)

@@ -863,8 +863,9 @@ return idem_keep({id, total})
 
 -- @script topic_history
 -- ARGV: P topic lastid clientepoch newepoch remember node mark keep
--- The epoch and (with lastid) a topic's kept messages after lastid, with
--- whether nothing after it was lost, and how many entries expired. The
+-- The epoch, whether nothing after lastid was lost, how many entries
+-- expired, the last id handed out (every later message gets a greater
+-- one), and (with lastid) the topic's kept messages after lastid. The
 -- node's mark is checked first (guard), as for a join.
 local t, lastid, cepoch = ARGV[2], ARGV[3], ARGV[4]
 guard(ARGV[7], ARGV[8], ARGV[5], tonumber(ARGV[9]))
@@ -873,12 +874,13 @@ if not ep then
   ep = ARGV[5]
   redis.call('SET', key('epoch'), ep)
 end
-if lastid == '' then return {ep, 1, 0} end
+local seq = redis.call('GET', key('lastid')) or ''
+if lastid == '' then return {ep, 1, 0, seq} end
 local now = nowms()
 local expired = th_expire(t, now, tonumber(ARGV[6]))
 local replay, complete = th_after(t, lastid, now)
 if cepoch ~= '' and cepoch ~= ep then complete = false end
-local out = {ep, complete and 1 or 0, expired}
+local out = {ep, complete and 1 or 0, expired, seq}
 for _, b in ipairs(replay) do out[#out + 1] = b end
 return out
 

@@ -74,6 +74,14 @@ export interface Reply {
   op: string;
   ref: number;
   topic?: string;
+  /** subscribed, for a topic with history: the epoch of what keeps it. */
+  epoch?: string;
+  /** subscribed, for a topic with history: the topic's position at the subscription. */
+  last_id?: string;
+  /** subscribed with a position: messages replayed after the reply. */
+  replayed?: number;
+  /** subscribed with a position: nothing after it was lost. */
+  recovered?: boolean;
   exp?: number;
   /** push_subscribed: the push target's id. */
   target_id?: string;
@@ -84,7 +92,8 @@ export interface Reply {
 export interface EventMap {
   message: PushMessage;
   state: State;
-  recovered: { recovered: boolean; replayed: number };
+  /** After a resume: of the user's inbox (no topic), or of a topic with history (topic set). */
+  recovered: { recovered: boolean; replayed: number; topic?: string };
   hello: Record<string, unknown>;
   error: Error & { code?: string };
   close: { code: number; reason: string; willReconnect: boolean };
@@ -98,6 +107,8 @@ export class PushgateClient {
   lastId: string;
   /** The server's inbox epoch, sent back on resume. */
   epoch: string;
+  /** Per topic with history: where it resumes after a reconnect (kept automatically). */
+  topicPositions: Record<string, { lastId: string; epoch: string }>;
   /** The user the server says this is (after hello). */
   userId?: string;
   /** This connection's id (after hello; new on every reconnect): give it to

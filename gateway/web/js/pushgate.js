@@ -88,7 +88,8 @@
    *              (json: the payload's JSON text, exactly as sent, when it is JSON
    *              or text; JSON.parse rounds integers above 2^53)
    *   state      "connecting" | "connected" | "disconnected" | "closed"
-   *   recovered  {recovered, replayed} after a resume
+   *   recovered  {recovered, replayed} after a resume of the user's inbox;
+   *              {recovered, replayed, topic} after one of a topic with history
    *   hello      the server's hello frame
    *   error      an Error (network errors, refused frames, bad token)
    *   close      {code, reason, willReconnect}
@@ -105,6 +106,9 @@
     this.lastId = '';
     this.epoch = '';
     this.topics = {};
+    // Topics with history (the server's subscribed frame has an epoch):
+    // topic -> {lastId, epoch}, the position to resume it from.
+    this.topicPositions = {};
     (options.topics || []).forEach(function (t) { this.topics[t] = true; }, this);
     this._handlers = {};
     this._pending = []; // frames sent while not connected
@@ -191,6 +195,13 @@
       }
       var topics = Object.keys(self.topics);
       if (topics.length) q.push('topics=' + topics.map(encodeURIComponent).join(','));
+      var positions = topics.filter(function (t) {
+        return self.topicPositions[t] && self.topicPositions[t].lastId;
+      }).map(function (t) {
+        var p = self.topicPositions[t];
+        return t + '=' + p.lastId + (p.epoch ? '.' + p.epoch : '');
+      });
+      if (positions.length) q.push('topic_last_ids=' + encodeURIComponent(positions.join(',')));
       if (q.length) url += (url.indexOf('?') < 0 ? '?' : '&') + q.join('&');
       var headers = token && self.options.headerToken ? { Authorization: 'Bearer ' + token } : undefined;
       var ws;
@@ -266,6 +277,8 @@
           msg.data = msg.binary;
         }
         if (!f.topic && !f.broadcast) this.lastId = f.id; // the resume point
+        var pos = f.topic && this.topicPositions[f.topic];
+        if (pos && f.id > pos.lastId) pos.lastId = f.id; // the topic's resume point
         this._emit('message', msg);
         if (f.stored && this.autoAck) acks.push(f.id);
         break;
@@ -284,12 +297,39 @@
       default: // subscribed, unsubscribed, sent, published, acked, refreshed
         if (f.op === 'unsubscribed' && f.ref === undefined && f.topic) {
           delete this.topics[f.topic]; // ended by the server (a refreshed token no longer allows it)
+          delete this.topicPositions[f.topic];
         }
+        if (f.op === 'subscribed' && f.topic && f.epoch) this._onTopicJoined(f);
         if (f.ref !== undefined && this._waiting[f.ref]) {
           this._waiting[f.ref].resolve(f);
           delete this._waiting[f.ref];
         }
     }
+  };
+
+  // _onTopicJoined keeps the position of a topic with history: the
+  // server's last id at the subscription, or a later one of ours.
+  PushgateClient.prototype._onTopicJoined = function (f) {
+    var pos = this.topicPositions[f.topic] || { lastId: '', epoch: '' };
+    if (f.epoch !== pos.epoch && pos.epoch) pos.lastId = ''; // ids of a lost history
+    pos.epoch = f.epoch;
+    if (f.last_id && f.last_id > pos.lastId) pos.lastId = f.last_id;
+    this.topicPositions[f.topic] = pos;
+    if (f.recovered !== undefined) {
+      this._emit('recovered', { recovered: f.recovered !== false, replayed: f.replayed || 0, topic: f.topic });
+    }
+  };
+
+  // _subscribeFrame is the subscribe op for topic, after its position when
+  // it has one.
+  PushgateClient.prototype._subscribeFrame = function (topic) {
+    var frame = { op: 'subscribe', topic: topic };
+    var pos = this.topicPositions[topic];
+    if (pos && pos.lastId) {
+      frame.last_id = pos.lastId;
+      if (pos.epoch) frame.epoch = pos.epoch;
+    }
+    return frame;
   };
 
   PushgateClient.prototype._onHello = function (f) {
@@ -304,8 +344,11 @@
     // Topics joined since the URL was built, then what was sent meanwhile.
     var joined = {};
     (f.topics || []).forEach(function (t) { joined[t] = true; });
+    this._pending.forEach(function (frame) {
+      if (frame.op === 'subscribe') joined[frame.topic] = true; // goes out below
+    });
     Object.keys(this.topics).forEach(function (t) {
-      if (!joined[t]) this._sendNow({ op: 'subscribe', topic: t });
+      if (!joined[t]) this._sendNow(this._subscribeFrame(t));
     }, this);
     var pending = this._pending;
     this._pending = [];
@@ -431,7 +474,7 @@
   PushgateClient.prototype.subscribe = function (topic) {
     var self = this;
     this.topics[topic] = true;
-    return this._request({ op: 'subscribe', topic: topic }).catch(function (e) {
+    return this._request(this._subscribeFrame(topic)).catch(function (e) {
       delete self.topics[topic];
       throw e;
     });
@@ -440,6 +483,7 @@
   /** unsubscribe leaves a topic. */
   PushgateClient.prototype.unsubscribe = function (topic) {
     delete this.topics[topic];
+    delete this.topicPositions[topic];
     return this._request({ op: 'unsubscribe', topic: topic });
   };
 
