@@ -31,6 +31,7 @@ type env struct {
 	Replayed  int             `json:"replayed"`
 	Recovered *bool           `json:"recovered"`
 	Epoch     string          `json:"epoch"`
+	LastID    string          `json:"last_id"`
 	Topics    []string        `json:"topics"`
 	TargetID  string          `json:"target_id"`
 	Heartbeat struct {

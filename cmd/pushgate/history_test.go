@@ -358,3 +358,37 @@ func TestClusterTopicResume(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A page that got no message of the topic yet resumes from the position
+// its subscribed frame gave.
+func TestTopicResumeFromSubscribedPosition(t *testing.T) {
+	s := startServer(t, "--topic-history", "todo:*=100/10m")
+	const topic = "todo:quiet"
+	// Something was published before, so a fresh Redis has a last id too.
+	if err := <-publishSeq(s.api, "other:1", 0, 1, 0); err != nil {
+		t.Fatal(err)
+	}
+	c := s.dialEnv(t, "/page?topics="+topic)
+	sub := c.subscribedFrame(topic)
+	if sub.LastID == "" {
+		t.Fatalf("subscribed %+v: want the topic's position (last_id)", sub)
+	}
+	c.c.CloseNow()
+	if err := <-publishSeq(s.api, topic, 0, 3, 0); err != nil {
+		t.Fatal(err)
+	}
+	c = s.dialEnv(t, "/page?topics="+topic+"&topic_last_ids="+url.QueryEscape(topic+"="+sub.LastID+"."+sub.Epoch))
+	if f := c.subscribedFrame(topic); f.Recovered == nil || !*f.Recovered || f.Replayed != 3 {
+		t.Fatalf("subscribed %+v: want recovered true, 3 replayed", f)
+	}
+	c.expectSeq(topic, 0, 3)
+	// Subscribing again answers with the epoch, and replays nothing.
+	c.send(map[string]any{"op": "subscribe", "topic": topic, "ref": "again"})
+	if f := c.subscribedFrame(topic); f.Epoch != sub.Epoch || f.Recovered != nil {
+		t.Fatalf("second subscribe: %+v", f)
+	}
+	if err := <-publishSeq(s.api, topic, 3, 4, 0); err != nil {
+		t.Fatal(err)
+	}
+	c.expectSeq(topic, 3, 4)
+}
