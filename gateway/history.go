@@ -186,28 +186,26 @@ func validEpoch(ep string) error {
 	return nil
 }
 
-// topicJoin is a subscription in step 3 of joining a topic with history.
-type topicJoin struct {
-	ref     []byte // the subscribe's ref, echoed in the subscribed frame
-	pos     *TopicPosition
-	history TopicHistory
-}
-
-// subscribedFrame builds the answer to a subscribe of a topic with
-// history: {"op":"subscribed","ref":ref,"topic":topic,"epoch":epoch}, with
-// "replayed" and "recovered" when the client gave a position.
-func subscribedFrame(ref []byte, topic string, j *topicJoin, replayed int) frame {
+// subscribedFrame builds the answer to a subscribe:
+// {"op":"subscribed","ref":ref,"topic":topic}, then for a topic with
+// history "epoch" (and "last_id", the topic's position, when not empty),
+// and for a subscribe with a position "replayed" and "recovered".
+func subscribedFrame(ref []byte, topic, epoch, lastID string, replayed int, recovered *bool) frame {
 	f := replyFrame("subscribed", ref, topic)
 	b := f.data[:len(f.data)-1]
-	b = append(b, `,"epoch":`...)
-	b = appendJSONString(b, j.history.Epoch)
-	b = append(b, `,"last_id":`...)
-	b = appendJSONString(b, j.history.Seq)
-	if j.pos != nil {
+	if epoch != "" {
+		b = append(b, `,"epoch":`...)
+		b = appendJSONString(b, epoch)
+	}
+	if lastID != "" {
+		b = append(b, `,"last_id":`...)
+		b = appendJSONString(b, lastID)
+	}
+	if recovered != nil {
 		b = append(b, `,"replayed":`...)
 		b = strconv.AppendInt(b, int64(replayed), 10)
 		b = append(b, `,"recovered":`...)
-		b = strconv.AppendBool(b, j.history.Complete)
+		b = strconv.AppendBool(b, *recovered)
 	}
 	f.data = append(b, '}')
 	return f
@@ -228,7 +226,6 @@ func (h *Hub) joinTopic(c *Conn, topic string, ref []byte, pos *TopicPosition) e
 	if err != nil {
 		return ErrUnavailable
 	}
-	j := topicJoin{ref: ref, pos: pos, history: hist}
 	c.mu.Lock()
 	held, holding := c.topicHold[topic]
 	delete(c.topicHold, topic)
@@ -247,7 +244,11 @@ func (h *Hub) joinTopic(c *Conn, topic string, ref []byte, pos *TopicPosition) e
 		}
 	}
 	if c.envelope {
-		c.q.add(subscribedFrame(ref, topic, &j, replayed))
+		var recovered *bool
+		if pos != nil {
+			recovered = &hist.Complete
+		}
+		c.q.add(subscribedFrame(ref, topic, hist.Epoch, hist.Seq, replayed, recovered))
 	}
 	for _, m := range msgs {
 		c.q.add(frame{msg: m})

@@ -93,6 +93,10 @@ func checkServerFrame(t *testing.T, ex string) {
 		Message   string          `json:"message"`
 		Exp       int64           `json:"exp"`
 		TargetID  string          `json:"target_id"`
+		Epoch     string          `json:"epoch"`
+		LastID    string          `json:"last_id"`
+		Replayed  int             `json:"replayed"`
+		Recovered *bool           `json:"recovered"`
 	}
 	if err := json.Unmarshal([]byte(ex), &f); err != nil {
 		t.Errorf("%s: %v", ex, err)
@@ -136,7 +140,9 @@ func checkServerFrame(t *testing.T, ex string) {
 		want = pushSubscribedFrame(f.Ref, f.TargetID).data
 	case "published":
 		want = publishedFrame(f.Ref, f.ID).data
-	case "acked", "subscribed", "unsubscribed", "sent":
+	case "subscribed":
+		want = subscribedFrame(f.Ref, f.Topic, f.Epoch, f.LastID, f.Replayed, f.Recovered).data
+	case "acked", "unsubscribed", "sent":
 		want = replyFrame(f.Op, f.Ref, f.Topic).data
 	case "error":
 		switch f.Code {

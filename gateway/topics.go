@@ -106,14 +106,11 @@ func (h *Hub) subscribe(c *Conn, topic string, ref []byte, pos *TopicPosition, o
 		if err != nil {
 			return ErrUnavailable
 		}
-		f := replyFrame("subscribed", ref, topic)
-		f.data = append(appendJSONString(append(f.data[:len(f.data)-1], `,"epoch":`...), hist.Epoch), '}')
-		c.send(f)
+		c.send(subscribedFrame(ref, topic, hist.Epoch, "", 0, nil))
 	case pos != nil && added:
 		// The topic keeps no history: what the client missed is lost.
-		f := replyFrame("subscribed", ref, topic)
-		f.data = append(f.data[:len(f.data)-1], `,"replayed":0,"recovered":false}`...)
-		c.send(f)
+		lost := false
+		c.send(subscribedFrame(ref, topic, "", "", 0, &lost))
 	case op:
 		c.send(replyFrame("subscribed", ref, topic))
 	}
