@@ -71,6 +71,11 @@ type Conn struct {
 	// is joining (Hub.joinTopic), held until the topic's replay is queued,
 	// counted in q's caps. Guarded by mu.
 	topicHold map[string][]*Message
+	// topicLast: per topic with history, the highest id queued on this
+	// connection (or its position when it joined): a message of the topic
+	// at or below it is one it has (an engine catching up after a lost
+	// subscription delivers kept messages again). Guarded by mu.
+	topicLast map[string]string
 	last      string // guarded by the user's shard mu: the highest stored message id queued (or replayed)
 	joinSeq   string // guarded by the user's shard mu: the last id handed out when the connection joined
 	epoch     string // guarded by the user's shard mu: the engine epoch it joined in
@@ -92,6 +97,7 @@ const (
 	queued     enqueueResult = iota
 	held                     // the connection is joining: held until its replay is queued (Hub.register)
 	closing                  // the connection is closing; dropped
+	skipped                  // a topic history message the connection has already
 	overflowed               // over the queue caps: the caller must closeWith(CloseSlowConsumer)
 )
 
@@ -165,6 +171,25 @@ func (c *Conn) push(f frame) (enqueueResult, bool) {
 		c.mu.Unlock()
 		c.hub.metrics.droppedClosing.Inc()
 		return closing, false
+	}
+	if f.msg != nil && f.msg.Topic != "" && f.msg.TTL > 0 {
+		// A message a topic's history keeps (live topics' have no ttl).
+		if last, ok := c.topicLast[f.msg.Topic]; ok {
+			if f.msg.ID <= last {
+				c.mu.Unlock()
+				return skipped, false
+			}
+			if !c.q.fits(len(c.q.frames), f.size(), cfg) {
+				c.mu.Unlock()
+				c.hub.metrics.droppedSlow.Inc()
+				return overflowed, false
+			}
+			c.topicLast[f.msg.Topic] = f.msg.ID
+			c.q.add(f)
+			start := c.startWriterLocked()
+			c.mu.Unlock()
+			return queued, start
+		}
 	}
 	if f.msg != nil && f.msg.Topic != "" && c.topicHold != nil {
 		if hold, ok := c.topicHold[f.msg.Topic]; ok {

@@ -250,9 +250,15 @@ func (h *Hub) joinTopic(c *Conn, topic string, ref []byte, pos *TopicPosition) e
 		}
 		c.q.add(subscribedFrame(ref, topic, hist.Epoch, hist.Seq, replayed, recovered))
 	}
+	last := hist.Seq
 	for _, m := range msgs {
 		c.q.add(frame{msg: m})
+		last = max(last, m.ID)
 	}
+	if c.topicLast == nil {
+		c.topicLast = make(map[string]string)
+	}
+	c.topicLast[topic] = max(last, req.LastID)
 	start := c.startWriterLocked()
 	c.mu.Unlock()
 	h.metrics.topicReplayed.Add(float64(replayed))

@@ -169,6 +169,7 @@ func (h *Hub) unsubscribe(c *Conn, topic string) bool {
 		c.q.bytes -= m.size()
 	}
 	delete(c.topicHold, topic)
+	delete(c.topicLast, topic)
 	c.mu.Unlock()
 	if ok {
 		h.dropSubscriber(c, topic)

@@ -392,3 +392,34 @@ func TestTopicResumeFromSubscribedPosition(t *testing.T) {
 	}
 	c.expectSeq(topic, 3, 4)
 }
+
+// A node whose link to Redis stalls for less than the node ttl keeps its
+// clients; once back, its subscribers of a topic with history get what was
+// published meanwhile (the node catches up from the history), in order,
+// once, before live messages.
+func TestClusterTopicCatchUpAfterRedisStall(t *testing.T) {
+	r := redistest.Start(t)
+	p := newStallProxy(t, r.Addr())
+	args := []string{"--engine", "redis", "--node-ttl", "6s", "--redis-timeout", "500ms", "--topic-history", "todo:*=100/10m"}
+	a := startServer(t, append([]string{"--redis-url", "redis://" + p.addr() + "/0"}, args...)...)
+	b := startServer(t, append([]string{"--redis-url", r.URL()}, args...)...)
+	const topic = "todo:team-7"
+	c := a.dialEnv(t, "/page?topics="+topic)
+	c.subscribedFrame(topic)
+	if err := <-publishSeq(b.api, topic, 0, 3, 0); err != nil {
+		t.Fatal(err)
+	}
+	c.expectSeq(topic, 0, 3)
+
+	p.stall()
+	eventually(t, "node a to report not ready", func() bool { return readyz(t, a) == 503 })
+	if err := <-publishSeq(b.api, topic, 3, 13, 0); err != nil { // a does not hear them
+		t.Fatal(err)
+	}
+	p.thaw()
+	eventually(t, "node a to be ready again", func() bool { return readyz(t, a) == 200 })
+	if err := <-publishSeq(b.api, topic, 13, 15, 0); err != nil {
+		t.Fatal(err)
+	}
+	c.expectSeq(topic, 3, 15)
+}

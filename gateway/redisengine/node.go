@@ -412,6 +412,9 @@ func (e *Engine) restore(ctx context.Context) error {
 	if err == nil {
 		err = e.catchUpAll(ctx)
 	}
+	if err == nil {
+		err = e.catchUpTopics(ctx)
+	}
 	if err != nil && ctx.Err() == nil {
 		return fmt.Errorf("writing this node's state to redis: %w", err)
 	}
@@ -811,6 +814,39 @@ func (e *Engine) catchUpAll(ctx context.Context) error {
 	}
 	return nil
 }
+
+// catchUpTopics delivers, for every topic with history this node has
+// subscribers of, the kept messages: those published while the node was
+// cut off reach its subscribers, in order, before anything live; a
+// connection skips what it has (Node.DeliverTopic, by the topic's last id
+// it queued).
+func (e *Engine) catchUpTopics(ctx context.Context) error {
+	n := 0
+	for _, t := range e.localTopics() {
+		if _, ok := e.cfg.HistoryOf(t); !ok {
+			continue
+		}
+		var h gateway.TopicHistory
+		err := e.call1(ctx, func(ctx context.Context) error {
+			var err error
+			h, err = e.TopicHistory(ctx, gateway.TopicHistoryRequest{Topic: t, LastID: firstID})
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("catching up topic %s: %w", t, err)
+		}
+		for _, m := range h.Replay {
+			n += int(e.node.DeliverTopic(m))
+		}
+	}
+	if n > 0 {
+		e.log.Info("delivered topic messages missed while cut off from redis", "messages", n)
+	}
+	return nil
+}
+
+// firstID sorts before every message id.
+const firstID = "00000000000000000000000000"
 
 func str(v any) string {
 	switch x := v.(type) {
