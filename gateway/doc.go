@@ -58,7 +58,9 @@
 //
 // Broadcast and Publish take the same path through DeliverBroadcast and
 // DeliverTopic (with Redis, through the broadcast channel and the channels
-// of the nodes with subscribers); they are live only.
+// of the nodes with subscribers); they are live only, except Publish to a
+// topic with history, which is kept in the same step and resumed like an
+// inbox (history.go).
 //
 // # Ordering
 //
