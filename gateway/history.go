@@ -112,6 +112,16 @@ func TopicHistoryTTL(rule TopicHistoryRule, ttl time.Duration) time.Duration {
 	return rule.TTL
 }
 
+// idTime returns when a message id was made (its first 10 characters:
+// milliseconds since 1970).
+func idTime(id string) time.Time {
+	var ms int64
+	for i := 0; i < 10 && i < len(id); i++ {
+		ms = ms<<5 | int64(strings.IndexByte(crockford, id[i]))
+	}
+	return time.UnixMilli(ms)
+}
+
 // TopicHistoryRequest asks for a topic's history after a position.
 type TopicHistoryRequest struct {
 	Topic  string

@@ -289,8 +289,10 @@ func (e *memoryEngine) TopicHistory(_ context.Context, r TopicHistoryRequest) (T
 	switch {
 	case r.LastID == "":
 	case h == nil || !now.Before(h.lastAt.Add(e.cfg.InboxMaxTTL)):
-		// No record of the topic: whatever followed LastID is forgotten.
-		out.Complete = false
+		// No record of the topic: nothing was published to it for
+		// InboxMaxTTL. A position from within that time missed nothing;
+		// what followed an older one is forgotten.
+		out.Complete = now.Sub(idTime(r.LastID)) < e.cfg.InboxMaxTTL
 	default:
 		if n := h.expire(now, e.cfg.InboxMaxTTL); n > 0 {
 			e.topicKept.Add(int64(-n))

@@ -391,6 +391,15 @@ func TestTopicResumeFromSubscribedPosition(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.expectSeq(topic, 3, 4)
+
+	// A topic nothing was ever published to: its position missed nothing.
+	c2 := s.dialEnv(t, "/page?topics=todo:never")
+	never := c2.subscribedFrame("todo:never")
+	c2.c.CloseNow()
+	c2 = s.dialEnv(t, "/page?topics=todo:never&topic_last_ids="+url.QueryEscape("todo:never="+never.LastID+"."+never.Epoch))
+	if f := c2.subscribedFrame("todo:never"); f.Recovered == nil || !*f.Recovered || f.Replayed != 0 {
+		t.Fatalf("resume of a topic with nothing published: %+v, want recovered true, nothing replayed", f)
+	}
 }
 
 // A node whose link to Redis stalls for less than the node ttl keeps its

@@ -518,6 +518,16 @@ end
 -- client resuming from before a loss is told, and one from a topic with no
 -- record at all is told it may have missed something.
 
+-- idms returns when a message id was made (ms since 1970, its first 10
+-- characters).
+local function idms(id)
+  local ms = 0
+  for i = 1, 10 do
+    ms = ms * 32 + (string.find(ALPH, string.sub(id, i, i), 1, true) or 1) - 1
+  end
+  return ms
+end
+
 -- th_drop removes ids from topic t's history as lost (not delivered to a
 -- resuming client) and remembers the highest.
 local function th_drop(t, ids, now, remember)
@@ -565,9 +575,14 @@ end
 
 -- th_after returns topic t's kept messages after lastid, and whether
 -- nothing after lastid was lost.
-local function th_after(t, lastid, now)
+local function th_after(t, lastid, now, remember)
   local info = redis.call('HMGET', key('thi', t), 'last', 'lost', 'lu')
-  if not info[1] then return {}, false end
+  if not info[1] then
+    -- No record: nothing was published to t for remember ms. A position
+    -- from within that time missed nothing; what followed an older one
+    -- is forgotten.
+    return {}, now - idms(lastid) < remember
+  end
   local out = {}
   local ids = redis.call('ZRANGEBYLEX', key('th', t), '(' .. lastid, '+')
   if #ids > 0 then
@@ -878,7 +893,7 @@ local seq = redis.call('GET', key('lastid')) or ''
 if lastid == '' then return {ep, 1, 0, seq} end
 local now = nowms()
 local expired = th_expire(t, now, tonumber(ARGV[6]))
-local replay, complete = th_after(t, lastid, now)
+local replay, complete = th_after(t, lastid, now, tonumber(ARGV[6]))
 if cepoch ~= '' and cepoch ~= ep then complete = false end
 local out = {ep, complete and 1 or 0, expired, seq}
 for _, b in ipairs(replay) do out[#out + 1] = b end
