@@ -316,14 +316,18 @@ func TestClusterTopicPresenceThousandSubscribers(t *testing.T) {
 			left = append(left, e)
 		}
 	}
-	waitTopicPresence(t, nodes[1], "big", 100, left, int64(len(left)))
+	eventually(t, "the dead node's subscribers to leave the pages", func() bool {
+		got, _, _ := topicPresence(t, nodes[1], "big", 100)
+		return slices.Equal(got, left)
+	})
 	took := time.Since(killed)
 	t.Logf("the dead node's %d subscribers left the pages after %v (node ttl %v)", len(onVictim), took.Round(time.Millisecond), nodeTTL)
 	if bound := nodeTTL + time.Second; took > bound {
 		t.Fatalf("subscribers left after %v, bound %v", took, bound)
 	}
-	// Reaped: each is reported as a leave (the bound is the reaper's:
-	// node ttl plus a third of it).
+	// Reaped (the bound is the reaper's: node ttl plus a third of it):
+	// the totals count them no more, and each is reported as a leave.
+	waitTopicPresence(t, nodes[1], "big", 100, left, int64(len(left)))
 	gone := make(map[string]bool)
 	for len(gone) < len(onVictim) {
 		e := w.next()
