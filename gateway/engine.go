@@ -279,8 +279,8 @@ type OnlinePage struct {
 // TopicUser is one subscriber of a topic: a user and how many of its
 // connections, on every node, are subscribed.
 type TopicUser struct {
-	UserID      string
-	Connections int
+	UserID      string `json:"user_id"`
+	Connections int    `json:"connections"`
 }
 
 // TopicPage is one page of TopicPresence.

@@ -64,7 +64,7 @@ func TestProtocolExamples(t *testing.T) {
 			continue
 		}
 		switch op.Op {
-		case "ping", "ack", "subscribe", "unsubscribe", "send", "refresh", "push_subscribe", "publish", "direct":
+		case "ping", "ack", "subscribe", "unsubscribe", "send", "refresh", "push_subscribe", "publish", "direct", "presence":
 		default:
 			t.Errorf("client example uses unknown op %q", op.Op)
 		}
@@ -93,6 +93,10 @@ func checkServerFrame(t *testing.T, ex string) {
 		Message   string          `json:"message"`
 		Exp       int64           `json:"exp"`
 		TargetID  string          `json:"target_id"`
+		Users     []TopicUser     `json:"users"`
+		TotalU    int64           `json:"total_users"`
+		TotalC    int64           `json:"total_connections"`
+		Next      *string         `json:"next"`
 	}
 	if err := json.Unmarshal([]byte(ex), &f); err != nil {
 		t.Errorf("%s: %v", ex, err)
@@ -136,6 +140,12 @@ func checkServerFrame(t *testing.T, ex string) {
 		want = pushSubscribedFrame(f.Ref, f.TargetID).data
 	case "published":
 		want = publishedFrame(f.Ref, f.ID).data
+	case "presence":
+		p := TopicPage{Users: f.Users, TotalUsers: f.TotalU, TotalConnections: f.TotalC}
+		if f.Next != nil {
+			p.More, p.Next = true, *f.Next
+		}
+		want = presenceFrame(f.Ref, f.Topic, p).data
 	case "acked", "subscribed", "unsubscribed", "sent":
 		want = replyFrame(f.Op, f.Ref, f.Topic).data
 	case "error":
