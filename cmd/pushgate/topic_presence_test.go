@@ -169,6 +169,15 @@ func TestTopicPresenceEvents(t *testing.T) {
 	// Nothing for roomy (not "room", and no pattern covers it).
 	s.dialEnv(t, "/carol?topics=todo:9")
 	expectTopicEvent(t, w, true, "carol", "todo:9")
+
+	// The same events are in the event log, in order: a stream resuming
+	// from the oldest gets them again.
+	r := s.watchAfter(t, "0", pb.EventKind_EVENT_KIND_TOPIC_JOIN, pb.EventKind_EVENT_KIND_TOPIC_LEAVE)
+	expectTopicEvent(t, r, true, "alice", "todo:1")
+	expectTopicEvent(t, r, true, "bob", "room")
+	expectTopicEvent(t, r, false, "alice", "todo:1")
+	expectTopicEvent(t, r, false, "bob", "room")
+	expectTopicEvent(t, r, true, "carol", "todo:9")
 }
 
 // An envelope client reads a topic's presence when its token's presence
