@@ -148,6 +148,11 @@ type Node interface {
 	DeliverBroadcast(m *Message, exclude []string) int64
 	// DeliverTopic queues m on this node's subscribers of m.Topic.
 	DeliverTopic(m *Message) int64
+	// DeliverTopicPresence tells this node's envelope subscribers of topic
+	// that userID joined it (its first subscription in the deployment) or
+	// left it (its last): a "join" or "leave" frame (PROTOCOL.md). Engines
+	// call it for the topics matching Config.TopicPresenceEvents.
+	DeliverTopicPresence(topic, userID string, join bool)
 	// CloseUser closes userID's connections here with CloseKicked.
 	CloseUser(userID, text string) int
 	// Evict closes every connection here with CloseEngineUnavailable,

@@ -88,12 +88,56 @@ func (e *memoryEngine) TopicUserChanged(topic, userID string) {
 	} else {
 		delete(s.conns, topic)
 	}
-	switch {
-	case old == 0 && e.cfg.TopicEvents(topic):
-		e.emit(Event{Kind: EventTopicJoin, UserID: userID, Topic: topic, Time: time.Now()})
-	case n == 0 && e.cfg.TopicEvents(topic):
-		e.emit(Event{Kind: EventTopicLeave, UserID: userID, Topic: topic, Time: time.Now()})
+	if old > 0 && n > 0 || !e.cfg.TopicEvents(topic) {
+		return // not the first subscription, nor the last
 	}
+	kind := EventTopicJoin
+	if n == 0 {
+		kind = EventTopicLeave
+	}
+	e.emit(Event{Kind: kind, UserID: userID, Topic: topic, Time: time.Now()})
+	e.node.DeliverTopicPresence(topic, userID, n > 0)
+}
+
+// DeliverTopicPresence implements Node: the frame is queued on each
+// envelope subscriber here (raw connections get payloads only).
+func (h *Hub) DeliverTopicPresence(topic, userID string, join bool) {
+	ts := h.topicShard(topic)
+	tp := h.targets.Get().(*[]*Conn)
+	targets := (*tp)[:0]
+	ts.mu.RLock()
+	for c := range ts.topics[topic] {
+		if c.envelope {
+			targets = append(targets, c)
+		}
+	}
+	ts.mu.RUnlock()
+	if len(targets) > 0 {
+		f := topicPresenceFrame(topic, userID, join)
+		for _, c := range targets {
+			// An overflowing connection is closed on another goroutine:
+			// closing calls the engine, which holds its stripe here.
+			if c.enqueue(f) == overflowed {
+				go c.closeWith(CloseSlowConsumer)
+			}
+		}
+	}
+	clear(targets)
+	*tp = targets[:0]
+	h.targets.Put(tp)
+}
+
+// topicPresenceFrame builds {"op":"join"|"leave","topic":t,"user_id":u}.
+func topicPresenceFrame(topic, userID string, join bool) frame {
+	op := "leave"
+	if join {
+		op = "join"
+	}
+	f := replyFrame(op, nil, topic)
+	b := append(f.data[:len(f.data)-1], `,"user_id":`...)
+	b = appendJSONString(b, userID)
+	f.data = append(b, '}')
+	return f
 }
 
 // TopicPresence implements Engine. Cost is O(the topic's users × log

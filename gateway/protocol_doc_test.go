@@ -140,6 +140,12 @@ func checkServerFrame(t *testing.T, ex string) {
 		want = pushSubscribedFrame(f.Ref, f.TargetID).data
 	case "published":
 		want = publishedFrame(f.Ref, f.ID).data
+	case "join", "leave":
+		var u struct {
+			UserID string `json:"user_id"`
+		}
+		json.Unmarshal([]byte(ex), &u)
+		want = topicPresenceFrame(f.Topic, u.UserID, f.Op == "join").data
 	case "presence":
 		p := TopicPage{Users: f.Users, TotalUsers: f.TotalU, TotalConnections: f.TotalC}
 		if f.Next != nil {

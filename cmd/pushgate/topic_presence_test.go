@@ -152,7 +152,7 @@ func TestTopicPresenceEvents(t *testing.T) {
 	waitTopicPresence(t, s, "roomy", 100, []string{"alice:1"}, 1)
 	bob := s.dialEnv(t, "/bob")
 	bob.send(map[string]any{"op": "subscribe", "topic": "room", "ref": 1})
-	bob.expectReply("subscribed", "1")
+	bob.replySkippingPresence("subscribed", "1")
 	expectTopicEvent(t, w, true, "bob", "room")
 
 	alice1.c.Close(websocket.StatusNormalClosure, "")
@@ -178,6 +178,63 @@ func TestTopicPresenceEvents(t *testing.T) {
 	expectTopicEvent(t, r, false, "alice", "todo:1")
 	expectTopicEvent(t, r, false, "bob", "room")
 	expectTopicEvent(t, r, true, "carol", "todo:9")
+}
+
+// replySkippingPresence is expectReply for a connection that may get join
+// and leave frames before the reply.
+func (e *envClient) replySkippingPresence(op, ref string) env {
+	e.t.Helper()
+	for {
+		f := e.next()
+		if f.Op == "join" || f.Op == "leave" {
+			continue
+		}
+		if f.Op != op || string(f.Ref) != ref {
+			e.t.Fatalf("%s: got %+v, want %s with ref %s", e.hello.UserID, f, op, ref)
+		}
+		return f
+	}
+}
+
+// expectPresenceFrame checks that the next frame is a join (or leave) of
+// user on topic.
+func (e *envClient) expectPresenceFrame(op, user, topic string) {
+	e.t.Helper()
+	if f := e.next(); f.Op != op || f.UserID != user || f.Topic != topic {
+		e.t.Fatalf("%s got %+v, want %s of %s on %s", e.hello.UserID, f, op, user, topic)
+	}
+}
+
+// On a topic matching --topic-presence-events, every envelope subscriber
+// gets a join frame for a user's first subscription and a leave frame for
+// its last, on any node; raw subscribers and other topics get none.
+func TestTopicPresenceFrames(t *testing.T) {
+	s := startServer(t, "--presence-grace", "0", "--topic-presence-events", "todo:*")
+	watcher := s.dialEnv(t, "/watcher?topics=todo:1,chat:1")
+	watcher.expectPresenceFrame("join", "watcher", "todo:1")
+	raw := s.dialQuery(t, "raw", "topics=todo:1")
+	watcher.expectPresenceFrame("join", "raw", "todo:1")
+
+	alice1 := s.dialEnv(t, "/alice?topics=todo:1")
+	watcher.expectPresenceFrame("join", "alice", "todo:1")
+	alice1.expectPresenceFrame("join", "alice", "todo:1")
+	alice2 := s.dialEnv(t, "/alice?topics=todo:1")
+	waitTopicPresence(t, s, "todo:1", 100, []string{"alice:2", "raw:1", "watcher:1"}, 4)
+	s.dialEnv(t, "/bob?topics=chat:1")
+	waitTopicPresence(t, s, "chat:1", 100, []string{"bob:1", "watcher:1"}, 2)
+	alice1.c.Close(websocket.StatusNormalClosure, "")
+	waitTopicPresence(t, s, "todo:1", 100, []string{"alice:1", "raw:1", "watcher:1"}, 3)
+	alice2.c.Close(websocket.StatusNormalClosure, "")
+	watcher.expectPresenceFrame("leave", "alice", "todo:1")
+
+	// Nothing else came: the next frame is this message, for both.
+	if _, err := s.api.Publish(context.Background(), &pb.PublishRequest{Topic: "todo:1", Message: jsonMsg(`{"end":1}`)}); err != nil {
+		t.Fatal(err)
+	}
+	if m := watcher.nextMessage(); string(m.Data) != `{"end":1}` {
+		t.Fatalf("watcher got %+v, want the marker", m)
+	}
+	raw.expect(`{"end":1}`)
 }
 
 // An envelope client reads a topic's presence when its token's presence

@@ -326,6 +326,8 @@ func isTimeout(err error) bool {
 //	'K' user "\x00" text         close the user's connections (Disconnect)
 //	'E' cursor " " json         an event for WatchEvents (wireEvent)
 //	'X' epoch                   Redis lost data: the inboxes' new epoch
+//	'J' topic "\x00" user       user joined topic (topic presence events)
+//	'L' topic "\x00" user       user left topic
 const (
 	kindUsers     = 'U'
 	kindBroadcast = 'B'
@@ -333,6 +335,8 @@ const (
 	kindKick      = 'K'
 	kindEvent     = 'E'
 	kindEpoch     = 'X'
+	kindJoin      = 'J'
+	kindLeave     = 'L'
 )
 
 // backoff is the wait between retries of a loop that talks to Redis: it
@@ -374,8 +378,12 @@ func (e *Engine) dispatch(channel, payload string) {
 		e.log.Error("bad message from redis", "channel", channel)
 		return
 	}
-	if payload[0] == kindKick {
+	switch payload[0] {
+	case kindKick:
 		e.node.CloseUser(head, body)
+		return
+	case kindJoin, kindLeave:
+		e.node.DeliverTopicPresence(head, body, payload[0] == kindJoin)
 		return
 	}
 	m, err := gateway.DecodeMessage([]byte(body))

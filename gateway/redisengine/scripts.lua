@@ -142,6 +142,17 @@ local function tp_events(t)
   return false
 end
 
+-- tp_notify reports a join (or leave) of u on t: an event, and a frame
+-- for the topic's subscribers on every node that has some ('J' or 'L').
+local function tp_notify(t, u, join, now)
+  local kind, tag = EV_TOPIC_LEAVE, 'L'
+  if join then kind, tag = EV_TOPIC_JOIN, 'J' end
+  publish_event(cjson.encode({k = kind, u = u, tp = t, t = now}))
+  for _, nd in ipairs(redis.call('HKEYS', key('t', t))) do
+    redis.call('PUBLISH', key('n', nd), tag .. t .. '\0' .. u)
+  end
+end
+
 -- tp_set records that node holds n subscriptions of user u to topic t. The
 -- user's first subscription in the deployment is a join, its last a leave.
 local function tp_set(node, t, u, n, now)
@@ -153,14 +164,14 @@ local function tp_set(node, t, u, n, now)
     redis.call('HSET', k, node, n)
     if first then
       redis.call('ZADD', key('tu', t), 0, u)
-      if tp_events(t) then publish_event(cjson.encode({k = EV_TOPIC_JOIN, u = u, tp = t, t = now})) end
+      if tp_events(t) then tp_notify(t, u, true, now) end
     end
     return
   end
   redis.call('SREM', key('ntp', node), pair)
   if redis.call('HDEL', k, node) == 0 or redis.call('HLEN', k) > 0 then return end
   redis.call('ZREM', key('tu', t), u)
-  if tp_events(t) then publish_event(cjson.encode({k = EV_TOPIC_LEAVE, u = u, tp = t, t = now})) end
+  if tp_events(t) then tp_notify(t, u, false, now) end
 end
 
 -- tp_drop removes up to budget of node's subscriptions (a node gone);

@@ -108,6 +108,11 @@ export interface EventMap {
   error: Error & { code?: string };
   close: { code: number; reason: string; willReconnect: boolean };
   reconnecting: { attempt: number; delay: number };
+  /** A user's first connection subscribed to a topic this page is subscribed to
+   * (only for topics matching the server's --topic-presence-events). */
+  join: { topic: string; userId: string };
+  /** A user's last subscribed connection left such a topic. */
+  leave: { topic: string; userId: string };
 }
 
 export class PushgateClient {

@@ -271,6 +271,13 @@
         break;
       case 'pong':
         break;
+      case 'join':
+      case 'leave':
+        // A user's first subscription to a topic this page is subscribed
+        // to, or its last one, on a topic the server reports joins and
+        // leaves of (--topic-presence-events).
+        this._emit(f.op, { topic: f.topic, userId: f.user_id });
+        break;
       case 'error':
         var err = new Error('pushgate: ' + f.code + ': ' + f.message);
         err.code = f.code;

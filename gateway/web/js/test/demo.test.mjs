@@ -163,7 +163,8 @@ test('demo page: a to-do item added on one page appears on every page, with who 
     await p.waitForFunction(() => [...document.querySelectorAll('#todos li')].some((li) => li.textContent === 'buy milkadded by merchant-1'));
   }
   assert.equal(await a.page.inputValue('#todo-text'), '');
-  // Both users are listed as looking at the list, on both pages.
+  // Both users are listed as looking at the list, on both pages (read
+  // every few seconds; this server does not report joins and leaves).
   for (const p of [a.page, b.page]) {
     await p.waitForFunction(() => document.getElementById('todo-viewers').textContent === 'Looking at it: merchant-1, merchant-2');
   }

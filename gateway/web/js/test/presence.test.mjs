@@ -59,3 +59,28 @@ test('presence() lists who is subscribed, a page at a time, when the token allow
   const after = await alice.presence('todo:team-7');
   assert.deepEqual(after.users, [{ user_id: 'alice', connections: 1 }, { user_id: 'bob', connections: 1 }]);
 });
+
+test('join and leave callbacks on a topic the server reports joins and leaves of', async (t) => {
+  const pg = await start(['--auth', 'jwt', '--jwt-secret', secret, '--presence-grace', '0', '--topic-presence-events', 'todo:*']);
+  t.after(() => pg.stop());
+  const url = `ws://${pg.http}/ws`;
+  const client = (sub) => {
+    const c = new PushgateClient({ url, token: tokenFor(sub, {}), topics: ['todo:team-7'], socket: wsSocket });
+    t.after(() => c.close());
+    return c;
+  };
+  const alice = client('alice');
+  const seen = [];
+  alice.on('join', (e) => seen.push('join ' + e.userId + ' ' + e.topic));
+  alice.on('leave', (e) => seen.push('leave ' + e.userId + ' ' + e.topic));
+  alice.connect();
+  await waitFor("alice's own join", () => seen.length === 1);
+  const bob = client('bob').connect();
+  await waitFor("bob's join", () => seen.length === 2);
+  const bobTab = client('bob').connect(); // a second tab: no join
+  await waitFor('bob\'s second tab connected', () => bobTab.state === 'connected');
+  bob.close();
+  bobTab.close();
+  await waitFor("bob's leave", () => seen.length === 3);
+  assert.deepEqual(seen, ['join alice todo:team-7', 'join bob todo:team-7', 'leave bob todo:team-7']);
+});
