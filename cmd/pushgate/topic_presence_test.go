@@ -412,3 +412,31 @@ func TestClusterTopicPresenceThousandSubscribers(t *testing.T) {
 		t.Fatalf("leaves reported after %v, bound %v", took, bound)
 	}
 }
+
+// Topic presence lives through a Redis that lost its data (the nodes write
+// their subscriptions again), and a node that stops cleanly takes its
+// subscribers out at once, not after --node-ttl.
+func TestClusterTopicPresenceRedisRestartAndCleanStop(t *testing.T) {
+	r := redistest.Start(t)
+	n := startNodes(t, r, 2, "--redis-timeout", "500ms", "--node-ttl", "30s", "--presence-grace", "0")
+	a, b := n[0], n[1]
+	a.dialEnv(t, "/p0?topics=room")
+	b.dialEnv(t, "/p1?topics=room")
+	b.dialEnv(t, "/p1?topics=room")
+	a.dialEnv(t, "/p2?topics=room,hall")
+	all := []string{"p0:1", "p1:2", "p2:1"}
+	waitTopicPresence(t, a, "room", 2, all, 4)
+
+	resyncs := redisMetric("pushgate_redis_resyncs_total")
+	before := a.metric(t, resyncs) + b.metric(t, resyncs)
+	r.Kill()
+	r.Restart() // empty
+	eventually(t, "both nodes to write their state again", func() bool {
+		return a.metric(t, resyncs)+b.metric(t, resyncs) >= before+2
+	})
+	waitTopicPresence(t, a, "room", 2, all, 4)
+	waitTopicPresence(t, b, "hall", 100, []string{"p2:1"}, 1)
+
+	b.stop(t)
+	waitTopicPresence(t, a, "room", 100, []string{"p0:1", "p2:1"}, 2)
+}
