@@ -388,7 +388,10 @@ func TestClusterTopicPresenceThousandSubscribers(t *testing.T) {
 	})
 	took := time.Since(killed)
 	t.Logf("the dead node's %d subscribers left the pages after %v (node ttl %v)", len(onVictim), took.Round(time.Millisecond), nodeTTL)
-	if bound := nodeTTL + time.Second; took > bound {
+	// The dead node's lease ends within the node ttl of the kill (its last
+	// beat came before it); the slack is for the polls, each paging
+	// through hundreds of users on a loaded machine.
+	if bound := nodeTTL + 2*time.Second; took > bound {
 		t.Fatalf("subscribers left after %v, bound %v", took, bound)
 	}
 	// Reaped (the bound is the reaper's: node ttl plus a third of it):
