@@ -689,6 +689,9 @@ func (c *Conn) handleOp(typ websocket.MessageType, data []byte) {
 	case "publish", "direct":
 		m.otherIn.Inc()
 		c.opPublish(op)
+	case "presence":
+		m.otherIn.Inc()
+		c.opPresence(op)
 	default:
 		m.otherIn.Inc()
 		c.send(errorFrame(op.Ref, "unknown_op", "unknown op "+strconv.Quote(op.Op)))
@@ -831,7 +834,7 @@ func (c *Conn) refresh(op clientOp) {
 	var revoked []string
 	c.mu.Lock()
 	c.rules = rules
-	c.grants = grants{pub: claims.Publish, dm: claims.Direct}
+	c.grants = grants{pub: claims.Publish, dm: claims.Direct, presence: claims.Presence}
 	for t := range c.topics {
 		if !TopicAllowed(rules, t) {
 			revoked = append(revoked, t)

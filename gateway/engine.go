@@ -93,6 +93,18 @@ type Engine interface {
 	// after r.LastID, and the epoch of what keeps them (history.go). The
 	// hub calls it once Subscribe has returned.
 	TopicHistory(ctx context.Context, r TopicHistoryRequest) (TopicHistory, error)
+	// TopicUserChanged says that this node's subscriptions of userID to
+	// topic changed (one added or removed); the engine reads the node's
+	// count (Node.TopicUserConns) and records the user's presence on the
+	// topic, reporting a join or leave (EventTopicJoin, EventTopicLeave)
+	// when the topic matches Config.TopicPresenceEvents. It never blocks.
+	// The hub calls it before Subscribe for a subscription it added, so
+	// an engine may write both in one step.
+	TopicUserChanged(topic, userID string)
+	// TopicPresence returns up to limit users subscribed to topic,
+	// anywhere in the deployment, whose id sorts after the given one (""
+	// for the first page), with their subscribed connections.
+	TopicPresence(ctx context.Context, topic, after string, limit int) (TopicPage, error)
 	// Ack removes acknowledged messages from userID's inbox and reports
 	// each one that was there to WatchEvents. implicit: written to a raw
 	// connection; then Ack must not block (it is called by a write loop).
@@ -143,6 +155,11 @@ type Node interface {
 	DeliverBroadcast(m *Message, exclude []string) int64
 	// DeliverTopic queues m on this node's subscribers of m.Topic.
 	DeliverTopic(m *Message) int64
+	// DeliverTopicPresence tells this node's envelope subscribers of topic
+	// that userID joined it (its first subscription in the deployment) or
+	// left it (its last): a "join" or "leave" frame (PROTOCOL.md). Engines
+	// call it for the topics matching Config.TopicPresenceEvents.
+	DeliverTopicPresence(topic, userID string, join bool)
 	// CloseUser closes userID's connections here with CloseKicked.
 	CloseUser(userID, text string) int
 	// Evict closes every connection here with CloseEngineUnavailable,
@@ -166,6 +183,9 @@ type Node interface {
 	UserConns(userID string) (n int, since time.Time)
 	// TopicConns returns this node's subscribers of topic.
 	TopicConns(topic string) int
+	// TopicUserConns returns this node's connections of userID subscribed
+	// to topic.
+	TopicUserConns(topic, userID string) int
 	// Connections returns this node's open connections.
 	Connections() int64
 	// ForgetSeen makes the connections that joined in another epoch than
@@ -267,6 +287,27 @@ type OnlineUser struct {
 type OnlinePage struct {
 	Users            []OnlineUser // ordered by UserID (byte order)
 	More             bool         // users sorting after the last one exist
+	TotalUsers       int64
+	TotalConnections int64
+}
+
+// TopicUser is one subscriber of a topic: a user and how many of its
+// connections, on every node, are subscribed.
+type TopicUser struct {
+	UserID      string `json:"user_id"`
+	Connections int    `json:"connections"`
+}
+
+// TopicPage is one page of TopicPresence.
+type TopicPage struct {
+	Users []TopicUser // ordered by UserID (byte order)
+	// More: users sorting after Next may exist; the next page starts after
+	// Next (the last user the engine looked at: it may have left out users
+	// that had just gone, so Next can sort after the last of Users).
+	More bool
+	Next string
+	// TotalUsers and TotalConnections count the topic's subscribers in the
+	// deployment.
 	TotalUsers       int64
 	TotalConnections int64
 }

@@ -94,6 +94,9 @@ type clientOp struct {
 	// publish, direct
 	UserID        string `json:"user_id,omitempty"`
 	ExcludeSender bool   `json:"exclude_sender,omitempty"`
+	// presence: the page after this user id, of at most limit users
+	After string `json:"after,omitempty"`
+	Limit int    `json:"limit,omitempty"`
 
 	Subscription json.RawMessage `json:"subscription,omitempty"` // push_subscribe
 }

@@ -17,6 +17,11 @@ const (
 	EventMessageAcked
 	EventClientMessage
 	EventMessageEscalated
+	// EventTopicJoin and EventTopicLeave: a user's first subscription to
+	// a topic in the deployment opened, or its last one closed (Topic
+	// set); only for topics matching Config.TopicPresenceEvents.
+	EventTopicJoin
+	EventTopicLeave
 )
 
 // Event is something that happened on the client side, for WatchEvents.
@@ -27,7 +32,7 @@ type Event struct {
 	ConnID    string
 	MessageID string // EventMessageAcked
 	Implicit  bool   // EventMessageAcked: written to a raw client
-	Topic     string // EventClientMessage
+	Topic     string // EventClientMessage, EventTopicJoin, EventTopicLeave
 	Type      string // EventClientMessage
 	DataKind  Kind   // EventClientMessage
 	Data      []byte // EventClientMessage

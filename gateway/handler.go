@@ -103,7 +103,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if rules == nil {
 		rules = []string{} // no topics claim: no topics
 	}
-	h.serve(w, r, claims.Subject, rules, grants{pub: claims.Publish, dm: claims.Direct}, claims.Expires)
+	h.serve(w, r, claims.Subject, rules, grants{pub: claims.Publish, dm: claims.Direct, presence: claims.Presence}, claims.Expires)
 }
 
 // clientAddr is the client's address: the socket's, or, behind a trusted

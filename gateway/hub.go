@@ -104,6 +104,13 @@ type Config struct {
 	ClientPublishTopics    []string
 	ClientDirectUsers      []string
 	ClientPublishPerSecond float64
+	// TopicPresenceEvents: topics (exact or "prefix*") whose joins and
+	// leaves (a user's first subscription in the deployment, its last)
+	// are reported as events. Empty: none. ClientPresenceTopics: topics
+	// whose presence any envelope client may read, besides what its
+	// token's "presence" claim allows. Empty: only what tokens allow.
+	TopicPresenceEvents  []string
+	ClientPresenceTopics []string
 
 	// EventLogMax caps the events the event log keeps (the oldest go
 	// first), and EventLogRetention how long it keeps one (the newest

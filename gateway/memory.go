@@ -42,6 +42,7 @@ type memoryEngine struct {
 	receipts *receiptStore
 	notify   memNotify // push targets and escalations (memory_notify.go)
 	events   *memLog
+	topics   memTopics // topic presence (presence.go)
 
 	consumersMu sync.Mutex
 	consumers   map[string]*memConsumer // guarded by consumersMu
@@ -92,6 +93,7 @@ func newMemoryEngine(node Node) *memoryEngine {
 	e.idem.max = e.cfg.IdempotencyEntries
 	retention, most := ReceiptBounds(e.cfg)
 	e.receipts = newReceiptStore(most, retention)
+	e.topics.seed = maphash.MakeSeed()
 	e.events = newMemLog(e.cfg.Epoch, e.cfg.EventLogMax, e.cfg.EventLogRetention)
 	go e.expireLoop()
 	return e

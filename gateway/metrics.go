@@ -32,6 +32,8 @@ type Metrics struct {
 	clientPublished          prometheus.Counter
 	clientPublishForbidden   prometheus.Counter
 	clientPublishRateLimited prometheus.Counter
+	presenceRead             prometheus.Counter
+	presenceForbidden        prometheus.Counter
 	subscriptions            prometheus.Gauge
 
 	acked        prometheus.Counter
@@ -128,6 +130,9 @@ func NewMetrics(reg prometheus.Registerer, h *Hub) *Metrics {
 	m.clientPublished = pub.WithLabelValues("published")
 	m.clientPublishForbidden = pub.WithLabelValues("forbidden")
 	m.clientPublishRateLimited = pub.WithLabelValues("rate_limited")
+	pres := vec("pushgate_client_presence_total", "Topic presence requests from envelope clients (op presence), by result: read, forbidden (no presence claim or --client-presence-topics pattern allows it). Over --client-publish-rate they count as client publish rate_limited.", "result")
+	m.presenceRead = pres.WithLabelValues("read")
+	m.presenceForbidden = pres.WithLabelValues("forbidden")
 	for _, r := range []CloseReason{closeClient, closeWriteError, CloseGoingAway, CloseSlowConsumer, CloseHeartbeatTimeout, CloseRateLimited, CloseEngineUnavailable, CloseKicked, CloseTokenExpired, CloseInvalidFrame, CloseMessageTooBig} {
 		m.closed.WithLabelValues(r.Label)
 	}

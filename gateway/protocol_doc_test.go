@@ -64,7 +64,7 @@ func TestProtocolExamples(t *testing.T) {
 			continue
 		}
 		switch op.Op {
-		case "ping", "ack", "subscribe", "unsubscribe", "send", "refresh", "push_subscribe", "publish", "direct":
+		case "ping", "ack", "subscribe", "unsubscribe", "send", "refresh", "push_subscribe", "publish", "direct", "presence":
 		default:
 			t.Errorf("client example uses unknown op %q", op.Op)
 		}
@@ -97,6 +97,10 @@ func checkServerFrame(t *testing.T, ex string) {
 		LastID    string          `json:"last_id"`
 		Replayed  int             `json:"replayed"`
 		Recovered *bool           `json:"recovered"`
+		Users     []TopicUser     `json:"users"`
+		TotalU    int64           `json:"total_users"`
+		TotalC    int64           `json:"total_connections"`
+		Next      *string         `json:"next"`
 	}
 	if err := json.Unmarshal([]byte(ex), &f); err != nil {
 		t.Errorf("%s: %v", ex, err)
@@ -142,6 +146,18 @@ func checkServerFrame(t *testing.T, ex string) {
 		want = publishedFrame(f.Ref, f.ID).data
 	case "subscribed":
 		want = subscribedFrame(f.Ref, f.Topic, f.Epoch, f.LastID, f.Replayed, f.Recovered).data
+	case "join", "leave":
+		var u struct {
+			UserID string `json:"user_id"`
+		}
+		json.Unmarshal([]byte(ex), &u)
+		want = topicPresenceFrame(f.Topic, u.UserID, f.Op == "join").data
+	case "presence":
+		p := TopicPage{Users: f.Users, TotalUsers: f.TotalU, TotalConnections: f.TotalC}
+		if f.Next != nil {
+			p.More, p.Next = true, *f.Next
+		}
+		want = presenceFrame(f.Ref, f.Topic, p).data
 	case "acked", "unsubscribed", "sent":
 		want = replyFrame(f.Op, f.Ref, f.Topic).data
 	case "error":

@@ -24,6 +24,9 @@ import (
 type grants struct {
 	pub []string
 	dm  []string
+	// presence: topic rules from "presence", the topics whose presence
+	// the user's clients may read (presence.go).
+	presence []string
 }
 
 // maxClientTypeBytes is the longest type a client may give a message (the

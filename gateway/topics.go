@@ -53,6 +53,38 @@ func TopicAllowed(rules []string, topic string) bool {
 type topicShard struct {
 	mu     sync.RWMutex
 	topics map[string]map[*Conn]struct{} // guarded by mu
+	// users counts each topic's subscribed connections by user (topic
+	// presence); guarded by mu.
+	users map[string]map[string]int
+}
+
+// TopicUserConns implements Node.
+func (h *Hub) TopicUserConns(topic, userID string) int {
+	ts := h.topicShard(topic)
+	ts.mu.RLock()
+	defer ts.mu.RUnlock()
+	return ts.users[topic][userID]
+}
+
+// countTopicUserLocked adds d to userID's connections on topic; ts.mu is
+// held.
+func (ts *topicShard) countTopicUserLocked(topic, userID string, d int) {
+	if ts.users == nil {
+		ts.users = make(map[string]map[string]int)
+	}
+	us := ts.users[topic]
+	if us == nil {
+		us = make(map[string]int)
+		ts.users[topic] = us
+	}
+	if n := us[userID] + d; n > 0 {
+		us[userID] = n
+	} else {
+		delete(us, userID)
+		if len(us) == 0 {
+			delete(ts.users, topic)
+		}
+	}
 }
 
 // TopicConns implements Node.
@@ -79,6 +111,7 @@ func (h *Hub) subscribe(c *Conn, topic string, ref []byte, pos *TopicPosition, o
 	if err != nil {
 		return err
 	}
+	h.eng.TopicUserChanged(topic, c.userID)
 	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.EngineTimeout)
 	defer cancel()
 	if err := h.eng.Subscribe(ctx, topic); err != nil {
@@ -155,6 +188,7 @@ func (h *Hub) subscribeLocal(c *Conn, topic string, history bool) (added bool, e
 		ts.topics[topic] = subs
 	}
 	subs[c] = struct{}{}
+	ts.countTopicUserLocked(topic, c.userID, 1)
 	ts.mu.Unlock()
 	h.metrics.subscriptions.Inc()
 	return true, nil
@@ -181,6 +215,9 @@ func (h *Hub) dropSubscriber(c *Conn, topic string) {
 	ts := h.topicShard(topic)
 	ts.mu.Lock()
 	if subs := ts.topics[topic]; subs != nil {
+		if _, ok := subs[c]; ok {
+			ts.countTopicUserLocked(topic, c.userID, -1)
+		}
 		delete(subs, c)
 		if len(subs) == 0 {
 			delete(ts.topics, topic)
@@ -189,6 +226,7 @@ func (h *Hub) dropSubscriber(c *Conn, topic string) {
 	ts.mu.Unlock()
 	h.metrics.subscriptions.Dec()
 	h.eng.Unsubscribed(topic)
+	h.eng.TopicUserChanged(topic, c.userID)
 }
 
 var (

@@ -31,6 +31,7 @@ type Gateway interface {
 	Publish(ctx context.Context, topic string, p gateway.Push) (gateway.Sent, error)
 	ListOnline(ctx context.Context, after string, limit int, match func(string) bool) (gateway.OnlinePage, error)
 	Presence(ctx context.Context, userIDs []string) ([]gateway.OnlineUser, error)
+	TopicPresence(ctx context.Context, topic, after string, limit int) (gateway.TopicPage, error)
 	Disconnect(ctx context.Context, userID, reason string) (int, error)
 	Receipt(ctx context.Context, id string, users []string, offset, limit int) (gateway.Receipt, error)
 	Watch(kinds []gateway.EventKind, buffer int) *gateway.Watcher
@@ -309,7 +310,7 @@ func (s *Service) Publish(ctx context.Context, req *pb.PublishRequest) (*pb.Publ
 // WatchEvents implements PushService.WatchEvents.
 func (s *Service) WatchEvents(req *pb.WatchEventsRequest, stream grpc.ServerStreamingServer[pb.Event]) error {
 	for i, k := range req.GetKinds() {
-		if k <= pb.EventKind_EVENT_KIND_UNSPECIFIED || k > pb.EventKind_EVENT_KIND_MESSAGE_ESCALATED {
+		if k <= pb.EventKind_EVENT_KIND_UNSPECIFIED || k > pb.EventKind_EVENT_KIND_TOPIC_LEAVE {
 			return invalid(fmt.Sprintf("kinds[%d]", i), fmt.Sprintf("unknown event kind %d", k))
 		}
 	}
@@ -403,8 +404,39 @@ func toEvent(e gateway.Event) *pb.Event {
 			me.Channel, me.TargetId, me.Result, me.Detail = x.Channel, x.TargetID, x.Result, x.Detail
 		}
 		out.Event = &pb.Event_Escalated{Escalated: me}
+	case gateway.EventTopicJoin:
+		out.Event = &pb.Event_TopicJoin{TopicJoin: &pb.TopicJoin{UserId: e.UserID, Topic: e.Topic}}
+	case gateway.EventTopicLeave:
+		out.Event = &pb.Event_TopicLeave{TopicLeave: &pb.TopicLeave{UserId: e.UserID, Topic: e.Topic}}
 	}
 	return out
+}
+
+// GetTopicPresence implements PushService.GetTopicPresence: pages as
+// ListOnline does (the token is the last user id looked at, so a user is
+// never listed twice and none that stays subscribed is skipped).
+func (s *Service) GetTopicPresence(ctx context.Context, req *pb.GetTopicPresenceRequest) (*pb.GetTopicPresenceResponse, error) {
+	after, _, _ := decodePageToken(req.GetPageToken()) // validated by the interceptor
+	size := req.GetPageSize()
+	if size == 0 {
+		size = DefaultPageSize
+	}
+	page, err := s.gw.TopicPresence(ctx, req.GetTopic(), after, int(size))
+	if err != nil {
+		return nil, s.internal(ctx, "GetTopicPresence", err)
+	}
+	resp := &pb.GetTopicPresenceResponse{
+		Users:            make([]*pb.TopicSubscriber, len(page.Users)),
+		TotalUsers:       page.TotalUsers,
+		TotalConnections: page.TotalConnections,
+	}
+	for i, u := range page.Users {
+		resp.Users[i] = &pb.TopicSubscriber{UserId: u.UserID, Connections: int32(u.Connections)}
+	}
+	if page.More && page.Next != "" {
+		resp.NextPageToken = encodePageToken(page.Next, size)
+	}
+	return resp, nil
 }
 
 // ListOnline implements PushService.ListOnline.

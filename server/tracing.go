@@ -85,6 +85,13 @@ func (g *tracedGateway) ListOnline(ctx context.Context, after string, limit int,
 	return page, err
 }
 
+func (g *tracedGateway) TopicPresence(ctx context.Context, topic, after string, limit int) (gateway.TopicPage, error) {
+	ctx, span := g.start(ctx, "TopicPresence", attribute.String("pushgate.topic", topic))
+	page, err := g.Gateway.TopicPresence(ctx, topic, after, limit)
+	end(span, err, gateway.AttrUsers.Int(len(page.Users)))
+	return page, err
+}
+
 func (g *tracedGateway) Presence(ctx context.Context, userIDs []string) ([]gateway.OnlineUser, error) {
 	ctx, span := g.start(ctx, "Presence", gateway.AttrUsers.Int(len(userIDs)))
 	u, err := g.Gateway.Presence(ctx, userIDs)

@@ -19,7 +19,7 @@ import (
 	pb "pushgate/gen/pushgate/v1"
 )
 
-// Page sizes for ListOnline.
+// Page sizes for ListOnline and GetTopicPresence.
 const (
 	DefaultPageSize = 100
 	MaxPageSize     = 1000
@@ -109,19 +109,12 @@ func (l *Limits) validate(req any) error {
 		}
 		return l.connIDs("exclude_connection_ids", r.GetExcludeConnectionIds())
 	case *pb.ListOnlineRequest:
-		if s := r.GetPageSize(); s < 0 || s > MaxPageSize {
-			return invalid("page_size", fmt.Sprintf("must be between 1 and %d (0 means %d), got %d", MaxPageSize, DefaultPageSize, s))
+		return page(r.GetPageSize(), r.GetPageToken(), "ListOnline")
+	case *pb.GetTopicPresenceRequest:
+		if err := gateway.ValidTopic(r.GetTopic()); err != nil {
+			return invalid("topic", err.Error())
 		}
-		size := r.GetPageSize()
-		if size == 0 {
-			size = DefaultPageSize
-		}
-		switch _, tokSize, err := decodePageToken(r.GetPageToken()); {
-		case err != nil:
-			return invalid("page_token", "not a token returned by ListOnline")
-		case tokSize != 0 && tokSize != size:
-			return invalid("page_token", fmt.Sprintf("belongs to a listing with page_size %d, not %d; keep the page size while paging", tokSize, size))
-		}
+		return page(r.GetPageSize(), r.GetPageToken(), "GetTopicPresence")
 	case *pb.GetPresenceRequest:
 		return l.userIDs("user_ids", r.GetUserIds(), true)
 	case *pb.GetMessageStatusRequest:
@@ -148,6 +141,23 @@ func (l *Limits) validate(req any) error {
 		if n := len(r.GetReason()); n > maxReasonBytes || !utf8.ValidString(r.GetReason()) {
 			return invalid("reason", fmt.Sprintf("must be at most %d bytes of UTF-8, got %d bytes", maxReasonBytes, n))
 		}
+	}
+	return nil
+}
+
+// page checks a listing's page_size and page_token.
+func page(size int32, token, method string) error {
+	if size < 0 || size > MaxPageSize {
+		return invalid("page_size", fmt.Sprintf("must be between 1 and %d (0 means %d), got %d", MaxPageSize, DefaultPageSize, size))
+	}
+	if size == 0 {
+		size = DefaultPageSize
+	}
+	switch _, tokSize, err := decodePageToken(token); {
+	case err != nil:
+		return invalid("page_token", "not a token returned by "+method)
+	case tokSize != 0 && tokSize != size:
+		return invalid("page_token", fmt.Sprintf("belongs to a listing with page_size %d, not %d; keep the page size while paging", tokSize, size))
 	}
 	return nil
 }

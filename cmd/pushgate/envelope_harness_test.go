@@ -34,7 +34,15 @@ type env struct {
 	LastID    string          `json:"last_id"`
 	Topics    []string        `json:"topics"`
 	TargetID  string          `json:"target_id"`
-	Heartbeat struct {
+	// presence
+	Users []struct {
+		UserID      string `json:"user_id"`
+		Connections int    `json:"connections"`
+	} `json:"users"`
+	TotalUsers       int64  `json:"total_users"`
+	TotalConnections int64  `json:"total_connections"`
+	Next             string `json:"next"`
+	Heartbeat        struct {
 		IntervalMS int64 `json:"interval_ms"`
 		TimeoutMS  int64 `json:"timeout_ms"`
 	} `json:"heartbeat"`

@@ -23,7 +23,7 @@ var tokenEnv = map[string]string{
 }
 
 var tokenSections = []config.Section{
-	{Title: "Token", Flags: []string{"user", "ttl", "topics", "pub", "dm"}},
+	{Title: "Token", Flags: []string{"user", "ttl", "topics", "pub", "dm", "presence"}},
 	{Title: "Signing key", Flags: []string{"jwt-secret", "jwt-private-key", "jwt-kid", "jwt-issuer", "jwt-audience"}},
 }
 
@@ -36,6 +36,7 @@ func runToken(args []string, getenv func(string) string, stdout io.Writer) error
 	ttl := fs.Duration("ttl", time.Hour, "how long the token is valid")
 	topics := fs.String("topics", "", "comma-separated `topics` the user may join (exact names or prefix*)")
 	pub := fs.String("pub", "", "comma-separated `topics` the user's clients may publish to (exact names or prefix*): the pub claim")
+	presence := fs.String("presence", "", "comma-separated `topics` whose presence (who is subscribed) the user's clients may read (exact names or prefix*): the presence claim")
 	dm := fs.String("dm", "", "comma-separated user id `patterns` the user's clients may send messages to (op direct): the dm claim")
 	var mc token.MintConfig
 	var secret string
@@ -45,7 +46,7 @@ func runToken(args []string, getenv func(string) string, stdout io.Writer) error
 	fs.StringVar(&mc.Issuer, "jwt-issuer", "", "iss claim")
 	fs.StringVar(&mc.Audience, "jwt-audience", "", "aud claim")
 	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), `Usage: pushgate token --user ID [--ttl 1h] [--topics a,b] [--pub a,b] [--dm 'p*']
+		fmt.Fprint(fs.Output(), `Usage: pushgate token --user ID [--ttl 1h] [--topics a,b] [--pub a,b] [--dm 'p*'] [--presence a,b]
 
 Prints a client token for --auth jwt, signed with --jwt-secret or
 --jwt-private-key (or their environment variables).
@@ -94,13 +95,20 @@ Prints a client token for --auth jwt, signed with --jwt-secret or
 		}
 		pubRules = append(pubRules, t)
 	}
+	var presenceRules []string
+	for _, t := range config.List(*presence) {
+		if err := gateway.ValidTopic(trimStar(t)); err != nil {
+			return fmt.Errorf("--presence %q: %v", t, err)
+		}
+		presenceRules = append(presenceRules, t)
+	}
 	dmRules := config.List(*dm)
 	for _, p := range dmRules {
 		if err := gateway.ValidUserPattern(p); err != nil {
 			return fmt.Errorf("--dm %q: %v", p, err)
 		}
 	}
-	tok, err := token.MintGrants(mc, *user, *ttl, token.Grants{Topics: rules, Publish: pubRules, Direct: dmRules})
+	tok, err := token.MintGrants(mc, *user, *ttl, token.Grants{Topics: rules, Publish: pubRules, Direct: dmRules, Presence: presenceRules})
 	if err != nil {
 		return err
 	}

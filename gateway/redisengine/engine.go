@@ -111,12 +111,18 @@ type Engine struct {
 	// write finds none left. A resync writes them all.
 	users  [stripes]map[string]struct{}
 	topics [stripes]map[string]struct{}
+	// tusers: per topic, the users this node may hold subscriptions of
+	// (topic presence), guarded by the topic's stripe lock like topics.
+	tusers [stripes]map[string]map[string]struct{}
 
 	dirtyMu     sync.Mutex
 	dirtyUsers  map[string]struct{} // guarded by dirtyMu
 	dirtyTopics map[string]struct{} // guarded by dirtyMu
-	resync      bool                // guarded by dirtyMu: rewrite everything
-	wake        chan struct{}
+	// dirtyTopicUsers: per topic, the users whose subscription count on
+	// this node changed (TopicUserChanged); guarded by dirtyMu.
+	dirtyTopicUsers map[string]map[string]struct{}
+	resync          bool // guarded by dirtyMu: rewrite everything
+	wake            chan struct{}
 
 	flushMu      sync.Mutex  // one flush at a time (worker, restore)
 	needRestore  atomic.Bool // the receive loop must restore before reading on
@@ -164,18 +170,20 @@ func Start(ctx context.Context, node gateway.Node, rdb redis.UniversalClient, lo
 	opt.setDefaults()
 	e := &Engine{
 		node: node, rdb: rdb, log: log, opt: opt, cfg: node.Config(), seed: maphash.MakeSeed(),
-		P:           "{" + opt.Prefix + "}",
-		scripts:     make(map[string]*redis.Script),
-		dirtyUsers:  make(map[string]struct{}),
-		dirtyTopics: make(map[string]struct{}),
-		wake:        make(chan struct{}, 1),
-		stop:        make(chan struct{}),
+		P:               "{" + opt.Prefix + "}",
+		scripts:         make(map[string]*redis.Script),
+		dirtyUsers:      make(map[string]struct{}),
+		dirtyTopics:     make(map[string]struct{}),
+		dirtyTopicUsers: make(map[string]map[string]struct{}),
+		wake:            make(chan struct{}, 1),
+		stop:            make(chan struct{}),
 	}
 	e.cfg.ReceiptRetention, e.cfg.ReceiptMax = gateway.ReceiptBounds(e.cfg)
 	e.nodeChan, e.allChan = e.P+":n:"+opt.Node, e.P+":all"
 	for i := range e.users {
 		e.users[i] = make(map[string]struct{})
 		e.topics[i] = make(map[string]struct{})
+		e.tusers[i] = make(map[string]map[string]struct{})
 	}
 	if err := e.parseScripts(); err != nil {
 		return nil, err
@@ -254,7 +262,8 @@ func (e *Engine) parseScripts() error {
 		name, body, _ := strings.Cut(p, "\n")
 		switch {
 		case name == "prelude":
-			prelude = fmt.Sprintf("local EVMAX, EVKEEP = %d, %d\n", e.cfg.EventLogMax, e.cfg.EventLogRetention.Milliseconds()) + body
+			prelude = fmt.Sprintf("local EVMAX, EVKEEP = %d, %d\n", e.cfg.EventLogMax, e.cfg.EventLogRetention.Milliseconds()) +
+				"local TPEV = " + luaStrings(e.cfg.TopicPresenceEvents) + "\n" + body
 		case strings.HasPrefix(name, "script "):
 			e.scripts[strings.TrimPrefix(name, "script ")] = redis.NewScript(prelude + "\n" + body)
 		default:

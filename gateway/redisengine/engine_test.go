@@ -239,6 +239,12 @@ func (f *fakeNode) TopicConns(topic string) int {
 	return f.topics[topic]
 }
 
+// TopicUserConns: the fake node's subscriptions carry no users.
+func (f *fakeNode) TopicUserConns(string, string) int { return 0 }
+
+// DeliverTopicPresence: the fake node has no envelope subscribers.
+func (f *fakeNode) DeliverTopicPresence(string, string, bool) {}
+
 func (f *fakeNode) Connections() int64 {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -88,7 +88,12 @@ func (e *Engine) Subscribe(ctx context.Context, topic string) error {
 	st.Lock()
 	defer st.Unlock()
 	e.topics[i][topic] = struct{}{}
-	if _, err := e.call(ctx, "topics", e.opt.Node, topic, max(e.node.TopicConns(topic), 1)); err != nil {
+	// The topic presence changes waiting for this topic go in the same
+	// script (the hub reported the subscriber's before it called).
+	users := e.takeTopicUsers(topic)
+	args := append([]any{e.opt.Node, topic, max(e.node.TopicConns(topic), 1)}, e.topicUserArgsLocked(topic, users)...)
+	if _, err := e.call(ctx, "topics", args...); err != nil {
+		e.markTopicUsers(topic, users)
 		return err
 	}
 	return nil
@@ -321,6 +326,8 @@ func isTimeout(err error) bool {
 //	'K' user "\x00" text         close the user's connections (Disconnect)
 //	'E' cursor " " json         an event for WatchEvents (wireEvent)
 //	'X' epoch                   Redis lost data: the inboxes' new epoch
+//	'J' topic "\x00" user       user joined topic (topic presence events)
+//	'L' topic "\x00" user       user left topic
 const (
 	kindUsers     = 'U'
 	kindBroadcast = 'B'
@@ -328,6 +335,8 @@ const (
 	kindKick      = 'K'
 	kindEvent     = 'E'
 	kindEpoch     = 'X'
+	kindJoin      = 'J'
+	kindLeave     = 'L'
 )
 
 // backoff is the wait between retries of a loop that talks to Redis: it
@@ -369,8 +378,12 @@ func (e *Engine) dispatch(channel, payload string) {
 		e.log.Error("bad message from redis", "channel", channel)
 		return
 	}
-	if payload[0] == kindKick {
+	switch payload[0] {
+	case kindKick:
 		e.node.CloseUser(head, body)
+		return
+	case kindJoin, kindLeave:
+		e.node.DeliverTopicPresence(head, body, payload[0] == kindJoin)
 		return
 	}
 	m, err := gateway.DecodeMessage([]byte(body))
@@ -609,6 +622,13 @@ func (e *Engine) flush(ctx context.Context) error {
 	for t := range e.dirtyTopics {
 		topics = append(topics, t)
 	}
+	for t := range e.dirtyTopicUsers {
+		if _, ok := e.dirtyTopics[t]; !ok {
+			topics = append(topics, t)
+		}
+	}
+	tusers := e.dirtyTopicUsers
+	e.dirtyTopicUsers = make(map[string]map[string]struct{})
 	clear(e.dirtyUsers)
 	clear(e.dirtyTopics)
 	e.dirtyMu.Unlock()
@@ -623,6 +643,9 @@ func (e *Engine) flush(ctx context.Context) error {
 			e.dirtyTopics[t] = struct{}{}
 		}
 		e.dirtyMu.Unlock()
+		for _, t := range ts {
+			e.markTopicUsers(t, tusers[t])
+		}
 		return err
 	}
 	for len(users) > 0 {
@@ -633,8 +656,13 @@ func (e *Engine) flush(ctx context.Context) error {
 		users = users[n:]
 	}
 	for len(topics) > 0 {
-		n := min(len(topics), 256)
-		if err := e.call1(ctx, func(ctx context.Context) error { return e.writeTopics(ctx, topics[:n]) }); err != nil {
+		// Up to 256 topics, or fewer when they carry many users' counts.
+		n, entries := 0, 0
+		for n < len(topics) && n < 256 && (n == 0 || entries < 2048) {
+			entries += 1 + len(tusers[topics[n]])
+			n++
+		}
+		if err := e.call1(ctx, func(ctx context.Context) error { return e.writeTopics(ctx, topics[:n], tusers) }); err != nil {
 			return failed(err, nil, topics)
 		}
 		topics = topics[n:]
@@ -663,6 +691,11 @@ func (e *Engine) markAll(ctx context.Context) error {
 		e.m.errors.WithLabelValues("resync").Inc()
 		return err
 	}
+	pairs, err := e.rdb.SMembers(ctx, e.P+":ntp:"+e.opt.Node).Result()
+	if err != nil {
+		e.m.errors.WithLabelValues("resync").Inc()
+		return err
+	}
 	users = append(users, e.localUsers()...)
 	topics = append(topics, e.localTopics()...)
 	e.dirtyMu.Lock()
@@ -673,6 +706,12 @@ func (e *Engine) markAll(ctx context.Context) error {
 		e.dirtyTopics[t] = struct{}{}
 	}
 	e.dirtyMu.Unlock()
+	for _, p := range pairs {
+		if t, u, ok := strings.Cut(p, "|"); ok {
+			e.markTopicUsers(t, map[string]struct{}{u: {}})
+		}
+	}
+	e.markLocalTopicUsers()
 	return nil
 }
 
@@ -731,14 +770,16 @@ func (e *Engine) lockStripes(mus *[stripes]sync.Mutex, keys []string) (unlock fu
 	}
 }
 
-// writeTopics writes the current local subscriber counts of topics.
-func (e *Engine) writeTopics(ctx context.Context, topics []string) error {
+// writeTopics writes the current local subscriber counts of topics, and
+// of the users in tusers (topic presence) their counts on those topics.
+func (e *Engine) writeTopics(ctx context.Context, topics []string, tusers map[string]map[string]struct{}) error {
 	defer e.lockStripes(&e.tmu, topics)()
 	args := []any{e.opt.Node}
 	var gone []string
 	for _, t := range topics {
 		n := e.node.TopicConns(t)
 		args = append(args, t, n)
+		args = append(args, e.topicUserArgsLocked(t, tusers[t])...)
 		if n == 0 {
 			gone = append(gone, t)
 		}

@@ -18,6 +18,10 @@
 --   P:nu:<node>     set of the users on a node (to clean up after it dies)
 --   P:t:<topic>     hash node -> subscribers of topic on that node
 --   P:nt:<node>     set of the topics a node has subscribers for
+--   P:tu:<topic>    zset of the users subscribed to topic (score 0, ordered by id)
+--   P:tpc:<topic>|<user>  hash node -> the user's subscribed connections there
+--   P:ntp:<node>    set of "topic|user" a node has subscriptions of (to clean
+--                   up after it dies)
 --   P:ib:<user>     zset of inbox ids (score 0, id order)
 --   P:im:<user>     hash id -> "expiresMs:dataBytes:blob"
 --   P:in:<user>     hash: b (data bytes), lost (highest id lost), lu (lost remembered until, ms)
@@ -126,6 +130,65 @@ local EV_ONLINE, EV_OFFLINE, EV_ACKED = 1, 2, 3
 local function live(node, now)
   local e = redis.call('ZSCORE', key('nodes'), node)
   return e and tonumber(e) > now
+end
+
+-- Topic presence. TPEV (set in front of the prelude) is
+-- --topic-presence-events: the topics (exact, or "prefix*") whose joins and
+-- leaves are events.
+local EV_TOPIC_JOIN, EV_TOPIC_LEAVE = 6, 7
+
+local function tp_events(t)
+  for _, p in ipairs(TPEV) do
+    if string.sub(p, -1) == '*' then
+      if string.sub(t, 1, #p - 1) == string.sub(p, 1, -2) then return true end
+    elseif p == t then
+      return true
+    end
+  end
+  return false
+end
+
+-- tp_notify reports a join (or leave) of u on t: an event, and a frame
+-- for the topic's subscribers on every node that has some ('J' or 'L').
+local function tp_notify(t, u, join, now)
+  local kind, tag = EV_TOPIC_LEAVE, 'L'
+  if join then kind, tag = EV_TOPIC_JOIN, 'J' end
+  publish_event(cjson.encode({k = kind, u = u, tp = t, t = now}))
+  for _, nd in ipairs(redis.call('HKEYS', key('t', t))) do
+    redis.call('PUBLISH', key('n', nd), tag .. t .. '\0' .. u)
+  end
+end
+
+-- tp_set records that node holds n subscriptions of user u to topic t. The
+-- user's first subscription in the deployment is a join, its last a leave.
+local function tp_set(node, t, u, n, now)
+  local pair = t .. '|' .. u
+  local k = key('tpc', pair)
+  if n > 0 then
+    redis.call('SADD', key('ntp', node), pair)
+    local first = redis.call('EXISTS', k) == 0
+    redis.call('HSET', k, node, n)
+    if first then
+      redis.call('ZADD', key('tu', t), 0, u)
+      if tp_events(t) then tp_notify(t, u, true, now) end
+    end
+    return
+  end
+  redis.call('SREM', key('ntp', node), pair)
+  if redis.call('HDEL', k, node) == 0 or redis.call('HLEN', k) > 0 then return end
+  redis.call('ZREM', key('tu', t), u)
+  if tp_events(t) then tp_notify(t, u, false, now) end
+end
+
+-- tp_drop removes up to budget of node's subscriptions (a node gone);
+-- returns how many.
+local function tp_drop(node, budget, now)
+  local ps = redis.call('SRANDMEMBER', key('ntp', node), budget)
+  for _, p in ipairs(ps) do
+    local t, u = string.match(p, '^([^|]*)|(.*)$')
+    tp_set(node, t, u, 0, now)
+  end
+  return #ps
 end
 
 -- The data-loss guard. A node remembers the id of the last stored send it
@@ -488,7 +551,7 @@ local function drop_node(node)
   for _, t in ipairs(redis.call('SMEMBERS', key('nt', node))) do
     redis.call('HDEL', key('t', t), node)
   end
-  redis.call('DEL', key('nu', node), key('nt', node))
+  redis.call('DEL', key('nu', node), key('nt', node), key('ntp', node))
   redis.call('HDEL', key('nconns'), node)
   redis.call('HDEL', key('w'), node)
   redis.call('HDEL', key('ngen'), node)
@@ -744,10 +807,14 @@ end
 return n
 
 -- @script topics
--- ARGV: P node (topic count)...
+-- ARGV: P node (topic count nusers (user count)...)...
+-- The node's subscribers of each topic, and of the users given how many
+-- of their connections are subscribed (topic presence).
 local node = ARGV[2]
-for i = 3, #ARGV, 2 do
-  local t, n = ARGV[i], tonumber(ARGV[i + 1])
+local now = nowms()
+local i = 3
+while i <= #ARGV do
+  local t, n, nu = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
   if n > 0 then
     redis.call('HSET', key('t', t), node, n)
     redis.call('SADD', key('nt', node), t)
@@ -755,8 +822,48 @@ for i = 3, #ARGV, 2 do
     redis.call('HDEL', key('t', t), node)
     redis.call('SREM', key('nt', node), t)
   end
+  for j = i + 3, i + 2 + 2 * nu, 2 do
+    tp_set(node, t, ARGV[j], tonumber(ARGV[j + 1]), now)
+  end
+  i = i + 3 + 2 * nu
 end
 return 0
+
+-- @script tpresence
+-- ARGV: P topic after limit
+-- A page of the topic's users after `after`: the totals (users, and
+-- connections on live nodes), 1 when more may follow and the last user
+-- looked at, then (user conns)... for the users with connections on live
+-- nodes (a dead node's are left out before the reaper removes them).
+local t, after, limit = ARGV[2], ARGV[3], tonumber(ARGV[4])
+local now = nowms()
+local min = '-'
+if after ~= '' then min = '(' .. after end
+local us = redis.call('ZRANGEBYLEX', key('tu', t), min, '+', 'LIMIT', 0, limit + 1)
+local conns = 0
+local hv = redis.call('HGETALL', key('t', t))
+for j = 1, #hv, 2 do
+  if live(hv[j], now) then conns = conns + tonumber(hv[j + 1]) end
+end
+local more, last = 0, ''
+if #us > limit then
+  more = 1
+  us[#us] = nil
+  last = us[#us]
+end
+local out = {redis.call('ZCARD', key('tu', t)), conns, more, last}
+for _, u in ipairs(us) do
+  local cv = redis.call('HGETALL', key('tpc', t .. '|' .. u))
+  local n = 0
+  for j = 1, #cv, 2 do
+    if live(cv[j], now) then n = n + tonumber(cv[j + 1]) end
+  end
+  if n > 0 then
+    out[#out + 1] = u
+    out[#out + 1] = n
+  end
+end
+return out
 
 -- @script send
 -- ARGV: P ik ih iw proposedid ttl maxmsgs maxbytes remember size node mark
@@ -979,6 +1086,7 @@ local now = nowms()
 for _, u in ipairs(redis.call('SMEMBERS', key('nu', node))) do
   setpresence(node, u, 0, 0, grace, now)
 end
+tp_drop(node, redis.call('SCARD', key('ntp', node)), now)
 drop_node(node)
 return 0
 
@@ -1007,7 +1115,8 @@ for _, node in ipairs(dead) do
     users = users + 1
   end
   budget = budget - #us
-  if redis.call('SCARD', key('nu', node)) > 0 then
+  if budget > 0 then budget = budget - tp_drop(node, budget, now) end
+  if redis.call('SCARD', key('nu', node)) > 0 or redis.call('SCARD', key('ntp', node)) > 0 then
     more = 1
   else
     drop_node(node)

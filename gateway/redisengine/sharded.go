@@ -478,6 +478,15 @@ func (s *Sharded) TopicHistory(ctx context.Context, r gateway.TopicHistoryReques
 	return s.of(r.Topic).TopicHistory(ctx, r)
 }
 
+// TopicUserChanged implements gateway.Engine: on the topic's shard.
+func (s *Sharded) TopicUserChanged(topic, userID string) { s.of(topic).TopicUserChanged(topic, userID) }
+
+// TopicPresence implements gateway.Engine: the topic's shard holds all of
+// its presence.
+func (s *Sharded) TopicPresence(ctx context.Context, topic, after string, limit int) (gateway.TopicPage, error) {
+	return s.of(topic).TopicPresence(ctx, topic, after, limit)
+}
+
 // Ack implements gateway.Engine: on the user's shard.
 func (s *Sharded) Ack(ctx context.Context, userID, connID string, ids []string, implicit bool) error {
 	return s.of(userID).Ack(ctx, userID, connID, ids, implicit)

@@ -25,7 +25,7 @@ import (
 //   - exp, nbf and iat are JSON numbers (Unix seconds, fractions allowed)
 //     from 0 to the end of the year 9999, never strings;
 //   - sub and iss are strings, aud a string or an array of strings, topics,
-//     pub and dm arrays of strings (or null, the same as absent);
+//     pub, dm and presence arrays of strings (or null, the same as absent);
 //   - a "crit" header is refused: this verifier understands no extension,
 //     and RFC 7515 (4.1.11) says a token naming one it does not understand
 //     is invalid; "kid", if present, is a string.
@@ -120,6 +120,7 @@ type rawClaims struct {
 	topics      []string
 	topicsGiven bool // present and not null
 	pub, dm     []string
+	presence    []string
 }
 
 // parseClaims reads a token's second part by the rules above.
@@ -183,7 +184,7 @@ func parseClaims(tok string) (rawClaims, error) {
 	for _, a := range []struct {
 		name string
 		out  *[]string
-	}{{"pub", &c.pub}, {"dm", &c.dm}} {
+	}{{"pub", &c.pub}, {"dm", &c.dm}, {"presence", &c.presence}} {
 		if v, ok := m[a.name]; ok && string(v) != "null" {
 			if !isStringArray(v, a.out) {
 				return c, bad(a.name, "an array of strings")

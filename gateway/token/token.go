@@ -58,6 +58,9 @@ type Claims struct {
 	// nil when the claim is absent.
 	Publish []string
 	Direct  []string
+	// Presence: topic rules from "presence", the topics whose presence
+	// (who is subscribed) the user's clients may read; nil when absent.
+	Presence []string
 }
 
 // Error is a verification failure with a short reason for the client
@@ -176,7 +179,7 @@ func (v *Verifier) Verify(tok string) (Claims, error) {
 	if c.topicsGiven {
 		out.Topics = c.topics
 	}
-	out.Publish, out.Direct = c.pub, c.dm
+	out.Publish, out.Direct, out.Presence = c.pub, c.dm, c.presence
 	return out, nil
 }
 
@@ -408,12 +411,13 @@ func Mint(mc MintConfig, userID string, ttl time.Duration, topics []string) (str
 	return MintGrants(mc, userID, ttl, Grants{Topics: topics})
 }
 
-// Grants are what a minted token allows: the claims "topics", "pub" and
-// "dm" (each left out when empty).
+// Grants are what a minted token allows: the claims "topics", "pub",
+// "dm" and "presence" (each left out when empty).
 type Grants struct {
-	Topics  []string // topics the user may join
-	Publish []string // topics the user's clients may publish to
-	Direct  []string // user id patterns they may send a message to
+	Topics   []string // topics the user may join
+	Publish  []string // topics the user's clients may publish to
+	Direct   []string // user id patterns they may send a message to
+	Presence []string // topics whose presence they may read
 }
 
 // MintGrants is Mint with the client-publish claims too.
@@ -422,16 +426,17 @@ func MintGrants(mc MintConfig, userID string, ttl time.Duration, g Grants) (stri
 	now := time.Now()
 	claims := struct {
 		jwt.RegisteredClaims
-		Topics []string `json:"topics,omitempty"`
-		Pub    []string `json:"pub,omitempty"`
-		DM     []string `json:"dm,omitempty"`
+		Topics   []string `json:"topics,omitempty"`
+		Pub      []string `json:"pub,omitempty"`
+		DM       []string `json:"dm,omitempty"`
+		Presence []string `json:"presence,omitempty"`
 	}{RegisteredClaims: jwt.RegisteredClaims{
 		Subject:   userID,
 		IssuedAt:  jwt.NewNumericDate(now),
 		NotBefore: jwt.NewNumericDate(now),
 		ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
 		Issuer:    mc.Issuer,
-	}, Topics: topics, Pub: g.Publish, DM: g.Direct}
+	}, Topics: topics, Pub: g.Publish, DM: g.Direct, Presence: g.Presence}
 	if mc.Audience != "" {
 		claims.Audience = jwt.ClaimStrings{mc.Audience}
 	}

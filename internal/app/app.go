@@ -185,6 +185,8 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (_ *App, err error
 		ClientPublishTopics:    config.List(cfg.PublishTopics),
 		ClientDirectUsers:      config.List(cfg.DirectUsers),
 		ClientPublishPerSecond: cfg.PublishRate,
+		TopicPresenceEvents:    config.List(cfg.PresenceEvents),
+		ClientPresenceTopics:   config.List(cfg.PresenceTopics),
 		Auth:                   verifier,
 		TokenCookie:            cfg.TokenCookie,
 		MaxConns:               cfg.MaxConns,

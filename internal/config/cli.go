@@ -36,7 +36,7 @@ var Sections = []Section{
 		"watch-max", "watch-max-per-key", "watch-buffer", "grpc-rate", "grpc-max-streams", "grpc-request-timeout",
 		"grpc-max-connections-per-address", "grpc-reset-rate", "receipt-max", "client-publish-rate"}},
 	{"Delivery", []string{"heartbeat-interval", "heartbeat-timeout", "write-timeout", "inbox-max-ttl", "presence-grace",
-		"idempotency-window", "upstream-users", "upstream-topics", "client-publish-topics", "client-direct-users", "receipt-retention", "topic-history"}},
+		"idempotency-window", "upstream-users", "upstream-topics", "client-publish-topics", "client-direct-users", "client-presence-topics", "topic-presence-events", "receipt-retention", "topic-history"}},
 	{"Events (log, resume, webhook)", []string{"event-log-max", "event-log-retention", "event-webhook-url", "event-webhook-secret",
 		"event-webhook-secret-file", "event-webhook-kinds", "event-webhook-queue", "event-webhook-timeout"}},
 	{"Offline push (Web Push, WeChat, webhook)", []string{"vapid-private-key", "vapid-private-key-file", "vapid-subject", "wechat-app-id",

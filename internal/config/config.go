@@ -70,6 +70,8 @@ type Config struct {
 	PublishTopics     string        // comma-separated topic patterns any client may publish to.
 	DirectUsers       string        // comma-separated user id patterns any client may send a message to.
 	PublishRate       float64       // client publishes per second per connection.
+	PresenceEvents    string        // comma-separated topic patterns whose joins and leaves are events.
+	PresenceTopics    string        // comma-separated topic patterns whose presence any client may read.
 	IdempotencyWindow time.Duration // how long idempotency keys are remembered.
 	WatchBuffer       int           // events a WatchEvents stream may lag.
 
@@ -227,7 +229,9 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, *fl
 	fs.StringVar(&c.UpstreamTopics, "upstream-topics", "", "comma-separated topic `patterns` (exact, or prefix*) that clients may send messages to")
 	fs.StringVar(&c.PublishTopics, "client-publish-topics", "", "comma-separated topic `patterns` (exact, or prefix*) that every envelope client may publish to, besides what its token's pub claim allows")
 	fs.StringVar(&c.DirectUsers, "client-direct-users", "", "comma-separated user id `patterns` that every envelope client may send a message to (op direct), besides what its token's dm claim allows; same syntax as --upstream-users")
-	fs.Float64Var(&c.PublishRate, "client-publish-rate", gw.ClientPublishPerSecond, "publish and direct ops per second one client connection may make, bursts of twice that (closed with 4002 past it)")
+	fs.StringVar(&c.PresenceEvents, "topic-presence-events", "", "comma-separated topic `patterns` (exact, or prefix*) whose joins and leaves (a user's first subscription in the deployment, its last) are events (WatchEvents, the event log and webhook); empty: none")
+	fs.StringVar(&c.PresenceTopics, "client-presence-topics", "", "comma-separated topic `patterns` (exact, or prefix*) whose presence (who is subscribed) every envelope client may read, besides what its token's presence claim allows")
+	fs.Float64Var(&c.PublishRate, "client-publish-rate", gw.ClientPublishPerSecond, "publish, direct and presence ops per second one client connection may make, bursts of twice that (closed with 4002 past it)")
 	fs.DurationVar(&c.IdempotencyWindow, "idempotency-window", 5*time.Minute, "how long a call with an idempotency_key is remembered (repeats get the first response)")
 	fs.IntVar(&c.WatchBuffer, "watch-buffer", server.DefaultWatchBuffer, "events a WatchEvents stream may fall behind before it is ended with RESOURCE_EXHAUSTED")
 	fs.IntVar(&c.WatchMax, "watch-max", server.DefaultMaxWatchers, "most WatchEvents streams open on this node (RESOURCE_EXHAUSTED past it)")
@@ -242,7 +246,7 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, *fl
 	fs.StringVar(&c.EventWebhookURL, "event-webhook-url", "", "`URL` the events of the event log are POSTed to, signed, in order, retried until acknowledged (docs/events.md); empty: no webhook")
 	fs.StringVar(&c.EventWebhookSecret, "event-webhook-secret", "", "`secret` (at least 32 bytes) that signs each event webhook POST (header Pushgate-Signature); required with --event-webhook-url")
 	fs.StringVar(&c.EventWebhookSecretFile, "event-webhook-secret-file", "", "`file` holding --event-webhook-secret (trailing line breaks removed)")
-	fs.StringVar(&c.EventWebhookKinds, "event-webhook-kinds", "", "comma-separated event `kinds` posted to --event-webhook-url (user_online, user_offline, message_acked, client_message, message_escalated); empty: all")
+	fs.StringVar(&c.EventWebhookKinds, "event-webhook-kinds", "", "comma-separated event `kinds` posted to --event-webhook-url (user_online, user_offline, message_acked, client_message, message_escalated, topic_join, topic_leave); empty: all")
 	fs.IntVar(&c.EventWebhookQueue, "event-webhook-queue", eventsink.DefaultQueue, "events waiting to be posted to --event-webhook-url; past it new events are dropped (counted, and the next delivery says so)")
 	fs.DurationVar(&c.EventWebhookTimeout, "event-webhook-timeout", eventsink.DefaultTimeout, "how long one event webhook POST may take before it is retried")
 	fs.IntVar(&c.GRPCMaxStreams, "grpc-max-streams", server.DefaultMaxStreams, "concurrent calls (HTTP/2 streams) per gRPC connection; clients that ignore it get REFUSED_STREAM")
@@ -537,6 +541,12 @@ func (c *Config) validate() []error {
 		err := gateway.ValidTopic(strings.TrimSuffix(p, "*"))
 		check(err == nil || p == "*", "--client-publish-topics: pattern %q: %v", p, err)
 	}
+	for _, f := range []struct{ name, v string }{{"topic-presence-events", c.PresenceEvents}, {"client-presence-topics", c.PresenceTopics}} {
+		for _, p := range List(f.v) {
+			err := gateway.ValidTopic(strings.TrimSuffix(p, "*"))
+			check(err == nil || p == "*", "--%s: pattern %q: %v", f.name, p, err)
+		}
+	}
 	check(c.PublishRate > 0, "--client-publish-rate must be positive")
 	check(c.PresenceGrace >= 0, "--presence-grace must not be negative")
 	check(c.WatchBuffer > 0, "--watch-buffer must be positive")
@@ -629,12 +639,12 @@ func weakSecrets(byFlag map[string]string) []error {
 func (c *Config) WebhookKinds() ([]gateway.EventKind, error) {
 	names := map[string]gateway.EventKind{"user_online": gateway.EventUserOnline, "user_offline": gateway.EventUserOffline,
 		"message_acked": gateway.EventMessageAcked, "client_message": gateway.EventClientMessage,
-		"message_escalated": gateway.EventMessageEscalated}
+		"message_escalated": gateway.EventMessageEscalated, "topic_join": gateway.EventTopicJoin, "topic_leave": gateway.EventTopicLeave}
 	var out []gateway.EventKind
 	for _, k := range List(c.EventWebhookKinds) {
 		kind, ok := names[k]
 		if !ok {
-			return nil, fmt.Errorf("unknown kind %q (user_online, user_offline, message_acked, client_message, message_escalated)", k)
+			return nil, fmt.Errorf("unknown kind %q (user_online, user_offline, message_acked, client_message, message_escalated, topic_join, topic_leave)", k)
 		}
 		out = append(out, kind)
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -233,6 +234,29 @@ insecure: false
 	}
 }
 
+// Topic presence patterns are topic rules: a name, or a prefix and "*".
+func TestTopicPresencePatterns(t *testing.T) {
+	getenv := func(string) string { return "" }
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--topic-presence-events", "todo:*,bad topic"}, `--topic-presence-events: pattern "bad topic"`},
+		{[]string{"--client-presence-topics", "a*b"}, `--client-presence-topics: pattern "a*b"`},
+	} {
+		if _, err := Parse(c.args, getenv, io.Discard); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: err = %v, want %q", c.args, err, c.want)
+		}
+	}
+	c, err := Parse([]string{"--topic-presence-events", "todo:*, room", "--client-presence-topics", "*"}, getenv, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := List(c.PresenceEvents); !slices.Equal(got, []string{"todo:*", "room"}) {
+		t.Fatalf("--topic-presence-events = %q", got)
+	}
+}
+
 func TestAdminPasswordLength(t *testing.T) {
 	getenv := func(string) string { return "" }
 	_, err := Parse([]string{"--admin-password", "elevenchars"}, getenv, io.Discard)
@@ -271,12 +295,12 @@ func TestEventWebhookSettings(t *testing.T) {
 			t.Errorf("the error shows the secret: %v", err)
 		}
 	}
-	c, err := Parse([]string{"--event-webhook-url", "https://hooks.example.com/e", "--event-webhook-secret", good, "--event-webhook-kinds", "message_acked,user_offline"}, getenv, io.Discard)
+	c, err := Parse([]string{"--event-webhook-url", "https://hooks.example.com/e", "--event-webhook-secret", good, "--event-webhook-kinds", "message_acked,user_offline,topic_join,topic_leave"}, getenv, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	kinds, _ := c.WebhookKinds()
-	if len(kinds) != 2 || kinds[0] != gateway.EventMessageAcked || kinds[1] != gateway.EventUserOffline {
+	if !slices.Equal(kinds, []gateway.EventKind{gateway.EventMessageAcked, gateway.EventUserOffline, gateway.EventTopicJoin, gateway.EventTopicLeave}) {
 		t.Fatalf("kinds = %v", kinds)
 	}
 	_, fs, err := Load([]string{"--event-webhook-url", "https://hooks.example.com/e", "--event-webhook-secret", good}, getenv, io.Discard)

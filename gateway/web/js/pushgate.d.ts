@@ -89,6 +89,25 @@ export interface Reply {
   id?: string;
 }
 
+/** One user subscribed to a topic. */
+export interface TopicSubscriber {
+  user_id: string;
+  /** The user's connections subscribed to the topic, on every node. */
+  connections: number;
+}
+
+/** The reply to presence(): one page of a topic's subscribers. */
+export interface PresenceReply extends Reply {
+  op: 'presence';
+  topic: string;
+  /** Ordered by user id (byte order). */
+  users: TopicSubscriber[];
+  total_users: number;
+  total_connections: number;
+  /** Pass as opts.after for the next page; absent on the last page. */
+  next?: string;
+}
+
 export interface EventMap {
   message: PushMessage;
   state: State;
@@ -98,6 +117,11 @@ export interface EventMap {
   error: Error & { code?: string };
   close: { code: number; reason: string; willReconnect: boolean };
   reconnecting: { attempt: number; delay: number };
+  /** A user's first connection subscribed to a topic this page is subscribed to
+   * (only for topics matching the server's --topic-presence-events). */
+  join: { topic: string; userId: string };
+  /** A user's last subscribed connection left such a topic. */
+  leave: { topic: string; userId: string };
 }
 
 export class PushgateClient {
@@ -126,6 +150,8 @@ export class PushgateClient {
   publish(topic: string, data: unknown, opts?: { type?: string; excludeSender?: boolean }): Promise<Reply>;
   /** Sends to every connection of userId, live only (token "dm" claim or server pattern); resolves with {op: "published", id}. */
   direct(userId: string, data: unknown, opts?: { type?: string }): Promise<Reply>;
+  /** Who is subscribed to topic, a page at a time (token "presence" claim or server pattern). */
+  presence(topic: string, opts?: { limit?: number; after?: string }): Promise<PresenceReply>;
   ack(ids: string | string[]): void;
   /**
    * Registers the served service worker, subscribes to Web Push with the

@@ -284,6 +284,13 @@
         break;
       case 'pong':
         break;
+      case 'join':
+      case 'leave':
+        // A user's first subscription to a topic this page is subscribed
+        // to, or its last one, on a topic the server reports joins and
+        // leaves of (--topic-presence-events).
+        this._emit(f.op, { topic: f.topic, userId: f.user_id });
+        break;
       case 'error':
         var err = new Error('pushgate: ' + f.code + ': ' + f.message);
         err.code = f.code;
@@ -294,7 +301,7 @@
           this._emit('error', err);
         }
         break;
-      default: // subscribed, unsubscribed, sent, published, acked, refreshed
+      default: // subscribed, unsubscribed, sent, published, acked, refreshed, presence
         if (f.op === 'unsubscribed' && f.ref === undefined && f.topic) {
           delete this.topics[f.topic]; // ended by the server (a refreshed token no longer allows it)
           delete this.topicPositions[f.topic];
@@ -517,6 +524,22 @@
   PushgateClient.prototype.direct = function (userId, data, opts) {
     var frame = { op: 'direct', user_id: userId, data: data };
     if (opts && opts.type) frame.type = opts.type;
+    return this._request(frame);
+  };
+
+  /**
+   * presence reads who is subscribed to topic, on every node (PROTOCOL.md,
+   * "presence"), when the token's "presence" claim or the server allows
+   * it. Options: limit (users per page, 1 to 1000, default 100), after (the
+   * previous page's next). It resolves with {op: "presence", topic, users:
+   * [{user_id, connections}], total_users, total_connections, next} (next
+   * only when more users follow); refused ones reject with an Error whose
+   * code is "forbidden".
+   */
+  PushgateClient.prototype.presence = function (topic, opts) {
+    var frame = { op: 'presence', topic: topic };
+    if (opts && opts.limit) frame.limit = opts.limit;
+    if (opts && opts.after) frame.after = opts.after;
     return this._request(frame);
   };
 

@@ -43,6 +43,12 @@ const (
 	EventKind_EVENT_KIND_CLIENT_MESSAGE EventKind = 4
 	// A message's notification was sent (or could not be) to a push target.
 	EventKind_EVENT_KIND_MESSAGE_ESCALATED EventKind = 5
+	// A user's first connection subscribed to a topic (only for topics
+	// matching --topic-presence-events).
+	EventKind_EVENT_KIND_TOPIC_JOIN EventKind = 6
+	// A user's last connection subscribed to a topic left it (unsubscribed or
+	// closed; only for topics matching --topic-presence-events).
+	EventKind_EVENT_KIND_TOPIC_LEAVE EventKind = 7
 )
 
 // Enum value maps for EventKind.
@@ -54,6 +60,8 @@ var (
 		3: "EVENT_KIND_MESSAGE_ACKED",
 		4: "EVENT_KIND_CLIENT_MESSAGE",
 		5: "EVENT_KIND_MESSAGE_ESCALATED",
+		6: "EVENT_KIND_TOPIC_JOIN",
+		7: "EVENT_KIND_TOPIC_LEAVE",
 	}
 	EventKind_value = map[string]int32{
 		"EVENT_KIND_UNSPECIFIED":       0,
@@ -62,6 +70,8 @@ var (
 		"EVENT_KIND_MESSAGE_ACKED":     3,
 		"EVENT_KIND_CLIENT_MESSAGE":    4,
 		"EVENT_KIND_MESSAGE_ESCALATED": 5,
+		"EVENT_KIND_TOPIC_JOIN":        6,
+		"EVENT_KIND_TOPIC_LEAVE":       7,
 	}
 )
 
@@ -228,6 +238,202 @@ func (EscalationState) EnumDescriptor() ([]byte, []int) {
 	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{2}
 }
 
+// GetTopicPresenceRequest asks for one page of a topic's subscribers.
+type GetTopicPresenceRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The topic (1 to 128 bytes of letters, digits and . _ : @ / -).
+	Topic string `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	// Users per page, 1 to 1000; 0 means the default of 100.
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The next_page_token of the previous page of the same topic; empty for
+	// the first page. A token that was not produced by GetTopicPresence (or
+	// ListOnline) is rejected with INVALID_ARGUMENT.
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetTopicPresenceRequest) Reset() {
+	*x = GetTopicPresenceRequest{}
+	mi := &file_pushgate_v1_push_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetTopicPresenceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetTopicPresenceRequest) ProtoMessage() {}
+
+func (x *GetTopicPresenceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pushgate_v1_push_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetTopicPresenceRequest.ProtoReflect.Descriptor instead.
+func (*GetTopicPresenceRequest) Descriptor() ([]byte, []int) {
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *GetTopicPresenceRequest) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *GetTopicPresenceRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *GetTopicPresenceRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// GetTopicPresenceResponse is one page of a topic's subscribers.
+type GetTopicPresenceResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Subscribed users, ordered by user_id in byte order.
+	Users []*TopicSubscriber `protobuf:"bytes,1,rep,name=users,proto3" json:"users,omitempty"`
+	// Pass this as page_token to get the next page; empty on the last page.
+	// Users who subscribe while paging appear if their id sorts after the
+	// current page; there are never duplicates.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// Users subscribed to the topic right now (all pages).
+	TotalUsers int64 `protobuf:"varint,3,opt,name=total_users,json=totalUsers,proto3" json:"total_users,omitempty"`
+	// Connections subscribed to the topic right now (all pages).
+	TotalConnections int64 `protobuf:"varint,4,opt,name=total_connections,json=totalConnections,proto3" json:"total_connections,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *GetTopicPresenceResponse) Reset() {
+	*x = GetTopicPresenceResponse{}
+	mi := &file_pushgate_v1_push_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetTopicPresenceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetTopicPresenceResponse) ProtoMessage() {}
+
+func (x *GetTopicPresenceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pushgate_v1_push_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetTopicPresenceResponse.ProtoReflect.Descriptor instead.
+func (*GetTopicPresenceResponse) Descriptor() ([]byte, []int) {
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *GetTopicPresenceResponse) GetUsers() []*TopicSubscriber {
+	if x != nil {
+		return x.Users
+	}
+	return nil
+}
+
+func (x *GetTopicPresenceResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+func (x *GetTopicPresenceResponse) GetTotalUsers() int64 {
+	if x != nil {
+		return x.TotalUsers
+	}
+	return 0
+}
+
+func (x *GetTopicPresenceResponse) GetTotalConnections() int64 {
+	if x != nil {
+		return x.TotalConnections
+	}
+	return 0
+}
+
+// TopicSubscriber is one user subscribed to a topic.
+type TopicSubscriber struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The user id.
+	UserId string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// The user's connections subscribed to the topic, on every node.
+	Connections   int32 `protobuf:"varint,2,opt,name=connections,proto3" json:"connections,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TopicSubscriber) Reset() {
+	*x = TopicSubscriber{}
+	mi := &file_pushgate_v1_push_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TopicSubscriber) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TopicSubscriber) ProtoMessage() {}
+
+func (x *TopicSubscriber) ProtoReflect() protoreflect.Message {
+	mi := &file_pushgate_v1_push_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TopicSubscriber.ProtoReflect.Descriptor instead.
+func (*TopicSubscriber) Descriptor() ([]byte, []int) {
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *TopicSubscriber) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *TopicSubscriber) GetConnections() int32 {
+	if x != nil {
+		return x.Connections
+	}
+	return 0
+}
+
 // Message is what is pushed to clients. Exactly one payload must be set.
 type Message struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -269,7 +475,7 @@ type Message struct {
 
 func (x *Message) Reset() {
 	*x = Message{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[0]
+	mi := &file_pushgate_v1_push_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -281,7 +487,7 @@ func (x *Message) String() string {
 func (*Message) ProtoMessage() {}
 
 func (x *Message) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[0]
+	mi := &file_pushgate_v1_push_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -294,7 +500,7 @@ func (x *Message) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Message.ProtoReflect.Descriptor instead.
 func (*Message) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{0}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Message) GetType() string {
@@ -424,7 +630,7 @@ type Notification struct {
 
 func (x *Notification) Reset() {
 	*x = Notification{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[1]
+	mi := &file_pushgate_v1_push_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -436,7 +642,7 @@ func (x *Notification) String() string {
 func (*Notification) ProtoMessage() {}
 
 func (x *Notification) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[1]
+	mi := &file_pushgate_v1_push_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -449,7 +655,7 @@ func (x *Notification) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Notification.ProtoReflect.Descriptor instead.
 func (*Notification) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{1}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Notification) GetTitle() string {
@@ -539,7 +745,7 @@ type Escalation struct {
 
 func (x *Escalation) Reset() {
 	*x = Escalation{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[2]
+	mi := &file_pushgate_v1_push_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -551,7 +757,7 @@ func (x *Escalation) String() string {
 func (*Escalation) ProtoMessage() {}
 
 func (x *Escalation) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[2]
+	mi := &file_pushgate_v1_push_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -564,7 +770,7 @@ func (x *Escalation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Escalation.ProtoReflect.Descriptor instead.
 func (*Escalation) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{2}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Escalation) GetAfter() *durationpb.Duration {
@@ -602,7 +808,7 @@ type PushTarget struct {
 
 func (x *PushTarget) Reset() {
 	*x = PushTarget{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[3]
+	mi := &file_pushgate_v1_push_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -614,7 +820,7 @@ func (x *PushTarget) String() string {
 func (*PushTarget) ProtoMessage() {}
 
 func (x *PushTarget) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[3]
+	mi := &file_pushgate_v1_push_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -627,7 +833,7 @@ func (x *PushTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushTarget.ProtoReflect.Descriptor instead.
 func (*PushTarget) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{3}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *PushTarget) GetId() string {
@@ -711,7 +917,7 @@ type WebPushSubscription struct {
 
 func (x *WebPushSubscription) Reset() {
 	*x = WebPushSubscription{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[4]
+	mi := &file_pushgate_v1_push_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -723,7 +929,7 @@ func (x *WebPushSubscription) String() string {
 func (*WebPushSubscription) ProtoMessage() {}
 
 func (x *WebPushSubscription) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[4]
+	mi := &file_pushgate_v1_push_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -736,7 +942,7 @@ func (x *WebPushSubscription) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WebPushSubscription.ProtoReflect.Descriptor instead.
 func (*WebPushSubscription) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{4}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *WebPushSubscription) GetEndpoint() string {
@@ -773,7 +979,7 @@ type AddPushTargetRequest struct {
 
 func (x *AddPushTargetRequest) Reset() {
 	*x = AddPushTargetRequest{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[5]
+	mi := &file_pushgate_v1_push_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -785,7 +991,7 @@ func (x *AddPushTargetRequest) String() string {
 func (*AddPushTargetRequest) ProtoMessage() {}
 
 func (x *AddPushTargetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[5]
+	mi := &file_pushgate_v1_push_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -798,7 +1004,7 @@ func (x *AddPushTargetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddPushTargetRequest.ProtoReflect.Descriptor instead.
 func (*AddPushTargetRequest) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{5}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *AddPushTargetRequest) GetUserId() string {
@@ -826,7 +1032,7 @@ type AddPushTargetResponse struct {
 
 func (x *AddPushTargetResponse) Reset() {
 	*x = AddPushTargetResponse{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[6]
+	mi := &file_pushgate_v1_push_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -838,7 +1044,7 @@ func (x *AddPushTargetResponse) String() string {
 func (*AddPushTargetResponse) ProtoMessage() {}
 
 func (x *AddPushTargetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[6]
+	mi := &file_pushgate_v1_push_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -851,7 +1057,7 @@ func (x *AddPushTargetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddPushTargetResponse.ProtoReflect.Descriptor instead.
 func (*AddPushTargetResponse) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{6}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *AddPushTargetResponse) GetTarget() *PushTarget {
@@ -874,7 +1080,7 @@ type RemovePushTargetRequest struct {
 
 func (x *RemovePushTargetRequest) Reset() {
 	*x = RemovePushTargetRequest{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[7]
+	mi := &file_pushgate_v1_push_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -886,7 +1092,7 @@ func (x *RemovePushTargetRequest) String() string {
 func (*RemovePushTargetRequest) ProtoMessage() {}
 
 func (x *RemovePushTargetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[7]
+	mi := &file_pushgate_v1_push_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -899,7 +1105,7 @@ func (x *RemovePushTargetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePushTargetRequest.ProtoReflect.Descriptor instead.
 func (*RemovePushTargetRequest) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{7}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RemovePushTargetRequest) GetUserId() string {
@@ -927,7 +1133,7 @@ type RemovePushTargetResponse struct {
 
 func (x *RemovePushTargetResponse) Reset() {
 	*x = RemovePushTargetResponse{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[8]
+	mi := &file_pushgate_v1_push_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -939,7 +1145,7 @@ func (x *RemovePushTargetResponse) String() string {
 func (*RemovePushTargetResponse) ProtoMessage() {}
 
 func (x *RemovePushTargetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[8]
+	mi := &file_pushgate_v1_push_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -952,7 +1158,7 @@ func (x *RemovePushTargetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePushTargetResponse.ProtoReflect.Descriptor instead.
 func (*RemovePushTargetResponse) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{8}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RemovePushTargetResponse) GetRemoved() bool {
@@ -973,7 +1179,7 @@ type ListPushTargetsRequest struct {
 
 func (x *ListPushTargetsRequest) Reset() {
 	*x = ListPushTargetsRequest{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[9]
+	mi := &file_pushgate_v1_push_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -985,7 +1191,7 @@ func (x *ListPushTargetsRequest) String() string {
 func (*ListPushTargetsRequest) ProtoMessage() {}
 
 func (x *ListPushTargetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[9]
+	mi := &file_pushgate_v1_push_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -998,7 +1204,7 @@ func (x *ListPushTargetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPushTargetsRequest.ProtoReflect.Descriptor instead.
 func (*ListPushTargetsRequest) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{9}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListPushTargetsRequest) GetUserId() string {
@@ -1019,7 +1225,7 @@ type ListPushTargetsResponse struct {
 
 func (x *ListPushTargetsResponse) Reset() {
 	*x = ListPushTargetsResponse{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[10]
+	mi := &file_pushgate_v1_push_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1031,7 +1237,7 @@ func (x *ListPushTargetsResponse) String() string {
 func (*ListPushTargetsResponse) ProtoMessage() {}
 
 func (x *ListPushTargetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[10]
+	mi := &file_pushgate_v1_push_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1044,7 +1250,7 @@ func (x *ListPushTargetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPushTargetsResponse.ProtoReflect.Descriptor instead.
 func (*ListPushTargetsResponse) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{10}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListPushTargetsResponse) GetTargets() []*PushTarget {
@@ -1068,7 +1274,7 @@ type SendToUserRequest struct {
 
 func (x *SendToUserRequest) Reset() {
 	*x = SendToUserRequest{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[11]
+	mi := &file_pushgate_v1_push_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1080,7 +1286,7 @@ func (x *SendToUserRequest) String() string {
 func (*SendToUserRequest) ProtoMessage() {}
 
 func (x *SendToUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[11]
+	mi := &file_pushgate_v1_push_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1093,7 +1299,7 @@ func (x *SendToUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendToUserRequest.ProtoReflect.Descriptor instead.
 func (*SendToUserRequest) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{11}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SendToUserRequest) GetUserId() string {
@@ -1129,7 +1335,7 @@ type SendToUserResponse struct {
 
 func (x *SendToUserResponse) Reset() {
 	*x = SendToUserResponse{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[12]
+	mi := &file_pushgate_v1_push_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1141,7 +1347,7 @@ func (x *SendToUserResponse) String() string {
 func (*SendToUserResponse) ProtoMessage() {}
 
 func (x *SendToUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[12]
+	mi := &file_pushgate_v1_push_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1154,7 +1360,7 @@ func (x *SendToUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendToUserResponse.ProtoReflect.Descriptor instead.
 func (*SendToUserResponse) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{12}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SendToUserResponse) GetMessageId() string {
@@ -1199,7 +1405,7 @@ type SendToUsersRequest struct {
 
 func (x *SendToUsersRequest) Reset() {
 	*x = SendToUsersRequest{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[13]
+	mi := &file_pushgate_v1_push_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1211,7 +1417,7 @@ func (x *SendToUsersRequest) String() string {
 func (*SendToUsersRequest) ProtoMessage() {}
 
 func (x *SendToUsersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[13]
+	mi := &file_pushgate_v1_push_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1224,7 +1430,7 @@ func (x *SendToUsersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendToUsersRequest.ProtoReflect.Descriptor instead.
 func (*SendToUsersRequest) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{13}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SendToUsersRequest) GetUserIds() []string {
@@ -1254,7 +1460,7 @@ type SendToUsersResponse struct {
 
 func (x *SendToUsersResponse) Reset() {
 	*x = SendToUsersResponse{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[14]
+	mi := &file_pushgate_v1_push_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1266,7 +1472,7 @@ func (x *SendToUsersResponse) String() string {
 func (*SendToUsersResponse) ProtoMessage() {}
 
 func (x *SendToUsersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[14]
+	mi := &file_pushgate_v1_push_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1279,7 +1485,7 @@ func (x *SendToUsersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendToUsersResponse.ProtoReflect.Descriptor instead.
 func (*SendToUsersResponse) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{14}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SendToUsersResponse) GetMessageId() string {
@@ -1319,7 +1525,7 @@ type Delivery struct {
 
 func (x *Delivery) Reset() {
 	*x = Delivery{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[15]
+	mi := &file_pushgate_v1_push_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1331,7 +1537,7 @@ func (x *Delivery) String() string {
 func (*Delivery) ProtoMessage() {}
 
 func (x *Delivery) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[15]
+	mi := &file_pushgate_v1_push_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1344,7 +1550,7 @@ func (x *Delivery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
 func (*Delivery) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{15}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Delivery) GetUserId() string {
@@ -1401,7 +1607,7 @@ type PublishRequest struct {
 
 func (x *PublishRequest) Reset() {
 	*x = PublishRequest{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[16]
+	mi := &file_pushgate_v1_push_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1413,7 +1619,7 @@ func (x *PublishRequest) String() string {
 func (*PublishRequest) ProtoMessage() {}
 
 func (x *PublishRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[16]
+	mi := &file_pushgate_v1_push_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1426,7 +1632,7 @@ func (x *PublishRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishRequest.ProtoReflect.Descriptor instead.
 func (*PublishRequest) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{16}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PublishRequest) GetTopic() string {
@@ -1465,7 +1671,7 @@ type PublishResponse struct {
 
 func (x *PublishResponse) Reset() {
 	*x = PublishResponse{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[17]
+	mi := &file_pushgate_v1_push_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1477,7 +1683,7 @@ func (x *PublishResponse) String() string {
 func (*PublishResponse) ProtoMessage() {}
 
 func (x *PublishResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[17]
+	mi := &file_pushgate_v1_push_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1490,7 +1696,7 @@ func (x *PublishResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishResponse.ProtoReflect.Descriptor instead.
 func (*PublishResponse) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{17}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PublishResponse) GetMessageId() string {
@@ -1525,7 +1731,7 @@ type WatchEventsRequest struct {
 
 func (x *WatchEventsRequest) Reset() {
 	*x = WatchEventsRequest{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[18]
+	mi := &file_pushgate_v1_push_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1537,7 +1743,7 @@ func (x *WatchEventsRequest) String() string {
 func (*WatchEventsRequest) ProtoMessage() {}
 
 func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[18]
+	mi := &file_pushgate_v1_push_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1550,7 +1756,7 @@ func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEventsRequest.ProtoReflect.Descriptor instead.
 func (*WatchEventsRequest) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{18}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *WatchEventsRequest) GetKinds() []EventKind {
@@ -1581,6 +1787,8 @@ type Event struct {
 	//	*Event_MessageAcked
 	//	*Event_ClientMessage
 	//	*Event_Escalated
+	//	*Event_TopicJoin
+	//	*Event_TopicLeave
 	Event isEvent_Event `protobuf_oneof:"event"`
 	// The event's place in the deployment's event log: opaque, at most 64
 	// bytes, ordered as the log is. Pass it as WatchEventsRequest.after_cursor
@@ -1592,7 +1800,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[19]
+	mi := &file_pushgate_v1_push_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1604,7 +1812,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[19]
+	mi := &file_pushgate_v1_push_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1617,7 +1825,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{19}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Event) GetTime() *timestamppb.Timestamp {
@@ -1679,6 +1887,24 @@ func (x *Event) GetEscalated() *MessageEscalated {
 	return nil
 }
 
+func (x *Event) GetTopicJoin() *TopicJoin {
+	if x != nil {
+		if x, ok := x.Event.(*Event_TopicJoin); ok {
+			return x.TopicJoin
+		}
+	}
+	return nil
+}
+
+func (x *Event) GetTopicLeave() *TopicLeave {
+	if x != nil {
+		if x, ok := x.Event.(*Event_TopicLeave); ok {
+			return x.TopicLeave
+		}
+	}
+	return nil
+}
+
 func (x *Event) GetCursor() string {
 	if x != nil {
 		return x.Cursor
@@ -1715,6 +1941,16 @@ type Event_Escalated struct {
 	Escalated *MessageEscalated `protobuf:"bytes,7,opt,name=escalated,proto3,oneof"`
 }
 
+type Event_TopicJoin struct {
+	// A user joined a topic.
+	TopicJoin *TopicJoin `protobuf:"bytes,8,opt,name=topic_join,json=topicJoin,proto3,oneof"`
+}
+
+type Event_TopicLeave struct {
+	// A user left a topic.
+	TopicLeave *TopicLeave `protobuf:"bytes,9,opt,name=topic_leave,json=topicLeave,proto3,oneof"`
+}
+
 func (*Event_UserOnline) isEvent_Event() {}
 
 func (*Event_UserOffline) isEvent_Event() {}
@@ -1724,6 +1960,122 @@ func (*Event_MessageAcked) isEvent_Event() {}
 func (*Event_ClientMessage) isEvent_Event() {}
 
 func (*Event_Escalated) isEvent_Event() {}
+
+func (*Event_TopicJoin) isEvent_Event() {}
+
+func (*Event_TopicLeave) isEvent_Event() {}
+
+// TopicJoin: the user's first connection subscribed to the topic, on any
+// node (the user had none subscribed before).
+type TopicJoin struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The user.
+	UserId string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// The topic.
+	Topic         string `protobuf:"bytes,2,opt,name=topic,proto3" json:"topic,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TopicJoin) Reset() {
+	*x = TopicJoin{}
+	mi := &file_pushgate_v1_push_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TopicJoin) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TopicJoin) ProtoMessage() {}
+
+func (x *TopicJoin) ProtoReflect() protoreflect.Message {
+	mi := &file_pushgate_v1_push_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TopicJoin.ProtoReflect.Descriptor instead.
+func (*TopicJoin) Descriptor() ([]byte, []int) {
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *TopicJoin) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *TopicJoin) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+// TopicLeave: the user's last subscribed connection left the topic
+// (unsubscribed, closed, or its node died); no grace applies.
+type TopicLeave struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The user.
+	UserId string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// The topic.
+	Topic         string `protobuf:"bytes,2,opt,name=topic,proto3" json:"topic,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TopicLeave) Reset() {
+	*x = TopicLeave{}
+	mi := &file_pushgate_v1_push_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TopicLeave) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TopicLeave) ProtoMessage() {}
+
+func (x *TopicLeave) ProtoReflect() protoreflect.Message {
+	mi := &file_pushgate_v1_push_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TopicLeave.ProtoReflect.Descriptor instead.
+func (*TopicLeave) Descriptor() ([]byte, []int) {
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *TopicLeave) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *TopicLeave) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
 
 // UserOnline: the user now has at least one connection.
 type UserOnline struct {
@@ -1736,7 +2088,7 @@ type UserOnline struct {
 
 func (x *UserOnline) Reset() {
 	*x = UserOnline{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[20]
+	mi := &file_pushgate_v1_push_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1748,7 +2100,7 @@ func (x *UserOnline) String() string {
 func (*UserOnline) ProtoMessage() {}
 
 func (x *UserOnline) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[20]
+	mi := &file_pushgate_v1_push_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1761,7 +2113,7 @@ func (x *UserOnline) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserOnline.ProtoReflect.Descriptor instead.
 func (*UserOnline) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{20}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *UserOnline) GetUserId() string {
@@ -1782,7 +2134,7 @@ type UserOffline struct {
 
 func (x *UserOffline) Reset() {
 	*x = UserOffline{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[21]
+	mi := &file_pushgate_v1_push_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1794,7 +2146,7 @@ func (x *UserOffline) String() string {
 func (*UserOffline) ProtoMessage() {}
 
 func (x *UserOffline) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[21]
+	mi := &file_pushgate_v1_push_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1807,7 +2159,7 @@ func (x *UserOffline) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserOffline.ProtoReflect.Descriptor instead.
 func (*UserOffline) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{21}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *UserOffline) GetUserId() string {
@@ -1835,7 +2187,7 @@ type MessageAcked struct {
 
 func (x *MessageAcked) Reset() {
 	*x = MessageAcked{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[22]
+	mi := &file_pushgate_v1_push_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1847,7 +2199,7 @@ func (x *MessageAcked) String() string {
 func (*MessageAcked) ProtoMessage() {}
 
 func (x *MessageAcked) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[22]
+	mi := &file_pushgate_v1_push_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1860,7 +2212,7 @@ func (x *MessageAcked) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageAcked.ProtoReflect.Descriptor instead.
 func (*MessageAcked) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{22}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *MessageAcked) GetUserId() string {
@@ -1917,7 +2269,7 @@ type MessageEscalated struct {
 
 func (x *MessageEscalated) Reset() {
 	*x = MessageEscalated{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[23]
+	mi := &file_pushgate_v1_push_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1929,7 +2281,7 @@ func (x *MessageEscalated) String() string {
 func (*MessageEscalated) ProtoMessage() {}
 
 func (x *MessageEscalated) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[23]
+	mi := &file_pushgate_v1_push_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1942,7 +2294,7 @@ func (x *MessageEscalated) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageEscalated.ProtoReflect.Descriptor instead.
 func (*MessageEscalated) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{23}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *MessageEscalated) GetUserId() string {
@@ -2012,7 +2364,7 @@ type ClientMessage struct {
 
 func (x *ClientMessage) Reset() {
 	*x = ClientMessage{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[24]
+	mi := &file_pushgate_v1_push_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2024,7 +2376,7 @@ func (x *ClientMessage) String() string {
 func (*ClientMessage) ProtoMessage() {}
 
 func (x *ClientMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[24]
+	mi := &file_pushgate_v1_push_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2037,7 +2389,7 @@ func (x *ClientMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientMessage.ProtoReflect.Descriptor instead.
 func (*ClientMessage) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{24}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ClientMessage) GetUserId() string {
@@ -2146,7 +2498,7 @@ type BroadcastRequest struct {
 
 func (x *BroadcastRequest) Reset() {
 	*x = BroadcastRequest{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[25]
+	mi := &file_pushgate_v1_push_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2158,7 +2510,7 @@ func (x *BroadcastRequest) String() string {
 func (*BroadcastRequest) ProtoMessage() {}
 
 func (x *BroadcastRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[25]
+	mi := &file_pushgate_v1_push_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2171,7 +2523,7 @@ func (x *BroadcastRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BroadcastRequest.ProtoReflect.Descriptor instead.
 func (*BroadcastRequest) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{25}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *BroadcastRequest) GetMessage() *Message {
@@ -2210,7 +2562,7 @@ type BroadcastResponse struct {
 
 func (x *BroadcastResponse) Reset() {
 	*x = BroadcastResponse{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[26]
+	mi := &file_pushgate_v1_push_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2222,7 +2574,7 @@ func (x *BroadcastResponse) String() string {
 func (*BroadcastResponse) ProtoMessage() {}
 
 func (x *BroadcastResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[26]
+	mi := &file_pushgate_v1_push_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2235,7 +2587,7 @@ func (x *BroadcastResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BroadcastResponse.ProtoReflect.Descriptor instead.
 func (*BroadcastResponse) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{26}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *BroadcastResponse) GetMessageId() string {
@@ -2266,7 +2618,7 @@ type ListOnlineRequest struct {
 
 func (x *ListOnlineRequest) Reset() {
 	*x = ListOnlineRequest{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[27]
+	mi := &file_pushgate_v1_push_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2278,7 +2630,7 @@ func (x *ListOnlineRequest) String() string {
 func (*ListOnlineRequest) ProtoMessage() {}
 
 func (x *ListOnlineRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[27]
+	mi := &file_pushgate_v1_push_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2291,7 +2643,7 @@ func (x *ListOnlineRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOnlineRequest.ProtoReflect.Descriptor instead.
 func (*ListOnlineRequest) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{27}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ListOnlineRequest) GetPageSize() int32 {
@@ -2327,7 +2679,7 @@ type ListOnlineResponse struct {
 
 func (x *ListOnlineResponse) Reset() {
 	*x = ListOnlineResponse{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[28]
+	mi := &file_pushgate_v1_push_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2339,7 +2691,7 @@ func (x *ListOnlineResponse) String() string {
 func (*ListOnlineResponse) ProtoMessage() {}
 
 func (x *ListOnlineResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[28]
+	mi := &file_pushgate_v1_push_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2352,7 +2704,7 @@ func (x *ListOnlineResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOnlineResponse.ProtoReflect.Descriptor instead.
 func (*ListOnlineResponse) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{28}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListOnlineResponse) GetUsers() []*OnlineUser {
@@ -2398,7 +2750,7 @@ type OnlineUser struct {
 
 func (x *OnlineUser) Reset() {
 	*x = OnlineUser{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[29]
+	mi := &file_pushgate_v1_push_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2410,7 +2762,7 @@ func (x *OnlineUser) String() string {
 func (*OnlineUser) ProtoMessage() {}
 
 func (x *OnlineUser) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[29]
+	mi := &file_pushgate_v1_push_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2423,7 +2775,7 @@ func (x *OnlineUser) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OnlineUser.ProtoReflect.Descriptor instead.
 func (*OnlineUser) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{29}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *OnlineUser) GetUserId() string {
@@ -2458,7 +2810,7 @@ type GetPresenceRequest struct {
 
 func (x *GetPresenceRequest) Reset() {
 	*x = GetPresenceRequest{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[30]
+	mi := &file_pushgate_v1_push_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2470,7 +2822,7 @@ func (x *GetPresenceRequest) String() string {
 func (*GetPresenceRequest) ProtoMessage() {}
 
 func (x *GetPresenceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[30]
+	mi := &file_pushgate_v1_push_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2483,7 +2835,7 @@ func (x *GetPresenceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPresenceRequest.ProtoReflect.Descriptor instead.
 func (*GetPresenceRequest) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{30}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *GetPresenceRequest) GetUserIds() []string {
@@ -2504,7 +2856,7 @@ type GetPresenceResponse struct {
 
 func (x *GetPresenceResponse) Reset() {
 	*x = GetPresenceResponse{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[31]
+	mi := &file_pushgate_v1_push_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2516,7 +2868,7 @@ func (x *GetPresenceResponse) String() string {
 func (*GetPresenceResponse) ProtoMessage() {}
 
 func (x *GetPresenceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[31]
+	mi := &file_pushgate_v1_push_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2529,7 +2881,7 @@ func (x *GetPresenceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPresenceResponse.ProtoReflect.Descriptor instead.
 func (*GetPresenceResponse) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{31}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *GetPresenceResponse) GetUsers() []*OnlineUser {
@@ -2553,7 +2905,7 @@ type DisconnectRequest struct {
 
 func (x *DisconnectRequest) Reset() {
 	*x = DisconnectRequest{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[32]
+	mi := &file_pushgate_v1_push_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2565,7 +2917,7 @@ func (x *DisconnectRequest) String() string {
 func (*DisconnectRequest) ProtoMessage() {}
 
 func (x *DisconnectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[32]
+	mi := &file_pushgate_v1_push_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2578,7 +2930,7 @@ func (x *DisconnectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisconnectRequest.ProtoReflect.Descriptor instead.
 func (*DisconnectRequest) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{32}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *DisconnectRequest) GetUserId() string {
@@ -2606,7 +2958,7 @@ type DisconnectResponse struct {
 
 func (x *DisconnectResponse) Reset() {
 	*x = DisconnectResponse{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[33]
+	mi := &file_pushgate_v1_push_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2618,7 +2970,7 @@ func (x *DisconnectResponse) String() string {
 func (*DisconnectResponse) ProtoMessage() {}
 
 func (x *DisconnectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[33]
+	mi := &file_pushgate_v1_push_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2631,7 +2983,7 @@ func (x *DisconnectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisconnectResponse.ProtoReflect.Descriptor instead.
 func (*DisconnectResponse) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{33}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *DisconnectResponse) GetClosedConnections() int32 {
@@ -2660,7 +3012,7 @@ type GetMessageStatusRequest struct {
 
 func (x *GetMessageStatusRequest) Reset() {
 	*x = GetMessageStatusRequest{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[34]
+	mi := &file_pushgate_v1_push_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2672,7 +3024,7 @@ func (x *GetMessageStatusRequest) String() string {
 func (*GetMessageStatusRequest) ProtoMessage() {}
 
 func (x *GetMessageStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[34]
+	mi := &file_pushgate_v1_push_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2685,7 +3037,7 @@ func (x *GetMessageStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMessageStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetMessageStatusRequest) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{34}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *GetMessageStatusRequest) GetMessageId() string {
@@ -2737,7 +3089,7 @@ type GetMessageStatusResponse struct {
 
 func (x *GetMessageStatusResponse) Reset() {
 	*x = GetMessageStatusResponse{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[35]
+	mi := &file_pushgate_v1_push_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2749,7 +3101,7 @@ func (x *GetMessageStatusResponse) String() string {
 func (*GetMessageStatusResponse) ProtoMessage() {}
 
 func (x *GetMessageStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[35]
+	mi := &file_pushgate_v1_push_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2762,7 +3114,7 @@ func (x *GetMessageStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMessageStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetMessageStatusResponse) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{35}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *GetMessageStatusResponse) GetMessageId() string {
@@ -2841,7 +3193,7 @@ type RecipientStatus struct {
 
 func (x *RecipientStatus) Reset() {
 	*x = RecipientStatus{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[36]
+	mi := &file_pushgate_v1_push_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2853,7 +3205,7 @@ func (x *RecipientStatus) String() string {
 func (*RecipientStatus) ProtoMessage() {}
 
 func (x *RecipientStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[36]
+	mi := &file_pushgate_v1_push_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2866,7 +3218,7 @@ func (x *RecipientStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecipientStatus.ProtoReflect.Descriptor instead.
 func (*RecipientStatus) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{36}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *RecipientStatus) GetUserId() string {
@@ -2966,7 +3318,7 @@ type EscalationStatus struct {
 
 func (x *EscalationStatus) Reset() {
 	*x = EscalationStatus{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[37]
+	mi := &file_pushgate_v1_push_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2978,7 +3330,7 @@ func (x *EscalationStatus) String() string {
 func (*EscalationStatus) ProtoMessage() {}
 
 func (x *EscalationStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[37]
+	mi := &file_pushgate_v1_push_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2991,7 +3343,7 @@ func (x *EscalationStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EscalationStatus.ProtoReflect.Descriptor instead.
 func (*EscalationStatus) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{37}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *EscalationStatus) GetState() EscalationState {
@@ -3042,7 +3394,7 @@ type EscalationOutcome struct {
 
 func (x *EscalationOutcome) Reset() {
 	*x = EscalationOutcome{}
-	mi := &file_pushgate_v1_push_proto_msgTypes[38]
+	mi := &file_pushgate_v1_push_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3054,7 +3406,7 @@ func (x *EscalationOutcome) String() string {
 func (*EscalationOutcome) ProtoMessage() {}
 
 func (x *EscalationOutcome) ProtoReflect() protoreflect.Message {
-	mi := &file_pushgate_v1_push_proto_msgTypes[38]
+	mi := &file_pushgate_v1_push_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3067,7 +3419,7 @@ func (x *EscalationOutcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EscalationOutcome.ProtoReflect.Descriptor instead.
 func (*EscalationOutcome) Descriptor() ([]byte, []int) {
-	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{38}
+	return file_pushgate_v1_push_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *EscalationOutcome) GetChannel() string {
@@ -3109,7 +3461,21 @@ var File_pushgate_v1_push_proto protoreflect.FileDescriptor
 
 const file_pushgate_v1_push_proto_rawDesc = "" +
 	"\n" +
-	"\x16pushgate/v1/push.proto\x12\vpushgate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbc\x02\n" +
+	"\x16pushgate/v1/push.proto\x12\vpushgate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"k\n" +
+	"\x17GetTopicPresenceRequest\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"\xc4\x01\n" +
+	"\x18GetTopicPresenceResponse\x122\n" +
+	"\x05users\x18\x01 \x03(\v2\x1c.pushgate.v1.TopicSubscriberR\x05users\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x1f\n" +
+	"\vtotal_users\x18\x03 \x01(\x03R\n" +
+	"totalUsers\x12+\n" +
+	"\x11total_connections\x18\x04 \x01(\x03R\x10totalConnections\"L\n" +
+	"\x0fTopicSubscriber\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12 \n" +
+	"\vconnections\x18\x02 \x01(\x05R\vconnections\"\xbc\x02\n" +
 	"\aMessage\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x14\n" +
 	"\x04json\x18\x02 \x01(\tH\x00R\x04json\x12\x14\n" +
@@ -3200,7 +3566,7 @@ const file_pushgate_v1_push_proto_rawDesc = "" +
 	"\x15delivered_connections\x18\x02 \x01(\x03R\x14deliveredConnections\"e\n" +
 	"\x12WatchEventsRequest\x12,\n" +
 	"\x05kinds\x18\x01 \x03(\x0e2\x16.pushgate.v1.EventKindR\x05kinds\x12!\n" +
-	"\fafter_cursor\x18\x02 \x01(\tR\vafterCursor\"\x99\x03\n" +
+	"\fafter_cursor\x18\x02 \x01(\tR\vafterCursor\"\x8e\x04\n" +
 	"\x05Event\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12:\n" +
 	"\vuser_online\x18\x02 \x01(\v2\x17.pushgate.v1.UserOnlineH\x00R\n" +
@@ -3208,9 +3574,20 @@ const file_pushgate_v1_push_proto_rawDesc = "" +
 	"\fuser_offline\x18\x03 \x01(\v2\x18.pushgate.v1.UserOfflineH\x00R\vuserOffline\x12@\n" +
 	"\rmessage_acked\x18\x04 \x01(\v2\x19.pushgate.v1.MessageAckedH\x00R\fmessageAcked\x12C\n" +
 	"\x0eclient_message\x18\x05 \x01(\v2\x1a.pushgate.v1.ClientMessageH\x00R\rclientMessage\x12=\n" +
-	"\tescalated\x18\a \x01(\v2\x1d.pushgate.v1.MessageEscalatedH\x00R\tescalated\x12\x16\n" +
+	"\tescalated\x18\a \x01(\v2\x1d.pushgate.v1.MessageEscalatedH\x00R\tescalated\x127\n" +
+	"\n" +
+	"topic_join\x18\b \x01(\v2\x16.pushgate.v1.TopicJoinH\x00R\ttopicJoin\x12:\n" +
+	"\vtopic_leave\x18\t \x01(\v2\x17.pushgate.v1.TopicLeaveH\x00R\n" +
+	"topicLeave\x12\x16\n" +
 	"\x06cursor\x18\x06 \x01(\tR\x06cursorB\a\n" +
-	"\x05event\"%\n" +
+	"\x05event\":\n" +
+	"\tTopicJoin\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x14\n" +
+	"\x05topic\x18\x02 \x01(\tR\x05topic\";\n" +
+	"\n" +
+	"TopicLeave\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x14\n" +
+	"\x05topic\x18\x02 \x01(\tR\x05topic\"%\n" +
 	"\n" +
 	"UserOnline\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\"&\n" +
@@ -3314,14 +3691,16 @@ const file_pushgate_v1_push_proto_rawDesc = "" +
 	"\ttarget_id\x18\x02 \x01(\tR\btargetId\x12\x16\n" +
 	"\x06result\x18\x03 \x01(\tR\x06result\x12\x16\n" +
 	"\x06detail\x18\x04 \x01(\tR\x06detail\x12.\n" +
-	"\x04time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04time*\xbf\x01\n" +
+	"\x04time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04time*\xf6\x01\n" +
 	"\tEventKind\x12\x1a\n" +
 	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16EVENT_KIND_USER_ONLINE\x10\x01\x12\x1b\n" +
 	"\x17EVENT_KIND_USER_OFFLINE\x10\x02\x12\x1c\n" +
 	"\x18EVENT_KIND_MESSAGE_ACKED\x10\x03\x12\x1d\n" +
 	"\x19EVENT_KIND_CLIENT_MESSAGE\x10\x04\x12 \n" +
-	"\x1cEVENT_KIND_MESSAGE_ESCALATED\x10\x05*\xd6\x01\n" +
+	"\x1cEVENT_KIND_MESSAGE_ESCALATED\x10\x05\x12\x19\n" +
+	"\x15EVENT_KIND_TOPIC_JOIN\x10\x06\x12\x1a\n" +
+	"\x16EVENT_KIND_TOPIC_LEAVE\x10\a*\xd6\x01\n" +
 	"\rDeliveryState\x12\x1e\n" +
 	"\x1aDELIVERY_STATE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16DELIVERY_STATE_PENDING\x10\x01\x12\x17\n" +
@@ -3335,7 +3714,7 @@ const file_pushgate_v1_push_proto_rawDesc = "" +
 	"\x1aESCALATION_STATE_SCHEDULED\x10\x01\x12\x1e\n" +
 	"\x1aESCALATION_STATE_CANCELLED\x10\x02\x12\x1a\n" +
 	"\x16ESCALATION_STATE_FIRED\x10\x03\x12\"\n" +
-	"\x1eESCALATION_STATE_NOT_SCHEDULED\x10\x042\xee\a\n" +
+	"\x1eESCALATION_STATE_NOT_SCHEDULED\x10\x042\xcf\b\n" +
 	"\vPushService\x12J\n" +
 	"\tBroadcast\x12\x1d.pushgate.v1.BroadcastRequest\x1a\x1e.pushgate.v1.BroadcastResponse\x12M\n" +
 	"\n" +
@@ -3351,7 +3730,8 @@ const file_pushgate_v1_push_proto_rawDesc = "" +
 	"\vWatchEvents\x12\x1f.pushgate.v1.WatchEventsRequest\x1a\x12.pushgate.v1.Event0\x01\x12V\n" +
 	"\rAddPushTarget\x12!.pushgate.v1.AddPushTargetRequest\x1a\".pushgate.v1.AddPushTargetResponse\x12_\n" +
 	"\x10RemovePushTarget\x12$.pushgate.v1.RemovePushTargetRequest\x1a%.pushgate.v1.RemovePushTargetResponse\x12\\\n" +
-	"\x0fListPushTargets\x12#.pushgate.v1.ListPushTargetsRequest\x1a$.pushgate.v1.ListPushTargetsResponseBB\n" +
+	"\x0fListPushTargets\x12#.pushgate.v1.ListPushTargetsRequest\x1a$.pushgate.v1.ListPushTargetsResponse\x12_\n" +
+	"\x10GetTopicPresence\x12$.pushgate.v1.GetTopicPresenceRequest\x1a%.pushgate.v1.GetTopicPresenceResponseBB\n" +
 	"\x0eio.pushgate.v1B\tPushProtoP\x01Z#pushgate/gen/pushgate/v1;pushgatev1b\x06proto3"
 
 var (
@@ -3367,121 +3747,131 @@ func file_pushgate_v1_push_proto_rawDescGZIP() []byte {
 }
 
 var file_pushgate_v1_push_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_pushgate_v1_push_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
+var file_pushgate_v1_push_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
 var file_pushgate_v1_push_proto_goTypes = []any{
 	(EventKind)(0),                   // 0: pushgate.v1.EventKind
 	(DeliveryState)(0),               // 1: pushgate.v1.DeliveryState
 	(EscalationState)(0),             // 2: pushgate.v1.EscalationState
-	(*Message)(nil),                  // 3: pushgate.v1.Message
-	(*Notification)(nil),             // 4: pushgate.v1.Notification
-	(*Escalation)(nil),               // 5: pushgate.v1.Escalation
-	(*PushTarget)(nil),               // 6: pushgate.v1.PushTarget
-	(*WebPushSubscription)(nil),      // 7: pushgate.v1.WebPushSubscription
-	(*AddPushTargetRequest)(nil),     // 8: pushgate.v1.AddPushTargetRequest
-	(*AddPushTargetResponse)(nil),    // 9: pushgate.v1.AddPushTargetResponse
-	(*RemovePushTargetRequest)(nil),  // 10: pushgate.v1.RemovePushTargetRequest
-	(*RemovePushTargetResponse)(nil), // 11: pushgate.v1.RemovePushTargetResponse
-	(*ListPushTargetsRequest)(nil),   // 12: pushgate.v1.ListPushTargetsRequest
-	(*ListPushTargetsResponse)(nil),  // 13: pushgate.v1.ListPushTargetsResponse
-	(*SendToUserRequest)(nil),        // 14: pushgate.v1.SendToUserRequest
-	(*SendToUserResponse)(nil),       // 15: pushgate.v1.SendToUserResponse
-	(*SendToUsersRequest)(nil),       // 16: pushgate.v1.SendToUsersRequest
-	(*SendToUsersResponse)(nil),      // 17: pushgate.v1.SendToUsersResponse
-	(*Delivery)(nil),                 // 18: pushgate.v1.Delivery
-	(*PublishRequest)(nil),           // 19: pushgate.v1.PublishRequest
-	(*PublishResponse)(nil),          // 20: pushgate.v1.PublishResponse
-	(*WatchEventsRequest)(nil),       // 21: pushgate.v1.WatchEventsRequest
-	(*Event)(nil),                    // 22: pushgate.v1.Event
-	(*UserOnline)(nil),               // 23: pushgate.v1.UserOnline
-	(*UserOffline)(nil),              // 24: pushgate.v1.UserOffline
-	(*MessageAcked)(nil),             // 25: pushgate.v1.MessageAcked
-	(*MessageEscalated)(nil),         // 26: pushgate.v1.MessageEscalated
-	(*ClientMessage)(nil),            // 27: pushgate.v1.ClientMessage
-	(*BroadcastRequest)(nil),         // 28: pushgate.v1.BroadcastRequest
-	(*BroadcastResponse)(nil),        // 29: pushgate.v1.BroadcastResponse
-	(*ListOnlineRequest)(nil),        // 30: pushgate.v1.ListOnlineRequest
-	(*ListOnlineResponse)(nil),       // 31: pushgate.v1.ListOnlineResponse
-	(*OnlineUser)(nil),               // 32: pushgate.v1.OnlineUser
-	(*GetPresenceRequest)(nil),       // 33: pushgate.v1.GetPresenceRequest
-	(*GetPresenceResponse)(nil),      // 34: pushgate.v1.GetPresenceResponse
-	(*DisconnectRequest)(nil),        // 35: pushgate.v1.DisconnectRequest
-	(*DisconnectResponse)(nil),       // 36: pushgate.v1.DisconnectResponse
-	(*GetMessageStatusRequest)(nil),  // 37: pushgate.v1.GetMessageStatusRequest
-	(*GetMessageStatusResponse)(nil), // 38: pushgate.v1.GetMessageStatusResponse
-	(*RecipientStatus)(nil),          // 39: pushgate.v1.RecipientStatus
-	(*EscalationStatus)(nil),         // 40: pushgate.v1.EscalationStatus
-	(*EscalationOutcome)(nil),        // 41: pushgate.v1.EscalationOutcome
-	nil,                              // 42: pushgate.v1.Notification.WechatDataEntry
-	(*durationpb.Duration)(nil),      // 43: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 44: google.protobuf.Timestamp
+	(*GetTopicPresenceRequest)(nil),  // 3: pushgate.v1.GetTopicPresenceRequest
+	(*GetTopicPresenceResponse)(nil), // 4: pushgate.v1.GetTopicPresenceResponse
+	(*TopicSubscriber)(nil),          // 5: pushgate.v1.TopicSubscriber
+	(*Message)(nil),                  // 6: pushgate.v1.Message
+	(*Notification)(nil),             // 7: pushgate.v1.Notification
+	(*Escalation)(nil),               // 8: pushgate.v1.Escalation
+	(*PushTarget)(nil),               // 9: pushgate.v1.PushTarget
+	(*WebPushSubscription)(nil),      // 10: pushgate.v1.WebPushSubscription
+	(*AddPushTargetRequest)(nil),     // 11: pushgate.v1.AddPushTargetRequest
+	(*AddPushTargetResponse)(nil),    // 12: pushgate.v1.AddPushTargetResponse
+	(*RemovePushTargetRequest)(nil),  // 13: pushgate.v1.RemovePushTargetRequest
+	(*RemovePushTargetResponse)(nil), // 14: pushgate.v1.RemovePushTargetResponse
+	(*ListPushTargetsRequest)(nil),   // 15: pushgate.v1.ListPushTargetsRequest
+	(*ListPushTargetsResponse)(nil),  // 16: pushgate.v1.ListPushTargetsResponse
+	(*SendToUserRequest)(nil),        // 17: pushgate.v1.SendToUserRequest
+	(*SendToUserResponse)(nil),       // 18: pushgate.v1.SendToUserResponse
+	(*SendToUsersRequest)(nil),       // 19: pushgate.v1.SendToUsersRequest
+	(*SendToUsersResponse)(nil),      // 20: pushgate.v1.SendToUsersResponse
+	(*Delivery)(nil),                 // 21: pushgate.v1.Delivery
+	(*PublishRequest)(nil),           // 22: pushgate.v1.PublishRequest
+	(*PublishResponse)(nil),          // 23: pushgate.v1.PublishResponse
+	(*WatchEventsRequest)(nil),       // 24: pushgate.v1.WatchEventsRequest
+	(*Event)(nil),                    // 25: pushgate.v1.Event
+	(*TopicJoin)(nil),                // 26: pushgate.v1.TopicJoin
+	(*TopicLeave)(nil),               // 27: pushgate.v1.TopicLeave
+	(*UserOnline)(nil),               // 28: pushgate.v1.UserOnline
+	(*UserOffline)(nil),              // 29: pushgate.v1.UserOffline
+	(*MessageAcked)(nil),             // 30: pushgate.v1.MessageAcked
+	(*MessageEscalated)(nil),         // 31: pushgate.v1.MessageEscalated
+	(*ClientMessage)(nil),            // 32: pushgate.v1.ClientMessage
+	(*BroadcastRequest)(nil),         // 33: pushgate.v1.BroadcastRequest
+	(*BroadcastResponse)(nil),        // 34: pushgate.v1.BroadcastResponse
+	(*ListOnlineRequest)(nil),        // 35: pushgate.v1.ListOnlineRequest
+	(*ListOnlineResponse)(nil),       // 36: pushgate.v1.ListOnlineResponse
+	(*OnlineUser)(nil),               // 37: pushgate.v1.OnlineUser
+	(*GetPresenceRequest)(nil),       // 38: pushgate.v1.GetPresenceRequest
+	(*GetPresenceResponse)(nil),      // 39: pushgate.v1.GetPresenceResponse
+	(*DisconnectRequest)(nil),        // 40: pushgate.v1.DisconnectRequest
+	(*DisconnectResponse)(nil),       // 41: pushgate.v1.DisconnectResponse
+	(*GetMessageStatusRequest)(nil),  // 42: pushgate.v1.GetMessageStatusRequest
+	(*GetMessageStatusResponse)(nil), // 43: pushgate.v1.GetMessageStatusResponse
+	(*RecipientStatus)(nil),          // 44: pushgate.v1.RecipientStatus
+	(*EscalationStatus)(nil),         // 45: pushgate.v1.EscalationStatus
+	(*EscalationOutcome)(nil),        // 46: pushgate.v1.EscalationOutcome
+	nil,                              // 47: pushgate.v1.Notification.WechatDataEntry
+	(*durationpb.Duration)(nil),      // 48: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 49: google.protobuf.Timestamp
 }
 var file_pushgate_v1_push_proto_depIdxs = []int32{
-	43, // 0: pushgate.v1.Message.ttl:type_name -> google.protobuf.Duration
-	4,  // 1: pushgate.v1.Message.notification:type_name -> pushgate.v1.Notification
-	5,  // 2: pushgate.v1.Message.escalation:type_name -> pushgate.v1.Escalation
-	42, // 3: pushgate.v1.Notification.wechat_data:type_name -> pushgate.v1.Notification.WechatDataEntry
-	43, // 4: pushgate.v1.Escalation.after:type_name -> google.protobuf.Duration
-	7,  // 5: pushgate.v1.PushTarget.webpush:type_name -> pushgate.v1.WebPushSubscription
-	6,  // 6: pushgate.v1.AddPushTargetRequest.target:type_name -> pushgate.v1.PushTarget
-	6,  // 7: pushgate.v1.AddPushTargetResponse.target:type_name -> pushgate.v1.PushTarget
-	6,  // 8: pushgate.v1.ListPushTargetsResponse.targets:type_name -> pushgate.v1.PushTarget
-	3,  // 9: pushgate.v1.SendToUserRequest.message:type_name -> pushgate.v1.Message
-	3,  // 10: pushgate.v1.SendToUsersRequest.message:type_name -> pushgate.v1.Message
-	18, // 11: pushgate.v1.SendToUsersResponse.results:type_name -> pushgate.v1.Delivery
-	3,  // 12: pushgate.v1.PublishRequest.message:type_name -> pushgate.v1.Message
-	0,  // 13: pushgate.v1.WatchEventsRequest.kinds:type_name -> pushgate.v1.EventKind
-	44, // 14: pushgate.v1.Event.time:type_name -> google.protobuf.Timestamp
-	23, // 15: pushgate.v1.Event.user_online:type_name -> pushgate.v1.UserOnline
-	24, // 16: pushgate.v1.Event.user_offline:type_name -> pushgate.v1.UserOffline
-	25, // 17: pushgate.v1.Event.message_acked:type_name -> pushgate.v1.MessageAcked
-	27, // 18: pushgate.v1.Event.client_message:type_name -> pushgate.v1.ClientMessage
-	26, // 19: pushgate.v1.Event.escalated:type_name -> pushgate.v1.MessageEscalated
-	3,  // 20: pushgate.v1.BroadcastRequest.message:type_name -> pushgate.v1.Message
-	32, // 21: pushgate.v1.ListOnlineResponse.users:type_name -> pushgate.v1.OnlineUser
-	44, // 22: pushgate.v1.OnlineUser.online_since:type_name -> google.protobuf.Timestamp
-	32, // 23: pushgate.v1.GetPresenceResponse.users:type_name -> pushgate.v1.OnlineUser
-	44, // 24: pushgate.v1.GetMessageStatusResponse.send_time:type_name -> google.protobuf.Timestamp
-	44, // 25: pushgate.v1.GetMessageStatusResponse.expire_time:type_name -> google.protobuf.Timestamp
-	39, // 26: pushgate.v1.GetMessageStatusResponse.recipients:type_name -> pushgate.v1.RecipientStatus
-	1,  // 27: pushgate.v1.RecipientStatus.state:type_name -> pushgate.v1.DeliveryState
-	44, // 28: pushgate.v1.RecipientStatus.delivered_time:type_name -> google.protobuf.Timestamp
-	44, // 29: pushgate.v1.RecipientStatus.ack_time:type_name -> google.protobuf.Timestamp
-	44, // 30: pushgate.v1.RecipientStatus.end_time:type_name -> google.protobuf.Timestamp
-	40, // 31: pushgate.v1.RecipientStatus.escalation:type_name -> pushgate.v1.EscalationStatus
-	2,  // 32: pushgate.v1.EscalationStatus.state:type_name -> pushgate.v1.EscalationState
-	44, // 33: pushgate.v1.EscalationStatus.due_time:type_name -> google.protobuf.Timestamp
-	44, // 34: pushgate.v1.EscalationStatus.time:type_name -> google.protobuf.Timestamp
-	41, // 35: pushgate.v1.EscalationStatus.results:type_name -> pushgate.v1.EscalationOutcome
-	44, // 36: pushgate.v1.EscalationOutcome.time:type_name -> google.protobuf.Timestamp
-	28, // 37: pushgate.v1.PushService.Broadcast:input_type -> pushgate.v1.BroadcastRequest
-	14, // 38: pushgate.v1.PushService.SendToUser:input_type -> pushgate.v1.SendToUserRequest
-	16, // 39: pushgate.v1.PushService.SendToUsers:input_type -> pushgate.v1.SendToUsersRequest
-	30, // 40: pushgate.v1.PushService.ListOnline:input_type -> pushgate.v1.ListOnlineRequest
-	33, // 41: pushgate.v1.PushService.GetPresence:input_type -> pushgate.v1.GetPresenceRequest
-	35, // 42: pushgate.v1.PushService.Disconnect:input_type -> pushgate.v1.DisconnectRequest
-	19, // 43: pushgate.v1.PushService.Publish:input_type -> pushgate.v1.PublishRequest
-	37, // 44: pushgate.v1.PushService.GetMessageStatus:input_type -> pushgate.v1.GetMessageStatusRequest
-	21, // 45: pushgate.v1.PushService.WatchEvents:input_type -> pushgate.v1.WatchEventsRequest
-	8,  // 46: pushgate.v1.PushService.AddPushTarget:input_type -> pushgate.v1.AddPushTargetRequest
-	10, // 47: pushgate.v1.PushService.RemovePushTarget:input_type -> pushgate.v1.RemovePushTargetRequest
-	12, // 48: pushgate.v1.PushService.ListPushTargets:input_type -> pushgate.v1.ListPushTargetsRequest
-	29, // 49: pushgate.v1.PushService.Broadcast:output_type -> pushgate.v1.BroadcastResponse
-	15, // 50: pushgate.v1.PushService.SendToUser:output_type -> pushgate.v1.SendToUserResponse
-	17, // 51: pushgate.v1.PushService.SendToUsers:output_type -> pushgate.v1.SendToUsersResponse
-	31, // 52: pushgate.v1.PushService.ListOnline:output_type -> pushgate.v1.ListOnlineResponse
-	34, // 53: pushgate.v1.PushService.GetPresence:output_type -> pushgate.v1.GetPresenceResponse
-	36, // 54: pushgate.v1.PushService.Disconnect:output_type -> pushgate.v1.DisconnectResponse
-	20, // 55: pushgate.v1.PushService.Publish:output_type -> pushgate.v1.PublishResponse
-	38, // 56: pushgate.v1.PushService.GetMessageStatus:output_type -> pushgate.v1.GetMessageStatusResponse
-	22, // 57: pushgate.v1.PushService.WatchEvents:output_type -> pushgate.v1.Event
-	9,  // 58: pushgate.v1.PushService.AddPushTarget:output_type -> pushgate.v1.AddPushTargetResponse
-	11, // 59: pushgate.v1.PushService.RemovePushTarget:output_type -> pushgate.v1.RemovePushTargetResponse
-	13, // 60: pushgate.v1.PushService.ListPushTargets:output_type -> pushgate.v1.ListPushTargetsResponse
-	49, // [49:61] is the sub-list for method output_type
-	37, // [37:49] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	5,  // 0: pushgate.v1.GetTopicPresenceResponse.users:type_name -> pushgate.v1.TopicSubscriber
+	48, // 1: pushgate.v1.Message.ttl:type_name -> google.protobuf.Duration
+	7,  // 2: pushgate.v1.Message.notification:type_name -> pushgate.v1.Notification
+	8,  // 3: pushgate.v1.Message.escalation:type_name -> pushgate.v1.Escalation
+	47, // 4: pushgate.v1.Notification.wechat_data:type_name -> pushgate.v1.Notification.WechatDataEntry
+	48, // 5: pushgate.v1.Escalation.after:type_name -> google.protobuf.Duration
+	10, // 6: pushgate.v1.PushTarget.webpush:type_name -> pushgate.v1.WebPushSubscription
+	9,  // 7: pushgate.v1.AddPushTargetRequest.target:type_name -> pushgate.v1.PushTarget
+	9,  // 8: pushgate.v1.AddPushTargetResponse.target:type_name -> pushgate.v1.PushTarget
+	9,  // 9: pushgate.v1.ListPushTargetsResponse.targets:type_name -> pushgate.v1.PushTarget
+	6,  // 10: pushgate.v1.SendToUserRequest.message:type_name -> pushgate.v1.Message
+	6,  // 11: pushgate.v1.SendToUsersRequest.message:type_name -> pushgate.v1.Message
+	21, // 12: pushgate.v1.SendToUsersResponse.results:type_name -> pushgate.v1.Delivery
+	6,  // 13: pushgate.v1.PublishRequest.message:type_name -> pushgate.v1.Message
+	0,  // 14: pushgate.v1.WatchEventsRequest.kinds:type_name -> pushgate.v1.EventKind
+	49, // 15: pushgate.v1.Event.time:type_name -> google.protobuf.Timestamp
+	28, // 16: pushgate.v1.Event.user_online:type_name -> pushgate.v1.UserOnline
+	29, // 17: pushgate.v1.Event.user_offline:type_name -> pushgate.v1.UserOffline
+	30, // 18: pushgate.v1.Event.message_acked:type_name -> pushgate.v1.MessageAcked
+	32, // 19: pushgate.v1.Event.client_message:type_name -> pushgate.v1.ClientMessage
+	31, // 20: pushgate.v1.Event.escalated:type_name -> pushgate.v1.MessageEscalated
+	26, // 21: pushgate.v1.Event.topic_join:type_name -> pushgate.v1.TopicJoin
+	27, // 22: pushgate.v1.Event.topic_leave:type_name -> pushgate.v1.TopicLeave
+	6,  // 23: pushgate.v1.BroadcastRequest.message:type_name -> pushgate.v1.Message
+	37, // 24: pushgate.v1.ListOnlineResponse.users:type_name -> pushgate.v1.OnlineUser
+	49, // 25: pushgate.v1.OnlineUser.online_since:type_name -> google.protobuf.Timestamp
+	37, // 26: pushgate.v1.GetPresenceResponse.users:type_name -> pushgate.v1.OnlineUser
+	49, // 27: pushgate.v1.GetMessageStatusResponse.send_time:type_name -> google.protobuf.Timestamp
+	49, // 28: pushgate.v1.GetMessageStatusResponse.expire_time:type_name -> google.protobuf.Timestamp
+	44, // 29: pushgate.v1.GetMessageStatusResponse.recipients:type_name -> pushgate.v1.RecipientStatus
+	1,  // 30: pushgate.v1.RecipientStatus.state:type_name -> pushgate.v1.DeliveryState
+	49, // 31: pushgate.v1.RecipientStatus.delivered_time:type_name -> google.protobuf.Timestamp
+	49, // 32: pushgate.v1.RecipientStatus.ack_time:type_name -> google.protobuf.Timestamp
+	49, // 33: pushgate.v1.RecipientStatus.end_time:type_name -> google.protobuf.Timestamp
+	45, // 34: pushgate.v1.RecipientStatus.escalation:type_name -> pushgate.v1.EscalationStatus
+	2,  // 35: pushgate.v1.EscalationStatus.state:type_name -> pushgate.v1.EscalationState
+	49, // 36: pushgate.v1.EscalationStatus.due_time:type_name -> google.protobuf.Timestamp
+	49, // 37: pushgate.v1.EscalationStatus.time:type_name -> google.protobuf.Timestamp
+	46, // 38: pushgate.v1.EscalationStatus.results:type_name -> pushgate.v1.EscalationOutcome
+	49, // 39: pushgate.v1.EscalationOutcome.time:type_name -> google.protobuf.Timestamp
+	33, // 40: pushgate.v1.PushService.Broadcast:input_type -> pushgate.v1.BroadcastRequest
+	17, // 41: pushgate.v1.PushService.SendToUser:input_type -> pushgate.v1.SendToUserRequest
+	19, // 42: pushgate.v1.PushService.SendToUsers:input_type -> pushgate.v1.SendToUsersRequest
+	35, // 43: pushgate.v1.PushService.ListOnline:input_type -> pushgate.v1.ListOnlineRequest
+	38, // 44: pushgate.v1.PushService.GetPresence:input_type -> pushgate.v1.GetPresenceRequest
+	40, // 45: pushgate.v1.PushService.Disconnect:input_type -> pushgate.v1.DisconnectRequest
+	22, // 46: pushgate.v1.PushService.Publish:input_type -> pushgate.v1.PublishRequest
+	42, // 47: pushgate.v1.PushService.GetMessageStatus:input_type -> pushgate.v1.GetMessageStatusRequest
+	24, // 48: pushgate.v1.PushService.WatchEvents:input_type -> pushgate.v1.WatchEventsRequest
+	11, // 49: pushgate.v1.PushService.AddPushTarget:input_type -> pushgate.v1.AddPushTargetRequest
+	13, // 50: pushgate.v1.PushService.RemovePushTarget:input_type -> pushgate.v1.RemovePushTargetRequest
+	15, // 51: pushgate.v1.PushService.ListPushTargets:input_type -> pushgate.v1.ListPushTargetsRequest
+	3,  // 52: pushgate.v1.PushService.GetTopicPresence:input_type -> pushgate.v1.GetTopicPresenceRequest
+	34, // 53: pushgate.v1.PushService.Broadcast:output_type -> pushgate.v1.BroadcastResponse
+	18, // 54: pushgate.v1.PushService.SendToUser:output_type -> pushgate.v1.SendToUserResponse
+	20, // 55: pushgate.v1.PushService.SendToUsers:output_type -> pushgate.v1.SendToUsersResponse
+	36, // 56: pushgate.v1.PushService.ListOnline:output_type -> pushgate.v1.ListOnlineResponse
+	39, // 57: pushgate.v1.PushService.GetPresence:output_type -> pushgate.v1.GetPresenceResponse
+	41, // 58: pushgate.v1.PushService.Disconnect:output_type -> pushgate.v1.DisconnectResponse
+	23, // 59: pushgate.v1.PushService.Publish:output_type -> pushgate.v1.PublishResponse
+	43, // 60: pushgate.v1.PushService.GetMessageStatus:output_type -> pushgate.v1.GetMessageStatusResponse
+	25, // 61: pushgate.v1.PushService.WatchEvents:output_type -> pushgate.v1.Event
+	12, // 62: pushgate.v1.PushService.AddPushTarget:output_type -> pushgate.v1.AddPushTargetResponse
+	14, // 63: pushgate.v1.PushService.RemovePushTarget:output_type -> pushgate.v1.RemovePushTargetResponse
+	16, // 64: pushgate.v1.PushService.ListPushTargets:output_type -> pushgate.v1.ListPushTargetsResponse
+	4,  // 65: pushgate.v1.PushService.GetTopicPresence:output_type -> pushgate.v1.GetTopicPresenceResponse
+	53, // [53:66] is the sub-list for method output_type
+	40, // [40:53] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_pushgate_v1_push_proto_init() }
@@ -3489,24 +3879,26 @@ func file_pushgate_v1_push_proto_init() {
 	if File_pushgate_v1_push_proto != nil {
 		return
 	}
-	file_pushgate_v1_push_proto_msgTypes[0].OneofWrappers = []any{
+	file_pushgate_v1_push_proto_msgTypes[3].OneofWrappers = []any{
 		(*Message_Json)(nil),
 		(*Message_Text)(nil),
 		(*Message_Binary)(nil),
 	}
-	file_pushgate_v1_push_proto_msgTypes[3].OneofWrappers = []any{
+	file_pushgate_v1_push_proto_msgTypes[6].OneofWrappers = []any{
 		(*PushTarget_Webpush)(nil),
 		(*PushTarget_WechatOpenid)(nil),
 		(*PushTarget_WebhookUrl)(nil),
 	}
-	file_pushgate_v1_push_proto_msgTypes[19].OneofWrappers = []any{
+	file_pushgate_v1_push_proto_msgTypes[22].OneofWrappers = []any{
 		(*Event_UserOnline)(nil),
 		(*Event_UserOffline)(nil),
 		(*Event_MessageAcked)(nil),
 		(*Event_ClientMessage)(nil),
 		(*Event_Escalated)(nil),
+		(*Event_TopicJoin)(nil),
+		(*Event_TopicLeave)(nil),
 	}
-	file_pushgate_v1_push_proto_msgTypes[24].OneofWrappers = []any{
+	file_pushgate_v1_push_proto_msgTypes[29].OneofWrappers = []any{
 		(*ClientMessage_Json)(nil),
 		(*ClientMessage_Text)(nil),
 		(*ClientMessage_Binary)(nil),
@@ -3517,7 +3909,7 @@ func file_pushgate_v1_push_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pushgate_v1_push_proto_rawDesc), len(file_pushgate_v1_push_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   40,
+			NumMessages:   45,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

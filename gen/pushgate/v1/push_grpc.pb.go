@@ -34,6 +34,7 @@ const (
 	PushService_AddPushTarget_FullMethodName    = "/pushgate.v1.PushService/AddPushTarget"
 	PushService_RemovePushTarget_FullMethodName = "/pushgate.v1.PushService/RemovePushTarget"
 	PushService_ListPushTargets_FullMethodName  = "/pushgate.v1.PushService/ListPushTargets"
+	PushService_GetTopicPresence_FullMethodName = "/pushgate.v1.PushService/GetTopicPresence"
 )
 
 // PushServiceClient is the client API for PushService service.
@@ -108,6 +109,10 @@ type PushServiceClient interface {
 	RemovePushTarget(ctx context.Context, in *RemovePushTargetRequest, opts ...grpc.CallOption) (*RemovePushTargetResponse, error)
 	// ListPushTargets returns a user's push targets.
 	ListPushTargets(ctx context.Context, in *ListPushTargetsRequest, opts ...grpc.CallOption) (*ListPushTargetsResponse, error)
+	// GetTopicPresence pages through the users subscribed to a topic, on every
+	// node, ordered by user id (byte order), with how many of each one's
+	// connections are subscribed, and totals for the topic.
+	GetTopicPresence(ctx context.Context, in *GetTopicPresenceRequest, opts ...grpc.CallOption) (*GetTopicPresenceResponse, error)
 }
 
 type pushServiceClient struct {
@@ -247,6 +252,16 @@ func (c *pushServiceClient) ListPushTargets(ctx context.Context, in *ListPushTar
 	return out, nil
 }
 
+func (c *pushServiceClient) GetTopicPresence(ctx context.Context, in *GetTopicPresenceRequest, opts ...grpc.CallOption) (*GetTopicPresenceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetTopicPresenceResponse)
+	err := c.cc.Invoke(ctx, PushService_GetTopicPresence_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PushServiceServer is the server API for PushService service.
 // All implementations must embed UnimplementedPushServiceServer
 // for forward compatibility.
@@ -319,6 +334,10 @@ type PushServiceServer interface {
 	RemovePushTarget(context.Context, *RemovePushTargetRequest) (*RemovePushTargetResponse, error)
 	// ListPushTargets returns a user's push targets.
 	ListPushTargets(context.Context, *ListPushTargetsRequest) (*ListPushTargetsResponse, error)
+	// GetTopicPresence pages through the users subscribed to a topic, on every
+	// node, ordered by user id (byte order), with how many of each one's
+	// connections are subscribed, and totals for the topic.
+	GetTopicPresence(context.Context, *GetTopicPresenceRequest) (*GetTopicPresenceResponse, error)
 	mustEmbedUnimplementedPushServiceServer()
 }
 
@@ -364,6 +383,9 @@ func (UnimplementedPushServiceServer) RemovePushTarget(context.Context, *RemoveP
 }
 func (UnimplementedPushServiceServer) ListPushTargets(context.Context, *ListPushTargetsRequest) (*ListPushTargetsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListPushTargets not implemented")
+}
+func (UnimplementedPushServiceServer) GetTopicPresence(context.Context, *GetTopicPresenceRequest) (*GetTopicPresenceResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetTopicPresence not implemented")
 }
 func (UnimplementedPushServiceServer) mustEmbedUnimplementedPushServiceServer() {}
 func (UnimplementedPushServiceServer) testEmbeddedByValue()                     {}
@@ -595,6 +617,24 @@ func _PushService_ListPushTargets_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PushService_GetTopicPresence_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetTopicPresenceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PushServiceServer).GetTopicPresence(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PushService_GetTopicPresence_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PushServiceServer).GetTopicPresence(ctx, req.(*GetTopicPresenceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // PushService_ServiceDesc is the grpc.ServiceDesc for PushService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -645,6 +685,10 @@ var PushService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListPushTargets",
 			Handler:    _PushService_ListPushTargets_Handler,
+		},
+		{
+			MethodName: "GetTopicPresence",
+			Handler:    _PushService_GetTopicPresence_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

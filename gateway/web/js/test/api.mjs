@@ -21,6 +21,7 @@ export function api(addr, key) {
     publish: call('Publish'),
     broadcast: call('Broadcast'),
     getPresence: call('GetPresence'),
+    getTopicPresence: call('GetTopicPresence'),
     disconnect: call('Disconnect'),
     addPushTarget: call('AddPushTarget'),
     listPushTargets: call('ListPushTargets'),

@@ -132,8 +132,8 @@ test('demo page with --auth jwt: says why it cannot connect instead of retrying,
   assert.match(await page.textContent('#cmd'), /"user_id":"merchant-9"/);
 });
 
-test('demo page: a to-do item added on one page appears on every page, with who added it', async (t) => {
-  const pg = await start(['--client-publish-topics', 'demo:todo']);
+test('demo page: a to-do item added on one page appears on every page, with who added it; each shows who is looking', async (t) => {
+  const pg = await start(['--client-publish-topics', 'demo:todo', '--client-presence-topics', 'demo:todo']);
   t.after(() => pg.stop());
   const browser = await chromium.launch({ executablePath: chromiumPath, args: chromiumArgs, headless: true });
   t.after(() => browser.close());
@@ -163,6 +163,11 @@ test('demo page: a to-do item added on one page appears on every page, with who 
     await p.waitForFunction(() => [...document.querySelectorAll('#todos li')].some((li) => li.textContent === 'buy milkadded by merchant-1'));
   }
   assert.equal(await a.page.inputValue('#todo-text'), '');
+  // Both users are listed as looking at the list, on both pages (read
+  // every few seconds; this server does not report joins and leaves).
+  for (const p of [a.page, b.page]) {
+    await p.waitForFunction(() => document.getElementById('todo-viewers').textContent === 'Looking at it: merchant-1, merchant-2');
+  }
   await b.page.screenshot({ path: path.join(artifacts, 'demo-todo.png'), fullPage: true });
   // The to-do items are not in the message list.
   assert.equal(await b.page.$$eval('li.msg', (els) => els.length), 0);
@@ -181,4 +186,6 @@ test('demo page: a server that does not allow client publish says how to allow i
   await page.click('#todo button[type=submit]');
   await page.waitForFunction(() => /--client-publish-topics demo:todo/.test(document.getElementById('todo-note').textContent));
   assert.equal(await page.$$eval('#todos li', (els) => els.length), 0);
+  // Nor does it let pages read who is looking.
+  await page.waitForFunction(() => /--client-presence-topics demo:todo/.test(document.getElementById('todo-viewers').textContent));
 });
