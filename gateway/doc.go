@@ -12,13 +12,16 @@
 //     cursor, eventlog.go), and the routing of each message to the nodes
 //     that hold its recipients. The gRPC API and the admin page call
 //     the Engine; so does the hub, for its connections (Join, Left,
-//     Subscribe, Unsubscribed, Ack, Upstream).
+//     Subscribe, Unsubscribed, TopicUserChanged, Ack, Upstream). It also
+//     keeps topic presence: who is subscribed to each topic
+//     (TopicPresence, presence.go).
 //   - The Hub owns this node's connections and is the Node an engine
 //     delivers through: Deliver (a user's message), DeliverBroadcast,
 //     DeliverTopic, CloseUser, Evict (close every connection: the engine
 //     cannot serve them from this node), Emit (an event for this node's
-//     WatchEvents streams, queued and never blocking), and the local counts
-//     an engine reads (UserConns, TopicConns, Connections).
+//     WatchEvents streams, queued and never blocking), DeliverTopicPresence
+//     (a topic's join and leave frames), and the local counts an engine
+//     reads (UserConns, TopicConns, TopicUserConns, Connections).
 //
 // The memory engine (MemoryEngine, one node) and the Redis engine (package
 // redisengine, many nodes) deliver through the same Node calls, so there is
