@@ -443,3 +443,31 @@ func TestClusterTopicPresenceRedisRestartAndCleanStop(t *testing.T) {
 	b.stop(t)
 	waitTopicPresence(t, a, "room", 100, []string{"p0:1", "p2:1"}, 2)
 }
+
+// "pushgate token --presence" mints the claim, and a refresh replaces it.
+func TestRefreshReplacesPresenceClaim(t *testing.T) {
+	s := startServer(t, "--auth", "jwt", "--jwt-secret", publishSecret)
+	mint := func(args ...string) string {
+		t.Helper()
+		var out strings.Builder
+		if err := runToken(append([]string{"--user", "u1", "--jwt-secret", publishSecret}, args...), func(string) string { return "" }, &out); err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(out.String())
+	}
+	e := s.dialEnv(t, "?token="+mint("--presence", "todo:*,room"))
+	e.send(map[string]any{"op": "presence", "topic": "todo:1", "ref": 1})
+	e.expectReply("presence", "1")
+	e.send(map[string]any{"op": "refresh", "token": mint("--presence", "room"), "ref": 2})
+	e.expectReply("refreshed", "2")
+	e.send(map[string]any{"op": "presence", "topic": "todo:1", "ref": 3})
+	if f := e.expectReply("error", "3"); f.Code != "forbidden" {
+		t.Fatalf("presence after the claim was narrowed: %+v", f)
+	}
+	e.send(map[string]any{"op": "presence", "topic": "room", "ref": 4})
+	e.expectReply("presence", "4")
+	var out strings.Builder
+	if err := runToken([]string{"--user", "u1", "--jwt-secret", publishSecret, "--presence", "bad topic"}, func(string) string { return "" }, &out); err == nil || !strings.Contains(err.Error(), "--presence") {
+		t.Fatalf("a bad --presence topic: %v, want an error naming --presence", err)
+	}
+}
