@@ -432,3 +432,26 @@ func TestClusterTopicCatchUpAfterRedisStall(t *testing.T) {
 	}
 	c.expectSeq(topic, 3, 15)
 }
+
+// The memory engine keeps at most --topic-history-max-total messages in all
+// topic histories together: past it a message is delivered but not kept,
+// and a resume from before it says recovered: false.
+func TestTopicHistoryMaxTotal(t *testing.T) {
+	if testEngine == "redis" {
+		t.Skip("the memory engine's bound (Redis is bounded by its maxmemory)")
+	}
+	s := startServer(t, "--topic-history", "todo:*=100/10m", "--topic-history-max-total", "3")
+	c := s.dialEnv(t, "/u?topics=todo:1")
+	sub := c.subscribedFrame("todo:1")
+	if err := <-publishSeq(s.api, "todo:1", 0, 5, 0); err != nil {
+		t.Fatal(err)
+	}
+	c.expectSeq("todo:1", 0, 5) // all delivered live
+	if v := s.metric(t, `pushgate_topic_history_dropped_total{reason="full"}`); v != 2 {
+		t.Fatalf("full = %v, want 2", v)
+	}
+	f := s.resumeTopic(t, "todo:1", sub.LastID)
+	if f.Recovered == nil || *f.Recovered || f.Replayed != 3 {
+		t.Fatalf("resume past messages not kept: %+v, want recovered false, 3 replayed", f)
+	}
+}
