@@ -61,6 +61,8 @@ type Options struct {
 	WaitReplicas int
 	// WaitTimeout bounds that wait; it must be below Timeout. Default 1s.
 	WaitTimeout time.Duration
+
+	shard int // the shard this engine is of a sharded one (Event.Log)
 }
 
 func (o *Options) setDefaults() {

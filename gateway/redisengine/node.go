@@ -356,7 +356,7 @@ func (e *Engine) dispatch(channel, payload string) {
 	}
 	if payload[0] == kindEvent {
 		cursor, body, _ := strings.Cut(payload[1:], " ")
-		ev, err := decodeEvent(cursor, body)
+		ev, err := e.decodeEvent(cursor, body)
 		if err != nil {
 			e.log.Error("bad event from redis", "err", err)
 			return

@@ -54,7 +54,9 @@ func NewSharded(ctx context.Context, shards []Shard, log *slog.Logger, reg prome
 			i := i
 			owns := func(u string) bool { return ShardOf(u, len(shards)) == i }
 			r := prometheus.WrapRegistererWith(prometheus.Labels{"shard": strconv.Itoa(i)}, reg)
-			e, err := Start(ctx, &shardNode{ScopedNode: sn, owns: owns, i: i}, sh.Client, log.With("shard", i), r, opt)
+			o := opt
+			o.shard = i
+			e, err := Start(ctx, &shardNode{ScopedNode: sn, owns: owns, i: i}, sh.Client, log.With("shard", i), r, o)
 			if err != nil {
 				for _, o := range s.shards {
 					_ = o.Close(ctx)
@@ -364,21 +366,6 @@ func (s *Sharded) Unwatch(w *gateway.Watcher) {
 	s.node.Unwatch(w)
 	_ = s.each(nil, func(_ int, e *Engine) error { e.syncWatchers(); return nil })
 }
-
-// ErrShardedCursor: each shard keeps its own event log, and a cursor is a
-// position in one of them.
-var ErrShardedCursor = fmt.Errorf("%w: resuming from a cursor is not available with several redis shards: watch without after_cursor", gateway.ErrBadCursor)
-
-// EventsAfter implements gateway.Engine. Each shard logs its users'
-// events; a cursor names a position in one log, so with several shards
-// there is no resuming from one (docs/events.md).
-func (s *Sharded) EventsAfter(context.Context, string, int) ([]gateway.Event, error) {
-	return nil, ErrShardedCursor
-}
-
-// Consumer implements gateway.Engine: the first shard's record (the
-// configuration refuses the event webhook with several shards).
-func (s *Sharded) Consumer(name string) gateway.Consumer { return s.shards[0].Consumer(name) }
 
 // Receipt implements gateway.Engine: each shard keeps the receipts of its
 // recipients under the id it handed out. With users, each is asked on its

@@ -559,7 +559,6 @@ func (c *Config) validate() []error {
 	if c.Engine == "redis" {
 		_, err := c.RedisShardOptions()
 		check(err == nil, "--redis-url: %v", err)
-		check(len(c.RedisShards()) < 2 || c.EventWebhookURL == "", "--event-webhook-url is not supported with several --redis-url shards")
 		check(c.RedisPrefix != "" && !strings.ContainsAny(c.RedisPrefix, "{}"), "--redis-prefix must be non-empty, without { or }")
 		check(c.RedisTimeout > 0, "--redis-timeout must be positive")
 		check(c.NodeTTL >= 3*time.Second, "--node-ttl must be at least 3s")
