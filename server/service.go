@@ -333,20 +333,21 @@ func (s *Service) WatchEvents(req *pb.WatchEventsRequest, stream grpc.ServerStre
 	defer s.watchers.release(caller)
 	w := s.gw.Watch(kinds, s.watchBuffer)
 	defer s.gw.Unwatch(w)
-	// Headers go out now, so the caller knows the watch is in place before
-	// the first event.
-	if err := stream.SendHeader(nil); err != nil {
-		return err
-	}
 	ctx := stream.Context()
 	// Resuming: w is registered, so the events logged from now on reach
 	// it; the replay reads the log up to its end, and the live events it
 	// already covered are skipped. (With several logs a live-only stream
 	// starts where each log ends now, and skips the live events up to
-	// there the same way.)
+	// there the same way: read before the headers, so that every event
+	// after them is the stream's.)
 	pos, err := s.gw.EventReadPos(ctx, req.GetAfterCursor())
 	if err != nil {
 		return s.eventLogError(ctx, err)
+	}
+	// Headers go out now, so the caller knows the watch is in place before
+	// the first event.
+	if err := stream.SendHeader(nil); err != nil {
+		return err
 	}
 	if req.GetAfterCursor() != "" {
 		if err := s.replay(ctx, pos, eventFilter(kinds), w, stream); err != nil {

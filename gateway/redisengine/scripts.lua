@@ -589,9 +589,10 @@ if ARGV[3] ~= '' then
 elseif ARGV[2] ~= '' then
   old = ARGV[2] ~= ep
   if not old and redis.call('EXISTS', key('ev')) == 1 then
+    -- trimmed: fewer entries than were ever added (Redis 7's counter)
     local info = redis.call('XINFO', 'STREAM', key('ev'))
     for i = 1, #info, 2 do
-      if info[i] == 'max-deleted-entry-id' then old = info[i + 1] ~= '0-0' end
+      if info[i] == 'entries-added' then old = info[i + 1] ~= redis.call('XLEN', key('ev')) end
     end
   end
 end
