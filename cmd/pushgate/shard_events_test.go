@@ -25,27 +25,6 @@ type saidTracker struct {
 	last string // the last event's cursor
 }
 
-func newSaidTracker(t testing.TB, users []string, from int) *saidTracker {
-	k := &saidTracker{t: t, next: map[string]int{}}
-	for _, u := range users {
-		k.next[u] = from
-	}
-	return k
-}
-
-// take reads events from w until every user's next number is upto.
-func (k *saidTracker) take(w *cursorWatcher, upto int) {
-	k.t.Helper()
-	k.takeUntil(w, func() bool {
-		for _, n := range k.next {
-			if n < upto {
-				return false
-			}
-		}
-		return true
-	})
-}
-
 // takeUntil reads and checks events from w until done.
 func (k *saidTracker) takeUntil(w *cursorWatcher, done func() bool) {
 	k.t.Helper()
