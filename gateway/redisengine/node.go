@@ -210,7 +210,7 @@ func (e *Engine) receiveLoop() {
 		case *redis.Subscription:
 			// Both channels subscribed: at start, or on a new connection
 			// after a loss.
-			if m.Kind == "subscribe" && m.Count == 2 && !e.up.Load() {
+			if (m.Kind == "subscribe" || m.Kind == "ssubscribe") && m.Count == 2 && !e.up.Load() {
 				if err := e.restore(ctx); err != nil {
 					ps = e.lost(ctx, ps, err, wait)
 					continue
@@ -253,11 +253,12 @@ func (e *Engine) lost(ctx context.Context, old *redis.PubSub, err error, wait *b
 		e.m.errors.WithLabelValues("subscribe").Inc()
 	}
 	_ = old.Close()
+	e.reloadCluster()
 	select {
 	case <-time.After(wait.next()):
 	case <-ctx.Done():
 	}
-	ps := e.rdb.Subscribe(ctx) // no channels yet: subscribing waits for an answer below
+	ps := e.newPubSub(ctx) // no channels yet: subscribing waits for an answer below
 	e.psMu.Lock()
 	e.ps = ps
 	e.psMu.Unlock()
@@ -268,7 +269,7 @@ func (e *Engine) lost(ctx context.Context, old *redis.PubSub, err error, wait *b
 	// Sent without waiting: the confirmation (or silence) is the receive
 	// loop's to hear.
 	cctx, cancel := context.WithTimeout(ctx, e.opt.Timeout)
-	if err := ps.Subscribe(cctx, e.nodeChan, e.allChan); err != nil {
+	if err := e.subscribe(cctx, ps); err != nil {
 		e.log.Debug("redis subscribe failed", "err", err)
 	}
 	cancel()

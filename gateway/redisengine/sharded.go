@@ -28,10 +28,13 @@ import (
 // live shard (every node subscribes to every shard's channels). See
 // docs/cluster.md, "Shards".
 
-// Shard is one Redis deployment of a sharded engine.
+// Shard is one Redis deployment of a sharded engine, or one hash tag of a
+// Redis Cluster deployment spread over several (ClusterTags): shards may
+// share a Client when their Prefix differs.
 type Shard struct {
 	Client redis.UniversalClient
-	Name   string // for logs, metrics and readiness: its URL's hosts, no password
+	Name   string // for logs, metrics and readiness: its URL's hosts, no password (and its hash tag)
+	Prefix string // its keys' hash tag; "": Options.Prefix
 }
 
 // NewSharded makes the engine over shards. With one shard it is that
@@ -39,6 +42,7 @@ type Shard struct {
 // each shard's metrics carry a "shard" label (its index).
 func NewSharded(ctx context.Context, shards []Shard, log *slog.Logger, reg prometheus.Registerer, opt Options) gateway.NewEngine {
 	if len(shards) == 1 {
+		opt.Prefix = cmp.Or(shards[0].Prefix, opt.Prefix)
 		return New(ctx, shards[0].Client, log, reg, opt)
 	}
 	return func(node gateway.Node) (gateway.Engine, error) {
@@ -55,7 +59,7 @@ func NewSharded(ctx context.Context, shards []Shard, log *slog.Logger, reg prome
 			owns := func(u string) bool { return ShardOf(u, len(shards)) == i }
 			r := prometheus.WrapRegistererWith(prometheus.Labels{"shard": strconv.Itoa(i)}, reg)
 			o := opt
-			o.shard = i
+			o.shard, o.Prefix = i, cmp.Or(sh.Prefix, opt.Prefix)
 			e, err := Start(ctx, &shardNode{ScopedNode: sn, owns: owns, i: i}, sh.Client, log.With("shard", i), r, o)
 			if err != nil {
 				for _, o := range s.shards {

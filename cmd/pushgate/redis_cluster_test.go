@@ -1,0 +1,162 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/redis/go-redis/v9"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"pushgate/gateway/redisengine"
+	"pushgate/gateway/redisengine/redistest"
+	pb "pushgate/gen/pushgate/v1"
+)
+
+// A Redis Cluster of 3 masters (a replica each) spread over 6 hash tags
+// (--redis-cluster-shards 6): users of different virtual shards keep their
+// keys in different slots, on every master; the nodes' channels are shard
+// channels (SSUBSCRIBE) on the master of their slot; sends, joins,
+// ListOnline, a topic and broadcast work across them; one master killed
+// leaves the other masters' users working, and its replica takes its
+// users over without a restart.
+func TestRedisClusterSpreadsOverMasters(t *testing.T) {
+	cl := redistest.StartReplicatedCluster(t, 3, 1)
+	n := startEngineNodes(t, 2, "--redis-url", "redis://"+strings.Join(cl.Addrs, ","), "--redis-cluster",
+		"--redis-cluster-shards", "6", "--node-ttl", "3s", "--redis-timeout", "500ms", "--presence-grace", "0")
+	ctx := context.Background()
+	const k = 6
+	tags := redisengine.ClusterTags("pushgate", k)
+	var users []string
+	clients := map[string]*wsClient{}
+	for s, us := range usersOn(k, 1, "rc-") {
+		users = append(users, us[0])
+		clients[us[0]] = n[s%2].dialQuery(t, us[0], "topics=news")
+	}
+	for _, u := range users {
+		eventually(t, u+" online", func() bool { return n[0].online(t, u) == 1 && n[1].online(t, u) == 1 })
+	}
+
+	// Each user's presence is on the master of its tag's slot; the six
+	// tags are six slots over all three masters; each master's shard
+	// channels have both nodes subscribed, and nothing uses the classic
+	// (Cluster-wide) channels.
+	masterOf := map[string]string{} // user -> master
+	slots := map[int]bool{}
+	for s, u := range users {
+		slot := redisengine.KeySlot(tags[s])
+		slots[slot] = true
+		m := cl.MasterOf(cl.Addrs[0], slot)
+		rc := redis.NewClient(&redis.Options{Addr: m})
+		if got, err := rc.Exists(ctx, "{"+tags[s]+"}:c:"+u).Result(); err != nil || got != 1 {
+			t.Fatalf("%s's presence on %s (slot %d): %v, %v", u, m, slot, got, err)
+		}
+		subs, err := rc.PubSubShardNumSub(ctx, "{"+tags[s]+"}:all").Result()
+		if err != nil || subs["{"+tags[s]+"}:all"] != 2 {
+			t.Fatalf("shard channel {%s}:all subscribers on %s: %v, %v", tags[s], m, subs, err)
+		}
+		if classic, err := rc.PubSubNumSub(ctx, "{"+tags[s]+"}:all").Result(); err != nil || classic["{"+tags[s]+"}:all"] != 0 {
+			t.Fatalf("classic channel {%s}:all subscribers: %v, %v", tags[s], classic, err)
+		}
+		rc.Close()
+		masterOf[u] = m
+	}
+	var masters []string
+	for _, m := range masterOf {
+		if !slices.Contains(masters, m) {
+			masters = append(masters, m)
+		}
+	}
+	if len(slots) != k || len(masters) != 3 {
+		t.Fatalf("users' keys on %d slots and %d masters (%v), want %d and 3", len(slots), len(masters), masterOf, k)
+	}
+
+	// Every call across the virtual shards.
+	resp, err := n[1].api.SendToUsers(ctx, &pb.SendToUsersRequest{UserIds: users, Message: &pb.Message{
+		Payload: &pb.Message_Text{Text: "to-all"}, Ttl: durationpb.New(time.Hour)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, d := range resp.GetResults() {
+		if d.GetUserId() != users[i] || d.GetDeliveredConnections() != 1 || !d.GetStored() {
+			t.Fatalf("result %d = %v", i, d)
+		}
+	}
+	for _, u := range users {
+		clients[u].expect("to-all")
+	}
+	want := make([]string, len(users))
+	for i, u := range slices.Sorted(slices.Values(users)) {
+		want[i] = u + ":1"
+	}
+	if got, total, conns := listAll(t, n[0], 4); !slices.Equal(got, want) || total != k || conns != k {
+		t.Fatalf("ListOnline = %v (%d users, %d conns), want %v", got, total, conns, want)
+	}
+	if p, err := n[0].api.Publish(ctx, &pb.PublishRequest{Topic: "news", Message: textMsg("news")}); err != nil || p.GetDeliveredConnections() != k {
+		t.Fatalf("Publish = %v, %v", p, err)
+	}
+	if _, err := n[1].api.Broadcast(ctx, &pb.BroadcastRequest{Message: textMsg("bc")}); err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range users {
+		clients[u].expect("news")
+		clients[u].expect("bc")
+	}
+
+	// One master dies: its users wait for its replica; the others do not.
+	victim := masterOf[users[0]]
+	cl.Kill(victim)
+	for i, u := range users {
+		if masterOf[u] == victim {
+			continue
+		}
+		r, err := n[i%2].api.SendToUser(ctx, &pb.SendToUserRequest{UserId: u, Message: textMsg("during")})
+		if err != nil || r.GetDeliveredConnections() != 1 {
+			t.Fatalf("send to %s (on a live master) during the failover = %v, %v", u, r, err)
+		}
+		clients[u].expect("during")
+	}
+	live := cl.Addrs[0]
+	if live == victim {
+		live = cl.Addrs[1]
+	}
+	eventually(t, "the replica to take the dead master's slots", func() bool {
+		m := cl.MasterOf(live, redisengine.KeySlot(tags[0]))
+		return m != "" && m != victim
+	})
+	u := users[0]
+	eventually(t, u+" to connect again", func() bool {
+		dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		ws, _, err := websocket.Dial(dctx, n[1].wsURL(u), nil)
+		if err != nil {
+			return false
+		}
+		ws.CloseNow()
+		return true
+	})
+	clients[u].c.CloseNow()
+	c := n[1].dial(t, u)
+	var sent string
+	i := 0
+	eventually(t, "a send to "+u+" delivered after the failover", func() bool {
+		i++
+		r, err := n[0].api.SendToUser(ctx, &pb.SendToUserRequest{UserId: u, Message: textMsg(fmt.Sprint("after-", i))})
+		if err != nil || r.GetDeliveredConnections() != 1 {
+			return false
+		}
+		sent = fmt.Sprint("after-", i)
+		return true
+	})
+	// An attempt answered UNAVAILABLE may have been delivered all the
+	// same (its answer lost): skip those.
+	for m := c.next(); string(m.data) != sent; m = c.next() {
+		if !strings.HasPrefix(string(m.data), "after-") {
+			t.Fatalf("got %q, want %q", m.data, sent)
+		}
+	}
+}
