@@ -109,6 +109,7 @@ func TestRedisClusterSpreadsOverMasters(t *testing.T) {
 
 	// One master dies: its users wait for its replica; the others do not.
 	victim := masterOf[users[0]]
+	killed := time.Now()
 	cl.Kill(victim)
 	for i, u := range users {
 		if masterOf[u] == victim {
@@ -152,6 +153,7 @@ func TestRedisClusterSpreadsOverMasters(t *testing.T) {
 		sent = fmt.Sprint("after-", i)
 		return true
 	})
+	t.Logf("from the kill to the first send delivered to %s's new connection: %v", u, time.Since(killed).Round(100*time.Millisecond))
 	// An attempt answered UNAVAILABLE may have been delivered all the
 	// same (its answer lost): skip those.
 	for m := c.next(); string(m.data) != sent; m = c.next() {

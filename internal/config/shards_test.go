@@ -42,6 +42,10 @@ func TestRedisShardURLs(t *testing.T) {
 		{[]string{"--redis-url", "redis://a:1/0 redis://b:1,c:2/0"}, "--redis-url: shard 1: several hosts need --redis-master-name"},
 		{[]string{"--redis-url", " "}, "--redis-url: no URL"},
 		{[]string{"--redis-url", strings.Repeat("redis://a/0 ", MaxRedisShards+1)}, "at most 64 shards"},
+		{[]string{"--redis-url", "redis://a:1/0", "--redis-cluster-shards", "4"}, "--redis-cluster-shards needs --redis-cluster"},
+		{[]string{"--redis-url", "redis://a:1,b:2/0", "--redis-cluster", "--redis-cluster-shards", "0"}, "--redis-cluster-shards must be 1 to 64"},
+		{[]string{"--redis-url", "redis://a:1,b:2/0 redis://c:1,d:2/0", "--redis-cluster", "--redis-cluster-shards", "33"},
+			"--redis-url URLs times --redis-cluster-shards: at most 64 shards"},
 	} {
 		_, err := Parse(append([]string{"--engine", "redis"}, bad.args...), none, io.Discard)
 		if err == nil || !strings.Contains(err.Error(), bad.want) {
