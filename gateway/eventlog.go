@@ -19,12 +19,15 @@ import (
 // A cursor is "<epoch>.<hi>-<lo>": the log's epoch (a log that was lost, a
 // memory engine of another process, starts a new one) and the event's
 // position in it, ordered by (hi, lo). The memory engine's positions are
-// 0-<n>, the Redis engine's the stream's entry ids (<ms>-<n>).
+// 0-<n>, the Redis engine's the stream's entry ids (<ms>-<n>). An engine
+// over several logs (the sharded Redis engine) gives its readers composite
+// cursors instead (eventcursor.go).
 
 // CursorZero asks for the log from its oldest kept event.
 const CursorZero = "0"
 
-// MaxCursorBytes is the longest cursor the API accepts (and makes).
+// MaxCursorBytes is the longest cursor of one log the API accepts (and
+// makes); composite cursors, of several logs, have MaxCursorsBytes.
 const MaxCursorBytes = 64
 
 // EventPos is an event's position in its log.
