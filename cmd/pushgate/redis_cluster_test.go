@@ -107,6 +107,51 @@ func TestRedisClusterSpreadsOverMasters(t *testing.T) {
 		clients[u].expect("bc")
 	}
 
+	// Resharding: one tag's slot, keys with it, moves to another master;
+	// its user is served from there, on the connection it had (the nodes
+	// subscribe to the shard channels again where the slot went).
+	moved := users[1]
+	dst := masters[0]
+	if dst == masterOf[moved] {
+		dst = masters[1]
+	}
+	cl.MoveSlot(redisengine.KeySlot(tags[1]), dst)
+	i := 0
+	sendUntil := func(u, prefix string) string {
+		t.Helper()
+		var sent string
+		eventually(t, "a send to "+u+" delivered", func() bool {
+			i++
+			r, err := n[0].api.SendToUser(ctx, &pb.SendToUserRequest{UserId: u, Message: textMsg(fmt.Sprint(prefix, i))})
+			if err != nil || r.GetDeliveredConnections() != 1 {
+				return false
+			}
+			sent = fmt.Sprint(prefix, i)
+			return true
+		})
+		return sent
+	}
+	// An attempt answered UNAVAILABLE may have been delivered all the
+	// same (its answer lost): skip those.
+	expectLast := func(c *wsClient, sent, prefix string) {
+		t.Helper()
+		for m := c.next(); string(m.data) != sent; m = c.next() {
+			if !strings.HasPrefix(string(m.data), prefix) {
+				t.Fatalf("got %q, want %q", m.data, sent)
+			}
+		}
+	}
+	expectLast(clients[moved], sendUntil(moved, "moved-"), "moved-")
+	rc := redis.NewClient(&redis.Options{Addr: dst})
+	ch := "{" + tags[1] + "}:all"
+	if subs, err := rc.PubSubShardNumSub(ctx, ch).Result(); err != nil || subs[ch] != 2 {
+		t.Fatalf("shard channel %s subscribers on %s after the move: %v, %v", ch, dst, subs, err)
+	}
+	rc.Close()
+	for s, u := range users {
+		masterOf[u] = cl.MasterOf(dst, redisengine.KeySlot(tags[s]))
+	}
+
 	// One master dies: its users wait for its replica; the others do not.
 	victim := masterOf[users[0]]
 	killed := time.Now()
@@ -142,23 +187,7 @@ func TestRedisClusterSpreadsOverMasters(t *testing.T) {
 	})
 	clients[u].c.CloseNow()
 	c := n[1].dial(t, u)
-	var sent string
-	i := 0
-	eventually(t, "a send to "+u+" delivered after the failover", func() bool {
-		i++
-		r, err := n[0].api.SendToUser(ctx, &pb.SendToUserRequest{UserId: u, Message: textMsg(fmt.Sprint("after-", i))})
-		if err != nil || r.GetDeliveredConnections() != 1 {
-			return false
-		}
-		sent = fmt.Sprint("after-", i)
-		return true
-	})
+	sent := sendUntil(u, "after-")
 	t.Logf("from the kill to the first send delivered to %s's new connection: %v", u, time.Since(killed).Round(100*time.Millisecond))
-	// An attempt answered UNAVAILABLE may have been delivered all the
-	// same (its answer lost): skip those.
-	for m := c.next(); string(m.data) != sent; m = c.next() {
-		if !strings.HasPrefix(string(m.data), "after-") {
-			t.Fatalf("got %q, want %q", m.data, sent)
-		}
-	}
+	expectLast(c, sent, "after-")
 }

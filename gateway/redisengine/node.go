@@ -208,6 +208,14 @@ func (e *Engine) receiveLoop() {
 		}
 		switch m := msg.(type) {
 		case *redis.Subscription:
+			if m.Kind == "sunsubscribe" || m.Kind == "unsubscribe" {
+				// Redis dropped a channel: a shard channel whose slot moved
+				// to another master (resharding, a failover). Subscribe
+				// again, where the slot is now.
+				ps = e.lost(ctx, ps, fmt.Errorf("redis ended the subscription to %s", m.Channel), wait)
+				heard = time.Now()
+				continue
+			}
 			// Both channels subscribed: at start, or on a new connection
 			// after a loss.
 			if (m.Kind == "subscribe" || m.Kind == "ssubscribe") && m.Count == 2 && !e.up.Load() {

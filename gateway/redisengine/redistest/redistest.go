@@ -2,6 +2,7 @@
 package redistest
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net"
@@ -310,4 +311,50 @@ func (c *Cluster) MasterOf(via string, slot int) string {
 		}
 	}
 	return ""
+}
+
+// MoveSlot moves one slot, and its keys, from the master serving it to
+// the master at to, as redis-cli --cluster reshard does for each slot
+// (IMPORTING, MIGRATING, MIGRATE of its keys, then the slot's new owner
+// told to every master).
+func (c *Cluster) MoveSlot(slot int, to string) {
+	c.t.Helper()
+	ctx := context.Background()
+	from := c.MasterOf(to, slot)
+	src, dst := redis.NewClient(&redis.Options{Addr: from}), redis.NewClient(&redis.Options{Addr: to})
+	defer src.Close()
+	defer dst.Close()
+	srcID, err1 := src.Do(ctx, "CLUSTER", "MYID").Text()
+	dstID, err2 := dst.Do(ctx, "CLUSTER", "MYID").Text()
+	if err := cmp.Or(err1, err2, dst.Do(ctx, "CLUSTER", "SETSLOT", slot, "IMPORTING", srcID).Err(),
+		src.Do(ctx, "CLUSTER", "SETSLOT", slot, "MIGRATING", dstID).Err()); err != nil {
+		c.t.Fatal(err)
+	}
+	host, port, _ := strings.Cut(to, ":")
+	for {
+		keys, err := src.ClusterGetKeysInSlot(ctx, slot, 100).Result()
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		if len(keys) == 0 {
+			break
+		}
+		args := []any{"MIGRATE", host, port, "", 0, 5000, "KEYS"}
+		for _, k := range keys {
+			args = append(args, k)
+		}
+		if err := src.Do(ctx, args...).Err(); err != nil {
+			c.t.Fatal(err)
+		}
+	}
+	for addr := range c.procs {
+		rc := redis.NewClient(&redis.Options{Addr: addr})
+		if info, _ := rc.Info(ctx, "replication").Result(); strings.Contains(info, "role:master") {
+			if err := rc.Do(ctx, "CLUSTER", "SETSLOT", slot, "NODE", dstID).Err(); err != nil {
+				c.t.Fatal(err)
+			}
+		}
+		rc.Close()
+	}
+	c.WaitOK(to)
 }
