@@ -191,3 +191,105 @@ func TestRedisClusterSpreadsOverMasters(t *testing.T) {
 	t.Logf("from the kill to the first send delivered to %s's new connection: %v", u, time.Since(killed).Round(100*time.Millisecond))
 	expectLast(c, sent, "after-")
 }
+
+// redisWorkAt is redisWork for the Redis at addr, leaving out the Cluster
+// client's own reads of the slot map (CLUSTER ...).
+func redisWorkAt(t *testing.T, addr string) (calls int64, cpu float64) {
+	t.Helper()
+	rc := redis.NewClient(&redis.Options{Addr: addr})
+	defer rc.Close()
+	info, err := rc.Info(context.Background(), "commandstats", "cpu").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(info, "\n") {
+		line = strings.TrimSpace(line)
+		if name, rest, ok := strings.Cut(line, ":calls="); ok && strings.HasPrefix(name, "cmdstat_") &&
+			name != "cmdstat_info" && !strings.HasPrefix(name, "cmdstat_cluster") {
+			var n int64
+			fmt.Sscanf(rest, "%d", &n)
+			calls += n
+		}
+		var f float64
+		if _, err := fmt.Sscanf(line, "used_cpu_sys:%g", &f); err == nil {
+			cpu += f
+		}
+		if _, err := fmt.Sscanf(line, "used_cpu_user:%g", &f); err == nil {
+			cpu += f
+		}
+	}
+	return calls, cpu
+}
+
+// The Redis work of sends over a 3-master Cluster: with one hash tag one
+// master does it all; with --redis-cluster-shards 6 the masters share it
+// as the users do, for the same commands per send in all (64 users, two
+// nodes, 600 stored sends to them in turn). The table it logs is in
+// docs/cluster.md ("Redis Cluster").
+func TestRedisClusterWorkPerMaster(t *testing.T) {
+	const users, sends = 64, 600
+	var one float64
+	for _, tags := range []int{1, 6} {
+		addrs := redistest.StartCluster(t)
+		n := startEngineNodes(t, 2, "--redis-url", "redis://"+strings.Join(addrs, ","), "--redis-cluster",
+			"--redis-cluster-shards", fmt.Sprint(tags), "--node-ttl", "60s") // beats stay out of the count
+		ctx := context.Background()
+		clients := make([]*wsClient, users)
+		for i := range clients {
+			clients[i] = n[i%2].dial(t, fmt.Sprintf("w-%d", i))
+		}
+		eventually(t, "everyone online", func() bool {
+			_, tu, _ := listAll(t, n[0], 100)
+			return tu == users
+		})
+		calls0, cpu0 := make([]int64, len(addrs)), make([]float64, len(addrs))
+		for k, a := range addrs {
+			calls0[k], cpu0[k] = redisWorkAt(t, a)
+		}
+		for i := range sends {
+			resp, err := n[i%2].api.SendToUser(ctx, &pb.SendToUserRequest{UserId: fmt.Sprintf("w-%d", i%users),
+				Message: &pb.Message{Payload: &pb.Message_Json{Json: `{"type":1,"orderId":"20261122000123","content":"new order"}`}, Ttl: durationpb.New(time.Hour)}})
+			if err != nil || resp.GetDeliveredConnections() != 1 {
+				t.Fatalf("send: %v %v", resp, err)
+			}
+		}
+		var total int64
+		var cpu float64
+		calls := make([]int64, len(addrs))
+		for k, a := range addrs {
+			c, u := redisWorkAt(t, a)
+			calls[k] = c - calls0[k]
+			total += calls[k]
+			cpu += u - cpu0[k]
+		}
+		var parts []string
+		for _, c := range calls {
+			parts = append(parts, fmt.Sprintf("%.0f%%", 100*float64(c)/float64(total)))
+		}
+		perSend := float64(total) / sends
+		t.Logf("| %d | %.2f | %s | %.0f µs |", tags, perSend, strings.Join(parts, " / "), cpu/sends*1e6)
+		if tags == 1 {
+			one = perSend
+			if slices.Max(calls) < total*95/100 {
+				t.Fatalf("one tag: the masters did %v of %d commands, want one master all", calls, total)
+			}
+		} else {
+			if perSend > one*1.05+0.05 || perSend < one*0.95-0.05 {
+				t.Fatalf("%d tags: %.2f commands per send, %.2f with one", tags, perSend, one)
+			}
+			for k, c := range calls {
+				if s := float64(c) / float64(total); s < 0.5/3 || s > 1.5/3 {
+					t.Fatalf("%d tags: master %d did %.0f%% of the work", tags, k, s*100)
+				}
+			}
+		}
+		for i, c := range clients {
+			for range sends / users {
+				c.next()
+			}
+			if i < sends%users {
+				c.next()
+			}
+		}
+	}
+}

@@ -186,19 +186,13 @@ func StartCluster(t testing.TB) []string {
 	if out, err := exec.Command("redis-cli", args...).CombinedOutput(); err != nil {
 		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
 	}
-	c := redis.NewClient(&redis.Options{Addr: addrs[0]})
-	defer c.Close()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		info, err := c.ClusterInfo(context.Background()).Result()
-		if err == nil && strings.Contains(info, "cluster_state:ok") {
-			return addrs
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("cluster not ready: %v %s", err, info)
-		}
-		time.Sleep(100 * time.Millisecond)
+	// Every node, not only the first: each learns of the slots' owners
+	// on its own, and answers CLUSTERDOWN until it has.
+	cl := &Cluster{t: t}
+	for _, addr := range addrs {
+		cl.WaitOK(addr)
 	}
+	return addrs
 }
 
 // Cluster is a Redis Cluster of masters with replicas, run by the test.
@@ -240,7 +234,9 @@ func StartReplicatedCluster(t testing.TB, masters, replicas int) *Cluster {
 	if out, err := exec.Command("redis-cli", args...).CombinedOutput(); err != nil {
 		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
 	}
-	c.WaitOK(c.Addrs[0])
+	for _, addr := range c.Addrs {
+		c.WaitOK(addr)
+	}
 	// A replica that never synced is not allowed to take over: wait for
 	// each one's link to its master.
 	for _, addr := range c.Addrs {
