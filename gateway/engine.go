@@ -52,7 +52,19 @@ type Engine interface {
 	// cursor, atomically with the change it reports. To resume without a
 	// gap, Watch first, then read EventsAfter until it returns fewer than
 	// limit, then skip live events at or before the last one read.
+	//
+	// With several logs (the sharded Redis engine) cursor is a ReadPos's
+	// String(), and the events come with their own log's cursor (and
+	// Event.Log): the reader's ReadPos turns them into its cursors. Each
+	// log's events come in that log's order; across logs in the order of
+	// their times, as far as one call reads.
 	EventsAfter(ctx context.Context, cursor string, limit int) ([]Event, error)
+	// EventReadPos returns where a reader that resumes after cursor (an
+	// Event.Cursor, CursorZero, or "" for live events only) stands, with
+	// the errors of EventsAfter. Call it after Watch: with several logs,
+	// "" reads where each log ends now, and the live events up to there
+	// are Covered.
+	EventReadPos(ctx context.Context, cursor string) (*ReadPos, error)
 	// EventLogLen returns the events the log keeps (-1: cannot be read now).
 	EventLogLen() int64
 	// Consumer returns the engine's record of the named consumer of the

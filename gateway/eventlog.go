@@ -19,12 +19,15 @@ import (
 // A cursor is "<epoch>.<hi>-<lo>": the log's epoch (a log that was lost, a
 // memory engine of another process, starts a new one) and the event's
 // position in it, ordered by (hi, lo). The memory engine's positions are
-// 0-<n>, the Redis engine's the stream's entry ids (<ms>-<n>).
+// 0-<n>, the Redis engine's the stream's entry ids (<ms>-<n>). An engine
+// over several logs (the sharded Redis engine) gives its readers composite
+// cursors instead (eventcursor.go).
 
 // CursorZero asks for the log from its oldest kept event.
 const CursorZero = "0"
 
-// MaxCursorBytes is the longest cursor the API accepts (and makes).
+// MaxCursorBytes is the longest cursor of one log the API accepts (and
+// makes); composite cursors, of several logs, have MaxCursorsBytes.
 const MaxCursorBytes = 64
 
 // EventPos is an event's position in its log.
@@ -78,14 +81,25 @@ func ParseEventPos(s string) (EventPos, error) {
 
 // CursorError says a cursor's events are no longer all kept: it is older
 // than the oldest kept event (trimmed by size or age), or from a log that
-// was lost (another epoch). Oldest is the oldest kept event's cursor ("0"
-// when the log is empty), from which a consumer may start again.
+// was lost (another epoch), or (Layout) of another layout of the logs (a
+// deployment sharded since, or differently). Oldest is the oldest kept
+// event's cursor ("0" when the log is empty), from which a consumer may
+// start again. With several logs (eventcursor.go) Oldest is the cursor
+// that keeps the given one's position in each log that still holds its
+// part, and starts from the oldest kept event in the others. From is
+// where a reader that must go on (the webhook sink) continues with every
+// event still kept: "0" with one log, Oldest with several.
 type CursorError struct {
 	Cursor string
 	Oldest string
+	From   string
+	Layout bool
 }
 
 func (e *CursorError) Error() string {
+	if e.Layout {
+		return fmt.Sprintf("cursor %q is of another layout of the event log (the deployment's redis shards changed since); resume from %q: the kept events of every shard, after the position the cursor gives where it applies", e.Cursor, e.Oldest)
+	}
 	return fmt.Sprintf("cursor %q is older than the event log kept (or from a log that was lost); the oldest event kept is %q", e.Cursor, e.Oldest)
 }
 

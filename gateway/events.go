@@ -40,6 +40,9 @@ type Event struct {
 	// its position there; set by the engine when it logs the event.
 	Cursor string
 	Pos    EventPos
+	// Log is which of the engine's logs holds the event (a shard's, with
+	// the sharded Redis engine; 0 with one log): see ReadPos.
+	Log int
 	// EventMessageEscalated (MessageID set too): the channel and target a
 	// notification went to, the result (internal/notify's Result) and the
 	// provider's reason.

@@ -423,6 +423,11 @@ func (e *memoryEngine) EventsAfter(_ context.Context, cursor string, limit int) 
 	return e.events.after(cursor, limit)
 }
 
+// EventReadPos implements Engine: one log.
+func (e *memoryEngine) EventReadPos(_ context.Context, cursor string) (*ReadPos, error) {
+	return NewReadPos(cursor, 1)
+}
+
 // Consumer implements Engine.
 func (e *memoryEngine) Consumer(name string) Consumer {
 	e.consumersMu.Lock()

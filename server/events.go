@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"errors"
-	"strings"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
@@ -17,67 +16,73 @@ import (
 // replayPage is how many logged events one EventsAfter call reads.
 const replayPage = 512
 
-// validCursor checks WatchEventsRequest.after_cursor.
+// validCursor checks WatchEventsRequest.after_cursor: a cursor of one log
+// or a composite one (gateway.ParseCursors); whether it fits the engine's
+// logs is the engine's to say.
 func validCursor(c string) error {
 	if c == "" || c == gateway.CursorZero {
 		return nil
 	}
-	if _, _, err := gateway.ParseCursor(c); err != nil {
+	var err error
+	if gateway.IsCursors(c) {
+		_, err = gateway.ParseCursors(c)
+	} else {
+		_, _, err = gateway.ParseCursor(c)
+	}
+	if err != nil {
 		return invalid("after_cursor", err.Error())
 	}
 	return nil
 }
 
-// replay sends the logged events after cursor that want passes, page by
-// page, until the log has no more; w is already registered, so every event
-// logged after the last page reaches it live. It returns the last event
-// read (sent or not), for the live events to skip what it covered.
-func (s *Service) replay(ctx context.Context, cursor string, want func(gateway.Event) bool, w *gateway.Watcher, stream grpc.ServerStreamingServer[pb.Event]) (last gateway.Event, err error) {
+// eventLogError maps an error of the event log (EventsAfter,
+// EventReadPos) to the stream's status.
+func (s *Service) eventLogError(ctx context.Context, err error) error {
+	var ce *gateway.CursorError
+	switch {
+	case errors.As(err, &ce):
+		s.metrics.outOfRange.Inc()
+		return cursorOutOfRange(ce)
+	case errors.Is(err, gateway.ErrBadCursor):
+		return invalid("after_cursor", err.Error())
+	default:
+		return s.internal(ctx, "WatchEvents", err)
+	}
+}
+
+// replay sends the logged events after pos that want passes, page by
+// page, until the log has no more, advancing pos; w is already
+// registered, so every event logged after the last page reaches it live,
+// and pos covers what the replay read.
+func (s *Service) replay(ctx context.Context, pos *gateway.ReadPos, want func(gateway.Event) bool, w *gateway.Watcher, stream grpc.ServerStreamingServer[pb.Event]) error {
 	s.metrics.replays.Inc()
 	for {
 		select {
 		case <-s.draining:
-			return last, status.Error(codes.Unavailable, "server shutting down; watch another node or retry")
+			return status.Error(codes.Unavailable, "server shutting down; watch another node or retry")
 		case <-w.Lost:
 			// Live events came faster than the replay went: it would end
 			// cut anyway.
-			return last, s.lostError()
+			return s.lostError()
 		default:
 		}
-		evs, err := s.gw.EventsAfter(ctx, cursor, replayPage)
-		var ce *gateway.CursorError
-		switch {
-		case errors.As(err, &ce):
-			s.metrics.outOfRange.Inc()
-			return last, cursorOutOfRange(ce)
-		case errors.Is(err, gateway.ErrBadCursor):
-			return last, invalid("after_cursor", err.Error())
-		case err != nil:
-			return last, s.internal(ctx, "WatchEvents", err)
+		evs, err := s.gw.EventsAfter(ctx, pos.String(), replayPage)
+		if err != nil {
+			return s.eventLogError(ctx, err)
 		}
 		for _, e := range evs {
+			e.Cursor = pos.Advance(e)
 			if want(e) {
 				if err := stream.Send(toEvent(e)); err != nil {
-					return last, err
+					return err
 				}
 				s.metrics.replayed.Inc()
 			}
-			last = e
-			cursor = e.Cursor
 		}
 		if len(evs) < replayPage {
-			return last, nil
+			return nil
 		}
 	}
-}
-
-// covered reports whether the replay that ended with last already read e.
-func covered(last, e gateway.Event) bool {
-	if last.Cursor == "" {
-		return false
-	}
-	epoch, _, _ := strings.Cut(last.Cursor, ".")
-	return strings.HasPrefix(e.Cursor, epoch+".") && !last.Pos.Less(e.Pos)
 }
 
 // cursorOutOfRange is OUT_OF_RANGE with the oldest kept cursor in the

@@ -37,6 +37,7 @@ type Gateway interface {
 	Watch(kinds []gateway.EventKind, buffer int) *gateway.Watcher
 	Unwatch(w *gateway.Watcher)
 	EventsAfter(ctx context.Context, cursor string, limit int) ([]gateway.Event, error)
+	EventReadPos(ctx context.Context, cursor string) (*gateway.ReadPos, error)
 }
 
 var _ Gateway = gateway.Engine(nil)
@@ -333,19 +334,24 @@ func (s *Service) WatchEvents(req *pb.WatchEventsRequest, stream grpc.ServerStre
 	defer s.watchers.release(caller)
 	w := s.gw.Watch(kinds, s.watchBuffer)
 	defer s.gw.Unwatch(w)
+	ctx := stream.Context()
+	// Resuming: w is registered, so the events logged from now on reach
+	// it; the replay reads the log up to its end, and the live events it
+	// already covered are skipped. (With several logs a live-only stream
+	// starts where each log ends now, and skips the live events up to
+	// there the same way: read before the headers, so that every event
+	// after them is the stream's.)
+	pos, err := s.gw.EventReadPos(ctx, req.GetAfterCursor())
+	if err != nil {
+		return s.eventLogError(ctx, err)
+	}
 	// Headers go out now, so the caller knows the watch is in place before
 	// the first event.
 	if err := stream.SendHeader(nil); err != nil {
 		return err
 	}
-	ctx := stream.Context()
-	// Resuming: w is registered, so the events logged from now on reach
-	// it; the replay reads the log up to its end, and the live events it
-	// already covered are skipped.
-	var last gateway.Event
-	if c := req.GetAfterCursor(); c != "" {
-		var err error
-		if last, err = s.replay(ctx, c, eventFilter(kinds), w, stream); err != nil {
+	if req.GetAfterCursor() != "" {
+		if err := s.replay(ctx, pos, eventFilter(kinds), w, stream); err != nil {
 			return err
 		}
 	}
@@ -358,10 +364,10 @@ func (s *Service) WatchEvents(req *pb.WatchEventsRequest, stream grpc.ServerStre
 		case <-w.Lost:
 			return s.lostError()
 		case e := <-w.C:
-			if covered(last, e) {
+			if pos.Covers(e) {
 				continue
 			}
-			last = gateway.Event{}
+			e.Cursor = pos.Advance(e)
 			if err := stream.Send(toEvent(e)); err != nil {
 				return err
 			}

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"pushgate/gateway"
 	"pushgate/gateway/redisengine"
 	"pushgate/gateway/redisengine/redistest"
 	pb "pushgate/gen/pushgate/v1"
@@ -68,8 +69,8 @@ func readyBody(t *testing.T, s *testServer) (int, string) {
 // Three nodes over three shards: users spread over the shards (each
 // shard's Redis holds exactly its users), and every call that spans users
 // works across them: a send to users of every shard, broadcast, a topic,
-// presence, ListOnline paging, resume on another node, receipts and live
-// WatchEvents.
+// presence, ListOnline paging, resume on another node, receipts, live
+// WatchEvents and the event log from its start.
 func TestShardsThreeNodesThreeShards(t *testing.T) {
 	rs, url := startShards(t, 3)
 	n := startEngineNodes(t, 3, "--redis-url", url, "--presence-grace", "0")
@@ -224,13 +225,12 @@ func TestShardsThreeNodesThreeShards(t *testing.T) {
 		t.Fatalf("replayed %s, want %s", m.ID, r2.GetMessageId())
 	}
 
-	// Resuming the event log from a cursor is refused with several shards.
-	ws, err := n[0].api.WatchEvents(ctx, &pb.WatchEventsRequest{AfterCursor: "0"})
-	if err == nil {
-		_, err = ws.Recv()
-	}
-	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "several redis shards") {
-		t.Fatalf("WatchEvents after a cursor = %v, want INVALID_ARGUMENT naming the shards", err)
+	// The event log from its start: every shard's online events.
+	from := n[2].watchAfter(t, "0", pb.EventKind_EVENT_KIND_USER_ONLINE)
+	for seen := map[string]bool{}; len(seen) < len(users); {
+		if u := from.next().GetUserOnline().GetUserId(); slices.Contains(users, u) {
+			seen[u] = true
+		}
 	}
 }
 
@@ -286,6 +286,14 @@ func TestShardDownOnlyItsUsers(t *testing.T) {
 	}
 	ca.expect("both")
 	fresh.expect("both")
+	// A live WatchEvents stream opens on a node that cannot reach the
+	// shard, and reports the other shard's users.
+	watch := b.watchAfter(t, "", pb.EventKind_EVENT_KIND_USER_ONLINE)
+	other := usersOn(2, 2, "down-")[0][1]
+	a.dial(t, other)
+	if e := watch.next(); e.GetUserOnline().GetUserId() != other || !gateway.IsCursors(e.GetCursor()) {
+		t.Fatalf("event %v, want %s online with a composite cursor", e, other)
+	}
 
 	rs[1].Restart()
 	for _, s := range n {

@@ -23,6 +23,7 @@ import (
 	"hash/maphash"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -61,6 +62,14 @@ type Options struct {
 	WaitReplicas int
 	// WaitTimeout bounds that wait; it must be below Timeout. Default 1s.
 	WaitTimeout time.Duration
+	// ShardedPubSub makes the node channels shard channels (SSUBSCRIBE,
+	// and SPUBLISH in the scripts; Redis 7 or later): in a Redis Cluster a
+	// message then travels only within the shard that owns its slot,
+	// instead of to every node of the Cluster. Every node of a deployment
+	// must agree. Default false.
+	ShardedPubSub bool
+
+	shard int // the shard this engine is of a sharded one (Event.Log)
 }
 
 func (o *Options) setDefaults() {
@@ -232,8 +241,13 @@ func Start(ctx context.Context, node gateway.Node, rdb redis.UniversalClient, lo
 			return nil, fmt.Errorf("redis: loading script %s: %w", name, err)
 		}
 	}
-	e.ps = rdb.Subscribe(ctx)
-	if err := e.ps.Subscribe(cctx, e.nodeChan, e.allChan); err != nil {
+	if opt.ShardedPubSub {
+		if err := e.checkShardedPubSub(cctx); err != nil {
+			return nil, err
+		}
+	}
+	e.ps = e.newPubSub(ctx)
+	if err := e.subscribe(cctx, e.ps); err != nil {
 		_ = e.ps.Close()
 		return nil, fmt.Errorf("redis: subscribe: %w", err)
 	}
@@ -260,6 +274,7 @@ func (e *Engine) parseScripts() error {
 	var prelude string
 	for _, p := range parts[1:] {
 		name, body, _ := strings.Cut(p, "\n")
+		body = e.publishes(body)
 		switch {
 		case name == "prelude":
 			prelude = fmt.Sprintf("local EVMAX, EVKEEP = %d, %d\n", e.cfg.EventLogMax, e.cfg.EventLogRetention.Milliseconds()) +
@@ -268,6 +283,60 @@ func (e *Engine) parseScripts() error {
 			e.scripts[strings.TrimPrefix(name, "script ")] = redis.NewScript(prelude + "\n" + body)
 		default:
 			return fmt.Errorf("scripts.lua: unknown section %q", name)
+		}
+	}
+	return nil
+}
+
+// publishes returns script source with its PUBLISH calls made SPUBLISH
+// with ShardedPubSub (the channels carry the keys' hash tag, so they are
+// in the script's slot).
+func (e *Engine) publishes(src string) string {
+	if !e.opt.ShardedPubSub {
+		return src
+	}
+	return strings.ReplaceAll(src, "redis.call('PUBLISH', ", "redis.call('SPUBLISH', ")
+}
+
+// newPubSub makes a subscription with no channel yet.
+func (e *Engine) newPubSub(ctx context.Context) *redis.PubSub {
+	if e.opt.ShardedPubSub {
+		return e.rdb.SSubscribe(ctx)
+	}
+	return e.rdb.Subscribe(ctx)
+}
+
+// subscribe subscribes ps to the node's channels: shard channels with
+// ShardedPubSub (its connection goes to the master of their slot).
+func (e *Engine) subscribe(ctx context.Context, ps *redis.PubSub) error {
+	if e.opt.ShardedPubSub {
+		return ps.SSubscribe(ctx, e.nodeChan, e.allChan)
+	}
+	return ps.Subscribe(ctx, e.nodeChan, e.allChan)
+}
+
+// checkShardedPubSub refuses a Redis without shard channels (before 7).
+func (e *Engine) checkShardedPubSub(ctx context.Context) error {
+	var info string
+	var err error
+	if cc, ok := e.rdb.(*redis.ClusterClient); ok {
+		var m *redis.Client
+		if m, err = cc.MasterForKey(ctx, e.P+":lastid"); err == nil {
+			info, err = m.Info(ctx, "server").Result()
+		}
+	} else {
+		info, err = e.rdb.Info(ctx, "server").Result()
+	}
+	if err != nil {
+		return fmt.Errorf("redis: reading its version: %w", err)
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "redis_version:"); ok {
+			major, _, _ := strings.Cut(v, ".")
+			if n, err := strconv.Atoi(major); err != nil || n < 7 {
+				return fmt.Errorf("redis %s has no sharded pub/sub (SSUBSCRIBE): spreading over a Redis Cluster needs Redis 7 or later", v)
+			}
+			return nil
 		}
 	}
 	return nil
@@ -329,7 +398,19 @@ func (e *Engine) wrap(ctx context.Context, op string, err error) error {
 	}
 	// Unreachable, timed out, loading, read-only after a failover, out of
 	// memory, refused credentials: not now, so UNAVAILABLE.
+	e.reloadCluster()
 	return fmt.Errorf("%w: redis %s: %v", gateway.ErrUnavailable, op, err)
+}
+
+// reloadCluster has a Cluster client read the slots' masters again (in
+// the background, at most one read at a time): after a failover the keys'
+// slots have a new master, which the client would otherwise learn only at
+// its next periodic reload (a minute), since commands are not retried or
+// redirected here.
+func (e *Engine) reloadCluster() {
+	if cc, ok := e.rdb.(*redis.ClusterClient); ok {
+		cc.ReloadState(context.Background())
+	}
 }
 
 // mentionsTransient reports whether an ERR reply carries a "not now" error

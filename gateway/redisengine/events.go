@@ -18,8 +18,9 @@ import (
 // streams. A resuming stream reads it with EventsAfter.
 
 // decodeEvent reads an event as the scripts log it: its cursor
-// ("<epoch>.<entry id>") and its JSON (wireEvent).
-func decodeEvent(cursor, body string) (gateway.Event, error) {
+// ("<epoch>.<entry id>") and its JSON (wireEvent). Its Log is this
+// engine's shard.
+func (e *Engine) decodeEvent(cursor, body string) (gateway.Event, error) {
 	var w wireEvent
 	if err := json.Unmarshal([]byte(body), &w); err != nil {
 		return gateway.Event{}, err
@@ -30,42 +31,89 @@ func decodeEvent(cursor, body string) (gateway.Event, error) {
 	}
 	return gateway.Event{Kind: w.Kind, Time: time.UnixMilli(w.Time), UserID: w.User, ConnID: w.Conn,
 		MessageID: w.Msg, Implicit: w.Implicit, Topic: w.Topic, Type: w.Type, DataKind: w.DataKind, Data: w.Data,
-		Escalation: w.Esc, Cursor: cursor, Pos: pos}, nil
+		Escalation: w.Esc, Cursor: cursor, Pos: pos, Log: e.opt.shard}, nil
 }
 
 // EventsAfter implements gateway.Engine: one script checks that the
 // cursor's entry is still in the stream (so nothing after it was trimmed)
-// and reads the entries after it.
+// and reads the entries after it. A composite cursor (of a sharded
+// layout) is out of range: this log is read from its oldest kept event.
 func (e *Engine) EventsAfter(ctx context.Context, cursor string, limit int) ([]gateway.Event, error) {
-	var epoch, id, next string
-	if cursor != gateway.CursorZero {
+	var at gateway.LogPos
+	switch {
+	case cursor == gateway.CursorZero:
+	case gateway.IsCursors(cursor):
+		_, err := gateway.NewReadPos(cursor, 1)
+		return nil, err
+	default:
 		ep, pos, err := gateway.ParseCursor(cursor)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", gateway.ErrBadCursor, err)
 		}
-		epoch, id, next = ep, pos.String(), pos.Next().String()
+		at = gateway.LogPos{Epoch: ep, Pos: pos}
 	}
-	v, err := e.call(ctx, "events", epoch, id, next, limit)
+	evs, oldest, err := e.eventsAfter(ctx, at, limit)
+	if err == nil && oldest != "" {
+		return nil, &gateway.CursorError{Cursor: cursor, Oldest: oldest, From: gateway.CursorZero}
+	}
+	return evs, err
+}
+
+// eventsAfter reads up to limit events after at. The zero position with
+// an epoch is the start of that epoch's log: nothing may have been trimmed
+// from it since. When at's events are no longer all kept it returns the
+// oldest kept event's cursor ("0" when the log is empty) and no events.
+func (e *Engine) eventsAfter(ctx context.Context, at gateway.LogPos, limit int) (evs []gateway.Event, oldest string, err error) {
+	var id, next string
+	if at.Pos != (gateway.EventPos{}) {
+		id, next = at.Pos.String(), at.Pos.Next().String()
+	}
+	v, err := e.call(ctx, "events", at.Epoch, id, next, limit)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	r, _ := v.([]any)
 	if len(r) == 2 && str(r[0]) == "OLD" {
-		return nil, &gateway.CursorError{Cursor: cursor, Oldest: str(r[1])}
+		return nil, str(r[1]), nil
 	}
 	if len(r)%2 != 1 {
-		return nil, fmt.Errorf("redis events: unexpected reply %v", v)
+		return nil, "", fmt.Errorf("redis events: unexpected reply %v", v)
 	}
 	ep := str(r[0])
-	out := make([]gateway.Event, 0, len(r)/2)
+	evs = make([]gateway.Event, 0, len(r)/2)
 	for i := 1; i < len(r); i += 2 {
-		ev, err := decodeEvent(ep+"."+str(r[i]), str(r[i+1]))
+		ev, err := e.decodeEvent(ep+"."+str(r[i]), str(r[i+1]))
 		if err != nil {
-			return nil, fmt.Errorf("redis events: %w", err)
+			return nil, "", fmt.Errorf("redis events: %w", err)
 		}
-		out = append(out, ev)
+		evs = append(evs, ev)
 	}
-	return out, nil
+	return evs, "", nil
+}
+
+// EventReadPos implements gateway.Engine: one log.
+func (e *Engine) EventReadPos(_ context.Context, cursor string) (*gateway.ReadPos, error) {
+	return gateway.NewReadPos(cursor, 1)
+}
+
+// logEnd returns where this log ends now: its epoch and last entry (the
+// zero position when it is empty).
+func (e *Engine) logEnd(ctx context.Context) (gateway.LogPos, error) {
+	v, err := e.call(ctx, "events_end")
+	if err != nil {
+		return gateway.LogPos{}, err
+	}
+	r, _ := v.([]any)
+	if len(r) != 2 {
+		return gateway.LogPos{}, fmt.Errorf("redis events_end: unexpected reply %v", v)
+	}
+	at := gateway.LogPos{Epoch: str(r[0])}
+	if id := str(r[1]); id != "" {
+		if at.Pos, err = gateway.ParseEventPos(id); err != nil {
+			return gateway.LogPos{}, fmt.Errorf("redis events_end: entry %q: %w", id, err)
+		}
+	}
+	return at, nil
 }
 
 // EventLogLen implements gateway.Engine: the stream's length (-1 when

@@ -213,9 +213,17 @@ func (e *Engine) receiveLoop() {
 		}
 		switch m := msg.(type) {
 		case *redis.Subscription:
+			if m.Kind == "sunsubscribe" || m.Kind == "unsubscribe" {
+				// Redis dropped a channel: a shard channel whose slot moved
+				// to another master (resharding, a failover). Subscribe
+				// again, where the slot is now.
+				ps = e.lost(ctx, ps, fmt.Errorf("redis ended the subscription to %s", m.Channel), wait)
+				heard = time.Now()
+				continue
+			}
 			// Both channels subscribed: at start, or on a new connection
 			// after a loss.
-			if m.Kind == "subscribe" && m.Count == 2 && !e.up.Load() {
+			if (m.Kind == "subscribe" || m.Kind == "ssubscribe") && m.Count == 2 && !e.up.Load() {
 				if err := e.restore(ctx); err != nil {
 					ps = e.lost(ctx, ps, err, wait)
 					continue
@@ -258,11 +266,12 @@ func (e *Engine) lost(ctx context.Context, old *redis.PubSub, err error, wait *b
 		e.m.errors.WithLabelValues("subscribe").Inc()
 	}
 	_ = old.Close()
+	e.reloadCluster()
 	select {
 	case <-time.After(wait.next()):
 	case <-ctx.Done():
 	}
-	ps := e.rdb.Subscribe(ctx) // no channels yet: subscribing waits for an answer below
+	ps := e.newPubSub(ctx) // no channels yet: subscribing waits for an answer below
 	e.psMu.Lock()
 	e.ps = ps
 	e.psMu.Unlock()
@@ -273,7 +282,7 @@ func (e *Engine) lost(ctx context.Context, old *redis.PubSub, err error, wait *b
 	// Sent without waiting: the confirmation (or silence) is the receive
 	// loop's to hear.
 	cctx, cancel := context.WithTimeout(ctx, e.opt.Timeout)
-	if err := ps.Subscribe(cctx, e.nodeChan, e.allChan); err != nil {
+	if err := e.subscribe(cctx, ps); err != nil {
 		e.log.Debug("redis subscribe failed", "err", err)
 	}
 	cancel()
@@ -365,7 +374,7 @@ func (e *Engine) dispatch(channel, payload string) {
 	}
 	if payload[0] == kindEvent {
 		cursor, body, _ := strings.Cut(payload[1:], " ")
-		ev, err := decodeEvent(cursor, body)
+		ev, err := e.decodeEvent(cursor, body)
 		if err != nil {
 			e.log.Error("bad event from redis", "err", err)
 			return

@@ -30,7 +30,7 @@ func (e *Engine) notifyScripts() error {
 		if !ok {
 			return fmt.Errorf("notify.lua: unknown section %q", name)
 		}
-		e.scripts[n] = redis.NewScript(prelude + "\n" + body)
+		e.scripts[n] = redis.NewScript(e.publishes(prelude + "\n" + body))
 	}
 	return nil
 }

@@ -733,16 +733,28 @@ return 0
 -- Up to limit logged events after the entry id of the log of epoch ('' for
 -- the oldest kept; next is the id after it): {epoch, id, json, id, json...},
 -- or {'OLD', oldest cursor} when that entry is no longer kept or the log is
--- another epoch's.
+-- another epoch's. An epoch with no id is the start of that epoch's log (a
+-- reader that found it empty): nothing may have been trimmed from it.
 local ep = redis.call('GET', key('epoch')) or ''
 local start = '-'
+local old = false
 if ARGV[3] ~= '' then
-  if ARGV[2] ~= ep or #redis.call('XRANGE', key('ev'), ARGV[3], ARGV[3]) == 0 then
-    local first = redis.call('XRANGE', key('ev'), '-', '+', 'COUNT', 1)
-    if #first == 0 then return {'OLD', '0'} end
-    return {'OLD', ep .. '.' .. first[1][1]}
-  end
+  old = ARGV[2] ~= ep or #redis.call('XRANGE', key('ev'), ARGV[3], ARGV[3]) == 0
   start = ARGV[4]
+elseif ARGV[2] ~= '' then
+  old = ARGV[2] ~= ep
+  if not old and redis.call('EXISTS', key('ev')) == 1 then
+    -- trimmed: fewer entries than were ever added (Redis 7's counter)
+    local info = redis.call('XINFO', 'STREAM', key('ev'))
+    for i = 1, #info, 2 do
+      if info[i] == 'entries-added' then old = info[i + 1] ~= redis.call('XLEN', key('ev')) end
+    end
+  end
+end
+if old then
+  local first = redis.call('XRANGE', key('ev'), '-', '+', 'COUNT', 1)
+  if #first == 0 then return {'OLD', '0'} end
+  return {'OLD', ep .. '.' .. first[1][1]}
 end
 local out = {ep}
 for _, e in ipairs(redis.call('XRANGE', key('ev'), start, '+', 'COUNT', tonumber(ARGV[5]))) do
@@ -750,6 +762,14 @@ for _, e in ipairs(redis.call('XRANGE', key('ev'), start, '+', 'COUNT', tonumber
   out[#out + 1] = e[2][2]
 end
 return out
+
+-- @script events_end
+-- ARGV: P
+-- Where the log ends now: {epoch, last entry id ('' when empty)}.
+local last = redis.call('XREVRANGE', key('ev'), '+', '-', 'COUNT', 1)
+local ep = redis.call('GET', key('epoch')) or ''
+if #last == 0 then return {ep, ''} end
+return {ep, last[1][1]}
 
 -- @script consumer_lease
 -- ARGV: P name node ttl

@@ -28,10 +28,13 @@ import (
 // live shard (every node subscribes to every shard's channels). See
 // docs/cluster.md, "Shards".
 
-// Shard is one Redis deployment of a sharded engine.
+// Shard is one Redis deployment of a sharded engine, or one hash tag of a
+// Redis Cluster deployment spread over several (ClusterTags): shards may
+// share a Client when their Prefix differs.
 type Shard struct {
 	Client redis.UniversalClient
-	Name   string // for logs, metrics and readiness: its URL's hosts, no password
+	Name   string // for logs, metrics and readiness: its URL's hosts, no password (and its hash tag)
+	Prefix string // its keys' hash tag; "": Options.Prefix
 }
 
 // NewSharded makes the engine over shards. With one shard it is that
@@ -39,6 +42,7 @@ type Shard struct {
 // each shard's metrics carry a "shard" label (its index).
 func NewSharded(ctx context.Context, shards []Shard, log *slog.Logger, reg prometheus.Registerer, opt Options) gateway.NewEngine {
 	if len(shards) == 1 {
+		opt.Prefix = cmp.Or(shards[0].Prefix, opt.Prefix)
 		return New(ctx, shards[0].Client, log, reg, opt)
 	}
 	return func(node gateway.Node) (gateway.Engine, error) {
@@ -54,7 +58,9 @@ func NewSharded(ctx context.Context, shards []Shard, log *slog.Logger, reg prome
 			i := i
 			owns := func(u string) bool { return ShardOf(u, len(shards)) == i }
 			r := prometheus.WrapRegistererWith(prometheus.Labels{"shard": strconv.Itoa(i)}, reg)
-			e, err := Start(ctx, &shardNode{ScopedNode: sn, owns: owns, i: i}, sh.Client, log.With("shard", i), r, opt)
+			o := opt
+			o.shard, o.Prefix = i, cmp.Or(sh.Prefix, opt.Prefix)
+			e, err := Start(ctx, &shardNode{ScopedNode: sn, owns: owns, i: i}, sh.Client, log.With("shard", i), r, o)
 			if err != nil {
 				for _, o := range s.shards {
 					_ = o.Close(ctx)
@@ -364,21 +370,6 @@ func (s *Sharded) Unwatch(w *gateway.Watcher) {
 	s.node.Unwatch(w)
 	_ = s.each(nil, func(_ int, e *Engine) error { e.syncWatchers(); return nil })
 }
-
-// ErrShardedCursor: each shard keeps its own event log, and a cursor is a
-// position in one of them.
-var ErrShardedCursor = fmt.Errorf("%w: resuming from a cursor is not available with several redis shards: watch without after_cursor", gateway.ErrBadCursor)
-
-// EventsAfter implements gateway.Engine. Each shard logs its users'
-// events; a cursor names a position in one log, so with several shards
-// there is no resuming from one (docs/events.md).
-func (s *Sharded) EventsAfter(context.Context, string, int) ([]gateway.Event, error) {
-	return nil, ErrShardedCursor
-}
-
-// Consumer implements gateway.Engine: the first shard's record (the
-// configuration refuses the event webhook with several shards).
-func (s *Sharded) Consumer(name string) gateway.Consumer { return s.shards[0].Consumer(name) }
 
 // Receipt implements gateway.Engine: each shard keeps the receipts of its
 // recipients under the id it handed out. With users, each is asked on its

@@ -144,10 +144,19 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (_ *App, err error
 		all, _ := cfg.RedisShardOptions() // validated with the config
 		// go-redis's logger is process-wide.
 		redisLogOnce.Do(func() { redis.SetLogger(redisLog{log}) })
-		shards := make([]redisengine.Shard, len(all))
-		for i, opts := range all {
-			shards[i] = redisengine.Shard{Client: redis.NewUniversalClient(opts), Name: strings.Join(opts.Addrs, ",")}
-			a.rdbs = append(a.rdbs, shards[i].Client)
+		var shards []redisengine.Shard
+		tags := redisengine.ClusterTags(cfg.RedisPrefix, cfg.RedisClusterTags)
+		for _, opts := range all {
+			c := redis.NewUniversalClient(opts)
+			a.rdbs = append(a.rdbs, c)
+			name := strings.Join(opts.Addrs, ",")
+			if len(tags) == 1 {
+				shards = append(shards, redisengine.Shard{Client: c, Name: name})
+				continue
+			}
+			for _, tag := range tags { // virtual shards of one Cluster
+				shards = append(shards, redisengine.Shard{Client: c, Name: name + " {" + tag + "}", Prefix: tag})
+			}
 		}
 		a.rdb = a.rdbs[0]
 		if err := a.traceRedis(); err != nil {
@@ -156,6 +165,7 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (_ *App, err error
 		newEngine = redisengine.NewSharded(context.Background(), shards, log, reg, redisengine.Options{
 			Prefix: cfg.RedisPrefix, NodeTTL: cfg.NodeTTL, Timeout: cfg.RedisTimeout,
 			WaitReplicas: cfg.RedisWaitReplicas, WaitTimeout: cfg.RedisWaitTimeout,
+			ShardedPubSub: cfg.RedisClusterTags > 1,
 		})
 	}
 	historyRules, err := cfg.HistoryRules()

@@ -42,7 +42,7 @@ var Sections = []Section{
 	{"Offline push (Web Push, WeChat, webhook)", []string{"vapid-private-key", "vapid-private-key-file", "vapid-subject", "wechat-app-id",
 		"wechat-app-secret", "wechat-app-secret-file", "wechat-api-url", "wechat-state", "notify-webhook-secret",
 		"notify-webhook-secret-file", "notify-webhook-hosts", "notify-allow-private", "notify-max-targets", "notify-max-pending", "notify-workers", "notify-queue", "notify-poll"}},
-	{"Engine", []string{"engine", "redis-url", "redis-master-name", "redis-cluster", "redis-prefix", "redis-timeout",
+	{"Engine", []string{"engine", "redis-url", "redis-master-name", "redis-cluster", "redis-cluster-shards", "redis-prefix", "redis-timeout",
 		"redis-wait-replicas", "redis-wait-timeout", "engine-timeout", "node-ttl"}},
 	{"Operations", []string{"config", "log-format", "log-level", "node-name", "admin-password", "pprof", "shutdown-delay",
 		"drain-window", "grpc-stop-timeout", "otlp-endpoint", "otlp-protocol", "trace-sample-ratio"}},

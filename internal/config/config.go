@@ -136,6 +136,7 @@ type Config struct {
 	RedisURL          string        // redis:// or rediss:// URL; several hosts comma-separated.
 	RedisMasterName   string        // Sentinel master name (the URL's hosts are the sentinels).
 	RedisCluster      bool          // the URL's hosts are a Redis Cluster.
+	RedisClusterTags  int           // hash tags (virtual shards) each Cluster spreads pushgate's keys over; 1: one tag.
 	RedisPrefix       string        // key and channel prefix (a Cluster hash tag).
 	RedisTimeout      time.Duration // per Redis call.
 	RedisWaitReplicas int           // a stored send waits for this many replicas (0: no waiting).
@@ -292,7 +293,8 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, *fl
 	fs.StringVar(&c.Engine, "engine", "memory", "where presence, inboxes and fan-out live: memory (this node only, nothing to install) or redis (several nodes share them through --redis-url)")
 	fs.StringVar(&c.RedisURL, "redis-url", "redis://127.0.0.1:6379/0", "Redis `URL` for --engine redis: redis:// or rediss:// (TLS), with user:password@ and /db; several hosts comma-separated (redis://h1:6379,h2:6379) for Sentinel or Cluster; several URLs separated by spaces are independent shards that users and topics are spread over")
 	fs.StringVar(&c.RedisMasterName, "redis-master-name", "", "Sentinel master `name`: the --redis-url hosts are sentinels")
-	fs.BoolVar(&c.RedisCluster, "redis-cluster", false, "the --redis-url hosts are a Redis Cluster (pushgate's keys share one hash slot)")
+	fs.BoolVar(&c.RedisCluster, "redis-cluster", false, "the --redis-url hosts are a Redis Cluster (pushgate's keys share one hash slot, unless --redis-cluster-shards spreads them)")
+	fs.IntVar(&c.RedisClusterTags, "redis-cluster-shards", 1, "with --redis-cluster: spread users and topics over this many hash tags (virtual shards) of each Cluster, so that its masters share the work, with sharded pub/sub (Redis 7 or later); 1: every key in one slot")
 	fs.StringVar(&c.RedisPrefix, "redis-prefix", "pushgate", "prefix of pushgate's Redis keys and channels (nodes of one cluster use the same)")
 	fs.DurationVar(&c.RedisTimeout, "redis-timeout", 2*time.Second, "deadline for one Redis call; calls that cannot reach Redis answer UNAVAILABLE")
 	fs.IntVar(&c.RedisWaitReplicas, "redis-wait-replicas", 0, "a send with a ttl answers OK only once this many Redis replicas have it (WAIT), so that it survives a failover; UNAVAILABLE when they do not confirm within --redis-wait-timeout (retry with the same idempotency key); 0: no waiting")
@@ -595,11 +597,13 @@ func (c *Config) validate() []error {
 	if c.Engine == "redis" {
 		_, err := c.RedisShardOptions()
 		check(err == nil, "--redis-url: %v", err)
-		check(len(c.RedisShards()) < 2 || c.EventWebhookURL == "", "--event-webhook-url is not supported with several --redis-url shards")
 		check(c.RedisPrefix != "" && !strings.ContainsAny(c.RedisPrefix, "{}"), "--redis-prefix must be non-empty, without { or }")
 		check(c.RedisTimeout > 0, "--redis-timeout must be positive")
 		check(c.NodeTTL >= 3*time.Second, "--node-ttl must be at least 3s")
 		check(!(c.RedisCluster && c.RedisMasterName != ""), "--redis-cluster and --redis-master-name exclude each other")
+		check(c.RedisClusterTags >= 1 && c.RedisClusterTags <= MaxRedisShards, "--redis-cluster-shards must be 1 to %d", MaxRedisShards)
+		check(c.RedisClusterTags == 1 || c.RedisCluster, "--redis-cluster-shards needs --redis-cluster")
+		check(len(c.RedisShards())*c.RedisClusterTags <= MaxRedisShards, "--redis-url URLs times --redis-cluster-shards: at most %d shards", MaxRedisShards)
 		check(c.RedisWaitReplicas >= 0, "--redis-wait-replicas must not be negative")
 		check(c.RedisWaitReplicas == 0 || c.RedisWaitTimeout > 0 && c.RedisWaitTimeout < c.RedisTimeout, "--redis-wait-timeout must be positive and below --redis-timeout (%v)", c.RedisTimeout)
 		check(c.RedisWaitReplicas == 0 || !c.RedisCluster, "--redis-wait-replicas is not supported with --redis-cluster")

@@ -15,6 +15,7 @@ package eventsink
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -254,6 +255,29 @@ func (s *Sink) read(ctx context.Context, cursor string, queue chan<- item) {
 	if cursor == "" {
 		cursor = gateway.CursorZero
 	}
+	// pos is the sink's place in the log (with several logs, in each: the
+	// cursors it posts are its own, gateway.ReadPos).
+	var pos *gateway.ReadPos
+	for pos == nil && ctx.Err() == nil {
+		var err error
+		pos, err = s.eng.EventReadPos(ctx, cursor)
+		var ce *gateway.CursorError
+		switch {
+		case errors.As(err, &ce):
+			s.m.gaps.Inc()
+			s.log.Warn("event webhook: the committed cursor is of another layout of the event log; continuing with every event still kept", "cursor", cursor, "from", ce.From)
+			cursor, follows = cmp.Or(ce.From, gateway.CursorZero), ""
+		case errors.Is(err, gateway.ErrBadCursor):
+			s.log.Warn("event webhook: the committed cursor cannot be read; continuing from the oldest kept event", "cursor", cursor, "err", err)
+			cursor, follows = gateway.CursorZero, ""
+		case err != nil:
+			s.log.Warn("event webhook: cannot read the event log", "err", err)
+			sleep(ctx, time.Second)
+		}
+	}
+	if pos == nil {
+		return
+	}
 	var dropped int64
 	enqueue := func(e gateway.Event) {
 		select {
@@ -275,13 +299,15 @@ func (s *Sink) read(ctx context.Context, cursor string, queue chan<- item) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for ctx.Err() == nil {
-		evs, err := s.eng.EventsAfter(ctx, cursor, readPage)
+		evs, err := s.eng.EventsAfter(ctx, pos.String(), readPage)
 		var ce *gateway.CursorError
 		switch {
 		case errors.As(err, &ce):
 			s.m.gaps.Inc()
-			s.log.Warn("event webhook: events were trimmed from the log before they were posted; continuing from the oldest kept", "cursor", cursor, "oldest", ce.Oldest)
-			cursor = gateway.CursorZero
+			s.log.Warn("event webhook: events were trimmed from the log before they were posted; continuing from the oldest kept", "cursor", pos.String(), "oldest", ce.Oldest)
+			if p, err := s.eng.EventReadPos(ctx, cmp.Or(ce.From, gateway.CursorZero)); err == nil {
+				pos = p
+			}
 			follows = "" // the event before the next one is unknown: a gap for the receiver
 			continue
 		case err != nil:
@@ -292,10 +318,10 @@ func (s *Sink) read(ctx context.Context, cursor string, queue chan<- item) {
 			continue
 		}
 		for _, e := range evs {
+			e.Cursor = pos.Advance(e)
 			if s.want(e) {
 				enqueue(e)
 			}
-			cursor = e.Cursor
 		}
 		if len(evs) == readPage {
 			continue

@@ -2,6 +2,7 @@
 package redistest
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net"
@@ -185,17 +186,171 @@ func StartCluster(t testing.TB) []string {
 	if out, err := exec.Command("redis-cli", args...).CombinedOutput(); err != nil {
 		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
 	}
-	c := redis.NewClient(&redis.Options{Addr: addrs[0]})
-	defer c.Close()
-	deadline := time.Now().Add(20 * time.Second)
+	// Every node, not only the first: each learns of the slots' owners
+	// on its own, and answers CLUSTERDOWN until it has.
+	cl := &Cluster{t: t}
+	for _, addr := range addrs {
+		cl.WaitOK(addr)
+	}
+	return addrs
+}
+
+// Cluster is a Redis Cluster of masters with replicas, run by the test.
+type Cluster struct {
+	t     testing.TB
+	Addrs []string // every node, masters first (as redis-cli created it)
+	procs map[string]*exec.Cmd
+}
+
+// StartReplicatedCluster runs a Redis Cluster of masters masters with
+// replicas replicas each, fails over within about a second of a master's
+// death (cluster-node-timeout 1000), and keeps serving the slots of the
+// live masters while one is down (cluster-require-full-coverage no). It
+// returns once every slot is served.
+func StartReplicatedCluster(t testing.TB, masters, replicas int) *Cluster {
+	t.Helper()
+	if _, err := exec.LookPath("redis-cli"); err != nil {
+		t.Skip("redis-cli not found")
+	}
+	c := &Cluster{t: t, procs: map[string]*exec.Cmd{}}
+	for range masters * (1 + replicas) {
+		port := freePort(t)
+		dir := t.TempDir() // each its own: a replica writes the RDB it syncs there
+		cmd := exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "",
+			"--appendonly", "no", "--protected-mode", "no", "--cluster-enabled", "yes",
+			"--cluster-node-timeout", "1000", "--cluster-require-full-coverage", "no",
+			"--repl-diskless-sync-delay", "0", "--cluster-config-file", dir+"/nodes.conf", "--dir", dir)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		addr := "127.0.0.1:" + strconv.Itoa(port)
+		c.procs[addr] = cmd
+		t.Cleanup(func() { c.Kill(addr) })
+		waitPing(t, addr)
+		c.Addrs = append(c.Addrs, addr)
+	}
+	args := append([]string{"--cluster", "create"}, c.Addrs...)
+	args = append(args, "--cluster-replicas", strconv.Itoa(replicas), "--cluster-yes")
+	if out, err := exec.Command("redis-cli", args...).CombinedOutput(); err != nil {
+		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
+	}
+	for _, addr := range c.Addrs {
+		c.WaitOK(addr)
+	}
+	// A replica that never synced is not allowed to take over: wait for
+	// each one's link to its master.
+	for _, addr := range c.Addrs {
+		rc := redis.NewClient(&redis.Options{Addr: addr})
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			info, err := rc.Info(context.Background(), "replication").Result()
+			if err == nil && (strings.Contains(info, "role:master") || strings.Contains(info, "master_link_status:up")) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("replica %s not in sync: %v %s", addr, err, info)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		rc.Close()
+	}
+	return c
+}
+
+// Kill stops a node at once (SIGKILL).
+func (c *Cluster) Kill(addr string) {
+	if cmd := c.procs[addr]; cmd != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		delete(c.procs, addr)
+	}
+}
+
+// WaitOK waits until the node at addr reports every slot served.
+func (c *Cluster) WaitOK(addr string) {
+	c.t.Helper()
+	rc := redis.NewClient(&redis.Options{Addr: addr})
+	defer rc.Close()
+	deadline := time.Now().Add(30 * time.Second)
 	for {
-		info, err := c.ClusterInfo(context.Background()).Result()
+		info, err := rc.ClusterInfo(context.Background()).Result()
 		if err == nil && strings.Contains(info, "cluster_state:ok") {
-			return addrs
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("cluster not ready: %v %s", err, info)
+			c.t.Fatalf("cluster not ready: %v %s", err, info)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// MasterOf returns the address of the master serving slot, as the live
+// node at via sees it ("" when none is online).
+func (c *Cluster) MasterOf(via string, slot int) string {
+	c.t.Helper()
+	rc := redis.NewClient(&redis.Options{Addr: via})
+	defer rc.Close()
+	shards, err := rc.ClusterShards(context.Background()).Result()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	for _, sh := range shards {
+		for _, r := range sh.Slots {
+			if int64(slot) < r.Start || int64(slot) > r.End {
+				continue
+			}
+			for _, n := range sh.Nodes {
+				if n.Role == "master" && n.Health == "online" {
+					return n.IP + ":" + strconv.FormatInt(n.Port, 10)
+				}
+			}
+		}
+	}
+	return ""
+}
+
+// MoveSlot moves one slot, and its keys, from the master serving it to
+// the master at to, as redis-cli --cluster reshard does for each slot
+// (IMPORTING, MIGRATING, MIGRATE of its keys, then the slot's new owner
+// told to every master).
+func (c *Cluster) MoveSlot(slot int, to string) {
+	c.t.Helper()
+	ctx := context.Background()
+	from := c.MasterOf(to, slot)
+	src, dst := redis.NewClient(&redis.Options{Addr: from}), redis.NewClient(&redis.Options{Addr: to})
+	defer src.Close()
+	defer dst.Close()
+	srcID, err1 := src.Do(ctx, "CLUSTER", "MYID").Text()
+	dstID, err2 := dst.Do(ctx, "CLUSTER", "MYID").Text()
+	if err := cmp.Or(err1, err2, dst.Do(ctx, "CLUSTER", "SETSLOT", slot, "IMPORTING", srcID).Err(),
+		src.Do(ctx, "CLUSTER", "SETSLOT", slot, "MIGRATING", dstID).Err()); err != nil {
+		c.t.Fatal(err)
+	}
+	host, port, _ := strings.Cut(to, ":")
+	for {
+		keys, err := src.ClusterGetKeysInSlot(ctx, slot, 100).Result()
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		if len(keys) == 0 {
+			break
+		}
+		args := []any{"MIGRATE", host, port, "", 0, 5000, "KEYS"}
+		for _, k := range keys {
+			args = append(args, k)
+		}
+		if err := src.Do(ctx, args...).Err(); err != nil {
+			c.t.Fatal(err)
+		}
+	}
+	for addr := range c.procs {
+		rc := redis.NewClient(&redis.Options{Addr: addr})
+		if info, _ := rc.Info(ctx, "replication").Result(); strings.Contains(info, "role:master") {
+			if err := rc.Do(ctx, "CLUSTER", "SETSLOT", slot, "NODE", dstID).Err(); err != nil {
+				c.t.Fatal(err)
+			}
+		}
+		rc.Close()
+	}
+	c.WaitOK(to)
 }

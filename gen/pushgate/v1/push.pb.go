@@ -1723,7 +1723,9 @@ type WatchEventsRequest struct {
 	// the oldest event kept. A cursor older than the oldest kept event, or
 	// from a log that was lost, is refused with OUT_OF_RANGE; the status
 	// message and an ErrorInfo detail (metadata "oldest_cursor") give the
-	// oldest cursor kept.
+	// oldest cursor kept (with several Redis shards: the cursor that keeps
+	// the positions still kept and starts the other shards at their oldest).
+	// At most 4096 bytes.
 	AfterCursor   string `protobuf:"bytes,2,opt,name=after_cursor,json=afterCursor,proto3" json:"after_cursor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1791,8 +1793,9 @@ type Event struct {
 	//	*Event_TopicLeave
 	Event isEvent_Event `protobuf_oneof:"event"`
 	// The event's place in the deployment's event log: opaque, at most 64
-	// bytes, ordered as the log is. Pass it as WatchEventsRequest.after_cursor
-	// to resume after this event.
+	// bytes (64 per shard with several Redis shards, where it names the
+	// stream's position in every shard's log), ordered as the log is. Pass
+	// it as WatchEventsRequest.after_cursor to resume after this event.
 	Cursor        string `protobuf:"bytes,6,opt,name=cursor,proto3" json:"cursor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
