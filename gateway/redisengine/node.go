@@ -464,6 +464,10 @@ func (e *Engine) workLoop() {
 	defer e.stopped.Done()
 	wait := newBackoff(50 * time.Millisecond)
 	retry := (<-chan time.Time)(nil)
+	// New work (a connection attempt) flushes at once even while a retry
+	// waits, so the warning is said at most every 5 s, with the count.
+	var warned time.Time
+	failed := 0
 	for {
 		select {
 		case <-e.stop:
@@ -482,7 +486,10 @@ func (e *Engine) workLoop() {
 				continue
 			}
 			d := wait.next()
-			e.log.Warn("redis presence update failed; retrying", "err", err, "in", d)
+			if failed++; time.Since(warned) >= 5*time.Second {
+				e.log.Warn("redis presence update failed; retrying", "err", err, "in", d, "failures", failed)
+				warned, failed = time.Now(), 0
+			}
 			retry = time.After(d)
 		} else {
 			wait.reset()
