@@ -220,6 +220,7 @@ func TestTopicResumeBadPositions(t *testing.T) {
 		{"topics=todo:1&topic_last_ids=" + url.QueryEscape("todo:1=bad"), `topic_last_ids: "todo:1=bad": "bad" is not a message id`},
 		{"topics=todo:1&topic_last_ids=" + url.QueryEscape("todo:2="+id), "topic_last_ids: \"todo:2=" + id + "\": todo:2 is not in topics"},
 		{"topics=todo:1&topic_last_ids=todo:1", `topic_last_ids: "todo:1": want topic=last_id or topic=last_id.epoch`},
+		{"topics=todo:1&topic_last_ids=" + url.QueryEscape("todo:1="+id+",todo:1="+id), "topic_last_ids: \"todo:1=" + id + "\": todo:1 given twice"},
 		{"topics=todo:1&topic_last_ids=" + url.QueryEscape("todo:1="+id+".x-y"), "topic_last_ids: \"todo:1=" + id + ".x-y\": epoch: character '-' not allowed"},
 	} {
 		status, body := s.handshake(t, "/ws/u?protocol=pushgate.v1&"+tc.query)
@@ -321,11 +322,11 @@ func TestTopicHistoryConfig(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "--topic-history: todo:*=10/2h0m0s: ttl 2h0m0s is longer than --inbox-max-ttl (1h0m0s)") {
 		t.Fatalf("ttl over --inbox-max-ttl: %v", err)
 	}
-	cfg, err := config.Parse([]string{"--topic-history", "todo:*=100/10m, chat:room-1=50/1h"}, func(string) string { return "" }, io.Discard)
+	cfg, err := config.Parse([]string{"--topic-history", "todo:*=100/10m, chat:room-1=50/1h,*=10/1m"}, func(string) string { return "" }, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rules, err := cfg.HistoryRules(); err != nil || len(rules) != 2 || rules[1].Pattern != "chat:room-1" || rules[1].Messages != 50 || rules[1].TTL != time.Hour {
+	if rules, err := cfg.HistoryRules(); err != nil || len(rules) != 3 || rules[1].Pattern != "chat:room-1" || rules[1].Messages != 50 || rules[1].TTL != time.Hour || rules[2].Pattern != "*" {
 		t.Fatalf("rules = %+v, %v", rules, err)
 	}
 }
