@@ -63,11 +63,13 @@ test: lint check-generated deps test-go test-js
 # The shared suites (end-to-end, delivery, envelope, hostile input, ops)
 # run once per engine: memory with everything else, then Redis, each server
 # on a redis-server of its own. The cluster tests, the soak and the deploy
-# and example checks choose their engine themselves.
+# and example checks choose their engine themselves. The cluster tests run
+# a second time with every node's engine sharded over three redis-servers.
 REDIS_SUITES_SKIP := Cluster|Soak|BackendExamples|Deploy|Readme|DocLinks
 test-go: tools
 	$(GO) test -race -count=1 -timeout 20m ./...
 	PUSHGATE_TEST_ENGINE=redis $(GO) test -race -count=1 -timeout 20m -skip '$(REDIS_SUITES_SKIP)' ./cmd/pushgate/
+	PUSHGATE_TEST_SHARDS=3 $(GO) test -race -count=1 -timeout 20m -run '^TestCluster' ./cmd/pushgate/
 
 # The JavaScript client and the pages, against the real binary, in Node and
 # headless Chromium. Screenshots land in test-artifacts/.
