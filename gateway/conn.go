@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -49,7 +50,13 @@ type Conn struct {
 	// Set once by attach, before ready; read-only after. Only the write loop
 	// (which starts after ready), the heartbeat and the read loop use them.
 	ws *websocket.Conn
-	nc *sock // the hijacked socket: data frames are written here, and deadlines set
+	nc *sock         // the hijacked socket: data frames are written here, and deadlines set
+	br *bufio.Reader // the library's buffered reader of nc; the read loop asks it, under mu and while !closing, whether bytes wait in it
+	// The client sent bytes right behind its handshake: websocket.Accept
+	// keeps them outside br's buffer (in the reader it reads from), where
+	// only its first read takes them, so the read loop does not wait for
+	// the socket before it.
+	early bool
 
 	// Guarded by mu.
 	mu      sync.Mutex
@@ -259,9 +266,9 @@ func (c *Conn) startWriterLocked() bool {
 
 // attach hands the connection its socket once the handshake is done. Frames
 // queued (and a close requested) before then are written now.
-func (c *Conn) attach(ws *websocket.Conn, nc *sock) {
+func (c *Conn) attach(ws *websocket.Conn, nc *sock, br *bufio.Reader, early bool) {
 	c.mu.Lock()
-	c.ws, c.nc = ws, nc
+	c.ws, c.nc, c.br, c.early = ws, nc, br, early
 	c.ready = true
 	start := c.startWriterLocked()
 	c.mu.Unlock()
@@ -530,10 +537,25 @@ func (c *Conn) setExpiry(t time.Time) {
 	c.expiry.Reset(time.Until(t))
 }
 
-// readLoop reads client frames until the connection ends. It runs on the
-// HTTP handler's goroutine.
+// readLoop reads client frames until the connection ends. It runs on a
+// goroutine of its own (serve).
+//
+// While nothing is buffered it waits for the socket to become readable
+// (sock.waitReadable) before calling the library's Read: an idle
+// connection's reader is then parked a few calls deep and its stack stays
+// at the minimum (2 KiB), where inside Read it is parked deep enough to
+// need 4 KiB, which the garbage collector cannot shrink. Once the
+// connection is closing, the library may read the socket itself (the
+// close handshake, from the write loop), so the loop goes straight to
+// Read, which takes the library's read lock.
 func (c *Conn) readLoop() {
-	for {
+	for first := true; ; first = false {
+		c.mu.Lock()
+		wait := !c.closing && c.br.Buffered() == 0 && !(first && c.early)
+		c.mu.Unlock()
+		if wait {
+			c.nc.waitReadable()
+		}
 		typ, data, err := c.ws.Read(context.Background())
 		if err != nil {
 			if errors.Is(err, websocket.ErrMessageTooBig) {

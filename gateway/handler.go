@@ -314,7 +314,7 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, userID string, topic
 	if h.closing.Load() { // Shutdown's sweep may have missed us
 		c.closeWith(CloseGoingAway)
 	}
-	c.attach(ws, hc.conn)
+	c.attach(ws, hc.conn, hc.br, hc.early)
 	c.startHeartbeat()
 	if !expires.IsZero() {
 		c.setExpiry(expires)
@@ -420,7 +420,9 @@ func ValidUserID(id string, max int) error {
 // that its control frames and the write loop's frames never interleave.
 type hijackCapture struct {
 	http.ResponseWriter
-	conn *sock
+	conn  *sock
+	br    *bufio.Reader // the library's reader of conn
+	early bool          // the client sent bytes right behind its handshake
 }
 
 // Hijack hands the hijacked socket, wrapped in a sock, to websocket.Accept
@@ -442,8 +444,10 @@ func (h *hijackCapture) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	h.conn = c
 	bw := bufio.NewWriterSize(c, connWriteBuf)
 	n := brw.Reader.Buffered()
+	h.early = n > 0
 	if n > connReadBuf {
 		// The client sent a lot ahead; keep net/http's read buffer.
+		h.br = brw.Reader
 		return c, bufio.NewReadWriter(brw.Reader, bw), nil
 	}
 	br := bufio.NewReaderSize(c, connReadBuf)
@@ -454,9 +458,11 @@ func (h *hijackCapture) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		early, _ := brw.Reader.Peek(n)
 		br = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(early)), c), connReadBuf)
 		if _, err := br.Peek(n); err != nil {
+			h.br = brw.Reader
 			return c, bufio.NewReadWriter(brw.Reader, bw), nil
 		}
 	}
+	h.br = br
 	return c, bufio.NewReadWriter(br, bw), nil
 }
 

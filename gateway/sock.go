@@ -4,6 +4,7 @@ import (
 	"net"
 	"sync"
 	"syscall"
+	"unsafe"
 
 	"github.com/coder/websocket"
 
@@ -39,6 +40,12 @@ type sock struct {
 	tryBuf []byte
 	tryN   int
 	tryErr error
+
+	// The read loop's wait for bytes (waitReadable): rc's Read calls
+	// peekFn (bound once), which peeks at one byte into peekBuf. Used only
+	// by the read loop.
+	peekFn  func(fd uintptr) bool
+	peekBuf [1]byte
 }
 
 func newSock(nc net.Conn) *sock {
@@ -47,6 +54,7 @@ func newSock(nc net.Conn) *sock {
 		if rc, err := sc.SyscallConn(); err == nil {
 			s.rc = rc
 			s.tryFn = s.writeFd
+			s.peekFn = s.peekFd
 		}
 	}
 	return s
@@ -154,6 +162,41 @@ func (s *sock) writeFd(fd uintptr) bool {
 			s.tryErr = err
 		default:
 			s.tryN = n
+		}
+		return true
+	}
+}
+
+// waitReadable returns once the socket has bytes to read, has reached the
+// end of its stream or has failed, without reading anything. The read loop
+// parks here, one call deep, rather than inside the library's Read, whose
+// frames keep a parked reader's stack at 4 KiB. The runtime's poller waits
+// for the socket (edge-triggered): peekFd looks before every wait, so bytes
+// that arrived before it began are never missed. It returns at once (false)
+// where the socket has no file descriptor (TLS): the library's Read then
+// waits itself.
+func (s *sock) waitReadable() bool {
+	if s.rc == nil {
+		return false
+	}
+	// An error (the socket closed, a deadline) is left for the library's
+	// Read, which meets it too.
+	_ = s.rc.Read(s.peekFn)
+	return true
+}
+
+// peekFd is peekFn: a recv(2) of one byte with MSG_PEEK, so the byte stays
+// for the library's reader. It reports whether waiting is over: bytes
+// are there, the peer ended the stream (0), or the socket failed.
+func (s *sock) peekFd(fd uintptr) bool {
+	for {
+		_, _, e := syscall.Syscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&s.peekBuf[0])), 1,
+			syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+		switch e {
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
 		}
 		return true
 	}
