@@ -315,7 +315,7 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, userID string, topic
 		c.closeWith(CloseGoingAway)
 	}
 	c.attach(ws, hc.conn, hc.br, hc.early)
-	c.startHeartbeat()
+	h.heartbeats.add(c)
 	if !expires.IsZero() {
 		c.setExpiry(expires)
 	}
