@@ -466,10 +466,13 @@ func (h *hijackCapture) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	return c, bufio.NewReadWriter(br, bw), nil
 }
 
-// Each connection's read and write buffers. The write buffer must hold any
-// control frame whole (a 125-byte payload and its 2-byte header): sock
-// relies on each of the library's writes being one frame.
+// Each connection's read and write buffers, held for its whole life. The
+// write buffer must hold any control frame whole (a 125-byte payload and
+// its 2-byte header): sock relies on each of the library's writes being
+// one frame. The read buffer takes a frame's header and the start of its
+// payload; a payload larger than what is left goes straight from the
+// socket into the message (bufio reads large reads directly).
 const (
-	connReadBuf  = 512
-	connWriteBuf = 256
+	connReadBuf  = 256
+	connWriteBuf = 128
 )
