@@ -29,10 +29,12 @@ var closeWriteError = CloseReason{Code: websocket.StatusAbnormalClosure, Text: "
 // Conn is one client WebSocket connection.
 //
 // Concurrency: enqueue and closeWith are safe to call from any goroutine and
-// never block on the network. The read loop runs on the HTTP handler's
-// goroutine. The write loop runs on a goroutine that exists only while there
-// is something to write, so an idle connection costs one goroutine (its
-// reader) and no buffers beyond the socket's.
+// never block on the network. The read loop runs on a goroutine of its own.
+// The write loop runs on a goroutine that exists only while there is
+// something to write, and the heartbeat is a place on one of the hub's
+// schedules (heartbeat.go), so an idle connection costs one goroutine (its
+// reader, parked on the socket with a minimal stack) and no timers or
+// buffers beyond the socket's.
 type Conn struct {
 	// Immutable after construction.
 	id        uint64

@@ -140,6 +140,9 @@ func (s *hbShard) run() {
 		}
 		clear(s.waits[:done])
 		s.waits = append(s.waits[:0], s.waits[done:]...)
+		// Far behind (the process was stopped, the machine suspended):
+		// one turn of the wheel pings everyone once.
+		s.tickAt = max(s.tickAt, now-int64(len(s.slots)-1)*int64(step))
 		for now >= s.tickAt {
 			for _, c := range s.slots[s.next] {
 				if c.pingSent.Load() == 0 {
