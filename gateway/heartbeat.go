@@ -126,6 +126,7 @@ func (s *hbShard) run() {
 	_, step := wheel(h.cfg.HeartbeatInterval)
 	timeout := int64(h.cfg.HeartbeatTimeout)
 	var pings, late []*Conn
+	var sent []int64
 	t := time.NewTimer(step)
 	defer t.Stop()
 	for {
@@ -145,11 +146,9 @@ func (s *hbShard) run() {
 		s.tickAt = max(s.tickAt, now-int64(len(s.slots)-1)*int64(step))
 		for now >= s.tickAt {
 			for _, c := range s.slots[s.next] {
+				// pingSent is set only here, by this goroutine: zero means
+				// no ping of this connection waits for its pong.
 				if c.pingSent.Load() == 0 {
-					// Set before the ping is written, so that its pong
-					// cannot come first.
-					c.pingSent.Store(now)
-					s.waits = append(s.waits, pingWait{c: c, sent: now})
 					pings = append(pings, c)
 				}
 			}
@@ -165,10 +164,6 @@ func (s *hbShard) run() {
 			s.mu.Unlock()
 			return
 		}
-		wake := s.tickAt
-		if len(s.waits) > 0 {
-			wake = min(wake, s.waits[0].sent+timeout)
-		}
 		s.mu.Unlock()
 
 		for _, c := range late {
@@ -176,12 +171,28 @@ func (s *hbShard) run() {
 				h.metrics.hbTimeouts.Inc()
 			}
 		}
+		// Each ping's time is taken just before its write (and set before
+		// it, so that its pong cannot come first): a busy machine that
+		// slows the writes does not shorten the pong's time.
 		for _, c := range pings {
+			at := h.clock()
+			c.pingSent.Store(at)
 			c.ping()
+			sent = append(sent, at)
 		}
+
+		s.mu.Lock()
+		for i, c := range pings {
+			s.waits = append(s.waits, pingWait{c: c, sent: sent[i]})
+		}
+		wake := s.tickAt
+		if len(s.waits) > 0 {
+			wake = min(wake, s.waits[0].sent+timeout)
+		}
+		s.mu.Unlock()
 		clear(late)
 		clear(pings)
-		late, pings = late[:0], pings[:0]
+		late, pings, sent = late[:0], pings[:0], sent[:0]
 		t.Reset(time.Duration(wake - h.clock()))
 	}
 }
