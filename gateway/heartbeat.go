@@ -27,10 +27,14 @@ import (
 // heartbeatShards is the number of schedules.
 const heartbeatShards = 16
 
-// heartbeatStep is the longest step of a wheel: a connection's ping time
-// is placed within the interval to this precision. Deadlines are kept
-// exactly.
-const heartbeatStep = 100 * time.Millisecond
+// heartbeatStep is the step of a wheel, and maxHeartbeatSlots its most
+// slots: a connection's ping time is placed within the interval to a
+// step's precision (longer steps for intervals over 102.4 s, so that a
+// wheel stays small). Deadlines are kept exactly.
+const (
+	heartbeatStep     = 100 * time.Millisecond
+	maxHeartbeatSlots = 1024
+)
 
 // heartbeats is the hub's heartbeat schedules.
 type heartbeats struct {
@@ -67,7 +71,7 @@ func (hb *heartbeats) init(h *Hub) {
 
 // wheel returns the number of slots for interval and the step between them.
 func wheel(interval time.Duration) (int, time.Duration) {
-	n := max(4, int((interval+heartbeatStep-1)/heartbeatStep))
+	n := min(maxHeartbeatSlots, max(4, int((interval+heartbeatStep-1)/heartbeatStep)))
 	return n, interval / time.Duration(n)
 }
 

@@ -173,7 +173,9 @@ func TestPingIsNeverJoinedWithEnvelopes(t *testing.T) {
 // position it records, removal (in any order) keeps that true, and a
 // schedule's goroutine ends once its last connection has left.
 func TestHeartbeatScheduleBookkeeping(t *testing.T) {
-	h := newTestHub(t, Config{HeartbeatInterval: time.Hour})
+	// 10 minutes: more steps of 100 ms than a wheel holds; its goroutine
+	// wakes every 0.6 s and ends at the first wake after the last leaves.
+	h := newTestHub(t, Config{HeartbeatInterval: 10 * time.Minute})
 	conns := make([]*Conn, 2000)
 	for i := range conns {
 		conns[i] = &Conn{id: uint64(i + 1), hub: h}
@@ -207,7 +209,10 @@ func TestHeartbeatScheduleBookkeeping(t *testing.T) {
 		}
 	}
 	check(len(conns))
-	// A connection placed 3/4 of an hour or more ahead: no ping yet.
+	if n := len(h.heartbeats.shards[0].slots); n != maxHeartbeatSlots {
+		t.Fatalf("a wheel for 10 minutes has %d slots, want %d", n, maxHeartbeatSlots)
+	}
+	// Each connection is placed 7.5 minutes or more ahead: no ping yet.
 	for _, c := range conns {
 		if c.pingSent.Load() != 0 {
 			t.Fatal("pinged before its time")
@@ -224,7 +229,7 @@ func TestHeartbeatScheduleBookkeeping(t *testing.T) {
 		h.heartbeats.remove(conns[i])
 	}
 	check(0)
-	waitGoroutinesGone(t, 5*time.Second, "pushgate/gateway.(*hbShard).run(")
+	waitGoroutinesGone(t, 30*time.Second, "pushgate/gateway.(*hbShard).run(")
 
 	// A closing connection is not scheduled.
 	c := &Conn{id: 1, hub: h, closing: true}
