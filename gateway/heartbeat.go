@@ -21,8 +21,10 @@ import (
 // waiting for a pong are a queue, and the goroutine wakes for the next
 // step or the head's deadline, whichever is first. A pong clears the
 // connection's unanswered ping (Conn.pingSent); a ping found still
-// unanswered at its deadline closes the connection. The goroutine runs
-// only while its schedule holds connections.
+// unanswered at its deadline closes the connection, unless bytes wait
+// unread in its socket (the read loop is behind; the pong may be there),
+// which gives it another timeout. The goroutine runs only while its
+// schedule holds connections.
 
 // heartbeatShards is the number of schedules.
 const heartbeatShards = 16
@@ -129,8 +131,8 @@ func (s *hbShard) run() {
 	h := s.hub
 	_, step := wheel(h.cfg.HeartbeatInterval)
 	timeout := int64(h.cfg.HeartbeatTimeout)
-	var pings, late []*Conn
-	var sent []int64
+	var pings, late, behind []*Conn
+	var sent, lateSent []int64
 	t := time.NewTimer(step)
 	defer t.Stop()
 	for {
@@ -141,6 +143,7 @@ func (s *hbShard) run() {
 		for ; done < len(s.waits) && s.waits[done].sent+timeout <= now; done++ {
 			if w := s.waits[done]; w.c.pingSent.Load() == w.sent {
 				late = append(late, w.c)
+				lateSent = append(lateSent, w.sent)
 			}
 		}
 		clear(s.waits[:done])
@@ -170,7 +173,18 @@ func (s *hbShard) run() {
 		}
 		s.mu.Unlock()
 
-		for _, c := range late {
+		// Bytes waiting unread in the socket at the deadline mean that the
+		// read loop is behind (a busy machine, a slow engine call), not
+		// that the peer is gone: the pong may be among them. The ping gets
+		// another timeout from now, as long as that stays true.
+		again := h.clock()
+		for i, c := range late {
+			if c.nc.unread() {
+				if c.pingSent.CompareAndSwap(lateSent[i], again) {
+					behind = append(behind, c)
+				}
+				continue
+			}
 			if c.closeOnce(CloseHeartbeatTimeout) {
 				h.metrics.hbTimeouts.Inc()
 			}
@@ -186,6 +200,9 @@ func (s *hbShard) run() {
 		}
 
 		s.mu.Lock()
+		for _, c := range behind {
+			s.waits = append(s.waits, pingWait{c: c, sent: again})
+		}
 		for i, c := range pings {
 			s.waits = append(s.waits, pingWait{c: c, sent: sent[i]})
 		}
@@ -196,7 +213,8 @@ func (s *hbShard) run() {
 		s.mu.Unlock()
 		clear(late)
 		clear(pings)
-		late, pings, sent = late[:0], pings[:0], sent[:0]
+		clear(behind)
+		late, pings, behind, sent, lateSent = late[:0], pings[:0], behind[:0], sent[:0], lateSent[:0]
 		t.Reset(time.Duration(wake - h.clock()))
 	}
 }

@@ -311,3 +311,74 @@ func readerParked() bool {
 	}
 	return false
 }
+
+// slowSubscribe is the memory engine with Subscribe taking delay: the
+// read loop that asked is held that long.
+type slowSubscribe struct {
+	Engine
+	delay time.Duration
+}
+
+func (e slowSubscribe) Subscribe(ctx context.Context, topic string) error {
+	time.Sleep(e.delay)
+	return e.Engine.Subscribe(ctx, topic)
+}
+
+// A connection whose read loop is held (here by a slow engine call) while
+// its client answers the pings is not closed: its pongs wait unread in the
+// socket, and the deadline sees them there. Once the loop reads again the
+// pongs count, and the heartbeat goes on.
+func TestHeartbeatWaitsForABusyReader(t *testing.T) {
+	hbCfg := Config{HeartbeatInterval: 100 * time.Millisecond, HeartbeatTimeout: 150 * time.Millisecond}
+	reg := prometheus.NewRegistry()
+	h, err := NewHub(hbCfg, slog.New(slog.DiscardHandler), reg, func(n Node) (Engine, error) {
+		e, err := MemoryEngine()(n)
+		return slowSubscribe{Engine: e, delay: time.Second}, err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /ws/{userID}", func(w http.ResponseWriter, r *http.Request) {
+		h.serve(w, r, r.PathValue("userID"), nil, grants{}, time.Time{})
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(func() {
+		srv.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		h.Shutdown(ctx, 0)
+		h.Engine().Close(ctx)
+	})
+	c := dialRaw(t, strings.TrimPrefix(srv.URL, "http://"), "/ws/busy?protocol="+Subprotocol)
+	waitConns(t, h, 1)
+	if f := c.read(t); !bytes.Contains(f.payload, []byte(`"op":"hello"`)) {
+		t.Fatalf("first frame %q, want the hello", f.payload)
+	}
+	c.send(t, wsframe.OpText, []byte(`{"op":"subscribe","ref":1,"topic":"news"}`))
+	// Answer every ping until the reply comes (the read loop was held a
+	// second: ten heartbeat intervals), then a few more rounds.
+	pings, replied := 0, false
+	for !replied || pings < 15 {
+		f, err := c.readFrame()
+		if err != nil {
+			t.Fatalf("after %d pings: %v", pings, err)
+		}
+		switch f.op {
+		case wsframe.OpPing:
+			pings++
+			c.send(t, wsframe.OpPong, f.payload)
+		case wsframe.OpText:
+			if string(f.payload) != `{"op":"subscribed","ref":1,"topic":"news"}` {
+				t.Fatalf("got %q, want the subscribe reply", f.payload)
+			}
+			replied = true
+		}
+	}
+	if v := promtest.Value(t, reg, "pushgate_heartbeat_timeouts_total"); v != 0 {
+		t.Fatalf("heartbeat timeouts = %v, want 0", v)
+	}
+	if h.Connections() != 1 {
+		t.Fatalf("%d connections, want 1", h.Connections())
+	}
+}

@@ -231,6 +231,24 @@ func (s *sock) peekFd(fd uintptr) bool {
 	}
 }
 
+// unread reports whether bytes wait in the socket, not yet read by the
+// read loop, without reading them or waiting; false where it cannot tell
+// (no file descriptor). It does not take the socket's read lock (which a
+// parked read loop holds).
+func (s *sock) unread() bool {
+	if s.rc == nil {
+		return false
+	}
+	var b [1]byte
+	got := false
+	_ = s.rc.Control(func(fd uintptr) {
+		n, _, e := syscall.Syscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
+			syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+		got = e == 0 && n > 0
+	})
+	return got
+}
+
 // writeFrames writes a (encoded frames) and then b (the payload of the
 // last frame in a, when it is too big to copy) as one write, unless a close
 // frame already went out.
