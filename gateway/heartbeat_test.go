@@ -14,7 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"pushgate/internal/promtest"
 	"pushgate/internal/wsframe"
@@ -377,6 +379,61 @@ func TestHeartbeatWaitsForABusyReader(t *testing.T) {
 	}
 	if v := promtest.Value(t, reg, "pushgate_heartbeat_timeouts_total"); v != 0 {
 		t.Fatalf("heartbeat timeouts = %v, want 0", v)
+	}
+	if h.Connections() != 1 {
+		t.Fatalf("%d connections, want 1", h.Connections())
+	}
+}
+
+// Over TLS the socket has no file descriptor to wait on: the read loop
+// waits inside the library's Read, and pings go out through the write
+// loop; a client that answers them stays, and frames flow both ways.
+func TestHeartbeatOverTLS(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	h, err := NewHub(Config{HeartbeatInterval: 100 * time.Millisecond, HeartbeatTimeout: 300 * time.Millisecond},
+		slog.New(slog.DiscardHandler), reg, MemoryEngine())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /ws/{userID}", func(w http.ResponseWriter, r *http.Request) {
+		h.serve(w, r, r.PathValue("userID"), nil, grants{}, time.Time{})
+	})
+	srv := httptest.NewTLSServer(mux)
+	t.Cleanup(func() {
+		srv.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		h.Shutdown(ctx, 0)
+		h.Engine().Close(ctx)
+	})
+	ctx := context.Background()
+	c, _, err := websocket.Dial(ctx, "wss"+strings.TrimPrefix(srv.URL, "https")+"/ws/u", &websocket.DialOptions{HTTPClient: srv.Client()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	waitConns(t, h, 1)
+	// The client answers pings while it reads: ten heartbeat rounds.
+	for i := range 10 {
+		if err := c.Write(ctx, websocket.MessageText, []byte("ping")); err != nil {
+			t.Fatal(err)
+		}
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, p, err := c.Read(rctx)
+		cancel()
+		if err != nil || string(p) != `{"type":"pong"}` {
+			t.Fatalf("round %d: %q, %v", i, p, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if v := promtest.Value(t, reg, "pushgate_heartbeat_timeouts_total"); v != 0 {
+		t.Fatalf("heartbeat timeouts = %v, want 0", v)
+	}
+	// The pongs (WebSocket control frames from the client) came back.
+	var m dto.Metric
+	if err := h.metrics.controlIn.Write(&m); err != nil || m.GetCounter().GetValue() < 3 {
+		t.Fatalf("%v control frames from the client (%v), want the pongs of several rounds", m.GetCounter().GetValue(), err)
 	}
 	if h.Connections() != 1 {
 		t.Fatalf("%d connections, want 1", h.Connections())
