@@ -1,15 +1,16 @@
 package gateway
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
-	"math/rand/v2"
 	"os"
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -28,10 +29,12 @@ var closeWriteError = CloseReason{Code: websocket.StatusAbnormalClosure, Text: "
 // Conn is one client WebSocket connection.
 //
 // Concurrency: enqueue and closeWith are safe to call from any goroutine and
-// never block on the network. The read loop runs on the HTTP handler's
-// goroutine. The write loop runs on a goroutine that exists only while there
-// is something to write, so an idle connection costs one goroutine (its
-// reader) and no buffers beyond the socket's.
+// never block on the network. The read loop runs on a goroutine of its own.
+// The write loop runs on a goroutine that exists only while there is
+// something to write, and the heartbeat is a place on one of the hub's
+// schedules (heartbeat.go), so an idle connection costs one goroutine (its
+// reader, parked on the socket with a minimal stack) and no timers or
+// buffers beyond the socket's.
 type Conn struct {
 	// Immutable after construction.
 	id        uint64
@@ -49,7 +52,13 @@ type Conn struct {
 	// Set once by attach, before ready; read-only after. Only the write loop
 	// (which starts after ready), the heartbeat and the read loop use them.
 	ws *websocket.Conn
-	nc *sock // the hijacked socket: data frames are written here, and deadlines set
+	nc *sock         // the hijacked socket: data frames are written here, and deadlines set
+	br *bufio.Reader // the library's buffered reader of nc; the read loop asks it, under mu and while !closing, whether bytes wait in it
+	// The client sent bytes right behind its handshake: websocket.Accept
+	// keeps them outside br's buffer (in the reader it reads from), where
+	// only its first read takes them, so the read loop does not wait for
+	// the socket before it.
+	early bool
 
 	// Guarded by mu.
 	mu      sync.Mutex
@@ -58,11 +67,19 @@ type Conn struct {
 	writing bool      // a write loop goroutine is running (or finishing the close)
 	closing bool      // set once: no more enqueues; reason says why
 	reason  CloseReason
-	hb      *time.Timer         // heartbeat; re-armed only while !closing
 	expiry  *time.Timer         // token expiry; nil without auth
 	topics  map[string]struct{} // subscriptions (the registry is in Hub.topicShards)
 	rules   []string            // topics this connection may join (from its token); nil: any
 	grants  grants              // what it may publish (from its token; publish.go)
+
+	// The heartbeat (heartbeat.go). pingSent is the Hub.clock at which the
+	// ping still waiting for a pong went out, 0 when none waits: set by
+	// the heartbeat schedule, cleared by a pong. hbOn, hbSlot and hbPos
+	// place the connection on its schedule's wheel, guarded by the
+	// schedule's mu.
+	pingSent      atomic.Int64
+	hbOn          bool
+	hbSlot, hbPos int32
 
 	// The join protocol (Hub.register, doc.go).
 	joining bool       // guarded by mu: registered, waiting for the engine's replay; pushes are held
@@ -242,17 +259,17 @@ func (c *Conn) send(f frame) {
 // frame is written by the write loop. On CloseGoingAway what is already queued
 // is written first; for every other reason it is dropped (and counted).
 // Callers must not hold a shard lock.
-func (c *Conn) closeWith(r CloseReason) {
+func (c *Conn) closeWith(r CloseReason) { c.closeOnce(r) }
+
+// closeOnce is closeWith, reporting whether this call started the close.
+func (c *Conn) closeOnce(r CloseReason) bool {
 	c.mu.Lock()
 	if c.closing {
 		c.mu.Unlock()
-		return
+		return false
 	}
 	c.closing = true
 	c.reason = r
-	if c.hb != nil {
-		c.hb.Stop()
-	}
 	if c.expiry != nil {
 		c.expiry.Stop()
 	}
@@ -267,6 +284,7 @@ func (c *Conn) closeWith(r CloseReason) {
 	start := c.startWriterLocked()
 	c.mu.Unlock()
 
+	c.hub.heartbeats.remove(c)
 	c.hub.remove(c)
 	switch r.Code {
 	case CloseSlowConsumer.Code:
@@ -289,6 +307,7 @@ func (c *Conn) closeWith(r CloseReason) {
 	if start {
 		go c.writeFn()
 	}
+	return true
 }
 
 // startWriterLocked reports whether the caller must start the write loop,
@@ -303,9 +322,9 @@ func (c *Conn) startWriterLocked() bool {
 
 // attach hands the connection its socket once the handshake is done. Frames
 // queued (and a close requested) before then are written now.
-func (c *Conn) attach(ws *websocket.Conn, nc *sock) {
+func (c *Conn) attach(ws *websocket.Conn, nc *sock, br *bufio.Reader, early bool) {
 	c.mu.Lock()
-	c.ws, c.nc = ws, nc
+	c.ws, c.nc, c.br, c.early = ws, nc, br, early
 	c.ready = true
 	start := c.startWriterLocked()
 	c.mu.Unlock()
@@ -458,12 +477,13 @@ func (c *Conn) writeBatch(batch []frame, nonblock bool) (int, []string, error) {
 	}
 	var acks []string
 	for i := 0; i < len(batch); {
-		if c.envelope && i+1 < len(batch) {
-			// Join this frame and the ones behind it.
+		if c.envelope && i+1 < len(batch) && batch[i].typ != msgPing && batch[i+1].typ != msgPing {
+			// Join this frame and the ones behind it (up to a ping, which
+			// is a control frame of its own).
 			bp := batchBufs.Get().(*[]byte)
 			buf := (*bp)[:0]
 			n, msgs := 0, 0
-			for ; i < len(batch) && (n == 0 || len(buf)+len(c.bytes(&batch[i])) < maxBatchFrame); i++ {
+			for ; i < len(batch) && batch[i].typ != msgPing && (n == 0 || len(buf)+len(c.bytes(&batch[i])) < maxBatchFrame); i++ {
 				if n > 0 {
 					buf = append(buf, '\n')
 				}
@@ -526,39 +546,6 @@ func (c *Conn) finish(r CloseReason) {
 	}
 }
 
-// startHeartbeat arms the first ping at a random point within the interval,
-// so pings of connections that arrived together do not stay in step.
-func (c *Conn) startHeartbeat() {
-	iv := c.hub.cfg.HeartbeatInterval
-	first := iv - rand.N(iv/4+1)
-	c.mu.Lock()
-	if !c.closing {
-		c.hb = time.AfterFunc(first, c.heartbeat)
-	}
-	c.mu.Unlock()
-}
-
-// heartbeat runs on the timer's goroutine: ping, wait for the pong (the read
-// loop receives it), and either re-arm or close the connection.
-func (c *Conn) heartbeat() {
-	ctx, cancel := context.WithTimeout(context.Background(), c.hub.cfg.HeartbeatTimeout)
-	err := c.ws.Ping(ctx)
-	timedOut := ctx.Err() != nil
-	cancel()
-	if err != nil {
-		if timedOut {
-			c.hub.metrics.hbTimeouts.Inc()
-			c.closeWith(CloseHeartbeatTimeout)
-		}
-		return // otherwise the connection is already closed
-	}
-	c.mu.Lock()
-	if !c.closing {
-		c.hb.Reset(c.hub.cfg.HeartbeatInterval)
-	}
-	c.mu.Unlock()
-}
-
 // setExpiry closes the connection with CloseTokenExpired at t, unless a
 // later setExpiry (a token refresh) moves it.
 func (c *Conn) setExpiry(t time.Time) {
@@ -574,10 +561,28 @@ func (c *Conn) setExpiry(t time.Time) {
 	c.expiry.Reset(time.Until(t))
 }
 
-// readLoop reads client frames until the connection ends. It runs on the
-// HTTP handler's goroutine.
+// readLoop reads client frames until the connection ends. It runs on a
+// goroutine of its own (serve).
+//
+// While nothing is buffered it waits for the socket to become readable
+// (sock.waitReadable) before calling the library's Read: an idle
+// connection's reader is then parked a few calls deep and its stack stays
+// at the minimum (2 KiB), where inside Read it is parked deep enough to
+// need 4 KiB, which the garbage collector cannot shrink. The empty pongs
+// that answer the heartbeat are taken there too (the library would read
+// them inside Read and park deep for the next frame). Once the
+// connection is closing, the library may read the socket itself (the
+// close handshake, from the write loop), so the loop goes straight to
+// Read, which takes the library's read lock.
 func (c *Conn) readLoop() {
-	for {
+	for first := true; ; first = false {
+		c.mu.Lock()
+		wait := !c.closing && c.br.Buffered() == 0 && !(first && c.early)
+		c.mu.Unlock()
+		if wait && c.nc.waitReadable() == pongRead {
+			c.onPong(context.Background(), nil)
+			continue
+		}
 		typ, data, err := c.ws.Read(context.Background())
 		if err != nil {
 			if errors.Is(err, websocket.ErrMessageTooBig) {

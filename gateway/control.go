@@ -36,9 +36,6 @@ func newAckBucket(cfg *Config) *limit.Bucket {
 // onPing is the library's OnPingReceived: it reports whether to answer.
 func (c *Conn) onPing(context.Context, []byte) bool { return c.controlFrame() }
 
-// onPong is the library's OnPongReceived.
-func (c *Conn) onPong(context.Context, []byte) { c.controlFrame() }
-
 // controlFrame counts a control frame against the upstream rate and reports
 // whether the connection is still in good standing. It runs in whichever
 // goroutine is reading the socket (the read loop, or the close handshake).

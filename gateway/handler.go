@@ -330,8 +330,8 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, userID string, topic
 	if h.closing.Load() { // Shutdown's sweep may have missed us
 		c.closeWith(CloseGoingAway)
 	}
-	c.attach(ws, hc.conn)
-	c.startHeartbeat()
+	c.attach(ws, hc.conn, hc.br, hc.early)
+	h.heartbeats.add(c)
 	if !expires.IsZero() {
 		c.setExpiry(expires)
 	}
@@ -436,7 +436,9 @@ func ValidUserID(id string, max int) error {
 // that its control frames and the write loop's frames never interleave.
 type hijackCapture struct {
 	http.ResponseWriter
-	conn *sock
+	conn  *sock
+	br    *bufio.Reader // the library's reader of conn
+	early bool          // the client sent bytes right behind its handshake
 }
 
 // Hijack hands the hijacked socket, wrapped in a sock, to websocket.Accept
@@ -458,8 +460,10 @@ func (h *hijackCapture) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	h.conn = c
 	bw := bufio.NewWriterSize(c, connWriteBuf)
 	n := brw.Reader.Buffered()
+	h.early = n > 0
 	if n > connReadBuf {
 		// The client sent a lot ahead; keep net/http's read buffer.
+		h.br = brw.Reader
 		return c, bufio.NewReadWriter(brw.Reader, bw), nil
 	}
 	br := bufio.NewReaderSize(c, connReadBuf)
@@ -470,16 +474,21 @@ func (h *hijackCapture) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		early, _ := brw.Reader.Peek(n)
 		br = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(early)), c), connReadBuf)
 		if _, err := br.Peek(n); err != nil {
+			h.br = brw.Reader
 			return c, bufio.NewReadWriter(brw.Reader, bw), nil
 		}
 	}
+	h.br = br
 	return c, bufio.NewReadWriter(br, bw), nil
 }
 
-// Each connection's read and write buffers. The write buffer must hold any
-// control frame whole (a 125-byte payload and its 2-byte header): sock
-// relies on each of the library's writes being one frame.
+// Each connection's read and write buffers, held for its whole life. The
+// write buffer must hold any control frame whole (a 125-byte payload and
+// its 2-byte header): sock relies on each of the library's writes being
+// one frame. The read buffer takes a frame's header and the start of its
+// payload; a payload larger than what is left goes straight from the
+// socket into the message (bufio reads large reads directly).
 const (
-	connReadBuf  = 512
-	connWriteBuf = 256
+	connReadBuf  = 256
+	connWriteBuf = 128
 )

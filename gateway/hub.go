@@ -272,6 +272,9 @@ type Hub struct {
 	logSuppressed atomic.Int64
 
 	targets sync.Pool // *[]*Conn, fan-out scratch space
+
+	heartbeats heartbeats // every connection's pings (heartbeat.go)
+	t0         time.Time  // clock's origin; immutable after construction
 }
 
 var _ Node = (*Hub)(nil)
@@ -290,7 +293,8 @@ type presence struct {
 // engine, made by newEngine with the hub as its Node.
 func NewHub(cfg Config, log *slog.Logger, reg prometheus.Registerer, newEngine NewEngine) (*Hub, error) {
 	cfg.setDefaults()
-	h := &Hub{cfg: cfg, log: log, seed: maphash.MakeSeed(), tag: NewID()[16:]}
+	h := &Hub{cfg: cfg, log: log, seed: maphash.MakeSeed(), tag: NewID()[16:], t0: time.Now()}
+	h.heartbeats.init(h)
 	h.newConn = limit.NewBucket(cfg.NewConnsPerSecond, int(cfg.NewConnsPerSecond)+1)
 	h.logBucket = limit.NewBucket(logBurst, logBurst)
 	for i := range h.shards {
@@ -307,6 +311,10 @@ func NewHub(cfg Config, log *slog.Logger, reg prometheus.Registerer, newEngine N
 	h.eng = eng
 	return h, nil
 }
+
+// clock is the monotonic time since the hub was made, in nanoseconds; never
+// 0, which Conn.pingSent keeps for "no ping waiting".
+func (h *Hub) clock() int64 { return int64(time.Since(h.t0)) + 1 }
 
 // Engine returns the hub's engine: the API of the whole deployment.
 func (h *Hub) Engine() Engine { return h.eng }

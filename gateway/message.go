@@ -61,6 +61,10 @@ type frame struct {
 	typ  websocket.MessageType
 }
 
+// msgPing is a frame's typ for a WebSocket ping (heartbeat.go): the
+// write loop writes it as a control frame, never joined with others.
+const msgPing websocket.MessageType = 9
+
 // size is what the frame counts against the queue's byte cap.
 func (f *frame) size() int {
 	if f.msg != nil {

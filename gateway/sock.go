@@ -4,6 +4,7 @@ import (
 	"net"
 	"sync"
 	"syscall"
+	"unsafe"
 
 	"github.com/coder/websocket"
 
@@ -39,6 +40,14 @@ type sock struct {
 	tryBuf []byte
 	tryN   int
 	tryErr error
+
+	// The read loop's wait for bytes (waitReadable): rc's Read calls
+	// peekFn (bound once), which peeks at the first bytes (an empty pong's
+	// length) into peekBuf and leaves its finding in peekRes. Used only by
+	// the read loop.
+	peekFn  func(fd uintptr) bool
+	peekBuf [6]byte
+	peekRes int
 }
 
 func newSock(nc net.Conn) *sock {
@@ -47,6 +56,7 @@ func newSock(nc net.Conn) *sock {
 		if rc, err := sc.SyscallConn(); err == nil {
 			s.rc = rc
 			s.tryFn = s.writeFd
+			s.peekFn = s.peekFd
 		}
 	}
 	return s
@@ -159,6 +169,86 @@ func (s *sock) writeFd(fd uintptr) bool {
 	}
 }
 
+// What waitReadable found.
+const (
+	readable   = iota // bytes to read, the end of the stream or an error: the library's Read is next
+	pongRead          // an empty pong, read and dropped: the caller counts it and waits again
+	cannotWait        // no file descriptor (TLS): the library's Read waits itself
+)
+
+// emptyPong is the head of a client's pong without a payload (FIN and
+// opcode 0xA, masked, length 0), the answer to the heartbeat's pings; the
+// four bytes of its mask follow.
+var emptyPong = [2]byte{0x80 | wsframe.OpPong, 0x80}
+
+// waitReadable returns once the socket has bytes to read, has reached the
+// end of its stream or has failed, without reading anything, except that
+// an empty pong at the head of the socket is read and reported (pongRead).
+// The read loop parks here, one call deep, rather than inside the
+// library's Read, whose frames keep a parked reader's stack at 4 KiB; and
+// the pongs that answer the heartbeat, an idle connection's only traffic,
+// never take it into Read (where the library would read them and then
+// park deep for the next frame). The caller must know that the library
+// holds no unread bytes and is between messages.
+//
+// The runtime's poller waits for the socket (edge-triggered): peekFd
+// looks before every wait, so bytes that arrived before it began are
+// never missed.
+func (s *sock) waitReadable() int {
+	if s.rc == nil {
+		return cannotWait
+	}
+	s.peekRes = readable
+	// An error (the socket closed, a deadline) is left for the library's
+	// Read, which meets it too.
+	_ = s.rc.Read(s.peekFn)
+	return s.peekRes
+}
+
+// peekFd is peekFn: a recv(2) of the first bytes with MSG_PEEK, so that
+// they stay for the library's reader. It reports whether waiting is over:
+// bytes are there, the peer ended the stream (0), or the socket failed.
+// An empty pong is taken off the socket (pongRead).
+func (s *sock) peekFd(fd uintptr) bool {
+	for {
+		n, _, e := syscall.Syscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&s.peekBuf[0])), uintptr(len(s.peekBuf)),
+			syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+		switch e {
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
+		}
+		if e == 0 && n == uintptr(len(s.peekBuf)) && [2]byte(s.peekBuf[:2]) == emptyPong {
+			// The whole frame is there: take it.
+			n, _, e = syscall.Syscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&s.peekBuf[0])), uintptr(len(s.peekBuf)),
+				syscall.MSG_DONTWAIT, 0, 0)
+			if e == 0 && n == uintptr(len(s.peekBuf)) {
+				s.peekRes = pongRead
+			}
+		}
+		return true
+	}
+}
+
+// unread reports whether bytes wait in the socket, not yet read by the
+// read loop, without reading them or waiting; false where it cannot tell
+// (no file descriptor). It does not take the socket's read lock (which a
+// parked read loop holds).
+func (s *sock) unread() bool {
+	if s.rc == nil {
+		return false
+	}
+	var b [1]byte
+	got := false
+	_ = s.rc.Control(func(fd uintptr) {
+		n, _, e := syscall.Syscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
+			syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+		got = e == 0 && n > 0
+	})
+	return got
+}
+
 // writeFrames writes a (encoded frames) and then b (the payload of the
 // last frame in a, when it is too big to copy) as one write, unless a close
 // frame already went out.
@@ -213,8 +303,11 @@ func newFrameWriter(s *sock, m *Metrics) frameWriter {
 // messages).
 func (w *frameWriter) add(typ websocket.MessageType, payload []byte, frames, msgs int) error {
 	op := byte(wsframe.OpText)
-	if typ == websocket.MessageBinary {
+	switch typ {
+	case websocket.MessageBinary:
 		op = wsframe.OpBinary
+	case msgPing:
+		op = wsframe.OpPing
 	}
 	if len(w.buf) > 0 && len(w.buf)+wsframe.Size(len(payload)) > flushAt {
 		if err := w.flush(); err != nil {

@@ -4,7 +4,9 @@
 # processes, two per node), SendToUser through node 1 to random users at
 # 2,000 calls/s, so three calls in four cross nodes. RUNS runs (default 3);
 # one JSON object per run in $OUT (default bench-cluster.jsonl). Extra
-# arguments go to every node (e.g. --heartbeat-interval 10m).
+# arguments go to every node (e.g. --heartbeat-interval 10m). PUSHGATE
+# names another pushgate binary to run (an earlier build, for before/after
+# comparisons); by default the one built from this tree.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-bench-cluster.jsonl}
@@ -12,6 +14,7 @@ RUNS=${RUNS:-3}
 CONNS=${CONNS:-76000}
 go build -o .tools/pushgate-bench ./cmd/pushgate
 go build -o .tools/pushbench ./cmd/pushbench
+PUSHGATE=${PUSHGATE:-.tools/pushgate-bench}
 
 freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
@@ -23,7 +26,7 @@ for run in $(seq "$RUNS"); do
   ws=(); grpc=()
   for i in 1 2 3 4; do
     ws+=("127.0.0.1:$(freeport)"); grpc+=("127.0.0.1:$(freeport)")
-    .tools/pushgate-bench --engine redis --redis-url "redis://127.0.0.1:$RPORT/0" \
+    "$PUSHGATE" --engine redis --redis-url "redis://127.0.0.1:$RPORT/0" \
       --http-addr "${ws[-1]}" --grpc-addr "${grpc[-1]}" --log-level warn \
       --max-connections 20000 --max-new-connections 0 --grpc-rate 0 --drain-window 0 "$@" &
     pids+=($!)

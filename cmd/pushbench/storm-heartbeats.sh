@@ -4,13 +4,16 @@
 # connections; then 10,000 more clients connect, drop and reconnect at once
 # (the storm scenario), load on CPU 1. It prints the storm's time to all
 # back and the heartbeat timeouts the server counted meanwhile (want 0).
+# PUSHGATE names another pushgate binary to run (an earlier build, for
+# before/after comparisons); by default the one built from this tree.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 go build -o .tools/pushgate-bench ./cmd/pushgate
 go build -o .tools/pushbench ./cmd/pushbench
+PUSHGATE=${PUSHGATE:-.tools/pushgate-bench}
 freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 WS=127.0.0.1:$(freeport); GRPC=127.0.0.1:$(freeport)
-taskset -c 0 .tools/pushgate-bench --http-addr "$WS" --grpc-addr "$GRPC" --log-level warn --max-new-connections 0 \
+taskset -c 0 "$PUSHGATE" --http-addr "$WS" --grpc-addr "$GRPC" --log-level warn --max-new-connections 0 \
   --max-connections 200000 --grpc-rate 0 --heartbeat-interval 2s --heartbeat-timeout 1s &
 SP=$!
 trap 'kill $SP 2>/dev/null' EXIT
