@@ -456,11 +456,16 @@ type Message struct {
 	// twice. Reusing a key for a different request is INVALID_ARGUMENT. At most
 	// 128 bytes.
 	IdempotencyKey string `protobuf:"bytes,5,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
-	// Optional, SendToUser and SendToUsers only. When set (> 0), the message is
+	// Optional, SendToUser and SendToUsers, and Publish to a topic with
+	// history. When set (> 0), the message is
 	// also kept in each recipient's inbox for this long: a user who is offline
 	// or reconnecting receives it when they connect. It leaves the inbox when an
 	// envelope client acknowledges it, when it is written to a raw client, or
 	// when the ttl passes. At most --inbox-max-ttl (24h by default).
+	// Publish to a topic that matches a --topic-history rule keeps the
+	// message in the topic's history for this long instead of the rule's ttl;
+	// at most the rule's. Broadcast, and Publish to any other topic:
+	// INVALID_ARGUMENT naming "message.ttl".
 	Ttl *durationpb.Duration `protobuf:"bytes,6,opt,name=ttl,proto3" json:"ttl,omitempty"`
 	// Optional, SendToUser and SendToUsers only (with Broadcast or Publish it is
 	// INVALID_ARGUMENT naming "message.notification"): what to show a user who
