@@ -71,8 +71,10 @@ type PushServiceClient interface {
 	// code 4100 ("kicked"), which tells clients not to reconnect by themselves.
 	Disconnect(ctx context.Context, in *DisconnectRequest, opts ...grpc.CallOption) (*DisconnectResponse, error)
 	// Publish sends the message to every connection subscribed to a topic
-	// (for example "todo:team-7"). Topic messages are live only: a ttl is
-	// refused.
+	// (for example "todo:team-7"). Topic messages are live only (a ttl is
+	// refused), except on topics that match a --topic-history rule: those
+	// keep their last messages, and envelope clients resume them after a
+	// reconnect (a ttl up to the rule's is accepted).
 	Publish(ctx context.Context, in *PublishRequest, opts ...grpc.CallOption) (*PublishResponse, error)
 	// GetMessageStatus is a message's receipt: for each recipient of a
 	// SendToUser or SendToUsers call, whether it was stored, how many
@@ -296,8 +298,10 @@ type PushServiceServer interface {
 	// code 4100 ("kicked"), which tells clients not to reconnect by themselves.
 	Disconnect(context.Context, *DisconnectRequest) (*DisconnectResponse, error)
 	// Publish sends the message to every connection subscribed to a topic
-	// (for example "todo:team-7"). Topic messages are live only: a ttl is
-	// refused.
+	// (for example "todo:team-7"). Topic messages are live only (a ttl is
+	// refused), except on topics that match a --topic-history rule: those
+	// keep their last messages, and envelope clients resume them after a
+	// reconnect (a ttl up to the rule's is accepted).
 	Publish(context.Context, *PublishRequest) (*PublishResponse, error)
 	// GetMessageStatus is a message's receipt: for each recipient of a
 	// SendToUser or SendToUsers call, whether it was stored, how many
