@@ -246,7 +246,17 @@ func (h *Hub) joinTopic(c *Conn, topic string, ref []byte, pos *TopicPosition) e
 	for _, m := range held {
 		c.q.bytes -= m.size() // counted while held; queued again below
 	}
-	msgs := mergeTopic(hist.Replay, held, req.LastID)
+	// The subscription starts after the client's position, or, without
+	// one, after the topic's position now (hist.Seq: the ids the topic
+	// hands out later are greater). What was held at or before it is
+	// history the client did not ask for: a node catching its
+	// subscribers up after a lost Redis subscription delivers kept
+	// messages again, and a joining connection holds them too.
+	cut := req.LastID
+	if pos == nil {
+		cut = hist.Seq
+	}
+	msgs := mergeTopic(hist.Replay, held, cut)
 	replayed := 0
 	for _, m := range hist.Replay {
 		if m.ID > req.LastID {
@@ -268,7 +278,7 @@ func (h *Hub) joinTopic(c *Conn, topic string, ref []byte, pos *TopicPosition) e
 	if c.topicLast == nil {
 		c.topicLast = make(map[string]string)
 	}
-	c.topicLast[topic] = max(last, req.LastID)
+	c.topicLast[topic] = max(last, cut)
 	start := c.startWriterLocked()
 	c.mu.Unlock()
 	h.metrics.topicReplayed.Add(float64(replayed))
