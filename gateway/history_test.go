@@ -54,3 +54,43 @@ func TestTopicJoinWithoutPositionSkipsOlderHeld(t *testing.T) {
 		t.Fatalf("queued %d frames, want the subscribed frame and the new message", len(frames))
 	}
 }
+
+// The memory engine keeps at most Config.TopicHistoryTotal topic records:
+// past it a new topic's message is delivered but neither kept nor
+// recorded, and a resume of a topic with no record from before it is told
+// recovered: false; from after it, true.
+func TestTopicRecordsCapped(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.TopicHistory = []TopicHistoryRule{{Pattern: "todo:*", Messages: 10, TTL: time.Minute}}
+	cfg.TopicHistoryTotal = 2
+	h := newTestHub(t, cfg)
+	e := h.eng.(*memoryEngine)
+	ctx := context.Background()
+	before := NewID()
+	time.Sleep(2 * time.Millisecond) // ids and record times have millisecond resolution
+	for _, topic := range []string{"todo:a", "todo:b", "todo:c", "todo:d"} {
+		if _, err := h.eng.Publish(ctx, topic, Push{Kind: KindJSON, Data: []byte(`1`)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := e.topicRecords.Load(); n != 2 {
+		t.Fatalf("%d topic records, want 2", n)
+	}
+	for _, topic := range []string{"todo:c", "todo:never"} {
+		hist, err := h.eng.TopicHistory(ctx, TopicHistoryRequest{Topic: topic, LastID: before})
+		if err != nil || hist.Complete || len(hist.Replay) != 0 {
+			t.Fatalf("%s from before the unrecorded messages: complete %v, %d replayed (%v); want incomplete", topic, hist.Complete, len(hist.Replay), err)
+		}
+	}
+	time.Sleep(2 * time.Millisecond)
+	after := NewID()
+	hist, err := h.eng.TopicHistory(ctx, TopicHistoryRequest{Topic: "todo:never", LastID: after})
+	if err != nil || !hist.Complete {
+		t.Fatalf("from after them: complete %v (%v), want complete", hist.Complete, err)
+	}
+	// The records still there keep their messages.
+	hist, err = h.eng.TopicHistory(ctx, TopicHistoryRequest{Topic: "todo:a", LastID: before})
+	if err != nil || !hist.Complete || len(hist.Replay) != 1 {
+		t.Fatalf("todo:a: complete %v, %d replayed (%v); want the one message", hist.Complete, len(hist.Replay), err)
+	}
+}

@@ -81,10 +81,10 @@ type Config struct {
 	// TopicHistory lists the topics that keep their last messages (the
 	// first rule that matches a topic applies; history.go). Empty: every
 	// topic is live only. TopicHistoryTotal caps the messages the memory
-	// engine keeps in all topic histories together: at the cap a message
-	// is still delivered live but not kept, and clients resuming from
-	// before it are told recovered:false (Redis is bounded by its
-	// maxmemory).
+	// engine keeps in all topic histories together, and the topics it
+	// keeps a record of: at the cap a message is still delivered live but
+	// not kept, and clients resuming from before it are told
+	// recovered:false (Redis is bounded by its maxmemory).
 	TopicHistory      []TopicHistoryRule
 	TopicHistoryTotal int
 	// UpstreamUsers and UpstreamTopics say who may send messages upstream

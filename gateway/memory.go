@@ -47,12 +47,19 @@ type memoryEngine struct {
 	consumersMu sync.Mutex
 	consumers   map[string]*memConsumer // guarded by consumersMu
 
-	users      atomic.Int64 // users with connections
-	conns      atomic.Int64 // their connections, as last read from the node
-	inboxed    atomic.Int64 // messages in all inboxes
-	topicKept  atomic.Int64 // messages in all topic histories
-	inboxBytes atomic.Int64 // their payload bytes (a message in several inboxes counts in each)
-	closed     atomic.Bool
+	users     atomic.Int64 // users with connections
+	conns     atomic.Int64 // their connections, as last read from the node
+	inboxed   atomic.Int64 // messages in all inboxes
+	topicKept atomic.Int64 // messages in all topic histories
+	// topicRecords counts the topics with a record (tstripes); at
+	// Config.TopicHistoryTotal a new topic gets none, and topicUnrecorded
+	// (unix nanoseconds, only grows) is the time of its message: a
+	// resume of a topic with no record from before it cannot tell what
+	// it missed.
+	topicRecords    atomic.Int64
+	topicUnrecorded atomic.Int64
+	inboxBytes      atomic.Int64 // their payload bytes (a message in several inboxes counts in each)
+	closed          atomic.Bool
 
 	// full remembers the last message not stored because all inboxes were
 	// at their cap: a client resuming from before it may have lost it.
@@ -254,8 +261,23 @@ func (e *memoryEngine) publishKept(ctx context.Context, topic string, rule Topic
 	m.Trace = SampledSpan(ctx)
 	h := ts.topics[topic]
 	if h == nil {
+		if e.topicRecords.Load() >= int64(e.cfg.TopicHistoryTotal) {
+			// As many topics have a record as messages may be kept in
+			// all: delivered, neither kept nor recorded.
+			for {
+				old := e.topicUnrecorded.Load()
+				if old >= now.UnixNano() || e.topicUnrecorded.CompareAndSwap(old, now.UnixNano()) {
+					break
+				}
+			}
+			n := e.node.DeliverTopic(m)
+			ts.mu.Unlock()
+			e.node.CountInbox(InboxCounts{TopicFull: 1})
+			return Sent{ID: m.ID, Time: now, Connections: n}
+		}
 		h = &topicHist{}
 		ts.topics[topic] = h
+		e.topicRecords.Add(1)
 	}
 	if n := h.expire(now, e.cfg.InboxMaxTTL); n > 0 {
 		e.topicKept.Add(int64(-n))
@@ -294,7 +316,10 @@ func (e *memoryEngine) TopicHistory(_ context.Context, r TopicHistoryRequest) (T
 		// No record of the topic: nothing was published to it for
 		// InboxMaxTTL. A position from within that time missed nothing;
 		// what followed an older one is forgotten.
-		out.Complete = now.Sub(idTime(r.LastID)) < e.cfg.InboxMaxTTL
+		// (Nor was a message published after it to a topic that got no
+		// record for want of room.)
+		at := idTime(r.LastID)
+		out.Complete = now.Sub(at) < e.cfg.InboxMaxTTL && at.UnixNano() > e.topicUnrecorded.Load()
 	default:
 		if n := h.expire(now, e.cfg.InboxMaxTTL); n > 0 {
 			e.topicKept.Add(int64(-n))
@@ -329,6 +354,7 @@ func (e *memoryEngine) expireTopics(now time.Time) {
 			}
 			if h.empty(now) && !now.Before(h.lastAt.Add(e.cfg.InboxMaxTTL)) {
 				delete(ts.topics, t)
+				e.topicRecords.Add(-1)
 			}
 		}
 		ts.mu.Unlock()
