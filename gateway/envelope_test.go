@@ -113,7 +113,13 @@ func newTestHub(tb testing.TB, cfg Config) *Hub {
 // testHubWith is testHub with the engine newEngine makes.
 func testHubWith(t *testing.T, cfg Config, rules []string, newEngine NewEngine) (*Hub, *httptest.Server) {
 	t.Helper()
-	h, err := NewHub(cfg, slog.New(slog.DiscardHandler), prometheus.NewRegistry(), newEngine)
+	return testHubReg(t, cfg, rules, newEngine, prometheus.NewRegistry())
+}
+
+// testHubReg is testHubWith with the hub's metrics in reg.
+func testHubReg(t *testing.T, cfg Config, rules []string, newEngine NewEngine, reg *prometheus.Registry) (*Hub, *httptest.Server) {
+	t.Helper()
+	h, err := NewHub(cfg, slog.New(slog.DiscardHandler), reg, newEngine)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,22 +26,7 @@ import (
 func heartbeatHub(t *testing.T, cfg Config) (*Hub, string, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	h, err := NewHub(cfg, slog.New(slog.DiscardHandler), reg, MemoryEngine())
-	if err != nil {
-		t.Fatal(err)
-	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /ws/{userID}", func(w http.ResponseWriter, r *http.Request) {
-		h.serve(w, r, r.PathValue("userID"), nil, grants{}, time.Time{})
-	})
-	srv := httptest.NewServer(mux)
-	t.Cleanup(func() {
-		srv.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		h.Shutdown(ctx, 0)
-		h.Engine().Close(ctx)
-	})
+	h, srv := testHubReg(t, cfg, nil, MemoryEngine(), reg)
 	return h, strings.TrimPrefix(srv.URL, "http://"), reg
 }
 
@@ -333,25 +318,10 @@ func (e slowSubscribe) Subscribe(ctx context.Context, topic string) error {
 func TestHeartbeatWaitsForABusyReader(t *testing.T) {
 	hbCfg := Config{HeartbeatInterval: 100 * time.Millisecond, HeartbeatTimeout: 150 * time.Millisecond}
 	reg := prometheus.NewRegistry()
-	h, err := NewHub(hbCfg, slog.New(slog.DiscardHandler), reg, func(n Node) (Engine, error) {
+	h, srv := testHubReg(t, hbCfg, nil, func(n Node) (Engine, error) {
 		e, err := MemoryEngine()(n)
 		return slowSubscribe{Engine: e, delay: time.Second}, err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /ws/{userID}", func(w http.ResponseWriter, r *http.Request) {
-		h.serve(w, r, r.PathValue("userID"), nil, grants{}, time.Time{})
-	})
-	srv := httptest.NewServer(mux)
-	t.Cleanup(func() {
-		srv.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		h.Shutdown(ctx, 0)
-		h.Engine().Close(ctx)
-	})
+	}, reg)
 	c := dialRaw(t, strings.TrimPrefix(srv.URL, "http://"), "/ws/busy?protocol="+Subprotocol)
 	waitConns(t, h, 1)
 	if f := c.read(t); !bytes.Contains(f.payload, []byte(`"op":"hello"`)) {

@@ -387,10 +387,9 @@ func (e *memoryEngine) Presence(_ context.Context, userIDs []string) ([]OnlineUs
 
 // ListOnline implements Engine. Cost is O(users × log limit) per page.
 func (e *memoryEngine) ListOnline(_ context.Context, after string, limit int, match func(string) bool) (OnlinePage, error) {
-	// A max-heap of the limit+1 smallest ids after `after`; the extra one
-	// tells whether there is a next page.
-	top := &userHeap{}
-	keep := limit + 1
+	// The limit+1 smallest ids after `after`; the extra one tells whether
+	// there is a next page.
+	top := newSmallest(limit+1, func(u OnlineUser) string { return u.UserID })
 	for i := range e.stripes {
 		s := &e.stripes[i]
 		s.mu.Lock()
@@ -398,18 +397,13 @@ func (e *memoryEngine) ListOnline(_ context.Context, after string, limit int, ma
 			if id <= after && after != "" || match != nil && !match(id) {
 				continue
 			}
-			u := OnlineUser{UserID: id, Connections: p.conns, Since: p.since}
-			if top.Len() < keep {
-				heap.Push(top, u)
-			} else if id < (*top)[0].UserID {
-				(*top)[0] = u
-				heap.Fix(top, 0)
+			if top.wants(id) {
+				top.add(OnlineUser{UserID: id, Connections: p.conns, Since: p.since})
 			}
 		}
 		s.mu.Unlock()
 	}
-	users := []OnlineUser(*top)
-	slices.SortFunc(users, func(a, b OnlineUser) int { return cmp.Compare(a.UserID, b.UserID) })
+	users := top.sorted()
 	page := OnlinePage{TotalUsers: e.users.Load(), TotalConnections: e.conns.Load()}
 	if len(users) > limit {
 		users, page.More = users[:limit], true
@@ -418,17 +412,47 @@ func (e *memoryEngine) ListOnline(_ context.Context, after string, limit int, ma
 	return page, nil
 }
 
-// userHeap is a max-heap by UserID.
-type userHeap []OnlineUser
+// smallest keeps the n items with the smallest ids it is given: a
+// max-heap by id, so that the largest kept is the one to replace.
+type smallest[T any] struct {
+	n     int
+	id    func(T) string
+	items []T
+}
 
-func (u userHeap) Len() int           { return len(u) }
-func (u userHeap) Less(i, j int) bool { return u[i].UserID > u[j].UserID }
-func (u userHeap) Swap(i, j int)      { u[i], u[j] = u[j], u[i] }
-func (u *userHeap) Push(x any)        { *u = append(*u, x.(OnlineUser)) }
-func (u *userHeap) Pop() any {
-	old := *u
-	x := old[len(old)-1]
-	*u = old[:len(old)-1]
+func newSmallest[T any](n int, id func(T) string) *smallest[T] {
+	return &smallest[T]{n: n, id: id}
+}
+
+// wants reports whether an item with this id would be kept.
+func (s *smallest[T]) wants(id string) bool {
+	return len(s.items) < s.n || id < s.id(s.items[0])
+}
+
+// add keeps x, dropping the largest kept when n are kept; call it only
+// when wants(x's id).
+func (s *smallest[T]) add(x T) {
+	if len(s.items) < s.n {
+		heap.Push(s, x)
+		return
+	}
+	s.items[0] = x
+	heap.Fix(s, 0)
+}
+
+// sorted returns the kept items in id order.
+func (s *smallest[T]) sorted() []T {
+	slices.SortFunc(s.items, func(a, b T) int { return cmp.Compare(s.id(a), s.id(b)) })
+	return s.items
+}
+
+func (s *smallest[T]) Len() int           { return len(s.items) }
+func (s *smallest[T]) Less(i, j int) bool { return s.id(s.items[i]) > s.id(s.items[j]) }
+func (s *smallest[T]) Swap(i, j int)      { s.items[i], s.items[j] = s.items[j], s.items[i] }
+func (s *smallest[T]) Push(x any)         { s.items = append(s.items, x.(T)) }
+func (s *smallest[T]) Pop() any {
+	x := s.items[len(s.items)-1]
+	s.items = s.items[:len(s.items)-1]
 	return x
 }
 

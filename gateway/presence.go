@@ -1,14 +1,11 @@
 package gateway
 
 import (
-	"cmp"
-	"container/heap"
 	"context"
 	"encoding/json"
 	"errors"
 	"hash/maphash"
 	"log/slog"
-	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -144,8 +141,7 @@ func topicPresenceFrame(topic, userID string, join bool) frame {
 // limit) per page.
 func (e *memoryEngine) TopicPresence(_ context.Context, topic, after string, limit int) (TopicPage, error) {
 	s := e.topics.stripe(topic)
-	top := &topicUserHeap{}
-	keep := limit + 1
+	top := newSmallest(limit+1, func(u TopicUser) string { return u.UserID })
 	s.mu.Lock()
 	us := s.topics[topic]
 	page := TopicPage{TotalUsers: int64(len(us)), TotalConnections: int64(s.conns[topic])}
@@ -153,37 +149,18 @@ func (e *memoryEngine) TopicPresence(_ context.Context, topic, after string, lim
 		if after != "" && id <= after {
 			continue
 		}
-		u := TopicUser{UserID: id, Connections: n}
-		if top.Len() < keep {
-			heap.Push(top, u)
-		} else if id < (*top)[0].UserID {
-			(*top)[0] = u
-			heap.Fix(top, 0)
+		if top.wants(id) {
+			top.add(TopicUser{UserID: id, Connections: n})
 		}
 	}
 	s.mu.Unlock()
-	users := []TopicUser(*top)
-	slices.SortFunc(users, func(a, b TopicUser) int { return cmp.Compare(a.UserID, b.UserID) })
+	users := top.sorted()
 	if len(users) > limit {
 		users, page.More = users[:limit], true
 		page.Next = users[limit-1].UserID
 	}
 	page.Users = users
 	return page, nil
-}
-
-// topicUserHeap is a max-heap by UserID.
-type topicUserHeap []TopicUser
-
-func (u topicUserHeap) Len() int           { return len(u) }
-func (u topicUserHeap) Less(i, j int) bool { return u[i].UserID > u[j].UserID }
-func (u topicUserHeap) Swap(i, j int)      { u[i], u[j] = u[j], u[i] }
-func (u *topicUserHeap) Push(x any)        { *u = append(*u, x.(TopicUser)) }
-func (u *topicUserHeap) Pop() any {
-	old := *u
-	x := old[len(old)-1]
-	*u = old[:len(old)-1]
-	return x
 }
 
 // mayReadPresence reports whether c may read topic's presence.
