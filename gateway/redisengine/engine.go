@@ -317,16 +317,7 @@ func (e *Engine) subscribe(ctx context.Context, ps *redis.PubSub) error {
 
 // checkShardedPubSub refuses a Redis without shard channels (before 7).
 func (e *Engine) checkShardedPubSub(ctx context.Context) error {
-	var info string
-	var err error
-	if cc, ok := e.rdb.(*redis.ClusterClient); ok {
-		var m *redis.Client
-		if m, err = cc.MasterForKey(ctx, e.P+":lastid"); err == nil {
-			info, err = m.Info(ctx, "server").Result()
-		}
-	} else {
-		info, err = e.rdb.Info(ctx, "server").Result()
-	}
+	info, err := e.infoServer(ctx)
 	if err != nil {
 		return fmt.Errorf("redis: reading its version: %w", err)
 	}

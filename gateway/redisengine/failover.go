@@ -68,19 +68,23 @@ func (e *Engine) newEpoch(ep string) {
 	}
 }
 
+// infoServer is INFO server of the Redis that holds the keys (in a
+// Cluster, the master of the engine's hash tag).
+func (e *Engine) infoServer(ctx context.Context) (string, error) {
+	if cc, ok := e.rdb.(*redis.ClusterClient); ok {
+		m, err := cc.MasterForKey(ctx, e.P+":lastid")
+		if err != nil {
+			return "", err
+		}
+		return m.Info(ctx, "server").Result()
+	}
+	return e.rdb.Info(ctx, "server").Result()
+}
+
 // runID returns the run id of the Redis that holds the keys ("" when INFO
 // is not allowed, or fails: then restores do not wait for each other).
 func (e *Engine) runID(ctx context.Context) string {
-	var info string
-	var err error
-	if cc, ok := e.rdb.(*redis.ClusterClient); ok {
-		var m *redis.Client
-		if m, err = cc.MasterForKey(ctx, e.P+":lastid"); err == nil {
-			info, err = m.Info(ctx, "server").Result()
-		}
-	} else {
-		info, err = e.rdb.Info(ctx, "server").Result()
-	}
+	info, err := e.infoServer(ctx)
 	if err != nil {
 		e.log.Debug("redis INFO server failed; restores will not wait for other nodes", "err", err)
 		return ""
