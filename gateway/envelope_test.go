@@ -123,11 +123,19 @@ func testHubReg(t *testing.T, cfg Config, rules []string, newEngine NewEngine, r
 	if err != nil {
 		t.Fatal(err)
 	}
+	return h, serveHub(t, h, rules, httptest.NewServer)
+}
+
+// serveHub serves h's WebSocket endpoint (/ws/{userID}) on a test server
+// that newServer starts (httptest.NewServer or NewTLSServer); the server
+// and the hub are shut down at the end of the test.
+func serveHub(t *testing.T, h *Hub, rules []string, newServer func(http.Handler) *httptest.Server) *httptest.Server {
+	t.Helper()
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /ws/{userID}", func(w http.ResponseWriter, r *http.Request) {
 		h.serve(w, r, r.PathValue("userID"), rules, grants{}, time.Time{})
 	})
-	srv := httptest.NewServer(mux)
+	srv := newServer(mux)
 	t.Cleanup(func() {
 		srv.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -135,7 +143,7 @@ func testHubReg(t *testing.T, cfg Config, rules []string, newEngine NewEngine, r
 		h.Shutdown(ctx, 0)
 		h.Engine().Close(ctx)
 	})
-	return h, srv
+	return srv
 }
 
 func dialEnvelope(t *testing.T, url string) *websocket.Conn {

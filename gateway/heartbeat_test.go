@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/http/httptest"
 	"runtime"
 	"strings"
@@ -365,18 +364,7 @@ func TestHeartbeatOverTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /ws/{userID}", func(w http.ResponseWriter, r *http.Request) {
-		h.serve(w, r, r.PathValue("userID"), nil, grants{}, time.Time{})
-	})
-	srv := httptest.NewTLSServer(mux)
-	t.Cleanup(func() {
-		srv.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		h.Shutdown(ctx, 0)
-		h.Engine().Close(ctx)
-	})
+	srv := serveHub(t, h, nil, httptest.NewTLSServer)
 	ctx := context.Background()
 	c, _, err := websocket.Dial(ctx, "wss"+strings.TrimPrefix(srv.URL, "https")+"/ws/u", &websocket.DialOptions{HTTPClient: srv.Client()})
 	if err != nil {
