@@ -189,26 +189,19 @@ func (c *Conn) push(f frame) (enqueueResult, bool) {
 		c.hub.metrics.droppedClosing.Inc()
 		return closing, false
 	}
+	// A message a topic's history keeps (live topics' have no ttl), on a
+	// topic the connection has joined: queued unless it has it already.
+	kept := false
 	if f.msg != nil && f.msg.Topic != "" && f.msg.TTL > 0 {
-		// A message a topic's history keeps (live topics' have no ttl).
 		if last, ok := c.topicLast[f.msg.Topic]; ok {
 			if f.msg.ID <= last {
 				c.mu.Unlock()
 				return skipped, false
 			}
-			if !c.q.fits(len(c.q.frames), f.size(), cfg) {
-				c.mu.Unlock()
-				c.hub.metrics.droppedSlow.Inc()
-				return overflowed, false
-			}
-			c.topicLast[f.msg.Topic] = f.msg.ID
-			c.q.add(f)
-			start := c.startWriterLocked()
-			c.mu.Unlock()
-			return queued, start
+			kept = true
 		}
 	}
-	if f.msg != nil && f.msg.Topic != "" && c.topicHold != nil {
+	if !kept && f.msg != nil && f.msg.Topic != "" && c.topicHold != nil {
 		if hold, ok := c.topicHold[f.msg.Topic]; ok {
 			// The topic's subscribed frame and replay go first
 			// (Hub.joinTopic).
@@ -223,7 +216,7 @@ func (c *Conn) push(f frame) (enqueueResult, bool) {
 			return held, false
 		}
 	}
-	if c.joining && f.msg != nil {
+	if !kept && c.joining && f.msg != nil {
 		// The hello and the replay go first (Hub.register). What is held
 		// counts against the queue's caps.
 		if !c.q.fits(len(c.pending), f.size(), cfg) {
@@ -240,6 +233,9 @@ func (c *Conn) push(f frame) (enqueueResult, bool) {
 		c.mu.Unlock()
 		c.hub.metrics.droppedSlow.Inc() // this frame; closeWith counts the queued ones
 		return overflowed, false
+	}
+	if kept {
+		c.topicLast[f.msg.Topic] = f.msg.ID
 	}
 	c.q.add(f)
 	start := c.startWriterLocked()
