@@ -81,6 +81,11 @@ func newGRPCMetrics(reg prometheus.Registerer) *grpcMetrics {
 	return m
 }
 
+// grpcWorkers is how many goroutines take gRPC calls (grpc.NumStreamWorkers):
+// enough for the callers of a busy node to find one free while a call
+// waits on Redis; an idle one costs its stack.
+const grpcWorkers = 64
+
 // NewGRPCServer returns a gRPC server with the PushService, gRPC health and
 // (unless turned off) server reflection registered. The interceptor chain
 // is fixed: caller slot → logging and metrics (outermost, so they see the
@@ -115,6 +120,12 @@ func NewGRPCServer(svc *Service, hs *health.Server, o ServerOptions, log *slog.L
 		// NAT, and find dead callers.
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		// Calls run on goroutines kept from call to call, whose stacks
+		// have grown already: a new goroutine per call grew its stack
+		// through the interceptors and the socket write, a sixth of a
+		// unicast call's CPU (runtime.morestack). A call that finds every
+		// worker busy gets a goroutine of its own, as without them.
+		grpc.NumStreamWorkers(grpcWorkers),
 		grpc.ChainUnaryInterceptor(
 			unaryCallerSlot,
 			whenInfo(log, logging.UnaryServerInterceptor(slogAdapter(log), logOpts...)),

@@ -33,6 +33,7 @@ func runReference(ctx context.Context, args []string, stderr io.Writer) error {
 	httpAddr := fs.String("http", "127.0.0.1:8081", "WebSocket `address`")
 	grpcAddr := fs.String("grpc", "127.0.0.1:9091", "gRPC `address`")
 	writer := fs.String("writer", "floor", "floor (own handshake, frame encoded once per message, one write(2) per connection) or library (coder/websocket's Conn.Write)")
+	workers := fs.Uint("grpc-workers", 64, "goroutines kept for gRPC calls (grpc.NumStreamWorkers, as pushgate's); 0: a new goroutine per call")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -53,7 +54,7 @@ func runReference(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	gs := grpc.NewServer()
+	gs := grpc.NewServer(grpc.NumStreamWorkers(uint32(*workers)))
 	pb.RegisterPushServiceServer(gs, srv)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /ws/{user}", srv.serveWS)
