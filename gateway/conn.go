@@ -57,7 +57,7 @@ type Conn struct {
 	// The client sent bytes right behind its handshake: websocket.Accept
 	// keeps them outside br's buffer (in the reader it reads from), where
 	// only its first read takes them, so the read loop does not wait for
-	// the socket before it.
+	// the socket before it. Cleared by the read loop, under mu.
 	early bool
 
 	// Guarded by mu.
@@ -66,6 +66,7 @@ type Conn struct {
 	ready   bool      // the handshake is done; until then frames only queue
 	writing bool      // a write loop goroutine is running (or finishing the close)
 	closing bool      // set once: no more enqueues; reason says why
+	parked  bool      // the read loop waits in the hub's poller, with no goroutine (readpoll.go)
 	reason  CloseReason
 	expiry  *time.Timer         // token expiry; nil without auth
 	topics  map[string]struct{} // subscriptions (the registry is in Hub.topicShards)
@@ -96,6 +97,9 @@ type Conn struct {
 	last      string // guarded by the user's shard mu: the highest stored message id queued (or replayed)
 	joinSeq   string // guarded by the user's shard mu: the last id handed out when the connection joined
 	epoch     string // guarded by the user's shard mu: the engine epoch it joined in
+
+	// polled: the socket has been registered with the hub's read poller.
+	polled atomic.Bool
 
 	// The frames the client may send (data and control frames), and the
 	// message ids it may acknowledge; nil when unlimited. Set at
@@ -361,6 +365,7 @@ func (c *Conn) writeLoop() {
 			r := c.reason
 			c.mu.Unlock()
 			c.finish(r)
+			c.wake() // a parked read loop ends now, the socket closed
 			return
 		}
 		batch, since := c.q.take()
@@ -557,27 +562,40 @@ func (c *Conn) setExpiry(t time.Time) {
 	c.expiry.Reset(time.Until(t))
 }
 
-// readLoop reads client frames until the connection ends. It runs on a
-// goroutine of its own (serve).
+// readLoop reads client frames until the connection ends or the loop
+// parks (readpoll.go), and reports which: true when it parked. It runs on
+// a goroutine of its own (serveReads).
 //
-// While nothing is buffered it waits for the socket to become readable
-// (sock.waitReadable) before calling the library's Read: an idle
-// connection's reader is then parked a few calls deep and its stack stays
-// at the minimum (2 KiB), where inside Read it is parked deep enough to
-// need 4 KiB, which the garbage collector cannot shrink. The empty pongs
+// While nothing is buffered it looks at the socket before calling the
+// library's Read: with no bytes there it parks, or where it cannot park
+// it waits for the socket to become readable (sock.waitReadable), a few
+// calls deep, where inside Read it would be parked deep enough to need a
+// 4 KiB stack, which the garbage collector cannot shrink. The empty pongs
 // that answer the heartbeat are taken there too (the library would read
-// them inside Read and park deep for the next frame). Once the
+// them inside Read and wait deep for the next frame). Once the
 // connection is closing, the library may read the socket itself (the
 // close handshake, from the write loop), so the loop goes straight to
 // Read, which takes the library's read lock.
-func (c *Conn) readLoop() {
-	for first := true; ; first = false {
+func (c *Conn) readLoop() (parked bool) {
+	for {
 		c.mu.Lock()
-		wait := !c.closing && c.br.Buffered() == 0 && !(first && c.early)
+		wait := !c.closing && c.br.Buffered() == 0 && !c.early
+		c.early = false
 		c.mu.Unlock()
-		if wait && c.nc.waitReadable() == pongRead {
-			c.onPong(context.Background(), nil)
-			continue
+		if wait {
+			switch c.nc.peek() {
+			case pongRead:
+				c.onPong(context.Background(), nil)
+				continue
+			case nothingYet:
+				if c.park() {
+					return true
+				}
+				if c.nc.waitReadable() == pongRead {
+					c.onPong(context.Background(), nil)
+					continue
+				}
+			}
 		}
 		typ, data, err := c.ws.Read(context.Background())
 		if err != nil {
@@ -585,7 +603,7 @@ func (c *Conn) readLoop() {
 				c.closeWith(CloseMessageTooBig) // the library already sent 1009
 			}
 			c.closeWith(closeClient)
-			return
+			return false
 		}
 		c.mu.Lock()
 		closing := c.closing

@@ -341,16 +341,7 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, userID string, topic
 	// HTTP server's goroutine has grown a deep stack serving the handshake,
 	// which an idle connection would otherwise keep for its whole life.
 	served = true
-	go func() {
-		defer h.live.Add(-1)
-		c.readLoop()
-		c.mu.Lock()
-		reason := c.reason
-		c.mu.Unlock()
-		h.metrics.closed.WithLabelValues(reason.Label).Inc()
-		h.log.Info("connection closed", "user", userID, "conn", c.idString(), "remote", c.remote,
-			"reason", reason.Label, "reconnect", reason.Reconnect, "duration", time.Since(c.opened).Round(time.Millisecond))
-	}()
+	go c.serveReads()
 }
 
 // looksLikeUpgrade reports whether r has what websocket.Accept requires of

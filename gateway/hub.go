@@ -274,6 +274,7 @@ type Hub struct {
 	targets sync.Pool // *[]*Conn, fan-out scratch space
 
 	heartbeats heartbeats // every connection's pings (heartbeat.go)
+	reads      readPoller // the sockets of idle connections (readpoll.go)
 	t0         time.Time  // clock's origin; immutable after construction
 }
 
@@ -804,5 +805,6 @@ func (h *Hub) Shutdown(ctx context.Context, window time.Duration) error {
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
+	h.reads.close()
 	return nil
 }

@@ -41,13 +41,15 @@ type sock struct {
 	tryN   int
 	tryErr error
 
-	// The read loop's wait for bytes (waitReadable): rc's Read calls
-	// peekFn (bound once), which peeks at the first bytes (an empty pong's
-	// length) into peekBuf and leaves its finding in peekRes. Used only by
-	// the read loop.
-	peekFn  func(fd uintptr) bool
-	peekBuf [6]byte
-	peekRes int
+	// The read loop's look at the socket (peek, waitReadable): rc's Read
+	// calls peekFn (bound once), which peeks at the first bytes (an empty
+	// pong's length) into peekBuf and leaves its finding in peekRes;
+	// peekOnce makes it report an empty socket instead of waiting. Used
+	// only by the read loop.
+	peekFn   func(fd uintptr) bool
+	peekBuf  [6]byte
+	peekRes  int
+	peekOnce bool
 }
 
 func newSock(nc net.Conn) *sock {
@@ -169,11 +171,12 @@ func (s *sock) writeFd(fd uintptr) bool {
 	}
 }
 
-// What waitReadable found.
+// What peek and waitReadable found.
 const (
 	readable   = iota // bytes to read, the end of the stream or an error: the library's Read is next
 	pongRead          // an empty pong, read and dropped: the caller counts it and waits again
 	cannotWait        // no file descriptor (TLS): the library's Read waits itself
+	nothingYet        // peek: no bytes yet
 )
 
 // emptyPong is the head of a client's pong without a payload (FIN and
@@ -205,6 +208,18 @@ func (s *sock) waitReadable() int {
 	return s.peekRes
 }
 
+// peek is waitReadable without the wait: nothingYet when the socket has
+// no bytes now.
+func (s *sock) peek() int {
+	if s.rc == nil {
+		return cannotWait
+	}
+	s.peekRes, s.peekOnce = readable, true
+	_ = s.rc.Read(s.peekFn)
+	s.peekOnce = false
+	return s.peekRes
+}
+
 // peekFd is peekFn: a recv(2) of the first bytes with MSG_PEEK, so that
 // they stay for the library's reader. It reports whether waiting is over:
 // bytes are there, the peer ended the stream (0), or the socket failed.
@@ -217,6 +232,10 @@ func (s *sock) peekFd(fd uintptr) bool {
 		case syscall.EINTR:
 			continue
 		case syscall.EAGAIN:
+			if s.peekOnce {
+				s.peekRes = nothingYet
+				return true
+			}
 			return false
 		}
 		if e == 0 && n == uintptr(len(s.peekBuf)) && [2]byte(s.peekBuf[:2]) == emptyPong {

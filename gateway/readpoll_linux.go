@@ -1,0 +1,163 @@
+package gateway
+
+import (
+	"errors"
+	"os"
+	"sync"
+	"syscall"
+)
+
+// readPoller is the hub's epoll instance for the sockets of parked
+// connections (readpoll.go), registered one-shot: a socket reports once,
+// and again only when its next read loop parks. One goroutine waits for
+// the instance through the runtime's own poller (the instance is itself a
+// file that becomes readable), so no thread is held while nothing happens.
+type readPoller struct {
+	once   sync.Once
+	f      *os.File // the epoll instance; nil when it could not be made
+	rc     syscall.RawConn
+	mu     sync.Mutex
+	conns  map[uint64]*Conn // guarded by mu: connections registered, by id
+	closed bool             // guarded by mu
+	failed bool             // guarded by mu: epoll could not be used; read loops wait themselves
+}
+
+// usable reports whether parking may succeed.
+func (p *readPoller) usable() bool {
+	p.once.Do(p.start)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return !p.closed && !p.failed
+}
+
+func (p *readPoller) start() {
+	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	if err == nil {
+		if err = syscall.SetNonblock(epfd, true); err != nil {
+			syscall.Close(epfd)
+		}
+	}
+	if err == nil {
+		p.f = os.NewFile(uintptr(epfd), "epoll")
+		p.rc, err = p.f.SyscallConn()
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.conns = map[uint64]*Conn{}
+	if err != nil {
+		p.failed = true
+		return
+	}
+	go p.run()
+}
+
+// arm registers c's socket for its next bytes, one-shot. False when the
+// poller is closed or the registration failed.
+func (p *readPoller) arm(c *Conn) bool {
+	p.mu.Lock()
+	if p.closed || p.failed {
+		p.mu.Unlock()
+		return false
+	}
+	p.conns[c.id] = c
+	p.mu.Unlock()
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT, Fd: int32(uint32(c.id)), Pad: int32(uint32(c.id >> 32))}
+	var err error
+	ctl := func(sfd uintptr) {
+		err = p.rc.Control(func(epfd uintptr) {
+			// A socket registered before is modified; the first time, added.
+			op := syscall.EPOLL_CTL_MOD
+			if !c.polled.Load() {
+				op = syscall.EPOLL_CTL_ADD
+			}
+			for {
+				err = syscall.EpollCtl(int(epfd), op, int(sfd), &ev)
+				switch {
+				case errors.Is(err, syscall.ENOENT) && op == syscall.EPOLL_CTL_MOD:
+					op = syscall.EPOLL_CTL_ADD
+					continue
+				case errors.Is(err, syscall.EEXIST) && op == syscall.EPOLL_CTL_ADD:
+					op = syscall.EPOLL_CTL_MOD
+					continue
+				}
+				return
+			}
+		})
+	}
+	if cerr := c.nc.rc.Control(ctl); cerr != nil {
+		return false // the socket is closed
+	}
+	if err != nil {
+		return false
+	}
+	c.polled.Store(true)
+	return true
+}
+
+// forget drops c, which has ended (its socket is closed, which takes it
+// out of the epoll instance).
+func (p *readPoller) forget(c *Conn) {
+	p.mu.Lock()
+	delete(p.conns, c.id)
+	p.mu.Unlock()
+}
+
+// close stops the poller: the connections still registered are woken, and
+// read loops wait on their own goroutines from then on.
+func (p *readPoller) close() {
+	p.once.Do(func() {})
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	p.closed = true
+	f := p.f
+	p.mu.Unlock()
+	if f != nil {
+		f.Close() // ends run, which wakes the rest
+	}
+}
+
+// run takes the instance's events until it is closed.
+func (p *readPoller) run() {
+	events := make([]syscall.EpollEvent, 128)
+	var woken []*Conn
+	_ = p.rc.Read(func(epfd uintptr) bool {
+		for {
+			n, err := syscall.EpollWait(int(epfd), events, 0)
+			if err == syscall.EINTR {
+				continue
+			}
+			if err != nil || n <= 0 {
+				return false // wait for the instance to become readable
+			}
+			woken = woken[:0]
+			p.mu.Lock()
+			for _, ev := range events[:n] {
+				if c := p.conns[uint64(uint32(ev.Fd))|uint64(uint32(ev.Pad))<<32]; c != nil {
+					woken = append(woken, c)
+				}
+			}
+			p.mu.Unlock()
+			for _, c := range woken {
+				c.wake()
+			}
+			if n < len(events) {
+				return false
+			}
+		}
+	})
+	// Closed (or the runtime could not wait for the instance): no parked
+	// connection may be left waiting for an event that will not come.
+	p.mu.Lock()
+	p.failed = true
+	woken = woken[:0]
+	for _, c := range p.conns {
+		woken = append(woken, c)
+	}
+	p.mu.Unlock()
+	for _, c := range woken {
+		c.wake()
+	}
+}

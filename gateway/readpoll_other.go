@@ -1,0 +1,12 @@
+//go:build !linux
+
+package gateway
+
+// readPoller parks read loops on Linux only (readpoll_linux.go); elsewhere
+// each connection's read loop waits on its own goroutine.
+type readPoller struct{}
+
+func (p *readPoller) usable() bool   { return false }
+func (p *readPoller) arm(*Conn) bool { return false }
+func (p *readPoller) forget(*Conn)   {}
+func (p *readPoller) close()         {}
