@@ -10,9 +10,12 @@
 #
 # Scenarios: idle, fanout-latency, fanout-cpu, fanout-max, fanout-envelope,
 # unicast, storm. SERVERS (default "pushgate floor") picks the servers;
-# "library" is the reference server writing through coder/websocket, and
+# "library" is the reference server writing through coder/websocket,
 # "before" the pushgate binary at $BEFORE (an earlier build, for
-# before/after comparisons in the same run).
+# before/after comparisons in the same run), and "centrifugo" the Centrifugo
+# v6 binary at $CENTRIFUGO with cmd/pushbench/centrifugo.yaml (its JSON
+# protocol, every connection subscribed to one channel, each broadcast a
+# publish through its HTTP API; idle and the fanout scenarios only).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-bench-results.jsonl}
@@ -24,11 +27,16 @@ PB=.tools/pushbench
 CPU_SERVER=${CPU_SERVER:-0}
 CPU_LOAD=${CPU_LOAD:-1}
 SERVERS=${SERVERS:-pushgate floor}
+case " $SERVERS " in *" centrifugo "*)
+  [ -x "${CENTRIFUGO:-}" ] || { echo "SERVERS has centrifugo: set CENTRIFUGO to its binary" >&2; exit 1; } ;;
+esac
 
 freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# start_server KIND: starts pushgate, the floor or the library reference on
-# free ports, pinned to CPU_SERVER; sets PID, WS, GRPC.
+# start_server KIND: starts pushgate, the floor, the library reference or
+# Centrifugo on free ports, pinned to CPU_SERVER (each takes GOMAXPROCS from
+# the affinity mask: 1; Centrifugo's automaxprocs leaves it so); sets PID,
+# WS, GRPC.
 start_server() {
   WS=127.0.0.1:$(freeport); GRPC=127.0.0.1:$(freeport)
   if [ "$1" = pushgate ] || [ "$1" = before ]; then
@@ -36,6 +44,8 @@ start_server() {
     [ "$1" = before ] && bin=$BEFORE
     taskset -c "$CPU_SERVER" "$bin" --http-addr "$WS" --grpc-addr "$GRPC" \
       --log-level warn --max-new-connections 0 --max-connections 200000 --grpc-rate 0 --drain-window 0 &
+  elif [ "$1" = centrifugo ]; then
+    taskset -c "$CPU_SERVER" "$CENTRIFUGO" -c cmd/pushbench/centrifugo.yaml -a 127.0.0.1 -p "${WS#*:}" &
   else
     taskset -c "$CPU_SERVER" "$PB" reference --writer "$1" --http "$WS" --grpc "$GRPC" 2>/dev/null &
   fi
@@ -51,6 +61,7 @@ stop_server() { kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true
 bench() { # bench NAME SERVER pushbench-args...
   local name=$1 server=$2; shift 2
   case " $SERVERS " in *" $server "*) ;; *) return 0 ;; esac
+  [ "$server" = centrifugo ] && set -- --target centrifugo --api-key pushbench "$@"
   for run in $(seq "$RUNS"); do
     start_server "$server"
     echo "== $name $server run $run ($WS $GRPC)" >&2
@@ -66,20 +77,22 @@ SCENARIOS=("$@")
 all() { [ ${#SCENARIOS[@]} -eq 0 ] || want "$1"; }
 
 S=(pushgate floor library before)
+# Centrifugo in the scenarios it can run (see --target).
+C=("${S[@]}" centrifugo)
 if all idle; then
-  for s in "${S[@]}"; do bench idle-19000 $s --scenario idle --conns 19000 --duration 5s; done
+  for s in "${C[@]}"; do bench idle-19000 $s --scenario idle --conns 19000 --duration 5s; done
 fi
 if all fanout-latency; then
-  for s in "${S[@]}"; do bench fanout-latency $s --scenario fanout --conns "$N" --rate 1 --count 15; done
+  for s in "${C[@]}"; do bench fanout-latency $s --scenario fanout --conns "$N" --rate 1 --count 15; done
 fi
 if all fanout-cpu; then
   # 6 broadcasts/s to N=10,000: 60,000 deliveries/s; CPU per delivered frame.
-  for s in "${S[@]}"; do bench fanout-60k $s --scenario fanout --conns "$N" --rate 6 --count 60 --callers 4; done
+  for s in "${C[@]}"; do bench fanout-60k $s --scenario fanout --conns "$N" --rate 6 --count 60 --callers 4; done
 fi
 if all fanout-max; then
   # Sustained: p99 call to frame under 1 s, nothing lost.
   for r in ${MAX_RATES:-10 15 20}; do
-    for s in "${S[@]}"; do bench "fanout-$((r * N / 1000))k" $s --scenario fanout --conns "$N" --rate "$r" --count $((r * 10)) --callers 4; done
+    for s in "${C[@]}"; do bench "fanout-$((r * N / 1000))k" $s --scenario fanout --conns "$N" --rate "$r" --count $((r * 10)) --callers 4; done
   done
 fi
 if all fanout-envelope; then

@@ -23,6 +23,7 @@ type job struct {
 	Users      []string `json:"users"`
 	SourceIPs  []string `json:"source_ips"`
 	Envelope   bool     `json:"envelope"`
+	Centrifugo bool     `json:"centrifugo"`
 	ConnectPar int      `json:"connect_par"`
 }
 
@@ -77,7 +78,7 @@ func runChild(ctx context.Context, stdin io.Reader, stdout io.Writer) error {
 					wg.Done()
 					return
 				}
-				go func() { defer wg.Done(); c.read(&received, j.Envelope) }()
+				go func() { defer wg.Done(); c.read(&received, j) }()
 			}(clients[i])
 		}
 		for range cap(sem) {
@@ -152,18 +153,30 @@ func (c *client) connect(ctx context.Context, dial func() *http.Client, j job) e
 	}
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	ws, _, err := websocket.Dial(cctx, "ws://"+j.WS+"/ws/"+c.user, opts)
+	url := "ws://" + j.WS + "/ws/" + c.user
+	if j.Centrifugo {
+		url = "ws://" + j.WS + "/connection/websocket"
+	}
+	ws, _, err := websocket.Dial(cctx, url, opts)
 	if err != nil {
 		return err
 	}
 	ws.SetReadLimit(1 << 20)
+	if j.Centrifugo {
+		if err := centrifugoSubscribe(cctx, ws); err != nil {
+			ws.CloseNow()
+			return err
+		}
+	}
 	c.ws = ws
 	return nil
 }
 
 // read records every payload's sequence number and latency until the
-// connection ends.
-func (c *client) read(received *atomic.Int64, envelope bool) {
+// connection ends. In pushgate's envelope and in Centrifugo's JSON protocol
+// a frame may hold several messages, one a line.
+func (c *client) read(received *atomic.Int64, j job) {
+	split := j.Envelope || j.Centrifugo
 	buf := make([]byte, 64<<10)
 	for {
 		_, r, err := c.ws.Reader(context.Background())
@@ -171,14 +184,29 @@ func (c *client) read(received *atomic.Int64, envelope bool) {
 			return
 		}
 		n, _ := io.ReadFull(r, buf)
+		for n == len(buf) {
+			// A longer frame (many messages written at once, as a
+			// client that fell behind gets them): grow, read the rest.
+			buf = append(buf, make([]byte, len(buf))...)
+			m, _ := io.ReadFull(r, buf[n:])
+			n += m
+		}
 		now := time.Now().UnixNano()
 		frame := buf[:n]
 		for len(frame) > 0 {
 			line := frame
-			if i := bytes.IndexByte(frame, '\n'); i >= 0 && envelope {
+			if i := bytes.IndexByte(frame, '\n'); i >= 0 && split {
 				line, frame = frame[:i], frame[i+1:]
 			} else {
 				frame = nil
+			}
+			if j.Centrifugo && string(line) == "{}" {
+				// Centrifugo's ping: without the pong it drops the
+				// connection (client.pong_timeout).
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				c.ws.Write(ctx, websocket.MessageText, line)
+				cancel()
+				continue
 			}
 			seq, sent, ok := parsePayload(line)
 			if !ok {

@@ -12,9 +12,10 @@ import (
 // Config is one pushbench run.
 type Config struct {
 	Scenario   string        // idle, fanout, unicast, storm, mixed
+	Target     string        // pushgate (also the reference servers) or centrifugo
 	WS         string        // server's HTTP address (host:port)
 	GRPC       string        // server's gRPC address
-	APIKey     string        // sent as authorization: Bearer
+	APIKey     string        // sent as authorization: Bearer (centrifugo: X-API-Key)
 	Conns      int           // connections (one user each)
 	Procs      int           // child processes holding them (0: one per 15,000)
 	Rate       float64       // sends per second (fanout, unicast, mixed)
@@ -35,9 +36,10 @@ func parseFlags(args []string, out io.Writer) (Config, error) {
 	fs := flag.NewFlagSet("pushbench", flag.ContinueOnError)
 	fs.SetOutput(out)
 	fs.StringVar(&c.Scenario, "scenario", "fanout", "idle, fanout, unicast, storm or mixed")
+	fs.StringVar(&c.Target, "target", "pushgate", "pushgate (pushgate's protocol and gRPC API; also the reference servers) or centrifugo (its JSON protocol over ws://address/connection/websocket, one channel, publish through its HTTP API at http://address/api; idle and fanout only)")
 	fs.StringVar(&c.WS, "ws", "127.0.0.1:8080", "server's HTTP `address` (WebSocket clients connect to ws://address/ws/USER); several comma-separated (nodes of a cluster): child process k connects to the k-th, in turn")
 	fs.StringVar(&c.GRPC, "grpc", "127.0.0.1:9090", "server's gRPC `address`")
-	fs.StringVar(&c.APIKey, "api-key", "", "API key for the gRPC calls")
+	fs.StringVar(&c.APIKey, "api-key", "", "API key for the gRPC calls (centrifugo: for its HTTP API)")
 	fs.IntVar(&c.Conns, "conns", 1000, "WebSocket connections, one user each")
 	fs.IntVar(&c.Procs, "procs", 0, "child processes holding the connections (0: one per 15,000)")
 	fs.Float64Var(&c.Rate, "rate", 1, "sends per second")
@@ -58,6 +60,17 @@ func parseFlags(args []string, out io.Writer) (Config, error) {
 	case "idle", "fanout", "unicast", "storm", "mixed":
 	default:
 		return c, fmt.Errorf("--scenario %q: want idle, fanout, unicast, storm or mixed", c.Scenario)
+	}
+	switch {
+	case c.Target == "pushgate":
+	case c.Target != "centrifugo":
+		return c, fmt.Errorf("--target %q: want pushgate or centrifugo", c.Target)
+	case c.Scenario != "idle" && c.Scenario != "fanout":
+		// Unicast would need a user per connection (tokens) and a
+		// channel each: not the same work as SendToUser.
+		return c, fmt.Errorf("--target centrifugo: only the idle and fanout scenarios, not %s", c.Scenario)
+	case c.Envelope:
+		return c, fmt.Errorf("--target centrifugo: --envelope is pushgate's protocol")
 	}
 	if c.Conns < 1 || c.Count < 1 || c.Rate <= 0 || c.Callers < 1 || c.ConnectPar < 1 {
 		return c, fmt.Errorf("--conns, --count, --rate, --callers and --connect-concurrency must be positive")

@@ -13,7 +13,8 @@
 //	mixed    unicast and a broadcast every second at the same time
 //
 // Every payload carries its send time and a sequence number; every loop is
-// bounded in count and time.
+// bounded in count and time. With --target centrifugo the idle and fanout
+// scenarios run against Centrifugo instead (see centrifugo.go).
 package main
 
 import (

@@ -12,6 +12,7 @@ import (
 // Result is one run's numbers.
 type Result struct {
 	Scenario      string  `json:"scenario"`
+	Target        string  `json:"target"`
 	Conns         int     `json:"conns"`
 	Procs         int     `json:"procs"`
 	Payload       int     `json:"payload_bytes"`
@@ -104,8 +105,12 @@ func (r *Result) server(before, now procSample) {
 }
 
 func (r *Result) table(w io.Writer) {
+	proto := map[bool]string{true: "envelope", false: "raw"}[r.Envelope]
+	if r.Target == "centrifugo" {
+		proto = "centrifugo"
+	}
 	fmt.Fprintf(w, "scenario %s: %d connections (%d connected, %d failed, in %d ms) over %d process(es), payload %d B, %s\n",
-		r.Scenario, r.Conns, r.Connected, r.ConnectFailed, r.ConnectMS, r.Procs, r.Payload, map[bool]string{true: "envelope", false: "raw"}[r.Envelope])
+		r.Scenario, r.Conns, r.Connected, r.ConnectFailed, r.ConnectMS, r.Procs, r.Payload, proto)
 	if r.Sent > 0 {
 		fmt.Fprintf(w, "sent %d (%d call errors) at %.0f/s: delivered %d, lost %d, duplicates %d, %.0f deliveries/s\n",
 			r.Sent, r.CallErrors, r.Rate, r.Delivered, r.Lost, r.Duplicates, r.DeliveriesPerSec)

@@ -76,7 +76,7 @@ func startChildren(ctx context.Context, cfg Config, users []string, stderr io.Wr
 		kids = append(kids, k)
 		// Several nodes (--ws a,b,...): each child connects to one, in turn.
 		nodes := strings.Split(cfg.WS, ",")
-		if err := k.send(job{WS: nodes[p%len(nodes)], Users: share, SourceIPs: ips, Envelope: cfg.Envelope, ConnectPar: cfg.ConnectPar}); err != nil {
+		if err := k.send(job{WS: nodes[p%len(nodes)], Users: share, SourceIPs: ips, Envelope: cfg.Envelope, Centrifugo: cfg.Target == "centrifugo", ConnectPar: cfg.ConnectPar}); err != nil {
 			return kids, total, err
 		}
 	}
@@ -123,7 +123,7 @@ func runScenario(ctx context.Context, cfg Config, stderr io.Writer) (*Result, er
 	for i := range users {
 		users[i] = fmt.Sprintf("bench-%06d", i)
 	}
-	res := &Result{Scenario: cfg.Scenario, Conns: cfg.Conns, Procs: cfg.Procs, Payload: cfg.Payload, Envelope: cfg.Envelope, Rate: cfg.Rate}
+	res := &Result{Scenario: cfg.Scenario, Target: cfg.Target, Conns: cfg.Conns, Procs: cfg.Procs, Payload: cfg.Payload, Envelope: cfg.Envelope, Rate: cfg.Rate}
 	before := sampleProc(cfg.ServerPID)
 	kids, rd, err := startChildren(ctx, cfg, users, stderr)
 	defer stopChildren(kids)
@@ -173,6 +173,13 @@ func runScenario(ctx context.Context, cfg Config, stderr io.Writer) (*Result, er
 	if cfg.APIKey != "" {
 		callCtx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+cfg.APIKey)
 	}
+	broadcast := func(body string) error {
+		_, err := api.Broadcast(callCtx, &pb.BroadcastRequest{Message: &pb.Message{Payload: &pb.Message_Json{Json: body}}})
+		return err
+	}
+	if cfg.Target == "centrifugo" {
+		broadcast = centrifugoPublisher(ctx, cfg)
+	}
 
 	// The send phase: cfg.Count sends at cfg.Rate, bounded by cfg.Duration.
 	expected := map[string][]int32{} // unicast: what each user must get
@@ -198,7 +205,7 @@ func runScenario(ctx context.Context, cfg Config, stderr io.Writer) (*Result, er
 				user := ""
 				switch {
 				case cfg.Scenario == "fanout" || (cfg.Scenario == "mixed" && seq%int(max(1, cfg.Rate)) == 0):
-					_, err = api.Broadcast(callCtx, &pb.BroadcastRequest{Message: &pb.Message{Payload: &pb.Message_Json{Json: body}}})
+					err = broadcast(body)
 				default:
 					user = users[rand.IntN(len(users))]
 					var r *pb.SendToUserResponse
