@@ -96,7 +96,7 @@ func FuzzParseClientOp(f *testing.F) {
 
 // testHub serves a hub with the memory engine over httptest; rules, if
 // set, limits topics.
-func testHub(t *testing.T, cfg Config, rules []string) (*Hub, *httptest.Server) {
+func testHub(t testing.TB, cfg Config, rules []string) (*Hub, *httptest.Server) {
 	return testHubWith(t, cfg, rules, MemoryEngine())
 }
 
@@ -111,13 +111,13 @@ func newTestHub(tb testing.TB, cfg Config) *Hub {
 }
 
 // testHubWith is testHub with the engine newEngine makes.
-func testHubWith(t *testing.T, cfg Config, rules []string, newEngine NewEngine) (*Hub, *httptest.Server) {
+func testHubWith(t testing.TB, cfg Config, rules []string, newEngine NewEngine) (*Hub, *httptest.Server) {
 	t.Helper()
 	return testHubReg(t, cfg, rules, newEngine, prometheus.NewRegistry())
 }
 
 // testHubReg is testHubWith with the hub's metrics in reg.
-func testHubReg(t *testing.T, cfg Config, rules []string, newEngine NewEngine, reg *prometheus.Registry) (*Hub, *httptest.Server) {
+func testHubReg(t testing.TB, cfg Config, rules []string, newEngine NewEngine, reg *prometheus.Registry) (*Hub, *httptest.Server) {
 	t.Helper()
 	h, err := NewHub(cfg, slog.New(slog.DiscardHandler), reg, newEngine)
 	if err != nil {
@@ -129,7 +129,7 @@ func testHubReg(t *testing.T, cfg Config, rules []string, newEngine NewEngine, r
 // serveHub serves h's WebSocket endpoint (/ws/{userID}) on a test server
 // that newServer starts (httptest.NewServer or NewTLSServer); the server
 // and the hub are shut down at the end of the test.
-func serveHub(t *testing.T, h *Hub, rules []string, newServer func(http.Handler) *httptest.Server) *httptest.Server {
+func serveHub(t testing.TB, h *Hub, rules []string, newServer func(http.Handler) *httptest.Server) *httptest.Server {
 	t.Helper()
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /ws/{userID}", func(w http.ResponseWriter, r *http.Request) {

@@ -66,6 +66,6 @@ func (c *Conn) wake() {
 	c.parked = false
 	c.mu.Unlock()
 	if parked {
-		go c.serveReads()
+		c.hub.reads.run(c)
 	}
 }

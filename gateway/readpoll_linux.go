@@ -20,6 +20,38 @@ type readPoller struct {
 	conns  map[uint64]*Conn // guarded by mu: connections registered, by id
 	closed bool             // guarded by mu
 	failed bool             // guarded by mu: epoll could not be used; read loops wait themselves
+
+	// Read loops woken by the poller run on goroutines kept for them,
+	// whose stacks have grown already (a new goroutine per frame would
+	// grow its stack through the library's Read each time); one that
+	// finds them all busy (a read loop waiting on the engine) gets a
+	// goroutine of its own.
+	work chan *Conn
+	done chan struct{} // closed when the poller stops: the kept goroutines end
+}
+
+// readWorkers is how many goroutines the poller keeps for read loops.
+const readWorkers = 8
+
+// run runs c's read loop on a kept goroutine, or a new one if none is free.
+func (p *readPoller) run(c *Conn) {
+	select {
+	case p.work <- c:
+	default:
+		go c.serveReads()
+	}
+}
+
+// worker runs read loops until the poller stops.
+func (p *readPoller) worker() {
+	for {
+		select {
+		case c := <-p.work:
+			c.serveReads()
+		case <-p.done:
+			return
+		}
+	}
 }
 
 // usable reports whether parking may succeed.
@@ -44,11 +76,15 @@ func (p *readPoller) start() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.conns = map[uint64]*Conn{}
+	p.work, p.done = make(chan *Conn), make(chan struct{})
 	if err != nil {
 		p.failed = true
 		return
 	}
-	go p.run()
+	for range readWorkers {
+		go p.worker()
+	}
+	go p.wait()
 }
 
 // arm registers c's socket for its next bytes, one-shot. False when the
@@ -115,12 +151,12 @@ func (p *readPoller) close() {
 	f := p.f
 	p.mu.Unlock()
 	if f != nil {
-		f.Close() // ends run, which wakes the rest
+		f.Close() // ends wait, which wakes the rest
 	}
 }
 
-// run takes the instance's events until it is closed.
-func (p *readPoller) run() {
+// wait takes the instance's events until it is closed.
+func (p *readPoller) wait() {
 	events := make([]syscall.EpollEvent, 128)
 	var woken []*Conn
 	_ = p.rc.Read(func(epfd uintptr) bool {
@@ -160,4 +196,5 @@ func (p *readPoller) run() {
 	for _, c := range woken {
 		c.wake()
 	}
+	close(p.done)
 }

@@ -10,3 +10,4 @@ func (p *readPoller) usable() bool   { return false }
 func (p *readPoller) arm(*Conn) bool { return false }
 func (p *readPoller) forget(*Conn)   {}
 func (p *readPoller) close()         {}
+func (p *readPoller) run(c *Conn)    { go c.serveReads() }

@@ -25,7 +25,7 @@ type rawClient struct {
 	br *bufio.Reader
 }
 
-func dialRaw(t *testing.T, addr, path string) *rawClient {
+func dialRaw(t testing.TB, addr, path string) *rawClient {
 	t.Helper()
 	nc, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -47,7 +47,7 @@ func dialRaw(t *testing.T, addr, path string) *rawClient {
 }
 
 // send writes a masked client frame.
-func (c *rawClient) send(t *testing.T, op byte, p []byte) {
+func (c *rawClient) send(t testing.TB, op byte, p []byte) {
 	t.Helper()
 	b := []byte{0x80 | op, 0x80 | byte(len(p)), 1, 2, 3, 4}
 	for i, x := range p {
@@ -67,7 +67,7 @@ type rawFrame struct {
 // read reads one server frame and checks what RFC 6455 (5.1, 5.2) requires
 // of it: unmasked, no reserved bits, not fragmented (the server sends each
 // message whole), and its length in the shortest encoding.
-func (c *rawClient) read(t *testing.T) rawFrame {
+func (c *rawClient) read(t testing.TB) rawFrame {
 	t.Helper()
 	var h [2]byte
 	if _, err := io.ReadFull(c.br, h[:]); err != nil {
@@ -225,7 +225,7 @@ func TestNothingFollowsTheCloseFrame(t *testing.T) {
 	}
 }
 
-func waitConns(t *testing.T, h *Hub, n int64) {
+func waitConns(t testing.TB, h *Hub, n int64) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for h.Connections() != n {
