@@ -101,12 +101,35 @@ type Conn struct {
 	// polled: the socket has been registered with the hub's read poller.
 	polled atomic.Bool
 
-	// The frames the client may send (data and control frames), and the
-	// message ids it may acknowledge; nil when unlimited. Set at
-	// construction; a Bucket is safe for concurrent use.
+	// The client's rate limits, made when it first sends a frame they
+	// count (limits): a connection that only answers the heartbeat never
+	// needs them.
+	lim atomic.Pointer[connLimits]
+}
+
+// connLimits are a connection's rate limits: the frames the client may send
+// (data and control frames), the message ids it may acknowledge, and its
+// publishes (publish.go); a nil Bucket is no limit. A Bucket is safe for
+// concurrent use.
+type connLimits struct {
 	upstream *limit.Bucket
 	ackIDs   *limit.Bucket
-	publish  *limit.Bucket // client publishes (publish.go)
+	publish  *limit.Bucket
+}
+
+// limits returns c's rate limits, made on first use. Buckets start full,
+// so one made at the first frame allows what one made at the handshake
+// would have.
+func (c *Conn) limits() *connLimits {
+	if l := c.lim.Load(); l != nil {
+		return l
+	}
+	cfg := &c.hub.cfg
+	l := &connLimits{upstream: newUpstreamBucket(cfg), ackIDs: newAckBucket(cfg), publish: newPublishBucket(cfg)}
+	if c.lim.CompareAndSwap(nil, l) {
+		return l
+	}
+	return c.lim.Load()
 }
 
 func (c *Conn) idString() string { return "c" + strconv.FormatUint(c.id, 10) + "-" + c.hub.tag }
@@ -611,7 +634,7 @@ func (c *Conn) readLoop() (parked bool) {
 		if closing {
 			continue // read only to finish the close handshake
 		}
-		if !c.upstream.Allow() {
+		if !c.limits().upstream.Allow() {
 			c.rateLimited()
 			continue // keep reading to complete the close handshake
 		}
@@ -742,7 +765,7 @@ func (c *Conn) opAck(op clientOp) {
 	if n := c.hub.cfg.InboxMessages; len(ids) > n {
 		ids = ids[len(ids)-n:] // ids sort by time: the newest
 	}
-	if !c.ackIDs.AllowN(len(ids)) {
+	if !c.limits().ackIDs.AllowN(len(ids)) {
 		c.rateLimited()
 		return
 	}

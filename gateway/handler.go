@@ -283,9 +283,6 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, userID string, topic
 		topicList: topics,
 		rules:     topicRules,
 		grants:    g,
-		publish:   newPublishBucket(&h.cfg),
-		upstream:  newUpstreamBucket(&h.cfg),
-		ackIDs:    newAckBucket(&h.cfg),
 	}
 	c.writeFn = c.writeLoop
 	if err := h.register(c, lastID, q.Get("epoch"), lastID != ""); err != nil {

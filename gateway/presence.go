@@ -201,7 +201,7 @@ func (c *Conn) opPresence(op clientOp) {
 	}
 	// Each request costs the engine a page: it counts against the
 	// connection's publish budget.
-	if !c.publish.Allow() {
+	if !c.limits().publish.Allow() {
 		m.clientPublishRateLimited.Inc()
 		c.rateLimited()
 		return

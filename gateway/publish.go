@@ -103,7 +103,7 @@ func (c *Conn) opPublish(op clientOp) {
 		}
 		return
 	}
-	if !c.publish.Allow() {
+	if !c.limits().publish.Allow() {
 		m.clientPublishRateLimited.Inc()
 		c.rateLimited()
 		return
