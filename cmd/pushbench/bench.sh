@@ -9,7 +9,8 @@
 #   cmd/pushbench/bench.sh [scenario...]   (default: all)
 #
 # Scenarios: idle, fanout-latency, fanout-cpu, fanout-max, fanout-envelope,
-# unicast, storm. SERVERS (default "pushgate floor") picks the servers;
+# unicast, storm, cluster (pushgate only: cluster.sh, 4 nodes sharing a
+# redis-server). SERVERS (default "pushgate floor") picks the servers;
 # "library" is the reference server writing through coder/websocket,
 # "before" the pushgate binary at $BEFORE (an earlier build, for
 # before/after comparisons in the same run), and "centrifugo" the Centrifugo
@@ -104,6 +105,10 @@ if all unicast; then
 fi
 if all storm; then
   for s in "${S[@]}"; do bench storm $s --scenario storm --conns "$N"; done
+fi
+if all cluster; then
+  # pushgate only: 4 nodes and Redis, 76,000 connections (cluster.sh).
+  OUT="$OUT" RUNS="$RUNS" cmd/pushbench/cluster.sh
 fi
 echo "results in $OUT" >&2
 # Medians (min-max) per benchmark and server.
