@@ -102,34 +102,47 @@ type Conn struct {
 	polled atomic.Bool
 
 	// The client's rate limits, made when it first sends a frame they
-	// count (limits): a connection that only answers the heartbeat never
-	// needs them.
-	lim atomic.Pointer[connLimits]
+	// count: the frames it may send (upstreamLimit: a connection that
+	// only answers the heartbeat needs only this one), and the rest
+	// (limits).
+	upstream atomic.Pointer[limit.Bucket]
+	lim      atomic.Pointer[connLimits]
 }
 
-// connLimits are a connection's rate limits: the frames the client may send
-// (data and control frames), the message ids it may acknowledge, and its
-// publishes (publish.go); a nil Bucket is no limit. A Bucket is safe for
-// concurrent use.
+// connLimits are a connection's limits on the message ids it may
+// acknowledge and on its publishes (publish.go); a nil Bucket is no limit.
+// A Bucket is safe for concurrent use.
 type connLimits struct {
-	upstream *limit.Bucket
-	ackIDs   *limit.Bucket
-	publish  *limit.Bucket
+	ackIDs  *limit.Bucket
+	publish *limit.Bucket
 }
 
-// limits returns c's rate limits, made on first use. Buckets start full,
-// so one made at the first frame allows what one made at the handshake
-// would have.
+// limits returns c's limits on acknowledgements and publishes, made on
+// first use. Buckets start full, so one made at the first frame allows
+// what one made at the handshake would have.
 func (c *Conn) limits() *connLimits {
 	if l := c.lim.Load(); l != nil {
 		return l
 	}
 	cfg := &c.hub.cfg
-	l := &connLimits{upstream: newUpstreamBucket(cfg), ackIDs: newAckBucket(cfg), publish: newPublishBucket(cfg)}
+	l := &connLimits{ackIDs: newAckBucket(cfg), publish: newPublishBucket(cfg)}
 	if c.lim.CompareAndSwap(nil, l) {
 		return l
 	}
 	return c.lim.Load()
+}
+
+// upstreamLimit returns the bucket of the frames c's client may send (data
+// and control frames), made on first use; nil: no limit.
+func (c *Conn) upstreamLimit() *limit.Bucket {
+	if b := c.upstream.Load(); b != nil {
+		return b
+	}
+	b := newUpstreamBucket(&c.hub.cfg)
+	if b == nil || c.upstream.CompareAndSwap(nil, b) {
+		return b
+	}
+	return c.upstream.Load()
 }
 
 func (c *Conn) idString() string { return "c" + strconv.FormatUint(c.id, 10) + "-" + c.hub.tag }
@@ -614,6 +627,12 @@ func (c *Conn) readLoop() (parked bool) {
 				if c.park() {
 					return true
 				}
+				c.mu.Lock()
+				closing := c.closing
+				c.mu.Unlock()
+				if closing {
+					continue // to Read, which the close handshake needs
+				}
 				if c.nc.waitReadable() == pongRead {
 					c.onPong(context.Background(), nil)
 					continue
@@ -634,7 +653,7 @@ func (c *Conn) readLoop() (parked bool) {
 		if closing {
 			continue // read only to finish the close handshake
 		}
-		if !c.limits().upstream.Allow() {
+		if !c.upstreamLimit().Allow() {
 			c.rateLimited()
 			continue // keep reading to complete the close handshake
 		}

@@ -47,7 +47,7 @@ func (c *Conn) controlFrame() bool {
 	if closing {
 		return false // no pongs while closing
 	}
-	if !c.limits().upstream.Allow() {
+	if !c.upstreamLimit().Allow() {
 		c.hub.metrics.rateLimited.Inc()
 		c.closeWith(CloseRateLimited)
 		return false

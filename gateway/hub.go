@@ -792,6 +792,9 @@ func (h *Hub) Shutdown(ctx context.Context, window time.Duration) error {
 	if h.closing.Swap(true) {
 		return nil
 	}
+	// Parked read loops are woken on the way out, even if ctx ends first:
+	// each then waits on its own goroutine.
+	defer h.reads.close()
 	all := h.allConns()
 	if len(all) > 0 {
 		h.log.Info("closing client connections", "connections", len(all), "window", window)
@@ -805,6 +808,5 @@ func (h *Hub) Shutdown(ctx context.Context, window time.Duration) error {
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
-	h.reads.close()
 	return nil
 }

@@ -45,6 +45,11 @@ func (c *Conn) park() bool {
 		c.mu.Unlock()
 		return false
 	}
+	c.mu.Unlock()
+	if !c.hub.reads.register(c) {
+		return false
+	}
+	c.mu.Lock()
 	c.parked = true
 	c.mu.Unlock()
 	if c.hub.reads.arm(c) {

@@ -30,6 +30,9 @@ type readPoller struct {
 	done chan struct{} // closed when the poller stops: the kept goroutines end
 }
 
+// epollCtl is syscall.EpollCtl; tests make it fail.
+var epollCtl = syscall.EpollCtl
+
 // readWorkers is how many goroutines the poller keeps for read loops.
 const readWorkers = 8
 
@@ -87,44 +90,50 @@ func (p *readPoller) start() {
 	go p.wait()
 }
 
-// arm registers c's socket for its next bytes, one-shot. False when the
-// poller is closed or the registration failed.
-func (p *readPoller) arm(c *Conn) bool {
+// register adds c to the connections the poller may wake, before its read
+// loop parks (so before any other read loop of c can start and end, which
+// forgets it). False when the poller is closed or failed.
+func (p *readPoller) register(c *Conn) bool {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	if p.closed || p.failed {
-		p.mu.Unlock()
 		return false
 	}
 	p.conns[c.id] = c
-	p.mu.Unlock()
+	return true
+}
+
+// arm registers c's socket for its next bytes, one-shot. False when the
+// socket is closed or the registration failed.
+func (p *readPoller) arm(c *Conn) bool {
 	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT, Fd: int32(uint32(c.id)), Pad: int32(uint32(c.id >> 32))}
-	var err error
+	var ctlErr error
 	ctl := func(sfd uintptr) {
-		err = p.rc.Control(func(epfd uintptr) {
+		cerr := p.rc.Control(func(epfd uintptr) {
 			// A socket registered before is modified; the first time, added.
 			op := syscall.EPOLL_CTL_MOD
 			if !c.polled.Load() {
 				op = syscall.EPOLL_CTL_ADD
 			}
 			for {
-				err = syscall.EpollCtl(int(epfd), op, int(sfd), &ev)
+				ctlErr = epollCtl(int(epfd), op, int(sfd), &ev)
 				switch {
-				case errors.Is(err, syscall.ENOENT) && op == syscall.EPOLL_CTL_MOD:
+				case errors.Is(ctlErr, syscall.ENOENT) && op == syscall.EPOLL_CTL_MOD:
 					op = syscall.EPOLL_CTL_ADD
 					continue
-				case errors.Is(err, syscall.EEXIST) && op == syscall.EPOLL_CTL_ADD:
+				case errors.Is(ctlErr, syscall.EEXIST) && op == syscall.EPOLL_CTL_ADD:
 					op = syscall.EPOLL_CTL_MOD
 					continue
 				}
 				return
 			}
 		})
+		if ctlErr == nil {
+			ctlErr = cerr // the poller closed
+		}
 	}
-	if cerr := c.nc.rc.Control(ctl); cerr != nil {
-		return false // the socket is closed
-	}
-	if err != nil {
-		return false
+	if err := c.nc.rc.Control(ctl); err != nil || ctlErr != nil {
+		return false // the socket is closed, or epoll refused it (no room for another watch)
 	}
 	c.polled.Store(true)
 	return true

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -133,6 +134,38 @@ func TestParkedConnectionClosedByServer(t *testing.T) {
 	waitConns(t, h2, 1)
 	waitConns(t, h2, 0)
 	waitFor(t, "the silent connection's read loop to end", func() bool { return h2.live.Load() == 0 })
+}
+
+// Where epoll refuses a socket (no room for another watch:
+// fs.epoll.max_user_watches), its read loop waits on its own goroutine and
+// reads as before; so does a connection closed while its read loop parks.
+func TestParkRefusedWaits(t *testing.T) {
+	epollCtl = func(int, int, int, *syscall.EpollEvent) error { return syscall.ENOSPC }
+	t.Cleanup(func() { epollCtl = syscall.EpollCtl })
+	h, srv := testHub(t, Config{HeartbeatInterval: time.Hour}, nil)
+	c := dialRaw(t, strings.TrimPrefix(srv.URL, "http://"), "/ws/u")
+	waitConns(t, h, 1)
+	waitFor(t, "the read loop to wait on its own goroutine", readerWaits)
+	conn := h.userConns(nil, "u")[0]
+	conn.mu.Lock()
+	parked := conn.parked
+	conn.mu.Unlock()
+	if parked {
+		t.Fatal("parked, with epoll refusing the socket")
+	}
+	c.send(t, wsframe.OpText, []byte("ping"))
+	if f := c.read(t); string(f.payload) != `{"type":"pong"}` {
+		t.Fatalf("got %q, want the pong", f.payload)
+	}
+	c.nc.Close()
+	waitConns(t, h, 0)
+	waitFor(t, "the read loop to end", func() bool { return h.live.Load() == 0 })
+	h.reads.mu.Lock()
+	registered := len(h.reads.conns)
+	h.reads.mu.Unlock()
+	if registered != 0 {
+		t.Fatalf("%d connections left registered with the poller", registered)
+	}
 }
 
 // BenchmarkClientFrames measures what a client's frame costs the read
