@@ -98,9 +98,6 @@ type Conn struct {
 	joinSeq   string // guarded by the user's shard mu: the last id handed out when the connection joined
 	epoch     string // guarded by the user's shard mu: the engine epoch it joined in
 
-	// polled: the socket has been registered with the hub's read poller.
-	polled atomic.Bool
-
 	// The client's rate limits, made when it first sends a frame they
 	// count: the frames it may send (upstreamLimit: a connection that
 	// only answers the heartbeat needs only this one), and the rest
@@ -619,11 +616,8 @@ func (c *Conn) readLoop() (parked bool) {
 		c.early = false
 		c.mu.Unlock()
 		if wait {
-			switch c.nc.peek() {
-			case pongRead:
-				c.onPong(context.Background(), nil)
-				continue
-			case nothingYet:
+			r := c.nc.peek()
+			if r == nothingYet {
 				if c.park() {
 					return true
 				}
@@ -633,10 +627,11 @@ func (c *Conn) readLoop() (parked bool) {
 				if closing {
 					continue // to Read, which the close handshake needs
 				}
-				if c.nc.waitReadable() == pongRead {
-					c.onPong(context.Background(), nil)
-					continue
-				}
+				r = c.nc.waitReadable()
+			}
+			if r == pongRead {
+				c.onPong(context.Background(), nil)
+				continue
 			}
 		}
 		typ, data, err := c.ws.Read(context.Background())

@@ -36,7 +36,7 @@ func (c *Conn) serveReads() {
 // reports whether it did: the calling goroutine must then return, as
 // another read loop may already be running.
 func (c *Conn) park() bool {
-	if c.nc.rc == nil || !c.hub.reads.usable() {
+	if c.nc.rc == nil || !c.hub.reads.register(c) {
 		return false
 	}
 	c.mu.Lock()
@@ -45,11 +45,6 @@ func (c *Conn) park() bool {
 		c.mu.Unlock()
 		return false
 	}
-	c.mu.Unlock()
-	if !c.hub.reads.register(c) {
-		return false
-	}
-	c.mu.Lock()
 	c.parked = true
 	c.mu.Unlock()
 	if c.hub.reads.arm(c) {

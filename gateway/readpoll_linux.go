@@ -57,14 +57,6 @@ func (p *readPoller) worker() {
 	}
 }
 
-// usable reports whether parking may succeed.
-func (p *readPoller) usable() bool {
-	p.once.Do(p.start)
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return !p.closed && !p.failed
-}
-
 func (p *readPoller) start() {
 	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
 	if err == nil {
@@ -92,8 +84,10 @@ func (p *readPoller) start() {
 
 // register adds c to the connections the poller may wake, before its read
 // loop parks (so before any other read loop of c can start and end, which
-// forgets it). False when the poller is closed or failed.
+// forgets it); the first call starts the poller. False when the poller is
+// closed or failed.
 func (p *readPoller) register(c *Conn) bool {
+	p.once.Do(p.start)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed || p.failed {
@@ -110,11 +104,10 @@ func (p *readPoller) arm(c *Conn) bool {
 	var ctlErr error
 	ctl := func(sfd uintptr) {
 		cerr := p.rc.Control(func(epfd uintptr) {
-			// A socket registered before is modified; the first time, added.
+			// A socket registered before is modified; the first time
+			// (ENOENT), added; EEXIST: another read loop of c added it
+			// first.
 			op := syscall.EPOLL_CTL_MOD
-			if !c.polled.Load() {
-				op = syscall.EPOLL_CTL_ADD
-			}
 			for {
 				ctlErr = epollCtl(int(epfd), op, int(sfd), &ev)
 				switch {
@@ -135,7 +128,6 @@ func (p *readPoller) arm(c *Conn) bool {
 	if err := c.nc.rc.Control(ctl); err != nil || ctlErr != nil {
 		return false // the socket is closed, or epoll refused it (no room for another watch)
 	}
-	c.polled.Store(true)
 	return true
 }
 

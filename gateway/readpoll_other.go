@@ -6,7 +6,6 @@ package gateway
 // each connection's read loop waits on its own goroutine.
 type readPoller struct{}
 
-func (p *readPoller) usable() bool        { return false }
 func (p *readPoller) arm(*Conn) bool      { return false }
 func (p *readPoller) register(*Conn) bool { return false }
 func (p *readPoller) forget(*Conn)        {}
